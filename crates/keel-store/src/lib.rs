@@ -1,0 +1,38 @@
+//! keel's store: a Raft-replicated MVCC key-value store (openraft + RocksDB) that speaks the etcd v3 API.
+//!
+//! A member ([`Store`]) keeps a Raft log ([`log_store`]) and an MVCC state machine ([`state_machine`],
+//! [`state_db`]) whose rules are pure functions ([`apply`]). Members talk over gRPC ([`network`], [`peer`]);
+//! clients use etcd's API ([`etcd_api`]) or, when the store is embedded, the same operations on [`Store`].
+//! Every member answers every request: writes go to the leader, linearizable reads wait for the leader's
+//! read index, serializable reads are local.
+
+pub mod apply;
+pub mod config;
+pub mod error;
+pub mod etcd_api;
+pub mod hub;
+pub mod keys;
+pub mod log_store;
+pub mod network;
+pub mod peer;
+pub mod state_db;
+pub mod state_machine;
+pub mod store;
+pub mod types;
+pub mod watch;
+
+pub use config::{ClusterState, StoreConfig};
+pub use error::StoreError;
+pub use store::{ApiError, RunningStore, Store};
+
+/// An error and its sources on one line ("a: b: c"), for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

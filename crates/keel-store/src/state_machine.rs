@@ -1,0 +1,333 @@
+//! The Raft state machine: applies committed entries to the MVCC state, builds and installs snapshots.
+//!
+//! The state lives in `<data-dir>/state-<generation>`; `<data-dir>/STATE` names the current generation. A
+//! snapshot received from the leader is imported into a new generation, made durable, and only then does
+//! `STATE` (replaced by rename) point at it: a crash at any moment leaves either the old or the new state,
+//! never a mix.
+
+use std::io::{BufReader, BufWriter, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftLogId, StorageIOError};
+use serde::{Deserialize, Serialize};
+
+use crate::apply::Applier;
+use crate::error::StoreError;
+use crate::hub::Hub;
+use crate::state_db::{StateDb, StateMeta};
+use crate::types::{CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+const STATE_POINTER: &str = "STATE";
+const SNAPSHOT_DIR: &str = "snapshots";
+const SNAPSHOT_CURRENT: &str = "current.json";
+
+/// The current state database, shared by the state machine (writer) and the read path.
+pub struct SharedState {
+    current: RwLock<Arc<StateDb>>,
+    generation: RwLock<u64>,
+    dir: PathBuf,
+    pub hub: Hub,
+    /// Revision whose history removal is wanted; the compactor thread waits on it.
+    compact_tx: tokio::sync::watch::Sender<i64>,
+}
+
+impl SharedState {
+    /// Opens the current state generation under `dir` (creating the first one when `create` is set).
+    pub fn open(dir: &Path, create: bool) -> Result<Arc<Self>, StoreError> {
+        let pointer = dir.join(STATE_POINTER);
+        let generation = match std::fs::read_to_string(&pointer) {
+            Ok(s) => s.trim().parse::<u64>().map_err(|_| StoreError::Corrupt(format!("{} is not a generation", pointer.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                write_atomically(&pointer, b"1")?;
+                1
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::DataDir { path: dir.to_owned(), message: "the state pointer (STATE) is missing".into() })
+            }
+            Err(e) => return Err(StoreError::io(&pointer)(e)),
+        };
+        // Leftovers of an interrupted snapshot install or of replaced generations.
+        for entry in std::fs::read_dir(dir).map_err(StoreError::io(dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(g) = name.strip_prefix("state-").and_then(|g| g.parse::<u64>().ok()) {
+                if g != generation {
+                    tracing::info!(dir = %entry.path().display(), "removing stale state generation");
+                    std::fs::remove_dir_all(entry.path()).map_err(StoreError::io(entry.path()))?;
+                }
+            }
+        }
+        let state = StateDb::open(&dir.join(format!("state-{generation}")), create || generation == 1)?;
+        let (compact_tx, compact_rx) = tokio::sync::watch::channel(0);
+        let shared = Arc::new(SharedState {
+            current: RwLock::new(Arc::new(state)),
+            generation: RwLock::new(generation),
+            dir: dir.to_owned(),
+            hub: Hub::default(),
+            compact_tx,
+        });
+        std::fs::create_dir_all(dir.join(SNAPSHOT_DIR)).map_err(StoreError::io(dir.join(SNAPSHOT_DIR)))?;
+        Self::spawn_compactor(Arc::downgrade(&shared), compact_rx);
+        if let Some(rev) = shared.current().pending_compaction()? {
+            shared.compact_tx.send_replace(rev);
+        }
+        Ok(shared)
+    }
+
+    /// The current state database.
+    pub fn current(&self) -> Arc<StateDb> {
+        self.current.read().expect("state lock").clone()
+    }
+
+    /// Removes compacted history in the background, so compaction never stalls writes or reads.
+    fn spawn_compactor(shared: std::sync::Weak<SharedState>, mut rx: tokio::sync::watch::Receiver<i64>) {
+        std::thread::Builder::new()
+            .name("mvcc-compactor".into())
+            .spawn(move || loop {
+                let wanted = *rx.borrow_and_update();
+                if wanted > 0 {
+                    let Some(shared) = shared.upgrade() else { return };
+                    let state = shared.current();
+                    drop(shared);
+                    match state.compact_history(wanted) {
+                        Ok(n) => tracing::info!(revision = wanted, removed = n, "compacted history"),
+                        Err(e) => tracing::error!(error = %e, "history compaction failed"),
+                    }
+                }
+                if futures::executor::block_on(rx.changed()).is_err() {
+                    return;
+                }
+            })
+            .expect("spawn compactor");
+    }
+
+    fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join(SNAPSHOT_DIR)
+    }
+}
+
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(StoreError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(StoreError::io(path))?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(StoreError::io(parent))?;
+    }
+    Ok(())
+}
+
+/// The state machine handed to openraft.
+pub struct StateMachine {
+    shared: Arc<SharedState>,
+    meta: StateMeta,
+    /// The file a snapshot from the leader is being received into (openraft receives one at a time).
+    incoming: Option<PathBuf>,
+}
+
+impl StateMachine {
+    pub fn new(shared: Arc<SharedState>) -> Result<Self, StoreError> {
+        let meta = shared.current().writer_view().meta()?;
+        Ok(StateMachine { shared, meta, incoming: None })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotRecord {
+    meta: SnapshotMeta,
+    file: String,
+}
+
+fn io_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+fn snap_err(meta: Option<&SnapshotMeta>, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_snapshot(meta.map(|m| m.signature()), &e).into()
+}
+
+pub struct SnapshotBuilder {
+    shared: Arc<SharedState>,
+}
+
+/// Records `file` (in the snapshot dir) as the current snapshot and removes older ones.
+fn save_snapshot_record(shared: &SharedState, meta: &SnapshotMeta, file: &str) -> Result<(), StoreError> {
+    let dir = shared.snapshot_dir();
+    let rec = serde_json::to_vec(&SnapshotRecord { meta: meta.clone(), file: file.to_owned() }).expect("serialisable");
+    write_atomically(&dir.join(SNAPSHOT_CURRENT), &rec)?;
+    for e in std::fs::read_dir(&dir).map_err(StoreError::io(&dir))?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".snap") && name != file {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let shared = self.shared.clone();
+        let (meta, path) = tokio::task::spawn_blocking(move || -> Result<(SnapshotMeta, PathBuf), StoreError> {
+            let state = shared.current();
+            // The log is purged behind a snapshot: everything it covers must be on disk first.
+            state.sync()?;
+            let reader = state.reader();
+            let m = reader.meta()?;
+            let id = format!(
+                "{}-{}-{}",
+                m.applied.map_or(0, |l| l.leader_id.term),
+                m.applied.map_or(0, |l| l.index),
+                rand::random::<u32>()
+            );
+            let file = format!("{id}.snap");
+            let dir = shared.snapshot_dir();
+            let tmp = dir.join(format!("{id}.tmp"));
+            let f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
+            let mut w = BufWriter::new(f);
+            state.export(&reader, &mut w)?;
+            let f = w.into_inner().map_err(|e| StoreError::io(&tmp)(e.into_error()))?;
+            f.sync_all().map_err(StoreError::io(&tmp))?;
+            let path = dir.join(&file);
+            std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+            let meta = SnapshotMeta { last_log_id: m.applied, last_membership: m.membership, snapshot_id: id };
+            save_snapshot_record(&shared, &meta, &file)?;
+            Ok((meta, path))
+        })
+        .await
+        .map_err(|e| snap_err(None, std::io::Error::other(e.to_string())))?
+        .map_err(|e| snap_err(None, e))?;
+        let f = tokio::fs::File::open(&path).await.map_err(|e| snap_err(Some(&meta), e))?;
+        tracing::info!(id = %meta.snapshot_id, "built snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(f) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.meta.applied, self.meta.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let state = self.shared.current();
+        let view = state.writer_view();
+        let mut applier = Applier::new(&view, self.meta.revision, self.meta.compacted);
+        let mut results = Vec::new();
+        let mut applied = None;
+        let mut membership = None;
+        for entry in entries {
+            applied = Some(*entry.get_log_id());
+            match &entry.payload {
+                EntryPayload::Blank => results.push(CommandResult::default()),
+                EntryPayload::Normal(cmd) => results.push(CommandResult(applier.apply(&cmd.0).map_err(io_err)?)),
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(applied, m.clone()));
+                    results.push(CommandResult::default());
+                }
+            }
+        }
+        let compacted_before = self.meta.compacted;
+        let (changes, events, revision, compacted) = (applier.changes, applier.events, applier.revision, applier.compacted);
+        state.commit(&changes, revision, compacted, applied.as_ref(), membership.as_ref()).map_err(io_err)?;
+        self.meta.revision = revision;
+        self.meta.compacted = compacted;
+        if applied.is_some() {
+            self.meta.applied = applied;
+        }
+        if let Some(m) = membership {
+            self.meta.membership = m;
+        }
+        self.shared.hub.publish(events);
+        if compacted > compacted_before {
+            self.shared.compact_tx.send_replace(compacted);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder { shared: self.shared.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.shared.snapshot_dir().join(format!("incoming-{}.tmp", rand::random::<u64>()));
+        let f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| snap_err(None, e))?;
+        if let Some(stale) = self.incoming.replace(path) {
+            let _ = std::fs::remove_file(stale);
+        }
+        Ok(Box::new(f))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        let shared = self.shared.clone();
+        let m = meta.clone();
+        let mut file = snapshot.into_std().await;
+        let incoming = self.incoming.take();
+        let new_meta = tokio::task::spawn_blocking(move || -> Result<StateMeta, StoreError> {
+            file.rewind().map_err(StoreError::SnapshotIo)?;
+            let generation = *shared.generation.read().expect("lock") + 1;
+            let dir = shared.dir.join(format!("state-{generation}"));
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(StoreError::io(&dir))?;
+            }
+            let fresh = StateDb::open(&dir, true)?;
+            fresh.import(&mut BufReader::new(&mut file))?;
+            let got = fresh.writer_view().meta()?;
+            if got.applied != m.last_log_id {
+                return Err(StoreError::Corrupt(format!(
+                    "snapshot {} holds state up to {:?}, its metadata says {:?}",
+                    m.snapshot_id, got.applied, m.last_log_id
+                )));
+            }
+            write_atomically(&shared.dir.join(STATE_POINTER), generation.to_string().as_bytes())?;
+            // Keep the received snapshot as ours, to send on to members that need it.
+            let file_name = format!("{}.snap", m.snapshot_id);
+            if let Some(incoming) = incoming.filter(|p| p.exists()) {
+                let target = shared.snapshot_dir().join(&file_name);
+                std::fs::rename(&incoming, &target).map_err(StoreError::io(&target))?;
+                save_snapshot_record(&shared, &m, &file_name)?;
+            }
+            let old = {
+                let mut cur = shared.current.write().expect("lock");
+                std::mem::replace(&mut *cur, Arc::new(fresh))
+            };
+            *shared.generation.write().expect("lock") = generation;
+            old.mark_obsolete();
+            tracing::info!(id = %m.snapshot_id, generation, "installed snapshot");
+            Ok(got)
+        })
+        .await
+        .map_err(|e| snap_err(Some(meta), std::io::Error::other(e.to_string())))?
+        .map_err(|e| snap_err(Some(meta), e))?;
+        self.meta = new_meta;
+        self.shared.hub.reset();
+        if let Some(rev) = self.shared.current().pending_compaction().map_err(io_err)? {
+            self.shared.compact_tx.send_replace(rev);
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let dir = self.shared.snapshot_dir();
+        let rec = match std::fs::read(dir.join(SNAPSHOT_CURRENT)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(snap_err(None, e)),
+        };
+        let rec: SnapshotRecord = serde_json::from_slice(&rec).map_err(|e| snap_err(None, e))?;
+        let f = tokio::fs::File::open(dir.join(&rec.file)).await.map_err(|e| snap_err(Some(&rec.meta), e))?;
+        Ok(Some(Snapshot { meta: rec.meta, snapshot: Box::new(f) }))
+    }
+}

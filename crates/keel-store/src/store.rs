@@ -1,0 +1,586 @@
+//! A running store member: opens its data dir, runs Raft, serves the etcd API and the peer protocol, and
+//! offers the same operations as a library (`keel server` embeds a member this way).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member as PbMember, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
+};
+use keel_proto::raftpb::{
+    apply_error::Code, write_request, write_response, ApplyError, PublishMember, ReadIndexRequest, WriteRequest,
+    WriteResponse,
+};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+use prost::Message;
+use tokio::task::JoinHandle;
+
+use crate::apply::{check_read_revision, finish_range, validate_txn, KvView, MAX_TXN_OPS};
+use crate::config::{listen_addr, ClusterState, StoreConfig};
+use crate::error::StoreError;
+use crate::keys::KeyRange;
+use crate::log_store::{Identity, LogDb, LogStore};
+use crate::network::{NetworkFactory, PeerPool, MAX_PEER_MESSAGE};
+use crate::peer::{PeerService, NOT_LEADER};
+use crate::state_machine::{SharedState, StateMachine};
+use crate::types::{Command, NodeId, Raft};
+
+/// How long a request waits for a leader, a commit or a read index before it fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// The version keel reports in `Maintenance.Status`: the etcd API level it serves.
+pub const ETCD_API_VERSION: &str = "3.4.0";
+
+/// Why an API request failed, in etcd's words; maps to the gRPC status etcd returns.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{}", .0.message)]
+    Apply(ApplyError),
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: request is too large")]
+    TooLarge,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: {0}")]
+    Unsupported(String),
+    #[error("etcdserver: internal error")]
+    Internal(#[source] StoreError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e)
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        use tonic::Code as C;
+        let code = match &e {
+            ApiError::Apply(a) => match Code::try_from(a.code) {
+                Ok(Code::Compacted | Code::FutureRevision) => C::OutOfRange,
+                Ok(Code::LeaseNotFound) => C::NotFound,
+                Ok(Code::KeyNotFound | Code::DuplicateKey | Code::Invalid) => C::InvalidArgument,
+                _ => C::Unknown,
+            },
+            ApiError::EmptyKey | ApiError::TooLarge => C::InvalidArgument,
+            ApiError::NoLeader | ApiError::Timeout | ApiError::LeaderChanged => C::Unavailable,
+            ApiError::Unsupported(_) => C::Unimplemented,
+            ApiError::Internal(inner) => {
+                tracing::error!(error = %crate::error_chain(inner), "internal error serving a request");
+                C::Internal
+            }
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}
+
+struct Inner {
+    id: NodeId,
+    cluster_id: u64,
+    raft: Raft,
+    shared: Arc<SharedState>,
+    pool: PeerPool,
+    config: StoreConfig,
+}
+
+/// A store member. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// A member with its listeners running.
+pub struct RunningStore {
+    pub store: Store,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl RunningStore {
+    /// Stops serving and shuts Raft down.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
+        let _ = self.store.inner.raft.shutdown().await;
+    }
+}
+
+fn raft_config(c: &StoreConfig) -> openraft::Config {
+    let e = c.election_timeout.as_millis() as u64;
+    openraft::Config {
+        cluster_name: c.initial_cluster_token.clone(),
+        heartbeat_interval: c.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: e,
+        election_timeout_max: e + e / 2,
+        install_snapshot_timeout: 2000,
+        max_payload_entries: 64,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_count),
+        snapshot_max_chunk_size: 1 << 20,
+        max_in_snapshot_log_to_keep: 1000,
+        purge_batch_size: 256,
+        ..Default::default()
+    }
+}
+
+impl Store {
+    /// Opens the member's data dir and starts Raft (without listening: see [`Store::start`]).
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        let log_dir = dir.join("raft-log");
+        let fresh = !log_dir.exists();
+        let log = Arc::new(LogDb::open(&log_dir)?);
+        let wanted = Identity { name: config.name.clone(), member_id: config.member_id(), cluster_id: config.cluster_id() };
+        let identity = match log.identity()? {
+            Some(id) => {
+                check_identity(&config, &id)?;
+                id
+            }
+            None if !fresh && log.has_raft_state()? => {
+                return Err(StoreError::DataDir { path: dir, message: "the raft log has no member identity: not a keel data dir, or corrupt".into() })
+            }
+            None => {
+                if config.initial_cluster_state == ClusterState::Existing {
+                    // Joining: the cluster id is learned from the cluster (membership changes land with
+                    // "Store operations"); until then the configured one is used.
+                }
+                log.set_identity(&wanted)?;
+                wanted
+            }
+        };
+        let shared = SharedState::open(&dir, fresh)?;
+        let sm = StateMachine::new(shared.clone())?;
+        let pool = PeerPool::new(identity.cluster_id);
+        let raft = Raft::new(
+            identity.member_id,
+            Arc::new(raft_config(&config).validate().map_err(|e| StoreError::Config(e.to_string()))?),
+            NetworkFactory { pool: pool.clone() },
+            LogStore::new(log.clone()),
+            sm,
+        )
+        .await
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
+        if fresh && config.initial_cluster_state == ClusterState::New {
+            let members: BTreeMap<NodeId, crate::types::Member> = config.initial_members();
+            raft.initialize(members).await.map_err(|e| StoreError::Raft(e.to_string()))?;
+        }
+        Ok(Store {
+            inner: Arc::new(Inner { id: identity.member_id, cluster_id: identity.cluster_id, raft, shared, pool, config }),
+        })
+    }
+
+    /// Opens the member and serves the client API and the peer protocol on the configured URLs.
+    pub async fn start(config: StoreConfig) -> Result<RunningStore, StoreError> {
+        let store = Store::open(config).await?;
+        store.serve().await
+    }
+
+    /// Binds the listeners and serves until [`RunningStore::shutdown`].
+    pub async fn serve(self) -> Result<RunningStore, StoreError> {
+        let (shutdown, rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        let c = &self.inner.config;
+        for url in &c.listen_peer_urls {
+            let listener = bind(url).await?;
+            let peer = PeerService { raft: self.inner.raft.clone(), cluster_id: self.inner.cluster_id };
+            let svc = keel_proto::raftpb::raft_peer_server::RaftPeerServer::new(peer)
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE);
+            let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc);
+            tasks.push(spawn_server(router, listener, rx.clone(), url.clone()));
+        }
+        for url in &c.listen_client_urls {
+            let listener = bind(url).await?;
+            let router = crate::etcd_api::router(self.clone());
+            tasks.push(spawn_server(router, listener, rx.clone(), url.clone()));
+        }
+        tasks.push(tokio::spawn(publish_member(self.clone(), rx.clone())));
+        Ok(RunningStore { store: self, tasks, shutdown })
+    }
+
+    pub fn member_id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.cluster_id
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<SharedState> {
+        &self.inner.shared
+    }
+
+    pub fn current_revision(&self) -> Result<i64, StoreError> {
+        self.inner.shared.current().reader().revision()
+    }
+
+    /// A response header for `revision`.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.inner.cluster_id,
+            member_id: self.inner.id,
+            revision,
+            raft_term: self.inner.raft.metrics().borrow().current_term,
+        }
+    }
+
+    fn check_size(&self, m: &impl Message) -> Result<(), ApiError> {
+        if m.encoded_len() > self.inner.config.max_request_bytes {
+            return Err(ApiError::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// Proposes a write and returns what applying it returned, from whichever member leads.
+    pub async fn write(&self, mut req: WriteRequest) -> Result<WriteResponse, ApiError> {
+        req.cluster_id = self.inner.cluster_id;
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.write_once(&req)).await.map_err(|_| ApiError::Timeout)?;
+            match attempt {
+                Ok(r) => return Ok(r),
+                Err(Retry::Wait) => {
+                    if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                        return Err(ApiError::NoLeader);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(Retry::Fail(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn write_once(&self, req: &WriteRequest) -> Result<WriteResponse, Retry> {
+        match self.inner.raft.client_write(Command(req.clone())).await {
+            Ok(r) => Ok(r.data.0),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let Some(url) = f.leader_node.as_ref().and_then(|n| n.peer_urls.first()) else {
+                    return Err(Retry::Wait);
+                };
+                let Some(mut client) = self.inner.pool.client(url) else { return Err(Retry::Wait) };
+                match client.propose(req.clone()).await {
+                    Ok(r) => Ok(r.into_inner()),
+                    // Nothing was proposed: safe to try again.
+                    Err(s) if s.code() == NOT_LEADER => Err(Retry::Wait),
+                    Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => Err(Retry::Wait),
+                    // The write may or may not have been applied: the client must decide.
+                    Err(s) => {
+                        tracing::debug!(status = %s, "forwarded write failed");
+                        Err(Retry::Fail(ApiError::LeaderChanged))
+                    }
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Retry::Fail(ApiError::Unsupported(e.to_string())))
+            }
+            Err(RaftError::Fatal(e)) => Err(Retry::Fail(ApiError::Internal(StoreError::Raft(e.to_string())))),
+        }
+    }
+
+    /// Waits until this member's state reflects every write acknowledged before the call (read index).
+    pub async fn linearize(&self) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let index = tokio::time::timeout_at(deadline, self.read_index()).await.map_err(|_| ApiError::Timeout)?;
+            match index {
+                Some(index) => {
+                    let mut rx = self.inner.raft.metrics();
+                    let wait = rx.wait_for(|m| m.last_applied.map_or(0, |l| l.index) >= index);
+                    return match tokio::time::timeout_at(deadline, wait).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(_)) => Err(ApiError::Internal(StoreError::Raft("raft stopped".into()))),
+                        Err(_) => Err(ApiError::Timeout),
+                    };
+                }
+                None => {
+                    if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                        return Err(ApiError::NoLeader);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// The leader's read index: from Raft when this member leads, else asked of the leader. None: no leader.
+    async fn read_index(&self) -> Option<u64> {
+        let (leader, state) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader, m.state)
+        };
+        if state == ServerState::Leader {
+            return match self.inner.raft.get_read_log_id().await {
+                Ok((read, _)) => Some(read.map_or(0, |l| l.index)),
+                Err(_) => None,
+            };
+        }
+        let leader = leader?;
+        let url = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.membership().get_node(&leader)?.peer_urls.first()?.clone()
+        };
+        let mut client = self.inner.pool.client(&url)?;
+        let mut req = tonic::Request::new(ReadIndexRequest { cluster_id: self.inner.cluster_id });
+        req.set_timeout(Duration::from_secs(2));
+        client.read_index(req).await.ok().map(|r| r.into_inner().index)
+    }
+
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ApiError> {
+        if req.key.is_empty() {
+            return Err(ApiError::EmptyKey);
+        }
+        self.check_size(&req)?;
+        if !req.serializable {
+            self.linearize().await?;
+        }
+        let state = self.inner.shared.current();
+        let reader = state.reader();
+        let current = reader.revision()?;
+        check_read_revision(req.revision, current, reader.compacted()?).map_err(ApiError::Apply)?;
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let kvs = if req.revision > 0 && req.revision < current {
+            reader.scan_at(&range, req.revision)?
+        } else {
+            reader.scan(&range)?
+        };
+        let mut resp = finish_range(kvs, &req);
+        resp.header = Some(self.header(current));
+        Ok(resp)
+    }
+
+    async fn write_checked(&self, req: write_request::Request) -> Result<(write_response::Response, i64), ApiError> {
+        let req = WriteRequest { request: Some(req), cluster_id: self.inner.cluster_id };
+        self.check_size(&req)?;
+        let resp = self.write(req).await?;
+        match resp.response {
+            Some(write_response::Response::Error(e)) => Err(ApiError::Apply(e)),
+            Some(r) => Ok((r, resp.revision)),
+            None => Err(ApiError::Internal(StoreError::Corrupt("empty write response".into()))),
+        }
+    }
+
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, ApiError> {
+        if req.key.is_empty() {
+            return Err(ApiError::EmptyKey);
+        }
+        match self.write_checked(write_request::Request::Put(req)).await? {
+            (write_response::Response::Put(mut p), rev) => {
+                p.header = Some(self.header(rev));
+                Ok(p)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, ApiError> {
+        if req.key.is_empty() {
+            return Err(ApiError::EmptyKey);
+        }
+        match self.write_checked(write_request::Request::DeleteRange(req)).await? {
+            (write_response::Response::DeleteRange(mut d), rev) => {
+                d.header = Some(self.header(rev));
+                Ok(d)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ApiError> {
+        validate_txn(&req, MAX_TXN_OPS).map_err(|e| {
+            if e.message.ends_with("key is not provided") {
+                ApiError::EmptyKey
+            } else {
+                ApiError::Apply(e)
+            }
+        })?;
+        match self.write_checked(write_request::Request::Txn(req)).await? {
+            (write_response::Response::Txn(mut t), rev) => {
+                let h = self.header(rev);
+                set_txn_headers(&mut t, &h);
+                Ok(t)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, ApiError> {
+        match self.write_checked(write_request::Request::Compaction(req)).await? {
+            (write_response::Response::Compaction(mut c), rev) => {
+                c.header = Some(self.header(rev));
+                Ok(c)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Every member: Raft's membership, with the names and client URLs members published.
+    pub fn members(&self) -> Result<Vec<PbMember>, ApiError> {
+        let published: BTreeMap<u64, PublishMember> =
+            self.inner.shared.current().members()?.into_iter().map(|m| (m.member_id, m)).collect();
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        Ok(membership
+            .nodes()
+            .map(|(id, node)| {
+                let p = published.get(id);
+                PbMember {
+                    id: *id,
+                    name: p.map_or_else(String::new, |p| p.name.clone()),
+                    peer_ur_ls: node.peer_urls.clone(),
+                    client_ur_ls: p.map_or_else(Vec::new, |p| p.client_urls.clone()),
+                    is_learner: !voters.contains(id),
+                }
+            })
+            .collect())
+    }
+
+    pub fn status(&self) -> Result<StatusResponse, ApiError> {
+        let state = self.inner.shared.current();
+        let revision = state.reader().revision()?;
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let db = state.size_on_disk() + crate::state_db::dir_size(&self.inner.config.data_dir.join("raft-log"));
+        let mut errors = Vec::new();
+        if m.current_leader.is_none() {
+            errors.push("etcdserver: no leader".to_string());
+        }
+        Ok(StatusResponse {
+            header: Some(ResponseHeader { cluster_id: self.inner.cluster_id, member_id: self.inner.id, revision, raft_term: m.current_term }),
+            version: ETCD_API_VERSION.into(),
+            db_size: db as i64,
+            leader: m.current_leader.unwrap_or(0),
+            raft_index: m.last_log_index.unwrap_or(0),
+            raft_term: m.current_term,
+            raft_applied_index: m.last_applied.map_or(0, |l| l.index),
+            errors,
+            db_size_in_use: db as i64,
+            is_learner: !m.membership_config.membership().voter_ids().any(|v| v == self.inner.id),
+        })
+    }
+}
+
+enum Retry {
+    Wait,
+    Fail(ApiError),
+}
+
+fn unexpected() -> ApiError {
+    ApiError::Internal(StoreError::Corrupt("write answered with the wrong response type".into()))
+}
+
+fn set_txn_headers(t: &mut TxnResponse, h: &ResponseHeader) {
+    use keel_proto::etcdserverpb::response_op::Response as R;
+    t.header = Some(h.clone());
+    for r in &mut t.responses {
+        match &mut r.response {
+            Some(R::ResponsePut(p)) => p.header = Some(h.clone()),
+            Some(R::ResponseDeleteRange(d)) => d.header = Some(h.clone()),
+            Some(R::ResponseRange(x)) => {
+                let rev = x.header.as_ref().map_or(h.revision, |x| x.revision);
+                x.header = Some(ResponseHeader { revision: rev, ..h.clone() });
+            }
+            Some(R::ResponseTxn(n)) => set_txn_headers(n, h),
+            None => {}
+        }
+    }
+}
+
+fn check_identity(config: &StoreConfig, id: &Identity) -> Result<(), StoreError> {
+    let dir = config.data_dir.clone();
+    if id.name != config.name {
+        return Err(StoreError::DataDir {
+            path: dir,
+            message: format!("it belongs to member {:?}, but this member is named {:?} (--name)", id.name, config.name),
+        });
+    }
+    if config.initial_cluster_state == ClusterState::New && id.cluster_id != config.cluster_id() {
+        return Err(StoreError::DataDir {
+            path: dir,
+            message: format!(
+                "it belongs to cluster {:x}, but --initial-cluster and --initial-cluster-token describe cluster {:x}",
+                id.cluster_id,
+                config.cluster_id()
+            ),
+        });
+    }
+    if id.member_id != config.member_id() {
+        return Err(StoreError::DataDir {
+            path: dir,
+            message: format!(
+                "it belongs to member id {:x}, but --initial-advertise-peer-urls give member id {:x}",
+                id.member_id,
+                config.member_id()
+            ),
+        });
+    }
+    Ok(())
+}
+
+async fn bind(url: &str) -> Result<tokio::net::TcpListener, StoreError> {
+    let addr = listen_addr(url)?;
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| StoreError::Listen { addr: url.to_string(), source: e })
+}
+
+fn spawn_server(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    url: String,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let res = router
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(url, error = %e, "server stopped");
+        }
+    })
+}
+
+/// Announces this member's name and client URLs through the log, once it is running.
+async fn publish_member(store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let c = &store.inner.config;
+    let me = PublishMember { member_id: store.inner.id, name: c.name.clone(), client_urls: c.advertise_client_urls.clone() };
+    loop {
+        let already = store.inner.shared.current().members().map(|ms| ms.contains(&me)).unwrap_or(false);
+        if already {
+            return;
+        }
+        let req = WriteRequest { request: Some(write_request::Request::PublishMember(me.clone())), cluster_id: 0 };
+        tokio::select! {
+            r = store.write(req) => if r.is_ok() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! `keel kv`: flags (etcd's names and defaults) → a running store member until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use keel_store::config::{parse_initial_cluster, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_REQUEST_BYTES};
+use keel_store::{ClusterState, Store, StoreConfig};
+
+#[derive(Args, Debug)]
+pub struct KvArgs {
+    /// Human-readable name of this member.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Directory for the Raft log and the state (default: <name>.keel).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// URLs to serve the etcd client API on (comma-separated).
+    #[arg(long, default_value = "http://localhost:2379", value_delimiter = ',')]
+    listen_client_urls: Vec<String>,
+    /// Client URLs to announce to the cluster (comma-separated).
+    #[arg(long, default_value = "http://localhost:2379", value_delimiter = ',')]
+    advertise_client_urls: Vec<String>,
+    /// URLs to serve other members on (comma-separated).
+    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    listen_peer_urls: Vec<String>,
+    /// Peer URLs other members reach this one at (comma-separated).
+    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    initial_advertise_peer_urls: Vec<String>,
+    /// The initial members: name=peer-url,name=peer-url,…
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    initial_cluster: String,
+    /// "new" to create the cluster, "existing" to join one.
+    #[arg(long, default_value = "new")]
+    initial_cluster_state: ClusterState,
+    /// Distinguishes clusters created from the same --initial-cluster.
+    #[arg(long, default_value = "keel-cluster")]
+    initial_cluster_token: String,
+    /// Time between leader heartbeats, in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_HEARTBEAT_MS)]
+    heartbeat_interval: u64,
+    /// Time without a leader before a follower campaigns, in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_ELECTION_MS)]
+    election_timeout: u64,
+    /// Largest request accepted, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
+    /// Applied log entries between two snapshots.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_count: u64,
+    /// Interval of watch progress notifications, in seconds.
+    #[arg(long, default_value_t = 600)]
+    progress_notify_interval: u64,
+}
+
+impl KvArgs {
+    fn into_config(self) -> anyhow::Result<StoreConfig> {
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)));
+        Ok(StoreConfig {
+            initial_cluster: parse_initial_cluster(&self.initial_cluster)?,
+            name: self.name,
+            data_dir,
+            listen_client_urls: self.listen_client_urls,
+            advertise_client_urls: self.advertise_client_urls,
+            listen_peer_urls: self.listen_peer_urls,
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls,
+            initial_cluster_state: self.initial_cluster_state,
+            initial_cluster_token: self.initial_cluster_token,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            max_request_bytes: self.max_request_bytes,
+            snapshot_count: self.snapshot_count,
+            progress_notify_interval: Duration::from_secs(self.progress_notify_interval.max(1)),
+        })
+    }
+}
+
+pub fn run(args: KvArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let dir = config.data_dir.clone();
+        let name = config.name.clone();
+        let clients = config.listen_client_urls.join(",");
+        let running = Store::start(config).await.map_err(|e| anyhow::anyhow!(keel_store::error_chain(&e)))
+            .with_context(|| format!("cannot start member {name:?} with data dir {}", dir.display()))?;
+        tracing::info!(member = %name, id = format!("{:x}", running.store.member_id()), clients, "keel kv member serving");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,39 @@
+//! `keel`: the daemon. `keel kv` runs one member of an external store; `keel server` and `keel agent`
+//! arrive with the masters and node agents.
+
+mod kv;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "keel", version, about = "keel: a container orchestrator with its own Raft-replicated store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one member of a keel store (etcd v3 API; flags use etcd's names).
+    Kv(kv::KvArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Kv(args) => kv::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keel: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building and testing keel needs on Debian 12 (run as root). Idempotent.
+#   clang, libclang-dev   RocksDB's bindings (librocksdb-sys)
+#   protobuf-compiler     protoc, for the .proto files in proto/
+#   etcd-client           stock etcdctl 3.4, for the compatibility tests
+#   etcd-server           etcd 3.4, the anchor of the benchmarks
+set -euo pipefail
+packages=(clang libclang-dev protobuf-compiler etcd-client etcd-server)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+echo "keel build and test dependencies are installed"
