@@ -1,1 +1,305 @@
-//! placeholder
+//! Test kit for keel's end-to-end tests: real `keel kv` processes on 127.0.0.1 with free ports and temporary
+//! data dirs, stock `etcdctl`, and gRPC clients of the etcd API. Everything a test starts is stopped and
+//! removed when its [`Cluster`] is dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use keel_proto::etcdserverpb::kv_client::KvClient;
+use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use tonic::transport::Channel;
+
+/// The `keel` binary built with the tests (`KEEL_BIN` overrides).
+pub fn keel_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("KEEL_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test executables live in <target>/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("keel");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p keel` (cargo test/nextest --workspace does)", bin.display());
+    bin
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+pub struct MemberProc {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl MemberProc {
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// Options for the members a cluster starts.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub snapshot_count: Option<u64>,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { snapshot_count: None, extra_args: Vec::new() }
+    }
+}
+
+/// A store of `keel kv` processes.
+pub struct Cluster {
+    pub members: Vec<MemberProc>,
+    pub dir: tempfile::TempDir,
+    initial_cluster: String,
+    options: Options,
+}
+
+impl Cluster {
+    /// Starts `n` members and waits until they have a leader.
+    pub async fn start(n: usize) -> anyhow::Result<Cluster> {
+        Self::start_with(n, Options::default()).await
+    }
+
+    pub async fn start_with(n: usize, options: Options) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("keel-test-").tempdir()?;
+        let members: Vec<MemberProc> = (1..=n)
+            .map(|i| MemberProc {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.path().join(format!("m{i}")),
+                log: dir.path().join(format!("m{i}.log")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",");
+        let mut c = Cluster { members, dir, initial_cluster, options };
+        for i in 0..n {
+            c.spawn(i)?;
+        }
+        c.wait_leader(Duration::from_secs(30)).await?;
+        Ok(c)
+    }
+
+    /// The command line that starts member `i` (without spawning it).
+    pub fn command(&self, i: usize) -> Command {
+        let m = &self.members[i];
+        let mut cmd = Command::new(keel_bin());
+        cmd.arg("kv")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &m.client_url(), "--advertise-client-urls", &m.client_url()])
+            .args(["--listen-peer-urls", &m.peer_url(), "--initial-advertise-peer-urls", &m.peer_url()])
+            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"]);
+        if let Some(s) = self.options.snapshot_count {
+            cmd.args(["--snapshot-count", &s.to_string()]);
+        }
+        cmd.args(&self.options.extra_args);
+        cmd.env("RUST_LOG", "info,openraft=warn");
+        cmd
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.members[i].log)?;
+        let child = self
+            .command(i)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {}", keel_bin().display()))?;
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    /// kill -9 member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts a killed member with the same flags and data dir.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        self.spawn(i)
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.members.iter().filter(|m| m.is_running()).map(|m| m.endpoint()).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.members.len()).filter(|&i| self.members[i].is_running()).collect()
+    }
+
+    /// A gRPC KV client of member `i`.
+    pub async fn kv(&self, i: usize) -> anyhow::Result<KvClient<Channel>> {
+        let ch = Channel::from_shared(self.members[i].client_url())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        Ok(KvClient::new(ch))
+    }
+
+    pub async fn maintenance(&self, i: usize) -> anyhow::Result<MaintenanceClient<Channel>> {
+        let ch = Channel::from_shared(self.members[i].client_url())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        Ok(MaintenanceClient::new(ch))
+    }
+
+    /// The index of the member every running member agrees leads, once they agree.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            let mut ids = Vec::new();
+            for i in self.running() {
+                let st = async { self.maintenance(i).await?.status(StatusRequest {}).await.map_err(anyhow::Error::from) }.await;
+                match st {
+                    Ok(s) => {
+                        let s = s.into_inner();
+                        leaders.push(s.leader);
+                        ids.push((s.header.map(|h| h.member_id).unwrap_or(0), i));
+                    }
+                    Err(_) => leaders.push(0),
+                }
+            }
+            if let Some(&l) = leaders.first() {
+                if l != 0 && leaders.iter().all(|&x| x == l) {
+                    if let Some((_, i)) = ids.iter().find(|(id, _)| *id == l) {
+                        return Ok(*i);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader after {timeout:?} (leaders seen: {leaders:x?}); logs in {}", self.dir.path().display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs stock etcdctl (API v3) against `endpoints`.
+    pub fn etcdctl_at(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        etcdctl(endpoints, args, stdin)
+    }
+
+    /// Every key-value of the store as member `i` has it, read locally (serializable).
+    pub async fn dump(&self, i: usize) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut kv = self.kv(i).await?;
+        let r = kv
+            .range(RangeRequest { key: vec![0], range_end: vec![0], serializable: true, ..Default::default() })
+            .await?
+            .into_inner();
+        Ok(r.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
+    }
+
+    /// The store revision member `i` has applied.
+    pub async fn revision(&self, i: usize) -> anyhow::Result<i64> {
+        let s = self.maintenance(i).await?.status(StatusRequest {}).await?.into_inner();
+        Ok(s.header.map(|h| h.revision).unwrap_or(0))
+    }
+
+    /// Waits until every running member has applied the same revision.
+    pub async fn wait_converged(&self, timeout: Duration) -> anyhow::Result<i64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut revs = Vec::new();
+            for i in self.running() {
+                revs.push(self.revision(i).await.unwrap_or(-1));
+            }
+            if !revs.is_empty() && revs[0] > 0 && revs.iter().all(|r| *r == revs[0]) {
+                return Ok(revs[0]);
+            }
+            if Instant::now() > deadline {
+                bail!("members did not converge: revisions {revs:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The tail of member `i`'s log, for failure messages.
+    pub fn log_tail(&self, i: usize) -> String {
+        let s = std::fs::read_to_string(&self.members[i].log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            for i in 0..self.members.len() {
+                eprintln!("--- log of {} ---\n{}", self.members[i].name, self.log_tail(i));
+            }
+        }
+    }
+}
+
+/// Runs stock etcdctl (API v3) against `endpoints`.
+pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+    use std::io::Write;
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(["--command-timeout=15s", "--dial-timeout=5s"])
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("etcdctl is not installed (deploy/install-deps.sh installs it)")?;
+    if let Some(input) = stdin {
+        child.stdin.take().expect("piped").write_all(input.as_bytes())?;
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// etcdctl's stdout, failing with its stderr when it did not succeed.
+pub fn ok_stdout(out: Output) -> anyhow::Result<String> {
+    if !out.status.success() {
+        return Err(anyhow!(
+            "etcdctl failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Puts `key`=`value` through member `i`.
+pub async fn put(c: &Cluster, i: usize, key: &str, value: &str) -> anyhow::Result<i64> {
+    let r = c.kv(i).await?.put(PutRequest { key: key.into(), value: value.into(), ..Default::default() }).await?.into_inner();
+    Ok(r.header.map(|h| h.revision).unwrap_or(0))
+}
