@@ -127,8 +127,10 @@ fn raft_config(c: &StoreConfig) -> openraft::Config {
         max_payload_entries: 64,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_count),
         snapshot_max_chunk_size: 1 << 20,
-        max_in_snapshot_log_to_keep: 1000,
-        purge_batch_size: 256,
+        // Entries kept behind a snapshot, so a briefly absent member catches up from the log (etcd keeps
+        // 5000 "snapshot catch-up entries").
+        max_in_snapshot_log_to_keep: c.snapshot_count.min(5000),
+        purge_batch_size: 64,
         ..Default::default()
     }
 }
