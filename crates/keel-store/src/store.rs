@@ -140,9 +140,19 @@ impl Store {
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
         config.validate()?;
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
         let log_dir = dir.join("raft-log");
-        let fresh = !log_dir.exists();
+        let fresh = match std::fs::read_dir(&dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(StoreError::io(&dir)(e)),
+        };
+        if !fresh && !log_dir.join("CURRENT").exists() {
+            return Err(StoreError::DataDir {
+                path: dir,
+                message: "it holds files but no keel raft log: not a keel data dir, or a corrupt one (nothing was changed)".into(),
+            });
+        }
+        std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
         let log = Arc::new(LogDb::open(&log_dir)?);
         let wanted = Identity { name: config.name.clone(), member_id: config.member_id(), cluster_id: config.cluster_id() };
         let identity = match log.identity()? {
