@@ -20,14 +20,26 @@ pub fn keel_bin() -> PathBuf {
     }
     // Test executables live in <target>/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("keel");
-    assert!(bin.exists(), "{} is missing: build it with `cargo build -p keel` (cargo test/nextest --workspace does)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("keel");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p keel` (cargo test/nextest --workspace does)",
+        bin.display()
+    );
     bin
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 pub struct MemberProc {
@@ -63,7 +75,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { snapshot_count: None, extra_args: Vec::new() }
+        Options {
+            snapshot_count: None,
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -93,8 +108,17 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let initial_cluster = members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",");
-        let mut c = Cluster { members, dir, initial_cluster, options };
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            members,
+            dir,
+            initial_cluster,
+            options,
+        };
         for i in 0..n {
             c.spawn(i)?;
         }
@@ -110,9 +134,24 @@ impl Cluster {
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
-            .args(["--listen-client-urls", &m.client_url(), "--advertise-client-urls", &m.client_url()])
-            .args(["--listen-peer-urls", &m.peer_url(), "--initial-advertise-peer-urls", &m.peer_url()])
-            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"]);
+            .args([
+                "--listen-client-urls",
+                &m.client_url(),
+                "--advertise-client-urls",
+                &m.client_url(),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &m.peer_url(),
+                "--initial-advertise-peer-urls",
+                &m.peer_url(),
+            ])
+            .args([
+                "--initial-cluster",
+                &self.initial_cluster,
+                "--initial-cluster-state",
+                "new",
+            ]);
         if let Some(s) = self.options.snapshot_count {
             cmd.args(["--snapshot-count", &s.to_string()]);
         }
@@ -122,7 +161,10 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.members[i].log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.members[i].log)?;
         let child = self
             .command(i)
             .stdin(Stdio::null())
@@ -149,11 +191,18 @@ impl Cluster {
     }
 
     pub fn endpoints(&self) -> String {
-        self.members.iter().filter(|m| m.is_running()).map(|m| m.endpoint()).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| m.endpoint())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn running(&self) -> Vec<usize> {
-        (0..self.members.len()).filter(|&i| self.members[i].is_running()).collect()
+        (0..self.members.len())
+            .filter(|&i| self.members[i].is_running())
+            .collect()
     }
 
     /// A gRPC KV client of member `i`.
@@ -182,7 +231,14 @@ impl Cluster {
             let mut leaders = Vec::new();
             let mut ids = Vec::new();
             for i in self.running() {
-                let st = async { self.maintenance(i).await?.status(StatusRequest {}).await.map_err(anyhow::Error::from) }.await;
+                let st = async {
+                    self.maintenance(i)
+                        .await?
+                        .status(StatusRequest {})
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+                .await;
                 match st {
                     Ok(s) => {
                         let s = s.into_inner();
@@ -200,14 +256,22 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("no agreed leader after {timeout:?} (leaders seen: {leaders:x?}); logs in {}", self.dir.path().display());
+                bail!(
+                    "no agreed leader after {timeout:?} (leaders seen: {leaders:x?}); logs in {}",
+                    self.dir.path().display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Runs stock etcdctl (API v3) against `endpoints`.
-    pub fn etcdctl_at(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+    pub fn etcdctl_at(
+        &self,
+        endpoints: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<Output> {
         etcdctl(endpoints, args, stdin)
     }
 
@@ -215,7 +279,12 @@ impl Cluster {
     pub async fn dump(&self, i: usize) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut kv = self.kv(i).await?;
         let r = kv
-            .range(RangeRequest { key: vec![0], range_end: vec![0], serializable: true, ..Default::default() })
+            .range(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                serializable: true,
+                ..Default::default()
+            })
             .await?
             .into_inner();
         Ok(r.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
@@ -223,7 +292,12 @@ impl Cluster {
 
     /// The store revision member `i` has applied.
     pub async fn revision(&self, i: usize) -> anyhow::Result<i64> {
-        let s = self.maintenance(i).await?.status(StatusRequest {}).await?.into_inner();
+        let s = self
+            .maintenance(i)
+            .await?
+            .status(StatusRequest {})
+            .await?
+            .into_inner();
         Ok(s.header.map(|h| h.revision).unwrap_or(0))
     }
 
@@ -260,7 +334,11 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             for i in 0..self.members.len() {
-                eprintln!("--- log of {} ---\n{}", self.members[i].name, self.log_tail(i));
+                eprintln!(
+                    "--- log of {} ---\n{}",
+                    self.members[i].name,
+                    self.log_tail(i)
+                );
             }
         }
     }
@@ -275,12 +353,22 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> anyhow::R
         .arg(format!("--endpoints={endpoints}"))
         .args(["--command-timeout=15s", "--dial-timeout=5s"])
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("etcdctl is not installed (deploy/install-deps.sh installs it)")?;
+    let mut child = cmd
+        .spawn()
+        .context("etcdctl is not installed (deploy/install-deps.sh installs it)")?;
     if let Some(input) = stdin {
-        child.stdin.take().expect("piped").write_all(input.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())?;
     }
     Ok(child.wait_with_output()?)
 }
@@ -300,6 +388,15 @@ pub fn ok_stdout(out: Output) -> anyhow::Result<String> {
 
 /// Puts `key`=`value` through member `i`.
 pub async fn put(c: &Cluster, i: usize, key: &str, value: &str) -> anyhow::Result<i64> {
-    let r = c.kv(i).await?.put(PutRequest { key: key.into(), value: value.into(), ..Default::default() }).await?.into_inner();
+    let r = c
+        .kv(i)
+        .await?
+        .put(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
     Ok(r.header.map(|h| h.revision).unwrap_or(0))
 }

@@ -7,7 +7,12 @@ use keel_tests::{free_port, keel_bin, Cluster};
 
 /// Runs `cmd` expecting it to exit by itself (with an error) within 30 s.
 fn run_to_exit(mut cmd: Command) -> Output {
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let guard = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(30));
@@ -20,9 +25,15 @@ fn run_to_exit(mut cmd: Command) -> Output {
 
 fn assert_refused(out: &Output, expect: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the member must refuse to start; stderr:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "the member must refuse to start; stderr:\n{stderr}"
+    );
     assert!(stderr.contains(expect), "expected {expect:?} in:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "a refusal must not be a panic:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "a refusal must not be a panic:\n{stderr}"
+    );
 }
 
 /// Makes a one-member store with some data, then stops it; returns its data dir inside `c`'s temp dir.
@@ -55,8 +66,16 @@ async fn data_dir_of_another_member_is_refused() {
     cmd.arg("kv")
         .args(["--name", "someone-else", "--data-dir"])
         .arg(&dir)
-        .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", free_port())])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
         .args(["--initial-cluster", &format!("someone-else={peer}")]);
     assert_refused(&run_to_exit(cmd), "belongs to member \"m1\"");
     drop(c);
@@ -87,7 +106,11 @@ async fn a_directory_that_is_not_a_keel_data_dir_is_refused() {
     let cmd = c.command(0);
     assert_refused(&run_to_exit(cmd), "not a keel data dir");
     // Nothing was written into it.
-    let names: Vec<String> = std::fs::read_dir(stranger.join("raft-log")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+    let names: Vec<String> = std::fs::read_dir(stranger.join("raft-log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into())
+        .collect();
     assert_eq!(names, vec!["notes.txt".to_string()]);
     let _ = dir;
 }

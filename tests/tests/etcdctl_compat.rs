@@ -11,7 +11,12 @@ fn json_revision(out: &str) -> i64 {
 }
 
 /// Starts `etcdctl watch …`, runs `during`, and returns what the watch printed once `until` holds (or 20 s).
-fn watch_output(endpoints: &str, args: &[&str], during: impl FnOnce(), until: impl Fn(&str) -> bool) -> String {
+fn watch_output(
+    endpoints: &str,
+    args: &[&str],
+    during: impl FnOnce(),
+    until: impl Fn(&str) -> bool,
+) -> String {
     let out_path = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
@@ -47,13 +52,17 @@ async fn etcdctl_works_against_every_member() {
 
     // put through each member, read everything back through each member (linearizable by default).
     for (i, ep) in eps.iter().enumerate() {
-        let out = ok_stdout(etcdctl(ep, &["put", &format!("k/{i}"), &format!("v{i}")], None).unwrap()).unwrap();
+        let out =
+            ok_stdout(etcdctl(ep, &["put", &format!("k/{i}"), &format!("v{i}")], None).unwrap())
+                .unwrap();
         assert_eq!(out.trim(), "OK");
     }
     for ep in &eps {
         let out = ok_stdout(etcdctl(ep, &["get", "--prefix", "k/"], None).unwrap()).unwrap();
         assert_eq!(out, "k/0\nv0\nk/1\nv1\nk/2\nv2\n", "get --prefix via {ep}");
-        let out = ok_stdout(etcdctl(ep, &["get", "--prefix", "k/", "--consistency=s"], None).unwrap()).unwrap();
+        let out =
+            ok_stdout(etcdctl(ep, &["get", "--prefix", "k/", "--consistency=s"], None).unwrap())
+                .unwrap();
         assert!(out.contains("k/2"), "serializable read via {ep}: {out}");
     }
 
@@ -61,7 +70,8 @@ async fn etcdctl_works_against_every_member() {
     let out = ok_stdout(etcdctl(&all, &["put", "r", "one", "-w", "json"], None).unwrap()).unwrap();
     let rev1 = json_revision(&out);
     ok_stdout(etcdctl(&all, &["put", "r", "two"], None).unwrap()).unwrap();
-    let out = ok_stdout(etcdctl(&eps[1], &["get", "r", &format!("--rev={rev1}")], None).unwrap()).unwrap();
+    let out = ok_stdout(etcdctl(&eps[1], &["get", "r", &format!("--rev={rev1}")], None).unwrap())
+        .unwrap();
     assert_eq!(out, "r\none\n");
     let out = ok_stdout(etcdctl(&eps[2], &["get", "r"], None).unwrap()).unwrap();
     assert_eq!(out, "r\ntwo\n");
@@ -79,11 +89,17 @@ async fn etcdctl_works_against_every_member() {
     let out = ok_stdout(etcdctl(&eps[1], &["txn"], Some(txn)).unwrap()).unwrap();
     assert!(out.starts_with("SUCCESS"), "{out}");
     assert!(out.contains("r\ntwo"), "{out}");
-    assert_eq!(ok_stdout(etcdctl(&all, &["get", "t", "--print-value-only"], None).unwrap()).unwrap(), "ok\n");
+    assert_eq!(
+        ok_stdout(etcdctl(&all, &["get", "t", "--print-value-only"], None).unwrap()).unwrap(),
+        "ok\n"
+    );
     let txn = "mod(\"r\") < \"2\"\nversion(\"t\") = \"1\"\n\nput t wrong\n\nput t else\n\n";
     let out = ok_stdout(etcdctl(&eps[2], &["txn"], Some(txn)).unwrap()).unwrap();
     assert!(out.starts_with("FAILURE"), "{out}");
-    assert_eq!(ok_stdout(etcdctl(&all, &["get", "t", "--print-value-only"], None).unwrap()).unwrap(), "else\n");
+    assert_eq!(
+        ok_stdout(etcdctl(&all, &["get", "t", "--print-value-only"], None).unwrap()).unwrap(),
+        "else\n"
+    );
 
     // watch: live events on a prefix, through a follower and the leader alike.
     for ep in [&eps[0], &eps[2]] {
@@ -99,10 +115,18 @@ async fn etcdctl_works_against_every_member() {
             |t| t.contains("DELETE"),
         );
         // etcdctl prints a delete's (empty) value as an empty line.
-        assert_eq!(text, "PUT\nw/x\na\nPUT\nw/x\nb\nDELETE\nw/x\n\n", "watch via {ep}");
+        assert_eq!(
+            text, "PUT\nw/x\na\nPUT\nw/x\nb\nDELETE\nw/x\n\n",
+            "watch via {ep}"
+        );
     }
     // watch --rev from the past replays history.
-    let text = watch_output(&eps[1], &["r", &format!("--rev={rev1}")], || {}, |t| t.matches("PUT").count() >= 2);
+    let text = watch_output(
+        &eps[1],
+        &["r", &format!("--rev={rev1}")],
+        || {},
+        |t| t.matches("PUT").count() >= 2,
+    );
     assert_eq!(text, "PUT\nr\none\nPUT\nr\ntwo\n");
 
     // member list and endpoint status on every endpoint.
@@ -110,16 +134,31 @@ async fn etcdctl_works_against_every_member() {
         let out = ok_stdout(etcdctl(ep, &["member", "list"], None).unwrap()).unwrap();
         assert_eq!(out.lines().count(), 3, "{out}");
         for m in &c.members {
-            assert!(out.contains(&format!("started, {}, {}, {}, false", m.name, m.peer_url(), m.client_url())), "{out}");
+            assert!(
+                out.contains(&format!(
+                    "started, {}, {}, {}, false",
+                    m.name,
+                    m.peer_url(),
+                    m.client_url()
+                )),
+                "{out}"
+            );
         }
     }
-    let out = ok_stdout(etcdctl(&all, &["endpoint", "status", "-w", "json"], None).unwrap()).unwrap();
+    let out =
+        ok_stdout(etcdctl(&all, &["endpoint", "status", "-w", "json"], None).unwrap()).unwrap();
     let statuses: serde_json::Value = serde_json::from_str(&out).unwrap();
     let statuses = statuses.as_array().unwrap();
     assert_eq!(statuses.len(), 3);
-    let leaders: Vec<u64> = statuses.iter().map(|s| s["Status"]["leader"].as_u64().unwrap()).collect();
+    let leaders: Vec<u64> = statuses
+        .iter()
+        .map(|s| s["Status"]["leader"].as_u64().unwrap())
+        .collect();
     assert!(leaders.iter().all(|l| *l == leaders[0] && *l != 0), "{out}");
-    let ids: Vec<u64> = statuses.iter().map(|s| s["Status"]["header"]["member_id"].as_u64().unwrap()).collect();
+    let ids: Vec<u64> = statuses
+        .iter()
+        .map(|s| s["Status"]["header"]["member_id"].as_u64().unwrap())
+        .collect();
     assert!(ids.contains(&leaders[0]));
     let out = ok_stdout(etcdctl(&all, &["endpoint", "health"], None).unwrap()).unwrap_or_default();
     assert!(!out.contains("unhealthy"), "{out}");
@@ -127,26 +166,75 @@ async fn etcdctl_works_against_every_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_etcds_errors_and_change_nothing() {
-    use keel_proto::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest};
+    use keel_proto::etcdserverpb::{
+        CompactionRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest,
+    };
     let c = Cluster::start(3).await.unwrap();
     let mut kv = c.kv(1).await.unwrap();
     let before = c.revision(1).await.unwrap();
 
-    let err = kv.put(PutRequest { key: vec![], value: b"x".to_vec(), ..Default::default() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "etcdserver: key is not provided"));
+    let err = kv
+        .put(PutRequest {
+            key: vec![],
+            value: b"x".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            tonic::Code::InvalidArgument,
+            "etcdserver: key is not provided"
+        )
+    );
     let err = kv.range(RangeRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     let big = vec![b'x'; 1600 * 1024];
-    let err = kv.put(PutRequest { key: b"big".to_vec(), value: big, ..Default::default() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "etcdserver: request is too large"));
+    let err = kv
+        .put(PutRequest {
+            key: b"big".to_vec(),
+            value: big,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            tonic::Code::InvalidArgument,
+            "etcdserver: request is too large"
+        )
+    );
     let huge = vec![b'x'; 3 << 20];
-    let err = kv.put(PutRequest { key: b"big".to_vec(), value: huge, ..Default::default() }).await.unwrap_err();
+    let err = kv
+        .put(PutRequest {
+            key: b"big".to_vec(),
+            value: huge,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_ne!(err.code(), tonic::Code::Ok);
 
-    let err = kv.put(PutRequest { key: b"a".to_vec(), ignore_value: true, ..Default::default() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "etcdserver: key not found"));
-    assert_eq!(c.revision(1).await.unwrap(), before, "refused requests must not change the store");
+    let err = kv
+        .put(PutRequest {
+            key: b"a".to_vec(),
+            ignore_value: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::InvalidArgument, "etcdserver: key not found")
+    );
+    assert_eq!(
+        c.revision(1).await.unwrap(),
+        before,
+        "refused requests must not change the store"
+    );
     let out = etcdctl(&c.endpoints(), &["get", "big"], None).unwrap();
     assert_eq!(ok_stdout(out).unwrap(), "");
 
@@ -155,32 +243,94 @@ async fn bad_requests_get_etcds_errors_and_change_nothing() {
     for i in 0..5 {
         now = keel_tests::put(&c, 0, "c", &i.to_string()).await.unwrap();
     }
-    kv.compact(CompactionRequest { revision: now - 2, physical: true }).await.unwrap();
-    let err = kv.range(RangeRequest { key: b"c".to_vec(), revision: now - 3, ..Default::default() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"));
-    let ok = kv.range(RangeRequest { key: b"c".to_vec(), revision: now - 2, ..Default::default() }).await.unwrap().into_inner();
+    kv.compact(CompactionRequest {
+        revision: now - 2,
+        physical: true,
+    })
+    .await
+    .unwrap();
+    let err = kv
+        .range(RangeRequest {
+            key: b"c".to_vec(),
+            revision: now - 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted"
+        )
+    );
+    let ok = kv
+        .range(RangeRequest {
+            key: b"c".to_vec(),
+            revision: now - 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(ok.kvs[0].value, b"2");
-    let err = kv.range(RangeRequest { key: b"c".to_vec(), revision: now + 100, ..Default::default() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"));
-    let err = kv.compact(CompactionRequest { revision: now - 3, physical: false }).await.unwrap_err();
+    let err = kv
+        .range(RangeRequest {
+            key: b"c".to_vec(),
+            revision: now + 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision"
+        )
+    );
+    let err = kv
+        .compact(CompactionRequest {
+            revision: now - 3,
+            physical: false,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::OutOfRange);
-    let out = etcdctl(&c.endpoints(), &["get", "c", &format!("--rev={}", now - 4)], None).unwrap();
+    let out = etcdctl(
+        &c.endpoints(),
+        &["get", "c", &format!("--rev={}", now - 4)],
+        None,
+    )
+    .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"));
 
     // A watch from a compacted revision is created, then canceled with the compact revision (as etcd does).
-    let ch = tonic::transport::Channel::from_shared(c.members[2].client_url()).unwrap().connect().await.unwrap();
+    let ch = tonic::transport::Channel::from_shared(c.members[2].client_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut w = keel_proto::etcdserverpb::watch_client::WatchClient::new(ch);
     let req = WatchRequest {
-        request_union: Some(keel_proto::etcdserverpb::watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
-            key: b"c".to_vec(),
-            start_revision: 2,
-            ..Default::default()
-        })),
+        request_union: Some(
+            keel_proto::etcdserverpb::watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: b"c".to_vec(),
+                    start_revision: 2,
+                    ..Default::default()
+                },
+            ),
+        ),
     };
     // Keep the request side open: like etcd, keel ends a watch stream when the client closes its side.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(req).await.unwrap();
-    let mut stream = w.watch(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut stream = w
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let created = stream.message().await.unwrap().unwrap();
     assert!(created.created);
     let compacted = stream.message().await.unwrap().unwrap();

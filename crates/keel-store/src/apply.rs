@@ -7,14 +7,14 @@
 use std::collections::BTreeMap;
 
 use keel_proto::etcdserverpb::{
-    compare, request_op, response_op, CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
-    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
-    ResponseOp, TxnRequest, TxnResponse,
+    compare, request_op, response_op, CompactionRequest, CompactionResponse, Compare,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use keel_proto::mvccpb::{event::EventType, Event, KeyValue};
 use keel_proto::raftpb::{
-    apply_error::Code, write_request, write_response, ApplyError, Empty, PublishMember, WriteRequest,
-    WriteResponse,
+    apply_error::Code, write_request, write_response, ApplyError, Empty, PublishMember,
+    WriteRequest, WriteResponse,
 };
 
 use crate::keys::{KeyRange, Revision};
@@ -51,7 +51,10 @@ pub enum Change {
 
 /// The error a refused request gets; it changed nothing.
 pub fn apply_error(code: Code, message: impl Into<String>) -> ApplyError {
-    ApplyError { code: code as i32, message: message.into() }
+    ApplyError {
+        code: code as i32,
+        message: message.into(),
+    }
 }
 
 /// Applies write requests one after the other on top of a view, remembering what changed.
@@ -76,7 +79,14 @@ struct WriteRev {
 
 impl<'a, V: KvView> Applier<'a, V> {
     pub fn new(view: &'a V, revision: i64, compacted: i64) -> Self {
-        Applier { view, overlay: BTreeMap::new(), revision, compacted, changes: Vec::new(), events: Vec::new() }
+        Applier {
+            view,
+            overlay: BTreeMap::new(),
+            revision,
+            compacted,
+            changes: Vec::new(),
+            events: Vec::new(),
+        }
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, V::Error> {
@@ -95,7 +105,8 @@ impl<'a, V: KvView> Applier<'a, V> {
         if !touched {
             return Ok(base);
         }
-        let mut merged: BTreeMap<Vec<u8>, KeyValue> = base.drain(..).map(|kv| (kv.key.clone(), kv)).collect();
+        let mut merged: BTreeMap<Vec<u8>, KeyValue> =
+            base.drain(..).map(|kv| (kv.key.clone(), kv)).collect();
         for (k, v) in self.overlay.iter().filter(|(k, _)| range.contains(k)) {
             match v {
                 Some(kv) => merged.insert(k.clone(), kv.clone()),
@@ -138,13 +149,19 @@ impl<'a, V: KvView> Applier<'a, V> {
                 write_response::Response::Empty(Empty {})
             }
         };
-        let mut resp = WriteResponse { response: Some(response), revision: self.revision };
+        let mut resp = WriteResponse {
+            response: Some(response),
+            revision: self.revision,
+        };
         fill_revision(&mut resp, self.revision);
         Ok(resp)
     }
 
     fn begin(&self) -> WriteRev {
-        WriteRev { main: self.revision + 1, sub: 0 }
+        WriteRev {
+            main: self.revision + 1,
+            sub: 0,
+        }
     }
 
     fn end(&mut self, w: WriteRev) {
@@ -155,10 +172,16 @@ impl<'a, V: KvView> Applier<'a, V> {
 
     fn check_put(&self, p: &PutRequest) -> Result<Result<(), ApplyError>, V::Error> {
         if (p.ignore_value || p.ignore_lease) && self.get(&p.key)?.is_none() {
-            return Ok(Err(apply_error(Code::KeyNotFound, "etcdserver: key not found")));
+            return Ok(Err(apply_error(
+                Code::KeyNotFound,
+                "etcdserver: key not found",
+            )));
         }
         if p.lease != 0 && !p.ignore_lease {
-            return Ok(Err(apply_error(Code::LeaseNotFound, "etcdserver: requested lease not found")));
+            return Ok(Err(apply_error(
+                Code::LeaseNotFound,
+                "etcdserver: requested lease not found",
+            )));
         }
         Ok(Ok(()))
     }
@@ -181,26 +204,59 @@ impl<'a, V: KvView> Applier<'a, V> {
             value,
             lease,
         };
-        self.changes.push(Change::Put { kv: kv.clone(), sub: w.sub });
-        self.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: prev.clone() });
+        self.changes.push(Change::Put {
+            kv: kv.clone(),
+            sub: w.sub,
+        });
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv.clone()),
+            prev_kv: prev.clone(),
+        });
         self.overlay.insert(p.key.clone(), Some(kv));
         w.sub += 1;
-        Ok(PutResponse { header: None, prev_kv: if p.prev_kv { prev } else { None } })
+        Ok(PutResponse {
+            header: None,
+            prev_kv: if p.prev_kv { prev } else { None },
+        })
     }
 
-    fn delete_range(&mut self, w: &mut WriteRev, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, V::Error> {
+    fn delete_range(
+        &mut self,
+        w: &mut WriteRev,
+        d: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, V::Error> {
         let range = KeyRange::new(&d.key, &d.range_end);
-        let victims = if range.is_empty() { Vec::new() } else { self.scan(&range)? };
+        let victims = if range.is_empty() {
+            Vec::new()
+        } else {
+            self.scan(&range)?
+        };
         let deleted = victims.len() as i64;
         for prev in &victims {
             let rev = Revision::new(w.main, w.sub);
-            self.changes.push(Change::Delete { key: prev.key.clone(), rev });
-            let tomb = KeyValue { key: prev.key.clone(), mod_revision: w.main, ..Default::default() };
-            self.events.push(Event { r#type: EventType::Delete as i32, kv: Some(tomb), prev_kv: Some(prev.clone()) });
+            self.changes.push(Change::Delete {
+                key: prev.key.clone(),
+                rev,
+            });
+            let tomb = KeyValue {
+                key: prev.key.clone(),
+                mod_revision: w.main,
+                ..Default::default()
+            };
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(tomb),
+                prev_kv: Some(prev.clone()),
+            });
             self.overlay.insert(prev.key.clone(), None);
             w.sub += 1;
         }
-        Ok(DeleteRangeResponse { header: None, deleted, prev_kvs: if d.prev_kv { victims } else { Vec::new() } })
+        Ok(DeleteRangeResponse {
+            header: None,
+            deleted,
+            prev_kvs: if d.prev_kv { victims } else { Vec::new() },
+        })
     }
 
     /// A range inside a transaction: sees the transaction's own earlier writes.
@@ -218,7 +274,11 @@ impl<'a, V: KvView> Applier<'a, V> {
 
     fn compare(&self, c: &Compare) -> Result<bool, V::Error> {
         let range = KeyRange::new(&c.key, &c.range_end);
-        let kvs = if range.is_empty() { Vec::new() } else { self.scan(&range)? };
+        let kvs = if range.is_empty() {
+            Vec::new()
+        } else {
+            self.scan(&range)?
+        };
         if kvs.is_empty() {
             if c.target == compare::CompareTarget::Value as i32 {
                 return Ok(false);
@@ -248,7 +308,12 @@ impl<'a, V: KvView> Applier<'a, V> {
     }
 
     /// Checks the operations a transaction will run before it changes anything.
-    fn txn_check(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> Result<Result<(), ApplyError>, V::Error> {
+    fn txn_check(
+        &self,
+        t: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+    ) -> Result<Result<(), ApplyError>, V::Error> {
         let ok = path[*at];
         *at += 1;
         for op in if ok { &t.success } else { &t.failure } {
@@ -286,24 +351,40 @@ impl<'a, V: KvView> Applier<'a, V> {
         Ok(Ok(resp))
     }
 
-    fn txn_run(&mut self, w: &mut WriteRev, t: &TxnRequest, path: &[bool], at: &mut usize) -> Result<TxnResponse, V::Error> {
+    fn txn_run(
+        &mut self,
+        w: &mut WriteRev,
+        t: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+    ) -> Result<TxnResponse, V::Error> {
         let succeeded = path[*at];
         *at += 1;
         let ops = if succeeded { &t.success } else { &t.failure };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let r = match &op.request {
-                Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(self.range(r)?),
-                Some(request_op::Request::RequestPut(p)) => response_op::Response::ResponsePut(self.put(w, p)?),
+                Some(request_op::Request::RequestRange(r)) => {
+                    response_op::Response::ResponseRange(self.range(r)?)
+                }
+                Some(request_op::Request::RequestPut(p)) => {
+                    response_op::Response::ResponsePut(self.put(w, p)?)
+                }
                 Some(request_op::Request::RequestDeleteRange(d)) => {
                     response_op::Response::ResponseDeleteRange(self.delete_range(w, d)?)
                 }
-                Some(request_op::Request::RequestTxn(n)) => response_op::Response::ResponseTxn(self.txn_run(w, n, path, at)?),
+                Some(request_op::Request::RequestTxn(n)) => {
+                    response_op::Response::ResponseTxn(self.txn_run(w, n, path, at)?)
+                }
                 None => continue,
             };
             responses.push(ResponseOp { response: Some(r) });
         }
-        Ok(TxnResponse { header: None, succeeded, responses })
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
     }
 
     fn check_revision(&self, rev: i64) -> Result<(), ApplyError> {
@@ -397,7 +478,11 @@ pub fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 pub fn finish_range(mut kvs: Vec<KeyValue>, r: &RangeRequest) -> RangeResponse {
     use keel_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
     let count = kvs.len() as i64;
-    if r.min_mod_revision > 0 || r.max_mod_revision > 0 || r.min_create_revision > 0 || r.max_create_revision > 0 {
+    if r.min_mod_revision > 0
+        || r.max_mod_revision > 0
+        || r.min_create_revision > 0
+        || r.max_create_revision > 0
+    {
         kvs.retain(|kv| {
             (r.min_mod_revision <= 0 || kv.mod_revision >= r.min_mod_revision)
                 && (r.max_mod_revision <= 0 || kv.mod_revision <= r.max_mod_revision)
@@ -437,18 +522,29 @@ pub fn finish_range(mut kvs: Vec<KeyValue>, r: &RangeRequest) -> RangeResponse {
             kv.value.clear();
         }
     }
-    RangeResponse { header: None, kvs, more, count }
+    RangeResponse {
+        header: None,
+        kvs,
+        more,
+        count,
+    }
 }
 
 /// Checks a transaction before it is proposed: the number of operations, and that no key is written twice
 /// (etcd refuses both with InvalidArgument).
 pub fn validate_txn(t: &TxnRequest, max_ops: usize) -> Result<(), ApplyError> {
     if t.success.len() > max_ops || t.failure.len() > max_ops {
-        return Err(apply_error(Code::Invalid, "etcdserver: too many operations in txn request"));
+        return Err(apply_error(
+            Code::Invalid,
+            "etcdserver: too many operations in txn request",
+        ));
     }
     for c in &t.compare {
         if c.key.is_empty() {
-            return Err(apply_error(Code::Invalid, "etcdserver: key is not provided"));
+            return Err(apply_error(
+                Code::Invalid,
+                "etcdserver: key is not provided",
+            ));
         }
     }
     for ops in [&t.success, &t.failure] {
@@ -457,40 +553,63 @@ pub fn validate_txn(t: &TxnRequest, max_ops: usize) -> Result<(), ApplyError> {
         collect_writes(ops, &mut puts, &mut dels, max_ops)?;
         puts.sort();
         if puts.windows(2).any(|w| w[0] == w[1]) {
-            return Err(apply_error(Code::DuplicateKey, "etcdserver: duplicate key given in txn request"));
+            return Err(apply_error(
+                Code::DuplicateKey,
+                "etcdserver: duplicate key given in txn request",
+            ));
         }
         for d in &dels {
             if puts.iter().any(|p| d.contains(p)) {
-                return Err(apply_error(Code::DuplicateKey, "etcdserver: duplicate key given in txn request"));
+                return Err(apply_error(
+                    Code::DuplicateKey,
+                    "etcdserver: duplicate key given in txn request",
+                ));
             }
         }
     }
     Ok(())
 }
 
-fn collect_writes(ops: &[RequestOp], puts: &mut Vec<Vec<u8>>, dels: &mut Vec<KeyRange>, max_ops: usize) -> Result<(), ApplyError> {
+fn collect_writes(
+    ops: &[RequestOp],
+    puts: &mut Vec<Vec<u8>>,
+    dels: &mut Vec<KeyRange>,
+    max_ops: usize,
+) -> Result<(), ApplyError> {
     for op in ops {
         match &op.request {
             Some(request_op::Request::RequestPut(p)) => {
                 if p.key.is_empty() {
-                    return Err(apply_error(Code::Invalid, "etcdserver: key is not provided"));
+                    return Err(apply_error(
+                        Code::Invalid,
+                        "etcdserver: key is not provided",
+                    ));
                 }
                 puts.push(p.key.clone());
             }
             Some(request_op::Request::RequestDeleteRange(d)) => {
                 if d.key.is_empty() {
-                    return Err(apply_error(Code::Invalid, "etcdserver: key is not provided"));
+                    return Err(apply_error(
+                        Code::Invalid,
+                        "etcdserver: key is not provided",
+                    ));
                 }
                 dels.push(KeyRange::new(&d.key, &d.range_end));
             }
             Some(request_op::Request::RequestRange(r)) => {
                 if r.key.is_empty() {
-                    return Err(apply_error(Code::Invalid, "etcdserver: key is not provided"));
+                    return Err(apply_error(
+                        Code::Invalid,
+                        "etcdserver: key is not provided",
+                    ));
                 }
             }
             Some(request_op::Request::RequestTxn(n)) => {
                 if n.success.len() > max_ops || n.failure.len() > max_ops {
-                    return Err(apply_error(Code::Invalid, "etcdserver: too many operations in txn request"));
+                    return Err(apply_error(
+                        Code::Invalid,
+                        "etcdserver: too many operations in txn request",
+                    ));
                 }
                 // Either branch of a nested transaction may run: check both against this level's writes.
                 for branch in [&n.success, &n.failure] {
@@ -499,10 +618,16 @@ fn collect_writes(ops: &[RequestOp], puts: &mut Vec<Vec<u8>>, dels: &mut Vec<Key
                     let mut sorted = p2.clone();
                     sorted.sort();
                     if sorted.windows(2).any(|w| w[0] == w[1]) {
-                        return Err(apply_error(Code::DuplicateKey, "etcdserver: duplicate key given in txn request"));
+                        return Err(apply_error(
+                            Code::DuplicateKey,
+                            "etcdserver: duplicate key given in txn request",
+                        ));
                     }
                     if d2.iter().any(|d| p2.iter().any(|p| d.contains(p))) {
-                        return Err(apply_error(Code::DuplicateKey, "etcdserver: duplicate key given in txn request"));
+                        return Err(apply_error(
+                            Code::DuplicateKey,
+                            "etcdserver: duplicate key given in txn request",
+                        ));
                     }
                 }
             }

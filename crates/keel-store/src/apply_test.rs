@@ -25,7 +25,12 @@ impl KvView for MemKv {
         Ok(self.live.get(key).cloned())
     }
     fn scan(&self, range: &KeyRange) -> Result<Vec<KeyValue>, Infallible> {
-        Ok(self.live.values().filter(|kv| range.contains(&kv.key)).cloned().collect())
+        Ok(self
+            .live
+            .values()
+            .filter(|kv| range.contains(&kv.key))
+            .cloned()
+            .collect())
     }
     fn scan_at(&self, range: &KeyRange, rev: i64) -> Result<Vec<KeyValue>, Infallible> {
         let mut out: BTreeMap<Vec<u8>, Option<KeyValue>> = BTreeMap::new();
@@ -40,19 +45,30 @@ impl KvView for MemKv {
 
 impl MemKv {
     fn new() -> Self {
-        MemKv { revision: INITIAL_REVISION, ..Default::default() }
+        MemKv {
+            revision: INITIAL_REVISION,
+            ..Default::default()
+        }
     }
 
     fn apply(&mut self, req: W) -> (WriteResponse, Vec<Event>) {
         let (resp, changes, events, revision, compacted) = {
             let mut a = Applier::new(&*self, self.revision, self.compacted);
-            let resp = a.apply(&WriteRequest { request: Some(req), cluster_id: 0 }).unwrap();
+            let resp = a
+                .apply(&WriteRequest {
+                    request: Some(req),
+                    cluster_id: 0,
+                })
+                .unwrap();
             (resp, a.changes, a.events, a.revision, a.compacted)
         };
         for c in changes {
             match c {
                 Change::Put { kv, sub } => {
-                    self.history.insert((kv.key.clone(), Revision::new(kv.mod_revision, sub)), Some(kv.clone()));
+                    self.history.insert(
+                        (kv.key.clone(), Revision::new(kv.mod_revision, sub)),
+                        Some(kv.clone()),
+                    );
                     self.live.insert(kv.key.clone(), kv);
                 }
                 Change::Delete { key, rev } => {
@@ -69,11 +85,17 @@ impl MemKv {
 }
 
 fn put(k: &str, v: &str) -> PutRequest {
-    PutRequest { key: k.into(), value: v.into(), ..Default::default() }
+    PutRequest {
+        key: k.into(),
+        value: v.into(),
+        ..Default::default()
+    }
 }
 
 fn op_put(k: &str, v: &str) -> RequestOp {
-    RequestOp { request: Some(request_op::Request::RequestPut(put(k, v))) }
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(put(k, v))),
+    }
 }
 
 fn cmp_value(k: &str, result: compare::CompareResult, v: &str) -> Compare {
@@ -93,10 +115,15 @@ fn puts_count_revisions_and_versions() {
     assert_eq!(r.revision, 2);
     assert_eq!(ev.len(), 1);
     s.apply(W::Put(put("a", "2")));
-    let (r, _) = s.apply(W::Put(PutRequest { prev_kv: true, ..put("a", "3") }));
+    let (r, _) = s.apply(W::Put(PutRequest {
+        prev_kv: true,
+        ..put("a", "3")
+    }));
     let kv = s.live[&b"a".to_vec()].clone();
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 4, 3));
-    let Some(R::Put(p)) = r.response else { panic!() };
+    let Some(R::Put(p)) = r.response else {
+        panic!()
+    };
     assert_eq!(p.prev_kv.unwrap().value, b"2");
     assert_eq!(p.header.unwrap().revision, 4);
 }
@@ -105,8 +132,14 @@ fn puts_count_revisions_and_versions() {
 fn delete_then_recreate_starts_a_new_generation() {
     let mut s = MemKv::new();
     s.apply(W::Put(put("a", "1")));
-    let (r, ev) = s.apply(W::DeleteRange(DeleteRangeRequest { key: "a".into(), prev_kv: true, ..Default::default() }));
-    let Some(R::DeleteRange(d)) = r.response else { panic!() };
+    let (r, ev) = s.apply(W::DeleteRange(DeleteRangeRequest {
+        key: "a".into(),
+        prev_kv: true,
+        ..Default::default()
+    }));
+    let Some(R::DeleteRange(d)) = r.response else {
+        panic!()
+    };
     assert_eq!((d.deleted, d.prev_kvs.len(), r.revision), (1, 1, 3));
     assert_eq!(ev[0].r#type, EventType::Delete as i32);
     assert_eq!(ev[0].kv.as_ref().unwrap().mod_revision, 3);
@@ -119,7 +152,10 @@ fn delete_then_recreate_starts_a_new_generation() {
 fn deleting_nothing_keeps_the_revision() {
     let mut s = MemKv::new();
     s.apply(W::Put(put("a", "1")));
-    let (r, ev) = s.apply(W::DeleteRange(DeleteRangeRequest { key: "zz".into(), ..Default::default() }));
+    let (r, ev) = s.apply(W::DeleteRange(DeleteRangeRequest {
+        key: "zz".into(),
+        ..Default::default()
+    }));
     assert_eq!(r.revision, 2);
     assert!(ev.is_empty());
 }
@@ -138,7 +174,9 @@ fn prefix_delete_is_one_revision_with_sub_revisions() {
     assert_eq!(r.revision, 5);
     assert_eq!(ev.len(), 2);
     assert!(s.live.contains_key(&b"q".to_vec()));
-    assert!(s.history.contains_key(&(b"p/b".to_vec(), Revision::new(5, 1))));
+    assert!(s
+        .history
+        .contains_key(&(b"p/b".to_vec(), Revision::new(5, 1))));
 }
 
 #[test]
@@ -151,7 +189,9 @@ fn txn_compares_and_runs_one_branch_atomically() {
         failure: vec![op_put("failed", "1")],
     };
     let (r, ev) = s.apply(W::Txn(txn.clone()));
-    let Some(R::Txn(t)) = r.response else { panic!() };
+    let Some(R::Txn(t)) = r.response else {
+        panic!()
+    };
     assert!(t.succeeded);
     assert_eq!(t.responses.len(), 2);
     assert_eq!(r.revision, 3);
@@ -159,7 +199,9 @@ fn txn_compares_and_runs_one_branch_atomically() {
     assert!(ev.iter().all(|e| e.kv.as_ref().unwrap().mod_revision == 3));
     // The same txn again: the compare now fails.
     let (r, _) = s.apply(W::Txn(txn));
-    let Some(R::Txn(t)) = r.response else { panic!() };
+    let Some(R::Txn(t)) = r.response else {
+        panic!()
+    };
     assert!(!t.succeeded);
     assert_eq!(s.live[&b"failed".to_vec()].value, b"1");
 }
@@ -196,19 +238,34 @@ fn compare_on_missing_key() {
 #[test]
 fn txn_reads_see_its_own_writes_and_nested_txns_run() {
     let mut s = MemKv::new();
-    let nested = TxnRequest { compare: vec![], success: vec![op_put("n", "1")], failure: vec![] };
+    let nested = TxnRequest {
+        compare: vec![],
+        success: vec![op_put("n", "1")],
+        failure: vec![],
+    };
     let txn = TxnRequest {
         compare: vec![],
         success: vec![
             op_put("a", "1"),
-            RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest { key: "a".into(), ..Default::default() })) },
-            RequestOp { request: Some(request_op::Request::RequestTxn(nested)) },
+            RequestOp {
+                request: Some(request_op::Request::RequestRange(RangeRequest {
+                    key: "a".into(),
+                    ..Default::default()
+                })),
+            },
+            RequestOp {
+                request: Some(request_op::Request::RequestTxn(nested)),
+            },
         ],
         failure: vec![],
     };
     let (r, _) = s.apply(W::Txn(txn));
-    let Some(R::Txn(t)) = r.response else { panic!() };
-    let Some(response_op::Response::ResponseRange(rr)) = &t.responses[1].response else { panic!() };
+    let Some(R::Txn(t)) = r.response else {
+        panic!()
+    };
+    let Some(response_op::Response::ResponseRange(rr)) = &t.responses[1].response else {
+        panic!()
+    };
     assert_eq!(rr.kvs[0].value, b"1");
     assert!(s.live.contains_key(&b"n".to_vec()));
     assert_eq!(r.revision, 2);
@@ -217,12 +274,23 @@ fn txn_reads_see_its_own_writes_and_nested_txns_run() {
 #[test]
 fn refused_requests_change_nothing() {
     let mut s = MemKv::new();
-    let (r, ev) = s.apply(W::Put(PutRequest { ignore_value: true, ..put("a", "") }));
+    let (r, ev) = s.apply(W::Put(PutRequest {
+        ignore_value: true,
+        ..put("a", "")
+    }));
     assert!(matches!(r.response, Some(R::Error(ref e)) if e.code == Code::KeyNotFound as i32));
     assert!(ev.is_empty());
     let txn = TxnRequest {
         compare: vec![],
-        success: vec![op_put("b", "1"), RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { ignore_value: true, ..put("zz", "") })) }],
+        success: vec![
+            op_put("b", "1"),
+            RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    ignore_value: true,
+                    ..put("zz", "")
+                })),
+            },
+        ],
         failure: vec![],
     };
     let (r, _) = s.apply(W::Txn(txn));
@@ -236,16 +304,28 @@ fn historical_reads_and_compaction_bounds() {
     let mut s = MemKv::new();
     s.apply(W::Put(put("a", "1"))); // 2
     s.apply(W::Put(put("a", "2"))); // 3
-    s.apply(W::DeleteRange(DeleteRangeRequest { key: "a".into(), ..Default::default() })); // 4
+    s.apply(W::DeleteRange(DeleteRangeRequest {
+        key: "a".into(),
+        ..Default::default()
+    })); // 4
     let at = |s: &MemKv, rev| s.scan_at(&KeyRange::new(b"a", b""), rev).unwrap();
     assert_eq!(at(&s, 2)[0].value, b"1");
     assert_eq!(at(&s, 3)[0].value, b"2");
     assert!(at(&s, 4).is_empty());
-    let (r, _) = s.apply(W::Compaction(CompactionRequest { revision: 9, physical: false }));
+    let (r, _) = s.apply(W::Compaction(CompactionRequest {
+        revision: 9,
+        physical: false,
+    }));
     assert!(matches!(r.response, Some(R::Error(ref e)) if e.code == Code::FutureRevision as i32));
-    let (r, _) = s.apply(W::Compaction(CompactionRequest { revision: 3, physical: false }));
+    let (r, _) = s.apply(W::Compaction(CompactionRequest {
+        revision: 3,
+        physical: false,
+    }));
     assert!(matches!(r.response, Some(R::Compaction(_))));
-    let (r, _) = s.apply(W::Compaction(CompactionRequest { revision: 3, physical: false }));
+    let (r, _) = s.apply(W::Compaction(CompactionRequest {
+        revision: 3,
+        physical: false,
+    }));
     assert!(matches!(r.response, Some(R::Error(ref e)) if e.code == Code::Compacted as i32));
     assert!(check_read_revision(2, 4, 3).is_err());
     assert!(check_read_revision(3, 4, 3).is_ok());
@@ -255,43 +335,102 @@ fn historical_reads_and_compaction_bounds() {
 #[test]
 fn range_options() {
     let kvs: Vec<KeyValue> = (0..5)
-        .map(|i| KeyValue { key: format!("k{i}").into(), value: format!("{}", 4 - i).into(), mod_revision: 10 - i, ..Default::default() })
+        .map(|i| KeyValue {
+            key: format!("k{i}").into(),
+            value: format!("{}", 4 - i).into(),
+            mod_revision: 10 - i,
+            ..Default::default()
+        })
         .collect();
-    let r = finish_range(kvs.clone(), &RangeRequest { limit: 2, ..Default::default() });
+    let r = finish_range(
+        kvs.clone(),
+        &RangeRequest {
+            limit: 2,
+            ..Default::default()
+        },
+    );
     assert_eq!((r.kvs.len(), r.count, r.more), (2, 5, true));
-    let r = finish_range(kvs.clone(), &RangeRequest { count_only: true, ..Default::default() });
+    let r = finish_range(
+        kvs.clone(),
+        &RangeRequest {
+            count_only: true,
+            ..Default::default()
+        },
+    );
     assert_eq!((r.kvs.len(), r.count), (0, 5));
-    let r = finish_range(kvs.clone(), &RangeRequest { keys_only: true, ..Default::default() });
+    let r = finish_range(
+        kvs.clone(),
+        &RangeRequest {
+            keys_only: true,
+            ..Default::default()
+        },
+    );
     assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
-    let r = finish_range(kvs.clone(), &RangeRequest { sort_order: 2, sort_target: 0, ..Default::default() });
+    let r = finish_range(
+        kvs.clone(),
+        &RangeRequest {
+            sort_order: 2,
+            sort_target: 0,
+            ..Default::default()
+        },
+    );
     assert_eq!(r.kvs[0].key, b"k4");
-    let r = finish_range(kvs.clone(), &RangeRequest { sort_target: 4, ..Default::default() });
+    let r = finish_range(
+        kvs.clone(),
+        &RangeRequest {
+            sort_target: 4,
+            ..Default::default()
+        },
+    );
     assert_eq!(r.kvs[0].value, b"0");
-    let r = finish_range(kvs, &RangeRequest { min_mod_revision: 8, ..Default::default() });
+    let r = finish_range(
+        kvs,
+        &RangeRequest {
+            min_mod_revision: 8,
+            ..Default::default()
+        },
+    );
     assert_eq!((r.kvs.len(), r.count), (3, 5));
 }
 
 #[test]
 fn txn_validation() {
-    let dup = TxnRequest { compare: vec![], success: vec![op_put("a", "1"), op_put("a", "2")], failure: vec![] };
-    assert_eq!(validate_txn(&dup, MAX_TXN_OPS).unwrap_err().code, Code::DuplicateKey as i32);
+    let dup = TxnRequest {
+        compare: vec![],
+        success: vec![op_put("a", "1"), op_put("a", "2")],
+        failure: vec![],
+    };
+    assert_eq!(
+        validate_txn(&dup, MAX_TXN_OPS).unwrap_err().code,
+        Code::DuplicateKey as i32
+    );
     let del_put = TxnRequest {
         compare: vec![],
         success: vec![
             op_put("p/a", "1"),
             RequestOp {
-                request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                    key: "p/".into(),
-                    range_end: prefix_end(b"p/"),
-                    prev_kv: false,
-                })),
+                request: Some(request_op::Request::RequestDeleteRange(
+                    DeleteRangeRequest {
+                        key: "p/".into(),
+                        range_end: prefix_end(b"p/"),
+                        prev_kv: false,
+                    },
+                )),
             },
         ],
         failure: vec![],
     };
     assert!(validate_txn(&del_put, MAX_TXN_OPS).is_err());
-    let many = TxnRequest { compare: vec![], success: (0..129).map(|i| op_put(&format!("k{i}"), "v")).collect(), failure: vec![] };
+    let many = TxnRequest {
+        compare: vec![],
+        success: (0..129).map(|i| op_put(&format!("k{i}"), "v")).collect(),
+        failure: vec![],
+    };
     assert!(validate_txn(&many, MAX_TXN_OPS).is_err());
-    let fine = TxnRequest { compare: vec![], success: vec![op_put("a", "1")], failure: vec![op_put("a", "2")] };
+    let fine = TxnRequest {
+        compare: vec![],
+        success: vec![op_put("a", "1")],
+        failure: vec![op_put("a", "2")],
+    };
     assert!(validate_txn(&fine, MAX_TXN_OPS).is_ok());
 }

@@ -21,7 +21,9 @@ impl std::str::FromStr for ClusterState {
         match s {
             "new" => Ok(ClusterState::New),
             "existing" => Ok(ClusterState::Existing),
-            other => Err(format!("initial cluster state must be \"new\" or \"existing\", not {other:?}")),
+            other => Err(format!(
+                "initial cluster state must be \"new\" or \"existing\", not {other:?}"
+            )),
         }
     }
 }
@@ -86,7 +88,8 @@ impl StoreConfig {
         if self.name.is_empty() {
             return err("--name must not be empty".into());
         }
-        if self.heartbeat_interval.is_zero() || self.election_timeout < self.heartbeat_interval * 5 {
+        if self.heartbeat_interval.is_zero() || self.election_timeout < self.heartbeat_interval * 5
+        {
             return err(format!(
                 "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
                 self.election_timeout.as_millis(),
@@ -99,7 +102,10 @@ impl StoreConfig {
         if self.initial_cluster_state == ClusterState::New {
             match self.initial_cluster.get(&self.name) {
                 None => {
-                    return err(format!("--initial-cluster has no member named {:?} (this member's --name)", self.name))
+                    return err(format!(
+                        "--initial-cluster has no member named {:?} (this member's --name)",
+                        self.name
+                    ))
                 }
                 Some(urls) => {
                     let mut a = urls.clone();
@@ -121,14 +127,25 @@ impl StoreConfig {
     }
 
     pub fn member_id(&self) -> NodeId {
-        member_id(&self.initial_advertise_peer_urls, &self.initial_cluster_token)
+        member_id(
+            &self.initial_advertise_peer_urls,
+            &self.initial_cluster_token,
+        )
     }
 
     /// The members of `--initial-cluster`, by id.
     pub fn initial_members(&self) -> BTreeMap<NodeId, Member> {
         self.initial_cluster
             .iter()
-            .map(|(name, urls)| (member_id(urls, &self.initial_cluster_token), Member { name: name.clone(), peer_urls: urls.clone() }))
+            .map(|(name, urls)| {
+                (
+                    member_id(urls, &self.initial_cluster_token),
+                    Member {
+                        name: name.clone(),
+                        peer_urls: urls.clone(),
+                    },
+                )
+            })
             .collect()
     }
 
@@ -147,11 +164,15 @@ impl StoreConfig {
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, url) = part
-            .split_once('=')
-            .ok_or_else(|| StoreError::Config(format!("--initial-cluster entry {part:?} is not name=peer-url")))?;
+        let (name, url) = part.split_once('=').ok_or_else(|| {
+            StoreError::Config(format!(
+                "--initial-cluster entry {part:?} is not name=peer-url"
+            ))
+        })?;
         check_url(url)?;
-        out.entry(name.to_string()).or_default().push(url.to_string());
+        out.entry(name.to_string())
+            .or_default()
+            .push(url.to_string());
     }
     if out.is_empty() {
         return Err(StoreError::Config("--initial-cluster is empty".into()));
@@ -160,9 +181,12 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<String, Vec<String>>, S
 }
 
 fn check_url(u: &str) -> Result<url::Url, StoreError> {
-    let url = url::Url::parse(u).map_err(|e| StoreError::Config(format!("{u:?} is not a URL: {e}")))?;
+    let url =
+        url::Url::parse(u).map_err(|e| StoreError::Config(format!("{u:?} is not a URL: {e}")))?;
     if url.scheme() != "http" {
-        return Err(StoreError::Config(format!("{u:?}: only http:// URLs are supported so far")));
+        return Err(StoreError::Config(format!(
+            "{u:?}: only http:// URLs are supported so far"
+        )));
     }
     if url.host_str().is_none() || url.port().is_none() {
         return Err(StoreError::Config(format!("{u:?} needs a host and a port")));
@@ -180,7 +204,11 @@ pub fn listen_addr(u: &str) -> Result<SocketAddr, StoreError> {
     format!("{host}:{}", url.port().expect("checked"))
         .parse::<SocketAddr>()
         .or_else(|_| format!("[{host}]:{}", url.port().expect("checked")).parse())
-        .map_err(|_| StoreError::Config(format!("{u:?}: listen URLs need an IP address (or localhost)")))
+        .map_err(|_| {
+            StoreError::Config(format!(
+                "{u:?}: listen URLs need an IP address (or localhost)"
+            ))
+        })
 }
 
 /// A member's id from its peer URLs and the cluster token, as etcd derives it (stable across restarts).

@@ -35,11 +35,23 @@ pub fn router(store: Store) -> tonic::transport::server::Router {
     let api = EtcdApi { store };
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(KvServer::new(api.clone()).max_decoding_message_size(max).max_encoding_message_size(usize::MAX))
-        .add_service(WatchServer::new(api.clone()).max_decoding_message_size(max).max_encoding_message_size(usize::MAX))
+        .add_service(
+            KvServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            WatchServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(usize::MAX),
+        )
         .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(max))
-        .add_service(MaintenanceServer::new(api).max_decoding_message_size(max).max_encoding_message_size(usize::MAX))
+        .add_service(
+            MaintenanceServer::new(api)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(usize::MAX),
+        )
 }
 
 #[derive(Clone)]
@@ -79,7 +91,12 @@ impl Watch for EtcdApi {
         let (tx, rx) = mpsc::channel::<WatchResponse>(256);
         let store = self.store.clone();
         tokio::spawn(async move {
-            let mut session = Session { store, out: tx, watchers: HashMap::new(), next_id: 0 };
+            let mut session = Session {
+                store,
+                out: tx,
+                watchers: HashMap::new(),
+                next_id: 0,
+            };
             loop {
                 tokio::select! {
                     msg = input.message() => match msg {
@@ -113,14 +130,28 @@ impl Session {
                 if !existed {
                     return true;
                 }
-                let resp = WatchResponse { header: Some(self.header()), watch_id: c.watch_id, canceled: true, ..Default::default() };
+                let resp = WatchResponse {
+                    header: Some(self.header()),
+                    watch_id: c.watch_id,
+                    canceled: true,
+                    ..Default::default()
+                };
                 self.out.send(resp).await.is_ok()
             }
             Some(RequestUnion::ProgressRequest(_)) => {
                 // Every watcher has queued all events up to the least revision any has reached.
                 let current = self.store.current_revision().unwrap_or(0);
-                let rev = self.watchers.values().map(|w| w.sent.load(std::sync::atomic::Ordering::Acquire)).min().unwrap_or(current);
-                let resp = WatchResponse { header: Some(self.store.header(rev)), watch_id: -1, ..Default::default() };
+                let rev = self
+                    .watchers
+                    .values()
+                    .map(|w| w.sent.load(std::sync::atomic::Ordering::Acquire))
+                    .min()
+                    .unwrap_or(current);
+                let resp = WatchResponse {
+                    header: Some(self.store.header(rev)),
+                    watch_id: -1,
+                    ..Default::default()
+                };
                 self.out.send(resp).await.is_ok()
             }
             None => true,
@@ -128,11 +159,16 @@ impl Session {
     }
 
     fn header(&self) -> ResponseHeader {
-        self.store.header(self.store.current_revision().unwrap_or(0))
+        self.store
+            .header(self.store.current_revision().unwrap_or(0))
     }
 
     async fn create(&mut self, c: WatchCreateRequest) -> bool {
-        let id = if c.watch_id != 0 { c.watch_id } else { self.next_free_id() };
+        let id = if c.watch_id != 0 {
+            c.watch_id
+        } else {
+            self.next_free_id()
+        };
         if self.watchers.contains_key(&id) || id < 0 {
             let resp = WatchResponse {
                 header: Some(self.header()),
@@ -150,14 +186,24 @@ impl Session {
             start_revision: c.start_revision,
             prev_kv: c.prev_kv,
             progress_notify: c.progress_notify,
-            no_put: c.filters.contains(&(watch_create_request::FilterType::Noput as i32)),
-            no_delete: c.filters.contains(&(watch_create_request::FilterType::Nodelete as i32)),
+            no_put: c
+                .filters
+                .contains(&(watch_create_request::FilterType::Noput as i32)),
+            no_delete: c
+                .filters
+                .contains(&(watch_create_request::FilterType::Nodelete as i32)),
         };
-        let created = WatchResponse { header: Some(self.header()), watch_id: id, created: true, ..Default::default() };
+        let created = WatchResponse {
+            header: Some(self.header()),
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        };
         if self.out.send(created).await.is_err() {
             return false;
         }
-        self.watchers.insert(id, watch::spawn(self.store.clone(), spec, self.out.clone()));
+        self.watchers
+            .insert(id, watch::spawn(self.store.clone(), spec, self.out.clone()));
         true
     }
 
@@ -181,10 +227,16 @@ impl Lease for EtcdApi {
     async fn lease_revoke(&self, _: Request<LeaseRevokeRequest>) -> Res<LeaseRevokeResponse> {
         Err(leases_not_yet())
     }
-    async fn lease_keep_alive(&self, _: Request<Streaming<LeaseKeepAliveRequest>>) -> Res<Self::LeaseKeepAliveStream> {
+    async fn lease_keep_alive(
+        &self,
+        _: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Res<Self::LeaseKeepAliveStream> {
         Err(leases_not_yet())
     }
-    async fn lease_time_to_live(&self, _: Request<LeaseTimeToLiveRequest>) -> Res<LeaseTimeToLiveResponse> {
+    async fn lease_time_to_live(
+        &self,
+        _: Request<LeaseTimeToLiveRequest>,
+    ) -> Res<LeaseTimeToLiveResponse> {
         Err(leases_not_yet())
     }
     async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> Res<LeaseLeasesResponse> {
@@ -199,24 +251,39 @@ fn leases_not_yet() -> Status {
 #[tonic::async_trait]
 impl Cluster for EtcdApi {
     async fn member_add(&self, _: Request<MemberAddRequest>) -> Res<MemberAddResponse> {
-        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
+        Err(Status::unimplemented(
+            "etcdserver: membership changes are not supported by this keel version yet",
+        ))
     }
     async fn member_remove(&self, _: Request<MemberRemoveRequest>) -> Res<MemberRemoveResponse> {
-        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
+        Err(Status::unimplemented(
+            "etcdserver: membership changes are not supported by this keel version yet",
+        ))
     }
     async fn member_update(&self, _: Request<MemberUpdateRequest>) -> Res<MemberUpdateResponse> {
-        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
+        Err(Status::unimplemented(
+            "etcdserver: membership changes are not supported by this keel version yet",
+        ))
     }
     async fn member_promote(&self, _: Request<MemberPromoteRequest>) -> Res<MemberPromoteResponse> {
-        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
+        Err(Status::unimplemented(
+            "etcdserver: membership changes are not supported by this keel version yet",
+        ))
     }
     async fn member_list(&self, req: Request<MemberListRequest>) -> Res<MemberListResponse> {
         if req.into_inner().linearizable {
             self.store.linearize().await.map_err(Status::from)?;
         }
         let members = self.store.members().map_err(Status::from)?;
-        let header = self.store.header(self.store.current_revision().map_err(|e| Status::from(ApiError::from(e)))?);
-        Ok(Response::new(MemberListResponse { header: Some(header), members }))
+        let header = self.store.header(
+            self.store
+                .current_revision()
+                .map_err(|e| Status::from(ApiError::from(e)))?,
+        );
+        Ok(Response::new(MemberListResponse {
+            header: Some(header),
+            members,
+        }))
     }
 }
 
@@ -225,27 +292,48 @@ impl Maintenance for EtcdApi {
     type SnapshotStream = BoxStream<SnapshotResponse>;
 
     async fn alarm(&self, _: Request<AlarmRequest>) -> Res<AlarmResponse> {
-        let header = self.store.header(self.store.current_revision().map_err(|e| Status::from(ApiError::from(e)))?);
-        Ok(Response::new(AlarmResponse { header: Some(header), alarms: vec![] }))
+        let header = self.store.header(
+            self.store
+                .current_revision()
+                .map_err(|e| Status::from(ApiError::from(e)))?,
+        );
+        Ok(Response::new(AlarmResponse {
+            header: Some(header),
+            alarms: vec![],
+        }))
     }
     async fn status(&self, _: Request<StatusRequest>) -> Res<StatusResponse> {
         ok(self.store.status())
     }
     async fn defragment(&self, _: Request<DefragmentRequest>) -> Res<DefragmentResponse> {
         // RocksDB reclaims space by its own background compaction: there is nothing to defragment.
-        let header = self.store.header(self.store.current_revision().map_err(|e| Status::from(ApiError::from(e)))?);
-        Ok(Response::new(DefragmentResponse { header: Some(header) }))
+        let header = self.store.header(
+            self.store
+                .current_revision()
+                .map_err(|e| Status::from(ApiError::from(e)))?,
+        );
+        Ok(Response::new(DefragmentResponse {
+            header: Some(header),
+        }))
     }
     async fn hash(&self, _: Request<HashRequest>) -> Res<HashResponse> {
-        Err(Status::unimplemented("etcdserver: Hash arrives with keel's store operations"))
+        Err(Status::unimplemented(
+            "etcdserver: Hash arrives with keel's store operations",
+        ))
     }
     async fn hash_kv(&self, _: Request<HashKvRequest>) -> Res<HashKvResponse> {
-        Err(Status::unimplemented("etcdserver: HashKV arrives with keel's store operations"))
+        Err(Status::unimplemented(
+            "etcdserver: HashKV arrives with keel's store operations",
+        ))
     }
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Res<Self::SnapshotStream> {
-        Err(Status::unimplemented("etcdserver: Snapshot arrives with keel's store operations"))
+        Err(Status::unimplemented(
+            "etcdserver: Snapshot arrives with keel's store operations",
+        ))
     }
     async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Res<MoveLeaderResponse> {
-        Err(Status::unimplemented("etcdserver: MoveLeader is not supported"))
+        Err(Status::unimplemented(
+            "etcdserver: MoveLeader is not supported",
+        ))
     }
 }

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use keel_proto::raftpb::raft_peer_client::RaftPeerClient;
 use keel_proto::raftpb::RaftMessage;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -31,7 +33,10 @@ pub struct PeerPool {
 
 impl PeerPool {
     pub fn new(cluster_id: u64) -> Self {
-        PeerPool { cluster_id, channels: Default::default() }
+        PeerPool {
+            cluster_id,
+            channels: Default::default(),
+        }
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -72,7 +77,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerNetwork {
         let client = node.peer_urls.first().and_then(|u| self.pool.client(u));
-        PeerNetwork { target, client, cluster_id: self.pool.cluster_id }
+        PeerNetwork {
+            target,
+            client,
+            cluster_id: self.pool.cluster_id,
+        }
     }
 }
 
@@ -94,16 +103,26 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl PeerNetwork {
-    async fn call<Req, Resp, E>(&mut self, rpc: Rpc, req: &Req, ttl: Duration) -> Result<Resp, RPCError<NodeId, Member, E>>
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, Member, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         let Some(client) = self.client.as_mut() else {
-            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other("member has no usable peer URL"))));
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other("member has no usable peer URL"),
+            )));
         };
-        let mut request = tonic::Request::new(RaftMessage { cluster_id: self.cluster_id, payload: encode(req) });
+        let mut request = tonic::Request::new(RaftMessage {
+            cluster_id: self.cluster_id,
+            payload: encode(req),
+        });
         request.set_timeout(ttl);
         let resp = match rpc {
             Rpc::Append => client.append_entries(request).await,
@@ -112,10 +131,13 @@ impl PeerNetwork {
         };
         let msg = match resp {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable => return Err(RPCError::Unreachable(Unreachable::new(&s))),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&s)))
+            }
             Err(s) => return Err(RPCError::Network(NetworkError::new(&s))),
         };
-        let res: Result<Resp, E> = bincode::deserialize(&msg.payload).map_err(|e| RPCError::Network(NetworkError::new(&*e)))?;
+        let res: Result<Resp, E> = bincode::deserialize(&msg.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&*e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -133,7 +155,10 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
     }
 

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use keel_proto::mvccpb::{event::EventType, Event, KeyValue};
 use keel_proto::raftpb::PublishMember;
 use prost::Message;
-use rocksdb::{ColumnFamilyDescriptor, Options, ReadOptions, SnapshotWithThreadMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Options, ReadOptions, SnapshotWithThreadMode, WriteBatch, WriteOptions,
+    DB,
+};
 
 use crate::apply::{Change, KvView, INITIAL_REVISION};
 use crate::error::StoreError;
@@ -85,12 +88,23 @@ impl StateDb {
     /// Opens (or creates, when `create` is set) the state at `path`.
     pub fn open(path: &Path, create: bool) -> Result<Self, StoreError> {
         if !create && !path.join("CURRENT").exists() {
-            return Err(corrupt(format!("state database {} is missing", path.display())));
+            return Err(corrupt(format!(
+                "state database {} is missing",
+                path.display()
+            )));
         }
-        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, db_options()));
-        let db = DB::open_cf_descriptors(&db_options(), path, cfs)
-            .map_err(|e| StoreError::Db { path: path.to_owned(), source: e })?;
-        Ok(StateDb { db: Some(db), path: path.to_owned(), obsolete: Default::default() })
+        let cfs = CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, db_options()));
+        let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(|e| StoreError::Db {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        Ok(StateDb {
+            db: Some(db),
+            path: path.to_owned(),
+            obsolete: Default::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -98,7 +112,8 @@ impl StateDb {
     }
 
     pub fn mark_obsolete(&self) {
-        self.obsolete.store(true, std::sync::atomic::Ordering::Release);
+        self.obsolete
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn db(&self) -> &DB {
@@ -106,17 +121,25 @@ impl StateDb {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db().cf_handle(name).expect("column families are created at open")
+        self.db()
+            .cf_handle(name)
+            .expect("column families are created at open")
     }
 
     /// A consistent read view at the current moment.
     pub fn reader(&self) -> StateReader<'_> {
-        StateReader { state: self, snap: Some(self.db().snapshot()) }
+        StateReader {
+            state: self,
+            snap: Some(self.db().snapshot()),
+        }
     }
 
     /// A view of the latest writes without a snapshot (for the single writer, the state machine).
     pub fn writer_view(&self) -> StateReader<'_> {
-        StateReader { state: self, snap: None }
+        StateReader {
+            state: self,
+            snap: None,
+        }
     }
 
     /// Writes one applied batch: the changes, and the metadata that goes with them, atomically.
@@ -129,21 +152,38 @@ impl StateDb {
         membership: Option<&StoredMembership>,
     ) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
-        let (live, hist, events, meta) = (self.cf(CF_LIVE), self.cf(CF_HISTORY), self.cf(CF_EVENTS), self.cf(CF_META));
+        let (live, hist, events, meta) = (
+            self.cf(CF_LIVE),
+            self.cf(CF_HISTORY),
+            self.cf(CF_EVENTS),
+            self.cf(CF_META),
+        );
         for c in changes {
             match c {
                 Change::Put { kv, sub } => {
                     let rev = Revision::new(kv.mod_revision, *sub);
                     b.put_cf(live, &kv.key, kv.encode_to_vec());
                     b.put_cf(hist, history_key(&kv.key, rev), [HIST_PUT]);
-                    let ev = Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: None };
+                    let ev = Event {
+                        r#type: EventType::Put as i32,
+                        kv: Some(kv.clone()),
+                        prev_kv: None,
+                    };
                     b.put_cf(events, rev.to_bytes(), ev.encode_to_vec());
                 }
                 Change::Delete { key, rev } => {
                     b.delete_cf(live, key);
                     b.put_cf(hist, history_key(key, *rev), [HIST_DELETE]);
-                    let tomb = KeyValue { key: key.clone(), mod_revision: rev.main, ..Default::default() };
-                    let ev = Event { r#type: EventType::Delete as i32, kv: Some(tomb), prev_kv: None };
+                    let tomb = KeyValue {
+                        key: key.clone(),
+                        mod_revision: rev.main,
+                        ..Default::default()
+                    };
+                    let ev = Event {
+                        r#type: EventType::Delete as i32,
+                        kv: Some(tomb),
+                        prev_kv: None,
+                    };
                     b.put_cf(events, rev.to_bytes(), ev.encode_to_vec());
                 }
                 Change::Compact(_) => {}
@@ -157,10 +197,18 @@ impl StateDb {
         b.put_cf(meta, META_REVISION, revision.to_be_bytes());
         b.put_cf(meta, META_COMPACTED, compacted.to_be_bytes());
         if let Some(a) = applied {
-            b.put_cf(meta, META_APPLIED, serde_json::to_vec(a).expect("log id serialises"));
+            b.put_cf(
+                meta,
+                META_APPLIED,
+                serde_json::to_vec(a).expect("log id serialises"),
+            );
         }
         if let Some(m) = membership {
-            b.put_cf(meta, META_MEMBERSHIP, serde_json::to_vec(m).expect("membership serialises"));
+            b.put_cf(
+                meta,
+                META_MEMBERSHIP,
+                serde_json::to_vec(m).expect("membership serialises"),
+            );
         }
         self.write(b, false)
     }
@@ -168,12 +216,18 @@ impl StateDb {
     fn write(&self, b: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
-        self.db().write_opt(b, &wo).map_err(|e| StoreError::Db { path: self.path.clone(), source: e })
+        self.db().write_opt(b, &wo).map_err(|e| StoreError::Db {
+            path: self.path.clone(),
+            source: e,
+        })
     }
 
     /// Makes every write so far durable (before a snapshot lets the Raft log be purged behind it).
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.db().flush_wal(true).map_err(|e| StoreError::Db { path: self.path.clone(), source: e })
+        self.db().flush_wal(true).map_err(|e| StoreError::Db {
+            path: self.path.clone(),
+            source: e,
+        })
     }
 
     /// Bytes the database takes on disk.
@@ -194,10 +248,16 @@ impl StateDb {
         // Entries of the key being walked that are at or before `upto`, oldest first.
         let mut current: Option<Vec<u8>> = None;
         let mut group: Vec<(Vec<u8>, Revision, u8)> = Vec::new();
-        let flush_group = |group: &mut Vec<(Vec<u8>, Revision, u8)>, batch: &mut WriteBatch, removed: &mut u64| {
+        let flush_group = |group: &mut Vec<(Vec<u8>, Revision, u8)>,
+                           batch: &mut WriteBatch,
+                           removed: &mut u64| {
             if let Some((_, last_rev, last_kind)) = group.last().cloned() {
                 let keep_last = last_kind == HIST_PUT || last_rev.main >= upto;
-                let n = if keep_last { group.len() - 1 } else { group.len() };
+                let n = if keep_last {
+                    group.len() - 1
+                } else {
+                    group.len()
+                };
                 for (hk, rev, _) in group.drain(..).take(n) {
                     batch.delete_cf(hist, hk);
                     batch.delete_cf(events, rev.to_bytes());
@@ -208,7 +268,10 @@ impl StateDb {
         };
         while it.valid() {
             let hk = it.key().expect("valid iterator has a key").to_vec();
-            let kind = it.value().and_then(|v| v.first().copied()).unwrap_or(HIST_PUT);
+            let kind = it
+                .value()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(HIST_PUT);
             let (key, rev) = split_history_key(&hk).ok_or_else(|| corrupt("history key"))?;
             if current.as_deref() != Some(key.as_slice()) {
                 flush_group(&mut group, &mut batch, &mut removed);
@@ -222,9 +285,16 @@ impl StateDb {
             }
             it.next();
         }
-        it.status().map_err(|e| StoreError::Db { path: self.path.clone(), source: e })?;
+        it.status().map_err(|e| StoreError::Db {
+            path: self.path.clone(),
+            source: e,
+        })?;
         flush_group(&mut group, &mut batch, &mut removed);
-        batch.put_cf(self.cf(CF_META), META_COMPACTED_PHYSICAL, upto.to_be_bytes());
+        batch.put_cf(
+            self.cf(CF_META),
+            META_COMPACTED_PHYSICAL,
+            upto.to_be_bytes(),
+        );
         self.write(batch, false)?;
         Ok(removed)
     }
@@ -238,7 +308,11 @@ impl StateDb {
     }
 
     /// Streams every record of a consistent view into `out` (the snapshot format: see [`SnapshotWriter`]).
-    pub fn export(&self, reader: &StateReader<'_>, out: &mut impl std::io::Write) -> Result<(), StoreError> {
+    pub fn export(
+        &self,
+        reader: &StateReader<'_>,
+        out: &mut impl std::io::Write,
+    ) -> Result<(), StoreError> {
         let mut w = SnapshotWriter::new(out)?;
         for (i, name) in CFS.iter().enumerate() {
             let mut it = reader.iter(name);
@@ -247,7 +321,10 @@ impl StateDb {
                 w.record(i as u8, it.key().expect("key"), it.value().expect("value"))?;
                 it.next();
             }
-            it.status().map_err(|e| StoreError::Db { path: self.path.clone(), source: e })?;
+            it.status().map_err(|e| StoreError::Db {
+                path: self.path.clone(),
+                source: e,
+            })?;
         }
         w.finish()
     }
@@ -257,7 +334,9 @@ impl StateDb {
         let mut r = SnapshotReader::new(input)?;
         let mut batch = WriteBatch::default();
         while let Some((cf, k, v)) = r.next_record()? {
-            let name = CFS.get(cf as usize).ok_or_else(|| corrupt(format!("snapshot names column family {cf}")))?;
+            let name = CFS
+                .get(cf as usize)
+                .ok_or_else(|| corrupt(format!("snapshot names column family {cf}")))?;
             batch.put_cf(self.cf(name), k, v);
             if batch.size_in_bytes() >= 8 << 20 {
                 self.write(std::mem::take(&mut batch), false)?;
@@ -286,7 +365,9 @@ impl StateDb {
 }
 
 pub fn dir_size(path: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(path) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(path) else {
+        return 0;
+    };
     rd.flatten()
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => dir_size(&e.path()),
@@ -312,21 +393,29 @@ impl<'a> StateReader<'a> {
     }
 
     fn iter(&self, cf: &str) -> rocksdb::DBRawIteratorWithThreadMode<'_, DB> {
-        self.state.db().raw_iterator_cf_opt(self.state.cf(cf), self.opts())
+        self.state
+            .db()
+            .raw_iterator_cf_opt(self.state.cf(cf), self.opts())
     }
 
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.state
             .db()
             .get_cf_opt(self.state.cf(cf), key, &self.opts())
-            .map_err(|e| StoreError::Db { path: self.state.path.clone(), source: e })
+            .map_err(|e| StoreError::Db {
+                path: self.state.path.clone(),
+                source: e,
+            })
     }
 
     fn meta_i64(&self, key: &[u8]) -> Result<Option<i64>, StoreError> {
         match self.get(CF_META, key)? {
             None => Ok(None),
             Some(v) => {
-                let b: [u8; 8] = v.as_slice().try_into().map_err(|_| corrupt(format!("meta {key:?}")))?;
+                let b: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(format!("meta {key:?}")))?;
                 Ok(Some(i64::from_be_bytes(b)))
             }
         }
@@ -334,11 +423,15 @@ impl<'a> StateReader<'a> {
 
     pub fn meta(&self) -> Result<StateMeta, StoreError> {
         let applied = match self.get(CF_META, META_APPLIED)? {
-            Some(v) => Some(serde_json::from_slice(&v).map_err(|e| corrupt(format!("applied log id: {e}")))?),
+            Some(v) => Some(
+                serde_json::from_slice(&v).map_err(|e| corrupt(format!("applied log id: {e}")))?,
+            ),
             None => None,
         };
         let membership = match self.get(CF_META, META_MEMBERSHIP)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt(format!("membership: {e}")))?,
+            Some(v) => {
+                serde_json::from_slice(&v).map_err(|e| corrupt(format!("membership: {e}")))?
+            }
             None => StoredMembership::default(),
         };
         Ok(StateMeta {
@@ -358,7 +451,9 @@ impl<'a> StateReader<'a> {
     }
 
     fn event_at(&self, rev: Revision) -> Result<Event, StoreError> {
-        let v = self.get(CF_EVENTS, &rev.to_bytes())?.ok_or_else(|| corrupt(format!("event {rev:?} is missing")))?;
+        let v = self
+            .get(CF_EVENTS, &rev.to_bytes())?
+            .ok_or_else(|| corrupt(format!("event {rev:?} is missing")))?;
         decode(&v, "event")
     }
 
@@ -378,7 +473,8 @@ impl<'a> StateReader<'a> {
         if !it.valid() {
             return Ok(None);
         }
-        let (k, rev) = split_history_key(it.key().expect("key")).ok_or_else(|| corrupt("history key"))?;
+        let (k, rev) =
+            split_history_key(it.key().expect("key")).ok_or_else(|| corrupt("history key"))?;
         if k != key || it.value() != Some(&[HIST_PUT][..]) {
             return Ok(None);
         }
@@ -386,13 +482,20 @@ impl<'a> StateReader<'a> {
     }
 
     /// Events from revision `from` up to `to` (inclusive) in `range`, in revision order, with prev_kv when asked.
-    pub fn events(&self, from: i64, to: i64, range: &KeyRange, prev_kv: bool) -> Result<Vec<Event>, StoreError> {
+    pub fn events(
+        &self,
+        from: i64,
+        to: i64,
+        range: &KeyRange,
+        prev_kv: bool,
+    ) -> Result<Vec<Event>, StoreError> {
         let mut it = self.iter(CF_EVENTS);
         let mut hist = self.iter(CF_HISTORY);
         it.seek(Revision::new(from, 0).to_bytes());
         let mut out = Vec::new();
         while it.valid() {
-            let rev = Revision::from_bytes(it.key().expect("key")).ok_or_else(|| corrupt("event key"))?;
+            let rev =
+                Revision::from_bytes(it.key().expect("key")).ok_or_else(|| corrupt("event key"))?;
             if rev.main > to {
                 break;
             }
@@ -406,7 +509,10 @@ impl<'a> StateReader<'a> {
             }
             it.next();
         }
-        it.status().map_err(|e| StoreError::Db { path: self.state.path.clone(), source: e })?;
+        it.status().map_err(|e| StoreError::Db {
+            path: self.state.path.clone(),
+            source: e,
+        })?;
         Ok(out)
     }
 }
@@ -432,14 +538,20 @@ impl KvView for StateReader<'_> {
         if let KeyRange::Span { end: Some(e), .. } = range {
             ro.set_iterate_upper_bound(e.clone());
         }
-        let mut it = self.state.db().raw_iterator_cf_opt(self.state.cf(CF_LIVE), ro);
+        let mut it = self
+            .state
+            .db()
+            .raw_iterator_cf_opt(self.state.cf(CF_LIVE), ro);
         it.seek(range.start());
         let mut out = Vec::new();
         while it.valid() {
             out.push(decode(it.value().expect("value"), "key-value")?);
             it.next();
         }
-        it.status().map_err(|e| StoreError::Db { path: self.state.path.clone(), source: e })?;
+        it.status().map_err(|e| StoreError::Db {
+            path: self.state.path.clone(),
+            source: e,
+        })?;
         Ok(out)
     }
 
@@ -459,7 +571,8 @@ impl KvView for StateReader<'_> {
                 encode_key(start, &mut seek);
                 it.seek(&seek);
                 while it.valid() {
-                    let (key, _) = split_history_key(it.key().expect("key")).ok_or_else(|| corrupt("history key"))?;
+                    let (key, _) = split_history_key(it.key().expect("key"))
+                        .ok_or_else(|| corrupt("history key"))?;
                     if range.is_past(&key) {
                         break;
                     }
@@ -471,7 +584,10 @@ impl KvView for StateReader<'_> {
                 }
             }
         }
-        it.status().map_err(|e| StoreError::Db { path: self.state.path.clone(), source: e })?;
+        it.status().map_err(|e| StoreError::Db {
+            path: self.state.path.clone(),
+            source: e,
+        })?;
         Ok(out)
     }
 }
@@ -488,7 +604,10 @@ pub struct SnapshotWriter<'w, W: std::io::Write> {
 
 impl<'w, W: std::io::Write> SnapshotWriter<'w, W> {
     pub fn new(out: &'w mut W) -> Result<Self, StoreError> {
-        let mut w = SnapshotWriter { out, crc: crc32fast::Hasher::new() };
+        let mut w = SnapshotWriter {
+            out,
+            crc: crc32fast::Hasher::new(),
+        };
         w.put(SNAPSHOT_MAGIC)?;
         Ok(w)
     }
@@ -509,7 +628,9 @@ impl<'w, W: std::io::Write> SnapshotWriter<'w, W> {
     pub fn finish(mut self) -> Result<(), StoreError> {
         self.put(&[RECORD_END])?;
         let crc = self.crc.clone().finalize();
-        self.out.write_all(&crc.to_be_bytes()).map_err(StoreError::SnapshotIo)?;
+        self.out
+            .write_all(&crc.to_be_bytes())
+            .map_err(StoreError::SnapshotIo)?;
         self.out.flush().map_err(StoreError::SnapshotIo)
     }
 }
@@ -521,7 +642,10 @@ struct SnapshotReader<'r, R: std::io::Read> {
 
 impl<'r, R: std::io::Read> SnapshotReader<'r, R> {
     fn new(input: &'r mut R) -> Result<Self, StoreError> {
-        let mut r = SnapshotReader { input, crc: crc32fast::Hasher::new() };
+        let mut r = SnapshotReader {
+            input,
+            crc: crc32fast::Hasher::new(),
+        };
         let magic = r.take(SNAPSHOT_MAGIC.len())?;
         if magic != SNAPSHOT_MAGIC {
             return Err(corrupt("not a keel snapshot (bad magic)"));
@@ -531,7 +655,9 @@ impl<'r, R: std::io::Read> SnapshotReader<'r, R> {
 
     fn take(&mut self, n: usize) -> Result<Vec<u8>, StoreError> {
         let mut buf = vec![0u8; n];
-        self.input.read_exact(&mut buf).map_err(|e| corrupt(format!("snapshot is truncated: {e}")))?;
+        self.input
+            .read_exact(&mut buf)
+            .map_err(|e| corrupt(format!("snapshot is truncated: {e}")))?;
         self.crc.update(&buf);
         Ok(buf)
     }
@@ -546,7 +672,9 @@ impl<'r, R: std::io::Read> SnapshotReader<'r, R> {
         if cf == RECORD_END {
             let expected = self.crc.clone().finalize();
             let mut b = [0u8; 4];
-            self.input.read_exact(&mut b).map_err(|e| corrupt(format!("snapshot is truncated: {e}")))?;
+            self.input
+                .read_exact(&mut b)
+                .map_err(|e| corrupt(format!("snapshot is truncated: {e}")))?;
             if u32::from_be_bytes(b) != expected {
                 return Err(corrupt("snapshot checksum mismatch"));
             }

@@ -17,7 +17,9 @@ use crate::apply::Applier;
 use crate::error::StoreError;
 use crate::hub::Hub;
 use crate::state_db::{StateDb, StateMeta};
-use crate::types::{CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{
+    CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 
 const STATE_POINTER: &str = "STATE";
 const SNAPSHOT_DIR: &str = "snapshots";
@@ -38,27 +40,41 @@ impl SharedState {
     pub fn open(dir: &Path, create: bool) -> Result<Arc<Self>, StoreError> {
         let pointer = dir.join(STATE_POINTER);
         let generation = match std::fs::read_to_string(&pointer) {
-            Ok(s) => s.trim().parse::<u64>().map_err(|_| StoreError::Corrupt(format!("{} is not a generation", pointer.display())))?,
+            Ok(s) => s.trim().parse::<u64>().map_err(|_| {
+                StoreError::Corrupt(format!("{} is not a generation", pointer.display()))
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 write_atomically(&pointer, b"1")?;
                 1
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::DataDir { path: dir.to_owned(), message: "the state pointer (STATE) is missing".into() })
+                return Err(StoreError::DataDir {
+                    path: dir.to_owned(),
+                    message: "the state pointer (STATE) is missing".into(),
+                })
             }
             Err(e) => return Err(StoreError::io(&pointer)(e)),
         };
         // Leftovers of an interrupted snapshot install or of replaced generations.
-        for entry in std::fs::read_dir(dir).map_err(StoreError::io(dir))?.flatten() {
+        for entry in std::fs::read_dir(dir)
+            .map_err(StoreError::io(dir))?
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().to_string();
-            if let Some(g) = name.strip_prefix("state-").and_then(|g| g.parse::<u64>().ok()) {
+            if let Some(g) = name
+                .strip_prefix("state-")
+                .and_then(|g| g.parse::<u64>().ok())
+            {
                 if g != generation {
                     tracing::info!(dir = %entry.path().display(), "removing stale state generation");
                     std::fs::remove_dir_all(entry.path()).map_err(StoreError::io(entry.path()))?;
                 }
             }
         }
-        let state = StateDb::open(&dir.join(format!("state-{generation}")), create || generation == 1)?;
+        let state = StateDb::open(
+            &dir.join(format!("state-{generation}")),
+            create || generation == 1,
+        )?;
         let (compact_tx, compact_rx) = tokio::sync::watch::channel(0);
         let shared = Arc::new(SharedState {
             current: RwLock::new(Arc::new(state)),
@@ -67,7 +83,8 @@ impl SharedState {
             hub: Hub::default(),
             compact_tx,
         });
-        std::fs::create_dir_all(dir.join(SNAPSHOT_DIR)).map_err(StoreError::io(dir.join(SNAPSHOT_DIR)))?;
+        std::fs::create_dir_all(dir.join(SNAPSHOT_DIR))
+            .map_err(StoreError::io(dir.join(SNAPSHOT_DIR)))?;
         Self::spawn_compactor(Arc::downgrade(&shared), compact_rx);
         if let Some(rev) = shared.current().pending_compaction()? {
             shared.compact_tx.send_replace(rev);
@@ -81,17 +98,24 @@ impl SharedState {
     }
 
     /// Removes compacted history in the background, so compaction never stalls writes or reads.
-    fn spawn_compactor(shared: std::sync::Weak<SharedState>, mut rx: tokio::sync::watch::Receiver<i64>) {
+    fn spawn_compactor(
+        shared: std::sync::Weak<SharedState>,
+        mut rx: tokio::sync::watch::Receiver<i64>,
+    ) {
         std::thread::Builder::new()
             .name("mvcc-compactor".into())
             .spawn(move || loop {
                 let wanted = *rx.borrow_and_update();
                 if wanted > 0 {
-                    let Some(shared) = shared.upgrade() else { return };
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
                     let state = shared.current();
                     drop(shared);
                     match state.compact_history(wanted) {
-                        Ok(n) => tracing::info!(revision = wanted, removed = n, "compacted history"),
+                        Ok(n) => {
+                            tracing::info!(revision = wanted, removed = n, "compacted history")
+                        }
                         Err(e) => tracing::error!(error = %e, "history compaction failed"),
                     }
                 }
@@ -111,10 +135,14 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(StoreError::io(&tmp))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(StoreError::io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(StoreError::io(path))?;
     if let Some(parent) = path.parent() {
-        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(StoreError::io(parent))?;
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::io(parent))?;
     }
     Ok(())
 }
@@ -130,7 +158,11 @@ pub struct StateMachine {
 impl StateMachine {
     pub fn new(shared: Arc<SharedState>) -> Result<Self, StoreError> {
         let meta = shared.current().writer_view().meta()?;
-        Ok(StateMachine { shared, meta, incoming: None })
+        Ok(StateMachine {
+            shared,
+            meta,
+            incoming: None,
+        })
     }
 }
 
@@ -153,11 +185,22 @@ pub struct SnapshotBuilder {
 }
 
 /// Records `file` (in the snapshot dir) as the current snapshot and removes older ones.
-fn save_snapshot_record(shared: &SharedState, meta: &SnapshotMeta, file: &str) -> Result<(), StoreError> {
+fn save_snapshot_record(
+    shared: &SharedState,
+    meta: &SnapshotMeta,
+    file: &str,
+) -> Result<(), StoreError> {
     let dir = shared.snapshot_dir();
-    let rec = serde_json::to_vec(&SnapshotRecord { meta: meta.clone(), file: file.to_owned() }).expect("serialisable");
+    let rec = serde_json::to_vec(&SnapshotRecord {
+        meta: meta.clone(),
+        file: file.to_owned(),
+    })
+    .expect("serialisable");
     write_atomically(&dir.join(SNAPSHOT_CURRENT), &rec)?;
-    for e in std::fs::read_dir(&dir).map_err(StoreError::io(&dir))?.flatten() {
+    for e in std::fs::read_dir(&dir)
+        .map_err(StoreError::io(&dir))?
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().to_string();
         if name.ends_with(".snap") && name != file {
             let _ = std::fs::remove_file(e.path());
@@ -169,38 +212,50 @@ fn save_snapshot_record(shared: &SharedState, meta: &SnapshotMeta, file: &str) -
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = self.shared.clone();
-        let (meta, path) = tokio::task::spawn_blocking(move || -> Result<(SnapshotMeta, PathBuf), StoreError> {
-            let state = shared.current();
-            // The log is purged behind a snapshot: everything it covers must be on disk first.
-            state.sync()?;
-            let reader = state.reader();
-            let m = reader.meta()?;
-            let id = format!(
-                "{}-{}-{}",
-                m.applied.map_or(0, |l| l.leader_id.term),
-                m.applied.map_or(0, |l| l.index),
-                rand::random::<u32>()
-            );
-            let file = format!("{id}.snap");
-            let dir = shared.snapshot_dir();
-            let tmp = dir.join(format!("{id}.tmp"));
-            let f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-            let mut w = BufWriter::new(f);
-            state.export(&reader, &mut w)?;
-            let f = w.into_inner().map_err(|e| StoreError::io(&tmp)(e.into_error()))?;
-            f.sync_all().map_err(StoreError::io(&tmp))?;
-            let path = dir.join(&file);
-            std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
-            let meta = SnapshotMeta { last_log_id: m.applied, last_membership: m.membership, snapshot_id: id };
-            save_snapshot_record(&shared, &meta, &file)?;
-            Ok((meta, path))
-        })
-        .await
-        .map_err(|e| snap_err(None, std::io::Error::other(e.to_string())))?
-        .map_err(|e| snap_err(None, e))?;
-        let f = tokio::fs::File::open(&path).await.map_err(|e| snap_err(Some(&meta), e))?;
+        let (meta, path) =
+            tokio::task::spawn_blocking(move || -> Result<(SnapshotMeta, PathBuf), StoreError> {
+                let state = shared.current();
+                // The log is purged behind a snapshot: everything it covers must be on disk first.
+                state.sync()?;
+                let reader = state.reader();
+                let m = reader.meta()?;
+                let id = format!(
+                    "{}-{}-{}",
+                    m.applied.map_or(0, |l| l.leader_id.term),
+                    m.applied.map_or(0, |l| l.index),
+                    rand::random::<u32>()
+                );
+                let file = format!("{id}.snap");
+                let dir = shared.snapshot_dir();
+                let tmp = dir.join(format!("{id}.tmp"));
+                let f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
+                let mut w = BufWriter::new(f);
+                state.export(&reader, &mut w)?;
+                let f = w
+                    .into_inner()
+                    .map_err(|e| StoreError::io(&tmp)(e.into_error()))?;
+                f.sync_all().map_err(StoreError::io(&tmp))?;
+                let path = dir.join(&file);
+                std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+                let meta = SnapshotMeta {
+                    last_log_id: m.applied,
+                    last_membership: m.membership,
+                    snapshot_id: id,
+                };
+                save_snapshot_record(&shared, &meta, &file)?;
+                Ok((meta, path))
+            })
+            .await
+            .map_err(|e| snap_err(None, std::io::Error::other(e.to_string())))?
+            .map_err(|e| snap_err(None, e))?;
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| snap_err(Some(&meta), e))?;
         tracing::info!(id = %meta.snapshot_id, "built snapshot");
-        Ok(Snapshot { meta, snapshot: Box::new(f) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(f),
+        })
     }
 }
 
@@ -226,7 +281,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied = Some(*entry.get_log_id());
             match &entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::default()),
-                EntryPayload::Normal(cmd) => results.push(CommandResult(applier.apply(&cmd.0).map_err(io_err)?)),
+                EntryPayload::Normal(cmd) => {
+                    results.push(CommandResult(applier.apply(&cmd.0).map_err(io_err)?))
+                }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(applied, m.clone()));
                     results.push(CommandResult::default());
@@ -234,8 +291,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         let compacted_before = self.meta.compacted;
-        let (changes, events, revision, compacted) = (applier.changes, applier.events, applier.revision, applier.compacted);
-        state.commit(&changes, revision, compacted, applied.as_ref(), membership.as_ref()).map_err(io_err)?;
+        let (changes, events, revision, compacted) = (
+            applier.changes,
+            applier.events,
+            applier.revision,
+            applier.compacted,
+        );
+        state
+            .commit(
+                &changes,
+                revision,
+                compacted,
+                applied.as_ref(),
+                membership.as_ref(),
+            )
+            .map_err(io_err)?;
         self.meta.revision = revision;
         self.meta.compacted = compacted;
         if applied.is_some() {
@@ -252,11 +322,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder { shared: self.shared.clone() }
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let path = self.shared.snapshot_dir().join(format!("incoming-{}.tmp", rand::random::<u64>()));
+        let path = self
+            .shared
+            .snapshot_dir()
+            .join(format!("incoming-{}.tmp", rand::random::<u64>()));
         let f = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -270,7 +345,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(f))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
         let shared = self.shared.clone();
         let m = meta.clone();
         let mut file = snapshot.into_std().await;
@@ -291,7 +370,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     m.snapshot_id, got.applied, m.last_log_id
                 )));
             }
-            write_atomically(&shared.dir.join(STATE_POINTER), generation.to_string().as_bytes())?;
+            write_atomically(
+                &shared.dir.join(STATE_POINTER),
+                generation.to_string().as_bytes(),
+            )?;
             // Keep the received snapshot as ours, to send on to members that need it.
             let file_name = format!("{}.snap", m.snapshot_id);
             if let Some(incoming) = incoming.filter(|p| p.exists()) {
@@ -327,7 +409,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) => return Err(snap_err(None, e)),
         };
         let rec: SnapshotRecord = serde_json::from_slice(&rec).map_err(|e| snap_err(None, e))?;
-        let f = tokio::fs::File::open(dir.join(&rec.file)).await.map_err(|e| snap_err(Some(&rec.meta), e))?;
-        Ok(Some(Snapshot { meta: rec.meta, snapshot: Box::new(f) }))
+        let f = tokio::fs::File::open(dir.join(&rec.file))
+            .await
+            .map_err(|e| snap_err(Some(&rec.meta), e))?;
+        Ok(Some(Snapshot {
+            meta: rec.meta,
+            snapshot: Box::new(f),
+        }))
     }
 }

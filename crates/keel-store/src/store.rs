@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member as PbMember, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    Member as PbMember, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    StatusResponse, TxnRequest, TxnResponse,
 };
 use keel_proto::raftpb::{
-    apply_error::Code, write_request, write_response, ApplyError, PublishMember, ReadIndexRequest, WriteRequest,
-    WriteResponse,
+    apply_error::Code, write_request, write_response, ApplyError, PublishMember, ReadIndexRequest,
+    WriteRequest, WriteResponse,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
@@ -154,14 +155,22 @@ impl Store {
         }
         std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
         let log = Arc::new(LogDb::open(&log_dir)?);
-        let wanted = Identity { name: config.name.clone(), member_id: config.member_id(), cluster_id: config.cluster_id() };
+        let wanted = Identity {
+            name: config.name.clone(),
+            member_id: config.member_id(),
+            cluster_id: config.cluster_id(),
+        };
         let identity = match log.identity()? {
             Some(id) => {
                 check_identity(&config, &id)?;
                 id
             }
             None if !fresh && log.has_raft_state()? => {
-                return Err(StoreError::DataDir { path: dir, message: "the raft log has no member identity: not a keel data dir, or corrupt".into() })
+                return Err(StoreError::DataDir {
+                    path: dir,
+                    message: "the raft log has no member identity: not a keel data dir, or corrupt"
+                        .into(),
+                })
             }
             None => {
                 if config.initial_cluster_state == ClusterState::Existing {
@@ -177,7 +186,11 @@ impl Store {
         let pool = PeerPool::new(identity.cluster_id);
         let raft = Raft::new(
             identity.member_id,
-            Arc::new(raft_config(&config).validate().map_err(|e| StoreError::Config(e.to_string()))?),
+            Arc::new(
+                raft_config(&config)
+                    .validate()
+                    .map_err(|e| StoreError::Config(e.to_string()))?,
+            ),
             NetworkFactory { pool: pool.clone() },
             LogStore::new(log.clone()),
             sm,
@@ -186,10 +199,19 @@ impl Store {
         .map_err(|e| StoreError::Raft(e.to_string()))?;
         if fresh && config.initial_cluster_state == ClusterState::New {
             let members: BTreeMap<NodeId, crate::types::Member> = config.initial_members();
-            raft.initialize(members).await.map_err(|e| StoreError::Raft(e.to_string()))?;
+            raft.initialize(members)
+                .await
+                .map_err(|e| StoreError::Raft(e.to_string()))?;
         }
         Ok(Store {
-            inner: Arc::new(Inner { id: identity.member_id, cluster_id: identity.cluster_id, raft, shared, pool, config }),
+            inner: Arc::new(Inner {
+                id: identity.member_id,
+                cluster_id: identity.cluster_id,
+                raft,
+                shared,
+                pool,
+                config,
+            }),
         })
     }
 
@@ -206,11 +228,16 @@ impl Store {
         let c = &self.inner.config;
         for url in &c.listen_peer_urls {
             let listener = bind(url).await?;
-            let peer = PeerService { raft: self.inner.raft.clone(), cluster_id: self.inner.cluster_id };
+            let peer = PeerService {
+                raft: self.inner.raft.clone(),
+                cluster_id: self.inner.cluster_id,
+            };
             let svc = keel_proto::raftpb::raft_peer_server::RaftPeerServer::new(peer)
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE);
-            let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc);
+            let router = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc);
             tasks.push(spawn_server(router, listener, rx.clone(), url.clone()));
         }
         for url in &c.listen_client_urls {
@@ -219,7 +246,11 @@ impl Store {
             tasks.push(spawn_server(router, listener, rx.clone(), url.clone()));
         }
         tasks.push(tokio::spawn(publish_member(self.clone(), rx.clone())));
-        Ok(RunningStore { store: self, tasks, shutdown })
+        Ok(RunningStore {
+            store: self,
+            tasks,
+            shutdown,
+        })
     }
 
     pub fn member_id(&self) -> NodeId {
@@ -268,7 +299,9 @@ impl Store {
         req.cluster_id = self.inner.cluster_id;
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let attempt = tokio::time::timeout_at(deadline, self.write_once(&req)).await.map_err(|_| ApiError::Timeout)?;
+            let attempt = tokio::time::timeout_at(deadline, self.write_once(&req))
+                .await
+                .map_err(|_| ApiError::Timeout)?;
             match attempt {
                 Ok(r) => return Ok(r),
                 Err(Retry::Wait) => {
@@ -289,12 +322,19 @@ impl Store {
                 let Some(url) = f.leader_node.as_ref().and_then(|n| n.peer_urls.first()) else {
                     return Err(Retry::Wait);
                 };
-                let Some(mut client) = self.inner.pool.client(url) else { return Err(Retry::Wait) };
+                let Some(mut client) = self.inner.pool.client(url) else {
+                    return Err(Retry::Wait);
+                };
                 match client.propose(req.clone()).await {
                     Ok(r) => Ok(r.into_inner()),
                     // Nothing was proposed: safe to try again.
                     Err(s) if s.code() == NOT_LEADER => Err(Retry::Wait),
-                    Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => Err(Retry::Wait),
+                    Err(s)
+                        if s.code() == tonic::Code::Unavailable
+                            && s.message().contains("connect") =>
+                    {
+                        Err(Retry::Wait)
+                    }
                     // The write may or may not have been applied: the client must decide.
                     Err(s) => {
                         tracing::debug!(status = %s, "forwarded write failed");
@@ -305,7 +345,9 @@ impl Store {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(Retry::Fail(ApiError::Unsupported(e.to_string())))
             }
-            Err(RaftError::Fatal(e)) => Err(Retry::Fail(ApiError::Internal(StoreError::Raft(e.to_string())))),
+            Err(RaftError::Fatal(e)) => Err(Retry::Fail(ApiError::Internal(StoreError::Raft(
+                e.to_string(),
+            )))),
         }
     }
 
@@ -313,14 +355,18 @@ impl Store {
     pub async fn linearize(&self) -> Result<(), ApiError> {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let index = tokio::time::timeout_at(deadline, self.read_index()).await.map_err(|_| ApiError::Timeout)?;
+            let index = tokio::time::timeout_at(deadline, self.read_index())
+                .await
+                .map_err(|_| ApiError::Timeout)?;
             match index {
                 Some(index) => {
                     let mut rx = self.inner.raft.metrics();
                     let wait = rx.wait_for(|m| m.last_applied.map_or(0, |l| l.index) >= index);
                     return match tokio::time::timeout_at(deadline, wait).await {
                         Ok(Ok(_)) => Ok(()),
-                        Ok(Err(_)) => Err(ApiError::Internal(StoreError::Raft("raft stopped".into()))),
+                        Ok(Err(_)) => {
+                            Err(ApiError::Internal(StoreError::Raft("raft stopped".into())))
+                        }
                         Err(_) => Err(ApiError::Timeout),
                     };
                 }
@@ -351,12 +397,23 @@ impl Store {
         let url = {
             let m = self.inner.raft.metrics();
             let m = m.borrow();
-            m.membership_config.membership().get_node(&leader)?.peer_urls.first()?.clone()
+            m.membership_config
+                .membership()
+                .get_node(&leader)?
+                .peer_urls
+                .first()?
+                .clone()
         };
         let mut client = self.inner.pool.client(&url)?;
-        let mut req = tonic::Request::new(ReadIndexRequest { cluster_id: self.inner.cluster_id });
+        let mut req = tonic::Request::new(ReadIndexRequest {
+            cluster_id: self.inner.cluster_id,
+        });
         req.set_timeout(Duration::from_secs(2));
-        client.read_index(req).await.ok().map(|r| r.into_inner().index)
+        client
+            .read_index(req)
+            .await
+            .ok()
+            .map(|r| r.into_inner().index)
     }
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ApiError> {
@@ -382,14 +439,22 @@ impl Store {
         Ok(resp)
     }
 
-    async fn write_checked(&self, req: write_request::Request) -> Result<(write_response::Response, i64), ApiError> {
-        let req = WriteRequest { request: Some(req), cluster_id: self.inner.cluster_id };
+    async fn write_checked(
+        &self,
+        req: write_request::Request,
+    ) -> Result<(write_response::Response, i64), ApiError> {
+        let req = WriteRequest {
+            request: Some(req),
+            cluster_id: self.inner.cluster_id,
+        };
         self.check_size(&req)?;
         let resp = self.write(req).await?;
         match resp.response {
             Some(write_response::Response::Error(e)) => Err(ApiError::Apply(e)),
             Some(r) => Ok((r, resp.revision)),
-            None => Err(ApiError::Internal(StoreError::Corrupt("empty write response".into()))),
+            None => Err(ApiError::Internal(StoreError::Corrupt(
+                "empty write response".into(),
+            ))),
         }
     }
 
@@ -406,11 +471,17 @@ impl Store {
         }
     }
 
-    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, ApiError> {
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ApiError> {
         if req.key.is_empty() {
             return Err(ApiError::EmptyKey);
         }
-        match self.write_checked(write_request::Request::DeleteRange(req)).await? {
+        match self
+            .write_checked(write_request::Request::DeleteRange(req))
+            .await?
+        {
             (write_response::Response::DeleteRange(mut d), rev) => {
                 d.header = Some(self.header(rev));
                 Ok(d)
@@ -438,7 +509,10 @@ impl Store {
     }
 
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, ApiError> {
-        match self.write_checked(write_request::Request::Compaction(req)).await? {
+        match self
+            .write_checked(write_request::Request::Compaction(req))
+            .await?
+        {
             (write_response::Response::Compaction(mut c), rev) => {
                 c.header = Some(self.header(rev));
                 Ok(c)
@@ -449,8 +523,14 @@ impl Store {
 
     /// Every member: Raft's membership, with the names and client URLs members published.
     pub fn members(&self) -> Result<Vec<PbMember>, ApiError> {
-        let published: BTreeMap<u64, PublishMember> =
-            self.inner.shared.current().members()?.into_iter().map(|m| (m.member_id, m)).collect();
+        let published: BTreeMap<u64, PublishMember> = self
+            .inner
+            .shared
+            .current()
+            .members()?
+            .into_iter()
+            .map(|m| (m.member_id, m))
+            .collect();
         let m = self.inner.raft.metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
@@ -475,13 +555,19 @@ impl Store {
         let revision = state.reader().revision()?;
         let m = self.inner.raft.metrics();
         let m = m.borrow();
-        let db = state.size_on_disk() + crate::state_db::dir_size(&self.inner.config.data_dir.join("raft-log"));
+        let db = state.size_on_disk()
+            + crate::state_db::dir_size(&self.inner.config.data_dir.join("raft-log"));
         let mut errors = Vec::new();
         if m.current_leader.is_none() {
             errors.push("etcdserver: no leader".to_string());
         }
         Ok(StatusResponse {
-            header: Some(ResponseHeader { cluster_id: self.inner.cluster_id, member_id: self.inner.id, revision, raft_term: m.current_term }),
+            header: Some(ResponseHeader {
+                cluster_id: self.inner.cluster_id,
+                member_id: self.inner.id,
+                revision,
+                raft_term: m.current_term,
+            }),
             version: ETCD_API_VERSION.into(),
             db_size: db as i64,
             leader: m.current_leader.unwrap_or(0),
@@ -490,7 +576,11 @@ impl Store {
             raft_applied_index: m.last_applied.map_or(0, |l| l.index),
             errors,
             db_size_in_use: db as i64,
-            is_learner: !m.membership_config.membership().voter_ids().any(|v| v == self.inner.id),
+            is_learner: !m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.inner.id),
         })
     }
 }
@@ -501,7 +591,9 @@ enum Retry {
 }
 
 fn unexpected() -> ApiError {
-    ApiError::Internal(StoreError::Corrupt("write answered with the wrong response type".into()))
+    ApiError::Internal(StoreError::Corrupt(
+        "write answered with the wrong response type".into(),
+    ))
 }
 
 fn set_txn_headers(t: &mut TxnResponse, h: &ResponseHeader) {
@@ -513,7 +605,10 @@ fn set_txn_headers(t: &mut TxnResponse, h: &ResponseHeader) {
             Some(R::ResponseDeleteRange(d)) => d.header = Some(h.clone()),
             Some(R::ResponseRange(x)) => {
                 let rev = x.header.as_ref().map_or(h.revision, |x| x.revision);
-                x.header = Some(ResponseHeader { revision: rev, ..h.clone() });
+                x.header = Some(ResponseHeader {
+                    revision: rev,
+                    ..h.clone()
+                });
             }
             Some(R::ResponseTxn(n)) => set_txn_headers(n, h),
             None => {}
@@ -526,7 +621,10 @@ fn check_identity(config: &StoreConfig, id: &Identity) -> Result<(), StoreError>
     if id.name != config.name {
         return Err(StoreError::DataDir {
             path: dir,
-            message: format!("it belongs to member {:?}, but this member is named {:?} (--name)", id.name, config.name),
+            message: format!(
+                "it belongs to member {:?}, but this member is named {:?} (--name)",
+                id.name, config.name
+            ),
         });
     }
     if config.initial_cluster_state == ClusterState::New && id.cluster_id != config.cluster_id() {
@@ -554,7 +652,12 @@ fn check_identity(config: &StoreConfig, id: &Identity) -> Result<(), StoreError>
 
 async fn bind(url: &str) -> Result<tokio::net::TcpListener, StoreError> {
     let addr = listen_addr(url)?;
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| StoreError::Listen { addr: url.to_string(), source: e })
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StoreError::Listen {
+            addr: url.to_string(),
+            source: e,
+        })
 }
 
 fn spawn_server(
@@ -564,7 +667,16 @@ fn spawn_server(
     url: String,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // The server's own tcp_nodelay applies only to listeners it binds: set it on each accepted socket, or
+        // Nagle holds back the last frames of a response until the client's delayed ACK (~10-40 ms a call).
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |conn| {
+                conn.inspect(|s| {
+                    let _ = s.set_nodelay(true);
+                })
+            },
+        );
         let res = router
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -579,13 +691,26 @@ fn spawn_server(
 /// Announces this member's name and client URLs through the log, once it is running.
 async fn publish_member(store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
     let c = &store.inner.config;
-    let me = PublishMember { member_id: store.inner.id, name: c.name.clone(), client_urls: c.advertise_client_urls.clone() };
+    let me = PublishMember {
+        member_id: store.inner.id,
+        name: c.name.clone(),
+        client_urls: c.advertise_client_urls.clone(),
+    };
     loop {
-        let already = store.inner.shared.current().members().map(|ms| ms.contains(&me)).unwrap_or(false);
+        let already = store
+            .inner
+            .shared
+            .current()
+            .members()
+            .map(|ms| ms.contains(&me))
+            .unwrap_or(false);
         if already {
             return;
         }
-        let req = WriteRequest { request: Some(write_request::Request::PublishMember(me.clone())), cluster_id: 0 };
+        let req = WriteRequest {
+            request: Some(write_request::Request::PublishMember(me.clone())),
+            cluster_id: 0,
+        };
         tokio::select! {
             r = store.write(req) => if r.is_ok() { return },
             _ = stop.wait_for(|s| *s) => return,

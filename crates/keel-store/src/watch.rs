@@ -37,7 +37,9 @@ impl WatchSpec {
         if (put && self.no_put) || (!put && self.no_delete) {
             return false;
         }
-        ev.kv.as_ref().is_some_and(|kv| self.range.contains(&kv.key))
+        ev.kv
+            .as_ref()
+            .is_some_and(|kv| self.range.contains(&kv.key))
     }
 }
 
@@ -68,7 +70,12 @@ enum Stop {
     Compacted,
 }
 
-async fn run(store: Store, spec: WatchSpec, out: mpsc::Sender<WatchResponse>, sent: Arc<AtomicI64>) {
+async fn run(
+    store: Store,
+    spec: WatchSpec,
+    out: mpsc::Sender<WatchResponse>,
+    sent: Arc<AtomicI64>,
+) {
     let mut rx = store.shared().hub.subscribe();
     let mut next = spec.start_revision;
     if next <= 0 {
@@ -82,7 +89,10 @@ async fn run(store: Store, spec: WatchSpec, out: mpsc::Sender<WatchResponse>, se
     }
     sent.store(next - 1, Ordering::Release);
     let interval = store.config().progress_notify_interval;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval.max(Duration::from_millis(10)));
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + interval,
+        interval.max(Duration::from_millis(10)),
+    );
     loop {
         match catch_up(&store, &spec, &out, &mut next, &sent).await {
             Ok(()) => {}
@@ -128,16 +138,35 @@ fn strip_prev(e: &Event, keep: bool) -> Event {
     if keep {
         e.clone()
     } else {
-        Event { prev_kv: None, ..e.clone() }
+        Event {
+            prev_kv: None,
+            ..e.clone()
+        }
     }
 }
 
-fn events_response(store: &Store, spec: &WatchSpec, revision: i64, events: Vec<Event>) -> WatchResponse {
-    WatchResponse { header: Some(store.header(revision)), watch_id: spec.id, events, ..Default::default() }
+fn events_response(
+    store: &Store,
+    spec: &WatchSpec,
+    revision: i64,
+    events: Vec<Event>,
+) -> WatchResponse {
+    WatchResponse {
+        header: Some(store.header(revision)),
+        watch_id: spec.id,
+        events,
+        ..Default::default()
+    }
 }
 
 /// Sends every event from `next` to the current revision out of the state database.
-async fn catch_up(store: &Store, spec: &WatchSpec, out: &mpsc::Sender<WatchResponse>, next: &mut i64, sent: &AtomicI64) -> Result<(), Stop> {
+async fn catch_up(
+    store: &Store,
+    spec: &WatchSpec,
+    out: &mpsc::Sender<WatchResponse>,
+    next: &mut i64,
+    sent: &AtomicI64,
+) -> Result<(), Stop> {
     loop {
         let state = store.shared().current();
         let (batch, current, upto) = {
@@ -153,7 +182,9 @@ async fn catch_up(store: &Store, spec: &WatchSpec, out: &mpsc::Sender<WatchRespo
                     watch_id: spec.id,
                     canceled: true,
                     compact_revision: compacted,
-                    cancel_reason: crate::apply::ERR_COMPACTED.trim_start_matches("etcdserver: ").to_string(),
+                    cancel_reason: crate::apply::ERR_COMPACTED
+                        .trim_start_matches("etcdserver: ")
+                        .to_string(),
                     ..Default::default()
                 };
                 let _ = out.send(resp).await;
@@ -173,8 +204,15 @@ async fn catch_up(store: &Store, spec: &WatchSpec, out: &mpsc::Sender<WatchRespo
         };
         let filtered: Vec<Event> = batch.into_iter().filter(|e| spec.wants(e)).collect();
         for chunk in split_by_revision(filtered, EVENTS_PER_RESPONSE) {
-            let rev = chunk.last().and_then(|e| e.kv.as_ref()).map_or(upto, |kv| kv.mod_revision);
-            if out.send(events_response(store, spec, rev, chunk)).await.is_err() {
+            let rev = chunk
+                .last()
+                .and_then(|e| e.kv.as_ref())
+                .map_or(upto, |kv| kv.mod_revision);
+            if out
+                .send(events_response(store, spec, rev, chunk))
+                .await
+                .is_err()
+            {
                 return Err(Stop::Closed);
             }
         }
@@ -209,14 +247,27 @@ mod tests {
     use keel_proto::mvccpb::KeyValue;
 
     fn ev(rev: i64) -> Event {
-        Event { kv: Some(KeyValue { mod_revision: rev, ..Default::default() }), ..Default::default() }
+        Event {
+            kv: Some(KeyValue {
+                mod_revision: rev,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn responses_never_split_a_revision() {
         let events = vec![ev(1), ev(1), ev(1), ev(2), ev(3), ev(3)];
         let chunks = split_by_revision(events, 2);
-        let revs: Vec<Vec<i64>> = chunks.iter().map(|c| c.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect()).collect();
+        let revs: Vec<Vec<i64>> = chunks
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|e| e.kv.as_ref().unwrap().mod_revision)
+                    .collect()
+            })
+            .collect();
         assert_eq!(revs, vec![vec![1, 1, 1], vec![2, 3, 3]]);
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use keel_store::config::{parse_initial_cluster, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_REQUEST_BYTES};
+use keel_store::config::{
+    parse_initial_cluster, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_REQUEST_BYTES,
+};
 use keel_store::{ClusterState, Store, StoreConfig};
 
 #[derive(Args, Debug)]
@@ -56,7 +58,9 @@ pub struct KvArgs {
 
 impl KvArgs {
     fn into_config(self) -> anyhow::Result<StoreConfig> {
-        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)));
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)));
         Ok(StoreConfig {
             initial_cluster: parse_initial_cluster(&self.initial_cluster)?,
             name: self.name,

@@ -6,7 +6,11 @@ mod kv;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "keel", version, about = "keel: a container orchestrator with its own Raft-replicated store")]
+#[command(
+    name = "keel",
+    version,
+    about = "keel: a container orchestrator with its own Raft-replicated store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,7 +25,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
