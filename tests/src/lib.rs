@@ -20,11 +20,7 @@ pub fn keel_bin() -> PathBuf {
     }
     // Test executables live in <target>/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("keel");
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("keel");
     assert!(
         bin.exists(),
         "{} is missing: build it with `cargo build -p keel` (cargo test/nextest --workspace does)",
@@ -266,12 +262,7 @@ impl Cluster {
     }
 
     /// Runs stock etcdctl (API v3) against `endpoints`.
-    pub fn etcdctl_at(
-        &self,
-        endpoints: &str,
-        args: &[&str],
-        stdin: Option<&str>,
-    ) -> anyhow::Result<Output> {
+    pub fn etcdctl_at(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
         etcdctl(endpoints, args, stdin)
     }
 
@@ -292,12 +283,7 @@ impl Cluster {
 
     /// The store revision member `i` has applied.
     pub async fn revision(&self, i: usize) -> anyhow::Result<i64> {
-        let s = self
-            .maintenance(i)
-            .await?
-            .status(StatusRequest {})
-            .await?
-            .into_inner();
+        let s = self.maintenance(i).await?.status(StatusRequest {}).await?.into_inner();
         Ok(s.header.map(|h| h.revision).unwrap_or(0))
     }
 
@@ -334,11 +320,7 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             for i in 0..self.members.len() {
-                eprintln!(
-                    "--- log of {} ---\n{}",
-                    self.members[i].name,
-                    self.log_tail(i)
-                );
+                eprintln!("--- log of {} ---\n{}", self.members[i].name, self.log_tail(i));
             }
         }
     }
@@ -353,22 +335,14 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> anyhow::R
         .arg(format!("--endpoints={endpoints}"))
         .args(["--command-timeout=15s", "--dial-timeout=5s"])
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .context("etcdctl is not installed (deploy/install-deps.sh installs it)")?;
     if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(input.as_bytes())?;
+        child.stdin.take().expect("piped").write_all(input.as_bytes())?;
     }
     Ok(child.wait_with_output()?)
 }

@@ -30,10 +30,7 @@ fn assert_refused(out: &Output, expect: &str) {
         "the member must refuse to start; stderr:\n{stderr}"
     );
     assert!(stderr.contains(expect), "expected {expect:?} in:\n{stderr}");
-    assert!(
-        !stderr.contains("panicked"),
-        "a refusal must not be a panic:\n{stderr}"
-    );
+    assert!(!stderr.contains("panicked"), "a refusal must not be a panic:\n{stderr}");
 }
 
 /// Makes a one-member store with some data, then stops it; returns its data dir inside `c`'s temp dir.
@@ -66,16 +63,8 @@ async fn data_dir_of_another_member_is_refused() {
     cmd.arg("kv")
         .args(["--name", "someone-else", "--data-dir"])
         .arg(&dir)
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{}", free_port()),
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
+        .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", free_port())])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
         .args(["--initial-cluster", &format!("someone-else={peer}")]);
     assert_refused(&run_to_exit(cmd), "belongs to member \"m1\"");
     drop(c);

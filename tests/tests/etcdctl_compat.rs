@@ -11,12 +11,7 @@ fn json_revision(out: &str) -> i64 {
 }
 
 /// Starts `etcdctl watch …`, runs `during`, and returns what the watch printed once `until` holds (or 20 s).
-fn watch_output(
-    endpoints: &str,
-    args: &[&str],
-    during: impl FnOnce(),
-    until: impl Fn(&str) -> bool,
-) -> String {
+fn watch_output(endpoints: &str, args: &[&str], during: impl FnOnce(), until: impl Fn(&str) -> bool) -> String {
     let out_path = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
@@ -52,17 +47,13 @@ async fn etcdctl_works_against_every_member() {
 
     // put through each member, read everything back through each member (linearizable by default).
     for (i, ep) in eps.iter().enumerate() {
-        let out =
-            ok_stdout(etcdctl(ep, &["put", &format!("k/{i}"), &format!("v{i}")], None).unwrap())
-                .unwrap();
+        let out = ok_stdout(etcdctl(ep, &["put", &format!("k/{i}"), &format!("v{i}")], None).unwrap()).unwrap();
         assert_eq!(out.trim(), "OK");
     }
     for ep in &eps {
         let out = ok_stdout(etcdctl(ep, &["get", "--prefix", "k/"], None).unwrap()).unwrap();
         assert_eq!(out, "k/0\nv0\nk/1\nv1\nk/2\nv2\n", "get --prefix via {ep}");
-        let out =
-            ok_stdout(etcdctl(ep, &["get", "--prefix", "k/", "--consistency=s"], None).unwrap())
-                .unwrap();
+        let out = ok_stdout(etcdctl(ep, &["get", "--prefix", "k/", "--consistency=s"], None).unwrap()).unwrap();
         assert!(out.contains("k/2"), "serializable read via {ep}: {out}");
     }
 
@@ -70,8 +61,7 @@ async fn etcdctl_works_against_every_member() {
     let out = ok_stdout(etcdctl(&all, &["put", "r", "one", "-w", "json"], None).unwrap()).unwrap();
     let rev1 = json_revision(&out);
     ok_stdout(etcdctl(&all, &["put", "r", "two"], None).unwrap()).unwrap();
-    let out = ok_stdout(etcdctl(&eps[1], &["get", "r", &format!("--rev={rev1}")], None).unwrap())
-        .unwrap();
+    let out = ok_stdout(etcdctl(&eps[1], &["get", "r", &format!("--rev={rev1}")], None).unwrap()).unwrap();
     assert_eq!(out, "r\none\n");
     let out = ok_stdout(etcdctl(&eps[2], &["get", "r"], None).unwrap()).unwrap();
     assert_eq!(out, "r\ntwo\n");
@@ -115,10 +105,7 @@ async fn etcdctl_works_against_every_member() {
             |t| t.contains("DELETE"),
         );
         // etcdctl prints a delete's (empty) value as an empty line.
-        assert_eq!(
-            text, "PUT\nw/x\na\nPUT\nw/x\nb\nDELETE\nw/x\n\n",
-            "watch via {ep}"
-        );
+        assert_eq!(text, "PUT\nw/x\na\nPUT\nw/x\nb\nDELETE\nw/x\n\n", "watch via {ep}");
     }
     // watch --rev from the past replays history.
     let text = watch_output(
@@ -145,8 +132,7 @@ async fn etcdctl_works_against_every_member() {
             );
         }
     }
-    let out =
-        ok_stdout(etcdctl(&all, &["endpoint", "status", "-w", "json"], None).unwrap()).unwrap();
+    let out = ok_stdout(etcdctl(&all, &["endpoint", "status", "-w", "json"], None).unwrap()).unwrap();
     let statuses: serde_json::Value = serde_json::from_str(&out).unwrap();
     let statuses = statuses.as_array().unwrap();
     assert_eq!(statuses.len(), 3);
@@ -166,9 +152,7 @@ async fn etcdctl_works_against_every_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_etcds_errors_and_change_nothing() {
-    use keel_proto::etcdserverpb::{
-        CompactionRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest,
-    };
+    use keel_proto::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest};
     let c = Cluster::start(3).await.unwrap();
     let mut kv = c.kv(1).await.unwrap();
     let before = c.revision(1).await.unwrap();
@@ -183,10 +167,7 @@ async fn bad_requests_get_etcds_errors_and_change_nothing() {
         .unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
-        (
-            tonic::Code::InvalidArgument,
-            "etcdserver: key is not provided"
-        )
+        (tonic::Code::InvalidArgument, "etcdserver: key is not provided")
     );
     let err = kv.range(RangeRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -202,10 +183,7 @@ async fn bad_requests_get_etcds_errors_and_change_nothing() {
         .unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
-        (
-            tonic::Code::InvalidArgument,
-            "etcdserver: request is too large"
-        )
+        (tonic::Code::InvalidArgument, "etcdserver: request is too large")
     );
     let huge = vec![b'x'; 3 << 20];
     let err = kv
@@ -297,12 +275,7 @@ async fn bad_requests_get_etcds_errors_and_change_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::OutOfRange);
-    let out = etcdctl(
-        &c.endpoints(),
-        &["get", "c", &format!("--rev={}", now - 4)],
-        None,
-    )
-    .unwrap();
+    let out = etcdctl(&c.endpoints(), &["get", "c", &format!("--rev={}", now - 4)], None).unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"));
 
     // A watch from a compacted revision is created, then canceled with the compact revision (as etcd does).
@@ -313,15 +286,13 @@ async fn bad_requests_get_etcds_errors_and_change_nothing() {
         .unwrap();
     let mut w = keel_proto::etcdserverpb::watch_client::WatchClient::new(ch);
     let req = WatchRequest {
-        request_union: Some(
-            keel_proto::etcdserverpb::watch_request::RequestUnion::CreateRequest(
-                WatchCreateRequest {
-                    key: b"c".to_vec(),
-                    start_revision: 2,
-                    ..Default::default()
-                },
-            ),
-        ),
+        request_union: Some(keel_proto::etcdserverpb::watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: b"c".to_vec(),
+                start_revision: 2,
+                ..Default::default()
+            },
+        )),
     };
     // Keep the request side open: like etcd, keel ends a watch stream when the client closes its side.
     let (tx, rx) = tokio::sync::mpsc::channel(1);

@@ -191,12 +191,7 @@ async fn a_member_that_was_down_catches_up_by_log_and_by_snapshot() {
         .filter(|i| *i != follower)
         .map(|i| c.members[i].client_url())
         .collect();
-    let (acked, w) = write_loop(
-        live.clone(),
-        2,
-        "short",
-        Instant::now() + Duration::from_millis(300),
-    );
+    let (acked, w) = write_loop(live.clone(), 2, "short", Instant::now() + Duration::from_millis(300));
     w.await.unwrap();
     c.restart(follower).unwrap();
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
@@ -238,10 +233,7 @@ async fn a_member_that_was_down_catches_up_by_log_and_by_snapshot() {
         serializable: true,
         ..Default::default()
     };
-    assert_eq!(
-        kv.range(at(mark)).await.unwrap().into_inner().count,
-        short.len() as i64
-    );
+    assert_eq!(kv.range(at(mark)).await.unwrap().into_inner().count, short.len() as i64);
     let mark_before = RangeRequest {
         key: b"mark".to_vec(),
         revision: mark - 1,
@@ -250,17 +242,10 @@ async fn a_member_that_was_down_catches_up_by_log_and_by_snapshot() {
     };
     assert_eq!(kv.range(mark_before).await.unwrap().into_inner().count, 0);
     // And it keeps up with new writes afterwards.
-    let rev = keel_tests::put(&c, leader, "after", "snapshot")
-        .await
-        .unwrap();
+    let rev = keel_tests::put(&c, leader, "after", "snapshot").await.unwrap();
     assert!(rev > 0);
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
-    assert!(c
-        .dump(follower)
-        .await
-        .unwrap()
-        .iter()
-        .any(|(k, _)| k == b"after"));
+    assert!(c.dump(follower).await.unwrap().iter().any(|(k, _)| k == b"after"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -300,10 +285,7 @@ async fn five_members_keep_serving_with_two_down() {
     let third = live[0];
     c.kill(third);
     let err = keel_tests::put(&c, live[1], "five/no-quorum", "x").await;
-    assert!(
-        err.is_err(),
-        "a write without a quorum must not be acknowledged"
-    );
+    assert!(err.is_err(), "a write without a quorum must not be acknowledged");
     // Quorum back: the store serves again and has every acknowledged write.
     c.restart(leader).unwrap();
     c.wait_leader(Duration::from_secs(30)).await.unwrap();

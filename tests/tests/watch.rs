@@ -7,8 +7,8 @@ use keel_proto::etcdserverpb::watch_client::WatchClient;
 use keel_proto::etcdserverpb::watch_create_request::FilterType;
 use keel_proto::etcdserverpb::watch_request::RequestUnion;
 use keel_proto::etcdserverpb::{
-    request_op, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCancelRequest,
-    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+    request_op, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCancelRequest, WatchCreateRequest,
+    WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use keel_proto::mvccpb::event::EventType;
 use keel_tests::Cluster;
@@ -37,12 +37,7 @@ impl Stream {
     }
 
     async fn send(&self, r: RequestUnion) {
-        self.tx
-            .send(WatchRequest {
-                request_union: Some(r),
-            })
-            .await
-            .unwrap();
+        self.tx.send(WatchRequest { request_union: Some(r) }).await.unwrap();
     }
 
     async fn create(&mut self, c: WatchCreateRequest) -> i64 {
@@ -109,15 +104,8 @@ async fn watch_semantics() {
     let rev = t.header.unwrap().revision;
     let r = s.next().await;
     assert_eq!(r.watch_id, all);
-    assert_eq!(
-        r.events.len(),
-        2,
-        "all events of revision {rev} in one response: {r:?}"
-    );
-    assert!(r
-        .events
-        .iter()
-        .all(|e| e.kv.as_ref().unwrap().mod_revision == rev));
+    assert_eq!(r.events.len(), 2, "all events of revision {rev} in one response: {r:?}");
+    assert!(r.events.iter().all(|e| e.kv.as_ref().unwrap().mod_revision == rev));
     assert_eq!(r.header.unwrap().revision, rev);
 
     // prev_kv on an update and on a delete; the NOPUT watcher sees only the delete.
@@ -155,8 +143,7 @@ async fn watch_semantics() {
     assert!(got.iter().any(|r| r.watch_id == no_put));
 
     // A progress request answers with a revision every watcher has reached.
-    s.send(RequestUnion::ProgressRequest(WatchProgressRequest {}))
-        .await;
+    s.send(RequestUnion::ProgressRequest(WatchProgressRequest {})).await;
     let p = s.next().await;
     assert_eq!(p.watch_id, -1);
     assert!(p.events.is_empty());
@@ -164,10 +151,8 @@ async fn watch_semantics() {
     assert!(p.header.unwrap().revision <= now);
 
     // Cancel: acknowledged, and no more events for that watcher.
-    s.send(RequestUnion::CancelRequest(WatchCancelRequest {
-        watch_id: no_put,
-    }))
-    .await;
+    s.send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: no_put }))
+        .await;
     let r = s.next().await;
     assert!(r.canceled && r.watch_id == no_put);
     kv.delete_range(DeleteRangeRequest {
@@ -196,11 +181,7 @@ async fn watch_semantics() {
         revs.extend(r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
     }
     assert!(revs.windows(2).all(|w| w[0] <= w[1]), "{revs:?}");
-    assert_eq!(
-        revs.len(),
-        5,
-        "two puts in one txn, an update, two deletes: {revs:?}"
-    );
+    assert_eq!(revs.len(), 5, "two puts in one txn, an update, two deletes: {revs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

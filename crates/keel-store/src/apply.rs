@@ -7,14 +7,13 @@
 use std::collections::BTreeMap;
 
 use keel_proto::etcdserverpb::{
-    compare, request_op, response_op, CompactionRequest, CompactionResponse, Compare,
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    compare, request_op, response_op, CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
+    TxnRequest, TxnResponse,
 };
 use keel_proto::mvccpb::{event::EventType, Event, KeyValue};
 use keel_proto::raftpb::{
-    apply_error::Code, write_request, write_response, ApplyError, Empty, PublishMember,
-    WriteRequest, WriteResponse,
+    apply_error::Code, write_request, write_response, ApplyError, Empty, PublishMember, WriteRequest, WriteResponse,
 };
 
 use crate::keys::{KeyRange, Revision};
@@ -105,8 +104,7 @@ impl<'a, V: KvView> Applier<'a, V> {
         if !touched {
             return Ok(base);
         }
-        let mut merged: BTreeMap<Vec<u8>, KeyValue> =
-            base.drain(..).map(|kv| (kv.key.clone(), kv)).collect();
+        let mut merged: BTreeMap<Vec<u8>, KeyValue> = base.drain(..).map(|kv| (kv.key.clone(), kv)).collect();
         for (k, v) in self.overlay.iter().filter(|(k, _)| range.contains(k)) {
             match v {
                 Some(kv) => merged.insert(k.clone(), kv.clone()),
@@ -172,10 +170,7 @@ impl<'a, V: KvView> Applier<'a, V> {
 
     fn check_put(&self, p: &PutRequest) -> Result<Result<(), ApplyError>, V::Error> {
         if (p.ignore_value || p.ignore_lease) && self.get(&p.key)?.is_none() {
-            return Ok(Err(apply_error(
-                Code::KeyNotFound,
-                "etcdserver: key not found",
-            )));
+            return Ok(Err(apply_error(Code::KeyNotFound, "etcdserver: key not found")));
         }
         if p.lease != 0 && !p.ignore_lease {
             return Ok(Err(apply_error(
@@ -221,11 +216,7 @@ impl<'a, V: KvView> Applier<'a, V> {
         })
     }
 
-    fn delete_range(
-        &mut self,
-        w: &mut WriteRev,
-        d: &DeleteRangeRequest,
-    ) -> Result<DeleteRangeResponse, V::Error> {
+    fn delete_range(&mut self, w: &mut WriteRev, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, V::Error> {
         let range = KeyRange::new(&d.key, &d.range_end);
         let victims = if range.is_empty() {
             Vec::new()
@@ -308,12 +299,7 @@ impl<'a, V: KvView> Applier<'a, V> {
     }
 
     /// Checks the operations a transaction will run before it changes anything.
-    fn txn_check(
-        &self,
-        t: &TxnRequest,
-        path: &[bool],
-        at: &mut usize,
-    ) -> Result<Result<(), ApplyError>, V::Error> {
+    fn txn_check(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> Result<Result<(), ApplyError>, V::Error> {
         let ok = path[*at];
         *at += 1;
         for op in if ok { &t.success } else { &t.failure } {
@@ -364,12 +350,8 @@ impl<'a, V: KvView> Applier<'a, V> {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let r = match &op.request {
-                Some(request_op::Request::RequestRange(r)) => {
-                    response_op::Response::ResponseRange(self.range(r)?)
-                }
-                Some(request_op::Request::RequestPut(p)) => {
-                    response_op::Response::ResponsePut(self.put(w, p)?)
-                }
+                Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(self.range(r)?),
+                Some(request_op::Request::RequestPut(p)) => response_op::Response::ResponsePut(self.put(w, p)?),
                 Some(request_op::Request::RequestDeleteRange(d)) => {
                     response_op::Response::ResponseDeleteRange(self.delete_range(w, d)?)
                 }
@@ -444,6 +426,23 @@ fn fill_revision(resp: &mut WriteResponse, rev: i64) {
     }
 }
 
+/// Whether applying `req` reads history at an explicit revision (a range with `revision` inside a txn). Such a
+/// read sees only what is committed to the view, so the state machine commits the changes of its batch so far
+/// before it applies `req`.
+pub fn reads_history(req: &WriteRequest) -> bool {
+    fn ops(ops: &[RequestOp]) -> bool {
+        ops.iter().any(|op| match &op.request {
+            Some(request_op::Request::RequestRange(r)) => r.revision > 0,
+            Some(request_op::Request::RequestTxn(t)) => txn(t),
+            _ => false,
+        })
+    }
+    fn txn(t: &TxnRequest) -> bool {
+        ops(&t.success) || ops(&t.failure)
+    }
+    matches!(&req.request, Some(write_request::Request::Txn(t)) if txn(t))
+}
+
 /// etcd's comparison of one key-value against a `Compare`.
 pub fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     use compare::TargetUnion as T;
@@ -478,11 +477,7 @@ pub fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 pub fn finish_range(mut kvs: Vec<KeyValue>, r: &RangeRequest) -> RangeResponse {
     use keel_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
     let count = kvs.len() as i64;
-    if r.min_mod_revision > 0
-        || r.max_mod_revision > 0
-        || r.min_create_revision > 0
-        || r.max_create_revision > 0
-    {
+    if r.min_mod_revision > 0 || r.max_mod_revision > 0 || r.min_create_revision > 0 || r.max_create_revision > 0 {
         kvs.retain(|kv| {
             (r.min_mod_revision <= 0 || kv.mod_revision >= r.min_mod_revision)
                 && (r.max_mod_revision <= 0 || kv.mod_revision <= r.max_mod_revision)
@@ -541,10 +536,7 @@ pub fn validate_txn(t: &TxnRequest, max_ops: usize) -> Result<(), ApplyError> {
     }
     for c in &t.compare {
         if c.key.is_empty() {
-            return Err(apply_error(
-                Code::Invalid,
-                "etcdserver: key is not provided",
-            ));
+            return Err(apply_error(Code::Invalid, "etcdserver: key is not provided"));
         }
     }
     for ops in [&t.success, &t.failure] {
@@ -580,28 +572,19 @@ fn collect_writes(
         match &op.request {
             Some(request_op::Request::RequestPut(p)) => {
                 if p.key.is_empty() {
-                    return Err(apply_error(
-                        Code::Invalid,
-                        "etcdserver: key is not provided",
-                    ));
+                    return Err(apply_error(Code::Invalid, "etcdserver: key is not provided"));
                 }
                 puts.push(p.key.clone());
             }
             Some(request_op::Request::RequestDeleteRange(d)) => {
                 if d.key.is_empty() {
-                    return Err(apply_error(
-                        Code::Invalid,
-                        "etcdserver: key is not provided",
-                    ));
+                    return Err(apply_error(Code::Invalid, "etcdserver: key is not provided"));
                 }
                 dels.push(KeyRange::new(&d.key, &d.range_end));
             }
             Some(request_op::Request::RequestRange(r)) => {
                 if r.key.is_empty() {
-                    return Err(apply_error(
-                        Code::Invalid,
-                        "etcdserver: key is not provided",
-                    ));
+                    return Err(apply_error(Code::Invalid, "etcdserver: key is not provided"));
                 }
             }
             Some(request_op::Request::RequestTxn(n)) => {

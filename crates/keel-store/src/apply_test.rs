@@ -65,10 +65,8 @@ impl MemKv {
         for c in changes {
             match c {
                 Change::Put { kv, sub } => {
-                    self.history.insert(
-                        (kv.key.clone(), Revision::new(kv.mod_revision, sub)),
-                        Some(kv.clone()),
-                    );
+                    self.history
+                        .insert((kv.key.clone(), Revision::new(kv.mod_revision, sub)), Some(kv.clone()));
                     self.live.insert(kv.key.clone(), kv);
                 }
                 Change::Delete { key, rev } => {
@@ -121,9 +119,7 @@ fn puts_count_revisions_and_versions() {
     }));
     let kv = s.live[&b"a".to_vec()].clone();
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 4, 3));
-    let Some(R::Put(p)) = r.response else {
-        panic!()
-    };
+    let Some(R::Put(p)) = r.response else { panic!() };
     assert_eq!(p.prev_kv.unwrap().value, b"2");
     assert_eq!(p.header.unwrap().revision, 4);
 }
@@ -137,9 +133,7 @@ fn delete_then_recreate_starts_a_new_generation() {
         prev_kv: true,
         ..Default::default()
     }));
-    let Some(R::DeleteRange(d)) = r.response else {
-        panic!()
-    };
+    let Some(R::DeleteRange(d)) = r.response else { panic!() };
     assert_eq!((d.deleted, d.prev_kvs.len(), r.revision), (1, 1, 3));
     assert_eq!(ev[0].r#type, EventType::Delete as i32);
     assert_eq!(ev[0].kv.as_ref().unwrap().mod_revision, 3);
@@ -174,9 +168,7 @@ fn prefix_delete_is_one_revision_with_sub_revisions() {
     assert_eq!(r.revision, 5);
     assert_eq!(ev.len(), 2);
     assert!(s.live.contains_key(&b"q".to_vec()));
-    assert!(s
-        .history
-        .contains_key(&(b"p/b".to_vec(), Revision::new(5, 1))));
+    assert!(s.history.contains_key(&(b"p/b".to_vec(), Revision::new(5, 1))));
 }
 
 #[test]
@@ -189,9 +181,7 @@ fn txn_compares_and_runs_one_branch_atomically() {
         failure: vec![op_put("failed", "1")],
     };
     let (r, ev) = s.apply(W::Txn(txn.clone()));
-    let Some(R::Txn(t)) = r.response else {
-        panic!()
-    };
+    let Some(R::Txn(t)) = r.response else { panic!() };
     assert!(t.succeeded);
     assert_eq!(t.responses.len(), 2);
     assert_eq!(r.revision, 3);
@@ -199,9 +189,7 @@ fn txn_compares_and_runs_one_branch_atomically() {
     assert!(ev.iter().all(|e| e.kv.as_ref().unwrap().mod_revision == 3));
     // The same txn again: the compare now fails.
     let (r, _) = s.apply(W::Txn(txn));
-    let Some(R::Txn(t)) = r.response else {
-        panic!()
-    };
+    let Some(R::Txn(t)) = r.response else { panic!() };
     assert!(!t.succeeded);
     assert_eq!(s.live[&b"failed".to_vec()].value, b"1");
 }
@@ -260,9 +248,7 @@ fn txn_reads_see_its_own_writes_and_nested_txns_run() {
         failure: vec![],
     };
     let (r, _) = s.apply(W::Txn(txn));
-    let Some(R::Txn(t)) = r.response else {
-        panic!()
-    };
+    let Some(R::Txn(t)) = r.response else { panic!() };
     let Some(response_op::Response::ResponseRange(rr)) = &t.responses[1].response else {
         panic!()
     };
@@ -409,13 +395,11 @@ fn txn_validation() {
         success: vec![
             op_put("p/a", "1"),
             RequestOp {
-                request: Some(request_op::Request::RequestDeleteRange(
-                    DeleteRangeRequest {
-                        key: "p/".into(),
-                        range_end: prefix_end(b"p/"),
-                        prev_kv: false,
-                    },
-                )),
+                request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                    key: "p/".into(),
+                    range_end: prefix_end(b"p/"),
+                    prev_kv: false,
+                })),
             },
         ],
         failure: vec![],

@@ -88,8 +88,7 @@ impl StoreConfig {
         if self.name.is_empty() {
             return err("--name must not be empty".into());
         }
-        if self.heartbeat_interval.is_zero() || self.election_timeout < self.heartbeat_interval * 5
-        {
+        if self.heartbeat_interval.is_zero() || self.election_timeout < self.heartbeat_interval * 5 {
             return err(format!(
                 "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
                 self.election_timeout.as_millis(),
@@ -127,10 +126,7 @@ impl StoreConfig {
     }
 
     pub fn member_id(&self) -> NodeId {
-        member_id(
-            &self.initial_advertise_peer_urls,
-            &self.initial_cluster_token,
-        )
+        member_id(&self.initial_advertise_peer_urls, &self.initial_cluster_token)
     }
 
     /// The members of `--initial-cluster`, by id.
@@ -164,15 +160,11 @@ impl StoreConfig {
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, url) = part.split_once('=').ok_or_else(|| {
-            StoreError::Config(format!(
-                "--initial-cluster entry {part:?} is not name=peer-url"
-            ))
-        })?;
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| StoreError::Config(format!("--initial-cluster entry {part:?} is not name=peer-url")))?;
         check_url(url)?;
-        out.entry(name.to_string())
-            .or_default()
-            .push(url.to_string());
+        out.entry(name.to_string()).or_default().push(url.to_string());
     }
     if out.is_empty() {
         return Err(StoreError::Config("--initial-cluster is empty".into()));
@@ -181,8 +173,7 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<String, Vec<String>>, S
 }
 
 fn check_url(u: &str) -> Result<url::Url, StoreError> {
-    let url =
-        url::Url::parse(u).map_err(|e| StoreError::Config(format!("{u:?} is not a URL: {e}")))?;
+    let url = url::Url::parse(u).map_err(|e| StoreError::Config(format!("{u:?} is not a URL: {e}")))?;
     if url.scheme() != "http" {
         return Err(StoreError::Config(format!(
             "{u:?}: only http:// URLs are supported so far"
@@ -204,11 +195,7 @@ pub fn listen_addr(u: &str) -> Result<SocketAddr, StoreError> {
     format!("{host}:{}", url.port().expect("checked"))
         .parse::<SocketAddr>()
         .or_else(|_| format!("[{host}]:{}", url.port().expect("checked")).parse())
-        .map_err(|_| {
-            StoreError::Config(format!(
-                "{u:?}: listen URLs need an IP address (or localhost)"
-            ))
-        })
+        .map_err(|_| StoreError::Config(format!("{u:?}: listen URLs need an IP address (or localhost)")))
 }
 
 /// A member's id from its peer URLs and the cluster token, as etcd derives it (stable across restarts).

@@ -159,8 +159,7 @@ impl Session {
     }
 
     fn header(&self) -> ResponseHeader {
-        self.store
-            .header(self.store.current_revision().unwrap_or(0))
+        self.store.header(self.store.current_revision().unwrap_or(0))
     }
 
     async fn create(&mut self, c: WatchCreateRequest) -> bool {
@@ -186,12 +185,8 @@ impl Session {
             start_revision: c.start_revision,
             prev_kv: c.prev_kv,
             progress_notify: c.progress_notify,
-            no_put: c
-                .filters
-                .contains(&(watch_create_request::FilterType::Noput as i32)),
-            no_delete: c
-                .filters
-                .contains(&(watch_create_request::FilterType::Nodelete as i32)),
+            no_put: c.filters.contains(&(watch_create_request::FilterType::Noput as i32)),
+            no_delete: c.filters.contains(&(watch_create_request::FilterType::Nodelete as i32)),
         };
         let created = WatchResponse {
             header: Some(self.header()),
@@ -227,16 +222,10 @@ impl Lease for EtcdApi {
     async fn lease_revoke(&self, _: Request<LeaseRevokeRequest>) -> Res<LeaseRevokeResponse> {
         Err(leases_not_yet())
     }
-    async fn lease_keep_alive(
-        &self,
-        _: Request<Streaming<LeaseKeepAliveRequest>>,
-    ) -> Res<Self::LeaseKeepAliveStream> {
+    async fn lease_keep_alive(&self, _: Request<Streaming<LeaseKeepAliveRequest>>) -> Res<Self::LeaseKeepAliveStream> {
         Err(leases_not_yet())
     }
-    async fn lease_time_to_live(
-        &self,
-        _: Request<LeaseTimeToLiveRequest>,
-    ) -> Res<LeaseTimeToLiveResponse> {
+    async fn lease_time_to_live(&self, _: Request<LeaseTimeToLiveRequest>) -> Res<LeaseTimeToLiveResponse> {
         Err(leases_not_yet())
     }
     async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> Res<LeaseLeasesResponse> {
@@ -312,9 +301,7 @@ impl Maintenance for EtcdApi {
                 .current_revision()
                 .map_err(|e| Status::from(ApiError::from(e)))?,
         );
-        Ok(Response::new(DefragmentResponse {
-            header: Some(header),
-        }))
+        Ok(Response::new(DefragmentResponse { header: Some(header) }))
     }
     async fn hash(&self, _: Request<HashRequest>) -> Res<HashResponse> {
         Err(Status::unimplemented(
@@ -332,8 +319,6 @@ impl Maintenance for EtcdApi {
         ))
     }
     async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Res<MoveLeaderResponse> {
-        Err(Status::unimplemented(
-            "etcdserver: MoveLeader is not supported",
-        ))
+        Err(Status::unimplemented("etcdserver: MoveLeader is not supported"))
     }
 }

@@ -94,10 +94,7 @@ pub enum KeyRange {
     /// Exactly one key (`range_end` empty).
     Single(Vec<u8>),
     /// `[start, end)`; `end: None` means every key from `start` on (`range_end` = `\0`).
-    Span {
-        start: Vec<u8>,
-        end: Option<Vec<u8>>,
-    },
+    Span { start: Vec<u8>, end: Option<Vec<u8>> },
 }
 
 impl KeyRange {
@@ -127,9 +124,7 @@ impl KeyRange {
     pub fn contains(&self, key: &[u8]) -> bool {
         match self {
             KeyRange::Single(k) => k == key,
-            KeyRange::Span { start, end } => {
-                key >= start.as_slice() && end.as_deref().is_none_or(|e| key < e)
-            }
+            KeyRange::Span { start, end } => key >= start.as_slice() && end.as_deref().is_none_or(|e| key < e),
         }
     }
 
@@ -194,20 +189,9 @@ mod tests {
         for (i, e) in enc.iter().enumerate() {
             assert_eq!(decode_key(e).unwrap(), (keys[i].clone(), e.len()));
             for (j, f) in enc.iter().enumerate() {
-                assert_eq!(
-                    keys[i].cmp(&keys[j]),
-                    e.cmp(f),
-                    "{:?} vs {:?}",
-                    keys[i],
-                    keys[j]
-                );
+                assert_eq!(keys[i].cmp(&keys[j]), e.cmp(f), "{:?} vs {:?}", keys[i], keys[j]);
                 if i != j {
-                    assert!(
-                        !f.starts_with(e),
-                        "{:?} is a prefix of {:?}",
-                        keys[i],
-                        keys[j]
-                    );
+                    assert!(!f.starts_with(e), "{:?} is a prefix of {:?}", keys[i], keys[j]);
                 }
             }
         }
@@ -219,10 +203,7 @@ mod tests {
         let a2 = history_key(b"a", Revision::new(7, 1));
         let ab = history_key(b"ab", Revision::new(2, 0));
         assert!(a1 < a2 && a2 < ab);
-        assert_eq!(
-            split_history_key(&a2).unwrap(),
-            (b"a".to_vec(), Revision::new(7, 1))
-        );
+        assert_eq!(split_history_key(&a2).unwrap(), (b"a".to_vec(), Revision::new(7, 1)));
     }
 
     #[test]

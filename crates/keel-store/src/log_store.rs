@@ -63,9 +63,7 @@ impl LogDb {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(name)
-            .expect("column families are created at open")
+        self.db.cf_handle(name).expect("column families are created at open")
     }
 
     fn db_err(&self) -> impl Fn(rocksdb::Error) -> StoreError + '_ {
@@ -76,18 +74,11 @@ impl LogDb {
     }
 
     fn get_json<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self
-            .db
-            .get_cf(self.cf(CF_META), key)
-            .map_err(self.db_err())?
-        {
+        match self.db.get_cf(self.cf(CF_META), key).map_err(self.db_err())? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "raft log meta {}: {e}",
-                    String::from_utf8_lossy(key)
-                ))
-            }),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("raft log meta {}: {e}", String::from_utf8_lossy(key)))),
         }
     }
 
@@ -171,10 +162,7 @@ impl LogStore {
                     batch.extend(rx.try_iter());
                     let res = sync_db.db.flush_wal(true);
                     for cb in batch {
-                        cb.log_io_completed(
-                            res.clone()
-                                .map_err(|e| std::io::Error::other(e.to_string())),
-                        );
+                        cb.log_io_completed(res.clone().map_err(|e| std::io::Error::other(e.to_string())));
                     }
                 }
             })
@@ -249,9 +237,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.db
-            .put_json(META_COMMITTED, &committed, false)
-            .map_err(write_err)
+        self.db.put_json(META_COMMITTED, &committed, false).map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -262,11 +248,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -295,9 +277,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.db
-            .put_json(META_PURGED, &log_id, false)
-            .map_err(write_err)?;
+        self.db.put_json(META_PURGED, &log_id, false).map_err(write_err)?;
         let cf = self.db.cf(CF_LOGS);
         self.db
             .db

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use keel_proto::raftpb::raft_peer_client::RaftPeerClient;
 use keel_proto::raftpb::RaftMessage;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -115,9 +113,9 @@ impl PeerNetwork {
         E: std::error::Error + DeserializeOwned,
     {
         let Some(client) = self.client.as_mut() else {
-            return Err(RPCError::Unreachable(Unreachable::new(
-                &std::io::Error::other("member has no usable peer URL"),
-            )));
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+                "member has no usable peer URL",
+            ))));
         };
         let mut request = tonic::Request::new(RaftMessage {
             cluster_id: self.cluster_id,
@@ -131,13 +129,11 @@ impl PeerNetwork {
         };
         let msg = match resp {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable => {
-                return Err(RPCError::Unreachable(Unreachable::new(&s)))
-            }
+            Err(s) if s.code() == tonic::Code::Unavailable => return Err(RPCError::Unreachable(Unreachable::new(&s))),
             Err(s) => return Err(RPCError::Network(NetworkError::new(&s))),
         };
-        let res: Result<Resp, E> = bincode::deserialize(&msg.payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&*e)))?;
+        let res: Result<Resp, E> =
+            bincode::deserialize(&msg.payload).map_err(|e| RPCError::Network(NetworkError::new(&*e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -155,10 +151,8 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>>
+    {
         self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
     }
 

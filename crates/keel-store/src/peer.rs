@@ -1,9 +1,7 @@
 //! Raft transport, server side: the `RaftPeer` gRPC service other members call.
 
 use keel_proto::raftpb::raft_peer_server::RaftPeer;
-use keel_proto::raftpb::{
-    RaftMessage, ReadIndexRequest, ReadIndexResponse, WriteRequest, WriteResponse,
-};
+use keel_proto::raftpb::{RaftMessage, ReadIndexRequest, ReadIndexResponse, WriteRequest, WriteResponse};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
@@ -27,8 +25,7 @@ impl PeerService {
                 m.cluster_id, self.cluster_id
             )));
         }
-        bincode::deserialize(&m.payload)
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+        bincode::deserialize(&m.payload).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
     }
 
     fn reply<T: serde::Serialize>(&self, v: &T) -> Result<Response<RaftMessage>, Status> {
@@ -41,10 +38,7 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn append_entries(
-        &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.open(req.into_inner())?;
         let res = self.raft.append_entries(rpc).await;
         self.reply(&res)
@@ -56,10 +50,7 @@ impl RaftPeer for PeerService {
         self.reply(&res)
     }
 
-    async fn install_snapshot(
-        &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.open(req.into_inner())?;
         let res = self.raft.install_snapshot(rpc).await;
         self.reply(&res)
@@ -80,10 +71,7 @@ impl RaftPeer for PeerService {
         }
     }
 
-    async fn read_index(
-        &self,
-        req: Request<ReadIndexRequest>,
-    ) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         if req.into_inner().cluster_id != self.cluster_id {
             return Err(Status::permission_denied("request from another cluster"));
         }
@@ -91,10 +79,7 @@ impl RaftPeer for PeerService {
             Ok((read, _)) => Ok(Response::new(ReadIndexResponse {
                 index: read.map_or(0, |l| l.index),
             })),
-            Err(e) => Err(Status::new(
-                NOT_LEADER,
-                format!("cannot confirm leadership: {e}"),
-            )),
+            Err(e) => Err(Status::new(NOT_LEADER, format!("cannot confirm leadership: {e}"))),
         }
     }
 }

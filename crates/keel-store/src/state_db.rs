@@ -14,10 +14,7 @@ use std::path::{Path, PathBuf};
 use keel_proto::mvccpb::{event::EventType, Event, KeyValue};
 use keel_proto::raftpb::PublishMember;
 use prost::Message;
-use rocksdb::{
-    ColumnFamilyDescriptor, Options, ReadOptions, SnapshotWithThreadMode, WriteBatch, WriteOptions,
-    DB,
-};
+use rocksdb::{ColumnFamilyDescriptor, Options, ReadOptions, SnapshotWithThreadMode, WriteBatch, WriteOptions, DB};
 
 use crate::apply::{Change, KvView, INITIAL_REVISION};
 use crate::error::StoreError;
@@ -88,14 +85,9 @@ impl StateDb {
     /// Opens (or creates, when `create` is set) the state at `path`.
     pub fn open(path: &Path, create: bool) -> Result<Self, StoreError> {
         if !create && !path.join("CURRENT").exists() {
-            return Err(corrupt(format!(
-                "state database {} is missing",
-                path.display()
-            )));
+            return Err(corrupt(format!("state database {} is missing", path.display())));
         }
-        let cfs = CFS
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, db_options()));
+        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, db_options()));
         let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(|e| StoreError::Db {
             path: path.to_owned(),
             source: e,
@@ -112,8 +104,7 @@ impl StateDb {
     }
 
     pub fn mark_obsolete(&self) {
-        self.obsolete
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.obsolete.store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn db(&self) -> &DB {
@@ -121,9 +112,7 @@ impl StateDb {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db()
-            .cf_handle(name)
-            .expect("column families are created at open")
+        self.db().cf_handle(name).expect("column families are created at open")
     }
 
     /// A consistent read view at the current moment.
@@ -197,11 +186,7 @@ impl StateDb {
         b.put_cf(meta, META_REVISION, revision.to_be_bytes());
         b.put_cf(meta, META_COMPACTED, compacted.to_be_bytes());
         if let Some(a) = applied {
-            b.put_cf(
-                meta,
-                META_APPLIED,
-                serde_json::to_vec(a).expect("log id serialises"),
-            );
+            b.put_cf(meta, META_APPLIED, serde_json::to_vec(a).expect("log id serialises"));
         }
         if let Some(m) = membership {
             b.put_cf(
@@ -248,16 +233,10 @@ impl StateDb {
         // Entries of the key being walked that are at or before `upto`, oldest first.
         let mut current: Option<Vec<u8>> = None;
         let mut group: Vec<(Vec<u8>, Revision, u8)> = Vec::new();
-        let flush_group = |group: &mut Vec<(Vec<u8>, Revision, u8)>,
-                           batch: &mut WriteBatch,
-                           removed: &mut u64| {
+        let flush_group = |group: &mut Vec<(Vec<u8>, Revision, u8)>, batch: &mut WriteBatch, removed: &mut u64| {
             if let Some((_, last_rev, last_kind)) = group.last().cloned() {
                 let keep_last = last_kind == HIST_PUT || last_rev.main >= upto;
-                let n = if keep_last {
-                    group.len() - 1
-                } else {
-                    group.len()
-                };
+                let n = if keep_last { group.len() - 1 } else { group.len() };
                 for (hk, rev, _) in group.drain(..).take(n) {
                     batch.delete_cf(hist, hk);
                     batch.delete_cf(events, rev.to_bytes());
@@ -268,10 +247,7 @@ impl StateDb {
         };
         while it.valid() {
             let hk = it.key().expect("valid iterator has a key").to_vec();
-            let kind = it
-                .value()
-                .and_then(|v| v.first().copied())
-                .unwrap_or(HIST_PUT);
+            let kind = it.value().and_then(|v| v.first().copied()).unwrap_or(HIST_PUT);
             let (key, rev) = split_history_key(&hk).ok_or_else(|| corrupt("history key"))?;
             if current.as_deref() != Some(key.as_slice()) {
                 flush_group(&mut group, &mut batch, &mut removed);
@@ -290,11 +266,7 @@ impl StateDb {
             source: e,
         })?;
         flush_group(&mut group, &mut batch, &mut removed);
-        batch.put_cf(
-            self.cf(CF_META),
-            META_COMPACTED_PHYSICAL,
-            upto.to_be_bytes(),
-        );
+        batch.put_cf(self.cf(CF_META), META_COMPACTED_PHYSICAL, upto.to_be_bytes());
         self.write(batch, false)?;
         Ok(removed)
     }
@@ -308,11 +280,7 @@ impl StateDb {
     }
 
     /// Streams every record of a consistent view into `out` (the snapshot format: see [`SnapshotWriter`]).
-    pub fn export(
-        &self,
-        reader: &StateReader<'_>,
-        out: &mut impl std::io::Write,
-    ) -> Result<(), StoreError> {
+    pub fn export(&self, reader: &StateReader<'_>, out: &mut impl std::io::Write) -> Result<(), StoreError> {
         let mut w = SnapshotWriter::new(out)?;
         for (i, name) in CFS.iter().enumerate() {
             let mut it = reader.iter(name);
@@ -393,9 +361,7 @@ impl<'a> StateReader<'a> {
     }
 
     fn iter(&self, cf: &str) -> rocksdb::DBRawIteratorWithThreadMode<'_, DB> {
-        self.state
-            .db()
-            .raw_iterator_cf_opt(self.state.cf(cf), self.opts())
+        self.state.db().raw_iterator_cf_opt(self.state.cf(cf), self.opts())
     }
 
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -412,10 +378,7 @@ impl<'a> StateReader<'a> {
         match self.get(CF_META, key)? {
             None => Ok(None),
             Some(v) => {
-                let b: [u8; 8] = v
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| corrupt(format!("meta {key:?}")))?;
+                let b: [u8; 8] = v.as_slice().try_into().map_err(|_| corrupt(format!("meta {key:?}")))?;
                 Ok(Some(i64::from_be_bytes(b)))
             }
         }
@@ -423,15 +386,11 @@ impl<'a> StateReader<'a> {
 
     pub fn meta(&self) -> Result<StateMeta, StoreError> {
         let applied = match self.get(CF_META, META_APPLIED)? {
-            Some(v) => Some(
-                serde_json::from_slice(&v).map_err(|e| corrupt(format!("applied log id: {e}")))?,
-            ),
+            Some(v) => Some(serde_json::from_slice(&v).map_err(|e| corrupt(format!("applied log id: {e}")))?),
             None => None,
         };
         let membership = match self.get(CF_META, META_MEMBERSHIP)? {
-            Some(v) => {
-                serde_json::from_slice(&v).map_err(|e| corrupt(format!("membership: {e}")))?
-            }
+            Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt(format!("membership: {e}")))?,
             None => StoredMembership::default(),
         };
         Ok(StateMeta {
@@ -473,8 +432,7 @@ impl<'a> StateReader<'a> {
         if !it.valid() {
             return Ok(None);
         }
-        let (k, rev) =
-            split_history_key(it.key().expect("key")).ok_or_else(|| corrupt("history key"))?;
+        let (k, rev) = split_history_key(it.key().expect("key")).ok_or_else(|| corrupt("history key"))?;
         if k != key || it.value() != Some(&[HIST_PUT][..]) {
             return Ok(None);
         }
@@ -482,20 +440,13 @@ impl<'a> StateReader<'a> {
     }
 
     /// Events from revision `from` up to `to` (inclusive) in `range`, in revision order, with prev_kv when asked.
-    pub fn events(
-        &self,
-        from: i64,
-        to: i64,
-        range: &KeyRange,
-        prev_kv: bool,
-    ) -> Result<Vec<Event>, StoreError> {
+    pub fn events(&self, from: i64, to: i64, range: &KeyRange, prev_kv: bool) -> Result<Vec<Event>, StoreError> {
         let mut it = self.iter(CF_EVENTS);
         let mut hist = self.iter(CF_HISTORY);
         it.seek(Revision::new(from, 0).to_bytes());
         let mut out = Vec::new();
         while it.valid() {
-            let rev =
-                Revision::from_bytes(it.key().expect("key")).ok_or_else(|| corrupt("event key"))?;
+            let rev = Revision::from_bytes(it.key().expect("key")).ok_or_else(|| corrupt("event key"))?;
             if rev.main > to {
                 break;
             }
@@ -538,10 +489,7 @@ impl KvView for StateReader<'_> {
         if let KeyRange::Span { end: Some(e), .. } = range {
             ro.set_iterate_upper_bound(e.clone());
         }
-        let mut it = self
-            .state
-            .db()
-            .raw_iterator_cf_opt(self.state.cf(CF_LIVE), ro);
+        let mut it = self.state.db().raw_iterator_cf_opt(self.state.cf(CF_LIVE), ro);
         it.seek(range.start());
         let mut out = Vec::new();
         while it.valid() {
@@ -571,8 +519,7 @@ impl KvView for StateReader<'_> {
                 encode_key(start, &mut seek);
                 it.seek(&seek);
                 while it.valid() {
-                    let (key, _) = split_history_key(it.key().expect("key"))
-                        .ok_or_else(|| corrupt("history key"))?;
+                    let (key, _) = split_history_key(it.key().expect("key")).ok_or_else(|| corrupt("history key"))?;
                     if range.is_past(&key) {
                         break;
                     }
@@ -628,9 +575,7 @@ impl<'w, W: std::io::Write> SnapshotWriter<'w, W> {
     pub fn finish(mut self) -> Result<(), StoreError> {
         self.put(&[RECORD_END])?;
         let crc = self.crc.clone().finalize();
-        self.out
-            .write_all(&crc.to_be_bytes())
-            .map_err(StoreError::SnapshotIo)?;
+        self.out.write_all(&crc.to_be_bytes()).map_err(StoreError::SnapshotIo)?;
         self.out.flush().map_err(StoreError::SnapshotIo)
     }
 }

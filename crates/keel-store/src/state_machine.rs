@@ -13,13 +13,11 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftLogId, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::Applier;
+use crate::apply::{reads_history, Applier};
 use crate::error::StoreError;
 use crate::hub::Hub;
 use crate::state_db::{StateDb, StateMeta};
-use crate::types::{
-    CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
+use crate::types::{CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const STATE_POINTER: &str = "STATE";
 const SNAPSHOT_DIR: &str = "snapshots";
@@ -40,9 +38,10 @@ impl SharedState {
     pub fn open(dir: &Path, create: bool) -> Result<Arc<Self>, StoreError> {
         let pointer = dir.join(STATE_POINTER);
         let generation = match std::fs::read_to_string(&pointer) {
-            Ok(s) => s.trim().parse::<u64>().map_err(|_| {
-                StoreError::Corrupt(format!("{} is not a generation", pointer.display()))
-            })?,
+            Ok(s) => s
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| StoreError::Corrupt(format!("{} is not a generation", pointer.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 write_atomically(&pointer, b"1")?;
                 1
@@ -56,25 +55,16 @@ impl SharedState {
             Err(e) => return Err(StoreError::io(&pointer)(e)),
         };
         // Leftovers of an interrupted snapshot install or of replaced generations.
-        for entry in std::fs::read_dir(dir)
-            .map_err(StoreError::io(dir))?
-            .flatten()
-        {
+        for entry in std::fs::read_dir(dir).map_err(StoreError::io(dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if let Some(g) = name
-                .strip_prefix("state-")
-                .and_then(|g| g.parse::<u64>().ok())
-            {
+            if let Some(g) = name.strip_prefix("state-").and_then(|g| g.parse::<u64>().ok()) {
                 if g != generation {
                     tracing::info!(dir = %entry.path().display(), "removing stale state generation");
                     std::fs::remove_dir_all(entry.path()).map_err(StoreError::io(entry.path()))?;
                 }
             }
         }
-        let state = StateDb::open(
-            &dir.join(format!("state-{generation}")),
-            create || generation == 1,
-        )?;
+        let state = StateDb::open(&dir.join(format!("state-{generation}")), create || generation == 1)?;
         let (compact_tx, compact_rx) = tokio::sync::watch::channel(0);
         let shared = Arc::new(SharedState {
             current: RwLock::new(Arc::new(state)),
@@ -83,8 +73,7 @@ impl SharedState {
             hub: Hub::default(),
             compact_tx,
         });
-        std::fs::create_dir_all(dir.join(SNAPSHOT_DIR))
-            .map_err(StoreError::io(dir.join(SNAPSHOT_DIR)))?;
+        std::fs::create_dir_all(dir.join(SNAPSHOT_DIR)).map_err(StoreError::io(dir.join(SNAPSHOT_DIR)))?;
         Self::spawn_compactor(Arc::downgrade(&shared), compact_rx);
         if let Some(rev) = shared.current().pending_compaction()? {
             shared.compact_tx.send_replace(rev);
@@ -98,10 +87,7 @@ impl SharedState {
     }
 
     /// Removes compacted history in the background, so compaction never stalls writes or reads.
-    fn spawn_compactor(
-        shared: std::sync::Weak<SharedState>,
-        mut rx: tokio::sync::watch::Receiver<i64>,
-    ) {
+    fn spawn_compactor(shared: std::sync::Weak<SharedState>, mut rx: tokio::sync::watch::Receiver<i64>) {
         std::thread::Builder::new()
             .name("mvcc-compactor".into())
             .spawn(move || loop {
@@ -185,11 +171,7 @@ pub struct SnapshotBuilder {
 }
 
 /// Records `file` (in the snapshot dir) as the current snapshot and removes older ones.
-fn save_snapshot_record(
-    shared: &SharedState,
-    meta: &SnapshotMeta,
-    file: &str,
-) -> Result<(), StoreError> {
+fn save_snapshot_record(shared: &SharedState, meta: &SnapshotMeta, file: &str) -> Result<(), StoreError> {
     let dir = shared.snapshot_dir();
     let rec = serde_json::to_vec(&SnapshotRecord {
         meta: meta.clone(),
@@ -197,10 +179,7 @@ fn save_snapshot_record(
     })
     .expect("serialisable");
     write_atomically(&dir.join(SNAPSHOT_CURRENT), &rec)?;
-    for e in std::fs::read_dir(&dir)
-        .map_err(StoreError::io(&dir))?
-        .flatten()
-    {
+    for e in std::fs::read_dir(&dir).map_err(StoreError::io(&dir))?.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if name.ends_with(".snap") && name != file {
             let _ = std::fs::remove_file(e.path());
@@ -212,42 +191,39 @@ fn save_snapshot_record(
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = self.shared.clone();
-        let (meta, path) =
-            tokio::task::spawn_blocking(move || -> Result<(SnapshotMeta, PathBuf), StoreError> {
-                let state = shared.current();
-                // The log is purged behind a snapshot: everything it covers must be on disk first.
-                state.sync()?;
-                let reader = state.reader();
-                let m = reader.meta()?;
-                let id = format!(
-                    "{}-{}-{}",
-                    m.applied.map_or(0, |l| l.leader_id.term),
-                    m.applied.map_or(0, |l| l.index),
-                    rand::random::<u32>()
-                );
-                let file = format!("{id}.snap");
-                let dir = shared.snapshot_dir();
-                let tmp = dir.join(format!("{id}.tmp"));
-                let f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-                let mut w = BufWriter::new(f);
-                state.export(&reader, &mut w)?;
-                let f = w
-                    .into_inner()
-                    .map_err(|e| StoreError::io(&tmp)(e.into_error()))?;
-                f.sync_all().map_err(StoreError::io(&tmp))?;
-                let path = dir.join(&file);
-                std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
-                let meta = SnapshotMeta {
-                    last_log_id: m.applied,
-                    last_membership: m.membership,
-                    snapshot_id: id,
-                };
-                save_snapshot_record(&shared, &meta, &file)?;
-                Ok((meta, path))
-            })
-            .await
-            .map_err(|e| snap_err(None, std::io::Error::other(e.to_string())))?
-            .map_err(|e| snap_err(None, e))?;
+        let (meta, path) = tokio::task::spawn_blocking(move || -> Result<(SnapshotMeta, PathBuf), StoreError> {
+            let state = shared.current();
+            // The log is purged behind a snapshot: everything it covers must be on disk first.
+            state.sync()?;
+            let reader = state.reader();
+            let m = reader.meta()?;
+            let id = format!(
+                "{}-{}-{}",
+                m.applied.map_or(0, |l| l.leader_id.term),
+                m.applied.map_or(0, |l| l.index),
+                rand::random::<u32>()
+            );
+            let file = format!("{id}.snap");
+            let dir = shared.snapshot_dir();
+            let tmp = dir.join(format!("{id}.tmp"));
+            let f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
+            let mut w = BufWriter::new(f);
+            state.export(&reader, &mut w)?;
+            let f = w.into_inner().map_err(|e| StoreError::io(&tmp)(e.into_error()))?;
+            f.sync_all().map_err(StoreError::io(&tmp))?;
+            let path = dir.join(&file);
+            std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+            let meta = SnapshotMeta {
+                last_log_id: m.applied,
+                last_membership: m.membership,
+                snapshot_id: id,
+            };
+            save_snapshot_record(&shared, &meta, &file)?;
+            Ok((meta, path))
+        })
+        .await
+        .map_err(|e| snap_err(None, std::io::Error::other(e.to_string())))?
+        .map_err(|e| snap_err(None, e))?;
         let f = tokio::fs::File::open(&path)
             .await
             .map_err(|e| snap_err(Some(&meta), e))?;
@@ -272,51 +248,45 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let state = self.shared.current();
-        let view = state.writer_view();
-        let mut applier = Applier::new(&view, self.meta.revision, self.meta.compacted);
         let mut results = Vec::new();
-        let mut applied = None;
-        let mut membership = None;
-        for entry in entries {
-            applied = Some(*entry.get_log_id());
-            match &entry.payload {
-                EntryPayload::Blank => results.push(CommandResult::default()),
-                EntryPayload::Normal(cmd) => {
-                    results.push(CommandResult(applier.apply(&cmd.0).map_err(io_err)?))
-                }
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(applied, m.clone()));
-                    results.push(CommandResult::default());
+        let mut entries = entries.into_iter().peekable();
+        // Usually one batch, one WriteBatch; a command that reads history first needs the batch so far committed.
+        while entries.peek().is_some() {
+            let view = state.writer_view();
+            let mut applier = Applier::new(&view, self.meta.revision, self.meta.compacted);
+            let mut applied = None;
+            let mut membership = None;
+            while let Some(entry) = entries.next_if(|e| {
+                applied.is_none() || !matches!(&e.payload, EntryPayload::Normal(cmd) if reads_history(&cmd.0))
+            }) {
+                applied = Some(*entry.get_log_id());
+                match &entry.payload {
+                    EntryPayload::Blank => results.push(CommandResult::default()),
+                    EntryPayload::Normal(cmd) => results.push(CommandResult(applier.apply(&cmd.0).map_err(io_err)?)),
+                    EntryPayload::Membership(m) => {
+                        membership = Some(StoredMembership::new(applied, m.clone()));
+                        results.push(CommandResult::default());
+                    }
                 }
             }
-        }
-        let compacted_before = self.meta.compacted;
-        let (changes, events, revision, compacted) = (
-            applier.changes,
-            applier.events,
-            applier.revision,
-            applier.compacted,
-        );
-        state
-            .commit(
-                &changes,
-                revision,
-                compacted,
-                applied.as_ref(),
-                membership.as_ref(),
-            )
-            .map_err(io_err)?;
-        self.meta.revision = revision;
-        self.meta.compacted = compacted;
-        if applied.is_some() {
-            self.meta.applied = applied;
-        }
-        if let Some(m) = membership {
-            self.meta.membership = m;
-        }
-        self.shared.hub.publish(events);
-        if compacted > compacted_before {
-            self.shared.compact_tx.send_replace(compacted);
+            let compacted_before = self.meta.compacted;
+            let (changes, events, revision, compacted) =
+                (applier.changes, applier.events, applier.revision, applier.compacted);
+            state
+                .commit(&changes, revision, compacted, applied.as_ref(), membership.as_ref())
+                .map_err(io_err)?;
+            self.meta.revision = revision;
+            self.meta.compacted = compacted;
+            if applied.is_some() {
+                self.meta.applied = applied;
+            }
+            if let Some(m) = membership {
+                self.meta.membership = m;
+            }
+            self.shared.hub.publish(events);
+            if compacted > compacted_before {
+                self.shared.compact_tx.send_replace(compacted);
+            }
         }
         Ok(results)
     }
@@ -370,10 +340,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     m.snapshot_id, got.applied, m.last_log_id
                 )));
             }
-            write_atomically(
-                &shared.dir.join(STATE_POINTER),
-                generation.to_string().as_bytes(),
-            )?;
+            write_atomically(&shared.dir.join(STATE_POINTER), generation.to_string().as_bytes())?;
             // Keep the received snapshot as ours, to send on to members that need it.
             let file_name = format!("{}.snap", m.snapshot_id);
             if let Some(incoming) = incoming.filter(|p| p.exists()) {

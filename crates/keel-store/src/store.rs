@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    Member as PbMember, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    StatusResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member as PbMember, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
 };
 use keel_proto::raftpb::{
-    apply_error::Code, write_request, write_response, ApplyError, PublishMember, ReadIndexRequest,
-    WriteRequest, WriteResponse,
+    apply_error::Code, write_request, write_response, ApplyError, PublishMember, ReadIndexRequest, WriteRequest,
+    WriteResponse,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
@@ -150,7 +149,9 @@ impl Store {
         if !fresh && !log_dir.join("CURRENT").exists() {
             return Err(StoreError::DataDir {
                 path: dir,
-                message: "it holds files but no keel raft log: not a keel data dir, or a corrupt one (nothing was changed)".into(),
+                message:
+                    "it holds files but no keel raft log: not a keel data dir, or a corrupt one (nothing was changed)"
+                        .into(),
             });
         }
         std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
@@ -168,8 +169,7 @@ impl Store {
             None if !fresh && log.has_raft_state()? => {
                 return Err(StoreError::DataDir {
                     path: dir,
-                    message: "the raft log has no member identity: not a keel data dir, or corrupt"
-                        .into(),
+                    message: "the raft log has no member identity: not a keel data dir, or corrupt".into(),
                 })
             }
             None => {
@@ -235,9 +235,7 @@ impl Store {
             let svc = keel_proto::raftpb::raft_peer_server::RaftPeerServer::new(peer)
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE);
-            let router = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(svc);
+            let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc);
             tasks.push(spawn_server(router, listener, rx.clone(), url.clone()));
         }
         for url in &c.listen_client_urls {
@@ -329,10 +327,7 @@ impl Store {
                     Ok(r) => Ok(r.into_inner()),
                     // Nothing was proposed: safe to try again.
                     Err(s) if s.code() == NOT_LEADER => Err(Retry::Wait),
-                    Err(s)
-                        if s.code() == tonic::Code::Unavailable
-                            && s.message().contains("connect") =>
-                    {
+                    Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
                         Err(Retry::Wait)
                     }
                     // The write may or may not have been applied: the client must decide.
@@ -345,9 +340,7 @@ impl Store {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(Retry::Fail(ApiError::Unsupported(e.to_string())))
             }
-            Err(RaftError::Fatal(e)) => Err(Retry::Fail(ApiError::Internal(StoreError::Raft(
-                e.to_string(),
-            )))),
+            Err(RaftError::Fatal(e)) => Err(Retry::Fail(ApiError::Internal(StoreError::Raft(e.to_string())))),
         }
     }
 
@@ -364,9 +357,7 @@ impl Store {
                     let wait = rx.wait_for(|m| m.last_applied.map_or(0, |l| l.index) >= index);
                     return match tokio::time::timeout_at(deadline, wait).await {
                         Ok(Ok(_)) => Ok(()),
-                        Ok(Err(_)) => {
-                            Err(ApiError::Internal(StoreError::Raft("raft stopped".into())))
-                        }
+                        Ok(Err(_)) => Err(ApiError::Internal(StoreError::Raft("raft stopped".into()))),
                         Err(_) => Err(ApiError::Timeout),
                     };
                 }
@@ -409,11 +400,7 @@ impl Store {
             cluster_id: self.inner.cluster_id,
         });
         req.set_timeout(Duration::from_secs(2));
-        client
-            .read_index(req)
-            .await
-            .ok()
-            .map(|r| r.into_inner().index)
+        client.read_index(req).await.ok().map(|r| r.into_inner().index)
     }
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ApiError> {
@@ -439,10 +426,7 @@ impl Store {
         Ok(resp)
     }
 
-    async fn write_checked(
-        &self,
-        req: write_request::Request,
-    ) -> Result<(write_response::Response, i64), ApiError> {
+    async fn write_checked(&self, req: write_request::Request) -> Result<(write_response::Response, i64), ApiError> {
         let req = WriteRequest {
             request: Some(req),
             cluster_id: self.inner.cluster_id,
@@ -452,9 +436,7 @@ impl Store {
         match resp.response {
             Some(write_response::Response::Error(e)) => Err(ApiError::Apply(e)),
             Some(r) => Ok((r, resp.revision)),
-            None => Err(ApiError::Internal(StoreError::Corrupt(
-                "empty write response".into(),
-            ))),
+            None => Err(ApiError::Internal(StoreError::Corrupt("empty write response".into()))),
         }
     }
 
@@ -471,17 +453,11 @@ impl Store {
         }
     }
 
-    pub async fn delete_range(
-        &self,
-        req: DeleteRangeRequest,
-    ) -> Result<DeleteRangeResponse, ApiError> {
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, ApiError> {
         if req.key.is_empty() {
             return Err(ApiError::EmptyKey);
         }
-        match self
-            .write_checked(write_request::Request::DeleteRange(req))
-            .await?
-        {
+        match self.write_checked(write_request::Request::DeleteRange(req)).await? {
             (write_response::Response::DeleteRange(mut d), rev) => {
                 d.header = Some(self.header(rev));
                 Ok(d)
@@ -509,10 +485,7 @@ impl Store {
     }
 
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, ApiError> {
-        match self
-            .write_checked(write_request::Request::Compaction(req))
-            .await?
-        {
+        match self.write_checked(write_request::Request::Compaction(req)).await? {
             (write_response::Response::Compaction(mut c), rev) => {
                 c.header = Some(self.header(rev));
                 Ok(c)
@@ -555,8 +528,7 @@ impl Store {
         let revision = state.reader().revision()?;
         let m = self.inner.raft.metrics();
         let m = m.borrow();
-        let db = state.size_on_disk()
-            + crate::state_db::dir_size(&self.inner.config.data_dir.join("raft-log"));
+        let db = state.size_on_disk() + crate::state_db::dir_size(&self.inner.config.data_dir.join("raft-log"));
         let mut errors = Vec::new();
         if m.current_leader.is_none() {
             errors.push("etcdserver: no leader".to_string());
@@ -576,11 +548,7 @@ impl Store {
             raft_applied_index: m.last_applied.map_or(0, |l| l.index),
             errors,
             db_size_in_use: db as i64,
-            is_learner: !m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == self.inner.id),
+            is_learner: !m.membership_config.membership().voter_ids().any(|v| v == self.inner.id),
         })
     }
 }
@@ -669,14 +637,11 @@ fn spawn_server(
     tokio::spawn(async move {
         // The server's own tcp_nodelay applies only to listeners it binds: set it on each accepted socket, or
         // Nagle holds back the last frames of a response until the client's delayed ACK (~10-40 ms a call).
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |conn| {
-                conn.inspect(|s| {
-                    let _ = s.set_nodelay(true);
-                })
-            },
-        );
+        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+            conn.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        });
         let res = router
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;

@@ -37,9 +37,7 @@ impl WatchSpec {
         if (put && self.no_put) || (!put && self.no_delete) {
             return false;
         }
-        ev.kv
-            .as_ref()
-            .is_some_and(|kv| self.range.contains(&kv.key))
+        ev.kv.as_ref().is_some_and(|kv| self.range.contains(&kv.key))
     }
 }
 
@@ -70,12 +68,7 @@ enum Stop {
     Compacted,
 }
 
-async fn run(
-    store: Store,
-    spec: WatchSpec,
-    out: mpsc::Sender<WatchResponse>,
-    sent: Arc<AtomicI64>,
-) {
+async fn run(store: Store, spec: WatchSpec, out: mpsc::Sender<WatchResponse>, sent: Arc<AtomicI64>) {
     let mut rx = store.shared().hub.subscribe();
     let mut next = spec.start_revision;
     if next <= 0 {
@@ -145,12 +138,7 @@ fn strip_prev(e: &Event, keep: bool) -> Event {
     }
 }
 
-fn events_response(
-    store: &Store,
-    spec: &WatchSpec,
-    revision: i64,
-    events: Vec<Event>,
-) -> WatchResponse {
+fn events_response(store: &Store, spec: &WatchSpec, revision: i64, events: Vec<Event>) -> WatchResponse {
     WatchResponse {
         header: Some(store.header(revision)),
         watch_id: spec.id,
@@ -208,11 +196,7 @@ async fn catch_up(
                 .last()
                 .and_then(|e| e.kv.as_ref())
                 .map_or(upto, |kv| kv.mod_revision);
-            if out
-                .send(events_response(store, spec, rev, chunk))
-                .await
-                .is_err()
-            {
+            if out.send(events_response(store, spec, rev, chunk)).await.is_err() {
                 return Err(Stop::Closed);
             }
         }
@@ -262,11 +246,7 @@ mod tests {
         let chunks = split_by_revision(events, 2);
         let revs: Vec<Vec<i64>> = chunks
             .iter()
-            .map(|c| {
-                c.iter()
-                    .map(|e| e.kv.as_ref().unwrap().mod_revision)
-                    .collect()
-            })
+            .map(|c| c.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect())
             .collect();
         assert_eq!(revs, vec![vec![1, 1, 1], vec![2, 3, 3]]);
     }

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use keel_store::config::{
-    parse_initial_cluster, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_REQUEST_BYTES,
-};
+use keel_store::config::{parse_initial_cluster, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_REQUEST_BYTES};
 use keel_store::{ClusterState, Store, StoreConfig};
 
 #[derive(Args, Debug)]
