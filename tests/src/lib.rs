@@ -201,23 +201,26 @@ impl Cluster {
             .collect()
     }
 
-    /// A gRPC KV client of member `i`.
+    fn endpoint(&self, i: usize) -> anyhow::Result<tonic::transport::Endpoint> {
+        Ok(Channel::from_shared(self.members[i].client_url())?.connect_timeout(Duration::from_secs(2)))
+    }
+
+    /// A gRPC channel to member `i` without a request deadline (for streams such as watches).
+    pub async fn channel(&self, i: usize) -> anyhow::Result<Channel> {
+        Ok(self.endpoint(i)?.connect().await?)
+    }
+
+    /// A gRPC KV client of member `i` (requests time out after 10 s).
     pub async fn kv(&self, i: usize) -> anyhow::Result<KvClient<Channel>> {
-        let ch = Channel::from_shared(self.members[i].client_url())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await?;
-        Ok(KvClient::new(ch))
+        Ok(KvClient::new(
+            self.endpoint(i)?.timeout(Duration::from_secs(10)).connect().await?,
+        ))
     }
 
     pub async fn maintenance(&self, i: usize) -> anyhow::Result<MaintenanceClient<Channel>> {
-        let ch = Channel::from_shared(self.members[i].client_url())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .connect()
-            .await?;
-        Ok(MaintenanceClient::new(ch))
+        Ok(MaintenanceClient::new(
+            self.endpoint(i)?.timeout(Duration::from_secs(5)).connect().await?,
+        ))
     }
 
     /// The index of the member every running member agrees leads, once they agree.

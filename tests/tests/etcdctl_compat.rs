@@ -279,11 +279,7 @@ async fn bad_requests_get_etcds_errors_and_change_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"));
 
     // A watch from a compacted revision is created, then canceled with the compact revision (as etcd does).
-    let ch = tonic::transport::Channel::from_shared(c.members[2].client_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = c.channel(2).await.unwrap();
     let mut w = keel_proto::etcdserverpb::watch_client::WatchClient::new(ch);
     let req = WatchRequest {
         request_union: Some(keel_proto::etcdserverpb::watch_request::RequestUnion::CreateRequest(

@@ -22,11 +22,7 @@ struct Stream {
 
 impl Stream {
     async fn open(c: &Cluster, member: usize) -> Stream {
-        let ch = tonic::transport::Channel::from_shared(c.members[member].client_url())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let ch = c.channel(member).await.unwrap();
         let (tx, rx) = mpsc::channel(16);
         let rx = WatchClient::new(ch)
             .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -229,11 +225,20 @@ async fn a_slow_watcher_catches_up_from_history_without_gaps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_notifications_report_the_revision_reached() {
-    let opts = keel_tests::Options { extra_args: vec!["--progress-notify-interval".into(), "1".into()], ..Default::default() };
+    let opts = keel_tests::Options {
+        extra_args: vec!["--progress-notify-interval".into(), "1".into()],
+        ..Default::default()
+    };
     let c = Cluster::start_with(1, opts).await.unwrap();
     let rev = keel_tests::put(&c, 0, "elsewhere", "x").await.unwrap();
     let mut s = Stream::open(&c, 0).await;
-    let id = s.create(WatchCreateRequest { key: b"quiet".to_vec(), progress_notify: true, ..Default::default() }).await;
+    let id = s
+        .create(WatchCreateRequest {
+            key: b"quiet".to_vec(),
+            progress_notify: true,
+            ..Default::default()
+        })
+        .await;
     // No event for this key: a progress notification arrives anyway, with the store's revision.
     let r = s.next().await;
     assert_eq!(r.watch_id, id);

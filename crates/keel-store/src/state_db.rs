@@ -107,6 +107,13 @@ impl StateDb {
         self.obsolete.store(true, std::sync::atomic::Ordering::Release);
     }
 
+    fn db_err(&self, source: rocksdb::Error) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
     fn db(&self) -> &DB {
         self.db.as_ref().expect("state db is open until dropped")
     }
@@ -201,18 +208,12 @@ impl StateDb {
     fn write(&self, b: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
-        self.db().write_opt(b, &wo).map_err(|e| StoreError::Db {
-            path: self.path.clone(),
-            source: e,
-        })
+        self.db().write_opt(b, &wo).map_err(|e| self.db_err(e))
     }
 
     /// Makes every write so far durable (before a snapshot lets the Raft log be purged behind it).
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.db().flush_wal(true).map_err(|e| StoreError::Db {
-            path: self.path.clone(),
-            source: e,
-        })
+        self.db().flush_wal(true).map_err(|e| self.db_err(e))
     }
 
     /// Bytes the database takes on disk.
@@ -261,10 +262,7 @@ impl StateDb {
             }
             it.next();
         }
-        it.status().map_err(|e| StoreError::Db {
-            path: self.path.clone(),
-            source: e,
-        })?;
+        it.status().map_err(|e| self.db_err(e))?;
         flush_group(&mut group, &mut batch, &mut removed);
         batch.put_cf(self.cf(CF_META), META_COMPACTED_PHYSICAL, upto.to_be_bytes());
         self.write(batch, false)?;
@@ -289,10 +287,7 @@ impl StateDb {
                 w.record(i as u8, it.key().expect("key"), it.value().expect("value"))?;
                 it.next();
             }
-            it.status().map_err(|e| StoreError::Db {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            it.status().map_err(|e| self.db_err(e))?;
         }
         w.finish()
     }
@@ -368,10 +363,7 @@ impl<'a> StateReader<'a> {
         self.state
             .db()
             .get_cf_opt(self.state.cf(cf), key, &self.opts())
-            .map_err(|e| StoreError::Db {
-                path: self.state.path.clone(),
-                source: e,
-            })
+            .map_err(|e| self.state.db_err(e))
     }
 
     fn meta_i64(&self, key: &[u8]) -> Result<Option<i64>, StoreError> {
@@ -460,10 +452,7 @@ impl<'a> StateReader<'a> {
             }
             it.next();
         }
-        it.status().map_err(|e| StoreError::Db {
-            path: self.state.path.clone(),
-            source: e,
-        })?;
+        it.status().map_err(|e| self.state.db_err(e))?;
         Ok(out)
     }
 }
@@ -496,10 +485,7 @@ impl KvView for StateReader<'_> {
             out.push(decode(it.value().expect("value"), "key-value")?);
             it.next();
         }
-        it.status().map_err(|e| StoreError::Db {
-            path: self.state.path.clone(),
-            source: e,
-        })?;
+        it.status().map_err(|e| self.state.db_err(e))?;
         Ok(out)
     }
 
@@ -531,10 +517,7 @@ impl KvView for StateReader<'_> {
                 }
             }
         }
-        it.status().map_err(|e| StoreError::Db {
-            path: self.state.path.clone(),
-            source: e,
-        })?;
+        it.status().map_err(|e| self.state.db_err(e))?;
         Ok(out)
     }
 }
