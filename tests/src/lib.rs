@@ -31,11 +31,7 @@ pub fn keel_bin() -> PathBuf {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
 pub struct MemberProc {
@@ -71,10 +67,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            snapshot_count: None,
-            extra_args: Vec::new(),
-        }
+        Options { snapshot_count: None, extra_args: Vec::new() }
     }
 }
 
@@ -104,17 +97,9 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = Cluster {
-            members,
-            dir,
-            initial_cluster,
-            options,
-        };
+        let initial_cluster =
+            members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",");
+        let mut c = Cluster { members, dir, initial_cluster, options };
         for i in 0..n {
             c.spawn(i)?;
         }
@@ -130,24 +115,9 @@ impl Cluster {
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
-            .args([
-                "--listen-client-urls",
-                &m.client_url(),
-                "--advertise-client-urls",
-                &m.client_url(),
-            ])
-            .args([
-                "--listen-peer-urls",
-                &m.peer_url(),
-                "--initial-advertise-peer-urls",
-                &m.peer_url(),
-            ])
-            .args([
-                "--initial-cluster",
-                &self.initial_cluster,
-                "--initial-cluster-state",
-                "new",
-            ]);
+            .args(["--listen-client-urls", &m.client_url(), "--advertise-client-urls", &m.client_url()])
+            .args(["--listen-peer-urls", &m.peer_url(), "--initial-advertise-peer-urls", &m.peer_url()])
+            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"]);
         if let Some(s) = self.options.snapshot_count {
             cmd.args(["--snapshot-count", &s.to_string()]);
         }
@@ -157,10 +127,7 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.members[i].log)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.members[i].log)?;
         let child = self
             .command(i)
             .stdin(Stdio::null())
@@ -187,18 +154,11 @@ impl Cluster {
     }
 
     pub fn endpoints(&self) -> String {
-        self.members
-            .iter()
-            .filter(|m| m.is_running())
-            .map(|m| m.endpoint())
-            .collect::<Vec<_>>()
-            .join(",")
+        self.members.iter().filter(|m| m.is_running()).map(|m| m.endpoint()).collect::<Vec<_>>().join(",")
     }
 
     pub fn running(&self) -> Vec<usize> {
-        (0..self.members.len())
-            .filter(|&i| self.members[i].is_running())
-            .collect()
+        (0..self.members.len()).filter(|&i| self.members[i].is_running()).collect()
     }
 
     fn endpoint(&self, i: usize) -> anyhow::Result<tonic::transport::Endpoint> {
@@ -212,15 +172,11 @@ impl Cluster {
 
     /// A gRPC KV client of member `i` (requests time out after 10 s).
     pub async fn kv(&self, i: usize) -> anyhow::Result<KvClient<Channel>> {
-        Ok(KvClient::new(
-            self.endpoint(i)?.timeout(Duration::from_secs(10)).connect().await?,
-        ))
+        Ok(KvClient::new(self.endpoint(i)?.timeout(Duration::from_secs(10)).connect().await?))
     }
 
     pub async fn maintenance(&self, i: usize) -> anyhow::Result<MaintenanceClient<Channel>> {
-        Ok(MaintenanceClient::new(
-            self.endpoint(i)?.timeout(Duration::from_secs(5)).connect().await?,
-        ))
+        Ok(MaintenanceClient::new(self.endpoint(i)?.timeout(Duration::from_secs(5)).connect().await?))
     }
 
     /// The index of the member every running member agrees leads, once they agree.
@@ -230,14 +186,9 @@ impl Cluster {
             let mut leaders = Vec::new();
             let mut ids = Vec::new();
             for i in self.running() {
-                let st = async {
-                    self.maintenance(i)
-                        .await?
-                        .status(StatusRequest {})
-                        .await
-                        .map_err(anyhow::Error::from)
-                }
-                .await;
+                let st =
+                    async { self.maintenance(i).await?.status(StatusRequest {}).await.map_err(anyhow::Error::from) }
+                        .await;
                 match st {
                     Ok(s) => {
                         let s = s.into_inner();
@@ -273,12 +224,7 @@ impl Cluster {
     pub async fn dump(&self, i: usize) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut kv = self.kv(i).await?;
         let r = kv
-            .range(RangeRequest {
-                key: vec![0],
-                range_end: vec![0],
-                serializable: true,
-                ..Default::default()
-            })
+            .range(RangeRequest { key: vec![0], range_end: vec![0], serializable: true, ..Default::default() })
             .await?
             .into_inner();
         Ok(r.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
@@ -341,9 +287,7 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> anyhow::R
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .context("etcdctl is not installed (deploy/install-deps.sh installs it)")?;
+    let mut child = cmd.spawn().context("etcdctl is not installed (deploy/install-deps.sh installs it)")?;
     if let Some(input) = stdin {
         child.stdin.take().expect("piped").write_all(input.as_bytes())?;
     }
@@ -368,11 +312,7 @@ pub async fn put(c: &Cluster, i: usize, key: &str, value: &str) -> anyhow::Resul
     let r = c
         .kv(i)
         .await?
-        .put(PutRequest {
-            key: key.into(),
-            value: value.into(),
-            ..Default::default()
-        })
+        .put(PutRequest { key: key.into(), value: value.into(), ..Default::default() })
         .await?
         .into_inner();
     Ok(r.header.map(|h| h.revision).unwrap_or(0))

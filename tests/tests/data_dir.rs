@@ -7,12 +7,7 @@ use keel_tests::{free_port, keel_bin, Cluster};
 
 /// Runs `cmd` expecting it to exit by itself (with an error) within 30 s.
 fn run_to_exit(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let guard = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(30));
@@ -25,10 +20,7 @@ fn run_to_exit(mut cmd: Command) -> Output {
 
 fn assert_refused(out: &Output, expect: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "the member must refuse to start; stderr:\n{stderr}"
-    );
+    assert!(!out.status.success(), "the member must refuse to start; stderr:\n{stderr}");
     assert!(stderr.contains(expect), "expected {expect:?} in:\n{stderr}");
     assert!(!stderr.contains("panicked"), "a refusal must not be a panic:\n{stderr}");
 }

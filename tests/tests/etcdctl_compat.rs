@@ -79,17 +79,11 @@ async fn etcdctl_works_against_every_member() {
     let out = ok_stdout(etcdctl(&eps[1], &["txn"], Some(txn)).unwrap()).unwrap();
     assert!(out.starts_with("SUCCESS"), "{out}");
     assert!(out.contains("r\ntwo"), "{out}");
-    assert_eq!(
-        ok_stdout(etcdctl(&all, &["get", "t", "--print-value-only"], None).unwrap()).unwrap(),
-        "ok\n"
-    );
+    assert_eq!(ok_stdout(etcdctl(&all, &["get", "t", "--print-value-only"], None).unwrap()).unwrap(), "ok\n");
     let txn = "mod(\"r\") < \"2\"\nversion(\"t\") = \"1\"\n\nput t wrong\n\nput t else\n\n";
     let out = ok_stdout(etcdctl(&eps[2], &["txn"], Some(txn)).unwrap()).unwrap();
     assert!(out.starts_with("FAILURE"), "{out}");
-    assert_eq!(
-        ok_stdout(etcdctl(&all, &["get", "t", "--print-value-only"], None).unwrap()).unwrap(),
-        "else\n"
-    );
+    assert_eq!(ok_stdout(etcdctl(&all, &["get", "t", "--print-value-only"], None).unwrap()).unwrap(), "else\n");
 
     // watch: live events on a prefix, through a follower and the leader alike.
     for ep in [&eps[0], &eps[2]] {
@@ -108,12 +102,7 @@ async fn etcdctl_works_against_every_member() {
         assert_eq!(text, "PUT\nw/x\na\nPUT\nw/x\nb\nDELETE\nw/x\n\n", "watch via {ep}");
     }
     // watch --rev from the past replays history.
-    let text = watch_output(
-        &eps[1],
-        &["r", &format!("--rev={rev1}")],
-        || {},
-        |t| t.matches("PUT").count() >= 2,
-    );
+    let text = watch_output(&eps[1], &["r", &format!("--rev={rev1}")], || {}, |t| t.matches("PUT").count() >= 2);
     assert_eq!(text, "PUT\nr\none\nPUT\nr\ntwo\n");
 
     // member list and endpoint status on every endpoint.
@@ -122,12 +111,7 @@ async fn etcdctl_works_against_every_member() {
         assert_eq!(out.lines().count(), 3, "{out}");
         for m in &c.members {
             assert!(
-                out.contains(&format!(
-                    "started, {}, {}, {}, false",
-                    m.name,
-                    m.peer_url(),
-                    m.client_url()
-                )),
+                out.contains(&format!("started, {}, {}, {}, false", m.name, m.peer_url(), m.client_url())),
                 "{out}"
             );
         }
@@ -136,15 +120,9 @@ async fn etcdctl_works_against_every_member() {
     let statuses: serde_json::Value = serde_json::from_str(&out).unwrap();
     let statuses = statuses.as_array().unwrap();
     assert_eq!(statuses.len(), 3);
-    let leaders: Vec<u64> = statuses
-        .iter()
-        .map(|s| s["Status"]["leader"].as_u64().unwrap())
-        .collect();
+    let leaders: Vec<u64> = statuses.iter().map(|s| s["Status"]["leader"].as_u64().unwrap()).collect();
     assert!(leaders.iter().all(|l| *l == leaders[0] && *l != 0), "{out}");
-    let ids: Vec<u64> = statuses
-        .iter()
-        .map(|s| s["Status"]["header"]["member_id"].as_u64().unwrap())
-        .collect();
+    let ids: Vec<u64> = statuses.iter().map(|s| s["Status"]["header"]["member_id"].as_u64().unwrap()).collect();
     assert!(ids.contains(&leaders[0]));
     let out = ok_stdout(etcdctl(&all, &["endpoint", "health"], None).unwrap()).unwrap_or_default();
     assert!(!out.contains("unhealthy"), "{out}");
@@ -157,62 +135,21 @@ async fn bad_requests_get_etcds_errors_and_change_nothing() {
     let mut kv = c.kv(1).await.unwrap();
     let before = c.revision(1).await.unwrap();
 
-    let err = kv
-        .put(PutRequest {
-            key: vec![],
-            value: b"x".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (tonic::Code::InvalidArgument, "etcdserver: key is not provided")
-    );
+    let err = kv.put(PutRequest { key: vec![], value: b"x".to_vec(), ..Default::default() }).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "etcdserver: key is not provided"));
     let err = kv.range(RangeRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     let big = vec![b'x'; 1600 * 1024];
-    let err = kv
-        .put(PutRequest {
-            key: b"big".to_vec(),
-            value: big,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (tonic::Code::InvalidArgument, "etcdserver: request is too large")
-    );
+    let err = kv.put(PutRequest { key: b"big".to_vec(), value: big, ..Default::default() }).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "etcdserver: request is too large"));
     let huge = vec![b'x'; 3 << 20];
-    let err = kv
-        .put(PutRequest {
-            key: b"big".to_vec(),
-            value: huge,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = kv.put(PutRequest { key: b"big".to_vec(), value: huge, ..Default::default() }).await.unwrap_err();
     assert_ne!(err.code(), tonic::Code::Ok);
 
-    let err = kv
-        .put(PutRequest {
-            key: b"a".to_vec(),
-            ignore_value: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (tonic::Code::InvalidArgument, "etcdserver: key not found")
-    );
-    assert_eq!(
-        c.revision(1).await.unwrap(),
-        before,
-        "refused requests must not change the store"
-    );
+    let err = kv.put(PutRequest { key: b"a".to_vec(), ignore_value: true, ..Default::default() }).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "etcdserver: key not found"));
+    assert_eq!(c.revision(1).await.unwrap(), before, "refused requests must not change the store");
     let out = etcdctl(&c.endpoints(), &["get", "big"], None).unwrap();
     assert_eq!(ok_stdout(out).unwrap(), "");
 
@@ -221,59 +158,25 @@ async fn bad_requests_get_etcds_errors_and_change_nothing() {
     for i in 0..5 {
         now = keel_tests::put(&c, 0, "c", &i.to_string()).await.unwrap();
     }
-    kv.compact(CompactionRequest {
-        revision: now - 2,
-        physical: true,
-    })
-    .await
-    .unwrap();
-    let err = kv
-        .range(RangeRequest {
-            key: b"c".to_vec(),
-            revision: now - 3,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    kv.compact(CompactionRequest { revision: now - 2, physical: true }).await.unwrap();
+    let err = kv.range(RangeRequest { key: b"c".to_vec(), revision: now - 3, ..Default::default() }).await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
-        (
-            tonic::Code::OutOfRange,
-            "etcdserver: mvcc: required revision has been compacted"
-        )
+        (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted")
     );
     let ok = kv
-        .range(RangeRequest {
-            key: b"c".to_vec(),
-            revision: now - 2,
-            ..Default::default()
-        })
+        .range(RangeRequest { key: b"c".to_vec(), revision: now - 2, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(ok.kvs[0].value, b"2");
-    let err = kv
-        .range(RangeRequest {
-            key: b"c".to_vec(),
-            revision: now + 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err =
+        kv.range(RangeRequest { key: b"c".to_vec(), revision: now + 100, ..Default::default() }).await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
-        (
-            tonic::Code::OutOfRange,
-            "etcdserver: mvcc: required revision is a future revision"
-        )
+        (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision")
     );
-    let err = kv
-        .compact(CompactionRequest {
-            revision: now - 3,
-            physical: false,
-        })
-        .await
-        .unwrap_err();
+    let err = kv.compact(CompactionRequest { revision: now - 3, physical: false }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::OutOfRange);
     let out = etcdctl(&c.endpoints(), &["get", "c", &format!("--rev={}", now - 4)], None).unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"));
@@ -281,23 +184,16 @@ async fn bad_requests_get_etcds_errors_and_change_nothing() {
     // A watch from a compacted revision is created, then canceled with the compact revision (as etcd does).
     let ch = c.channel(2).await.unwrap();
     let mut w = keel_proto::etcdserverpb::watch_client::WatchClient::new(ch);
-    let req = WatchRequest {
-        request_union: Some(keel_proto::etcdserverpb::watch_request::RequestUnion::CreateRequest(
-            WatchCreateRequest {
-                key: b"c".to_vec(),
-                start_revision: 2,
-                ..Default::default()
-            },
-        )),
-    };
+    let req =
+        WatchRequest {
+            request_union: Some(keel_proto::etcdserverpb::watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest { key: b"c".to_vec(), start_revision: 2, ..Default::default() },
+            )),
+        };
     // Keep the request side open: like etcd, keel ends a watch stream when the client closes its side.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(req).await.unwrap();
-    let mut stream = w
-        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = w.watch(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
     let created = stream.message().await.unwrap().unwrap();
     assert!(created.created);
     let compacted = stream.message().await.unwrap().unwrap();

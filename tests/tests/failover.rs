@@ -41,12 +41,8 @@ fn write_loop(
                         .connect()
                         .await?;
                     let mut kv = keel_proto::etcdserverpb::kv_client::KvClient::new(ch);
-                    kv.put(PutRequest {
-                        key: key.clone().into(),
-                        value: value.clone().into(),
-                        ..Default::default()
-                    })
-                    .await?;
+                    kv.put(PutRequest { key: key.clone().into(), value: value.clone().into(), ..Default::default() })
+                        .await?;
                     anyhow::Ok(())
                 }
                 .await;
@@ -85,11 +81,7 @@ async fn assert_has_all(c: &Cluster, i: usize, acked: &BTreeMap<String, String>)
         .into_iter()
         .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
         .collect();
-    let missing: Vec<&String> = acked
-        .iter()
-        .filter(|(k, v)| dump.get(*k) != Some(*v))
-        .map(|(k, _)| k)
-        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|(k, v)| dump.get(*k) != Some(*v)).map(|(k, _)| k).collect();
     assert!(
         missing.is_empty(),
         "member {} lost {} of {} acknowledged writes, e.g. {:?}",
@@ -116,11 +108,7 @@ async fn leader_kill_during_writes_loses_nothing() {
     writers.await.unwrap();
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     let after: Vec<&Instant> = acked.times.iter().filter(|t| **t > killed_at).collect();
-    assert!(
-        after.len() > 10,
-        "writes did not resume after the leader was killed ({} acknowledged after)",
-        after.len()
-    );
+    assert!(after.len() > 10, "writes did not resume after the leader was killed ({} acknowledged after)", after.len());
     let first_after = after.iter().min().map(|t| t.duration_since(killed_at));
     eprintln!(
         "acknowledged {} writes ({} before the kill); first acknowledged write {:?} after the kill",
@@ -165,32 +153,19 @@ async fn whole_cluster_kill_and_restart_keeps_acknowledged_writes() {
 
 /// True when member `i`'s log says it installed a snapshot from the leader.
 fn installed_snapshot(c: &Cluster, i: usize) -> bool {
-    std::fs::read_to_string(&c.members[i].log)
-        .unwrap_or_default()
-        .contains("installed snapshot")
+    std::fs::read_to_string(&c.members[i].log).unwrap_or_default().contains("installed snapshot")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_that_was_down_catches_up_by_log_and_by_snapshot() {
     // Small snapshots so that a long absence outlives the leader's log.
-    let mut c = Cluster::start_with(
-        3,
-        Options {
-            snapshot_count: Some(100),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut c = Cluster::start_with(3, Options { snapshot_count: Some(100), ..Default::default() }).await.unwrap();
     let leader = c.wait_leader(Duration::from_secs(20)).await.unwrap();
     let follower = (leader + 1) % 3;
 
     // A short absence: the leader still has every entry the follower missed.
     c.kill(follower);
-    let live: Vec<String> = (0..3)
-        .filter(|i| *i != follower)
-        .map(|i| c.members[i].client_url())
-        .collect();
+    let live: Vec<String> = (0..3).filter(|i| *i != follower).map(|i| c.members[i].client_url()).collect();
     let (acked, w) = write_loop(live.clone(), 2, "short", Instant::now() + Duration::from_millis(300));
     w.await.unwrap();
     c.restart(follower).unwrap();
@@ -198,10 +173,7 @@ async fn a_member_that_was_down_catches_up_by_log_and_by_snapshot() {
     let short = std::mem::take(&mut acked.lock().unwrap().writes);
     assert!(!short.is_empty());
     assert_has_all(&c, follower, &short).await;
-    assert!(
-        !installed_snapshot(&c, follower),
-        "a short absence should be caught up from the log"
-    );
+    assert!(!installed_snapshot(&c, follower), "a short absence should be caught up from the log");
     let mark = keel_tests::put(&c, leader, "mark", "1").await.unwrap();
 
     // A long absence: hundreds of entries and several snapshots later, the log behind them is purged.
@@ -234,12 +206,8 @@ async fn a_member_that_was_down_catches_up_by_log_and_by_snapshot() {
         ..Default::default()
     };
     assert_eq!(kv.range(at(mark)).await.unwrap().into_inner().count, short.len() as i64);
-    let mark_before = RangeRequest {
-        key: b"mark".to_vec(),
-        revision: mark - 1,
-        serializable: true,
-        ..Default::default()
-    };
+    let mark_before =
+        RangeRequest { key: b"mark".to_vec(), revision: mark - 1, serializable: true, ..Default::default() };
     assert_eq!(kv.range(mark_before).await.unwrap().into_inner().count, 0);
     // And it keeps up with new writes afterwards.
     let rev = keel_tests::put(&c, leader, "after", "snapshot").await.unwrap();
@@ -262,20 +230,14 @@ async fn five_members_keep_serving_with_two_down() {
     let mut acked = BTreeMap::new();
     for (n, &i) in live.iter().cycle().take(30).enumerate() {
         let key = format!("five/{n:03}");
-        keel_tests::put(&c, i, &key, "x")
-            .await
-            .unwrap_or_else(|e| panic!("put via {}: {e:#}", c.members[i].name));
+        keel_tests::put(&c, i, &key, "x").await.unwrap_or_else(|e| panic!("put via {}: {e:#}", c.members[i].name));
         acked.insert(key, "x".to_string());
     }
     // Linearizable reads through every live member see every write.
     for &i in &live {
         let mut kv = c.kv(i).await.unwrap();
         let r = kv
-            .range(RangeRequest {
-                key: b"five/".to_vec(),
-                range_end: b"five0".to_vec(),
-                ..Default::default()
-            })
+            .range(RangeRequest { key: b"five/".to_vec(), range_end: b"five0".to_vec(), ..Default::default() })
             .await
             .unwrap()
             .into_inner();

@@ -24,11 +24,8 @@ impl Stream {
     async fn open(c: &Cluster, member: usize) -> Stream {
         let ch = c.channel(member).await.unwrap();
         let (tx, rx) = mpsc::channel(16);
-        let rx = WatchClient::new(ch)
-            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let rx =
+            WatchClient::new(ch).watch(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
         Stream { tx, rx }
     }
 
@@ -105,29 +102,15 @@ async fn watch_semantics() {
     assert_eq!(r.header.unwrap().revision, rev);
 
     // prev_kv on an update and on a delete; the NOPUT watcher sees only the delete.
-    kv.put(PutRequest {
-        key: b"w/a".to_vec(),
-        value: b"2".to_vec(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    kv.put(PutRequest { key: b"w/a".to_vec(), value: b"2".to_vec(), ..Default::default() }).await.unwrap();
     let r = s.next().await;
     assert_eq!(r.watch_id, all);
     let e = &r.events[0];
     assert_eq!(
-        (
-            e.kv.as_ref().unwrap().value.as_slice(),
-            e.prev_kv.as_ref().unwrap().value.as_slice()
-        ),
+        (e.kv.as_ref().unwrap().value.as_slice(), e.prev_kv.as_ref().unwrap().value.as_slice()),
         (&b"2"[..], &b"1"[..])
     );
-    kv.delete_range(DeleteRangeRequest {
-        key: b"w/a".to_vec(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    kv.delete_range(DeleteRangeRequest { key: b"w/a".to_vec(), ..Default::default() }).await.unwrap();
     let mut got = vec![s.next().await, s.next().await];
     got.sort_by_key(|r| r.watch_id);
     for r in &got {
@@ -147,16 +130,10 @@ async fn watch_semantics() {
     assert!(p.header.unwrap().revision <= now);
 
     // Cancel: acknowledged, and no more events for that watcher.
-    s.send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: no_put }))
-        .await;
+    s.send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: no_put })).await;
     let r = s.next().await;
     assert!(r.canceled && r.watch_id == no_put);
-    kv.delete_range(DeleteRangeRequest {
-        key: b"w/b".to_vec(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    kv.delete_range(DeleteRangeRequest { key: b"w/b".to_vec(), ..Default::default() }).await.unwrap();
     let r = s.next().await;
     assert_eq!(r.watch_id, all);
 
@@ -184,24 +161,15 @@ async fn watch_semantics() {
 async fn a_slow_watcher_catches_up_from_history_without_gaps() {
     let c = Cluster::start(1).await.unwrap();
     let mut s = Stream::open(&c, 0).await;
-    let id = s
-        .create(WatchCreateRequest {
-            key: b"s/".to_vec(),
-            range_end: b"s0".to_vec(),
-            ..Default::default()
-        })
-        .await;
+    let id =
+        s.create(WatchCreateRequest { key: b"s/".to_vec(), range_end: b"s0".to_vec(), ..Default::default() }).await;
     // Write far more revisions than the live fan-out buffers while the client reads nothing.
     let mut kv = c.kv(0).await.unwrap();
     let n = 5000;
     let mut first = 0;
     for i in 0..n {
         let r = kv
-            .put(PutRequest {
-                key: format!("s/{}", i % 7).into(),
-                value: vec![b'x'; 10],
-                ..Default::default()
-            })
+            .put(PutRequest { key: format!("s/{}", i % 7).into(), value: vec![b'x'; 10], ..Default::default() })
             .await
             .unwrap();
         if i == 0 {
@@ -213,11 +181,7 @@ async fn a_slow_watcher_catches_up_from_history_without_gaps() {
         let r = s.next().await;
         assert_eq!(r.watch_id, id);
         for e in r.events {
-            assert_eq!(
-                e.kv.unwrap().mod_revision,
-                expect,
-                "events must come in order and without gaps"
-            );
+            assert_eq!(e.kv.unwrap().mod_revision, expect, "events must come in order and without gaps");
             expect += 1;
         }
     }
@@ -225,20 +189,12 @@ async fn a_slow_watcher_catches_up_from_history_without_gaps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_notifications_report_the_revision_reached() {
-    let opts = keel_tests::Options {
-        extra_args: vec!["--progress-notify-interval".into(), "1".into()],
-        ..Default::default()
-    };
+    let opts =
+        keel_tests::Options { extra_args: vec!["--progress-notify-interval".into(), "1".into()], ..Default::default() };
     let c = Cluster::start_with(1, opts).await.unwrap();
     let rev = keel_tests::put(&c, 0, "elsewhere", "x").await.unwrap();
     let mut s = Stream::open(&c, 0).await;
-    let id = s
-        .create(WatchCreateRequest {
-            key: b"quiet".to_vec(),
-            progress_notify: true,
-            ..Default::default()
-        })
-        .await;
+    let id = s.create(WatchCreateRequest { key: b"quiet".to_vec(), progress_notify: true, ..Default::default() }).await;
     // No event for this key: a progress notification arrives anyway, with the store's revision.
     let r = s.next().await;
     assert_eq!(r.watch_id, id);

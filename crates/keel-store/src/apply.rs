@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use keel_proto::etcdserverpb::{
     compare, request_op, response_op, CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
-    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
-    TxnRequest, TxnResponse,
+    DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use keel_proto::mvccpb::{event::EventType, Event, KeyValue};
 use keel_proto::raftpb::{
@@ -33,6 +33,10 @@ pub trait KvView {
     fn scan(&self, range: &KeyRange) -> Result<Vec<KeyValue>, Self::Error>;
     /// The key-values in `range` as they were at revision `rev`, in key order.
     fn scan_at(&self, range: &KeyRange, rev: i64) -> Result<Vec<KeyValue>, Self::Error>;
+    /// The granted TTL (seconds) of lease `id`, if it exists.
+    fn lease(&self, id: i64) -> Result<Option<i64>, Self::Error>;
+    /// The keys attached to lease `id`, in key order.
+    fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, Self::Error>;
 }
 
 /// One thing to persist, in order.
@@ -46,14 +50,19 @@ pub enum Change {
     Compact(i64),
     /// A member's published name and client URLs.
     PublishMember(PublishMember),
+    /// A lease is created with a TTL in seconds.
+    LeaseGrant { id: i64, ttl: i64 },
+    /// A lease is gone (its keys were deleted by the changes before this one).
+    LeaseRevoke { id: i64 },
+    /// `key` is attached to lease `lease`.
+    Attach { lease: i64, key: Vec<u8> },
+    /// `key` no longer belongs to lease `lease`.
+    Detach { lease: i64, key: Vec<u8> },
 }
 
 /// The error a refused request gets; it changed nothing.
 pub fn apply_error(code: Code, message: impl Into<String>) -> ApplyError {
-    ApplyError {
-        code: code as i32,
-        message: message.into(),
-    }
+    ApplyError { code: code as i32, message: message.into() }
 }
 
 /// Applies write requests one after the other on top of a view, remembering what changed.
@@ -61,6 +70,10 @@ pub struct Applier<'a, V: KvView> {
     view: &'a V,
     /// Live values changed by this batch (`None`: deleted).
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    /// Leases granted (`Some(ttl)`) or revoked (`None`) by this batch.
+    leases: BTreeMap<i64, Option<i64>>,
+    /// Keys attached to (`true`) or detached from (`false`) leases by this batch.
+    attachments: BTreeMap<(i64, Vec<u8>), bool>,
     /// The store revision after the requests applied so far.
     pub revision: i64,
     /// The compacted revision.
@@ -81,6 +94,8 @@ impl<'a, V: KvView> Applier<'a, V> {
         Applier {
             view,
             overlay: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            attachments: BTreeMap::new(),
             revision,
             compacted,
             changes: Vec::new(),
@@ -114,6 +129,44 @@ impl<'a, V: KvView> Applier<'a, V> {
         Ok(merged.into_values().collect())
     }
 
+    fn lease_exists(&self, id: i64) -> Result<bool, V::Error> {
+        match self.leases.get(&id) {
+            Some(ttl) => Ok(ttl.is_some()),
+            None => Ok(self.view.lease(id)?.is_some()),
+        }
+    }
+
+    fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, V::Error> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> = match self.leases.get(&id) {
+            // Granted in this batch: nothing is in the view.
+            Some(Some(_)) => Default::default(),
+            _ => self.view.lease_keys(id)?.into_iter().collect(),
+        };
+        for ((_, k), attached) in self.attachments.range((id, Vec::new())..).take_while(|((l, _), _)| *l == id) {
+            if *attached {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// Records that `key` moves from lease `from` to lease `to` (0: none).
+    fn relink(&mut self, key: &[u8], from: i64, to: i64) {
+        if from == to {
+            return;
+        }
+        if from != 0 {
+            self.changes.push(Change::Detach { lease: from, key: key.to_vec() });
+            self.attachments.insert((from, key.to_vec()), false);
+        }
+        if to != 0 {
+            self.changes.push(Change::Attach { lease: to, key: key.to_vec() });
+            self.attachments.insert((to, key.to_vec()), true);
+        }
+    }
+
     /// Applies one write request. A refused request returns a response holding an [`ApplyError`] and changes
     /// nothing.
     pub fn apply(&mut self, req: &WriteRequest) -> Result<WriteResponse, V::Error> {
@@ -142,24 +195,26 @@ impl<'a, V: KvView> Applier<'a, V> {
                 Ok(resp) => write_response::Response::Compaction(resp),
                 Err(e) => write_response::Response::Error(e),
             },
+            Some(write_request::Request::LeaseGrant(g)) => match self.lease_grant(g)? {
+                Ok(r) => write_response::Response::LeaseGrant(r),
+                Err(e) => write_response::Response::Error(e),
+            },
+            Some(write_request::Request::LeaseRevoke(r)) => match self.lease_revoke(r)? {
+                Ok(r) => write_response::Response::LeaseRevoke(r),
+                Err(e) => write_response::Response::Error(e),
+            },
             Some(write_request::Request::PublishMember(m)) => {
                 self.changes.push(Change::PublishMember(m.clone()));
                 write_response::Response::Empty(Empty {})
             }
         };
-        let mut resp = WriteResponse {
-            response: Some(response),
-            revision: self.revision,
-        };
+        let mut resp = WriteResponse { response: Some(response), revision: self.revision };
         fill_revision(&mut resp, self.revision);
         Ok(resp)
     }
 
     fn begin(&self) -> WriteRev {
-        WriteRev {
-            main: self.revision + 1,
-            sub: 0,
-        }
+        WriteRev { main: self.revision + 1, sub: 0 }
     }
 
     fn end(&mut self, w: WriteRev) {
@@ -172,11 +227,8 @@ impl<'a, V: KvView> Applier<'a, V> {
         if (p.ignore_value || p.ignore_lease) && self.get(&p.key)?.is_none() {
             return Ok(Err(apply_error(Code::KeyNotFound, "etcdserver: key not found")));
         }
-        if p.lease != 0 && !p.ignore_lease {
-            return Ok(Err(apply_error(
-                Code::LeaseNotFound,
-                "etcdserver: requested lease not found",
-            )));
+        if p.lease != 0 && !p.ignore_lease && !self.lease_exists(p.lease)? {
+            return Ok(Err(apply_error(Code::LeaseNotFound, "etcdserver: requested lease not found")));
         }
         Ok(Ok(()))
     }
@@ -199,55 +251,65 @@ impl<'a, V: KvView> Applier<'a, V> {
             value,
             lease,
         };
-        self.changes.push(Change::Put {
-            kv: kv.clone(),
-            sub: w.sub,
-        });
-        self.events.push(Event {
-            r#type: EventType::Put as i32,
-            kv: Some(kv.clone()),
-            prev_kv: prev.clone(),
-        });
+        self.changes.push(Change::Put { kv: kv.clone(), sub: w.sub });
+        self.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: prev.clone() });
+        self.relink(&p.key, prev.as_ref().map_or(0, |k| k.lease), lease);
         self.overlay.insert(p.key.clone(), Some(kv));
         w.sub += 1;
-        Ok(PutResponse {
-            header: None,
-            prev_kv: if p.prev_kv { prev } else { None },
-        })
+        Ok(PutResponse { header: None, prev_kv: if p.prev_kv { prev } else { None } })
     }
 
     fn delete_range(&mut self, w: &mut WriteRev, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, V::Error> {
         let range = KeyRange::new(&d.key, &d.range_end);
-        let victims = if range.is_empty() {
-            Vec::new()
-        } else {
-            self.scan(&range)?
-        };
-        let deleted = victims.len() as i64;
-        for prev in &victims {
+        let victims = if range.is_empty() { Vec::new() } else { self.scan(&range)? };
+        self.delete_keys(w, &victims);
+        Ok(DeleteRangeResponse {
+            header: None,
+            deleted: victims.len() as i64,
+            prev_kvs: if d.prev_kv { victims } else { Vec::new() },
+        })
+    }
+
+    /// Deletes live key-values (each a sub-revision of `w`), detaching them from their leases.
+    fn delete_keys(&mut self, w: &mut WriteRev, victims: &[KeyValue]) {
+        for prev in victims {
             let rev = Revision::new(w.main, w.sub);
-            self.changes.push(Change::Delete {
-                key: prev.key.clone(),
-                rev,
-            });
-            let tomb = KeyValue {
-                key: prev.key.clone(),
-                mod_revision: w.main,
-                ..Default::default()
-            };
-            self.events.push(Event {
-                r#type: EventType::Delete as i32,
-                kv: Some(tomb),
-                prev_kv: Some(prev.clone()),
-            });
+            self.changes.push(Change::Delete { key: prev.key.clone(), rev });
+            let tomb = KeyValue { key: prev.key.clone(), mod_revision: w.main, ..Default::default() };
+            self.events.push(Event { r#type: EventType::Delete as i32, kv: Some(tomb), prev_kv: Some(prev.clone()) });
+            self.relink(&prev.key, prev.lease, 0);
             self.overlay.insert(prev.key.clone(), None);
             w.sub += 1;
         }
-        Ok(DeleteRangeResponse {
-            header: None,
-            deleted,
-            prev_kvs: if d.prev_kv { victims } else { Vec::new() },
-        })
+    }
+
+    fn lease_grant(&mut self, g: &LeaseGrantRequest) -> Result<Result<LeaseGrantResponse, ApplyError>, V::Error> {
+        if g.id <= 0 {
+            return Ok(Err(apply_error(Code::Invalid, "etcdserver: lease id must be positive")));
+        }
+        if self.lease_exists(g.id)? {
+            return Ok(Err(apply_error(Code::LeaseExists, "etcdserver: lease already exists")));
+        }
+        self.changes.push(Change::LeaseGrant { id: g.id, ttl: g.ttl });
+        self.leases.insert(g.id, Some(g.ttl));
+        Ok(Ok(LeaseGrantResponse { header: None, id: g.id, ttl: g.ttl, error: String::new() }))
+    }
+
+    /// Revokes a lease: its keys are deleted in one revision, then the lease is gone.
+    fn lease_revoke(&mut self, r: &LeaseRevokeRequest) -> Result<Result<LeaseRevokeResponse, ApplyError>, V::Error> {
+        if !self.lease_exists(r.id)? {
+            return Ok(Err(apply_error(Code::LeaseNotFound, "etcdserver: requested lease not found")));
+        }
+        let mut victims = Vec::new();
+        for key in self.lease_keys(r.id)? {
+            victims.extend(self.get(&key)?);
+        }
+        let mut w = self.begin();
+        self.delete_keys(&mut w, &victims);
+        self.end(w);
+        self.changes.push(Change::LeaseRevoke { id: r.id });
+        self.leases.insert(r.id, None);
+        Ok(Ok(LeaseRevokeResponse { header: None }))
     }
 
     /// A range inside a transaction: sees the transaction's own earlier writes.
@@ -265,11 +327,7 @@ impl<'a, V: KvView> Applier<'a, V> {
 
     fn compare(&self, c: &Compare) -> Result<bool, V::Error> {
         let range = KeyRange::new(&c.key, &c.range_end);
-        let kvs = if range.is_empty() {
-            Vec::new()
-        } else {
-            self.scan(&range)?
-        };
+        let kvs = if range.is_empty() { Vec::new() } else { self.scan(&range)? };
         if kvs.is_empty() {
             if c.target == compare::CompareTarget::Value as i32 {
                 return Ok(false);
@@ -362,11 +420,7 @@ impl<'a, V: KvView> Applier<'a, V> {
             };
             responses.push(ResponseOp { response: Some(r) });
         }
-        Ok(TxnResponse {
-            header: None,
-            succeeded,
-            responses,
-        })
+        Ok(TxnResponse { header: None, succeeded, responses })
     }
 
     fn check_revision(&self, rev: i64) -> Result<(), ApplyError> {
@@ -422,6 +476,8 @@ fn fill_revision(resp: &mut WriteResponse, rev: i64) {
         Some(write_response::Response::DeleteRange(d)) => header(&mut d.header, rev),
         Some(write_response::Response::Txn(t)) => txn(t, rev),
         Some(write_response::Response::Compaction(c)) => header(&mut c.header, rev),
+        Some(write_response::Response::LeaseGrant(g)) => header(&mut g.header, rev),
+        Some(write_response::Response::LeaseRevoke(r)) => header(&mut r.header, rev),
         _ => {}
     }
 }
@@ -517,22 +573,14 @@ pub fn finish_range(mut kvs: Vec<KeyValue>, r: &RangeRequest) -> RangeResponse {
             kv.value.clear();
         }
     }
-    RangeResponse {
-        header: None,
-        kvs,
-        more,
-        count,
-    }
+    RangeResponse { header: None, kvs, more, count }
 }
 
 /// Checks a transaction before it is proposed: the number of operations, and that no key is written twice
 /// (etcd refuses both with InvalidArgument).
 pub fn validate_txn(t: &TxnRequest, max_ops: usize) -> Result<(), ApplyError> {
     if t.success.len() > max_ops || t.failure.len() > max_ops {
-        return Err(apply_error(
-            Code::Invalid,
-            "etcdserver: too many operations in txn request",
-        ));
+        return Err(apply_error(Code::Invalid, "etcdserver: too many operations in txn request"));
     }
     for c in &t.compare {
         if c.key.is_empty() {
@@ -545,17 +593,11 @@ pub fn validate_txn(t: &TxnRequest, max_ops: usize) -> Result<(), ApplyError> {
         collect_writes(ops, &mut puts, &mut dels, max_ops)?;
         puts.sort();
         if puts.windows(2).any(|w| w[0] == w[1]) {
-            return Err(apply_error(
-                Code::DuplicateKey,
-                "etcdserver: duplicate key given in txn request",
-            ));
+            return Err(apply_error(Code::DuplicateKey, "etcdserver: duplicate key given in txn request"));
         }
         for d in &dels {
             if puts.iter().any(|p| d.contains(p)) {
-                return Err(apply_error(
-                    Code::DuplicateKey,
-                    "etcdserver: duplicate key given in txn request",
-                ));
+                return Err(apply_error(Code::DuplicateKey, "etcdserver: duplicate key given in txn request"));
             }
         }
     }
@@ -589,10 +631,7 @@ fn collect_writes(
             }
             Some(request_op::Request::RequestTxn(n)) => {
                 if n.success.len() > max_ops || n.failure.len() > max_ops {
-                    return Err(apply_error(
-                        Code::Invalid,
-                        "etcdserver: too many operations in txn request",
-                    ));
+                    return Err(apply_error(Code::Invalid, "etcdserver: too many operations in txn request"));
                 }
                 // Either branch of a nested transaction may run: check both against this level's writes.
                 for branch in [&n.success, &n.failure] {
@@ -601,16 +640,10 @@ fn collect_writes(
                     let mut sorted = p2.clone();
                     sorted.sort();
                     if sorted.windows(2).any(|w| w[0] == w[1]) {
-                        return Err(apply_error(
-                            Code::DuplicateKey,
-                            "etcdserver: duplicate key given in txn request",
-                        ));
+                        return Err(apply_error(Code::DuplicateKey, "etcdserver: duplicate key given in txn request"));
                     }
                     if d2.iter().any(|d| p2.iter().any(|p| d.contains(p))) {
-                        return Err(apply_error(
-                            Code::DuplicateKey,
-                            "etcdserver: duplicate key given in txn request",
-                        ));
+                        return Err(apply_error(Code::DuplicateKey, "etcdserver: duplicate key given in txn request"));
                     }
                 }
             }

@@ -17,6 +17,8 @@ struct MemKv {
     history: BTreeMap<(Vec<u8>, Revision), Option<KeyValue>>,
     revision: i64,
     compacted: i64,
+    leases: BTreeMap<i64, i64>,
+    lease_keys: std::collections::BTreeSet<(i64, Vec<u8>)>,
 }
 
 impl KvView for MemKv {
@@ -25,12 +27,7 @@ impl KvView for MemKv {
         Ok(self.live.get(key).cloned())
     }
     fn scan(&self, range: &KeyRange) -> Result<Vec<KeyValue>, Infallible> {
-        Ok(self
-            .live
-            .values()
-            .filter(|kv| range.contains(&kv.key))
-            .cloned()
-            .collect())
+        Ok(self.live.values().filter(|kv| range.contains(&kv.key)).cloned().collect())
     }
     fn scan_at(&self, range: &KeyRange, rev: i64) -> Result<Vec<KeyValue>, Infallible> {
         let mut out: BTreeMap<Vec<u8>, Option<KeyValue>> = BTreeMap::new();
@@ -41,37 +38,47 @@ impl KvView for MemKv {
         }
         Ok(out.into_values().flatten().collect())
     }
+    fn lease(&self, id: i64) -> Result<Option<i64>, Infallible> {
+        Ok(self.leases.get(&id).copied())
+    }
+    fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, Infallible> {
+        Ok(self.lease_keys.iter().filter(|(l, _)| *l == id).map(|(_, k)| k.clone()).collect())
+    }
 }
 
 impl MemKv {
     fn new() -> Self {
-        MemKv {
-            revision: INITIAL_REVISION,
-            ..Default::default()
-        }
+        MemKv { revision: INITIAL_REVISION, ..Default::default() }
     }
 
     fn apply(&mut self, req: W) -> (WriteResponse, Vec<Event>) {
         let (resp, changes, events, revision, compacted) = {
             let mut a = Applier::new(&*self, self.revision, self.compacted);
-            let resp = a
-                .apply(&WriteRequest {
-                    request: Some(req),
-                    cluster_id: 0,
-                })
-                .unwrap();
+            let resp = a.apply(&WriteRequest { request: Some(req), cluster_id: 0 }).unwrap();
             (resp, a.changes, a.events, a.revision, a.compacted)
         };
         for c in changes {
             match c {
                 Change::Put { kv, sub } => {
-                    self.history
-                        .insert((kv.key.clone(), Revision::new(kv.mod_revision, sub)), Some(kv.clone()));
+                    self.history.insert((kv.key.clone(), Revision::new(kv.mod_revision, sub)), Some(kv.clone()));
                     self.live.insert(kv.key.clone(), kv);
                 }
                 Change::Delete { key, rev } => {
                     self.history.insert((key.clone(), rev), None);
                     self.live.remove(&key);
+                }
+                Change::LeaseGrant { id, ttl } => {
+                    self.leases.insert(id, ttl);
+                }
+                Change::LeaseRevoke { id } => {
+                    self.leases.remove(&id);
+                    self.lease_keys.retain(|(l, _)| *l != id);
+                }
+                Change::Attach { lease, key } => {
+                    self.lease_keys.insert((lease, key));
+                }
+                Change::Detach { lease, key } => {
+                    self.lease_keys.remove(&(lease, key));
                 }
                 Change::Compact(_) | Change::PublishMember(_) => {}
             }
@@ -83,17 +90,11 @@ impl MemKv {
 }
 
 fn put(k: &str, v: &str) -> PutRequest {
-    PutRequest {
-        key: k.into(),
-        value: v.into(),
-        ..Default::default()
-    }
+    PutRequest { key: k.into(), value: v.into(), ..Default::default() }
 }
 
 fn op_put(k: &str, v: &str) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestPut(put(k, v))),
-    }
+    RequestOp { request: Some(request_op::Request::RequestPut(put(k, v))) }
 }
 
 fn cmp_value(k: &str, result: compare::CompareResult, v: &str) -> Compare {
@@ -113,10 +114,7 @@ fn puts_count_revisions_and_versions() {
     assert_eq!(r.revision, 2);
     assert_eq!(ev.len(), 1);
     s.apply(W::Put(put("a", "2")));
-    let (r, _) = s.apply(W::Put(PutRequest {
-        prev_kv: true,
-        ..put("a", "3")
-    }));
+    let (r, _) = s.apply(W::Put(PutRequest { prev_kv: true, ..put("a", "3") }));
     let kv = s.live[&b"a".to_vec()].clone();
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 4, 3));
     let Some(R::Put(p)) = r.response else { panic!() };
@@ -128,11 +126,7 @@ fn puts_count_revisions_and_versions() {
 fn delete_then_recreate_starts_a_new_generation() {
     let mut s = MemKv::new();
     s.apply(W::Put(put("a", "1")));
-    let (r, ev) = s.apply(W::DeleteRange(DeleteRangeRequest {
-        key: "a".into(),
-        prev_kv: true,
-        ..Default::default()
-    }));
+    let (r, ev) = s.apply(W::DeleteRange(DeleteRangeRequest { key: "a".into(), prev_kv: true, ..Default::default() }));
     let Some(R::DeleteRange(d)) = r.response else { panic!() };
     assert_eq!((d.deleted, d.prev_kvs.len(), r.revision), (1, 1, 3));
     assert_eq!(ev[0].r#type, EventType::Delete as i32);
@@ -146,10 +140,7 @@ fn delete_then_recreate_starts_a_new_generation() {
 fn deleting_nothing_keeps_the_revision() {
     let mut s = MemKv::new();
     s.apply(W::Put(put("a", "1")));
-    let (r, ev) = s.apply(W::DeleteRange(DeleteRangeRequest {
-        key: "zz".into(),
-        ..Default::default()
-    }));
+    let (r, ev) = s.apply(W::DeleteRange(DeleteRangeRequest { key: "zz".into(), ..Default::default() }));
     assert_eq!(r.revision, 2);
     assert!(ev.is_empty());
 }
@@ -226,11 +217,7 @@ fn compare_on_missing_key() {
 #[test]
 fn txn_reads_see_its_own_writes_and_nested_txns_run() {
     let mut s = MemKv::new();
-    let nested = TxnRequest {
-        compare: vec![],
-        success: vec![op_put("n", "1")],
-        failure: vec![],
-    };
+    let nested = TxnRequest { compare: vec![], success: vec![op_put("n", "1")], failure: vec![] };
     let txn = TxnRequest {
         compare: vec![],
         success: vec![
@@ -241,17 +228,13 @@ fn txn_reads_see_its_own_writes_and_nested_txns_run() {
                     ..Default::default()
                 })),
             },
-            RequestOp {
-                request: Some(request_op::Request::RequestTxn(nested)),
-            },
+            RequestOp { request: Some(request_op::Request::RequestTxn(nested)) },
         ],
         failure: vec![],
     };
     let (r, _) = s.apply(W::Txn(txn));
     let Some(R::Txn(t)) = r.response else { panic!() };
-    let Some(response_op::Response::ResponseRange(rr)) = &t.responses[1].response else {
-        panic!()
-    };
+    let Some(response_op::Response::ResponseRange(rr)) = &t.responses[1].response else { panic!() };
     assert_eq!(rr.kvs[0].value, b"1");
     assert!(s.live.contains_key(&b"n".to_vec()));
     assert_eq!(r.revision, 2);
@@ -260,10 +243,7 @@ fn txn_reads_see_its_own_writes_and_nested_txns_run() {
 #[test]
 fn refused_requests_change_nothing() {
     let mut s = MemKv::new();
-    let (r, ev) = s.apply(W::Put(PutRequest {
-        ignore_value: true,
-        ..put("a", "")
-    }));
+    let (r, ev) = s.apply(W::Put(PutRequest { ignore_value: true, ..put("a", "") }));
     assert!(matches!(r.response, Some(R::Error(ref e)) if e.code == Code::KeyNotFound as i32));
     assert!(ev.is_empty());
     let txn = TxnRequest {
@@ -271,10 +251,7 @@ fn refused_requests_change_nothing() {
         success: vec![
             op_put("b", "1"),
             RequestOp {
-                request: Some(request_op::Request::RequestPut(PutRequest {
-                    ignore_value: true,
-                    ..put("zz", "")
-                })),
+                request: Some(request_op::Request::RequestPut(PutRequest { ignore_value: true, ..put("zz", "") })),
             },
         ],
         failure: vec![],
@@ -290,28 +267,16 @@ fn historical_reads_and_compaction_bounds() {
     let mut s = MemKv::new();
     s.apply(W::Put(put("a", "1"))); // 2
     s.apply(W::Put(put("a", "2"))); // 3
-    s.apply(W::DeleteRange(DeleteRangeRequest {
-        key: "a".into(),
-        ..Default::default()
-    })); // 4
+    s.apply(W::DeleteRange(DeleteRangeRequest { key: "a".into(), ..Default::default() })); // 4
     let at = |s: &MemKv, rev| s.scan_at(&KeyRange::new(b"a", b""), rev).unwrap();
     assert_eq!(at(&s, 2)[0].value, b"1");
     assert_eq!(at(&s, 3)[0].value, b"2");
     assert!(at(&s, 4).is_empty());
-    let (r, _) = s.apply(W::Compaction(CompactionRequest {
-        revision: 9,
-        physical: false,
-    }));
+    let (r, _) = s.apply(W::Compaction(CompactionRequest { revision: 9, physical: false }));
     assert!(matches!(r.response, Some(R::Error(ref e)) if e.code == Code::FutureRevision as i32));
-    let (r, _) = s.apply(W::Compaction(CompactionRequest {
-        revision: 3,
-        physical: false,
-    }));
+    let (r, _) = s.apply(W::Compaction(CompactionRequest { revision: 3, physical: false }));
     assert!(matches!(r.response, Some(R::Compaction(_))));
-    let (r, _) = s.apply(W::Compaction(CompactionRequest {
-        revision: 3,
-        physical: false,
-    }));
+    let (r, _) = s.apply(W::Compaction(CompactionRequest { revision: 3, physical: false }));
     assert!(matches!(r.response, Some(R::Error(ref e)) if e.code == Code::Compacted as i32));
     assert!(check_read_revision(2, 4, 3).is_err());
     assert!(check_read_revision(3, 4, 3).is_ok());
@@ -328,68 +293,24 @@ fn range_options() {
             ..Default::default()
         })
         .collect();
-    let r = finish_range(
-        kvs.clone(),
-        &RangeRequest {
-            limit: 2,
-            ..Default::default()
-        },
-    );
+    let r = finish_range(kvs.clone(), &RangeRequest { limit: 2, ..Default::default() });
     assert_eq!((r.kvs.len(), r.count, r.more), (2, 5, true));
-    let r = finish_range(
-        kvs.clone(),
-        &RangeRequest {
-            count_only: true,
-            ..Default::default()
-        },
-    );
+    let r = finish_range(kvs.clone(), &RangeRequest { count_only: true, ..Default::default() });
     assert_eq!((r.kvs.len(), r.count), (0, 5));
-    let r = finish_range(
-        kvs.clone(),
-        &RangeRequest {
-            keys_only: true,
-            ..Default::default()
-        },
-    );
+    let r = finish_range(kvs.clone(), &RangeRequest { keys_only: true, ..Default::default() });
     assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
-    let r = finish_range(
-        kvs.clone(),
-        &RangeRequest {
-            sort_order: 2,
-            sort_target: 0,
-            ..Default::default()
-        },
-    );
+    let r = finish_range(kvs.clone(), &RangeRequest { sort_order: 2, sort_target: 0, ..Default::default() });
     assert_eq!(r.kvs[0].key, b"k4");
-    let r = finish_range(
-        kvs.clone(),
-        &RangeRequest {
-            sort_target: 4,
-            ..Default::default()
-        },
-    );
+    let r = finish_range(kvs.clone(), &RangeRequest { sort_target: 4, ..Default::default() });
     assert_eq!(r.kvs[0].value, b"0");
-    let r = finish_range(
-        kvs,
-        &RangeRequest {
-            min_mod_revision: 8,
-            ..Default::default()
-        },
-    );
+    let r = finish_range(kvs, &RangeRequest { min_mod_revision: 8, ..Default::default() });
     assert_eq!((r.kvs.len(), r.count), (3, 5));
 }
 
 #[test]
 fn txn_validation() {
-    let dup = TxnRequest {
-        compare: vec![],
-        success: vec![op_put("a", "1"), op_put("a", "2")],
-        failure: vec![],
-    };
-    assert_eq!(
-        validate_txn(&dup, MAX_TXN_OPS).unwrap_err().code,
-        Code::DuplicateKey as i32
-    );
+    let dup = TxnRequest { compare: vec![], success: vec![op_put("a", "1"), op_put("a", "2")], failure: vec![] };
+    assert_eq!(validate_txn(&dup, MAX_TXN_OPS).unwrap_err().code, Code::DuplicateKey as i32);
     let del_put = TxnRequest {
         compare: vec![],
         success: vec![
@@ -411,10 +332,65 @@ fn txn_validation() {
         failure: vec![],
     };
     assert!(validate_txn(&many, MAX_TXN_OPS).is_err());
-    let fine = TxnRequest {
-        compare: vec![],
-        success: vec![op_put("a", "1")],
-        failure: vec![op_put("a", "2")],
-    };
+    let fine = TxnRequest { compare: vec![], success: vec![op_put("a", "1")], failure: vec![op_put("a", "2")] };
     assert!(validate_txn(&fine, MAX_TXN_OPS).is_ok());
+}
+
+fn grant(id: i64, ttl: i64) -> W {
+    W::LeaseGrant(keel_proto::etcdserverpb::LeaseGrantRequest { ttl, id })
+}
+
+fn revoke(id: i64) -> W {
+    W::LeaseRevoke(keel_proto::etcdserverpb::LeaseRevokeRequest { id })
+}
+
+#[test]
+fn leases_attach_keys_and_revoke_deletes_them_in_one_revision() {
+    let mut s = MemKv::new();
+    let (r, _) = s.apply(grant(7, 10));
+    assert!(matches!(r.response, Some(R::LeaseGrant(ref g)) if g.id == 7 && g.ttl == 10));
+    assert_eq!(r.revision, INITIAL_REVISION, "a grant changes no key");
+    let (r, _) = s.apply(grant(7, 10));
+    assert!(matches!(r.response, Some(R::Error(ref e)) if e.code == Code::LeaseExists as i32));
+    // Attach two keys; a third key is on no lease.
+    s.apply(W::Put(PutRequest { lease: 7, ..put("a", "1") }));
+    s.apply(W::Put(PutRequest { lease: 7, ..put("b", "1") }));
+    s.apply(W::Put(put("c", "1")));
+    // Re-putting "b" without a lease detaches it.
+    s.apply(W::Put(put("b", "2")));
+    assert_eq!(s.lease_keys(7).unwrap(), vec![b"a".to_vec()]);
+    // Putting on a missing lease is refused.
+    let (r, _) = s.apply(W::Put(PutRequest { lease: 8, ..put("d", "1") }));
+    assert!(matches!(r.response, Some(R::Error(ref e)) if e.code == Code::LeaseNotFound as i32));
+    // ignore_lease keeps the key's lease.
+    s.apply(W::Put(PutRequest { ignore_lease: true, ..put("a", "2") }));
+    assert_eq!(s.live[&b"a".to_vec()].lease, 7);
+    let before = s.revision;
+    let (r, ev) = s.apply(revoke(7));
+    assert!(matches!(r.response, Some(R::LeaseRevoke(_))));
+    assert_eq!(r.revision, before + 1);
+    assert_eq!(ev.len(), 1);
+    assert!(!s.live.contains_key(&b"a".to_vec()));
+    assert!(s.live.contains_key(&b"b".to_vec()) && s.live.contains_key(&b"c".to_vec()));
+    assert!(s.leases.is_empty() && s.lease_keys.is_empty());
+    let (r, _) = s.apply(revoke(7));
+    assert!(matches!(r.response, Some(R::Error(ref e)) if e.code == Code::LeaseNotFound as i32));
+}
+
+#[test]
+fn a_lease_with_no_keys_revokes_without_a_revision() {
+    let mut s = MemKv::new();
+    s.apply(grant(1, 5));
+    let (r, ev) = s.apply(revoke(1));
+    assert!(matches!(r.response, Some(R::LeaseRevoke(_))));
+    assert_eq!((r.revision, ev.len()), (INITIAL_REVISION, 0));
+}
+
+#[test]
+fn deleting_a_key_detaches_it() {
+    let mut s = MemKv::new();
+    s.apply(grant(3, 5));
+    s.apply(W::Put(PutRequest { lease: 3, ..put("k", "v") }));
+    s.apply(W::DeleteRange(DeleteRangeRequest { key: "k".into(), ..Default::default() }));
+    assert!(s.lease_keys(3).unwrap().is_empty());
 }

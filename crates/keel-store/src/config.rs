@@ -21,9 +21,7 @@ impl std::str::FromStr for ClusterState {
         match s {
             "new" => Ok(ClusterState::New),
             "existing" => Ok(ClusterState::Existing),
-            other => Err(format!(
-                "initial cluster state must be \"new\" or \"existing\", not {other:?}"
-            )),
+            other => Err(format!("initial cluster state must be \"new\" or \"existing\", not {other:?}")),
         }
     }
 }
@@ -101,10 +99,7 @@ impl StoreConfig {
         if self.initial_cluster_state == ClusterState::New {
             match self.initial_cluster.get(&self.name) {
                 None => {
-                    return err(format!(
-                        "--initial-cluster has no member named {:?} (this member's --name)",
-                        self.name
-                    ))
+                    return err(format!("--initial-cluster has no member named {:?} (this member's --name)", self.name))
                 }
                 Some(urls) => {
                     let mut a = urls.clone();
@@ -134,13 +129,7 @@ impl StoreConfig {
         self.initial_cluster
             .iter()
             .map(|(name, urls)| {
-                (
-                    member_id(urls, &self.initial_cluster_token),
-                    Member {
-                        name: name.clone(),
-                        peer_urls: urls.clone(),
-                    },
-                )
+                (member_id(urls, &self.initial_cluster_token), Member { name: name.clone(), peer_urls: urls.clone() })
             })
             .collect()
     }
@@ -175,9 +164,7 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<String, Vec<String>>, S
 fn check_url(u: &str) -> Result<url::Url, StoreError> {
     let url = url::Url::parse(u).map_err(|e| StoreError::Config(format!("{u:?} is not a URL: {e}")))?;
     if url.scheme() != "http" {
-        return Err(StoreError::Config(format!(
-            "{u:?}: only http:// URLs are supported so far"
-        )));
+        return Err(StoreError::Config(format!("{u:?}: only http:// URLs are supported so far")));
     }
     if url.host_str().is_none() || url.port().is_none() {
         return Err(StoreError::Config(format!("{u:?} needs a host and a port")));

@@ -35,23 +35,11 @@ pub fn router(store: Store) -> tonic::transport::server::Router {
     let api = EtcdApi { store };
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(
-            KvServer::new(api.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            WatchServer::new(api.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(usize::MAX),
-        )
+        .add_service(KvServer::new(api.clone()).max_decoding_message_size(max).max_encoding_message_size(usize::MAX))
+        .add_service(WatchServer::new(api.clone()).max_decoding_message_size(max).max_encoding_message_size(usize::MAX))
         .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(max))
-        .add_service(
-            MaintenanceServer::new(api)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(usize::MAX),
-        )
+        .add_service(MaintenanceServer::new(api).max_decoding_message_size(max).max_encoding_message_size(usize::MAX))
 }
 
 #[derive(Clone)]
@@ -91,12 +79,7 @@ impl Watch for EtcdApi {
         let (tx, rx) = mpsc::channel::<WatchResponse>(256);
         let store = self.store.clone();
         tokio::spawn(async move {
-            let mut session = Session {
-                store,
-                out: tx,
-                watchers: HashMap::new(),
-                next_id: 0,
-            };
+            let mut session = Session { store, out: tx, watchers: HashMap::new(), next_id: 0 };
             loop {
                 tokio::select! {
                     msg = input.message() => match msg {
@@ -147,11 +130,7 @@ impl Session {
                     .map(|w| w.sent.load(std::sync::atomic::Ordering::Acquire))
                     .min()
                     .unwrap_or(current);
-                let resp = WatchResponse {
-                    header: Some(self.store.header(rev)),
-                    watch_id: -1,
-                    ..Default::default()
-                };
+                let resp = WatchResponse { header: Some(self.store.header(rev)), watch_id: -1, ..Default::default() };
                 self.out.send(resp).await.is_ok()
             }
             None => true,
@@ -163,11 +142,7 @@ impl Session {
     }
 
     async fn create(&mut self, c: WatchCreateRequest) -> bool {
-        let id = if c.watch_id != 0 {
-            c.watch_id
-        } else {
-            self.next_free_id()
-        };
+        let id = if c.watch_id != 0 { c.watch_id } else { self.next_free_id() };
         if self.watchers.contains_key(&id) || id < 0 {
             let resp = WatchResponse {
                 header: Some(self.header()),
@@ -188,17 +163,11 @@ impl Session {
             no_put: c.filters.contains(&(watch_create_request::FilterType::Noput as i32)),
             no_delete: c.filters.contains(&(watch_create_request::FilterType::Nodelete as i32)),
         };
-        let created = WatchResponse {
-            header: Some(self.header()),
-            watch_id: id,
-            created: true,
-            ..Default::default()
-        };
+        let created = WatchResponse { header: Some(self.header()), watch_id: id, created: true, ..Default::default() };
         if self.out.send(created).await.is_err() {
             return false;
         }
-        self.watchers
-            .insert(id, watch::spawn(self.store.clone(), spec, self.out.clone()));
+        self.watchers.insert(id, watch::spawn(self.store.clone(), spec, self.out.clone()));
         true
     }
 
@@ -216,63 +185,72 @@ impl Session {
 impl Lease for EtcdApi {
     type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
 
-    async fn lease_grant(&self, _: Request<LeaseGrantRequest>) -> Res<LeaseGrantResponse> {
-        Err(leases_not_yet())
+    async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> Res<LeaseGrantResponse> {
+        ok(self.store.lease_grant(req.into_inner()).await)
     }
-    async fn lease_revoke(&self, _: Request<LeaseRevokeRequest>) -> Res<LeaseRevokeResponse> {
-        Err(leases_not_yet())
+    async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Res<LeaseRevokeResponse> {
+        ok(self.store.lease_revoke(req.into_inner()).await)
     }
-    async fn lease_keep_alive(&self, _: Request<Streaming<LeaseKeepAliveRequest>>) -> Res<Self::LeaseKeepAliveStream> {
-        Err(leases_not_yet())
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Res<Self::LeaseKeepAliveStream> {
+        let mut input = req.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<LeaseKeepAliveResponse, Status>>(16);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            loop {
+                let id = tokio::select! {
+                    msg = input.message() => match msg {
+                        Ok(Some(m)) => m.id,
+                        Ok(None) | Err(_) => return,
+                    },
+                    _ = tx.closed() => return,
+                };
+                let resp = match store.lease_renew(id).await {
+                    Ok(ttl) => {
+                        let rev = store.current_revision().unwrap_or(0);
+                        Ok(LeaseKeepAliveResponse { header: Some(store.header(rev)), id, ttl })
+                    }
+                    Err(e) => Err(Status::from(e)),
+                };
+                let failed = resp.is_err();
+                if tx.send(resp).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
-    async fn lease_time_to_live(&self, _: Request<LeaseTimeToLiveRequest>) -> Res<LeaseTimeToLiveResponse> {
-        Err(leases_not_yet())
+    async fn lease_time_to_live(&self, req: Request<LeaseTimeToLiveRequest>) -> Res<LeaseTimeToLiveResponse> {
+        ok(self.store.lease_time_to_live(req.into_inner()).await)
     }
     async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> Res<LeaseLeasesResponse> {
-        Err(leases_not_yet())
+        ok(self.store.lease_leases().await)
     }
-}
-
-fn leases_not_yet() -> Status {
-    Status::unimplemented("etcdserver: leases are not supported by this keel version yet")
 }
 
 #[tonic::async_trait]
 impl Cluster for EtcdApi {
     async fn member_add(&self, _: Request<MemberAddRequest>) -> Res<MemberAddResponse> {
-        Err(Status::unimplemented(
-            "etcdserver: membership changes are not supported by this keel version yet",
-        ))
+        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
     }
     async fn member_remove(&self, _: Request<MemberRemoveRequest>) -> Res<MemberRemoveResponse> {
-        Err(Status::unimplemented(
-            "etcdserver: membership changes are not supported by this keel version yet",
-        ))
+        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
     }
     async fn member_update(&self, _: Request<MemberUpdateRequest>) -> Res<MemberUpdateResponse> {
-        Err(Status::unimplemented(
-            "etcdserver: membership changes are not supported by this keel version yet",
-        ))
+        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
     }
     async fn member_promote(&self, _: Request<MemberPromoteRequest>) -> Res<MemberPromoteResponse> {
-        Err(Status::unimplemented(
-            "etcdserver: membership changes are not supported by this keel version yet",
-        ))
+        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
     }
     async fn member_list(&self, req: Request<MemberListRequest>) -> Res<MemberListResponse> {
         if req.into_inner().linearizable {
             self.store.linearize().await.map_err(Status::from)?;
         }
         let members = self.store.members().map_err(Status::from)?;
-        let header = self.store.header(
-            self.store
-                .current_revision()
-                .map_err(|e| Status::from(ApiError::from(e)))?,
-        );
-        Ok(Response::new(MemberListResponse {
-            header: Some(header),
-            members,
-        }))
+        let header = self.store.header(self.store.current_revision().map_err(|e| Status::from(ApiError::from(e)))?);
+        Ok(Response::new(MemberListResponse { header: Some(header), members }))
     }
 }
 
@@ -281,42 +259,25 @@ impl Maintenance for EtcdApi {
     type SnapshotStream = BoxStream<SnapshotResponse>;
 
     async fn alarm(&self, _: Request<AlarmRequest>) -> Res<AlarmResponse> {
-        let header = self.store.header(
-            self.store
-                .current_revision()
-                .map_err(|e| Status::from(ApiError::from(e)))?,
-        );
-        Ok(Response::new(AlarmResponse {
-            header: Some(header),
-            alarms: vec![],
-        }))
+        let header = self.store.header(self.store.current_revision().map_err(|e| Status::from(ApiError::from(e)))?);
+        Ok(Response::new(AlarmResponse { header: Some(header), alarms: vec![] }))
     }
     async fn status(&self, _: Request<StatusRequest>) -> Res<StatusResponse> {
         ok(self.store.status())
     }
     async fn defragment(&self, _: Request<DefragmentRequest>) -> Res<DefragmentResponse> {
         // RocksDB reclaims space by its own background compaction: there is nothing to defragment.
-        let header = self.store.header(
-            self.store
-                .current_revision()
-                .map_err(|e| Status::from(ApiError::from(e)))?,
-        );
+        let header = self.store.header(self.store.current_revision().map_err(|e| Status::from(ApiError::from(e)))?);
         Ok(Response::new(DefragmentResponse { header: Some(header) }))
     }
     async fn hash(&self, _: Request<HashRequest>) -> Res<HashResponse> {
-        Err(Status::unimplemented(
-            "etcdserver: Hash arrives with keel's store operations",
-        ))
+        Err(Status::unimplemented("etcdserver: Hash arrives with keel's store operations"))
     }
     async fn hash_kv(&self, _: Request<HashKvRequest>) -> Res<HashKvResponse> {
-        Err(Status::unimplemented(
-            "etcdserver: HashKV arrives with keel's store operations",
-        ))
+        Err(Status::unimplemented("etcdserver: HashKV arrives with keel's store operations"))
     }
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Res<Self::SnapshotStream> {
-        Err(Status::unimplemented(
-            "etcdserver: Snapshot arrives with keel's store operations",
-        ))
+        Err(Status::unimplemented("etcdserver: Snapshot arrives with keel's store operations"))
     }
     async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Res<MoveLeaderResponse> {
         Err(Status::unimplemented("etcdserver: MoveLeader is not supported"))

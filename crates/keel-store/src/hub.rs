@@ -24,9 +24,7 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub {
-            tx: broadcast::channel(4096).0,
-        }
+        Hub { tx: broadcast::channel(4096).0 }
     }
 }
 
@@ -45,18 +43,14 @@ impl Hub {
         for ev in events {
             let r = ev.kv.as_ref().map_or(0, |kv| kv.mod_revision);
             if r != rev && !group.is_empty() {
-                let _ = self.tx.send(Arc::new(Notification::Revision {
-                    revision: rev,
-                    events: std::mem::take(&mut group),
-                }));
+                let _ = self
+                    .tx
+                    .send(Arc::new(Notification::Revision { revision: rev, events: std::mem::take(&mut group) }));
             }
             rev = r;
             group.push(ev);
         }
-        let _ = self.tx.send(Arc::new(Notification::Revision {
-            revision: rev,
-            events: group,
-        }));
+        let _ = self.tx.send(Arc::new(Notification::Revision { revision: rev, events: group }));
     }
 
     pub fn reset(&self) {

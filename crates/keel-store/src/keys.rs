@@ -102,15 +102,9 @@ impl KeyRange {
         if range_end.is_empty() {
             KeyRange::Single(key.to_vec())
         } else if range_end == [0] {
-            KeyRange::Span {
-                start: key.to_vec(),
-                end: None,
-            }
+            KeyRange::Span { start: key.to_vec(), end: None }
         } else {
-            KeyRange::Span {
-                start: key.to_vec(),
-                end: Some(range_end.to_vec()),
-            }
+            KeyRange::Span { start: key.to_vec(), end: Some(range_end.to_vec()) }
         }
     }
 

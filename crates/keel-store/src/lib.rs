@@ -12,6 +12,8 @@ pub mod error;
 pub mod etcd_api;
 pub mod hub;
 pub mod keys;
+pub mod leases;
+pub mod lessor;
 pub mod log_store;
 pub mod network;
 pub mod peer;

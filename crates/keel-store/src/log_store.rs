@@ -52,14 +52,9 @@ impl LogDb {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let cfs = [CF_LOGS, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| StoreError::Db {
-            path: path.to_owned(),
-            source: e,
-        })?;
-        Ok(LogDb {
-            db,
-            path: path.to_owned(),
-        })
+        let db = DB::open_cf_descriptors(&opts, path, cfs)
+            .map_err(|e| StoreError::Db { path: path.to_owned(), source: e })?;
+        Ok(LogDb { db, path: path.to_owned() })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -67,10 +62,7 @@ impl LogDb {
     }
 
     fn db_err(&self) -> impl Fn(rocksdb::Error) -> StoreError + '_ {
-        move |e| StoreError::Db {
-            path: self.path.clone(),
-            source: e,
-        }
+        move |e| StoreError::Db { path: self.path.clone(), source: e }
     }
 
     fn get_json<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -86,9 +78,7 @@ impl LogDb {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         let bytes = serde_json::to_vec(v).expect("serialisable");
-        self.db
-            .put_cf_opt(self.cf(CF_META), key, bytes, &wo)
-            .map_err(self.db_err())
+        self.db.put_cf_opt(self.cf(CF_META), key, bytes, &wo).map_err(self.db_err())
     }
 
     pub fn identity(&self) -> Result<Option<Identity>, StoreError> {
@@ -123,10 +113,7 @@ impl LogDb {
         let mut out = Vec::new();
         while it.valid() {
             let idx = u64::from_be_bytes(
-                it.key()
-                    .expect("key")
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("log key".into()))?,
+                it.key().expect("key").try_into().map_err(|_| StoreError::Corrupt("log key".into()))?,
             );
             if end.is_some_and(|e| idx >= e) {
                 break;
@@ -214,10 +201,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.db.get_json(META_PURGED).map_err(read_err)?;
         let last = self.db.last_log_id().map_err(read_err)?.or(last_purged);
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -225,15 +209,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.db
-            .put_json(META_VOTE, vote, true)
-            .map_err(|e| StorageIOError::write_vote(&e).into())
+        self.db.put_json(META_VOTE, vote, true).map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.db
-            .get_json(META_VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e).into())
+        self.db.get_json(META_VOTE).map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -241,11 +221,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .db
-            .get_json::<Option<LogId>>(META_COMMITTED)
-            .map_err(read_err)?
-            .flatten())
+        Ok(self.db.get_json::<Option<LogId>>(META_COMMITTED).map_err(read_err)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -262,9 +238,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
         self.db.db.write_opt(batch, &wo).map_err(write_err)?;
-        self.syncer
-            .send(callback)
-            .map_err(|_| write_err(std::io::Error::other("log syncer stopped")))?;
+        self.syncer.send(callback).map_err(|_| write_err(std::io::Error::other("log syncer stopped")))?;
         Ok(())
     }
 
@@ -279,9 +253,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.db.put_json(META_PURGED, &log_id, false).map_err(write_err)?;
         let cf = self.db.cf(CF_LOGS);
-        self.db
-            .db
-            .delete_range_cf(cf, 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes())
-            .map_err(write_err)
+        self.db.db.delete_range_cf(cf, 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes()).map_err(write_err)
     }
 }

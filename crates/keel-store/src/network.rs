@@ -31,10 +31,7 @@ pub struct PeerPool {
 
 impl PeerPool {
     pub fn new(cluster_id: u64) -> Self {
-        PeerPool {
-            cluster_id,
-            channels: Default::default(),
-        }
+        PeerPool { cluster_id, channels: Default::default() }
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -75,11 +72,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerNetwork {
         let client = node.peer_urls.first().and_then(|u| self.pool.client(u));
-        PeerNetwork {
-            target,
-            client,
-            cluster_id: self.pool.cluster_id,
-        }
+        PeerNetwork { target, client, cluster_id: self.pool.cluster_id }
     }
 }
 
@@ -117,10 +110,7 @@ impl PeerNetwork {
                 "member has no usable peer URL",
             ))));
         };
-        let mut request = tonic::Request::new(RaftMessage {
-            cluster_id: self.cluster_id,
-            payload: encode(req),
-        });
+        let mut request = tonic::Request::new(RaftMessage { cluster_id: self.cluster_id, payload: encode(req) });
         request.set_timeout(ttl);
         let resp = match rpc {
             Rpc::Append => client.append_entries(request).await,

@@ -1,5 +1,8 @@
 //! Raft transport, server side: the `RaftPeer` gRPC service other members call.
 
+use keel_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use keel_proto::raftpb::raft_peer_server::RaftPeer;
 use keel_proto::raftpb::{RaftMessage, ReadIndexRequest, ReadIndexResponse, WriteRequest, WriteResponse};
 use openraft::error::{ClientWriteError, RaftError};
@@ -7,32 +10,30 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use crate::network::encode;
-use crate::types::{Command, Raft};
+use crate::store::Store;
+use crate::types::Command;
 
 /// Status code meaning "I am not the leader: nothing was proposed, ask the leader".
 pub const NOT_LEADER: tonic::Code = tonic::Code::FailedPrecondition;
 
 pub struct PeerService {
-    pub raft: Raft,
-    pub cluster_id: u64,
+    pub store: Store,
 }
 
 impl PeerService {
     fn open<T: DeserializeOwned>(&self, m: RaftMessage) -> Result<T, Status> {
-        if m.cluster_id != self.cluster_id {
+        if m.cluster_id != self.store.cluster_id() {
             return Err(Status::permission_denied(format!(
                 "message from cluster {:x}, this member belongs to cluster {:x}",
-                m.cluster_id, self.cluster_id
+                m.cluster_id,
+                self.store.cluster_id()
             )));
         }
         bincode::deserialize(&m.payload).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
     }
 
     fn reply<T: serde::Serialize>(&self, v: &T) -> Result<Response<RaftMessage>, Status> {
-        Ok(Response::new(RaftMessage {
-            cluster_id: self.cluster_id,
-            payload: encode(v),
-        }))
+        Ok(Response::new(RaftMessage { cluster_id: self.store.cluster_id(), payload: encode(v) }))
     }
 }
 
@@ -40,46 +41,65 @@ impl PeerService {
 impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.open(req.into_inner())?;
-        let res = self.raft.append_entries(rpc).await;
+        let res = self.store.raft().append_entries(rpc).await;
         self.reply(&res)
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.open(req.into_inner())?;
-        let res = self.raft.vote(rpc).await;
+        let res = self.store.raft().vote(rpc).await;
         self.reply(&res)
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.open(req.into_inner())?;
-        let res = self.raft.install_snapshot(rpc).await;
+        let res = self.store.raft().install_snapshot(rpc).await;
         self.reply(&res)
     }
 
     async fn propose(&self, req: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
         let req = req.into_inner();
-        if req.cluster_id != self.cluster_id {
+        if req.cluster_id != self.store.cluster_id() {
             return Err(Status::permission_denied("proposal from another cluster"));
         }
-        match self.raft.client_write(Command(req)).await {
+        match self.store.raft().client_write(Command(req)).await {
             Ok(r) => Ok(Response::new(r.data.0)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Status::new(
-                NOT_LEADER,
-                format!("not the leader (leader: {:?})", f.leader_id),
-            )),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Status::new(NOT_LEADER, format!("not the leader (leader: {:?})", f.leader_id)))
+            }
             Err(e) => Err(Status::unavailable(format!("proposal failed: {e}"))),
         }
     }
 
     async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
-        if req.into_inner().cluster_id != self.cluster_id {
+        if req.into_inner().cluster_id != self.store.cluster_id() {
             return Err(Status::permission_denied("request from another cluster"));
         }
-        match self.raft.get_read_log_id().await {
-            Ok((read, _)) => Ok(Response::new(ReadIndexResponse {
-                index: read.map_or(0, |l| l.index),
-            })),
+        match self.store.raft().get_read_log_id().await {
+            Ok((read, _)) => Ok(Response::new(ReadIndexResponse { index: read.map_or(0, |l| l.index) })),
             Err(e) => Err(Status::new(NOT_LEADER, format!("cannot confirm leadership: {e}"))),
         }
+    }
+
+    async fn lease_renew(
+        &self,
+        req: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        if !self.store.is_leader() {
+            return Err(Status::new(NOT_LEADER, "not the leader"));
+        }
+        let id = req.into_inner().id;
+        let ttl = self.store.renew_here(id).unwrap_or(0);
+        Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        if !self.store.is_leader() {
+            return Err(Status::new(NOT_LEADER, "not the leader"));
+        }
+        Ok(Response::new(self.store.time_to_live_here(&req.into_inner()).map_err(Status::from)?))
     }
 }

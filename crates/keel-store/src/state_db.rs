@@ -8,6 +8,8 @@
 //!   historical reads.
 //! - `meta`: the store revision, the compacted revision, the last applied log id and membership, published
 //!   member attributes.
+//! - `leases`: lease id → granted TTL (seconds); `lease_keys`: lease id ++ key → (): the keys of each lease.
+//!   Lease ids are positive, stored big-endian. When a lease expires is not state: the leader decides it.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +27,9 @@ const CF_LIVE: &str = "live";
 const CF_HISTORY: &str = "history";
 const CF_EVENTS: &str = "events";
 const CF_META: &str = "meta";
-const CFS: [&str; 4] = [CF_LIVE, CF_HISTORY, CF_EVENTS, CF_META];
+const CF_LEASES: &str = "leases";
+const CF_LEASE_KEYS: &str = "lease_keys";
+const CFS: [&str; 6] = [CF_LIVE, CF_HISTORY, CF_EVENTS, CF_META, CF_LEASES, CF_LEASE_KEYS];
 
 const META_REVISION: &[u8] = b"revision";
 const META_COMPACTED: &[u8] = b"compacted";
@@ -88,15 +92,9 @@ impl StateDb {
             return Err(corrupt(format!("state database {} is missing", path.display())));
         }
         let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, db_options()));
-        let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(|e| StoreError::Db {
-            path: path.to_owned(),
-            source: e,
-        })?;
-        Ok(StateDb {
-            db: Some(db),
-            path: path.to_owned(),
-            obsolete: Default::default(),
-        })
+        let db = DB::open_cf_descriptors(&db_options(), path, cfs)
+            .map_err(|e| StoreError::Db { path: path.to_owned(), source: e })?;
+        Ok(StateDb { db: Some(db), path: path.to_owned(), obsolete: Default::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -108,10 +106,7 @@ impl StateDb {
     }
 
     fn db_err(&self, source: rocksdb::Error) -> StoreError {
-        StoreError::Db {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::Db { path: self.path.clone(), source }
     }
 
     fn db(&self) -> &DB {
@@ -124,18 +119,12 @@ impl StateDb {
 
     /// A consistent read view at the current moment.
     pub fn reader(&self) -> StateReader<'_> {
-        StateReader {
-            state: self,
-            snap: Some(self.db().snapshot()),
-        }
+        StateReader { state: self, snap: Some(self.db().snapshot()) }
     }
 
     /// A view of the latest writes without a snapshot (for the single writer, the state machine).
     pub fn writer_view(&self) -> StateReader<'_> {
-        StateReader {
-            state: self,
-            snap: None,
-        }
+        StateReader { state: self, snap: None }
     }
 
     /// Writes one applied batch: the changes, and the metadata that goes with them, atomically.
@@ -148,41 +137,31 @@ impl StateDb {
         membership: Option<&StoredMembership>,
     ) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
-        let (live, hist, events, meta) = (
-            self.cf(CF_LIVE),
-            self.cf(CF_HISTORY),
-            self.cf(CF_EVENTS),
-            self.cf(CF_META),
-        );
+        let (live, hist, events, meta) = (self.cf(CF_LIVE), self.cf(CF_HISTORY), self.cf(CF_EVENTS), self.cf(CF_META));
         for c in changes {
             match c {
                 Change::Put { kv, sub } => {
                     let rev = Revision::new(kv.mod_revision, *sub);
                     b.put_cf(live, &kv.key, kv.encode_to_vec());
                     b.put_cf(hist, history_key(&kv.key, rev), [HIST_PUT]);
-                    let ev = Event {
-                        r#type: EventType::Put as i32,
-                        kv: Some(kv.clone()),
-                        prev_kv: None,
-                    };
+                    let ev = Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: None };
                     b.put_cf(events, rev.to_bytes(), ev.encode_to_vec());
                 }
                 Change::Delete { key, rev } => {
                     b.delete_cf(live, key);
                     b.put_cf(hist, history_key(key, *rev), [HIST_DELETE]);
-                    let tomb = KeyValue {
-                        key: key.clone(),
-                        mod_revision: rev.main,
-                        ..Default::default()
-                    };
-                    let ev = Event {
-                        r#type: EventType::Delete as i32,
-                        kv: Some(tomb),
-                        prev_kv: None,
-                    };
+                    let tomb = KeyValue { key: key.clone(), mod_revision: rev.main, ..Default::default() };
+                    let ev = Event { r#type: EventType::Delete as i32, kv: Some(tomb), prev_kv: None };
                     b.put_cf(events, rev.to_bytes(), ev.encode_to_vec());
                 }
                 Change::Compact(_) => {}
+                Change::LeaseGrant { id, ttl } => b.put_cf(self.cf(CF_LEASES), id.to_be_bytes(), ttl.to_be_bytes()),
+                Change::LeaseRevoke { id } => {
+                    b.delete_cf(self.cf(CF_LEASES), id.to_be_bytes());
+                    b.delete_range_cf(self.cf(CF_LEASE_KEYS), id.to_be_bytes(), (id + 1).to_be_bytes());
+                }
+                Change::Attach { lease, key } => b.put_cf(self.cf(CF_LEASE_KEYS), lease_key(*lease, key), []),
+                Change::Detach { lease, key } => b.delete_cf(self.cf(CF_LEASE_KEYS), lease_key(*lease, key)),
                 Change::PublishMember(m) => {
                     let mut k = META_MEMBER_PREFIX.to_vec();
                     k.extend_from_slice(&m.member_id.to_be_bytes());
@@ -196,11 +175,7 @@ impl StateDb {
             b.put_cf(meta, META_APPLIED, serde_json::to_vec(a).expect("log id serialises"));
         }
         if let Some(m) = membership {
-            b.put_cf(
-                meta,
-                META_MEMBERSHIP,
-                serde_json::to_vec(m).expect("membership serialises"),
-            );
+            b.put_cf(meta, META_MEMBERSHIP, serde_json::to_vec(m).expect("membership serialises"));
         }
         self.write(b, false)
     }
@@ -297,9 +272,7 @@ impl StateDb {
         let mut r = SnapshotReader::new(input)?;
         let mut batch = WriteBatch::default();
         while let Some((cf, k, v)) = r.next_record()? {
-            let name = CFS
-                .get(cf as usize)
-                .ok_or_else(|| corrupt(format!("snapshot names column family {cf}")))?;
+            let name = CFS.get(cf as usize).ok_or_else(|| corrupt(format!("snapshot names column family {cf}")))?;
             batch.put_cf(self.cf(name), k, v);
             if batch.size_in_bytes() >= 8 << 20 {
                 self.write(std::mem::take(&mut batch), false)?;
@@ -325,6 +298,13 @@ impl StateDb {
         }
         Ok(out)
     }
+}
+
+fn lease_key(lease: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&lease.to_be_bytes());
+    k.extend_from_slice(key);
+    k
 }
 
 pub fn dir_size(path: &Path) -> u64 {
@@ -360,10 +340,7 @@ impl<'a> StateReader<'a> {
     }
 
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.state
-            .db()
-            .get_cf_opt(self.state.cf(cf), key, &self.opts())
-            .map_err(|e| self.state.db_err(e))
+        self.state.db().get_cf_opt(self.state.cf(cf), key, &self.opts()).map_err(|e| self.state.db_err(e))
     }
 
     fn meta_i64(&self, key: &[u8]) -> Result<Option<i64>, StoreError> {
@@ -393,6 +370,21 @@ impl<'a> StateReader<'a> {
         })
     }
 
+    /// Every lease and its granted TTL.
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        let mut it = self.iter(CF_LEASES);
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while it.valid() {
+            let id = be_i64(it.key().expect("key"), "lease id")?;
+            let ttl = be_i64(it.value().expect("value"), "lease ttl")?;
+            out.push((id, ttl));
+            it.next();
+        }
+        it.status().map_err(|e| self.state.db_err(e))?;
+        Ok(out)
+    }
+
     pub fn revision(&self) -> Result<i64, StoreError> {
         Ok(self.meta_i64(META_REVISION)?.unwrap_or(INITIAL_REVISION))
     }
@@ -402,9 +394,7 @@ impl<'a> StateReader<'a> {
     }
 
     fn event_at(&self, rev: Revision) -> Result<Event, StoreError> {
-        let v = self
-            .get(CF_EVENTS, &rev.to_bytes())?
-            .ok_or_else(|| corrupt(format!("event {rev:?} is missing")))?;
+        let v = self.get(CF_EVENTS, &rev.to_bytes())?.ok_or_else(|| corrupt(format!("event {rev:?} is missing")))?;
         decode(&v, "event")
     }
 
@@ -457,8 +447,34 @@ impl<'a> StateReader<'a> {
     }
 }
 
+fn be_i64(b: &[u8], what: &str) -> Result<i64, StoreError> {
+    let a: [u8; 8] = b.try_into().map_err(|_| corrupt(what))?;
+    Ok(i64::from_be_bytes(a))
+}
+
 impl KvView for StateReader<'_> {
     type Error = StoreError;
+
+    fn lease(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        match StateReader::get(self, CF_LEASES, &id.to_be_bytes())? {
+            Some(v) => Ok(Some(be_i64(&v, "lease ttl")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut ro = self.opts();
+        ro.set_iterate_upper_bound((id + 1).to_be_bytes().to_vec());
+        let mut it = self.state.db().raw_iterator_cf_opt(self.state.cf(CF_LEASE_KEYS), ro);
+        it.seek(id.to_be_bytes());
+        let mut out = Vec::new();
+        while it.valid() {
+            out.push(it.key().expect("key")[8..].to_vec());
+            it.next();
+        }
+        it.status().map_err(|e| self.state.db_err(e))?;
+        Ok(out)
+    }
 
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         match StateReader::get(self, CF_LIVE, key)? {
@@ -534,10 +550,7 @@ pub struct SnapshotWriter<'w, W: std::io::Write> {
 
 impl<'w, W: std::io::Write> SnapshotWriter<'w, W> {
     pub fn new(out: &'w mut W) -> Result<Self, StoreError> {
-        let mut w = SnapshotWriter {
-            out,
-            crc: crc32fast::Hasher::new(),
-        };
+        let mut w = SnapshotWriter { out, crc: crc32fast::Hasher::new() };
         w.put(SNAPSHOT_MAGIC)?;
         Ok(w)
     }
@@ -570,10 +583,7 @@ struct SnapshotReader<'r, R: std::io::Read> {
 
 impl<'r, R: std::io::Read> SnapshotReader<'r, R> {
     fn new(input: &'r mut R) -> Result<Self, StoreError> {
-        let mut r = SnapshotReader {
-            input,
-            crc: crc32fast::Hasher::new(),
-        };
+        let mut r = SnapshotReader { input, crc: crc32fast::Hasher::new() };
         let magic = r.take(SNAPSHOT_MAGIC.len())?;
         if magic != SNAPSHOT_MAGIC {
             return Err(corrupt("not a keel snapshot (bad magic)"));
@@ -583,9 +593,7 @@ impl<'r, R: std::io::Read> SnapshotReader<'r, R> {
 
     fn take(&mut self, n: usize) -> Result<Vec<u8>, StoreError> {
         let mut buf = vec![0u8; n];
-        self.input
-            .read_exact(&mut buf)
-            .map_err(|e| corrupt(format!("snapshot is truncated: {e}")))?;
+        self.input.read_exact(&mut buf).map_err(|e| corrupt(format!("snapshot is truncated: {e}")))?;
         self.crc.update(&buf);
         Ok(buf)
     }
@@ -600,9 +608,7 @@ impl<'r, R: std::io::Read> SnapshotReader<'r, R> {
         if cf == RECORD_END {
             let expected = self.crc.clone().finalize();
             let mut b = [0u8; 4];
-            self.input
-                .read_exact(&mut b)
-                .map_err(|e| corrupt(format!("snapshot is truncated: {e}")))?;
+            self.input.read_exact(&mut b).map_err(|e| corrupt(format!("snapshot is truncated: {e}")))?;
             if u32::from_be_bytes(b) != expected {
                 return Err(corrupt("snapshot checksum mismatch"));
             }

@@ -7,15 +7,18 @@
 
 use std::io::{BufReader, BufWriter, Seek};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftLogId, StorageIOError};
 use serde::{Deserialize, Serialize};
 
+use crate::apply::Change;
 use crate::apply::{reads_history, Applier};
 use crate::error::StoreError;
 use crate::hub::Hub;
+use crate::lessor::Lessor;
 use crate::state_db::{StateDb, StateMeta};
 use crate::types::{CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
@@ -29,6 +32,8 @@ pub struct SharedState {
     generation: RwLock<u64>,
     dir: PathBuf,
     pub hub: Hub,
+    /// Lease expiry (acted on by the leader only).
+    pub lessor: Mutex<Lessor>,
     /// Revision whose history removal is wanted; the compactor thread waits on it.
     compact_tx: tokio::sync::watch::Sender<i64>,
 }
@@ -65,12 +70,14 @@ impl SharedState {
             }
         }
         let state = StateDb::open(&dir.join(format!("state-{generation}")), create || generation == 1)?;
+        let lessor = Lessor::load(state.reader().leases()?, Instant::now());
         let (compact_tx, compact_rx) = tokio::sync::watch::channel(0);
         let shared = Arc::new(SharedState {
             current: RwLock::new(Arc::new(state)),
             generation: RwLock::new(generation),
             dir: dir.to_owned(),
             hub: Hub::default(),
+            lessor: Mutex::new(lessor),
             compact_tx,
         });
         std::fs::create_dir_all(dir.join(SNAPSHOT_DIR)).map_err(StoreError::io(dir.join(SNAPSHOT_DIR)))?;
@@ -79,6 +86,22 @@ impl SharedState {
             shared.compact_tx.send_replace(rev);
         }
         Ok(shared)
+    }
+
+    fn update_lessor(&self, changes: &[Change]) {
+        let now = Instant::now();
+        let mut lessor = None;
+        for c in changes {
+            match c {
+                Change::LeaseGrant { id, ttl } => {
+                    lessor.get_or_insert_with(|| self.lessor.lock().expect("lessor")).grant(*id, *ttl, now)
+                }
+                Change::LeaseRevoke { id } => {
+                    lessor.get_or_insert_with(|| self.lessor.lock().expect("lessor")).revoke(*id)
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The current state database.
@@ -121,14 +144,10 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(StoreError::io(&tmp))?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(StoreError::io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(StoreError::io(path))?;
     if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(StoreError::io(parent))?;
+        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(StoreError::io(parent))?;
     }
     Ok(())
 }
@@ -144,11 +163,7 @@ pub struct StateMachine {
 impl StateMachine {
     pub fn new(shared: Arc<SharedState>) -> Result<Self, StoreError> {
         let meta = shared.current().writer_view().meta()?;
-        Ok(StateMachine {
-            shared,
-            meta,
-            incoming: None,
-        })
+        Ok(StateMachine { shared, meta, incoming: None })
     }
 }
 
@@ -173,11 +188,7 @@ pub struct SnapshotBuilder {
 /// Records `file` (in the snapshot dir) as the current snapshot and removes older ones.
 fn save_snapshot_record(shared: &SharedState, meta: &SnapshotMeta, file: &str) -> Result<(), StoreError> {
     let dir = shared.snapshot_dir();
-    let rec = serde_json::to_vec(&SnapshotRecord {
-        meta: meta.clone(),
-        file: file.to_owned(),
-    })
-    .expect("serialisable");
+    let rec = serde_json::to_vec(&SnapshotRecord { meta: meta.clone(), file: file.to_owned() }).expect("serialisable");
     write_atomically(&dir.join(SNAPSHOT_CURRENT), &rec)?;
     for e in std::fs::read_dir(&dir).map_err(StoreError::io(&dir))?.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
@@ -213,25 +224,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             f.sync_all().map_err(StoreError::io(&tmp))?;
             let path = dir.join(&file);
             std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
-            let meta = SnapshotMeta {
-                last_log_id: m.applied,
-                last_membership: m.membership,
-                snapshot_id: id,
-            };
+            let meta = SnapshotMeta { last_log_id: m.applied, last_membership: m.membership, snapshot_id: id };
             save_snapshot_record(&shared, &meta, &file)?;
             Ok((meta, path))
         })
         .await
         .map_err(|e| snap_err(None, std::io::Error::other(e.to_string())))?
         .map_err(|e| snap_err(None, e))?;
-        let f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snap_err(Some(&meta), e))?;
+        let f = tokio::fs::File::open(&path).await.map_err(|e| snap_err(Some(&meta), e))?;
         tracing::info!(id = %meta.snapshot_id, "built snapshot");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(f),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(f) })
     }
 }
 
@@ -272,9 +274,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let compacted_before = self.meta.compacted;
             let (changes, events, revision, compacted) =
                 (applier.changes, applier.events, applier.revision, applier.compacted);
-            state
-                .commit(&changes, revision, compacted, applied.as_ref(), membership.as_ref())
-                .map_err(io_err)?;
+            state.commit(&changes, revision, compacted, applied.as_ref(), membership.as_ref()).map_err(io_err)?;
             self.meta.revision = revision;
             self.meta.compacted = compacted;
             if applied.is_some() {
@@ -283,6 +283,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if let Some(m) = membership {
                 self.meta.membership = m;
             }
+            self.shared.update_lessor(&changes);
             self.shared.hub.publish(events);
             if compacted > compacted_before {
                 self.shared.compact_tx.send_replace(compacted);
@@ -292,16 +293,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            shared: self.shared.clone(),
-        }
+        SnapshotBuilder { shared: self.shared.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let path = self
-            .shared
-            .snapshot_dir()
-            .join(format!("incoming-{}.tmp", rand::random::<u64>()));
+        let path = self.shared.snapshot_dir().join(format!("incoming-{}.tmp", rand::random::<u64>()));
         let f = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -361,6 +357,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| snap_err(Some(meta), std::io::Error::other(e.to_string())))?
         .map_err(|e| snap_err(Some(meta), e))?;
         self.meta = new_meta;
+        let leases = self.shared.current().reader().leases().map_err(io_err)?;
+        *self.shared.lessor.lock().expect("lessor") = Lessor::load(leases, Instant::now());
         self.shared.hub.reset();
         if let Some(rev) = self.shared.current().pending_compaction().map_err(io_err)? {
             self.shared.compact_tx.send_replace(rev);
@@ -376,12 +374,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) => return Err(snap_err(None, e)),
         };
         let rec: SnapshotRecord = serde_json::from_slice(&rec).map_err(|e| snap_err(None, e))?;
-        let f = tokio::fs::File::open(dir.join(&rec.file))
-            .await
-            .map_err(|e| snap_err(Some(&rec.meta), e))?;
-        Ok(Some(Snapshot {
-            meta: rec.meta,
-            snapshot: Box::new(f),
-        }))
+        let f = tokio::fs::File::open(dir.join(&rec.file)).await.map_err(|e| snap_err(Some(&rec.meta), e))?;
+        Ok(Some(Snapshot { meta: rec.meta, snapshot: Box::new(f) }))
     }
 }

@@ -29,7 +29,7 @@ use crate::state_machine::{SharedState, StateMachine};
 use crate::types::{Command, NodeId, Raft};
 
 /// How long a request waits for a leader, a commit or a read index before it fails.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// The version keel reports in `Maintenance.Status`: the etcd API level it serves.
 pub const ETCD_API_VERSION: &str = "3.4.0";
@@ -51,6 +51,10 @@ pub enum ApiError {
     LeaderChanged,
     #[error("etcdserver: {0}")]
     Unsupported(String),
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: {0}")]
+    Invalid(String),
     #[error("etcdserver: internal error")]
     Internal(#[source] StoreError),
 }
@@ -68,10 +72,12 @@ impl From<ApiError> for tonic::Status {
             ApiError::Apply(a) => match Code::try_from(a.code) {
                 Ok(Code::Compacted | Code::FutureRevision) => C::OutOfRange,
                 Ok(Code::LeaseNotFound) => C::NotFound,
+                Ok(Code::LeaseExists) => C::FailedPrecondition,
                 Ok(Code::KeyNotFound | Code::DuplicateKey | Code::Invalid) => C::InvalidArgument,
                 _ => C::Unknown,
             },
-            ApiError::EmptyKey | ApiError::TooLarge => C::InvalidArgument,
+            ApiError::EmptyKey | ApiError::TooLarge | ApiError::Invalid(_) => C::InvalidArgument,
+            ApiError::LeaseTtlTooLarge => C::OutOfRange,
             ApiError::NoLeader | ApiError::Timeout | ApiError::LeaderChanged => C::Unavailable,
             ApiError::Unsupported(_) => C::Unimplemented,
             ApiError::Internal(inner) => {
@@ -156,11 +162,8 @@ impl Store {
         }
         std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
         let log = Arc::new(LogDb::open(&log_dir)?);
-        let wanted = Identity {
-            name: config.name.clone(),
-            member_id: config.member_id(),
-            cluster_id: config.cluster_id(),
-        };
+        let wanted =
+            Identity { name: config.name.clone(), member_id: config.member_id(), cluster_id: config.cluster_id() };
         let identity = match log.identity()? {
             Some(id) => {
                 check_identity(&config, &id)?;
@@ -186,11 +189,7 @@ impl Store {
         let pool = PeerPool::new(identity.cluster_id);
         let raft = Raft::new(
             identity.member_id,
-            Arc::new(
-                raft_config(&config)
-                    .validate()
-                    .map_err(|e| StoreError::Config(e.to_string()))?,
-            ),
+            Arc::new(raft_config(&config).validate().map_err(|e| StoreError::Config(e.to_string()))?),
             NetworkFactory { pool: pool.clone() },
             LogStore::new(log.clone()),
             sm,
@@ -199,9 +198,7 @@ impl Store {
         .map_err(|e| StoreError::Raft(e.to_string()))?;
         if fresh && config.initial_cluster_state == ClusterState::New {
             let members: BTreeMap<NodeId, crate::types::Member> = config.initial_members();
-            raft.initialize(members)
-                .await
-                .map_err(|e| StoreError::Raft(e.to_string()))?;
+            raft.initialize(members).await.map_err(|e| StoreError::Raft(e.to_string()))?;
         }
         Ok(Store {
             inner: Arc::new(Inner {
@@ -228,10 +225,7 @@ impl Store {
         let c = &self.inner.config;
         for url in &c.listen_peer_urls {
             let listener = bind(url).await?;
-            let peer = PeerService {
-                raft: self.inner.raft.clone(),
-                cluster_id: self.inner.cluster_id,
-            };
+            let peer = PeerService { store: self.clone() };
             let svc = keel_proto::raftpb::raft_peer_server::RaftPeerServer::new(peer)
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE);
@@ -244,11 +238,8 @@ impl Store {
             tasks.push(spawn_server(router, listener, rx.clone(), url.clone()));
         }
         tasks.push(tokio::spawn(publish_member(self.clone(), rx.clone())));
-        Ok(RunningStore {
-            store: self,
-            tasks,
-            shutdown,
-        })
+        tasks.push(tokio::spawn(crate::leases::expire_leases(self.clone(), rx.clone())));
+        Ok(RunningStore { store: self, tasks, shutdown })
     }
 
     pub fn member_id(&self) -> NodeId {
@@ -297,9 +288,8 @@ impl Store {
         req.cluster_id = self.inner.cluster_id;
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let attempt = tokio::time::timeout_at(deadline, self.write_once(&req))
-                .await
-                .map_err(|_| ApiError::Timeout)?;
+            let attempt =
+                tokio::time::timeout_at(deadline, self.write_once(&req)).await.map_err(|_| ApiError::Timeout)?;
             match attempt {
                 Ok(r) => return Ok(r),
                 Err(Retry::Wait) => {
@@ -348,9 +338,7 @@ impl Store {
     pub async fn linearize(&self) -> Result<(), ApiError> {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let index = tokio::time::timeout_at(deadline, self.read_index())
-                .await
-                .map_err(|_| ApiError::Timeout)?;
+            let index = tokio::time::timeout_at(deadline, self.read_index()).await.map_err(|_| ApiError::Timeout)?;
             match index {
                 Some(index) => {
                     let mut rx = self.inner.raft.metrics();
@@ -371,36 +359,46 @@ impl Store {
         }
     }
 
+    /// The current Raft term.
+    pub fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow().current_term
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Who leads, as this member sees it.
+    pub(crate) fn leader(&self) -> Leader {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        if m.state == ServerState::Leader {
+            return Leader::Me;
+        }
+        let client = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).and_then(|n| n.peer_urls.first().cloned()))
+            .and_then(|url| self.inner.pool.client(&url));
+        match client {
+            Some(c) => Leader::Peer(c),
+            None => Leader::Unknown,
+        }
+    }
+
     /// The leader's read index: from Raft when this member leads, else asked of the leader. None: no leader.
     async fn read_index(&self) -> Option<u64> {
-        let (leader, state) = {
-            let m = self.inner.raft.metrics();
-            let m = m.borrow();
-            (m.current_leader, m.state)
-        };
-        if state == ServerState::Leader {
-            return match self.inner.raft.get_read_log_id().await {
+        match self.leader() {
+            Leader::Me => match self.inner.raft.get_read_log_id().await {
                 Ok((read, _)) => Some(read.map_or(0, |l| l.index)),
                 Err(_) => None,
-            };
+            },
+            Leader::Peer(mut client) => {
+                let mut req = tonic::Request::new(ReadIndexRequest { cluster_id: self.inner.cluster_id });
+                req.set_timeout(Duration::from_secs(2));
+                client.read_index(req).await.ok().map(|r| r.into_inner().index)
+            }
+            Leader::Unknown => None,
         }
-        let leader = leader?;
-        let url = {
-            let m = self.inner.raft.metrics();
-            let m = m.borrow();
-            m.membership_config
-                .membership()
-                .get_node(&leader)?
-                .peer_urls
-                .first()?
-                .clone()
-        };
-        let mut client = self.inner.pool.client(&url)?;
-        let mut req = tonic::Request::new(ReadIndexRequest {
-            cluster_id: self.inner.cluster_id,
-        });
-        req.set_timeout(Duration::from_secs(2));
-        client.read_index(req).await.ok().map(|r| r.into_inner().index)
     }
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ApiError> {
@@ -426,11 +424,11 @@ impl Store {
         Ok(resp)
     }
 
-    async fn write_checked(&self, req: write_request::Request) -> Result<(write_response::Response, i64), ApiError> {
-        let req = WriteRequest {
-            request: Some(req),
-            cluster_id: self.inner.cluster_id,
-        };
+    pub(crate) async fn write_checked(
+        &self,
+        req: write_request::Request,
+    ) -> Result<(write_response::Response, i64), ApiError> {
+        let req = WriteRequest { request: Some(req), cluster_id: self.inner.cluster_id };
         self.check_size(&req)?;
         let resp = self.write(req).await?;
         match resp.response {
@@ -496,14 +494,8 @@ impl Store {
 
     /// Every member: Raft's membership, with the names and client URLs members published.
     pub fn members(&self) -> Result<Vec<PbMember>, ApiError> {
-        let published: BTreeMap<u64, PublishMember> = self
-            .inner
-            .shared
-            .current()
-            .members()?
-            .into_iter()
-            .map(|m| (m.member_id, m))
-            .collect();
+        let published: BTreeMap<u64, PublishMember> =
+            self.inner.shared.current().members()?.into_iter().map(|m| (m.member_id, m)).collect();
         let m = self.inner.raft.metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
@@ -553,15 +545,20 @@ impl Store {
     }
 }
 
+/// Who leads.
+pub(crate) enum Leader {
+    Me,
+    Peer(keel_proto::raftpb::raft_peer_client::RaftPeerClient<tonic::transport::Channel>),
+    Unknown,
+}
+
 enum Retry {
     Wait,
     Fail(ApiError),
 }
 
-fn unexpected() -> ApiError {
-    ApiError::Internal(StoreError::Corrupt(
-        "write answered with the wrong response type".into(),
-    ))
+pub(crate) fn unexpected() -> ApiError {
+    ApiError::Internal(StoreError::Corrupt("write answered with the wrong response type".into()))
 }
 
 fn set_txn_headers(t: &mut TxnResponse, h: &ResponseHeader) {
@@ -573,10 +570,7 @@ fn set_txn_headers(t: &mut TxnResponse, h: &ResponseHeader) {
             Some(R::ResponseDeleteRange(d)) => d.header = Some(h.clone()),
             Some(R::ResponseRange(x)) => {
                 let rev = x.header.as_ref().map_or(h.revision, |x| x.revision);
-                x.header = Some(ResponseHeader {
-                    revision: rev,
-                    ..h.clone()
-                });
+                x.header = Some(ResponseHeader { revision: rev, ..h.clone() });
             }
             Some(R::ResponseTxn(n)) => set_txn_headers(n, h),
             None => {}
@@ -589,10 +583,7 @@ fn check_identity(config: &StoreConfig, id: &Identity) -> Result<(), StoreError>
     if id.name != config.name {
         return Err(StoreError::DataDir {
             path: dir,
-            message: format!(
-                "it belongs to member {:?}, but this member is named {:?} (--name)",
-                id.name, config.name
-            ),
+            message: format!("it belongs to member {:?}, but this member is named {:?} (--name)", id.name, config.name),
         });
     }
     if config.initial_cluster_state == ClusterState::New && id.cluster_id != config.cluster_id() {
@@ -620,12 +611,7 @@ fn check_identity(config: &StoreConfig, id: &Identity) -> Result<(), StoreError>
 
 async fn bind(url: &str) -> Result<tokio::net::TcpListener, StoreError> {
     let addr = listen_addr(url)?;
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| StoreError::Listen {
-            addr: url.to_string(),
-            source: e,
-        })
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| StoreError::Listen { addr: url.to_string(), source: e })
 }
 
 fn spawn_server(
@@ -656,26 +642,14 @@ fn spawn_server(
 /// Announces this member's name and client URLs through the log, once it is running.
 async fn publish_member(store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
     let c = &store.inner.config;
-    let me = PublishMember {
-        member_id: store.inner.id,
-        name: c.name.clone(),
-        client_urls: c.advertise_client_urls.clone(),
-    };
+    let me =
+        PublishMember { member_id: store.inner.id, name: c.name.clone(), client_urls: c.advertise_client_urls.clone() };
     loop {
-        let already = store
-            .inner
-            .shared
-            .current()
-            .members()
-            .map(|ms| ms.contains(&me))
-            .unwrap_or(false);
+        let already = store.inner.shared.current().members().map(|ms| ms.contains(&me)).unwrap_or(false);
         if already {
             return;
         }
-        let req = WriteRequest {
-            request: Some(write_request::Request::PublishMember(me.clone())),
-            cluster_id: 0,
-        };
+        let req = WriteRequest { request: Some(write_request::Request::PublishMember(me.clone())), cluster_id: 0 };
         tokio::select! {
             r = store.write(req) => if r.is_ok() { return },
             _ = stop.wait_for(|s| *s) => return,

@@ -82,10 +82,8 @@ async fn run(store: Store, spec: WatchSpec, out: mpsc::Sender<WatchResponse>, se
     }
     sent.store(next - 1, Ordering::Release);
     let interval = store.config().progress_notify_interval;
-    let mut ticker = tokio::time::interval_at(
-        tokio::time::Instant::now() + interval,
-        interval.max(Duration::from_millis(10)),
-    );
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + interval, interval.max(Duration::from_millis(10)));
     loop {
         match catch_up(&store, &spec, &out, &mut next, &sent).await {
             Ok(()) => {}
@@ -131,20 +129,12 @@ fn strip_prev(e: &Event, keep: bool) -> Event {
     if keep {
         e.clone()
     } else {
-        Event {
-            prev_kv: None,
-            ..e.clone()
-        }
+        Event { prev_kv: None, ..e.clone() }
     }
 }
 
 fn events_response(store: &Store, spec: &WatchSpec, revision: i64, events: Vec<Event>) -> WatchResponse {
-    WatchResponse {
-        header: Some(store.header(revision)),
-        watch_id: spec.id,
-        events,
-        ..Default::default()
-    }
+    WatchResponse { header: Some(store.header(revision)), watch_id: spec.id, events, ..Default::default() }
 }
 
 /// Sends every event from `next` to the current revision out of the state database.
@@ -170,9 +160,7 @@ async fn catch_up(
                     watch_id: spec.id,
                     canceled: true,
                     compact_revision: compacted,
-                    cancel_reason: crate::apply::ERR_COMPACTED
-                        .trim_start_matches("etcdserver: ")
-                        .to_string(),
+                    cancel_reason: crate::apply::ERR_COMPACTED.trim_start_matches("etcdserver: ").to_string(),
                     ..Default::default()
                 };
                 let _ = out.send(resp).await;
@@ -192,10 +180,7 @@ async fn catch_up(
         };
         let filtered: Vec<Event> = batch.into_iter().filter(|e| spec.wants(e)).collect();
         for chunk in split_by_revision(filtered, EVENTS_PER_RESPONSE) {
-            let rev = chunk
-                .last()
-                .and_then(|e| e.kv.as_ref())
-                .map_or(upto, |kv| kv.mod_revision);
+            let rev = chunk.last().and_then(|e| e.kv.as_ref()).map_or(upto, |kv| kv.mod_revision);
             if out.send(events_response(store, spec, rev, chunk)).await.is_err() {
                 return Err(Stop::Closed);
             }
@@ -231,23 +216,15 @@ mod tests {
     use keel_proto::mvccpb::KeyValue;
 
     fn ev(rev: i64) -> Event {
-        Event {
-            kv: Some(KeyValue {
-                mod_revision: rev,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        Event { kv: Some(KeyValue { mod_revision: rev, ..Default::default() }), ..Default::default() }
     }
 
     #[test]
     fn responses_never_split_a_revision() {
         let events = vec![ev(1), ev(1), ev(1), ev(2), ev(3), ev(3)];
         let chunks = split_by_revision(events, 2);
-        let revs: Vec<Vec<i64>> = chunks
-            .iter()
-            .map(|c| c.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect())
-            .collect();
+        let revs: Vec<Vec<i64>> =
+            chunks.iter().map(|c| c.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect()).collect();
         assert_eq!(revs, vec![vec![1, 1, 1], vec![2, 3, 3]]);
     }
 }

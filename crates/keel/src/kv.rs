@@ -56,9 +56,7 @@ pub struct KvArgs {
 
 impl KvArgs {
     fn into_config(self) -> anyhow::Result<StoreConfig> {
-        let data_dir = self
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)));
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)));
         Ok(StoreConfig {
             initial_cluster: parse_initial_cluster(&self.initial_cluster)?,
             name: self.name,

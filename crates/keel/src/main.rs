@@ -6,11 +6,7 @@ mod kv;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "keel",
-    version,
-    about = "keel: a container orchestrator with its own Raft-replicated store"
-)]
+#[command(name = "keel", version, about = "keel: a container orchestrator with its own Raft-replicated store")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
