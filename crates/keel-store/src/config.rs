@@ -55,6 +55,8 @@ pub struct StoreConfig {
     pub snapshot_count: u64,
     /// How often a watcher that asked for progress notifications gets one.
     pub progress_notify_interval: Duration,
+    /// What history the leader compacts away on its own.
+    pub auto_compaction: crate::auto_compaction::AutoCompaction,
 }
 
 impl StoreConfig {
@@ -77,6 +79,7 @@ impl StoreConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             snapshot_count: 10_000,
             progress_notify_interval: Duration::from_secs(600),
+            auto_compaction: crate::auto_compaction::DEFAULT_AUTO_COMPACTION,
         }
     }
 

@@ -36,6 +36,8 @@ pub struct SharedState {
     pub lessor: Mutex<Lessor>,
     /// Revision whose history removal is wanted; the compactor thread waits on it.
     compact_tx: tokio::sync::watch::Sender<i64>,
+    /// Revision up to which history has been removed from this member's disk.
+    pub physical: tokio::sync::watch::Sender<i64>,
 }
 
 impl SharedState {
@@ -72,6 +74,7 @@ impl SharedState {
         let state = StateDb::open(&dir.join(format!("state-{generation}")), create || generation == 1)?;
         let lessor = Lessor::load(state.reader().leases()?, Instant::now());
         let (compact_tx, compact_rx) = tokio::sync::watch::channel(0);
+        let physical = tokio::sync::watch::channel(state.reader().compacted()?).0;
         let shared = Arc::new(SharedState {
             current: RwLock::new(Arc::new(state)),
             generation: RwLock::new(generation),
@@ -79,6 +82,7 @@ impl SharedState {
             hub: Hub::default(),
             lessor: Mutex::new(lessor),
             compact_tx,
+            physical,
         });
         std::fs::create_dir_all(dir.join(SNAPSHOT_DIR)).map_err(StoreError::io(dir.join(SNAPSHOT_DIR)))?;
         Self::spawn_compactor(Arc::downgrade(&shared), compact_rx);
@@ -110,20 +114,21 @@ impl SharedState {
     }
 
     /// Removes compacted history in the background, so compaction never stalls writes or reads.
-    fn spawn_compactor(shared: std::sync::Weak<SharedState>, mut rx: tokio::sync::watch::Receiver<i64>) {
+    fn spawn_compactor(weak: std::sync::Weak<SharedState>, mut rx: tokio::sync::watch::Receiver<i64>) {
         std::thread::Builder::new()
             .name("mvcc-compactor".into())
             .spawn(move || loop {
                 let wanted = *rx.borrow_and_update();
                 if wanted > 0 {
-                    let Some(shared) = shared.upgrade() else {
-                        return;
-                    };
+                    let Some(shared) = weak.upgrade() else { return };
                     let state = shared.current();
                     drop(shared);
                     match state.compact_history(wanted) {
                         Ok(n) => {
-                            tracing::info!(revision = wanted, removed = n, "compacted history")
+                            tracing::info!(revision = wanted, removed = n, "compacted history");
+                            if let Some(shared) = weak.upgrade() {
+                                shared.physical.send_replace(wanted);
+                            }
                         }
                         Err(e) => tracing::error!(error = %e, "history compaction failed"),
                     }

@@ -239,6 +239,7 @@ impl Store {
         }
         tasks.push(tokio::spawn(publish_member(self.clone(), rx.clone())));
         tasks.push(tokio::spawn(crate::leases::expire_leases(self.clone(), rx.clone())));
+        tasks.push(tokio::spawn(crate::auto_compaction::run(self.clone(), rx.clone())));
         Ok(RunningStore { store: self, tasks, shutdown })
     }
 
@@ -483,13 +484,23 @@ impl Store {
     }
 
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, ApiError> {
-        match self.write_checked(write_request::Request::Compaction(req)).await? {
+        let (revision, physical) = (req.revision, req.physical);
+        let resp = match self.write_checked(write_request::Request::Compaction(req)).await? {
             (write_response::Response::Compaction(mut c), rev) => {
                 c.header = Some(self.header(rev));
-                Ok(c)
+                c
             }
-            _ => Err(unexpected()),
+            _ => return Err(unexpected()),
+        };
+        if physical {
+            // etcd's `physical`: answer once this member's disk no longer holds the compacted history.
+            let mut rx = self.inner.shared.physical.subscribe();
+            tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|done| *done >= revision))
+                .await
+                .map_err(|_| ApiError::Timeout)?
+                .map_err(|_| ApiError::Internal(StoreError::Raft("compactor stopped".into())))?;
         }
+        Ok(resp)
     }
 
     /// Every member: Raft's membership, with the names and client URLs members published.

@@ -41,3 +41,41 @@ async fn a_txn_reading_history_sees_writes_earlier_in_its_own_batch() {
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied.unwrap().index, 3);
 }
+
+#[tokio::test]
+async fn physical_compaction_removes_history_but_keeps_what_reads_need() {
+    use keel_proto::etcdserverpb::DeleteRangeRequest;
+    use keel_store::apply::KvView;
+    use keel_store::keys::KeyRange;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedState::open(dir.path(), true).unwrap();
+    let mut sm = StateMachine::new(shared.clone()).unwrap();
+    // k: versions at revisions 2..=11; gone: put at 12, deleted at 13; stays: put at 14.
+    let mut entries: Vec<Entry> = (0..10).map(|i| entry(i + 1, put("k", &i.to_string()))).collect();
+    entries.push(entry(11, put("gone", "x")));
+    entries.push(entry(
+        12,
+        write_request::Request::DeleteRange(DeleteRangeRequest { key: "gone".into(), ..Default::default() }),
+    ));
+    entries.push(entry(13, put("stays", "y")));
+    sm.apply(entries).await.unwrap();
+    let state = shared.current();
+    let all = KeyRange::new(&[0], &[0]);
+    assert_eq!(state.reader().events(1, 100, &all, false).unwrap().len(), 13);
+    let removed = state.compact_history(8).unwrap();
+    let events = state.reader().events(1, 100, &all, false).unwrap();
+    let revs: Vec<i64> = events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect();
+    // Kept: k's newest version at or before 8 (revision 8) and everything after; "gone" is deleted after 8,
+    // so its put at 12 and tombstone at 13 stay too.
+    assert_eq!(revs, vec![8, 9, 10, 11, 12, 13, 14]);
+    assert_eq!(removed, 6);
+    let reader = state.reader();
+    assert_eq!(reader.scan_at(&KeyRange::new(b"k", b""), 8).unwrap()[0].value, b"6");
+    assert_eq!(reader.scan_at(&KeyRange::new(b"k", b""), 10).unwrap()[0].value, b"8");
+    assert_eq!(reader.scan(&all).unwrap().len(), 2);
+    // Compacting past a deletion drops the dead key's whole history.
+    state.compact_history(14).unwrap();
+    let keys: Vec<Vec<u8>> =
+        state.reader().events(1, 100, &all, false).unwrap().into_iter().map(|e| e.kv.unwrap().key).collect();
+    assert_eq!(keys, vec![b"k".to_vec(), b"stays".to_vec()]);
+}

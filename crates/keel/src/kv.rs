@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use keel_store::auto_compaction::AutoCompaction;
 use keel_store::config::{parse_initial_cluster, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_REQUEST_BYTES};
 use keel_store::{ClusterState, Store, StoreConfig};
 
@@ -52,6 +53,12 @@ pub struct KvArgs {
     /// Interval of watch progress notifications, in seconds.
     #[arg(long, default_value_t = 600)]
     progress_notify_interval: u64,
+    /// Automatic compaction: "revision" (keep the last N revisions) or "periodic" (keep a time span).
+    #[arg(long, default_value = "revision")]
+    auto_compaction_mode: String,
+    /// What automatic compaction keeps: N revisions, or a span like 1h, 30m, 90s; 0 turns it off.
+    #[arg(long, default_value = "10000")]
+    auto_compaction_retention: String,
 }
 
 impl KvArgs {
@@ -72,6 +79,8 @@ impl KvArgs {
             max_request_bytes: self.max_request_bytes,
             snapshot_count: self.snapshot_count,
             progress_notify_interval: Duration::from_secs(self.progress_notify_interval.max(1)),
+            auto_compaction: AutoCompaction::parse(&self.auto_compaction_mode, &self.auto_compaction_retention)
+                .map_err(anyhow::Error::msg)?,
         })
     }
 }
