@@ -63,11 +63,13 @@ impl MemberProc {
 pub struct Options {
     pub snapshot_count: Option<u64>,
     pub extra_args: Vec<String>,
+    /// Environment for one member only: (member index, name, value).
+    pub member_env: Vec<(usize, String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { snapshot_count: None, extra_args: Vec::new() }
+        Options { snapshot_count: None, extra_args: Vec::new(), member_env: Vec::new() }
     }
 }
 
@@ -86,6 +88,24 @@ impl Cluster {
     }
 
     pub async fn start_with(n: usize, options: Options) -> anyhow::Result<Cluster> {
+        let mut c = Self::prepare(n, options)?;
+        c.start_all().await?;
+        Ok(c)
+    }
+
+    /// Spawns every member that is not running and waits until they have a leader.
+    pub async fn start_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.members.len() {
+            if !self.members[i].is_running() {
+                self.spawn(i)?;
+            }
+        }
+        self.wait_leader(Duration::from_secs(30)).await?;
+        Ok(())
+    }
+
+    /// Allocates ports and data dirs for `n` members without starting them.
+    pub fn prepare(n: usize, options: Options) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("keel-test-").tempdir()?;
         let members: Vec<MemberProc> = (1..=n)
             .map(|i| MemberProc {
@@ -99,12 +119,18 @@ impl Cluster {
             .collect();
         let initial_cluster =
             members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",");
-        let mut c = Cluster { members, dir, initial_cluster, options };
-        for i in 0..n {
-            c.spawn(i)?;
-        }
-        c.wait_leader(Duration::from_secs(30)).await?;
-        Ok(c)
+        Ok(Cluster { members, dir, initial_cluster, options })
+    }
+
+    /// `keel kv restore <snapshot>` with member `i`'s flags: builds its data dir from a backup.
+    pub fn restore(&self, i: usize, snapshot: &Path) -> anyhow::Result<Output> {
+        let base = self.command(i);
+        let mut cmd = Command::new(base.get_program());
+        let mut args: Vec<std::ffi::OsString> = base.get_args().map(|a| a.to_owned()).collect();
+        args.insert(1, "restore".into());
+        args.insert(2, snapshot.as_os_str().to_owned());
+        cmd.args(args);
+        Ok(cmd.output()?)
     }
 
     /// The command line that starts member `i` (without spawning it).
@@ -123,6 +149,11 @@ impl Cluster {
         }
         cmd.args(&self.options.extra_args);
         cmd.env("RUST_LOG", "info,openraft=warn");
+        for (member, k, v) in &self.options.member_env {
+            if *member == i {
+                cmd.env(k, v);
+            }
+        }
         cmd
     }
 

@@ -58,6 +58,8 @@ pub enum Change {
     Attach { lease: i64, key: Vec<u8> },
     /// `key` no longer belongs to lease `lease`.
     Detach { lease: i64, key: Vec<u8> },
+    /// An alarm (etcd's `AlarmType`) is raised (`active`) or cleared for a member.
+    Alarm { member: u64, alarm: i32, active: bool },
 }
 
 /// The error a refused request gets; it changed nothing.
@@ -203,6 +205,17 @@ impl<'a, V: KvView> Applier<'a, V> {
                 Ok(r) => write_response::Response::LeaseRevoke(r),
                 Err(e) => write_response::Response::Error(e),
             },
+            Some(write_request::Request::Alarm(a)) => {
+                use keel_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmResponse};
+                let active = a.action == AlarmAction::Activate as i32;
+                if active || a.action == AlarmAction::Deactivate as i32 {
+                    self.changes.push(Change::Alarm { member: a.member_id, alarm: a.alarm, active });
+                }
+                write_response::Response::Alarm(AlarmResponse {
+                    header: None,
+                    alarms: vec![AlarmMember { member_id: a.member_id, alarm: a.alarm }],
+                })
+            }
             Some(write_request::Request::PublishMember(m)) => {
                 self.changes.push(Change::PublishMember(m.clone()));
                 write_response::Response::Empty(Empty {})

@@ -80,7 +80,7 @@ impl MemKv {
                 Change::Detach { lease, key } => {
                     self.lease_keys.remove(&(lease, key));
                 }
-                Change::Compact(_) | Change::PublishMember(_) => {}
+                Change::Compact(_) | Change::PublishMember(_) | Change::Alarm { .. } => {}
             }
         }
         self.revision = revision;

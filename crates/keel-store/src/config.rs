@@ -57,6 +57,8 @@ pub struct StoreConfig {
     pub progress_notify_interval: Duration,
     /// What history the leader compacts away on its own.
     pub auto_compaction: crate::auto_compaction::AutoCompaction,
+    /// How often the leader compares members' hashes (zero: never).
+    pub corrupt_check_interval: Duration,
 }
 
 impl StoreConfig {
@@ -80,6 +82,7 @@ impl StoreConfig {
             snapshot_count: 10_000,
             progress_notify_interval: Duration::from_secs(600),
             auto_compaction: crate::auto_compaction::DEFAULT_AUTO_COMPACTION,
+            corrupt_check_interval: Duration::from_secs(60),
         }
     }
 

@@ -258,9 +258,8 @@ impl Cluster for EtcdApi {
 impl Maintenance for EtcdApi {
     type SnapshotStream = BoxStream<SnapshotResponse>;
 
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Res<AlarmResponse> {
-        let header = self.store.header(self.store.current_revision().map_err(|e| Status::from(ApiError::from(e)))?);
-        Ok(Response::new(AlarmResponse { header: Some(header), alarms: vec![] }))
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Res<AlarmResponse> {
+        ok(self.store.alarm(req.into_inner()).await)
     }
     async fn status(&self, _: Request<StatusRequest>) -> Res<StatusResponse> {
         ok(self.store.status())
@@ -271,13 +270,48 @@ impl Maintenance for EtcdApi {
         Ok(Response::new(DefragmentResponse { header: Some(header) }))
     }
     async fn hash(&self, _: Request<HashRequest>) -> Res<HashResponse> {
-        Err(Status::unimplemented("etcdserver: Hash arrives with keel's store operations"))
+        ok(self.store.hash())
     }
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Res<HashKvResponse> {
-        Err(Status::unimplemented("etcdserver: HashKV arrives with keel's store operations"))
+    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Res<HashKvResponse> {
+        ok(self.store.hash_kv(req.into_inner()).await)
     }
+    /// A consistent point-in-time snapshot of this member's state, in 1 MiB chunks (`etcdctl snapshot save`).
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Res<Self::SnapshotStream> {
-        Err(Status::unimplemented("etcdserver: Snapshot arrives with keel's store operations"))
+        use tokio::io::AsyncReadExt;
+        let (path, rev) = self.store.backup().await.map_err(Status::from)?;
+        let total = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let header = self.store.header(rev);
+        let (tx, rx) = mpsc::channel::<Result<SnapshotResponse, Status>>(4);
+        tokio::spawn(async move {
+            let result = async {
+                let mut f = tokio::fs::File::open(&path).await?;
+                let mut sent = 0u64;
+                loop {
+                    let mut blob = vec![0u8; 1 << 20];
+                    let n = f.read(&mut blob).await?;
+                    if n == 0 {
+                        return Ok::<_, std::io::Error>(());
+                    }
+                    blob.truncate(n);
+                    sent += n as u64;
+                    let resp = SnapshotResponse {
+                        header: Some(header.clone()),
+                        remaining_bytes: total.saturating_sub(sent),
+                        blob,
+                    };
+                    if tx.send(Ok(resp)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "snapshot stream failed");
+                let _ = tx.send(Err(Status::internal("etcdserver: snapshot failed"))).await;
+            }
+            let _ = std::fs::remove_file(&path);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
     async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Res<MoveLeaderResponse> {
         Err(Status::unimplemented("etcdserver: MoveLeader is not supported"))

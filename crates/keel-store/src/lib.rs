@@ -11,11 +11,14 @@ pub mod auto_compaction;
 pub mod config;
 pub mod error;
 pub mod etcd_api;
+#[cfg(debug_assertions)]
+mod fault;
 pub mod hub;
 pub mod keys;
 pub mod leases;
 pub mod lessor;
 pub mod log_store;
+pub mod maintenance;
 pub mod network;
 pub mod peer;
 pub mod state_db;

@@ -102,4 +102,11 @@ impl RaftPeer for PeerService {
         }
         Ok(Response::new(self.store.time_to_live_here(&req.into_inner()).map_err(Status::from)?))
     }
+
+    async fn hash_kv(
+        &self,
+        req: Request<keel_proto::etcdserverpb::HashKvRequest>,
+    ) -> Result<Response<keel_proto::etcdserverpb::HashKvResponse>, Status> {
+        Ok(Response::new(self.store.hash_kv(req.into_inner()).await.map_err(Status::from)?))
+    }
 }

@@ -37,6 +37,7 @@ const META_COMPACTED_PHYSICAL: &[u8] = b"compacted_physical";
 const META_APPLIED: &[u8] = b"applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
 const META_MEMBER_PREFIX: &[u8] = b"member/";
+const META_ALARM_PREFIX: &[u8] = b"alarm/";
 
 const HIST_PUT: u8 = 0;
 const HIST_DELETE: u8 = 1;
@@ -160,6 +161,16 @@ impl StateDb {
                     b.delete_cf(self.cf(CF_LEASES), id.to_be_bytes());
                     b.delete_range_cf(self.cf(CF_LEASE_KEYS), id.to_be_bytes(), (id + 1).to_be_bytes());
                 }
+                Change::Alarm { member, alarm, active } => {
+                    let mut k = META_ALARM_PREFIX.to_vec();
+                    k.extend_from_slice(&member.to_be_bytes());
+                    k.extend_from_slice(&alarm.to_be_bytes());
+                    if *active {
+                        b.put_cf(meta, k, []);
+                    } else {
+                        b.delete_cf(meta, k);
+                    }
+                }
                 Change::Attach { lease, key } => b.put_cf(self.cf(CF_LEASE_KEYS), lease_key(*lease, key), []),
                 Change::Detach { lease, key } => b.delete_cf(self.cf(CF_LEASE_KEYS), lease_key(*lease, key)),
                 Change::PublishMember(m) => {
@@ -282,6 +293,39 @@ impl StateDb {
         self.sync()
     }
 
+    /// Drops what belongs to the cluster a backup came from (applied log id, membership, published members,
+    /// alarms), keeping the key space, revisions and leases: the first step of a restore.
+    pub fn forget_cluster(&self) -> Result<(), StoreError> {
+        let meta = self.cf(CF_META);
+        let mut b = WriteBatch::default();
+        b.delete_cf(meta, META_APPLIED);
+        b.delete_cf(meta, META_MEMBERSHIP);
+        for prefix in [META_MEMBER_PREFIX, META_ALARM_PREFIX] {
+            let mut end = prefix.to_vec();
+            *end.last_mut().expect("non-empty prefix") += 1;
+            b.delete_range_cf(meta, prefix, &end[..]);
+        }
+        self.write(b, true)
+    }
+
+    /// Raised alarms: (member id, etcd `AlarmType`).
+    pub fn alarms(&self) -> Result<Vec<(u64, i32)>, StoreError> {
+        let r = self.writer_view();
+        let mut it = r.iter(CF_META);
+        it.seek(META_ALARM_PREFIX);
+        let mut out = Vec::new();
+        while it.valid() {
+            let k = it.key().expect("key");
+            let Some(rest) = k.strip_prefix(META_ALARM_PREFIX) else { break };
+            let bad = || corrupt("alarm key");
+            let member = u64::from_be_bytes(rest.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+            let alarm = i32::from_be_bytes(rest.get(8..12).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+            out.push((member, alarm));
+            it.next();
+        }
+        Ok(out)
+    }
+
     /// Published member attributes (name, client URLs) by member id.
     pub fn members(&self) -> Result<Vec<PublishMember>, StoreError> {
         let r = self.writer_view();
@@ -368,6 +412,38 @@ impl<'a> StateReader<'a> {
             applied,
             membership,
         })
+    }
+
+    /// A hash of the key space's history up to `rev`, and the compacted revision it starts from: the state at
+    /// the compacted revision and every event after it. It does not depend on how far this member has
+    /// physically removed compacted history, so members at the same revision and compaction agree.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64), StoreError> {
+        let compacted = self.compacted()?;
+        let all = KeyRange::new(&[0], &[0]);
+        let mut h = crc32fast::Hasher::new();
+        h.update(&compacted.to_be_bytes());
+        if compacted > 0 {
+            for kv in self.scan_at(&all, compacted)? {
+                h.update(&kv.encode_to_vec());
+            }
+        }
+        for ev in self.events(compacted + 1, rev, &all, false)? {
+            h.update(&ev.encode_to_vec());
+        }
+        Ok((h.finalize(), compacted))
+    }
+
+    /// A hash of everything a member's state holds at this moment: the key space (as [`Self::hash_kv`] at the
+    /// current revision) and the leases.
+    pub fn hash(&self) -> Result<u32, StoreError> {
+        let (kv, _) = self.hash_kv(self.revision()?)?;
+        let mut h = crc32fast::Hasher::new();
+        h.update(&kv.to_be_bytes());
+        for (id, ttl) in self.leases()? {
+            h.update(&id.to_be_bytes());
+            h.update(&ttl.to_be_bytes());
+        }
+        Ok(h.finalize())
     }
 
     /// Every lease and its granted TTL.

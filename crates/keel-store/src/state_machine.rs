@@ -38,6 +38,8 @@ pub struct SharedState {
     compact_tx: tokio::sync::watch::Sender<i64>,
     /// Revision up to which history has been removed from this member's disk.
     pub physical: tokio::sync::watch::Sender<i64>,
+    /// The store revision this member has applied.
+    applied_revision: tokio::sync::watch::Sender<i64>,
 }
 
 impl SharedState {
@@ -75,6 +77,7 @@ impl SharedState {
         let lessor = Lessor::load(state.reader().leases()?, Instant::now());
         let (compact_tx, compact_rx) = tokio::sync::watch::channel(0);
         let physical = tokio::sync::watch::channel(state.reader().compacted()?).0;
+        let applied_revision = tokio::sync::watch::channel(state.reader().revision()?).0;
         let shared = Arc::new(SharedState {
             current: RwLock::new(Arc::new(state)),
             generation: RwLock::new(generation),
@@ -83,6 +86,7 @@ impl SharedState {
             lessor: Mutex::new(lessor),
             compact_tx,
             physical,
+            applied_revision,
         });
         std::fs::create_dir_all(dir.join(SNAPSHOT_DIR)).map_err(StoreError::io(dir.join(SNAPSHOT_DIR)))?;
         Self::spawn_compactor(Arc::downgrade(&shared), compact_rx);
@@ -106,6 +110,11 @@ impl SharedState {
                 _ => {}
             }
         }
+    }
+
+    /// Follows the store revision this member has applied.
+    pub fn hub_revision(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.applied_revision.subscribe()
     }
 
     /// The current state database.
@@ -269,7 +278,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 applied = Some(*entry.get_log_id());
                 match &entry.payload {
                     EntryPayload::Blank => results.push(CommandResult::default()),
-                    EntryPayload::Normal(cmd) => results.push(CommandResult(applier.apply(&cmd.0).map_err(io_err)?)),
+                    EntryPayload::Normal(cmd) => {
+                        #[cfg(debug_assertions)]
+                        let faulty = crate::fault::diverge(&cmd.0);
+                        #[cfg(debug_assertions)]
+                        let req = faulty.as_ref().unwrap_or(&cmd.0);
+                        #[cfg(not(debug_assertions))]
+                        let req = &cmd.0;
+                        results.push(CommandResult(applier.apply(req).map_err(io_err)?))
+                    }
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(applied, m.clone()));
                         results.push(CommandResult::default());
@@ -289,6 +306,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 self.meta.membership = m;
             }
             self.shared.update_lessor(&changes);
+            self.shared.applied_revision.send_replace(revision);
             self.shared.hub.publish(events);
             if compacted > compacted_before {
                 self.shared.compact_tx.send_replace(compacted);
@@ -361,6 +379,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(|e| snap_err(Some(meta), std::io::Error::other(e.to_string())))?
         .map_err(|e| snap_err(Some(meta), e))?;
+        self.shared.applied_revision.send_replace(new_meta.revision);
         self.meta = new_meta;
         let leases = self.shared.current().reader().leases().map_err(io_err)?;
         *self.shared.lessor.lock().expect("lessor") = Lessor::load(leases, Instant::now());

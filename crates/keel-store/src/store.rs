@@ -184,6 +184,7 @@ impl Store {
                 wanted
             }
         };
+        let bootstrap = !log.has_raft_state()?;
         let shared = SharedState::open(&dir, fresh)?;
         let sm = StateMachine::new(shared.clone())?;
         let pool = PeerPool::new(identity.cluster_id);
@@ -196,7 +197,9 @@ impl Store {
         )
         .await
         .map_err(|e| StoreError::Raft(e.to_string()))?;
-        if fresh && config.initial_cluster_state == ClusterState::New {
+        // A new member (or a restored data dir) of a new cluster bootstraps the membership; doing it again after
+        // a crash before the first vote is harmless (same membership, empty log).
+        if bootstrap && config.initial_cluster_state == ClusterState::New {
             let members: BTreeMap<NodeId, crate::types::Member> = config.initial_members();
             raft.initialize(members).await.map_err(|e| StoreError::Raft(e.to_string()))?;
         }
@@ -240,6 +243,8 @@ impl Store {
         tasks.push(tokio::spawn(publish_member(self.clone(), rx.clone())));
         tasks.push(tokio::spawn(crate::leases::expire_leases(self.clone(), rx.clone())));
         tasks.push(tokio::spawn(crate::auto_compaction::run(self.clone(), rx.clone())));
+        let check = self.inner.config.corrupt_check_interval;
+        tasks.push(tokio::spawn(crate::maintenance::check_divergence(self.clone(), check, rx.clone())));
         Ok(RunningStore { store: self, tasks, shutdown })
     }
 
@@ -358,6 +363,24 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Every member's id and first peer URL, from Raft's membership.
+    pub(crate) fn peer_urls(&self) -> Vec<(NodeId, String)> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter_map(|(id, n)| n.peer_urls.first().map(|u| (*id, u.clone())))
+            .collect()
+    }
+
+    pub(crate) fn peer_client(
+        &self,
+        url: &str,
+    ) -> Option<keel_proto::raftpb::raft_peer_client::RaftPeerClient<tonic::transport::Channel>> {
+        self.inner.pool.client(url)
     }
 
     /// The current Raft term.
@@ -536,6 +559,10 @@ impl Store {
         if m.current_leader.is_none() {
             errors.push("etcdserver: no leader".to_string());
         }
+        for (member, alarm) in state.alarms()? {
+            let name = keel_proto::etcdserverpb::AlarmType::try_from(alarm).map_or("UNKNOWN", |a| a.as_str_name());
+            errors.push(format!("memberID:{member} alarm:{name} "));
+        }
         Ok(StatusResponse {
             header: Some(ResponseHeader {
                 cluster_id: self.inner.cluster_id,
@@ -587,6 +614,16 @@ fn set_txn_headers(t: &mut TxnResponse, h: &ResponseHeader) {
             None => {}
         }
     }
+}
+
+/// Creates the Raft log of a member that has none yet, recording who it is (used by restore).
+pub(crate) fn create_identity(config: &StoreConfig) -> Result<(), StoreError> {
+    let log = LogDb::open(&config.data_dir.join("raft-log"))?;
+    log.set_identity(&Identity {
+        name: config.name.clone(),
+        member_id: config.member_id(),
+        cluster_id: config.cluster_id(),
+    })
 }
 
 fn check_identity(config: &StoreConfig, id: &Identity) -> Result<(), StoreError> {

@@ -4,13 +4,35 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use keel_store::auto_compaction::AutoCompaction;
 use keel_store::config::{parse_initial_cluster, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_REQUEST_BYTES};
 use keel_store::{ClusterState, Store, StoreConfig};
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct KvArgs {
+    #[command(subcommand)]
+    command: Option<KvCommand>,
+    #[command(flatten)]
+    member: MemberArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum KvCommand {
+    /// Build a new member's data dir from a backup (`etcdctl snapshot save`); start it with `keel kv` and the
+    /// same flags. Every member of the new cluster is restored from the same backup.
+    Restore {
+        /// The backup file.
+        snapshot: PathBuf,
+        #[command(flatten)]
+        member: MemberArgs,
+    },
+}
+
+/// The flags of one member, with etcd's names and defaults.
+#[derive(Args, Debug)]
+pub struct MemberArgs {
     /// Human-readable name of this member.
     #[arg(long, default_value = "default")]
     name: String,
@@ -59,9 +81,12 @@ pub struct KvArgs {
     /// What automatic compaction keeps: N revisions, or a span like 1h, 30m, 90s; 0 turns it off.
     #[arg(long, default_value = "10000")]
     auto_compaction_retention: String,
+    /// How often the leader compares members' hashes to detect divergence, in seconds (0: never).
+    #[arg(long, default_value_t = 60)]
+    corrupt_check_interval: u64,
 }
 
-impl KvArgs {
+impl MemberArgs {
     fn into_config(self) -> anyhow::Result<StoreConfig> {
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)));
         Ok(StoreConfig {
@@ -81,12 +106,34 @@ impl KvArgs {
             progress_notify_interval: Duration::from_secs(self.progress_notify_interval.max(1)),
             auto_compaction: AutoCompaction::parse(&self.auto_compaction_mode, &self.auto_compaction_retention)
                 .map_err(anyhow::Error::msg)?,
+            corrupt_check_interval: Duration::from_secs(self.corrupt_check_interval),
         })
     }
 }
 
 pub fn run(args: KvArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
+    match args.command {
+        Some(KvCommand::Restore { snapshot, member }) => restore(&snapshot, member),
+        None => serve(args.member),
+    }
+}
+
+fn restore(snapshot: &std::path::Path, member: MemberArgs) -> anyhow::Result<()> {
+    let config = member.into_config()?;
+    keel_store::maintenance::restore(snapshot, &config)
+        .map_err(|e| anyhow::anyhow!(keel_store::error_chain(&e)))
+        .with_context(|| format!("cannot restore {} into {}", snapshot.display(), config.data_dir.display()))?;
+    println!(
+        "restored {} into {} (member {:?}); start it with `keel kv` and the same flags",
+        snapshot.display(),
+        config.data_dir.display(),
+        config.name
+    );
+    Ok(())
+}
+
+fn serve(member: MemberArgs) -> anyhow::Result<()> {
+    let config = member.into_config()?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let dir = config.data_dir.clone();
