@@ -2,9 +2,11 @@
 //! data dirs, stock `etcdctl`, and gRPC clients of the etcd API. Everything a test starts is stopped and
 //! removed when its [`Cluster`] is dropped.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -40,6 +42,8 @@ pub struct MemberProc {
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Started with `--initial-cluster-state existing` (added to a running cluster).
+    pub joining: bool,
     child: Option<Child>,
 }
 
@@ -114,6 +118,7 @@ impl Cluster {
                 peer_port: free_port(),
                 data_dir: dir.path().join(format!("m{i}")),
                 log: dir.path().join(format!("m{i}.log")),
+                joining: false,
                 child: None,
             })
             .collect();
@@ -143,7 +148,8 @@ impl Cluster {
             .arg(&m.data_dir)
             .args(["--listen-client-urls", &m.client_url(), "--advertise-client-urls", &m.client_url()])
             .args(["--listen-peer-urls", &m.peer_url(), "--initial-advertise-peer-urls", &m.peer_url()])
-            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"]);
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", if m.joining { "existing" } else { "new" }]);
         if let Some(s) = self.options.snapshot_count {
             cmd.args(["--snapshot-count", &s.to_string()]);
         }
@@ -157,7 +163,7 @@ impl Cluster {
         cmd
     }
 
-    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+    pub fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.members[i].log)?;
         let child = self
             .command(i)
@@ -168,6 +174,24 @@ impl Cluster {
             .with_context(|| format!("spawn {}", keel_bin().display()))?;
         self.members[i].child = Some(child);
         Ok(())
+    }
+
+    /// A new member for this cluster (not started: add it with `etcdctl member add`, then [`Cluster::spawn`]);
+    /// every member's `--initial-cluster` names it from now on, as an operator would update the flags.
+    pub fn add_member(&mut self) -> usize {
+        let i = self.members.len();
+        let m = MemberProc {
+            name: format!("m{}", i + 1),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: self.dir.path().join(format!("m{}", i + 1)),
+            log: self.dir.path().join(format!("m{}.log", i + 1)),
+            joining: true,
+            child: None,
+        };
+        self.initial_cluster.push_str(&format!(",{}={}", m.name, m.peer_url()));
+        self.members.push(m);
+        i
     }
 
     /// kill -9 member `i`.
@@ -347,4 +371,88 @@ pub async fn put(c: &Cluster, i: usize, key: &str, value: &str) -> anyhow::Resul
         .await?
         .into_inner();
     Ok(r.header.map(|h| h.revision).unwrap_or(0))
+}
+
+/// Acknowledged writes (key → value) and when each was acknowledged.
+#[derive(Default)]
+pub struct Acked {
+    pub writes: BTreeMap<String, String>,
+    pub times: Vec<Instant>,
+}
+
+/// Starts `writers` clients that put unique keys until `stop`, each on its own member at first and moving to
+/// the next member whenever a request fails (its outcome unknown, that key is not counted).
+pub fn write_loop(
+    urls: Vec<String>,
+    writers: usize,
+    prefix: &str,
+    stop: Instant,
+) -> (Arc<Mutex<Acked>>, tokio::task::JoinHandle<()>) {
+    let acked: Arc<Mutex<Acked>> = Default::default();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (acked, urls, prefix) = (acked.clone(), urls.clone(), prefix.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut member = w % urls.len();
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                let key = format!("{prefix}/{w}/{n:06}");
+                let value = format!("v{n}");
+                n += 1;
+                let res = async {
+                    let ch = tonic::transport::Channel::from_shared(urls[member].clone())?
+                        .connect_timeout(Duration::from_millis(500))
+                        .timeout(Duration::from_secs(10))
+                        .connect()
+                        .await?;
+                    let mut kv = keel_proto::etcdserverpb::kv_client::KvClient::new(ch);
+                    kv.put(PutRequest { key: key.clone().into(), value: value.clone().into(), ..Default::default() })
+                        .await?;
+                    anyhow::Ok(())
+                }
+                .await;
+                match res {
+                    Ok(()) => {
+                        let mut a = acked.lock().unwrap();
+                        a.writes.insert(key, value);
+                        a.times.push(Instant::now());
+                    }
+                    Err(_) => {
+                        member = (member + 1) % urls.len();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let all = tokio::spawn(async move {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    (acked, all)
+}
+
+pub fn urls(c: &Cluster) -> Vec<String> {
+    c.members.iter().map(|m| m.client_url()).collect()
+}
+
+/// Every acknowledged write is present, with its value, on member `i`.
+pub async fn assert_has_all(c: &Cluster, i: usize, acked: &BTreeMap<String, String>) {
+    let dump: BTreeMap<String, String> = c
+        .dump(i)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|(k, v)| dump.get(*k) != Some(*v)).map(|(k, _)| k).collect();
+    assert!(
+        missing.is_empty(),
+        "member {} lost {} of {} acknowledged writes, e.g. {:?}",
+        c.members[i].name,
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
 }

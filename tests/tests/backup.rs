@@ -13,7 +13,7 @@ async fn snapshot_save_then_restore_gives_the_same_keys_and_values() {
         keel_tests::put(&a, i % 3, &format!("k/{i:02}"), &format!("v{i}")).await.unwrap();
     }
     let mut kv = a.kv(0).await.unwrap();
-    
+
     let ch = a.channel(1).await.unwrap();
     let granted = keel_proto::etcdserverpb::lease_client::LeaseClient::new(ch)
         .lease_grant(LeaseGrantRequest { ttl: 600, id: 0 })

@@ -2,95 +2,10 @@
 //! that were down catch up by log and by snapshot. Nothing acknowledged may be lost.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keel_proto::etcdserverpb::{PutRequest, RangeRequest};
-use keel_tests::{Cluster, Options};
-
-/// Acknowledged writes (key → value) and when each was acknowledged.
-#[derive(Default)]
-struct Acked {
-    writes: BTreeMap<String, String>,
-    times: Vec<Instant>,
-}
-
-/// Starts `writers` clients that put unique keys until `stop`, each on its own member at first and moving to
-/// the next member whenever a request fails (its outcome unknown, that key is not counted).
-fn write_loop(
-    urls: Vec<String>,
-    writers: usize,
-    prefix: &str,
-    stop: Instant,
-) -> (Arc<Mutex<Acked>>, tokio::task::JoinHandle<()>) {
-    let acked: Arc<Mutex<Acked>> = Default::default();
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let (acked, urls, prefix) = (acked.clone(), urls.clone(), prefix.to_string());
-        tasks.push(tokio::spawn(async move {
-            let mut member = w % urls.len();
-            let mut n = 0u64;
-            while Instant::now() < stop {
-                let key = format!("{prefix}/{w}/{n:06}");
-                let value = format!("v{n}");
-                n += 1;
-                let res = async {
-                    let ch = tonic::transport::Channel::from_shared(urls[member].clone())?
-                        .connect_timeout(Duration::from_millis(500))
-                        .timeout(Duration::from_secs(10))
-                        .connect()
-                        .await?;
-                    let mut kv = keel_proto::etcdserverpb::kv_client::KvClient::new(ch);
-                    kv.put(PutRequest { key: key.clone().into(), value: value.clone().into(), ..Default::default() })
-                        .await?;
-                    anyhow::Ok(())
-                }
-                .await;
-                match res {
-                    Ok(()) => {
-                        let mut a = acked.lock().unwrap();
-                        a.writes.insert(key, value);
-                        a.times.push(Instant::now());
-                    }
-                    Err(_) => {
-                        member = (member + 1) % urls.len();
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }));
-    }
-    let all = tokio::spawn(async move {
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
-    (acked, all)
-}
-
-fn urls(c: &Cluster) -> Vec<String> {
-    c.members.iter().map(|m| m.client_url()).collect()
-}
-
-/// Every acknowledged write is present, with its value, on member `i`.
-async fn assert_has_all(c: &Cluster, i: usize, acked: &BTreeMap<String, String>) {
-    let dump: BTreeMap<String, String> = c
-        .dump(i)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
-        .collect();
-    let missing: Vec<&String> = acked.iter().filter(|(k, v)| dump.get(*k) != Some(*v)).map(|(k, _)| k).collect();
-    assert!(
-        missing.is_empty(),
-        "member {} lost {} of {} acknowledged writes, e.g. {:?}",
-        c.members[i].name,
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(5)]
-    );
-}
+use keel_proto::etcdserverpb::RangeRequest;
+use keel_tests::{assert_has_all, urls, write_loop, Cluster, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_kill_during_writes_loses_nothing() {

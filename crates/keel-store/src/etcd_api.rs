@@ -232,17 +232,18 @@ impl Lease for EtcdApi {
 
 #[tonic::async_trait]
 impl Cluster for EtcdApi {
-    async fn member_add(&self, _: Request<MemberAddRequest>) -> Res<MemberAddResponse> {
-        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
+    async fn member_add(&self, req: Request<MemberAddRequest>) -> Res<MemberAddResponse> {
+        ok(self.store.member_add(req.into_inner()).await)
     }
-    async fn member_remove(&self, _: Request<MemberRemoveRequest>) -> Res<MemberRemoveResponse> {
-        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
+    async fn member_remove(&self, req: Request<MemberRemoveRequest>) -> Res<MemberRemoveResponse> {
+        let force = req.metadata().get(crate::membership::FORCE_HEADER).is_some_and(|v| v == "true");
+        ok(self.store.member_remove(req.into_inner(), force).await)
     }
-    async fn member_update(&self, _: Request<MemberUpdateRequest>) -> Res<MemberUpdateResponse> {
-        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
+    async fn member_update(&self, req: Request<MemberUpdateRequest>) -> Res<MemberUpdateResponse> {
+        ok(self.store.member_update(req.into_inner()).await)
     }
-    async fn member_promote(&self, _: Request<MemberPromoteRequest>) -> Res<MemberPromoteResponse> {
-        Err(Status::unimplemented("etcdserver: membership changes are not supported by this keel version yet"))
+    async fn member_promote(&self, req: Request<MemberPromoteRequest>) -> Res<MemberPromoteResponse> {
+        ok(self.store.member_promote(req.into_inner()).await)
     }
     async fn member_list(&self, req: Request<MemberListRequest>) -> Res<MemberListResponse> {
         if req.into_inner().linearizable {

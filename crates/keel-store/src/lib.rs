@@ -19,6 +19,7 @@ pub mod leases;
 pub mod lessor;
 pub mod log_store;
 pub mod maintenance;
+pub mod membership;
 pub mod network;
 pub mod peer;
 pub mod state_db;

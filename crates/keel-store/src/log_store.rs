@@ -31,6 +31,9 @@ pub struct Identity {
     pub name: String,
     pub member_id: NodeId,
     pub cluster_id: u64,
+    /// The member joined an existing cluster (`--initial-cluster-state existing`) rather than founding it.
+    #[serde(default)]
+    pub joined: bool,
 }
 
 pub struct LogDb {

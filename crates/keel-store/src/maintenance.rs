@@ -77,7 +77,7 @@ impl Store {
         let rev = tokio::task::spawn_blocking(move || -> Result<i64, StoreError> {
             let reader = state.reader();
             let rev = reader.revision()?;
-                        let f = std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create_new(true)

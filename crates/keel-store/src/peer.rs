@@ -109,4 +109,16 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<keel_proto::etcdserverpb::HashKvResponse>, Status> {
         Ok(Response::new(self.store.hash_kv(req.into_inner()).await.map_err(Status::from)?))
     }
+
+    async fn cluster_info(
+        &self,
+        _: Request<keel_proto::raftpb::ClusterInfoRequest>,
+    ) -> Result<Response<keel_proto::raftpb::ClusterInfoResponse>, Status> {
+        let member_ids = self.store.members().map_err(Status::from)?.into_iter().map(|m| m.id).collect();
+        Ok(Response::new(keel_proto::raftpb::ClusterInfoResponse {
+            cluster_id: self.store.cluster_id(),
+            member_id: self.store.member_id(),
+            member_ids,
+        }))
+    }
 }

@@ -55,6 +55,15 @@ pub enum ApiError {
     LeaseTtlTooLarge,
     #[error("etcdserver: {0}")]
     Invalid(String),
+    #[error("etcdserver: {0}")]
+    Precondition(String),
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    /// What the leader answered a forwarded request.
+    #[error("{}", .0.message())]
+    Remote(tonic::Status),
     #[error("etcdserver: internal error")]
     Internal(#[source] StoreError),
 }
@@ -68,6 +77,9 @@ impl From<StoreError> for ApiError {
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         use tonic::Code as C;
+        if let ApiError::Remote(s) = e {
+            return s;
+        }
         let code = match &e {
             ApiError::Apply(a) => match Code::try_from(a.code) {
                 Ok(Code::Compacted | Code::FutureRevision) => C::OutOfRange,
@@ -78,6 +90,10 @@ impl From<ApiError> for tonic::Status {
             },
             ApiError::EmptyKey | ApiError::TooLarge | ApiError::Invalid(_) => C::InvalidArgument,
             ApiError::LeaseTtlTooLarge => C::OutOfRange,
+            ApiError::Precondition(_) => C::FailedPrecondition,
+            ApiError::MemberNotFound => C::NotFound,
+            ApiError::Unhealthy => C::Unavailable,
+            ApiError::Remote(_) => unreachable!("returned above"),
             ApiError::NoLeader | ApiError::Timeout | ApiError::LeaderChanged => C::Unavailable,
             ApiError::Unsupported(_) => C::Unimplemented,
             ApiError::Internal(inner) => {
@@ -160,10 +176,21 @@ impl Store {
                         .into(),
             });
         }
+        // A new member joining a running cluster learns its cluster id from the members it was told about,
+        // before anything is written.
+        let joined_cluster = if fresh && config.initial_cluster_state == ClusterState::Existing {
+            Some(join_cluster(&config).await?)
+        } else {
+            None
+        };
         std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
         let log = Arc::new(LogDb::open(&log_dir)?);
-        let wanted =
-            Identity { name: config.name.clone(), member_id: config.member_id(), cluster_id: config.cluster_id() };
+        let wanted = Identity {
+            name: config.name.clone(),
+            member_id: config.member_id(),
+            cluster_id: config.cluster_id(),
+            joined: false,
+        };
         let identity = match log.identity()? {
             Some(id) => {
                 check_identity(&config, &id)?;
@@ -176,16 +203,20 @@ impl Store {
                 })
             }
             None => {
-                if config.initial_cluster_state == ClusterState::Existing {
-                    // Joining: the cluster id is learned from the cluster (membership changes land with
-                    // "Store operations"); until then the configured one is used.
+                let mut id = wanted;
+                if let Some(cluster_id) = joined_cluster {
+                    id.cluster_id = cluster_id;
+                    id.joined = true;
                 }
-                log.set_identity(&wanted)?;
-                wanted
+                log.set_identity(&id)?;
+                id
             }
         };
         let bootstrap = !log.has_raft_state()?;
         let shared = SharedState::open(&dir, fresh)?;
+        let members: std::collections::BTreeSet<NodeId> =
+            shared.current().writer_view().meta()?.membership.membership().nodes().map(|(id, _)| *id).collect();
+        check_cluster(&config, &identity, &members)?;
         let sm = StateMachine::new(shared.clone())?;
         let pool = PeerPool::new(identity.cluster_id);
         let raft = Raft::new(
@@ -616,6 +647,47 @@ fn set_txn_headers(t: &mut TxnResponse, h: &ResponseHeader) {
     }
 }
 
+/// Asks the other members of `--initial-cluster` which cluster this member joins; it must have been added
+/// (`etcdctl member add`) with the peer URLs it advertises.
+async fn join_cluster(config: &StoreConfig) -> Result<u64, StoreError> {
+    let me = config.member_id();
+    let pool = PeerPool::new(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut not_added = None;
+    loop {
+        for (name, urls) in &config.initial_cluster {
+            if *name == config.name {
+                continue;
+            }
+            for url in urls {
+                let Some(mut c) = pool.client(url) else { continue };
+                let mut req = tonic::Request::new(keel_proto::raftpb::ClusterInfoRequest {});
+                req.set_timeout(Duration::from_secs(2));
+                if let Ok(r) = c.cluster_info(req).await {
+                    let r = r.into_inner();
+                    if r.member_ids.contains(&me) {
+                        return Ok(r.cluster_id);
+                    }
+                    not_added = Some(r.cluster_id);
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let message = match not_added {
+                Some(cluster) => format!(
+                    "cluster {cluster:x} has no member with id {me:x} (peer URLs {}): add it first with `etcdctl member add {} --peer-urls={}`",
+                    config.initial_advertise_peer_urls.join(","),
+                    config.name,
+                    config.initial_advertise_peer_urls.join(",")
+                ),
+                None => "no other member of --initial-cluster answered: cannot join an existing cluster".into(),
+            };
+            return Err(StoreError::Config(message));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Creates the Raft log of a member that has none yet, recording who it is (used by restore).
 pub(crate) fn create_identity(config: &StoreConfig) -> Result<(), StoreError> {
     let log = LogDb::open(&config.data_dir.join("raft-log"))?;
@@ -623,6 +695,30 @@ pub(crate) fn create_identity(config: &StoreConfig) -> Result<(), StoreError> {
         name: config.name.clone(),
         member_id: config.member_id(),
         cluster_id: config.cluster_id(),
+        joined: false,
+    })
+}
+
+/// A data dir of another cluster: the flags describe a new cluster whose members are none of the data dir's.
+/// (Flags updated after membership changes still name some current members, and are fine.)
+fn check_cluster(
+    config: &StoreConfig,
+    id: &Identity,
+    members: &std::collections::BTreeSet<NodeId>,
+) -> Result<(), StoreError> {
+    if config.initial_cluster_state != ClusterState::New || id.joined || id.cluster_id == config.cluster_id() {
+        return Ok(());
+    }
+    if config.initial_members().keys().any(|m| members.contains(m)) {
+        return Ok(());
+    }
+    Err(StoreError::DataDir {
+        path: config.data_dir.clone(),
+        message: format!(
+            "it belongs to cluster {:x}, but --initial-cluster and --initial-cluster-token describe cluster {:x}",
+            id.cluster_id,
+            config.cluster_id()
+        ),
     })
 }
 
@@ -632,26 +728,6 @@ fn check_identity(config: &StoreConfig, id: &Identity) -> Result<(), StoreError>
         return Err(StoreError::DataDir {
             path: dir,
             message: format!("it belongs to member {:?}, but this member is named {:?} (--name)", id.name, config.name),
-        });
-    }
-    if config.initial_cluster_state == ClusterState::New && id.cluster_id != config.cluster_id() {
-        return Err(StoreError::DataDir {
-            path: dir,
-            message: format!(
-                "it belongs to cluster {:x}, but --initial-cluster and --initial-cluster-token describe cluster {:x}",
-                id.cluster_id,
-                config.cluster_id()
-            ),
-        });
-    }
-    if id.member_id != config.member_id() {
-        return Err(StoreError::DataDir {
-            path: dir,
-            message: format!(
-                "it belongs to member id {:x}, but --initial-advertise-peer-urls give member id {:x}",
-                id.member_id,
-                config.member_id()
-            ),
         });
     }
     Ok(())

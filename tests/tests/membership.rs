@@ -1,0 +1,127 @@
+//! Membership changes through stock etcdctl under a write load: a learner is added, catches up by snapshot,
+//! is promoted, a member is removed, and no acknowledged write is lost.
+
+use std::time::{Duration, Instant};
+
+use keel_tests::{assert_has_all, etcdctl, ok_stdout, urls, write_loop, Cluster, Options};
+
+/// The hex member id etcdctl prints for member `name` in `member list`.
+fn member_id(endpoints: &str, name: &str) -> String {
+    let list = ok_stdout(etcdctl(endpoints, &["member", "list"], None).unwrap()).unwrap();
+    list.lines()
+        .find(|l| l.split(", ").nth(2) == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in {list}"))
+        .split(", ")
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn learner_add_promote_and_remove_under_load() {
+    let mut c = Cluster::start_with(3, Options { snapshot_count: Some(100), ..Default::default() }).await.unwrap();
+    // Enough history that the leader's log no longer starts at the beginning.
+    let (pre, w) = write_loop(urls(&c), 8, "pre", Instant::now() + Duration::from_secs(60));
+    while pre.lock().unwrap().writes.len() < 600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.abort();
+    let pre = std::mem::take(&mut pre.lock().unwrap().writes);
+    let (acked, writers) = write_loop(urls(&c), 4, "load", Instant::now() + Duration::from_secs(600));
+    let eps = c.endpoints();
+
+    // Add m4 as a learner, start it: it joins and catches up by snapshot.
+    let new = c.add_member();
+    let peer = c.members[new].peer_url();
+    let out =
+        ok_stdout(etcdctl(&eps, &["member", "add", "m4", "--learner", &format!("--peer-urls={peer}")], None).unwrap())
+            .unwrap();
+    assert!(out.contains("added to cluster") && out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{out}");
+    c.spawn(new).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = ok_stdout(etcdctl(&eps, &["member", "list"], None).unwrap()).unwrap();
+        if list.contains(&format!("started, m4, {peer}")) {
+            assert!(list.lines().any(|l| l.contains(", m4, ") && l.ends_with("true")), "m4 is a learner: {list}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "m4 never started: {list}\n{}", c.log_tail(new));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let id4 = member_id(&eps, "m4");
+
+    // Promote it once it is in sync (etcd refuses before).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = etcdctl(&eps, &["member", "promote", &id4], None).unwrap();
+        if out.status.success() {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("promoted"));
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains("in sync with leader"), "unexpected refusal: {err}");
+        assert!(Instant::now() < deadline, "m4 never caught up");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let list = ok_stdout(etcdctl(&eps, &["member", "list"], None).unwrap()).unwrap();
+    assert!(list.lines().any(|l| l.contains(", m4, ") && l.ends_with("false")), "m4 is a voter: {list}");
+    assert!(
+        std::fs::read_to_string(&c.members[new].log).unwrap().contains("installed snapshot"),
+        "m4 should catch up by snapshot"
+    );
+
+    // Update m4's peer URLs (the same address, listed as localhost too).
+    let alt = format!("http://localhost:{}", c.members[new].peer_port);
+    let out =
+        ok_stdout(etcdctl(&eps, &["member", "update", &id4, &format!("--peer-urls={peer},{alt}")], None).unwrap())
+            .unwrap();
+    assert!(out.contains("updated"), "{out}");
+    let list = ok_stdout(etcdctl(&eps, &["member", "list"], None).unwrap()).unwrap();
+    assert!(list.contains(&alt), "{list}");
+
+    // Remove a follower that is not the leader, then stop it.
+    let leader = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+    let victim = (0..3).find(|i| *i != leader).unwrap();
+    let victim_id = member_id(&eps, &c.members[victim].name);
+    let out = ok_stdout(etcdctl(&eps, &["member", "remove", &victim_id], None).unwrap()).unwrap();
+    assert!(out.contains("removed"), "{out}");
+    c.kill(victim);
+    let remaining: Vec<usize> = c.running();
+    let eps = c.endpoints();
+    let list = ok_stdout(etcdctl(&eps, &["member", "list"], None).unwrap()).unwrap();
+    assert_eq!(list.lines().count(), 3, "{list}");
+
+    // Unknown members, and removals that would leave no quorum, are refused.
+    let out = etcdctl(&eps, &["member", "remove", "1234"], None).unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("member not found"));
+    let dead = *remaining.iter().find(|i| **i != leader && **i != new).unwrap_or(&new);
+    c.kill(dead);
+    let other = *remaining.iter().find(|i| **i != leader && **i != dead).unwrap();
+    let other_id = member_id(&c.endpoints(), &c.members[other].name);
+    let out = etcdctl(&c.endpoints(), &["member", "remove", &other_id], None).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unhealthy cluster"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.restart(dead).unwrap();
+
+    writers.abort();
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    let acked = std::mem::take(&mut acked.lock().unwrap().writes);
+    assert!(acked.len() > 50, "the load kept going ({} writes)", acked.len());
+    for i in c.running() {
+        assert_has_all(&c, i, &pre).await;
+        assert_has_all(&c, i, &acked).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_was_not_added_cannot_join() {
+    let mut c = Cluster::start(1).await.unwrap();
+    let new = c.add_member();
+    let out = c.command(new).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("etcdctl member add"), "{err}");
+}
