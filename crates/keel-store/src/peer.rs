@@ -75,9 +75,12 @@ impl RaftPeer for PeerService {
         if req.into_inner().cluster_id != self.store.cluster_id() {
             return Err(Status::permission_denied("request from another cluster"));
         }
-        match self.store.raft().get_read_log_id().await {
-            Ok((read, _)) => Ok(Response::new(ReadIndexResponse { index: read.map_or(0, |l| l.index) })),
-            Err(e) => Err(Status::new(NOT_LEADER, format!("cannot confirm leadership: {e}"))),
+        if !self.store.is_leader() {
+            return Err(Status::new(NOT_LEADER, "not the leader"));
+        }
+        match self.store.batched_read_index().await {
+            Some(index) => Ok(Response::new(ReadIndexResponse { index })),
+            None => Err(Status::new(NOT_LEADER, "cannot confirm leadership")),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `keel`: the daemon. `keel kv` runs one member of an external store; `keel server` and `keel agent`
 //! arrive with the masters and node agents.
 
+mod bench;
 mod kv;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run one member of a keel store (etcd v3 API; flags use etcd's names).
     Kv(kv::KvArgs),
+    /// Benchmarks (of keel or of etcd, through the same API).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +33,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Kv(args) => kv::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
