@@ -22,6 +22,9 @@ use crate::types::{Member, NodeId, TypeConfig};
 /// Largest message between members (a batch of log entries or a snapshot chunk).
 pub const MAX_PEER_MESSAGE: usize = 256 << 20;
 
+/// Bytes of log entries sent in one append-entries call at most (one entry may be larger).
+const MAX_APPEND_BYTES: u64 = 4 << 20;
+
 /// Connections to other members by peer URL, shared by Raft and by request forwarding.
 #[derive(Clone)]
 pub struct PeerPool {
@@ -134,6 +137,16 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        // openraft 0.9 gives an append-entries call one heartbeat interval: keep each call small enough to
+        // make it, by asking openraft to send fewer entries at a time.
+        let n = rpc.entries.len() as u64;
+        if n > 1 {
+            let size = bincode::serialized_size(&rpc).unwrap_or(0);
+            if size > MAX_APPEND_BYTES {
+                let hint = (n * MAX_APPEND_BYTES / size).clamp(1, n - 1);
+                return Err(RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint(hint)));
+            }
+        }
         self.call(Rpc::Append, &rpc, option.hard_ttl()).await
     }
 
