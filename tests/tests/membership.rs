@@ -104,7 +104,18 @@ async fn learner_add_promote_and_remove_under_load() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The operator may insist (keel's `keel-force` request metadata); then the removed member is stopped.
+    let mut cluster = keel_proto::etcdserverpb::cluster_client::ClusterClient::new(c.channel(leader).await.unwrap());
+    let id = u64::from_str_radix(&other_id, 16).unwrap();
+    let mut req = tonic::Request::new(keel_proto::etcdserverpb::MemberRemoveRequest { id });
+    req.metadata_mut().insert("keel-force", "true".parse().unwrap());
+    // The new configuration commits once it has a quorum again: bring the dead member back meanwhile.
+    let removal = tokio::spawn(async move { cluster.member_remove(req).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
     c.restart(dead).unwrap();
+    let left = tokio::time::timeout(Duration::from_secs(30), removal).await.unwrap().unwrap().unwrap().into_inner();
+    assert_eq!(left.members.len(), 2);
+    c.kill(other);
 
     writers.abort();
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
@@ -124,4 +135,36 @@ async fn a_member_that_was_not_added_cannot_join() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("etcdctl member add"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_added_directly_joins_and_takes_writes() {
+    let mut c = Cluster::start(1).await.unwrap();
+    keel_tests::put(&c, 0, "before", "1").await.unwrap();
+    let new = c.add_member();
+    let peer = c.members[new].peer_url();
+    let out =
+        ok_stdout(etcdctl(&c.endpoints(), &["member", "add", "m2", &format!("--peer-urls={peer}")], None).unwrap())
+            .unwrap();
+    assert!(out.contains("added to cluster"), "{out}");
+    c.spawn(new).unwrap();
+    c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    // The leader promotes it once it has caught up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = ok_stdout(etcdctl(&c.endpoints(), &["member", "list"], None).unwrap()).unwrap();
+        if list.lines().count() == 2 && list.lines().all(|l| l.ends_with("false")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "m2 never became a voter: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    keel_tests::put(&c, new, "after", "2").await.unwrap();
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    for i in 0..2 {
+        let keys: Vec<Vec<u8>> = c.dump(i).await.unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![b"after".to_vec(), b"before".to_vec()], "member {}", c.members[i].name);
+    }
+    let list = ok_stdout(etcdctl(&c.endpoints(), &["member", "list"], None).unwrap()).unwrap();
+    assert!(list.lines().all(|l| l.ends_with("false")), "both voters: {list}");
 }

@@ -1,7 +1,7 @@
 //! Membership changes (etcd's `Cluster` service) on a [`Store`], carried out by the leader with openraft's
 //! joint consensus; a follower forwards them to the leader's client URL.
 //!
-//! - add: as a learner, or as a voter (added as a learner, then promoted at once, as etcd does);
+//! - add: as a learner, or as a voter (added as a learner, promoted by the leader once it has caught up);
 //! - promote: refused until the learner has caught up with the leader's log;
 //! - remove: refused when the voters left could not form a quorum among the live ones, unless forced;
 //! - update: new peer URLs for a member (its id stays).
@@ -79,16 +79,26 @@ impl Store {
         let node = Member { name: String::new(), peer_urls: req.peer_ur_ls.clone() };
         self.raft().add_learner(id, node, false).await.map_err(membership_error)?;
         if !req.is_learner {
-            self.raft()
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await
-                .map_err(membership_error)?;
+            // A voter joins as a learner and is promoted once it has caught up: with joint consensus, making it a
+            // voter at once would wait for a member the operator starts only after this call returns.
+            tokio::spawn(promote_when_ready(self.clone(), id));
         }
         let members = self.members()?;
-        let member = members.iter().find(|m| m.id == id).cloned();
+        let mut member = members.iter().find(|m| m.id == id).cloned();
+        if let Some(m) = member.as_mut() {
+            m.is_learner = req.is_learner;
+        }
         Ok(MemberAddResponse { header: Some(self.header(self.current_revision()?)), member, members })
     }
 
+    /// Whether learner `id` is within [`PROMOTE_LAG`] entries of this leader's log.
+    fn caught_up(&self, id: NodeId) -> bool {
+        let m = self.raft().metrics();
+        let m = m.borrow();
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |l| l.index);
+        matched + PROMOTE_LAG >= last && matched > 0
+    }
     pub async fn member_promote(&self, req: MemberPromoteRequest) -> Result<MemberPromoteResponse, ApiError> {
         if let Some(mut leader) = self.leader_api().await? {
             return leader.member_promote(req).await.map(|r| r.into_inner()).map_err(ApiError::Remote);
@@ -100,14 +110,7 @@ impl Store {
         if voters.contains(&req.id) {
             return Err(ApiError::Precondition("can only promote a learner member".into()));
         }
-        let caught_up = {
-            let m = self.raft().metrics();
-            let m = m.borrow();
-            let last = m.last_log_index.unwrap_or(0);
-            let matched = m.replication.as_ref().and_then(|r| r.get(&req.id).cloned().flatten()).map_or(0, |l| l.index);
-            matched + PROMOTE_LAG >= last && matched > 0
-        };
-        if !caught_up {
+        if !self.caught_up(req.id) {
             return Err(ApiError::Precondition(
                 "can only promote a learner member which is in sync with leader".into(),
             ));
@@ -183,6 +186,23 @@ impl Store {
     }
 }
 
+/// Promotes a member added as a voter once it has caught up (for as long as this member leads, up to an hour).
+async fn promote_when_ready(store: Store, id: NodeId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    while tokio::time::Instant::now() < deadline && store.is_leader() {
+        let (nodes, voters) = store.membership_nodes();
+        if voters.contains(&id) || !nodes.iter().any(|(n, _)| *n == id) {
+            return;
+        }
+        if store.caught_up(id) {
+            match store.raft().change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await {
+                Ok(_) => return tracing::info!(member = format!("{id:x}"), "new member caught up: now a voter"),
+                Err(e) => tracing::warn!(member = format!("{id:x}"), error = %e, "cannot promote the new member yet"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
 fn check_urls(urls: &[String]) -> Result<(), ApiError> {
     if urls.is_empty() || urls.iter().any(|u| crate::config::listen_addr(u).is_err() && url::Url::parse(u).is_err()) {
         return Err(ApiError::Invalid("given member URLs are invalid".into()));
