@@ -70,6 +70,8 @@ pub fn apply_error(code: Code, message: impl Into<String>) -> ApplyError {
 /// Applies write requests one after the other on top of a view, remembering what changed.
 pub struct Applier<'a, V: KvView> {
     view: &'a V,
+    /// The revision the view holds (changes after it exist only in this applier).
+    base_revision: i64,
     /// Live values changed by this batch (`None`: deleted).
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
     /// Leases granted (`Some(ttl)`) or revoked (`None`) by this batch.
@@ -95,6 +97,7 @@ impl<'a, V: KvView> Applier<'a, V> {
     pub fn new(view: &'a V, revision: i64, compacted: i64) -> Self {
         Applier {
             view,
+            base_revision: revision,
             overlay: BTreeMap::new(),
             leases: BTreeMap::new(),
             attachments: BTreeMap::new(),
@@ -169,6 +172,27 @@ impl<'a, V: KvView> Applier<'a, V> {
         }
     }
 
+    /// The key-values in `range` as of revision `rev`: the view's history up to the revision it holds, then the
+    /// changes this applier made up to `rev` (they are not in the view yet).
+    fn scan_at(&self, range: &KeyRange, rev: i64) -> Result<Vec<KeyValue>, V::Error> {
+        if rev <= self.base_revision {
+            return self.view.scan_at(range, rev);
+        }
+        let mut at: BTreeMap<Vec<u8>, KeyValue> =
+            self.view.scan_at(range, self.base_revision)?.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        for c in &self.changes {
+            match c {
+                Change::Put { kv, .. } if kv.mod_revision <= rev && range.contains(&kv.key) => {
+                    at.insert(kv.key.clone(), kv.clone());
+                }
+                Change::Delete { key, rev: r } if r.main <= rev && range.contains(key) => {
+                    at.remove(key);
+                }
+                _ => {}
+            }
+        }
+        Ok(at.into_values().collect())
+    }
     /// Applies one write request. A refused request returns a response holding an [`ApplyError`] and changes
     /// nothing.
     pub fn apply(&mut self, req: &WriteRequest) -> Result<WriteResponse, V::Error> {
@@ -331,7 +355,7 @@ impl<'a, V: KvView> Applier<'a, V> {
         let kvs = if range.is_empty() {
             Vec::new()
         } else if r.revision > 0 && r.revision < self.revision {
-            self.view.scan_at(&range, r.revision)?
+            self.scan_at(&range, r.revision)?
         } else {
             self.scan(&range)?
         };
@@ -493,23 +517,6 @@ fn fill_revision(resp: &mut WriteResponse, rev: i64) {
         Some(write_response::Response::LeaseRevoke(r)) => header(&mut r.header, rev),
         _ => {}
     }
-}
-
-/// Whether applying `req` reads history at an explicit revision (a range with `revision` inside a txn). Such a
-/// read sees only what is committed to the view, so the state machine commits the changes of its batch so far
-/// before it applies `req`.
-pub fn reads_history(req: &WriteRequest) -> bool {
-    fn ops(ops: &[RequestOp]) -> bool {
-        ops.iter().any(|op| match &op.request {
-            Some(request_op::Request::RequestRange(r)) => r.revision > 0,
-            Some(request_op::Request::RequestTxn(t)) => txn(t),
-            _ => false,
-        })
-    }
-    fn txn(t: &TxnRequest) -> bool {
-        ops(&t.success) || ops(&t.failure)
-    }
-    matches!(&req.request, Some(write_request::Request::Txn(t)) if txn(t))
 }
 
 /// etcd's comparison of one key-value against a `Compare`.

@@ -394,3 +394,30 @@ fn deleting_a_key_detaches_it() {
     s.apply(W::DeleteRange(DeleteRangeRequest { key: "k".into(), ..Default::default() }));
     assert!(s.lease_keys(3).unwrap().is_empty());
 }
+
+#[test]
+fn a_txn_reading_history_inside_the_batch_sees_the_batch_s_own_revisions() {
+    let view = MemKv::new();
+    let mut a = Applier::new(&view, INITIAL_REVISION, 0);
+    let req = |r| WriteRequest { request: Some(r), cluster_id: 0 };
+    a.apply(&req(W::Put(put("k", "1")))).unwrap(); // revision 2, only in the applier
+    a.apply(&req(W::Put(put("k", "2")))).unwrap(); // revision 3
+    a.apply(&req(W::DeleteRange(DeleteRangeRequest { key: "gone".into(), ..Default::default() }))).unwrap();
+    let read_at = |rev| TxnRequest {
+        compare: vec![],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key: "k".into(),
+                revision: rev,
+                ..Default::default()
+            })),
+        }],
+        failure: vec![],
+    };
+    for (rev, want) in [(2, Some(&b"1"[..])), (1, None)] {
+        let r = a.apply(&req(W::Txn(read_at(rev)))).unwrap();
+        let Some(R::Txn(t)) = r.response else { panic!() };
+        let Some(response_op::Response::ResponseRange(rr)) = &t.responses[0].response else { panic!() };
+        assert_eq!(rr.kvs.first().map(|kv| kv.value.as_slice()), want, "k at revision {rev}");
+    }
+}

@@ -4,7 +4,7 @@ use keel_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use keel_proto::raftpb::raft_peer_server::RaftPeer;
-use keel_proto::raftpb::{RaftMessage, ReadIndexRequest, ReadIndexResponse, WriteRequest, WriteResponse};
+use keel_proto::raftpb::{Proposal, ProposalResult, RaftMessage, ReadIndexRequest, ReadIndexResponse};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
@@ -57,7 +57,7 @@ impl RaftPeer for PeerService {
         self.reply(&res)
     }
 
-    async fn propose(&self, req: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+    async fn propose(&self, req: Request<Proposal>) -> Result<Response<ProposalResult>, Status> {
         let req = req.into_inner();
         if req.cluster_id != self.store.cluster_id() {
             return Err(Status::permission_denied("proposal from another cluster"));

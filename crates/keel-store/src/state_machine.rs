@@ -14,12 +14,14 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftLogId, StorageIOError};
 use serde::{Deserialize, Serialize};
 
+use crate::apply::Applier;
 use crate::apply::Change;
-use crate::apply::{reads_history, Applier};
 use crate::error::StoreError;
 use crate::hub::Hub;
 use crate::lessor::Lessor;
 use crate::state_db::{StateDb, StateMeta};
+use keel_proto::raftpb::ProposalResult;
+
 use crate::types::{CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const STATE_POINTER: &str = "STATE";
@@ -263,54 +265,51 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        // One WriteBatch for the whole batch of entries, each entry's writes applied in order.
         let state = self.shared.current();
+        let view = state.writer_view();
+        let mut applier = Applier::new(&view, self.meta.revision, self.meta.compacted);
         let mut results = Vec::new();
-        let mut entries = entries.into_iter().peekable();
-        // Usually one batch, one WriteBatch; a command that reads history first needs the batch so far committed.
-        while entries.peek().is_some() {
-            let view = state.writer_view();
-            let mut applier = Applier::new(&view, self.meta.revision, self.meta.compacted);
-            let mut applied = None;
-            let mut membership = None;
-            while let Some(entry) = entries.next_if(|e| {
-                applied.is_none() || !matches!(&e.payload, EntryPayload::Normal(cmd) if reads_history(&cmd.0))
-            }) {
-                applied = Some(*entry.get_log_id());
-                match &entry.payload {
-                    EntryPayload::Blank => results.push(CommandResult::default()),
-                    EntryPayload::Normal(cmd) => {
+        let mut applied = None;
+        let mut membership = None;
+        for entry in entries {
+            applied = Some(*entry.get_log_id());
+            match &entry.payload {
+                EntryPayload::Blank => results.push(CommandResult::default()),
+                EntryPayload::Normal(cmd) => {
+                    let mut responses = Vec::with_capacity(cmd.0.requests.len());
+                    for req in &cmd.0.requests {
                         #[cfg(debug_assertions)]
-                        let faulty = crate::fault::diverge(&cmd.0);
+                        let faulty = crate::fault::diverge(req);
                         #[cfg(debug_assertions)]
-                        let req = faulty.as_ref().unwrap_or(&cmd.0);
-                        #[cfg(not(debug_assertions))]
-                        let req = &cmd.0;
-                        results.push(CommandResult(applier.apply(req).map_err(io_err)?))
+                        let req = faulty.as_ref().unwrap_or(req);
+                        responses.push(applier.apply(req).map_err(io_err)?);
                     }
-                    EntryPayload::Membership(m) => {
-                        membership = Some(StoredMembership::new(applied, m.clone()));
-                        results.push(CommandResult::default());
-                    }
+                    results.push(CommandResult(ProposalResult { responses }));
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(applied, m.clone()));
+                    results.push(CommandResult::default());
                 }
             }
-            let compacted_before = self.meta.compacted;
-            let (changes, events, revision, compacted) =
-                (applier.changes, applier.events, applier.revision, applier.compacted);
-            state.commit(&changes, revision, compacted, applied.as_ref(), membership.as_ref()).map_err(io_err)?;
-            self.meta.revision = revision;
-            self.meta.compacted = compacted;
-            if applied.is_some() {
-                self.meta.applied = applied;
-            }
-            if let Some(m) = membership {
-                self.meta.membership = m;
-            }
-            self.shared.update_lessor(&changes);
-            self.shared.applied_revision.send_replace(revision);
-            self.shared.hub.publish(events);
-            if compacted > compacted_before {
-                self.shared.compact_tx.send_replace(compacted);
-            }
+        }
+        let compacted_before = self.meta.compacted;
+        let (changes, events, revision, compacted) =
+            (applier.changes, applier.events, applier.revision, applier.compacted);
+        state.commit(&changes, revision, compacted, applied.as_ref(), membership.as_ref()).map_err(io_err)?;
+        self.meta.revision = revision;
+        self.meta.compacted = compacted;
+        if applied.is_some() {
+            self.meta.applied = applied;
+        }
+        if let Some(m) = membership {
+            self.meta.membership = m;
+        }
+        self.shared.update_lessor(&changes);
+        self.shared.applied_revision.send_replace(revision);
+        self.shared.hub.publish(events);
+        if compacted > compacted_before {
+            self.shared.compact_tx.send_replace(compacted);
         }
         Ok(results)
     }

@@ -10,8 +10,8 @@ use keel_proto::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
 };
 use keel_proto::raftpb::{
-    apply_error::Code, write_request, write_response, ApplyError, PublishMember, ReadIndexRequest, WriteRequest,
-    WriteResponse,
+    apply_error::Code, write_request, write_response, ApplyError, Proposal, ProposalResult, PublishMember,
+    ReadIndexRequest, WriteRequest, WriteResponse,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
@@ -68,6 +68,27 @@ pub enum ApiError {
     Internal(#[source] StoreError),
 }
 
+impl ApiError {
+    /// The same error for another caller (a batch's failure is every write's failure).
+    fn duplicate(&self) -> ApiError {
+        match self {
+            ApiError::Apply(e) => ApiError::Apply(e.clone()),
+            ApiError::EmptyKey => ApiError::EmptyKey,
+            ApiError::TooLarge => ApiError::TooLarge,
+            ApiError::NoLeader => ApiError::NoLeader,
+            ApiError::Timeout => ApiError::Timeout,
+            ApiError::LeaderChanged => ApiError::LeaderChanged,
+            ApiError::Unsupported(m) => ApiError::Unsupported(m.clone()),
+            ApiError::LeaseTtlTooLarge => ApiError::LeaseTtlTooLarge,
+            ApiError::Invalid(m) => ApiError::Invalid(m.clone()),
+            ApiError::Precondition(m) => ApiError::Precondition(m.clone()),
+            ApiError::MemberNotFound => ApiError::MemberNotFound,
+            ApiError::Unhealthy => ApiError::Unhealthy,
+            ApiError::Remote(s) => ApiError::Remote(s.clone()),
+            ApiError::Internal(e) => ApiError::Internal(StoreError::Raft(crate::error_chain(e))),
+        }
+    }
+}
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::Internal(e)
@@ -105,10 +126,15 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
+/// A write waiting to be proposed, and where its result goes.
+type PendingWrite = (WriteRequest, tokio::sync::oneshot::Sender<Result<WriteResponse, ApiError>>);
+
 /// A request for a read index, answered by the batcher (None: no leader could confirm one).
 type ReadIndexWaiter = tokio::sync::oneshot::Sender<Option<u64>>;
 
 struct Inner {
+    /// Writes are proposed in batches: see [`batch_proposals`].
+    proposals: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
     /// Linearizable reads share read-index rounds: see [`batch_read_index`].
     read_batch: tokio::sync::mpsc::UnboundedSender<ReadIndexWaiter>,
     id: NodeId,
@@ -240,7 +266,9 @@ impl Store {
             raft.initialize(members).await.map_err(|e| StoreError::Raft(e.to_string()))?;
         }
         let (read_batch, batch_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (proposals, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
+            proposals,
             read_batch,
             id: identity.member_id,
             cluster_id: identity.cluster_id,
@@ -250,6 +278,7 @@ impl Store {
             config,
         });
         tokio::spawn(batch_read_index(Arc::downgrade(&inner), batch_rx));
+        tokio::spawn(batch_proposals(Arc::downgrade(&inner), proposals_rx));
         Ok(Store { inner })
     }
 
@@ -327,54 +356,60 @@ impl Store {
         Ok(())
     }
 
-    /// Proposes a write and returns what applying it returned, from whichever member leads.
-    pub async fn write(&self, mut req: WriteRequest) -> Result<WriteResponse, ApiError> {
-        req.cluster_id = self.inner.cluster_id;
+    /// Proposes a write and returns what applying it returned, from whichever member leads. Concurrent writes
+    /// are proposed together (see [`batch_proposals`]).
+    pub async fn write(&self, req: WriteRequest) -> Result<WriteResponse, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .proposals
+            .send((req, tx))
+            .map_err(|_| ApiError::Internal(StoreError::Raft("proposer stopped".into())))?;
+        rx.await.map_err(|_| ApiError::Internal(StoreError::Raft("proposer stopped".into())))?
+    }
+
+    /// Proposes writes as one log entry, through the leader; retried only while nothing was proposed.
+    async fn propose(&self, mut proposal: Proposal) -> Result<ProposalResult, ApiError> {
+        proposal.cluster_id = self.inner.cluster_id;
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
             let attempt =
-                tokio::time::timeout_at(deadline, self.write_once(&req)).await.map_err(|_| ApiError::Timeout)?;
+                tokio::time::timeout_at(deadline, self.propose_once(&proposal)).await.map_err(|_| ApiError::Timeout)?;
             match attempt {
                 Ok(r) => return Ok(r),
                 Err(Retry::Wait) => {
-                    if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                    if tokio::time::Instant::now() + Duration::from_millis(20) >= deadline {
                         return Err(ApiError::NoLeader);
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(Retry::Fail(e)) => return Err(e),
             }
         }
     }
 
-    async fn write_once(&self, req: &WriteRequest) -> Result<WriteResponse, Retry> {
-        match self.inner.raft.client_write(Command(req.clone())).await {
-            Ok(r) => Ok(r.data.0),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let Some(url) = f.leader_node.as_ref().and_then(|n| n.peer_urls.first()) else {
-                    return Err(Retry::Wait);
-                };
-                let Some(mut client) = self.inner.pool.client(url) else {
-                    return Err(Retry::Wait);
-                };
-                match client.propose(req.clone()).await {
-                    Ok(r) => Ok(r.into_inner()),
-                    // Nothing was proposed: safe to try again.
-                    Err(s) if s.code() == NOT_LEADER => Err(Retry::Wait),
-                    Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
-                        Err(Retry::Wait)
-                    }
-                    // The write may or may not have been applied: the client must decide.
-                    Err(s) => {
-                        tracing::debug!(status = %s, "forwarded write failed");
-                        Err(Retry::Fail(ApiError::LeaderChanged))
-                    }
+    async fn propose_once(&self, proposal: &Proposal) -> Result<ProposalResult, Retry> {
+        match self.leader() {
+            Leader::Me => match self.inner.raft.client_write(Command(proposal.clone())).await {
+                Ok(r) => Ok(r.data.0),
+                // Lost the leadership before proposing: nothing was proposed.
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Retry::Wait),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    Err(Retry::Fail(ApiError::Unsupported(e.to_string())))
                 }
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Retry::Fail(ApiError::Unsupported(e.to_string())))
-            }
-            Err(RaftError::Fatal(e)) => Err(Retry::Fail(ApiError::Internal(StoreError::Raft(e.to_string())))),
+                Err(RaftError::Fatal(e)) => Err(Retry::Fail(ApiError::Internal(StoreError::Raft(e.to_string())))),
+            },
+            Leader::Peer(mut client) => match client.propose(proposal.clone()).await {
+                Ok(r) => Ok(r.into_inner()),
+                // Nothing was proposed: safe to try again.
+                Err(s) if s.code() == NOT_LEADER => Err(Retry::Wait),
+                Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => Err(Retry::Wait),
+                // The writes may or may not have been applied: the clients must decide.
+                Err(s) => {
+                    tracing::debug!(status = %s, "forwarded proposal failed");
+                    Err(Retry::Fail(ApiError::LeaderChanged))
+                }
+            },
+            Leader::Unknown => Err(Retry::Wait),
         }
     }
 
@@ -629,6 +664,57 @@ impl Store {
     }
 }
 
+/// Writes proposed at most at once, and the most a proposal carries.
+const PROPOSALS_IN_FLIGHT: usize = 4;
+const PROPOSAL_MAX_WRITES: usize = 1024;
+const PROPOSAL_MAX_BYTES: usize = 1 << 20;
+
+/// Turns concurrent writes into few log entries: each proposal carries every write queued when it was formed
+/// (up to a limit), and at most [`PROPOSALS_IN_FLIGHT`] are in flight, so under load writes queue and batch
+/// while a single write still goes out at once. openraft 0.9 handles each entry on its own (log append,
+/// replication kick), so this is what lets throughput grow with the number of clients.
+async fn batch_proposals(inner: std::sync::Weak<Inner>, mut rx: tokio::sync::mpsc::UnboundedReceiver<PendingWrite>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let mut bytes = first.0.encoded_len();
+        let mut batch = vec![first];
+        while batch.len() < PROPOSAL_MAX_WRITES && bytes < PROPOSAL_MAX_BYTES {
+            match rx.try_recv() {
+                Ok(w) => {
+                    bytes += w.0.encoded_len();
+                    batch.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let store = Store { inner };
+        tokio::spawn(async move {
+            let (requests, waiters): (Vec<WriteRequest>, Vec<_>) = batch.into_iter().unzip();
+            let n = requests.len();
+            let result = store.propose(Proposal { requests, cluster_id: 0 }).await;
+            drop(permit);
+            match result {
+                Ok(r) if r.responses.len() == n => {
+                    for (w, resp) in waiters.into_iter().zip(r.responses) {
+                        let _ = w.send(Ok(resp));
+                    }
+                }
+                Ok(_) => {
+                    for w in waiters {
+                        let _ = w.send(Err(unexpected()));
+                    }
+                }
+                Err(e) => {
+                    for w in waiters {
+                        let _ = w.send(Err(e.duplicate()));
+                    }
+                }
+            }
+        });
+    }
+}
 /// Serves read-index requests in rounds: each round confirms leadership once (a heartbeat to a quorum, or one
 /// call to the leader) for every request queued before it started. A request that arrives during a round
 /// waits for the next one, so its index is still taken after it arrived: reads stay linearizable, and a

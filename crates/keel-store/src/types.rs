@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::Cursor;
 
-use keel_proto::raftpb::{WriteRequest, WriteResponse};
+use keel_proto::raftpb::{Proposal, ProposalResult};
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -23,13 +23,13 @@ impl fmt::Display for Member {
     }
 }
 
-/// The command in a Raft log entry: one client write, as protobuf.
+/// The command in a Raft log entry: client writes, as protobuf.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Command(pub WriteRequest);
+pub struct Command(pub Proposal);
 
-/// What applying a [`Command`] returned.
+/// What applying a [`Command`] returned: one response per write.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct CommandResult(pub WriteResponse);
+pub struct CommandResult(pub ProposalResult);
 
 /// Both travel and rest as their protobuf encoding, so the log's format is the .proto's.
 fn ser_proto<M: Message, S: Serializer>(m: &M, s: S) -> Result<S::Ok, S::Error> {
