@@ -52,7 +52,7 @@ class Cluster:
             self.start(i)
         self.wait_healthy()
 
-    def wait_healthy(self, timeout=60):
+    def wait_healthy(self, timeout=120):
         deadline = time.time() + timeout
         while time.time() < deadline:
             r = sh(["etcdctl", f"--endpoints={self.endpoints()}", "endpoint", "status", "-w", "json"],
@@ -63,7 +63,7 @@ class Cluster:
                 if len(st) == 3 and len(leaders) == 1 and 0 not in leaders:
                     return st
             time.sleep(0.2)
-        raise SystemExit(f"{self.kind} did not become healthy")
+        raise RuntimeError(f"{self.kind} did not become healthy (logs in {self.workdir})")
 
     def term(self):
         st = self.wait_healthy()
@@ -97,7 +97,7 @@ def check_perf(cluster, load):
            env={**os.environ, "ETCDCTL_API": "3"})
     out = r.stdout + r.stderr
     lines = [l for l in out.replace("\r", "\n").splitlines() if l.startswith(("PASS", "FAIL"))]
-    return ("PASS" if r.returncode == 0 else "FAIL") + ": " + "; ".join(l for l in lines if "Throughput" in l or "Slowest" in l)
+    return ("PASS" if r.returncode == 0 else "FAIL") + ": " + "; ".join(lines)
 
 
 def pct(values, p):
@@ -161,10 +161,14 @@ def main():
         for c in clusters:
             results[c.kind]["idle elections"] = c.term() - before[c.kind]
         report(results, workloads, fsync, version, a)
-    finally:
+    except Exception:
         for c in clusters:
             c.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        print(f"failed; data dirs and logs kept in {work}", flush=True)
+        raise
+    for c in clusters:
+        c.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def report(results, workloads, fsync, version, a):

@@ -73,9 +73,10 @@ impl Planner {
         let target = match self.mode {
             AutoCompaction::Off => return None,
             AutoCompaction::Revisions(keep) => {
-                // Compact in steps of at least a tenth of the retention, not on every write.
+                // Compact once a whole retention's worth has accumulated (history stays under twice the
+                // retention): each compaction walks the history, so frequent small steps cost more than they save.
                 let target = current - keep;
-                (target - compacted >= (keep / 10).max(1)).then_some(target)?
+                (target - compacted >= keep).then_some(target)?
             }
             AutoCompaction::Periodic(keep) => {
                 self.samples.push_back((now, current));
@@ -124,10 +125,10 @@ mod tests {
         let mut p = Planner::new(AutoCompaction::Revisions(100));
         let t = Instant::now();
         assert_eq!(p.plan(t, 50, 0), None);
-        assert_eq!(p.plan(t, 105, 0), None, "less than a tenth of the retention to gain");
-        assert_eq!(p.plan(t, 110, 0), Some(10));
-        assert_eq!(p.plan(t, 115, 10), None);
-        assert_eq!(p.plan(t, 1000, 10), Some(900));
+        assert_eq!(p.plan(t, 150, 0), None, "less than a retention's worth to gain");
+        assert_eq!(p.plan(t, 200, 0), Some(100));
+        assert_eq!(p.plan(t, 250, 100), None);
+        assert_eq!(p.plan(t, 1000, 100), Some(900));
     }
 
     #[test]
