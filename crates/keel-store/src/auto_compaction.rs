@@ -145,18 +145,13 @@ mod tests {
 }
 
 /// While this member leads, compacts as the configured mode says (checked every second).
-pub(crate) async fn run(store: crate::Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn run(store: crate::Store, stop: tokio::sync::watch::Receiver<bool>) {
     let mut planner = Planner::new(store.config().auto_compaction);
     if planner.mode == AutoCompaction::Off {
         return;
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut ticker = crate::store::Ticker::new(Duration::from_secs(1), stop);
+    while ticker.next().await {
         if !store.is_leader() {
             planner.reset();
             continue;

@@ -141,15 +141,10 @@ impl Store {
 }
 
 /// While this member leads: renews every lease when it takes over, then revokes leases as they expire.
-pub(crate) async fn expire_leases(store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn expire_leases(store: Store, stop: tokio::sync::watch::Receiver<bool>) {
     let mut revoking: HashMap<i64, Instant> = HashMap::new();
-    let mut tick = tokio::time::interval(EXPIRY_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut ticker = crate::store::Ticker::new(EXPIRY_CHECK, stop);
+    while ticker.next().await {
         let term = {
             let m = store.raft().metrics();
             let m = m.borrow();

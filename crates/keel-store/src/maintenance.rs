@@ -167,17 +167,12 @@ pub fn restore(snapshot: &Path, config: &StoreConfig) -> Result<(), StoreError> 
 }
 
 /// On the leader, every `interval`: compare members' hashes and raise CORRUPT for those that diverge.
-pub(crate) async fn check_divergence(store: Store, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn check_divergence(store: Store, interval: Duration, stop: tokio::sync::watch::Receiver<bool>) {
     if interval.is_zero() {
         return;
     }
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut ticker = crate::store::Ticker::new(interval, stop);
+    while ticker.next().await {
         if !store.is_leader() {
             continue;
         }

@@ -736,6 +736,29 @@ async fn batch_read_index(
     }
 }
 
+/// The clock of a member's background loops: ticks every period (a late tick is delayed, not repeated) until
+/// the member stops.
+pub(crate) struct Ticker {
+    tick: tokio::time::Interval,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Ticker {
+    pub(crate) fn new(period: Duration, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticker { tick, stop }
+    }
+
+    /// Waits for the next tick; false once the member stops.
+    pub(crate) async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.tick.tick() => true,
+            _ = self.stop.wait_for(|s| *s) => false,
+        }
+    }
+}
+
 /// Who leads.
 pub(crate) enum Leader {
     Me,
