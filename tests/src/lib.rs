@@ -63,18 +63,12 @@ impl MemberProc {
 }
 
 /// Options for the members a cluster starts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     pub snapshot_count: Option<u64>,
     pub extra_args: Vec<String>,
     /// Environment for one member only: (member index, name, value).
     pub member_env: Vec<(usize, String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { snapshot_count: None, extra_args: Vec::new(), member_env: Vec::new() }
-    }
 }
 
 /// A store of `keel kv` processes.

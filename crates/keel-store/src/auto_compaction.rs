@@ -106,6 +106,35 @@ impl Planner {
     }
 }
 
+/// While this member leads, compacts as the configured mode says (checked every second).
+pub(crate) async fn run(store: crate::Store, stop: tokio::sync::watch::Receiver<bool>) {
+    let mut planner = Planner::new(store.config().auto_compaction);
+    if planner.mode == AutoCompaction::Off {
+        return;
+    }
+    let mut ticker = crate::store::Ticker::new(Duration::from_secs(1), stop);
+    while ticker.next().await {
+        if !store.is_leader() {
+            planner.reset();
+            continue;
+        }
+        let (current, compacted) = {
+            let state = store.shared().current();
+            let reader = state.reader();
+            match (reader.revision(), reader.compacted()) {
+                (Ok(r), Ok(c)) => (r, c),
+                _ => continue,
+            }
+        };
+        let Some(target) = planner.plan(Instant::now(), current, compacted) else { continue };
+        let req = keel_proto::etcdserverpb::CompactionRequest { revision: target, physical: false };
+        match store.compact(req).await {
+            Ok(_) => tracing::info!(revision = target, "auto-compaction"),
+            Err(e) => tracing::debug!(revision = target, error = %e, "auto-compaction skipped"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,34 +170,5 @@ mod tests {
         assert_eq!(p.plan(t + Duration::from_secs(61), 70, 0), Some(10));
         assert_eq!(p.plan(t + Duration::from_secs(95), 90, 10), Some(40));
         assert_eq!(p.plan(t + Duration::from_secs(96), 91, 40), None);
-    }
-}
-
-/// While this member leads, compacts as the configured mode says (checked every second).
-pub(crate) async fn run(store: crate::Store, stop: tokio::sync::watch::Receiver<bool>) {
-    let mut planner = Planner::new(store.config().auto_compaction);
-    if planner.mode == AutoCompaction::Off {
-        return;
-    }
-    let mut ticker = crate::store::Ticker::new(Duration::from_secs(1), stop);
-    while ticker.next().await {
-        if !store.is_leader() {
-            planner.reset();
-            continue;
-        }
-        let (current, compacted) = {
-            let state = store.shared().current();
-            let reader = state.reader();
-            match (reader.revision(), reader.compacted()) {
-                (Ok(r), Ok(c)) => (r, c),
-                _ => continue,
-            }
-        };
-        let Some(target) = planner.plan(Instant::now(), current, compacted) else { continue };
-        let req = keel_proto::etcdserverpb::CompactionRequest { revision: target, physical: false };
-        match store.compact(req).await {
-            Ok(_) => tracing::info!(revision = target, "auto-compaction"),
-            Err(e) => tracing::debug!(revision = target, error = %e, "auto-compaction skipped"),
-        }
     }
 }

@@ -1,7 +1,6 @@
 //! openraft's type configuration for keel's store, and the values a Raft log entry carries.
 
 use std::fmt;
-use std::io::Cursor;
 
 use keel_proto::raftpb::{Proposal, ProposalResult};
 use prost::Message;
@@ -106,10 +105,6 @@ openraft::declare_raft_types!(
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = tokio::fs::File,
 );
-
-// Silence the unused import when the default snapshot type is not used.
-#[allow(dead_code)]
-type _Unused = Cursor<Vec<u8>>;
 
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type Entry = openraft::Entry<TypeConfig>;
