@@ -111,6 +111,7 @@ def main():
     ap.add_argument("--idle", type=int, default=600, help="seconds of idleness to count elections over")
     ap.add_argument("--quick", action="store_true", help="smaller workloads, 3 trials, 30 s idle")
     ap.add_argument("--keel", default=None, help="the keel binary (default: build a release one)")
+    ap.add_argument("--only", choices=["etcd", "keel"], help="run one side only (no ratios; for profiling)")
     a = ap.parse_args()
     if a.quick:
         a.trials, a.idle = 3, 30
@@ -121,7 +122,9 @@ def main():
         keel = os.path.join(target, "release", "keel")
     etcd = shutil.which("etcd") or "/usr/bin/etcd"
     work = tempfile.mkdtemp(prefix="keel-bench-")
-    clusters = [Cluster("etcd", etcd, 41000, work), Cluster("keel", keel, 42000, work)]
+    clusters = [Cluster("etcd", etcd, 21000, work), Cluster("keel", keel, 22000, work)]
+    if a.only:
+        clusters = [c for c in clusters if c.kind == a.only]
     results = {c.kind: {} for c in clusters}
     try:
         fsync = sh([sys.executable, os.path.join(ROOT, "deploy", "fsync-latency.py"), work, "2000"]).stdout.strip()
@@ -160,7 +163,8 @@ def main():
         time.sleep(a.idle)
         for c in clusters:
             results[c.kind]["idle elections"] = c.term() - before[c.kind]
-        report(results, workloads, fsync, version, a)
+        if not a.only:
+            report(results, workloads, fsync, version, a)
     except Exception:
         for c in clusters:
             c.stop()

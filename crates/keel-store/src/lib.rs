@@ -23,6 +23,7 @@ pub mod membership;
 pub mod network;
 pub mod peer;
 pub mod state_db;
+pub mod snapshot_data;
 pub mod state_machine;
 pub mod store;
 pub mod types;

@@ -23,7 +23,7 @@ use crate::types::{Member, NodeId, TypeConfig};
 pub const MAX_PEER_MESSAGE: usize = 256 << 20;
 
 /// Bytes of log entries sent in one append-entries call at most (one entry may be larger).
-const MAX_APPEND_BYTES: u64 = 4 << 20;
+const MAX_APPEND_BYTES: u64 = 1 << 20;
 
 /// Connections to other members by peer URL, shared by Raft and by request forwarding.
 #[derive(Clone)]

@@ -19,6 +19,7 @@ use crate::apply::Change;
 use crate::error::StoreError;
 use crate::hub::Hub;
 use crate::lessor::Lessor;
+use crate::snapshot_data::SnapshotData;
 use crate::state_db::{StateDb, StateMeta};
 use keel_proto::raftpb::ProposalResult;
 
@@ -42,6 +43,8 @@ pub struct SharedState {
     pub physical: tokio::sync::watch::Sender<i64>,
     /// The store revision this member has applied.
     applied_revision: tokio::sync::watch::Sender<i64>,
+    /// Held while the snapshot dir's record or files change (a build, an export, an install).
+    snapshot_files: Mutex<()>,
 }
 
 impl SharedState {
@@ -89,8 +92,18 @@ impl SharedState {
             compact_tx,
             physical,
             applied_revision,
+            snapshot_files: Mutex::new(()),
         });
         std::fs::create_dir_all(dir.join(SNAPSHOT_DIR)).map_err(StoreError::io(dir.join(SNAPSHOT_DIR)))?;
+        // Leftovers of snapshots being built, exported or received when the member stopped.
+        for entry in std::fs::read_dir(dir.join(SNAPSHOT_DIR)).map_err(StoreError::io(dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("building-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            } else if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         Self::spawn_compactor(Arc::downgrade(&shared), compact_rx);
         if let Some(rev) = shared.current().pending_compaction()? {
             shared.compact_tx.send_replace(rev);
@@ -183,10 +196,16 @@ impl StateMachine {
     }
 }
 
+/// `snapshots/current.json`: the snapshot this member would send.
 #[derive(Serialize, Deserialize)]
 struct SnapshotRecord {
     meta: SnapshotMeta,
+    /// The snapshot stream (the format of [`StateDb::export`]), in the snapshot dir.
     file: String,
+    /// A checkpoint of the state the snapshot holds (snapshots built here), in the snapshot dir: `file` is
+    /// exported from it the first time a member needs the snapshot.
+    #[serde(default)]
+    checkpoint: Option<String>,
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -201,55 +220,99 @@ pub struct SnapshotBuilder {
     shared: Arc<SharedState>,
 }
 
-/// Records `file` (in the snapshot dir) as the current snapshot and removes older ones.
-fn save_snapshot_record(shared: &SharedState, meta: &SnapshotMeta, file: &str) -> Result<(), StoreError> {
+/// Records the current snapshot (names in the snapshot dir) and removes older snapshots and checkpoints.
+/// The caller holds `snapshot_files`.
+fn save_snapshot_record(shared: &SharedState, rec: &SnapshotRecord) -> Result<(), StoreError> {
     let dir = shared.snapshot_dir();
-    let rec = serde_json::to_vec(&SnapshotRecord { meta: meta.clone(), file: file.to_owned() }).expect("serialisable");
-    write_atomically(&dir.join(SNAPSHOT_CURRENT), &rec)?;
+    write_atomically(&dir.join(SNAPSHOT_CURRENT), &serde_json::to_vec(rec).expect("serialisable"))?;
     for e in std::fs::read_dir(&dir).map_err(StoreError::io(&dir))?.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name.ends_with(".snap") && name != file {
+        let kept = name == rec.file || rec.checkpoint.as_deref() == Some(name.as_str());
+        if kept {
+            continue;
+        }
+        if name.ends_with(".snap") {
             let _ = std::fs::remove_file(e.path());
+        } else if name.ends_with(".ckpt") {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
     Ok(())
 }
 
+fn read_snapshot_record(dir: &Path) -> Result<Option<SnapshotRecord>, StoreError> {
+    let path = dir.join(SNAPSHOT_CURRENT);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(&path)(e)),
+    }
+}
+
+/// Exports the snapshot stream of `rec` from its checkpoint, unless it exists already; returns its path.
+fn export_snapshot(shared: &SharedState, rec: &SnapshotRecord) -> Result<PathBuf, StoreError> {
+    let dir = shared.snapshot_dir();
+    let path = dir.join(&rec.file);
+    let _files = shared.snapshot_files.lock().expect("snapshot files lock");
+    if path.exists() {
+        return Ok(path);
+    }
+    let Some(ckpt) = &rec.checkpoint else {
+        return Err(StoreError::Corrupt(format!("snapshot {} is missing", path.display())));
+    };
+    let started = Instant::now();
+    let state = StateDb::open(&dir.join(ckpt), false)?;
+    let tmp = dir.join(format!("{}.tmp", rec.meta.snapshot_id));
+    let f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
+    let mut w = BufWriter::new(f);
+    state.export(&state.reader(), &mut w)?;
+    let f = w.into_inner().map_err(|e| StoreError::io(&tmp)(e.into_error()))?;
+    f.sync_all().map_err(StoreError::io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+    let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+    tracing::info!(id = %rec.meta.snapshot_id, bytes, took = ?started.elapsed(), "exported snapshot for a member");
+    Ok(path)
+}
+
+/// The data of `rec`, exported from its checkpoint when first read.
+fn lazy_data(shared: Arc<SharedState>, rec: SnapshotRecord) -> Box<SnapshotData> {
+    Box::new(SnapshotData::lazy(Box::new(move || export_snapshot(&shared, &rec).map_err(std::io::Error::other))))
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// A snapshot here is a RocksDB checkpoint of the state (about one memtable flush, whatever the state's
+    /// size), so snapshots stay cheap under heavy writes; the stream a member receives is exported from the
+    /// checkpoint when first read ([`SnapshotData`]).
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = self.shared.clone();
-        let (meta, path) = tokio::task::spawn_blocking(move || -> Result<(SnapshotMeta, PathBuf), StoreError> {
+        let rec = tokio::task::spawn_blocking(move || -> Result<SnapshotRecord, StoreError> {
             let state = shared.current();
-            // The log is purged behind a snapshot: everything it covers must be on disk first.
-            state.sync()?;
-            let reader = state.reader();
-            let m = reader.meta()?;
+            let dir = shared.snapshot_dir();
+            let building = dir.join(format!("building-{:x}", rand::random::<u64>()));
+            // The checkpoint flushes the memtables: what it holds is on disk before the log is purged behind it.
+            state.checkpoint(&building)?;
+            let m = StateDb::open(&building, false)?.writer_view().meta()?;
             let id = format!(
                 "{}-{}-{}",
                 m.applied.map_or(0, |l| l.leader_id.term),
                 m.applied.map_or(0, |l| l.index),
                 rand::random::<u32>()
             );
-            let file = format!("{id}.snap");
-            let dir = shared.snapshot_dir();
-            let tmp = dir.join(format!("{id}.tmp"));
-            let f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-            let mut w = BufWriter::new(f);
-            state.export(&reader, &mut w)?;
-            let f = w.into_inner().map_err(|e| StoreError::io(&tmp)(e.into_error()))?;
-            f.sync_all().map_err(StoreError::io(&tmp))?;
-            let path = dir.join(&file);
-            std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
-            let meta = SnapshotMeta { last_log_id: m.applied, last_membership: m.membership, snapshot_id: id };
-            save_snapshot_record(&shared, &meta, &file)?;
-            Ok((meta, path))
+            let ckpt = format!("{id}.ckpt");
+            let _files = shared.snapshot_files.lock().expect("snapshot files lock");
+            std::fs::rename(&building, dir.join(&ckpt)).map_err(StoreError::io(&building))?;
+            let meta = SnapshotMeta { last_log_id: m.applied, last_membership: m.membership, snapshot_id: id.clone() };
+            let rec = SnapshotRecord { meta, file: format!("{id}.snap"), checkpoint: Some(ckpt) };
+            save_snapshot_record(&shared, &rec)?;
+            Ok(rec)
         })
         .await
         .map_err(|e| snap_err(None, std::io::Error::other(e.to_string())))?
         .map_err(|e| snap_err(None, e))?;
-        let f = tokio::fs::File::open(&path).await.map_err(|e| snap_err(Some(&meta), e))?;
-        tracing::info!(id = %meta.snapshot_id, "built snapshot");
-        Ok(Snapshot { meta, snapshot: Box::new(f) })
+        tracing::info!(id = %rec.meta.snapshot_id, "built snapshot (checkpoint)");
+        Ok(Snapshot { meta: rec.meta.clone(), snapshot: lazy_data(self.shared.clone(), rec) })
     }
 }
 
@@ -318,7 +381,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder { shared: self.shared.clone() }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
         let path = self.shared.snapshot_dir().join(format!("incoming-{}.tmp", rand::random::<u64>()));
         let f = tokio::fs::OpenOptions::new()
             .read(true)
@@ -330,17 +393,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(stale) = self.incoming.replace(path) {
             let _ = std::fs::remove_file(stale);
         }
-        Ok(Box::new(f))
+        Ok(Box::new(SnapshotData::file(f)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
         let shared = self.shared.clone();
         let m = meta.clone();
-        let mut file = snapshot.into_std().await;
+        let mut file = snapshot.into_file().await.map_err(|e| snap_err(Some(meta), e))?.into_std().await;
         let incoming = self.incoming.take();
         let new_meta = tokio::task::spawn_blocking(move || -> Result<StateMeta, StoreError> {
             file.rewind().map_err(StoreError::SnapshotIo)?;
@@ -363,8 +426,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let file_name = format!("{}.snap", m.snapshot_id);
             if let Some(incoming) = incoming.filter(|p| p.exists()) {
                 let target = shared.snapshot_dir().join(&file_name);
+                let _files = shared.snapshot_files.lock().expect("snapshot files lock");
                 std::fs::rename(&incoming, &target).map_err(StoreError::io(&target))?;
-                save_snapshot_record(&shared, &m, &file_name)?;
+                save_snapshot_record(&shared, &SnapshotRecord { meta: m.clone(), file: file_name, checkpoint: None })?;
             }
             let old = {
                 let mut cur = shared.current.write().expect("lock");
@@ -390,14 +454,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let dir = self.shared.snapshot_dir();
-        let rec = match std::fs::read(dir.join(SNAPSHOT_CURRENT)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(snap_err(None, e)),
+        let Some(rec) = read_snapshot_record(&self.shared.snapshot_dir()).map_err(|e| snap_err(None, e))? else {
+            return Ok(None);
         };
-        let rec: SnapshotRecord = serde_json::from_slice(&rec).map_err(|e| snap_err(None, e))?;
-        let f = tokio::fs::File::open(dir.join(&rec.file)).await.map_err(|e| snap_err(Some(&rec.meta), e))?;
-        Ok(Some(Snapshot { meta: rec.meta, snapshot: Box::new(f) }))
+        Ok(Some(Snapshot { meta: rec.meta.clone(), snapshot: lazy_data(self.shared.clone(), rec) }))
     }
 }
