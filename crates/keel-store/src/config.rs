@@ -26,13 +26,14 @@ impl std::str::FromStr for ClusterState {
     }
 }
 
-/// Default Raft timings: a heartbeat every 50 ms; a follower that hears nothing for 200 ms (each member
-/// draws its timeout once in 200–300 ms) campaigns. Why these, in docs/adr/001: fsync stalls on this class
-/// of machine (up to 0.9 s) do not delay heartbeats because the log's fsync runs off the Raft core; openraft's
-/// leader lease (= the largest election timeout) makes a failover take about two election timeouts, so the
-/// timeout is what failover costs; the benchmark checks an idle cluster holds no election for 10 minutes.
+/// Default Raft timings: a heartbeat every 50 ms; election timeout 150 ms (each member draws its timeout once
+/// in 150–225 ms). openraft's leader lease (the largest timeout, 225 ms) comes first, so a follower campaigns
+/// after 375–450 ms without a leader, and a failover costs about that. Why these, in docs/adr/001: the log's
+/// fsync runs off the Raft core, so disk stalls (0.5 s seen under load) do not delay heartbeats; what can
+/// still cause an election is a member starved of CPU for longer than that; the benchmark checks an idle
+/// cluster holds no election for 10 minutes.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
-pub const DEFAULT_ELECTION_MS: u64 = 200;
+pub const DEFAULT_ELECTION_MS: u64 = 150;
 /// etcd's default limit of a request's size (`--max-request-bytes`).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 

@@ -271,7 +271,7 @@ impl Maintenance for EtcdApi {
         Ok(Response::new(DefragmentResponse { header: Some(header) }))
     }
     async fn hash(&self, _: Request<HashRequest>) -> Res<HashResponse> {
-        ok(self.store.hash())
+        ok(self.store.hash().await)
     }
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Res<HashKvResponse> {
         ok(self.store.hash_kv(req.into_inner()).await)

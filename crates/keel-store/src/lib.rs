@@ -22,8 +22,8 @@ pub mod maintenance;
 pub mod membership;
 pub mod network;
 pub mod peer;
-pub mod state_db;
 pub mod snapshot_data;
+pub mod state_db;
 pub mod state_machine;
 pub mod store;
 pub mod types;
@@ -43,4 +43,14 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// Runs blocking storage work (a RocksDB write, an fsync) from async code. On a multi-threaded runtime the
+/// worker first hands its other tasks to another thread, so a long apply or a disk stall does not hold up
+/// Raft's timers, heartbeats and votes queued behind it (2 cores mean 2 workers).
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }

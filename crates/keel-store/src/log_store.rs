@@ -25,6 +25,9 @@ const META_COMMITTED: &[u8] = b"committed";
 const META_PURGED: &[u8] = b"last_purged";
 const META_IDENTITY: &[u8] = b"identity";
 
+/// An fsync of the log slower than this is logged (etcd warns about slow fdatasync the same way).
+const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Who this data dir belongs to; written once when the member is first created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -53,6 +56,9 @@ impl LogDb {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
+        // Write back in small steps, so that a WAL fsync never waits behind a large backlog of dirty pages.
+        opts.set_bytes_per_sync(1 << 20);
+        opts.set_wal_bytes_per_sync(512 << 10);
         opts.create_missing_column_families(true);
         let cfs = [CF_LOGS, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)
@@ -150,7 +156,11 @@ impl LogStore {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    let started = std::time::Instant::now();
                     let res = sync_db.db.flush_wal(true);
+                    if started.elapsed() > SLOW_SYNC {
+                        tracing::warn!(took = ?started.elapsed(), entries = batch.len(), "slow raft log fsync");
+                    }
                     for cb in batch {
                         cb.log_io_completed(res.clone().map_err(|e| std::io::Error::other(e.to_string())));
                     }
@@ -212,7 +222,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.db.put_json(META_VOTE, vote, true).map_err(|e| StorageIOError::write_vote(&e).into())
+        crate::blocking(|| self.db.put_json(META_VOTE, vote, true)).map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -240,7 +250,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
+        let started = std::time::Instant::now();
         self.db.db.write_opt(batch, &wo).map_err(write_err)?;
+        if started.elapsed() > SLOW_SYNC {
+            tracing::warn!(took = ?started.elapsed(), "slow raft log write");
+        }
         self.syncer.send(callback).map_err(|_| write_err(std::io::Error::other("log syncer stopped")))?;
         Ok(())
     }
@@ -254,6 +268,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let res = self.purge_upto(log_id);
+        if started.elapsed() > SLOW_SYNC {
+            tracing::warn!(took = ?started.elapsed(), "slow raft log purge");
+        }
+        res
+    }
+}
+
+impl LogStore {
+    fn purge_upto(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.db.put_json(META_PURGED, &log_id, false).map_err(write_err)?;
         let cf = self.db.cf(CF_LOGS);
         self.db.db.delete_range_cf(cf, 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes()).map_err(write_err)

@@ -30,19 +30,30 @@ impl Store {
         if req.revision > 0 {
             let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|r| *r >= req.revision)).await;
         }
+        // A hash reads the whole key space (seconds for a large one): off the async workers, which run Raft.
         let state = self.shared().current();
-        let reader = state.reader();
-        let current = reader.revision()?;
-        let rev = if req.revision > 0 { req.revision } else { current };
-        check_read_revision(rev, current, reader.compacted()?).map_err(ApiError::Apply)?;
-        let (hash, compact_revision) = reader.hash_kv(rev)?;
+        let (current, hash, compact_revision) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let reader = state.reader();
+            let current = reader.revision()?;
+            let rev = if req.revision > 0 { req.revision } else { current };
+            check_read_revision(rev, current, reader.compacted()?).map_err(ApiError::Apply)?;
+            let (hash, compact_revision) = reader.hash_kv(rev)?;
+            Ok((current, hash, compact_revision))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(StoreError::Raft(e.to_string())))??;
         Ok(HashKvResponse { header: Some(self.header(current)), hash, compact_revision })
     }
 
-    pub fn hash(&self) -> Result<HashResponse, ApiError> {
+    pub async fn hash(&self) -> Result<HashResponse, ApiError> {
         let state = self.shared().current();
-        let reader = state.reader();
-        Ok(HashResponse { header: Some(self.header(reader.revision()?)), hash: reader.hash()? })
+        let (rev, hash) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let reader = state.reader();
+            Ok((reader.revision()?, reader.hash()?))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(StoreError::Raft(e.to_string())))??;
+        Ok(HashResponse { header: Some(self.header(rev)), hash })
     }
 
     /// etcd's `Alarm`: GET lists raised alarms (of one type, or all for NONE); ACTIVATE and DEACTIVATE go
@@ -172,6 +183,11 @@ pub(crate) async fn check_divergence(store: Store, interval: Duration, stop: tok
         return;
     }
     let mut ticker = crate::store::Ticker::new(interval, stop);
+    // The first tick comes at once: skip it, so a member that was just started (and may briefly believe it
+    // still leads) does not make every member hash its whole state.
+    if !ticker.next().await {
+        return;
+    }
     while ticker.next().await {
         if !store.is_leader() {
             continue;

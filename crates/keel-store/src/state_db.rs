@@ -75,6 +75,9 @@ fn db_options() -> Options {
     o.create_missing_column_families(true);
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
     o.increase_parallelism(2);
+    // Write back flushed and compacted files in small steps: the Raft log's fsync on the same disk must not
+    // wait behind a large backlog of dirty pages (seen: 0.5 s fsyncs under `check perf --load=l`).
+    o.set_bytes_per_sync(1 << 20);
     o
 }
 

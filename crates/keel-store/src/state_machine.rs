@@ -26,6 +26,8 @@ use keel_proto::raftpb::ProposalResult;
 use crate::types::{CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const STATE_POINTER: &str = "STATE";
+/// Applying a batch of entries slower than this is logged.
+const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
 const SNAPSHOT_DIR: &str = "snapshots";
 const SNAPSHOT_CURRENT: &str = "current.json";
 
@@ -181,6 +183,17 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether applying these writes may take long: many of them, or ones that touch a range of keys.
+fn may_take_long(requests: &[keel_proto::raftpb::WriteRequest]) -> bool {
+    use keel_proto::raftpb::write_request::Request;
+    requests.len() > 64
+        || requests.iter().any(|r| match &r.request {
+            Some(Request::DeleteRange(d)) => !d.range_end.is_empty(),
+            Some(Request::Txn(_)) | Some(Request::LeaseRevoke(_)) => true,
+            _ => false,
+        })
+}
+
 /// The state machine handed to openraft.
 pub struct StateMachine {
     shared: Arc<SharedState>,
@@ -243,9 +256,9 @@ fn save_snapshot_record(shared: &SharedState, rec: &SnapshotRecord) -> Result<()
 fn read_snapshot_record(dir: &Path) -> Result<Option<SnapshotRecord>, StoreError> {
     let path = dir.join(SNAPSHOT_CURRENT);
     match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display()))),
+        Ok(b) => {
+            serde_json::from_slice(&b).map(Some).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::io(&path)(e)),
     }
@@ -330,36 +343,51 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         // One WriteBatch for the whole batch of entries, each entry's writes applied in order.
         let state = self.shared.current();
-        let view = state.writer_view();
-        let mut applier = Applier::new(&view, self.meta.revision, self.meta.compacted);
-        let mut results = Vec::new();
-        let mut applied = None;
-        let mut membership = None;
-        for entry in entries {
-            applied = Some(*entry.get_log_id());
-            match &entry.payload {
-                EntryPayload::Blank => results.push(CommandResult::default()),
-                EntryPayload::Normal(cmd) => {
-                    let mut responses = Vec::with_capacity(cmd.0.requests.len());
-                    for req in &cmd.0.requests {
-                        #[cfg(debug_assertions)]
-                        let faulty = crate::fault::diverge(req);
-                        #[cfg(debug_assertions)]
-                        let req = faulty.as_ref().unwrap_or(req);
-                        responses.push(applier.apply(req).map_err(io_err)?);
+        let meta = &self.meta;
+        let started = Instant::now();
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // A batch that may take long (a range delete of 100 000 keys takes seconds) moves off the async worker
+        // first; small ones (most) run in place.
+        let large = entries.len() > 64
+            || entries.iter().any(|e| matches!(&e.payload, EntryPayload::Normal(c) if may_take_long(&c.0.requests)));
+        let apply = || -> Result<_, StorageError> {
+            let view = state.writer_view();
+            let mut applier = Applier::new(&view, meta.revision, meta.compacted);
+            let mut results = Vec::new();
+            let mut applied = None;
+            let mut membership = None;
+            for entry in entries {
+                applied = Some(*entry.get_log_id());
+                match &entry.payload {
+                    EntryPayload::Blank => results.push(CommandResult::default()),
+                    EntryPayload::Normal(cmd) => {
+                        let mut responses = Vec::with_capacity(cmd.0.requests.len());
+                        for req in &cmd.0.requests {
+                            #[cfg(debug_assertions)]
+                            let faulty = crate::fault::diverge(req);
+                            #[cfg(debug_assertions)]
+                            let req = faulty.as_ref().unwrap_or(req);
+                            responses.push(applier.apply(req).map_err(io_err)?);
+                        }
+                        results.push(CommandResult(ProposalResult { responses }));
                     }
-                    results.push(CommandResult(ProposalResult { responses }));
-                }
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(applied, m.clone()));
-                    results.push(CommandResult::default());
+                    EntryPayload::Membership(m) => {
+                        membership = Some(StoredMembership::new(applied, m.clone()));
+                        results.push(CommandResult::default());
+                    }
                 }
             }
+            let (changes, events, revision, compacted) =
+                (applier.changes, applier.events, applier.revision, applier.compacted);
+            state.commit(&changes, revision, compacted, applied.as_ref(), membership.as_ref()).map_err(io_err)?;
+            Ok((results, changes, events, revision, compacted, applied, membership))
+        };
+        let applied_batch = if large { crate::blocking(apply)? } else { apply()? };
+        let (results, changes, events, revision, compacted, applied, membership) = applied_batch;
+        if started.elapsed() > SLOW_APPLY {
+            tracing::warn!(took = ?started.elapsed(), changes = changes.len(), "slow apply");
         }
         let compacted_before = self.meta.compacted;
-        let (changes, events, revision, compacted) =
-            (applier.changes, applier.events, applier.revision, applier.compacted);
-        state.commit(&changes, revision, compacted, applied.as_ref(), membership.as_ref()).map_err(io_err)?;
         self.meta.revision = revision;
         self.meta.compacted = compacted;
         if applied.is_some() {
@@ -396,11 +424,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(SnapshotData::file(f)))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<SnapshotData>,
-    ) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotData>) -> Result<(), StorageError> {
         let shared = self.shared.clone();
         let m = meta.clone();
         let mut file = snapshot.into_file().await.map_err(|e| snap_err(Some(meta), e))?.into_std().await;

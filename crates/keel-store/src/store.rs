@@ -308,6 +308,7 @@ impl Store {
             tasks.push(spawn_server(router, listener, rx.clone(), url.clone()));
         }
         tasks.push(tokio::spawn(publish_member(self.clone(), rx.clone())));
+        tasks.push(tokio::spawn(watch_stalls(rx.clone())));
         tasks.push(tokio::spawn(crate::leases::expire_leases(self.clone(), rx.clone())));
         tasks.push(tokio::spawn(crate::auto_compaction::run(self.clone(), rx.clone())));
         let check = self.inner.config.corrupt_check_interval;
@@ -928,4 +929,42 @@ async fn publish_member(store: Store, mut stop: tokio::sync::watch::Receiver<boo
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Logs when this member's async runtime (which runs Raft's timers, heartbeats and votes) or the whole
+/// process (starved of CPU) did not run for a while: the usual cause of a spurious election.
+async fn watch_stalls(mut stop: tokio::sync::watch::Receiver<bool>) {
+    const PERIOD: Duration = Duration::from_millis(10);
+    const STALL: Duration = Duration::from_millis(100);
+    let process_late = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let late = process_late.clone();
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread_stopped = stopped.clone();
+    let _ = std::thread::Builder::new().name("stall-watch".into()).spawn(move || {
+        while !thread_stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = std::time::Instant::now();
+            std::thread::sleep(PERIOD);
+            let over = t.elapsed().saturating_sub(PERIOD);
+            late.fetch_max(over.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let mut tick = Ticker::new(PERIOD, stop.clone());
+    let mut last = tokio::time::Instant::now();
+    while tick.next().await {
+        let now = tokio::time::Instant::now();
+        let over = now.duration_since(last).saturating_sub(PERIOD);
+        last = now;
+        if over > STALL {
+            let process = process_late.swap(0, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                runtime_ms = over.as_millis() as u64,
+                process_ms = process,
+                "member stalled: the async runtime did not run for a while (process_ms: longest a plain thread waited for CPU)"
+            );
+        }
+        if *stop.borrow_and_update() {
+            break;
+        }
+    }
+    stopped.store(true, std::sync::atomic::Ordering::Relaxed);
 }
