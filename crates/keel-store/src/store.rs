@@ -934,7 +934,7 @@ async fn publish_member(store: Store, mut stop: tokio::sync::watch::Receiver<boo
 /// Logs when this member's async runtime (which runs Raft's timers, heartbeats and votes) or the whole
 /// process (starved of CPU) did not run for a while: the usual cause of a spurious election.
 async fn watch_stalls(mut stop: tokio::sync::watch::Receiver<bool>) {
-    const PERIOD: Duration = Duration::from_millis(10);
+    const PERIOD: Duration = Duration::from_millis(50);
     const STALL: Duration = Duration::from_millis(100);
     let process_late = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let late = process_late.clone();
