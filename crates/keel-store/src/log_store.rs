@@ -25,8 +25,14 @@ const META_COMMITTED: &[u8] = b"committed";
 const META_PURGED: &[u8] = b"last_purged";
 const META_IDENTITY: &[u8] = b"identity";
 
-/// An fsync of the log slower than this is logged (etcd warns about slow fdatasync the same way).
-const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
+/// Log IO slower than this is logged (etcd warns about slow fdatasync the same way).
+const SLOW_IO: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn warn_if_slow(started: std::time::Instant, what: &str) {
+    if started.elapsed() > SLOW_IO {
+        tracing::warn!(took = ?started.elapsed(), "slow raft log {what}");
+    }
+}
 
 /// Who this data dir belongs to; written once when the member is first created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,9 +164,7 @@ impl LogStore {
                     batch.extend(rx.try_iter());
                     let started = std::time::Instant::now();
                     let res = sync_db.db.flush_wal(true);
-                    if started.elapsed() > SLOW_SYNC {
-                        tracing::warn!(took = ?started.elapsed(), entries = batch.len(), "slow raft log fsync");
-                    }
+                    warn_if_slow(started, "fsync");
                     for cb in batch {
                         cb.log_io_completed(res.clone().map_err(|e| std::io::Error::other(e.to_string())));
                     }
@@ -252,9 +256,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         wo.set_sync(false);
         let started = std::time::Instant::now();
         self.db.db.write_opt(batch, &wo).map_err(write_err)?;
-        if started.elapsed() > SLOW_SYNC {
-            tracing::warn!(took = ?started.elapsed(), "slow raft log write");
-        }
+        warn_if_slow(started, "write");
         self.syncer.send(callback).map_err(|_| write_err(std::io::Error::other("log syncer stopped")))?;
         Ok(())
     }
@@ -268,17 +270,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let started = std::time::Instant::now();
-        let res = self.purge_upto(log_id);
-        if started.elapsed() > SLOW_SYNC {
-            tracing::warn!(took = ?started.elapsed(), "slow raft log purge");
-        }
-        res
-    }
-}
-
-impl LogStore {
-    fn purge_upto(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.db.put_json(META_PURGED, &log_id, false).map_err(write_err)?;
         let cf = self.db.cf(CF_LOGS);
         self.db.db.delete_range_cf(cf, 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes()).map_err(write_err)

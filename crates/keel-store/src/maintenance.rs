@@ -7,7 +7,6 @@
 //! `etcdctl alarm list`).
 
 use std::collections::BTreeMap;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ impl Store {
         }
         // A hash reads the whole key space (seconds for a large one): off the async workers, which run Raft.
         let state = self.shared().current();
-        let (current, hash, compact_revision) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let (current, hash, compact_revision) = off_runtime(move || {
             let reader = state.reader();
             let current = reader.revision()?;
             let rev = if req.revision > 0 { req.revision } else { current };
@@ -40,19 +39,17 @@ impl Store {
             let (hash, compact_revision) = reader.hash_kv(rev)?;
             Ok((current, hash, compact_revision))
         })
-        .await
-        .map_err(|e| ApiError::Internal(StoreError::Raft(e.to_string())))??;
+        .await?;
         Ok(HashKvResponse { header: Some(self.header(current)), hash, compact_revision })
     }
 
     pub async fn hash(&self) -> Result<HashResponse, ApiError> {
         let state = self.shared().current();
-        let (rev, hash) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let (rev, hash) = off_runtime(move || {
             let reader = state.reader();
             Ok((reader.revision()?, reader.hash()?))
         })
-        .await
-        .map_err(|e| ApiError::Internal(StoreError::Raft(e.to_string())))??;
+        .await?;
         Ok(HashResponse { header: Some(self.header(rev)), hash })
     }
 
@@ -85,31 +82,28 @@ impl Store {
         let dir = self.config().data_dir.join("snapshots");
         let path = dir.join(format!("backup-{}.tmp", rand::random::<u64>()));
         let p = path.clone();
-        let rev = tokio::task::spawn_blocking(move || -> Result<i64, StoreError> {
+        let rev = off_runtime(move || -> Result<i64, ApiError> {
             let reader = state.reader();
             let rev = reader.revision()?;
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&p)
-                .map_err(StoreError::io(&p))?;
-            let mut w = BufWriter::new(f);
-            state.export(&reader, &mut w)?;
-            let f = w.into_inner().map_err(|e| StoreError::io(&p)(e.into_error()))?;
-            seal(f, &p)?;
+            seal(state.export_file(&reader, &p)?, &p)?;
             Ok(rev)
         })
-        .await
-        .map_err(|e| ApiError::Internal(StoreError::Raft(e.to_string())))?;
+        .await;
         match rev {
             Ok(rev) => Ok((path, rev)),
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
-                Err(e.into())
+                Err(e)
             }
         }
     }
+}
+
+/// Runs work that reads or writes the whole state on a blocking thread, off the async workers that run Raft.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(StoreError::Raft(e.to_string())))?
 }
 
 const SEAL_BLOCK: u64 = 512;

@@ -32,6 +32,15 @@ impl PeerService {
         bincode::deserialize(&m.payload).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
     }
 
+    /// Requests only the leader answers (a follower would answer from stale state).
+    fn require_leader(&self) -> Result<(), Status> {
+        if self.store.is_leader() {
+            Ok(())
+        } else {
+            Err(Status::new(NOT_LEADER, "not the leader"))
+        }
+    }
+
     fn reply<T: serde::Serialize>(&self, v: &T) -> Result<Response<RaftMessage>, Status> {
         Ok(Response::new(RaftMessage { cluster_id: self.store.cluster_id(), payload: encode(v) }))
     }
@@ -75,9 +84,7 @@ impl RaftPeer for PeerService {
         if req.into_inner().cluster_id != self.store.cluster_id() {
             return Err(Status::permission_denied("request from another cluster"));
         }
-        if !self.store.is_leader() {
-            return Err(Status::new(NOT_LEADER, "not the leader"));
-        }
+        self.require_leader()?;
         match self.store.batched_read_index().await {
             Some(index) => Ok(Response::new(ReadIndexResponse { index })),
             None => Err(Status::new(NOT_LEADER, "cannot confirm leadership")),
@@ -88,9 +95,7 @@ impl RaftPeer for PeerService {
         &self,
         req: Request<LeaseKeepAliveRequest>,
     ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
-        if !self.store.is_leader() {
-            return Err(Status::new(NOT_LEADER, "not the leader"));
-        }
+        self.require_leader()?;
         let id = req.into_inner().id;
         let ttl = self.store.renew_here(id).unwrap_or(0);
         Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl }))
@@ -100,9 +105,7 @@ impl RaftPeer for PeerService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        if !self.store.is_leader() {
-            return Err(Status::new(NOT_LEADER, "not the leader"));
-        }
+        self.require_leader()?;
         Ok(Response::new(self.store.time_to_live_here(&req.into_inner()).map_err(Status::from)?))
     }
 

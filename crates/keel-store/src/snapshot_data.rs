@@ -4,15 +4,14 @@
 
 use std::future::Future;
 use std::io::SeekFrom;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 
-/// Writes the snapshot file (once, on a blocking thread) and returns its path.
-pub type Export = Box<dyn FnOnce() -> std::io::Result<PathBuf> + Send>;
+/// Writes the snapshot file (once, on a blocking thread) and returns it open at its start.
+pub type Export = Box<dyn FnOnce() -> std::io::Result<std::fs::File> + Send>;
 
 /// A snapshot's data: an open file, or a file exported on first use.
 pub struct SnapshotData {
@@ -24,8 +23,7 @@ pub struct SnapshotData {
 enum State {
     Open(tokio::fs::File),
     Lazy(Option<Export>),
-    Exporting(JoinHandle<std::io::Result<PathBuf>>),
-    Opening(Pin<Box<dyn std::future::Future<Output = std::io::Result<tokio::fs::File>> + Send>>),
+    Exporting(JoinHandle<std::io::Result<std::fs::File>>),
 }
 
 impl SnapshotData {
@@ -33,7 +31,7 @@ impl SnapshotData {
         SnapshotData { state: State::Open(f), pending_seek: None }
     }
 
-    /// Data that `export` writes (returning its path) the first time it is read or seeked.
+    /// Data that `export` writes the first time it is read or seeked.
     pub fn lazy(export: Export) -> Self {
         SnapshotData { state: State::Lazy(Some(export)), pending_seek: None }
     }
@@ -56,12 +54,8 @@ impl SnapshotData {
                     self.state = State::Exporting(tokio::task::spawn_blocking(export));
                 }
                 State::Exporting(handle) => {
-                    let path = ready!(Pin::new(handle).poll(cx)).map_err(std::io::Error::other)??;
-                    self.state = State::Opening(Box::pin(tokio::fs::File::open(path)));
-                }
-                State::Opening(open) => {
-                    let f = ready!(open.as_mut().poll(cx))?;
-                    self.state = State::Open(f);
+                    let f = ready!(Pin::new(handle).poll(cx)).map_err(std::io::Error::other)??;
+                    self.state = State::Open(tokio::fs::File::from_std(f));
                 }
             }
         }

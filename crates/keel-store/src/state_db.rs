@@ -290,6 +290,21 @@ impl StateDb {
         w.finish()
     }
 
+    /// Exports a consistent view into the file at `path` (created, or truncated); returns it written but not
+    /// synced.
+    pub fn export_file(&self, reader: &StateReader<'_>, path: &Path) -> Result<std::fs::File, StoreError> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(StoreError::io(path))?;
+        let mut w = std::io::BufWriter::new(f);
+        self.export(reader, &mut w)?;
+        w.into_inner().map_err(|e| StoreError::io(path)(e.into_error()))
+    }
+
     /// Fills this (new, empty) database from a snapshot stream, then makes it durable.
     pub fn import(&self, input: &mut impl std::io::Read) -> Result<(), StoreError> {
         let mut r = SnapshotReader::new(input)?;

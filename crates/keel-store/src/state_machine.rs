@@ -5,7 +5,7 @@
 //! `STATE` (replaced by rename) point at it: a crash at any moment leaves either the old or the new state,
 //! never a mix.
 
-use std::io::{BufReader, BufWriter, Seek};
+use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -265,12 +265,12 @@ fn read_snapshot_record(dir: &Path) -> Result<Option<SnapshotRecord>, StoreError
 }
 
 /// Exports the snapshot stream of `rec` from its checkpoint, unless it exists already; returns its path.
-fn export_snapshot(shared: &SharedState, rec: &SnapshotRecord) -> Result<PathBuf, StoreError> {
+fn export_snapshot(shared: &SharedState, rec: &SnapshotRecord) -> Result<std::fs::File, StoreError> {
     let dir = shared.snapshot_dir();
     let path = dir.join(&rec.file);
     let _files = shared.snapshot_files.lock().expect("snapshot files lock");
     if path.exists() {
-        return Ok(path);
+        return std::fs::File::open(&path).map_err(StoreError::io(&path));
     }
     let Some(ckpt) = &rec.checkpoint else {
         return Err(StoreError::Corrupt(format!("snapshot {} is missing", path.display())));
@@ -278,15 +278,13 @@ fn export_snapshot(shared: &SharedState, rec: &SnapshotRecord) -> Result<PathBuf
     let started = Instant::now();
     let state = StateDb::open(&dir.join(ckpt), false)?;
     let tmp = dir.join(format!("{}.tmp", rec.meta.snapshot_id));
-    let f = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-    let mut w = BufWriter::new(f);
-    state.export(&state.reader(), &mut w)?;
-    let f = w.into_inner().map_err(|e| StoreError::io(&tmp)(e.into_error()))?;
+    let mut f = state.export_file(&state.reader(), &tmp)?;
     f.sync_all().map_err(StoreError::io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
     let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
     tracing::info!(id = %rec.meta.snapshot_id, bytes, took = ?started.elapsed(), "exported snapshot for a member");
-    Ok(path)
+    f.rewind().map_err(StoreError::io(&path))?;
+    Ok(f)
 }
 
 /// The data of `rec`, exported from its checkpoint when first read.

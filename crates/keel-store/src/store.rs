@@ -933,7 +933,7 @@ async fn publish_member(store: Store, mut stop: tokio::sync::watch::Receiver<boo
 
 /// Logs when this member's async runtime (which runs Raft's timers, heartbeats and votes) or the whole
 /// process (starved of CPU) did not run for a while: the usual cause of a spurious election.
-async fn watch_stalls(mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn watch_stalls(stop: tokio::sync::watch::Receiver<bool>) {
     const PERIOD: Duration = Duration::from_millis(50);
     const STALL: Duration = Duration::from_millis(100);
     let process_late = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -948,7 +948,7 @@ async fn watch_stalls(mut stop: tokio::sync::watch::Receiver<bool>) {
             late.fetch_max(over.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
         }
     });
-    let mut tick = Ticker::new(PERIOD, stop.clone());
+    let mut tick = Ticker::new(PERIOD, stop);
     let mut last = tokio::time::Instant::now();
     while tick.next().await {
         let now = tokio::time::Instant::now();
@@ -961,9 +961,6 @@ async fn watch_stalls(mut stop: tokio::sync::watch::Receiver<bool>) {
                 process_ms = process,
                 "member stalled: the async runtime did not run for a while (process_ms: longest a plain thread waited for CPU)"
             );
-        }
-        if *stop.borrow_and_update() {
-            break;
         }
     }
     stopped.store(true, std::sync::atomic::Ordering::Relaxed);
