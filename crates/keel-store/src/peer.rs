@@ -5,13 +5,11 @@ use keel_proto::etcdserverpb::{
 };
 use keel_proto::raftpb::raft_peer_server::RaftPeer;
 use keel_proto::raftpb::{Proposal, ProposalResult, RaftMessage, ReadIndexRequest, ReadIndexResponse};
-use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use crate::network::encode;
-use crate::store::Store;
-use crate::types::Command;
+use crate::store::{ApiError, Store};
 
 /// Status code meaning "I am not the leader: nothing was proposed, ask the leader".
 pub const NOT_LEADER: tonic::Code = tonic::Code::FailedPrecondition;
@@ -71,13 +69,23 @@ impl RaftPeer for PeerService {
         if req.cluster_id != self.store.cluster_id() {
             return Err(Status::permission_denied("proposal from another cluster"));
         }
-        match self.store.raft().client_write(Command(req)).await {
-            Ok(r) => Ok(Response::new(r.data.0)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Status::new(NOT_LEADER, format!("not the leader (leader: {:?})", f.leader_id)))
-            }
-            Err(e) => Err(Status::unavailable(format!("proposal failed: {e}"))),
+        self.require_leader()?;
+        // Forwarded writes join the leader's own queue: whatever arrives together, from its own clients and
+        // from every follower, becomes one log entry (openraft 0.9 syncs the leader's log once per entry).
+        let results = futures::future::join_all(req.requests.into_iter().map(|w| self.store.write(w))).await;
+        // "Nothing was proposed" (the follower may retry) only if that holds for every write: the writes may have
+        // gone out in different log entries.
+        if results.iter().all(|r| matches!(r, Err(ApiError::NoLeader))) {
+            return Err(Status::new(NOT_LEADER, "not the leader"));
         }
+        let mut responses = Vec::with_capacity(results.len());
+        for r in results {
+            match r {
+                Ok(resp) => responses.push(resp),
+                Err(e) => return Err(Status::unavailable(format!("proposal failed: {e}"))),
+            }
+        }
+        Ok(Response::new(ProposalResult { responses }))
     }
 
     async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
