@@ -1,0 +1,13 @@
+//! keel's robustness harness, after etcd's `tests/robustness` and Jepsen: clients record every operation with
+//! its invoke and complete times and its outcome ([`history`]); faults are injected while they run; checkers
+//! then decide whether what the clients saw could have come from a correct store — linearizability of the
+//! key-value history ([`linearizability`]), revisions that agree with real time and with reads
+//! ([`revisions`]), and the guarantees of watches ([`watch`]).
+//!
+//! The checkers are pure functions over recorded histories, tested on known-good and known-bad histories so
+//! that a checker which accepts everything cannot pass its own tests.
+
+pub mod history;
+pub mod linearizability;
+pub mod revisions;
+pub mod watch;
