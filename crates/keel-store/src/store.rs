@@ -399,17 +399,28 @@ impl Store {
                 }
                 Err(RaftError::Fatal(e)) => Err(Retry::Fail(ApiError::Internal(StoreError::Raft(e.to_string())))),
             },
-            Leader::Peer(mut client) => match client.propose(proposal.clone()).await {
-                Ok(r) => Ok(r.into_inner()),
-                // Nothing was proposed: safe to try again.
-                Err(s) if s.code() == NOT_LEADER => Err(Retry::Wait),
-                Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => Err(Retry::Wait),
-                // The writes may or may not have been applied: the clients must decide.
-                Err(s) => {
-                    tracing::debug!(status = %s, "forwarded proposal failed");
-                    Err(Retry::Fail(ApiError::LeaderChanged))
+            Leader::Peer(mut client) => {
+                let was = self.known_leader();
+                let forwarded = tokio::select! {
+                    r = client.propose(proposal.clone()) => r,
+                    // The leader it went to was deposed (paused, cut off): it may still apply the writes, or
+                    // not; say so now rather than hold the proposal slot until the old leader answers.
+                    () = self.leader_moves_from(was) => return Err(Retry::Fail(ApiError::LeaderChanged)),
+                };
+                match forwarded {
+                    Ok(r) => Ok(r.into_inner()),
+                    // Nothing was proposed: safe to try again.
+                    Err(s) if s.code() == NOT_LEADER => Err(Retry::Wait),
+                    Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
+                        Err(Retry::Wait)
+                    }
+                    // The writes may or may not have been applied: the clients must decide.
+                    Err(s) => {
+                        tracing::debug!(status = %s, "forwarded proposal failed");
+                        Err(Retry::Fail(ApiError::LeaderChanged))
+                    }
                 }
-            },
+            }
             Leader::Unknown => Err(Retry::Wait),
         }
     }
@@ -474,6 +485,20 @@ impl Store {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
     }
 
+    /// The leader this member knows of (None while it knows none).
+    fn known_leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// Resolves once this member no longer sees `leader` as the leader (another was elected, or none is known
+    /// any more).
+    async fn leader_moves_from(&self, leader: Option<NodeId>) {
+        let mut m = self.inner.raft.metrics();
+        if m.wait_for(|m| m.current_leader != leader).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Who leads, as this member sees it.
     pub(crate) fn leader(&self) -> Leader {
         let m = self.inner.raft.metrics();
@@ -499,9 +524,14 @@ impl Store {
                 Err(_) => None,
             },
             Leader::Peer(mut client) => {
+                let was = self.known_leader();
                 let mut req = tonic::Request::new(ReadIndexRequest { cluster_id: self.inner.cluster_id });
                 req.set_timeout(Duration::from_secs(2));
-                client.read_index(req).await.ok().map(|r| r.into_inner().index)
+                tokio::select! {
+                    r = client.read_index(req) => r.ok().map(|r| r.into_inner().index),
+                    // A paused or cut-off leader answers late or never: ask the new one.
+                    () = self.leader_moves_from(was) => None,
+                }
             }
             Leader::Unknown => None,
         }
