@@ -4,8 +4,9 @@
 #   protobuf-compiler     protoc, for the .proto files in proto/
 #   etcd-client           stock etcdctl 3.4, for the compatibility tests
 #   etcd-server           etcd 3.4, the anchor of the benchmarks
+#   iproute2, nftables    network namespaces and partitions for the chaos harness (chaos/)
 set -euo pipefail
-packages=(clang libclang-dev protobuf-compiler etcd-client etcd-server)
+packages=(clang libclang-dev protobuf-compiler etcd-client etcd-server iproute2 nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,6 +8,11 @@
 //! that a checker which accepts everything cannot pass its own tests.
 
 pub mod history;
+pub mod hosts;
 pub mod linearizability;
+pub mod members;
+pub mod nemesis;
 pub mod revisions;
+pub mod run;
+pub mod traffic;
 pub mod watch;

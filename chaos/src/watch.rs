@@ -133,12 +133,15 @@ fn ordered_unique_atomic(s: &Stream, out: &mut Vec<WatchViolation>) {
     }
 }
 
-/// The highest revision the stream is known to have caught up with.
+/// The highest revision the stream is known to have caught up with: its last event, or a progress
+/// notification's header (an event response's header may run ahead of the events sent so far).
 fn reached(s: &Stream) -> i64 {
     s.responses
         .iter()
-        .map(|r| r.revision)
-        .chain(s.responses.iter().flat_map(|r| r.events.iter().map(|e| e.mod_revision)))
+        .map(|r| match r.events.last() {
+            Some(e) => e.mod_revision,
+            None => r.revision,
+        })
         .max()
         .unwrap_or(0)
 }

@@ -1,0 +1,97 @@
+//! `keel-chaos`: one robustness run against `keel kv` members (see chaos/README.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use keel_chaos::nemesis::Fault;
+use keel_chaos::run::{run, RunConfig};
+
+#[derive(Parser)]
+#[command(
+    about = "Runs traffic against keel kv members in network namespaces, injects faults, checks what the clients saw"
+)]
+struct Args {
+    /// The keel binary.
+    #[arg(long, default_value = "target/debug/keel")]
+    keel: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    members: usize,
+    /// How long the traffic runs: seconds, or with a unit (90s, 10m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Faults to inject, comma-separated, or "all" (or "none").
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// Pause between faults.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    interval: Duration,
+    #[arg(long, default_value_t = 6)]
+    clients: u32,
+    #[arg(long, default_value_t = 8)]
+    keys: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where data dirs, logs, history and report go (default: a new temporary directory, kept).
+    #[arg(long)]
+    work: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = n.parse().map_err(|_| format!("not a duration: {s:?} (try 90s or 10m)"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "ms" => Ok(Duration::from_millis(n)),
+        _ => Err(format!("unknown unit in {s:?} (use s, m or ms)")),
+    }
+}
+
+fn faults(spec: &str) -> anyhow::Result<Vec<Fault>> {
+    use clap::ValueEnum;
+    match spec {
+        "all" => Ok(Fault::ALL.to_vec()),
+        "none" => Ok(vec![]),
+        _ => spec
+            .split(',')
+            .map(|f| {
+                Fault::from_str(f.trim(), true).map_err(|_| {
+                    anyhow::anyhow!(
+                        "unknown fault {f:?}: one of kill-member, kill-leader, pause-leader, isolate-leader, all, none"
+                    )
+                })
+            })
+            .collect(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    if !(1..=7).contains(&a.members) {
+        bail!("--members must be between 1 and 7");
+    }
+    let work = match a.work {
+        Some(w) => w,
+        None => std::env::temp_dir().join(format!("keel-chaos-{}", std::process::id())),
+    };
+    let cfg = RunConfig {
+        keel: std::fs::canonicalize(&a.keel).with_context(|| format!("keel binary {}", a.keel.display()))?,
+        members: a.members,
+        duration: a.duration,
+        faults: faults(&a.nemesis)?,
+        interval: a.interval,
+        clients: a.clients,
+        keys: a.keys,
+        seed: a.seed,
+        work: work.clone(),
+    };
+    let report = run(&cfg).context("chaos run")?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("history, watches, logs and report: {}", work.display());
+    if !report.ok() {
+        bail!("violations found (see above)");
+    }
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! One run: hosts, members, clients and watchers, faults while they run, then healing, final reads, a
+//! convergence check across members, and every checker over what was recorded.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_proto::etcdserverpb::{HashKvRequest, StatusRequest};
+use serde::Serialize;
+
+use crate::history::{Call, Op, Outcome};
+use crate::hosts::{self, HostError, Network};
+use crate::members::Member;
+use crate::nemesis::{self, Fault, Injected, FAULT_DURATION};
+use crate::traffic::{self, ClientConfig, Clock, Rng};
+use crate::{linearizability, revisions, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("io")]
+    Io(#[from] std::io::Error),
+    #[error("the cluster did not become healthy: {0}")]
+    Unhealthy(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub keel: PathBuf,
+    pub members: usize,
+    pub duration: Duration,
+    pub faults: Vec<Fault>,
+    /// Time between the end of one fault and the start of the next.
+    pub interval: Duration,
+    pub clients: u32,
+    pub keys: u64,
+    pub seed: u64,
+    /// Data dirs, logs, the recorded history and the report go here.
+    pub work: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FaultReport {
+    #[serde(flatten)]
+    pub injected: Injected,
+    /// Last acknowledged write before the fault began → first acknowledged write after (ms): how long no write
+    /// got through (reads served by the members that stayed healthy do not count).
+    pub unavailable_ms: Option<f64>,
+    /// Fault began → first acknowledged write (ms).
+    pub first_write_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub members: usize,
+    pub seconds: f64,
+    pub ops: usize,
+    pub acknowledged: usize,
+    pub unknown: usize,
+    pub watch_events: usize,
+    pub faults: Vec<FaultReport>,
+    pub linearizability_violations: Vec<String>,
+    pub undecided_keys: Vec<String>,
+    pub revision_violations: Vec<String>,
+    pub watch_violations: Vec<String>,
+    /// Every member answered HashKV with the same hash at the same revision after healing.
+    pub converged: bool,
+    pub convergence: String,
+}
+
+impl RunReport {
+    pub fn ok(&self) -> bool {
+        self.linearizability_violations.is_empty()
+            && self.undecided_keys.is_empty()
+            && self.revision_violations.is_empty()
+            && self.watch_violations.is_empty()
+            && self.converged
+    }
+}
+
+/// Runs the whole thing; namespaces and processes are gone when it returns, whatever happened.
+pub fn run(cfg: &RunConfig) -> Result<RunReport, ChaosError> {
+    hosts::remove_stale();
+    std::fs::create_dir_all(&cfg.work)?;
+    let net = Network::create(cfg.members)?;
+    let client_ns = net.client.ns.clone();
+    // Every thread of this runtime lives in the clients' namespace, so every socket the clients open does.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || hosts::enter(&client_ns).expect("enter the clients' network namespace"))
+        .build()?;
+    let initial: Vec<String> =
+        (0..cfg.members).map(|i| Member::new(i, net.hosts[i].clone(), &cfg.work, "").cluster_entry()).collect();
+    let members: Vec<Member> =
+        (0..cfg.members).map(|i| Member::new(i, net.hosts[i].clone(), &cfg.work, &initial.join(","))).collect();
+    let cfg2 = cfg.clone();
+    let result = rt.block_on(async move {
+        match tokio::spawn(drive(cfg2, members)).await {
+            Ok(r) => r,
+            Err(e) => Err(ChaosError::Unhealthy(format!("the run panicked: {e}"))),
+        }
+    });
+    drop(rt);
+    drop(net);
+    result
+}
+
+struct Status {
+    member_id: u64,
+    leader: u64,
+    revision: i64,
+}
+
+async fn status(url: &str) -> Option<Status> {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .ok()?;
+    let r = tokio::time::timeout(Duration::from_millis(500), MaintenanceClient::new(ch).status(StatusRequest {}))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    let h = r.header?;
+    Some(Status { member_id: h.member_id, leader: r.leader, revision: h.revision })
+}
+
+/// Waits until every member answers and they agree on a leader; returns the leader's index.
+async fn wait_healthy(urls: &[String], within: Duration) -> Result<usize, ChaosError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut all = Vec::new();
+        for u in urls {
+            all.push(status(u).await);
+        }
+        if all.iter().all(Option::is_some) {
+            let all: Vec<Status> = all.into_iter().flatten().collect();
+            let leader = all[0].leader;
+            if leader != 0 && all.iter().all(|s| s.leader == leader) {
+                if let Some(i) = all.iter().position(|s| s.member_id == leader) {
+                    return Ok(i);
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ChaosError::Unhealthy(format!("no agreed leader within {within:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The member that says it leads (None while there is none).
+async fn leader(urls: &[String]) -> Option<usize> {
+    for (i, u) in urls.iter().enumerate() {
+        if let Some(s) = status(u).await {
+            if s.leader != 0 && s.leader == s.member_id {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
+async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, ChaosError> {
+    let urls: Vec<String> = members.iter().map(Member::client_url).collect();
+    for m in members.iter_mut() {
+        m.start(&cfg.keel, "new")?;
+    }
+    wait_healthy(&urls, Duration::from_secs(60)).await?;
+
+    let clock = Clock::new();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut clients = Vec::new();
+    for id in 0..cfg.clients {
+        let c = ClientConfig {
+            id,
+            url: urls[id as usize % urls.len()].clone(),
+            keys: cfg.keys,
+            seed: cfg.seed,
+            timeout: Duration::from_secs(2),
+        };
+        clients.push(tokio::spawn(traffic::kv_client(c, clock.clone(), stop.clone())));
+    }
+    let watchers: Vec<_> =
+        (0..2).map(|i| tokio::spawn(traffic::watcher(1000 + i, urls.clone(), clock.clone(), stop.clone()))).collect();
+
+    // Faults, one at a time, until the time is up.
+    let mut rng = Rng::new(cfg.seed);
+    let mut injected = Vec::new();
+    let end = tokio::time::Instant::now() + cfg.duration;
+    while tokio::time::Instant::now() + cfg.interval + FAULT_DURATION < end && !cfg.faults.is_empty() {
+        tokio::time::sleep(cfg.interval).await;
+        let fault = cfg.faults[rng.below(cfg.faults.len() as u64) as usize];
+        let target = match fault {
+            Fault::KillMember => Some(rng.below(members.len() as u64) as usize),
+            _ => leader(&urls).await,
+        };
+        let Some(t) = target else { continue };
+        let start = clock.now();
+        match fault {
+            Fault::KillMember | Fault::KillLeader => {
+                members[t].kill();
+                tokio::time::sleep(FAULT_DURATION).await;
+                members[t].start(&cfg.keel, "existing")?;
+            }
+            Fault::PauseLeader => {
+                members[t].pause();
+                tokio::time::sleep(FAULT_DURATION).await;
+                members[t].resume();
+            }
+            Fault::IsolateLeader => {
+                let peers: Vec<&Member> = members.iter().enumerate().filter(|(i, _)| *i != t).map(|(_, m)| m).collect();
+                nemesis::isolate(&members[t], &peers)?;
+                tokio::time::sleep(FAULT_DURATION).await;
+                nemesis::heal(&members[t]);
+            }
+        }
+        injected.push(Injected { fault, member: members[t].name.clone(), start, end: clock.now() });
+    }
+    tokio::time::sleep(end.saturating_duration_since(tokio::time::Instant::now())).await;
+
+    let _ = stop_tx.send(true);
+    let mut history: Vec<Op> = Vec::new();
+    for c in clients {
+        history.extend(c.await.unwrap_or_default());
+    }
+    let mut streams = Vec::new();
+    for w in watchers {
+        streams.extend(w.await.unwrap_or_default());
+    }
+
+    // Heal, then read every key once more (a lost write shows up here), then compare the members.
+    for m in members.iter_mut() {
+        nemesis::heal(m);
+        if m.is_paused() {
+            m.resume();
+        }
+        if !m.running() {
+            m.start(&cfg.keel, "existing")?;
+        }
+    }
+    wait_healthy(&urls, Duration::from_secs(30)).await?;
+    history.extend(final_reads(&cfg, &urls, &clock).await);
+    let (converged, convergence) = converge(&urls).await;
+
+    std::fs::write(cfg.work.join("history.json"), serde_json::to_vec(&history).unwrap_or_default())?;
+    std::fs::write(cfg.work.join("watches.json"), serde_json::to_vec(&streams).unwrap_or_default())?;
+
+    let lin = linearizability::check(&history, linearizability::DEFAULT_BUDGET);
+    for (i, v) in lin.violations.iter().enumerate() {
+        std::fs::write(
+            cfg.work.join(format!("violation-{i}.json")),
+            serde_json::to_vec_pretty(&v.ops).unwrap_or_default(),
+        )?;
+    }
+    let report = RunReport {
+        members: cfg.members,
+        seconds: cfg.duration.as_secs_f64(),
+        ops: history.len(),
+        acknowledged: history.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count(),
+        unknown: history.iter().filter(|o| o.outcome == Outcome::Unknown).count(),
+        watch_events: streams.iter().flat_map(|s| &s.responses).map(|r| r.events.len()).sum(),
+        faults: injected.into_iter().map(|f| fault_report(f, &history)).collect(),
+        linearizability_violations: lin
+            .violations
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("key {}: not linearizable; {} ops in violation-{i}.json", v.key, v.ops.len()))
+            .collect(),
+        undecided_keys: lin.undecided,
+        revision_violations: revisions::check(&history).into_iter().map(|v| v.what).collect(),
+        watch_violations: watch::check(&streams, &history)
+            .into_iter()
+            .map(|v| format!("{} (watcher {}): {}", v.guarantee, v.client, v.detail))
+            .collect(),
+        converged,
+        convergence,
+    };
+    std::fs::write(cfg.work.join("report.json"), serde_json::to_vec_pretty(&report).unwrap_or_default())?;
+    Ok(report)
+}
+
+async fn final_reads(cfg: &RunConfig, urls: &[String], clock: &Clock) -> Vec<Op> {
+    let mut out = Vec::new();
+    for k in 0..cfg.keys {
+        let key = format!("{}{k}", traffic::KEY_PREFIX);
+        for attempt in 0..10 {
+            let url = &urls[attempt % urls.len()];
+            let c = ClientConfig { id: u32::MAX, url: url.clone(), keys: 0, seed: 0, timeout: Duration::from_secs(2) };
+            let invoke = clock.now();
+            if let Ok(r) = traffic::get_once(&c, &key).await {
+                out.push(Op {
+                    client: u32::MAX,
+                    key: key.clone(),
+                    call: Call::Get { serializable: false },
+                    invoke,
+                    complete: clock.now(),
+                    outcome: Outcome::Ok(r),
+                });
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the members agree on a revision, then compares their HashKV there.
+async fn converge(urls: &[String]) -> (bool, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        let mut revs = Vec::new();
+        for u in urls {
+            revs.push(status(u).await.map(|s| s.revision));
+        }
+        if let Some(Some(r)) = revs.first().copied() {
+            if revs.iter().all(|x| *x == Some(r)) {
+                let mut hashes = Vec::new();
+                for u in urls {
+                    hashes.push(hash_kv(u, r).await);
+                }
+                let ok = hashes.iter().all(|h| h.is_some() && *h == hashes[0]);
+                return (ok, format!("revision {r}: hashes {hashes:?}"));
+            }
+        }
+        last = format!("revisions {revs:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (false, format!("members did not reach one revision: {last}"))
+}
+
+async fn hash_kv(url: &str, revision: i64) -> Option<u32> {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string()).ok()?.connect().await.ok()?;
+    let r = MaintenanceClient::new(ch).hash_kv(HashKvRequest { revision }).await.ok()?;
+    Some(r.into_inner().hash)
+}
+
+fn fault_report(f: Injected, history: &[Op]) -> FaultReport {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let ok = |o: &&Op| matches!(o.outcome, Outcome::Ok(_));
+    let ok_write = |o: &&Op| ok(o) && o.is_write();
+    let last_before = history.iter().filter(ok_write).filter(|o| o.complete <= f.start).map(|o| o.complete).max();
+    let first_after = history.iter().filter(ok_write).filter(|o| o.complete > f.start).map(|o| o.complete).min();
+    let first_write =
+        history.iter().filter(ok).filter(|o| o.is_write() && o.invoke >= f.start).map(|o| o.complete).min();
+    FaultReport {
+        unavailable_ms: last_before.zip(first_after).map(|(a, b)| ms(b - a)),
+        first_write_ms: first_write.map(|w| ms(w - f.start)),
+        injected: f,
+    }
+}
