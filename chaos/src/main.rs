@@ -58,9 +58,12 @@ fn faults(spec: &str) -> anyhow::Result<Vec<Fault>> {
             .split(',')
             .map(|f| {
                 Fault::from_str(f.trim(), true).map_err(|_| {
-                    anyhow::anyhow!(
-                        "unknown fault {f:?}: one of kill-member, kill-leader, pause-leader, isolate-leader, all, none"
-                    )
+                    let names: Vec<String> = Fault::ALL
+                        .iter()
+                        .filter_map(|f| f.to_possible_value())
+                        .map(|v| v.get_name().to_string())
+                        .collect();
+                    anyhow::anyhow!("unknown fault {f:?}: use all, none, or some of {}", names.join(", "))
                 })
             })
             .collect(),

@@ -1,55 +1,265 @@
-//! Faults, injected one at a time: kill -9 of a member or of the leader (restarted after a while), a paused
-//! leader (SIGSTOP, then SIGCONT), and a leader cut off from the other members by nftables rules inside its
-//! own namespace. Each fault is recorded with when it began and ended.
+//! Faults. [`plan`] decides, without IO, what a fault does to which members (given who leads and a random
+//! source); [`inject`] and [`heal`] carry it out: kill -9 (restart on heal), SIGSTOP (SIGCONT on heal),
+//! partitions and random packet loss as nftables tables inside the members' namespaces, a slow link as a
+//! tc token-bucket filter on the members' interfaces.
+//!
+//! Delay with jitter wants tc netem, which this project's CI machines cannot use: their kernel has no
+//! `sch_netem` ("Specified qdisc kind is unknown"). The token bucket (`tbf`, which they have) makes a slow
+//! link instead: queueing delay that grows with the traffic.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::hosts::run_in;
+use crate::hosts::{run_in, HostError};
 use crate::members::Member;
+use crate::traffic::Rng;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 pub enum Fault {
+    /// kill -9 of a random member.
     KillMember,
     KillLeader,
+    /// kill -9 of a majority (the leader among them): nothing can be written until they are back.
+    KillMajority,
+    /// SIGSTOP of the leader.
     PauseLeader,
+    /// The leader cut off from every other member (clients still reach it).
     IsolateLeader,
+    /// Two sides: the leader with a minority, the rest a majority.
+    PartitionLeaderMinority,
+    /// Two sides that each see one member in the middle, which sees everyone.
+    Bridge,
+    /// A slow link on every member: 4 Mbit/s with up to 100 ms of queueing.
+    Slow,
+    /// 15% of packets dropped at random, each way, on every member.
+    Loss,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 4] = [Fault::KillMember, Fault::KillLeader, Fault::PauseLeader, Fault::IsolateLeader];
+    pub const ALL: [Fault; 9] = [
+        Fault::KillMember,
+        Fault::KillLeader,
+        Fault::KillMajority,
+        Fault::PauseLeader,
+        Fault::IsolateLeader,
+        Fault::PartitionLeaderMinority,
+        Fault::Bridge,
+        Fault::Slow,
+        Fault::Loss,
+    ];
 }
 
-/// One injected fault, for the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Injected {
-    pub fault: Fault,
-    pub member: String,
-    /// Nanoseconds on the run's clock.
-    pub start: u64,
-    pub end: u64,
+/// What a fault does, by member index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Kill(Vec<usize>),
+    Pause(Vec<usize>),
+    /// `blocked[i]`: the members member i exchanges no packets with (symmetric).
+    Partition(Vec<Vec<usize>>),
+    /// Drop this percentage of packets at random, each way, on every member.
+    Loss(u32),
+    /// A token-bucket filter with these arguments on every member's interface.
+    Shape(Vec<String>),
+}
+
+impl Action {
+    /// The members it hits (every member for netem).
+    pub fn targets(&self, n: usize) -> Vec<usize> {
+        match self {
+            Action::Kill(v) | Action::Pause(v) => v.clone(),
+            Action::Partition(b) => (0..b.len()).filter(|&i| !b[i].is_empty()).collect(),
+            Action::Loss(_) | Action::Shape(_) => (0..n).collect(),
+        }
+    }
+}
+
+/// Decides what `fault` does in a cluster of `n` members led by `leader`.
+pub fn plan(fault: Fault, n: usize, leader: usize, rng: &mut Rng) -> Action {
+    let others: Vec<usize> = (0..n).filter(|&i| i != leader).collect();
+    match fault {
+        Fault::KillMember => Action::Kill(vec![rng.below(n as u64) as usize]),
+        Fault::KillLeader => Action::Kill(vec![leader]),
+        Fault::KillMajority => {
+            let mut v = vec![leader];
+            v.extend(pick(&others, n / 2, rng));
+            v.sort();
+            Action::Kill(v)
+        }
+        Fault::PauseLeader => Action::Pause(vec![leader]),
+        Fault::IsolateLeader => split(n, &[leader]),
+        Fault::PartitionLeaderMinority => {
+            let mut minority = vec![leader];
+            minority.extend(pick(&others, ((n - 1) / 2).saturating_sub(1), rng));
+            split(n, &minority)
+        }
+        Fault::Bridge => {
+            // Order the members at random; the middle one sees both halves, the halves not each other.
+            let mut order: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() {
+                order.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let half = n / 2;
+            let (left, right) = (&order[..half], &order[n - half..]);
+            let mut blocked = vec![Vec::new(); n];
+            for &a in left {
+                for &b in right {
+                    if a != b {
+                        blocked[a].push(b);
+                        blocked[b].push(a);
+                    }
+                }
+            }
+            Action::Partition(blocked)
+        }
+        Fault::Slow => {
+            Action::Shape(["rate", "4mbit", "burst", "32kbit", "latency", "100ms"].map(String::from).to_vec())
+        }
+        Fault::Loss => Action::Loss(15),
+    }
+}
+
+fn pick(from: &[usize], k: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut v = from.to_vec();
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    v.truncate(k);
+    v
+}
+
+/// `side` against everyone else.
+fn split(n: usize, side: &[usize]) -> Action {
+    let mut blocked = vec![Vec::new(); n];
+    for a in 0..n {
+        for b in 0..n {
+            if side.contains(&a) != side.contains(&b) {
+                blocked[a].push(b);
+            }
+        }
+    }
+    Action::Partition(blocked)
 }
 
 /// How long a fault lasts before it is healed.
 pub const FAULT_DURATION: Duration = Duration::from_millis(1500);
 
-/// Cuts `m` off from `peers` (both directions) with an nftables table of its own.
-pub fn isolate(m: &Member, peers: &[&Member]) -> Result<(), crate::hosts::HostError> {
-    let addrs: Vec<String> = peers.iter().map(|p| p.host.addr.to_string()).collect();
-    let set = addrs.join(", ");
+/// One injected fault, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Injected {
+    pub fault: Fault,
+    pub members: Vec<String>,
+    /// Nanoseconds on the run's clock.
+    pub start: u64,
+    pub end: u64,
+}
+
+pub fn inject(action: &Action, members: &mut [Member]) -> Result<(), HostError> {
+    match action {
+        Action::Kill(v) => v.iter().for_each(|&i| members[i].kill()),
+        Action::Pause(v) => v.iter().for_each(|&i| members[i].pause()),
+        Action::Partition(blocked) => {
+            for (i, b) in blocked.iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+                let addrs: Vec<String> = b.iter().map(|&j| members[j].host.addr.to_string()).collect();
+                let set = addrs.join(", ");
+                nft_table(&members[i], &format!("ip saddr {{ {set} }} drop;"), &format!("ip daddr {{ {set} }} drop;"))?;
+            }
+        }
+        Action::Loss(pct) => {
+            let input = format!("iifname \"eth0\" numgen random mod 100 < {pct} drop;");
+            let output = format!("oifname \"eth0\" numgen random mod 100 < {pct} drop;");
+            for m in members.iter() {
+                nft_table(m, &input, &output)?;
+            }
+        }
+        Action::Shape(args) => {
+            for m in members.iter() {
+                let mut a = vec!["qdisc", "replace", "dev", "eth0", "root", "tbf"];
+                a.extend(args.iter().map(String::as_str));
+                run_in(&m.host.ns, "tc", &a)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Undoes `action`: killed members restart on their data dirs, paused ones continue, rules and qdiscs go.
+pub fn heal(action: &Action, members: &mut [Member], keel: &Path) -> Result<(), HostError> {
+    match action {
+        Action::Kill(v) => {
+            for &i in v {
+                members[i]
+                    .start(keel, "existing")
+                    .map_err(|source| HostError::Spawn { command: format!("restart {}", members[i].name), source })?;
+            }
+        }
+        Action::Pause(v) => v.iter().for_each(|&i| members[i].resume()),
+        Action::Partition(_) | Action::Loss(_) | Action::Shape(_) => members.iter().for_each(clear_network_faults),
+    }
+    Ok(())
+}
+
+/// Removes any partition rules and qdiscs from `m`'s namespace (nothing to remove is fine).
+pub fn clear_network_faults(m: &Member) {
+    let _ = run_in(&m.host.ns, "nft", &["delete", "table", "inet", "chaos"]);
+    let _ = run_in(&m.host.ns, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
+}
+
+/// Loads an nftables table of the harness's own into `m`'s namespace, with these rules on incoming and
+/// outgoing packets.
+fn nft_table(m: &Member, input: &str, output: &str) -> Result<(), HostError> {
     let rules = format!(
-        "table inet chaos {{\n  chain input {{ type filter hook input priority 0; policy accept; ip saddr {{ {set} }} drop; }}\n  chain output {{ type filter hook output priority 0; policy accept; ip daddr {{ {set} }} drop; }}\n}}\n"
+        "table inet chaos {{\n  chain input {{ type filter hook input priority 0; policy accept; {input} }}\n  chain output {{ type filter hook output priority 0; policy accept; {output} }}\n}}\n"
     );
-    let file = std::env::temp_dir().join(format!("{}-nft-{}.conf", m.host.ns, std::process::id()));
+    let file = std::env::temp_dir().join(format!("{}-nft.conf", m.host.ns));
     std::fs::write(&file, rules)
-        .map_err(|source| crate::hosts::HostError::Spawn { command: "write nft rules".into(), source })?;
+        .map_err(|source| HostError::Spawn { command: format!("write {}", file.display()), source })?;
     let r = run_in(&m.host.ns, "nft", &["-f", &file.to_string_lossy()]);
     let _ = std::fs::remove_file(&file);
     r
 }
 
-/// Undoes [`isolate`] (nothing to undo is fine).
-pub fn heal(m: &Member) {
-    let _ = run_in(&m.host.ns, "nft", &["delete", "table", "inet", "chaos"]);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn symmetric(b: &[Vec<usize>]) -> bool {
+        (0..b.len()).all(|i| b[i].iter().all(|&j| b[j].contains(&i) && i != j))
+    }
+
+    #[test]
+    fn partitions_are_symmetric_and_leave_the_leader_on_the_minority_side() {
+        for n in [3, 5] {
+            for seed in 0..50 {
+                let mut rng = Rng::new(seed);
+                let leader = seed as usize % n;
+                for fault in [Fault::IsolateLeader, Fault::PartitionLeaderMinority, Fault::Bridge] {
+                    let Action::Partition(b) = plan(fault, n, leader, &mut rng) else { panic!("{fault:?}") };
+                    assert!(symmetric(&b), "{fault:?} {b:?}");
+                    if fault != Fault::Bridge {
+                        // The leader sees fewer than half of the others.
+                        let sees = n - 1 - b[leader].len();
+                        assert!(sees < n / 2, "{fault:?} n={n}: leader sees {sees}");
+                    } else {
+                        // Exactly one member sees everyone and some pairs are cut.
+                        assert_eq!(b.iter().filter(|x| x.is_empty()).count(), 1, "{b:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kill_majority_takes_the_leader_and_a_majority() {
+        for n in [3, 5] {
+            let mut rng = Rng::new(n as u64);
+            let Action::Kill(v) = plan(Fault::KillMajority, n, 1, &mut rng) else { panic!() };
+            assert!(v.contains(&1));
+            assert_eq!(v.len(), n / 2 + 1);
+            let mut d = v.clone();
+            d.dedup();
+            assert_eq!(d, v);
+        }
+    }
 }

@@ -21,6 +21,8 @@ pub enum ChaosError {
     Host(#[from] HostError),
     #[error("io")]
     Io(#[from] std::io::Error),
+    #[error("work dir {0} is not empty (members would start on an earlier run's data)")]
+    WorkDirInUse(PathBuf),
     #[error("the cluster did not become healthy: {0}")]
     Unhealthy(String),
 }
@@ -44,11 +46,49 @@ pub struct RunConfig {
 pub struct FaultReport {
     #[serde(flatten)]
     pub injected: Injected,
-    /// Last acknowledged write before the fault began → first acknowledged write after (ms): how long no write
-    /// got through (reads served by the members that stayed healthy do not count).
+    /// The longest stretch with no acknowledged write (ms), from the last one before the fault until a second
+    /// after it was healed (reads do not count).
     pub unavailable_ms: Option<f64>,
     /// Fault began → first acknowledged write (ms).
     pub first_write_ms: Option<f64>,
+    /// Fault began → a majority of members name a leader other than the one before (ms); none if the
+    /// leader did not change.
+    pub new_leader_ms: Option<f64>,
+}
+
+/// Per kind of fault, over all its injections: p50 and p99 in ms.
+#[derive(Debug, Serialize)]
+pub struct FaultSummary {
+    pub count: usize,
+    pub first_write_ms: [Option<f64>; 2],
+    pub unavailable_ms: [Option<f64>; 2],
+    pub new_leader_ms: [Option<f64>; 2],
+}
+
+fn percentiles(mut v: Vec<f64>) -> [Option<f64>; 2] {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| (!v.is_empty()).then(|| v[((v.len() - 1) as f64 * q).round() as usize]);
+    [at(0.5), at(0.99)]
+}
+
+fn summarize(faults: &[FaultReport]) -> std::collections::BTreeMap<String, FaultSummary> {
+    let mut kinds: std::collections::BTreeMap<String, Vec<&FaultReport>> = Default::default();
+    for f in faults {
+        kinds.entry(format!("{:?}", f.injected.fault)).or_default().push(f);
+    }
+    kinds
+        .into_iter()
+        .map(|(k, fs)| {
+            let col = |get: fn(&FaultReport) -> Option<f64>| percentiles(fs.iter().filter_map(|f| get(f)).collect());
+            let s = FaultSummary {
+                count: fs.len(),
+                first_write_ms: col(|f| f.first_write_ms),
+                unavailable_ms: col(|f| f.unavailable_ms),
+                new_leader_ms: col(|f| f.new_leader_ms),
+            };
+            (k, s)
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +100,8 @@ pub struct RunReport {
     pub unknown: usize,
     pub watch_events: usize,
     pub faults: Vec<FaultReport>,
+    /// p50 / p99 per kind of fault.
+    pub summary: std::collections::BTreeMap<String, FaultSummary>,
     pub linearizability_violations: Vec<String>,
     pub undecided_keys: Vec<String>,
     pub revision_violations: Vec<String>,
@@ -82,6 +124,10 @@ impl RunReport {
 /// Runs the whole thing; namespaces and processes are gone when it returns, whatever happened.
 pub fn run(cfg: &RunConfig) -> Result<RunReport, ChaosError> {
     hosts::remove_stale();
+    // Members on an old run's data dirs would replay its history into this one's.
+    if std::fs::read_dir(&cfg.work).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(ChaosError::WorkDirInUse(cfg.work.clone()));
+    }
     std::fs::create_dir_all(&cfg.work)?;
     let net = Network::create(cfg.members)?;
     let client_ns = net.client.ns.clone();
@@ -188,6 +234,8 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
     let watchers: Vec<_> =
         (0..2).map(|i| tokio::spawn(traffic::watcher(1000 + i, urls.clone(), clock.clone(), stop.clone()))).collect();
 
+    let leaders = tokio::spawn(watch_leaders(urls.clone(), clock.clone(), stop.clone()));
+
     // Faults, one at a time, until the time is up.
     let mut rng = Rng::new(cfg.seed);
     let mut injected = Vec::new();
@@ -195,35 +243,19 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
     while tokio::time::Instant::now() + cfg.interval + FAULT_DURATION < end && !cfg.faults.is_empty() {
         tokio::time::sleep(cfg.interval).await;
         let fault = cfg.faults[rng.below(cfg.faults.len() as u64) as usize];
-        let target = match fault {
-            Fault::KillMember => Some(rng.below(members.len() as u64) as usize),
-            _ => leader(&urls).await,
-        };
-        let Some(t) = target else { continue };
+        let Some(leader) = leader(&urls).await else { continue };
+        let action = nemesis::plan(fault, members.len(), leader, &mut rng);
         let start = clock.now();
-        match fault {
-            Fault::KillMember | Fault::KillLeader => {
-                members[t].kill();
-                tokio::time::sleep(FAULT_DURATION).await;
-                members[t].start(&cfg.keel, "existing")?;
-            }
-            Fault::PauseLeader => {
-                members[t].pause();
-                tokio::time::sleep(FAULT_DURATION).await;
-                members[t].resume();
-            }
-            Fault::IsolateLeader => {
-                let peers: Vec<&Member> = members.iter().enumerate().filter(|(i, _)| *i != t).map(|(_, m)| m).collect();
-                nemesis::isolate(&members[t], &peers)?;
-                tokio::time::sleep(FAULT_DURATION).await;
-                nemesis::heal(&members[t]);
-            }
-        }
-        injected.push(Injected { fault, member: members[t].name.clone(), start, end: clock.now() });
+        nemesis::inject(&action, &mut members)?;
+        tokio::time::sleep(FAULT_DURATION).await;
+        nemesis::heal(&action, &mut members, &cfg.keel)?;
+        let hit = action.targets(members.len()).into_iter().map(|i| members[i].name.clone()).collect();
+        injected.push(Injected { fault, members: hit, start, end: clock.now() });
     }
     tokio::time::sleep(end.saturating_duration_since(tokio::time::Instant::now())).await;
 
     let _ = stop_tx.send(true);
+    let leaders = leaders.await.unwrap_or_default();
     let mut history: Vec<Op> = Vec::new();
     for c in clients {
         history.extend(c.await.unwrap_or_default());
@@ -235,7 +267,7 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
 
     // Heal, then read every key once more (a lost write shows up here), then compare the members.
     for m in members.iter_mut() {
-        nemesis::heal(m);
+        nemesis::clear_network_faults(m);
         if m.is_paused() {
             m.resume();
         }
@@ -257,14 +289,16 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
             serde_json::to_vec_pretty(&v.ops).unwrap_or_default(),
         )?;
     }
+    let faults: Vec<FaultReport> = injected.iter().map(|f| fault_report(f.clone(), &history, &leaders)).collect();
     let report = RunReport {
+        summary: summarize(&faults),
         members: cfg.members,
         seconds: cfg.duration.as_secs_f64(),
         ops: history.len(),
         acknowledged: history.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count(),
         unknown: history.iter().filter(|o| o.outcome == Outcome::Unknown).count(),
         watch_events: streams.iter().flat_map(|s| &s.responses).map(|r| r.events.len()).sum(),
-        faults: injected.into_iter().map(|f| fault_report(f, &history)).collect(),
+        faults,
         linearizability_violations: lin
             .violations
             .iter()
@@ -272,16 +306,29 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
             .map(|(i, v)| format!("key {}: not linearizable; {} ops in violation-{i}.json", v.key, v.ops.len()))
             .collect(),
         undecided_keys: lin.undecided,
-        revision_violations: revisions::check(&history).into_iter().map(|v| v.what).collect(),
-        watch_violations: watch::check(&streams, &history)
-            .into_iter()
-            .map(|v| format!("{} (watcher {}): {}", v.guarantee, v.client, v.detail))
-            .collect(),
+        revision_violations: capped(revisions::check(&history).into_iter().map(|v| v.what).collect()),
+        watch_violations: capped(
+            watch::check(&streams, &history)
+                .into_iter()
+                .map(|v| format!("{} (watcher {}): {}", v.guarantee, v.client, v.detail))
+                .collect(),
+        ),
         converged,
         convergence,
     };
     std::fs::write(cfg.work.join("report.json"), serde_json::to_vec_pretty(&report).unwrap_or_default())?;
     Ok(report)
+}
+
+/// The first few of a long list of violations, and how many more there were.
+fn capped(mut v: Vec<String>) -> Vec<String> {
+    const SHOWN: usize = 30;
+    if v.len() > SHOWN {
+        let more = v.len() - SHOWN;
+        v.truncate(SHOWN);
+        v.push(format!("… and {more} more"));
+    }
+    v
 }
 
 async fn final_reads(cfg: &RunConfig, urls: &[String], clock: &Clock) -> Vec<Op> {
@@ -339,17 +386,66 @@ async fn hash_kv(url: &str, revision: i64) -> Option<u32> {
     Some(r.into_inner().hash)
 }
 
-fn fault_report(f: Injected, history: &[Op]) -> FaultReport {
+fn fault_report(f: Injected, history: &[Op], leaders: &[(u64, Option<u64>)]) -> FaultReport {
     let ms = |ns: u64| ns as f64 / 1e6;
     let ok = |o: &&Op| matches!(o.outcome, Outcome::Ok(_));
-    let ok_write = |o: &&Op| ok(o) && o.is_write();
-    let last_before = history.iter().filter(ok_write).filter(|o| o.complete <= f.start).map(|o| o.complete).max();
-    let first_after = history.iter().filter(ok_write).filter(|o| o.complete > f.start).map(|o| o.complete).min();
+    // The longest stretch without an acknowledged write, from the last one before the fault until a second
+    // after it was healed.
+    let window_end = f.end + 1_000_000_000;
+    let mut acks: Vec<u64> =
+        history.iter().filter(|o| ok(o) && o.is_write() && o.complete <= window_end).map(|o| o.complete).collect();
+    acks.sort_unstable();
+    let from = acks.partition_point(|&t| t <= f.start).saturating_sub(1);
+    let unavailable =
+        acks.get(from..).filter(|a| a.len() >= 2).map(|a| a.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0));
     let first_write =
         history.iter().filter(ok).filter(|o| o.is_write() && o.invoke >= f.start).map(|o| o.complete).min();
+    let before = leaders.iter().rev().find(|(t, l)| *t <= f.start && l.is_some()).and_then(|(_, l)| *l);
+    let new_leader = leaders
+        .iter()
+        .find(|(t, l)| *t > f.start && l.is_some() && *l != before)
+        // Only a change while the fault lasted or within a second of its end counts.
+        .filter(|(t, _)| *t <= window_end)
+        .map(|(t, _)| ms(t - f.start));
     FaultReport {
-        unavailable_ms: last_before.zip(first_after).map(|(a, b)| ms(b - a)),
+        unavailable_ms: unavailable.map(ms),
         first_write_ms: first_write.map(|w| ms(w - f.start)),
+        new_leader_ms: new_leader,
         injected: f,
     }
+}
+
+/// Samples, every 50 ms, which leader a majority of members name (None: no majority names one).
+async fn watch_leaders(
+    urls: Vec<String>,
+    clock: Clock,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<(u64, Option<u64>)> {
+    let clients: Vec<MaintenanceClient<tonic::transport::Channel>> = urls
+        .iter()
+        .map(|u| {
+            let ch = tonic::transport::Endpoint::from_shared(u.clone())
+                .expect("member URLs are valid")
+                .connect_timeout(Duration::from_millis(100))
+                .connect_lazy();
+            MaintenanceClient::new(ch)
+        })
+        .collect();
+    let mut samples = Vec::new();
+    while !*stop.borrow() {
+        let t = clock.now();
+        let asks = clients.iter().map(|c| {
+            let mut c = c.clone();
+            async move {
+                let r = tokio::time::timeout(Duration::from_millis(150), c.status(StatusRequest {})).await;
+                r.ok().and_then(|r| r.ok()).map(|r| r.into_inner().leader).filter(|&l| l != 0)
+            }
+        });
+        let seen: Vec<Option<u64>> = futures::future::join_all(asks).await;
+        let majority =
+            seen.iter().flatten().find(|&&l| seen.iter().filter(|&&s| s == Some(l)).count() > urls.len() / 2).copied();
+        samples.push((t, majority));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    samples
 }
