@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod linearizability;
 pub mod members;
 pub mod nemesis;
+pub mod patch;
 pub mod revisions;
 pub mod run;
 pub mod traffic;

@@ -36,6 +36,9 @@ struct Args {
     /// Where data dirs, logs, history and report go (default: a new temporary directory, kept).
     #[arg(long)]
     work: Option<PathBuf>,
+    /// Only re-check the history saved in this run's work dir (no cluster is started).
+    #[arg(long, value_name = "WORK_DIR")]
+    recheck: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -72,6 +75,23 @@ fn faults(spec: &str) -> anyhow::Result<Vec<Fault>> {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    if let Some(dir) = a.recheck {
+        let r = keel_chaos::run::recheck(&dir, keel_chaos::linearizability::DEFAULT_BUDGET)?;
+        println!(
+            "{} keys, {} ops: {} not linearizable, {} undecided",
+            r.keys,
+            r.ops,
+            r.violations.len(),
+            r.undecided.len()
+        );
+        for v in &r.violations {
+            println!("key {}: {}", v.key, serde_json::to_string(&v.ops)?);
+        }
+        if !r.ok() {
+            bail!("the history is not proven linearizable");
+        }
+        return Ok(());
+    }
     if !(1..=7).contains(&a.members) {
         bail!("--members must be between 1 and 7");
     }

@@ -131,14 +131,7 @@ fn pick(from: &[usize], k: usize, rng: &mut Rng) -> Vec<usize> {
 
 /// `side` against everyone else.
 fn split(n: usize, side: &[usize]) -> Action {
-    let mut blocked = vec![Vec::new(); n];
-    for a in 0..n {
-        for b in 0..n {
-            if side.contains(&a) != side.contains(&b) {
-                blocked[a].push(b);
-            }
-        }
-    }
+    let blocked = (0..n).map(|a| (0..n).filter(|b| side.contains(&a) != side.contains(b)).collect()).collect();
     Action::Partition(blocked)
 }
 

@@ -13,7 +13,7 @@ use crate::hosts::{self, HostError, Network};
 use crate::members::Member;
 use crate::nemesis::{self, Fault, Injected, FAULT_DURATION};
 use crate::traffic::{self, ClientConfig, Clock, Rng};
-use crate::{linearizability, revisions, watch};
+use crate::{linearizability, patch, revisions, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
@@ -98,6 +98,8 @@ pub struct RunReport {
     pub ops: usize,
     pub acknowledged: usize,
     pub unknown: usize,
+    /// Unknown outcomes the watches could not settle (see `patch.rs`).
+    pub unknown_after_watches: usize,
     pub watch_events: usize,
     pub faults: Vec<FaultReport>,
     /// p50 / p99 per kind of fault.
@@ -231,8 +233,11 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
         };
         clients.push(tokio::spawn(traffic::kv_client(c, clock.clone(), stop.clone())));
     }
-    let watchers: Vec<_> =
-        (0..2).map(|i| tokio::spawn(traffic::watcher(1000 + i, urls.clone(), clock.clone(), stop.clone()))).collect();
+    // Watchers run on until the members have converged, so that they see every change of the run.
+    let (stop_watchers, watchers_stop) = tokio::sync::watch::channel(false);
+    let watchers: Vec<_> = (0..2)
+        .map(|i| tokio::spawn(traffic::watcher(1000 + i, urls.clone(), clock.clone(), watchers_stop.clone())))
+        .collect();
 
     let leaders = tokio::spawn(watch_leaders(urls.clone(), clock.clone(), stop.clone()));
 
@@ -260,10 +265,6 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
     for c in clients {
         history.extend(c.await.unwrap_or_default());
     }
-    let mut streams = Vec::new();
-    for w in watchers {
-        streams.extend(w.await.unwrap_or_default());
-    }
 
     // Heal, then read every key once more (a lost write shows up here), then compare the members.
     for m in members.iter_mut() {
@@ -277,12 +278,20 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
     }
     wait_healthy(&urls, Duration::from_secs(30)).await?;
     history.extend(final_reads(&cfg, &urls, &clock).await);
-    let (converged, convergence) = converge(&urls).await;
+    let (converged, convergence, final_revision) = converge(&urls).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop_watchers.send(true);
+    let mut streams = Vec::new();
+    for w in watchers {
+        streams.extend(w.await.unwrap_or_default());
+    }
+    let covered = final_revision.is_some_and(|r| patch::watched_upto(&streams) >= r);
 
     std::fs::write(cfg.work.join("history.json"), serde_json::to_vec(&history).unwrap_or_default())?;
     std::fs::write(cfg.work.join("watches.json"), serde_json::to_vec(&streams).unwrap_or_default())?;
 
-    let lin = linearizability::check(&history, linearizability::DEFAULT_BUDGET);
+    let settled = patch::settle_unknowns(&history, &streams, covered);
+    let lin = linearizability::check(&settled, linearizability::DEFAULT_BUDGET);
     for (i, v) in lin.violations.iter().enumerate() {
         std::fs::write(
             cfg.work.join(format!("violation-{i}.json")),
@@ -297,6 +306,7 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
         ops: history.len(),
         acknowledged: history.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count(),
         unknown: history.iter().filter(|o| o.outcome == Outcome::Unknown).count(),
+        unknown_after_watches: settled.iter().filter(|o| o.outcome == Outcome::Unknown).count(),
         watch_events: streams.iter().flat_map(|s| &s.responses).map(|r| r.events.len()).sum(),
         faults,
         linearizability_violations: lin
@@ -306,7 +316,7 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
             .map(|(i, v)| format!("key {}: not linearizable; {} ops in violation-{i}.json", v.key, v.ops.len()))
             .collect(),
         undecided_keys: lin.undecided,
-        revision_violations: capped(revisions::check(&history).into_iter().map(|v| v.what).collect()),
+        revision_violations: capped(revisions::check(&settled).into_iter().map(|v| v.what).collect()),
         watch_violations: capped(
             watch::check(&streams, &history)
                 .into_iter()
@@ -356,7 +366,7 @@ async fn final_reads(cfg: &RunConfig, urls: &[String], clock: &Clock) -> Vec<Op>
 }
 
 /// Waits until the members agree on a revision, then compares their HashKV there.
-async fn converge(urls: &[String]) -> (bool, String) {
+async fn converge(urls: &[String]) -> (bool, String, Option<i64>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {
@@ -371,13 +381,13 @@ async fn converge(urls: &[String]) -> (bool, String) {
                     hashes.push(hash_kv(u, r).await);
                 }
                 let ok = hashes.iter().all(|h| h.is_some() && *h == hashes[0]);
-                return (ok, format!("revision {r}: hashes {hashes:?}"));
+                return (ok, format!("revision {r}: hashes {hashes:?}"), Some(r));
             }
         }
         last = format!("revisions {revs:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    (false, format!("members did not reach one revision: {last}"))
+    (false, format!("members did not reach one revision: {last}"), None)
 }
 
 async fn hash_kv(url: &str, revision: i64) -> Option<u32> {
@@ -448,4 +458,21 @@ async fn watch_leaders(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     samples
+}
+
+/// Re-runs the linearizability check over a run's saved `history.json` and `watches.json` (e.g. with another
+/// budget, or after a checker fix). Returns the keys that are not linearizable and those left undecided.
+pub fn recheck(work: &std::path::Path, budget: u64) -> Result<linearizability::Report, ChaosError> {
+    let read = |name: &str| std::fs::read(work.join(name));
+    let bad = |e: serde_json::Error| ChaosError::Io(std::io::Error::other(e));
+    let history: Vec<Op> = serde_json::from_slice(&read("history.json")?).map_err(bad)?;
+    let streams: Vec<watch::Stream> = serde_json::from_slice(&read("watches.json")?).map_err(bad)?;
+    // The final reads come last and are the store's final state: the watches covered the run if they reached
+    // the highest revision any client was told.
+    let last = history.iter().filter_map(|o| match &o.outcome {
+        Outcome::Ok(r) => Some(r.revision()),
+        _ => None,
+    });
+    let covered = patch::watched_upto(&streams) >= last.max().unwrap_or(0);
+    Ok(linearizability::check(&patch::settle_unknowns(&history, &streams, covered), budget))
 }
