@@ -38,7 +38,6 @@ pub struct Host {
 }
 
 pub struct Network {
-    run: String,
     switch: String,
     pub client: Host,
     pub hosts: Vec<Host>,
@@ -95,7 +94,6 @@ impl Network {
             switch: format!("{run}-sw"),
             client: Host { ns: format!("{run}-c"), addr: subnet_addr(200) },
             hosts: (0..hosts).map(|i| Host { ns: format!("{run}-h{i}"), addr: subnet_addr(i as u8 + 1) }).collect(),
-            run,
         };
         // Dropped on any error below: whatever was made is removed.
         net.build().map(|()| net)
@@ -125,10 +123,6 @@ impl Network {
         v.push(self.client.ns.clone());
         v.push(self.switch.clone());
         v
-    }
-
-    pub fn run_id(&self) -> &str {
-        &self.run
     }
 }
 

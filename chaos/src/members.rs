@@ -19,6 +19,13 @@ pub struct Member {
     paused: bool,
 }
 
+/// `--initial-cluster` for members 0..n on `hosts`, in the names and ports [`Member`] uses.
+pub fn initial_cluster(hosts: &[Host]) -> String {
+    let entries: Vec<String> =
+        hosts.iter().enumerate().map(|(i, h)| format!("m{i}=http://{}:{PEER_PORT}", h.addr)).collect();
+    entries.join(",")
+}
+
 impl Member {
     pub fn new(i: usize, host: Host, work: &Path, initial_cluster: &str) -> Member {
         let name = format!("m{i}");
@@ -39,11 +46,6 @@ impl Member {
 
     pub fn peer_url(&self) -> String {
         format!("http://{}:{PEER_PORT}", self.host.addr)
-    }
-
-    /// `name=peer-url`, for `--initial-cluster`.
-    pub fn cluster_entry(&self) -> String {
-        format!("{}={}", self.name, self.peer_url())
     }
 
     pub fn start(&mut self, keel: &Path, state: &str) -> std::io::Result<()> {
@@ -98,10 +100,6 @@ impl Member {
 
     pub fn is_paused(&self) -> bool {
         self.paused
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log
     }
 }
 

@@ -56,12 +56,7 @@ pub fn settle_unknowns(history: &[Op], streams: &[Stream], covered: bool) -> Vec
 
 /// The highest revision the watches together are known to have reached.
 pub fn watched_upto(streams: &[Stream]) -> i64 {
-    streams
-        .iter()
-        .flat_map(|s| &s.responses)
-        .map(|r| r.events.last().map_or(r.revision, |e| e.mod_revision))
-        .max()
-        .unwrap_or(0)
+    streams.iter().map(crate::watch::reached).max().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::history::{Call, Op, Outcome};
 use crate::hosts::{self, HostError, Network};
-use crate::members::Member;
+use crate::members::{self, Member};
 use crate::nemesis::{self, Fault, Injected, FAULT_DURATION};
 use crate::traffic::{self, ClientConfig, Clock, Rng};
 use crate::{linearizability, patch, revisions, watch};
@@ -139,10 +139,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, ChaosError> {
         .enable_all()
         .on_thread_start(move || hosts::enter(&client_ns).expect("enter the clients' network namespace"))
         .build()?;
-    let initial: Vec<String> =
-        (0..cfg.members).map(|i| Member::new(i, net.hosts[i].clone(), &cfg.work, "").cluster_entry()).collect();
+    let initial = members::initial_cluster(&net.hosts);
     let members: Vec<Member> =
-        (0..cfg.members).map(|i| Member::new(i, net.hosts[i].clone(), &cfg.work, &initial.join(","))).collect();
+        net.hosts.iter().enumerate().map(|(i, h)| Member::new(i, h.clone(), &cfg.work, &initial)).collect();
     let cfg2 = cfg.clone();
     let result = rt.block_on(async move {
         match tokio::spawn(drive(cfg2, members)).await {

@@ -135,7 +135,7 @@ fn ordered_unique_atomic(s: &Stream, out: &mut Vec<WatchViolation>) {
 
 /// The highest revision the stream is known to have caught up with: its last event, or a progress
 /// notification's header (an event response's header may run ahead of the events sent so far).
-fn reached(s: &Stream) -> i64 {
+pub fn reached(s: &Stream) -> i64 {
     s.responses
         .iter()
         .map(|r| match r.events.last() {
