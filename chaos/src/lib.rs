@@ -2,17 +2,19 @@
 //! its invoke and complete times and its outcome ([`history`]); faults are injected while they run; checkers
 //! then decide whether what the clients saw could have come from a correct store — linearizability of the
 //! key-value history ([`linearizability`]), revisions that agree with real time and with reads
-//! ([`revisions`]), and the guarantees of watches ([`watch`]).
+//! ([`revisions`]), the guarantees of watches ([`watch`]) and lease safety ([`lease`]).
 //!
 //! The checkers are pure functions over recorded histories, tested on known-good and known-bad histories so
 //! that a checker which accepts everything cannot pass its own tests.
 
 pub mod history;
 pub mod hosts;
+pub mod lease;
 pub mod linearizability;
 pub mod members;
 pub mod nemesis;
 pub mod patch;
+pub mod reconfig;
 pub mod revisions;
 pub mod run;
 pub mod traffic;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use keel_chaos::members::Server;
 use keel_chaos::nemesis::Fault;
 use keel_chaos::run::{run, RunConfig};
 
@@ -16,6 +17,10 @@ struct Args {
     /// The keel binary.
     #[arg(long, default_value = "target/debug/keel")]
     keel: PathBuf,
+    /// Run etcd (this server binary, e.g. /usr/bin/etcd) instead of keel, to compare the two under the same
+    /// faults.
+    #[arg(long, value_name = "ETCD_BINARY")]
+    etcd: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     members: usize,
     /// How long the traffic runs: seconds, or with a unit (90s, 10m).
@@ -24,6 +29,9 @@ struct Args {
     /// Faults to inject, comma-separated, or "all" (or "none").
     #[arg(long, default_value = "all")]
     nemesis: String,
+    /// Up to this many different faults at once (each round picks 1..=N).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
+    together: u16,
     /// Pause between faults.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     interval: Duration,
@@ -99,8 +107,17 @@ fn main() -> anyhow::Result<()> {
         Some(w) => w,
         None => std::env::temp_dir().join(format!("keel-chaos-{}", std::process::id())),
     };
+    let server = match &a.etcd {
+        Some(etcd) => {
+            Server::Etcd(std::fs::canonicalize(etcd).with_context(|| format!("etcd binary {}", etcd.display()))?)
+        }
+        None => {
+            Server::Keel(std::fs::canonicalize(&a.keel).with_context(|| format!("keel binary {}", a.keel.display()))?)
+        }
+    };
     let cfg = RunConfig {
-        keel: std::fs::canonicalize(&a.keel).with_context(|| format!("keel binary {}", a.keel.display()))?,
+        server,
+        together: usize::from(a.together),
         members: a.members,
         duration: a.duration,
         faults: faults(&a.nemesis)?,

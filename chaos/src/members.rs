@@ -1,5 +1,7 @@
-//! `keel kv` members, one per host: started with etcd-style flags on the host's address, killed with -9,
-//! paused with SIGSTOP, restarted on the same data dir.
+//! Store members, one per host: `keel kv` (or, to compare, etcd) started with etcd's flags on the host's
+//! address, killed with -9, paused with SIGSTOP, restarted on the same data dir — or replaced: removed from
+//! the cluster, its data dir set aside, and added back as a new member (a new peer port, so a new member
+//! id) on an empty one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -9,10 +11,21 @@ use crate::hosts::{in_ns, Host};
 pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
 
+/// Which store the members run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Server {
+    /// `keel kv` from this binary.
+    Keel(PathBuf),
+    /// An etcd server binary (3.4's flags are the ones used).
+    Etcd(PathBuf),
+}
+
 pub struct Member {
     pub name: String,
     pub host: Host,
-    data_dir: PathBuf,
+    work: PathBuf,
+    /// How many times it was replaced by a new member on this host.
+    generation: u16,
     log: PathBuf,
     initial_cluster: String,
     child: Option<Child>,
@@ -26,12 +39,19 @@ pub fn initial_cluster(hosts: &[Host]) -> String {
     entries.join(",")
 }
 
+/// `--initial-cluster` for these members as they are now.
+pub fn current_cluster(members: &[Member]) -> String {
+    let entries: Vec<String> = members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect();
+    entries.join(",")
+}
+
 impl Member {
     pub fn new(i: usize, host: Host, work: &Path, initial_cluster: &str) -> Member {
         let name = format!("m{i}");
         Member {
-            data_dir: work.join(&name),
             log: work.join(format!("{name}.log")),
+            work: work.to_path_buf(),
+            generation: 0,
             name,
             host,
             initial_cluster: initial_cluster.to_string(),
@@ -45,15 +65,34 @@ impl Member {
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://{}:{PEER_PORT}", self.host.addr)
+        format!("http://{}:{}", self.host.addr, PEER_PORT + self.generation)
     }
 
-    pub fn start(&mut self, keel: &Path, state: &str) -> std::io::Result<()> {
+    fn data_dir(&self) -> PathBuf {
+        match self.generation {
+            0 => self.work.join(&self.name),
+            g => self.work.join(format!("{}.{g}", self.name)),
+        }
+    }
+
+    /// Starts the member unless it runs; `state` is `new` or `existing` (etcd's `--initial-cluster-state`).
+    pub fn start(&mut self, server: &Server, state: &str) -> std::io::Result<()> {
+        if self.running() {
+            return Ok(());
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = in_ns(&self.host.ns, &keel.to_string_lossy())
-            .args(["kv", "--name", &self.name])
+        let mut cmd = match server {
+            Server::Keel(keel) => {
+                let mut c = in_ns(&self.host.ns, &keel.to_string_lossy());
+                c.arg("kv");
+                c
+            }
+            Server::Etcd(etcd) => in_ns(&self.host.ns, &etcd.to_string_lossy()),
+        };
+        let child = cmd
+            .args(["--name", &self.name])
             .arg("--data-dir")
-            .arg(&self.data_dir)
+            .arg(self.data_dir())
             .args(["--listen-client-urls", &self.client_url(), "--advertise-client-urls", &self.client_url()])
             .args(["--listen-peer-urls", &self.peer_url(), "--initial-advertise-peer-urls", &self.peer_url()])
             .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", state])
@@ -67,13 +106,26 @@ impl Member {
         Ok(())
     }
 
+    /// Becomes a new member on this host: the next peer port (so a new member id), an empty data dir (the
+    /// old one stays, for the record), joining `cluster` (etcd's `--initial-cluster`, this member included
+    /// under the URL [`Member::next_peer_url`] gave). Call it stopped, then [`Member::start`] it `existing`.
+    pub fn renew(&mut self, cluster: &str) {
+        self.generation += 1;
+        self.initial_cluster = cluster.to_string();
+    }
+
+    /// The peer URL this member will have after [`Member::renew`].
+    pub fn next_peer_url(&self) -> String {
+        format!("http://{}:{}", self.host.addr, PEER_PORT + self.generation + 1)
+    }
+
     pub fn running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
-            // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs keel in place).
+            // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs the server in place).
             unsafe { libc::kill(c.id() as i32, sig) };
         }
     }
@@ -89,8 +141,10 @@ impl Member {
     }
 
     pub fn pause(&mut self) {
-        self.signal(libc::SIGSTOP);
-        self.paused = true;
+        if self.child.is_some() {
+            self.signal(libc::SIGSTOP);
+            self.paused = true;
+        }
     }
 
     pub fn resume(&mut self) {

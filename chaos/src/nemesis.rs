@@ -7,13 +7,12 @@
 //! `sch_netem` ("Specified qdisc kind is unknown"). The token bucket (`tbf`, which they have) makes a slow
 //! link instead: queueing delay that grows with the traffic.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::hosts::{run_in, HostError};
-use crate::members::Member;
+use crate::members::{Member, Server};
 use crate::traffic::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
@@ -35,10 +34,13 @@ pub enum Fault {
     Slow,
     /// 15% of packets dropped at random, each way, on every member.
     Loss,
+    /// A random member (the leader, maybe) removed from the cluster, then added back as a new member — a
+    /// learner on an empty data dir — and promoted once it has caught up.
+    ReplaceMember,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::KillMember,
         Fault::KillLeader,
         Fault::KillMajority,
@@ -48,6 +50,7 @@ impl Fault {
         Fault::Bridge,
         Fault::Slow,
         Fault::Loss,
+        Fault::ReplaceMember,
     ];
 }
 
@@ -62,6 +65,8 @@ pub enum Action {
     Loss(u32),
     /// A token-bucket filter with these arguments on every member's interface.
     Shape(Vec<String>),
+    /// Remove this member and add it back as a new one (carried out by `reconfig.rs`, not [`inject`]).
+    Replace(usize),
 }
 
 impl Action {
@@ -69,6 +74,7 @@ impl Action {
     pub fn targets(&self, n: usize) -> Vec<usize> {
         match self {
             Action::Kill(v) | Action::Pause(v) => v.clone(),
+            Action::Replace(i) => vec![*i],
             Action::Partition(b) => (0..b.len()).filter(|&i| !b[i].is_empty()).collect(),
             Action::Loss(_) | Action::Shape(_) => (0..n).collect(),
         }
@@ -117,7 +123,22 @@ pub fn plan(fault: Fault, n: usize, leader: usize, rng: &mut Rng) -> Action {
             Action::Shape(["rate", "4mbit", "burst", "32kbit", "latency", "100ms"].map(String::from).to_vec())
         }
         Fault::Loss => Action::Loss(15),
+        Fault::ReplaceMember => Action::Replace(rng.below(n as u64) as usize),
     }
+}
+
+/// The faults of one round: one, or with `together` > 1 up to that many different ones at once, each
+/// planned against the same leader. Only one slows the links (one qdisc per interface).
+pub fn plan_round(faults: &[Fault], together: usize, n: usize, leader: usize, rng: &mut Rng) -> Vec<(Fault, Action)> {
+    let k = 1 + rng.below(together.max(1) as u64) as usize;
+    let mut chosen: Vec<Fault> = Vec::new();
+    for _ in 0..k {
+        let f = faults[rng.below(faults.len() as u64) as usize];
+        if !chosen.contains(&f) {
+            chosen.push(f);
+        }
+    }
+    chosen.into_iter().map(|f| (f, plan(f, n, leader, rng))).collect()
 }
 
 fn pick(from: &[usize], k: usize, rng: &mut Rng) -> Vec<usize> {
@@ -138,32 +159,38 @@ fn split(n: usize, side: &[usize]) -> Action {
 /// How long a fault lasts before it is healed.
 pub const FAULT_DURATION: Duration = Duration::from_millis(1500);
 
-/// One injected fault, for the report.
+/// One round of faults (one, or several at once), for the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Injected {
-    pub fault: Fault,
+    pub faults: Vec<Fault>,
     pub members: Vec<String>,
     /// Nanoseconds on the run's clock.
     pub start: u64,
     pub end: u64,
+    /// What went wrong carrying the faults out (a membership change the cluster refused, say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
-pub fn inject(action: &Action, members: &mut [Member]) -> Result<(), HostError> {
+/// Carries out `action`; `slot` tells apart the nftables tables of faults injected together.
+pub fn inject(action: &Action, slot: usize, members: &mut [Member]) -> Result<(), HostError> {
     match action {
+        Action::Replace(_) => {}
         Action::Kill(v) => v.iter().for_each(|&i| members[i].kill()),
         Action::Pause(v) => v.iter().for_each(|&i| members[i].pause()),
         Action::Partition(blocked) => {
             for (i, b) in blocked.iter().enumerate().filter(|(_, b)| !b.is_empty()) {
                 let addrs: Vec<String> = b.iter().map(|&j| members[j].host.addr.to_string()).collect();
                 let set = addrs.join(", ");
-                nft_table(&members[i], &format!("ip saddr {{ {set} }} drop;"), &format!("ip daddr {{ {set} }} drop;"))?;
+                let (input, output) = (format!("ip saddr {{ {set} }} drop;"), format!("ip daddr {{ {set} }} drop;"));
+                nft_table(&members[i], slot, &input, &output)?;
             }
         }
         Action::Loss(pct) => {
             let input = format!("iifname \"eth0\" numgen random mod 100 < {pct} drop;");
             let output = format!("oifname \"eth0\" numgen random mod 100 < {pct} drop;");
             for m in members.iter() {
-                nft_table(m, &input, &output)?;
+                nft_table(m, slot, &input, &output)?;
             }
         }
         Action::Shape(args) => {
@@ -177,35 +204,56 @@ pub fn inject(action: &Action, members: &mut [Member]) -> Result<(), HostError> 
     Ok(())
 }
 
-/// Undoes `action`: killed members restart on their data dirs, paused ones continue, rules and qdiscs go.
-pub fn heal(action: &Action, members: &mut [Member], keel: &Path) -> Result<(), HostError> {
+/// Undoes `action` (injected in `slot`): killed members restart on their data dirs, paused ones continue,
+/// rules and qdiscs go.
+pub fn heal(action: &Action, slot: usize, members: &mut [Member], server: &Server) -> Result<(), HostError> {
     match action {
+        Action::Replace(_) => {}
         Action::Kill(v) => {
             for &i in v {
                 members[i]
-                    .start(keel, "existing")
+                    .start(server, "existing")
                     .map_err(|source| HostError::Spawn { command: format!("restart {}", members[i].name), source })?;
             }
         }
         Action::Pause(v) => v.iter().for_each(|&i| members[i].resume()),
-        Action::Partition(_) | Action::Loss(_) | Action::Shape(_) => members.iter().for_each(clear_network_faults),
+        Action::Partition(_) | Action::Loss(_) => {
+            for m in members.iter() {
+                let _ = run_in(&m.host.ns, "nft", &["delete", "table", "inet", &table(slot)]);
+            }
+        }
+        Action::Shape(_) => {
+            for m in members.iter() {
+                let _ = run_in(&m.host.ns, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
+            }
+        }
     }
     Ok(())
 }
 
+/// Most faults injected together in one round.
+pub const MAX_TOGETHER: usize = 4;
+
+fn table(slot: usize) -> String {
+    format!("chaos{slot}")
+}
+
 /// Removes any partition rules and qdiscs from `m`'s namespace (nothing to remove is fine).
 pub fn clear_network_faults(m: &Member) {
-    let _ = run_in(&m.host.ns, "nft", &["delete", "table", "inet", "chaos"]);
+    for slot in 0..MAX_TOGETHER {
+        let _ = run_in(&m.host.ns, "nft", &["delete", "table", "inet", &table(slot)]);
+    }
     let _ = run_in(&m.host.ns, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
 }
 
-/// Loads an nftables table of the harness's own into `m`'s namespace, with these rules on incoming and
-/// outgoing packets.
-fn nft_table(m: &Member, input: &str, output: &str) -> Result<(), HostError> {
+/// Loads an nftables table of the harness's own (one per slot) into `m`'s namespace, with these rules on
+/// incoming and outgoing packets.
+fn nft_table(m: &Member, slot: usize, input: &str, output: &str) -> Result<(), HostError> {
+    let name = table(slot);
     let rules = format!(
-        "table inet chaos {{\n  chain input {{ type filter hook input priority 0; policy accept; {input} }}\n  chain output {{ type filter hook output priority 0; policy accept; {output} }}\n}}\n"
+        "table inet {name} {{\n  chain input {{ type filter hook input priority 0; policy accept; {input} }}\n  chain output {{ type filter hook output priority 0; policy accept; {output} }}\n}}\n"
     );
-    let file = std::env::temp_dir().join(format!("{}-nft.conf", m.host.ns));
+    let file = std::env::temp_dir().join(format!("{}-{name}.conf", m.host.ns));
     std::fs::write(&file, rules)
         .map_err(|source| HostError::Spawn { command: format!("write {}", file.display()), source })?;
     let r = run_in(&m.host.ns, "nft", &["-f", &file.to_string_lossy()]);

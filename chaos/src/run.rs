@@ -1,6 +1,7 @@
 //! One run: hosts, members, clients and watchers, faults while they run, then healing, final reads, a
 //! convergence check across members, and every checker over what was recorded.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,10 +11,11 @@ use serde::Serialize;
 
 use crate::history::{Call, Op, Outcome};
 use crate::hosts::{self, HostError, Network};
-use crate::members::{self, Member};
-use crate::nemesis::{self, Fault, Injected, FAULT_DURATION};
-use crate::traffic::{self, ClientConfig, Clock, Rng};
-use crate::{linearizability, patch, revisions, watch};
+use crate::lease::{self, Lease};
+use crate::members::{self, Member, Server};
+use crate::nemesis::{self, Action, Fault, Injected, FAULT_DURATION};
+use crate::traffic::{self, ClientConfig, Clock, Rng, WatchFrom};
+use crate::{linearizability, patch, reconfig, revisions, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
@@ -29,10 +31,12 @@ pub enum ChaosError {
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    pub keel: PathBuf,
+    pub server: Server,
     pub members: usize,
     pub duration: Duration,
     pub faults: Vec<Fault>,
+    /// Up to this many different faults at once (1: one at a time).
+    pub together: usize,
     /// Time between the end of one fault and the start of the next.
     pub interval: Duration,
     pub clients: u32,
@@ -74,7 +78,8 @@ fn percentiles(mut v: Vec<f64>) -> [Option<f64>; 2] {
 fn summarize(faults: &[FaultReport]) -> std::collections::BTreeMap<String, FaultSummary> {
     let mut kinds: std::collections::BTreeMap<String, Vec<&FaultReport>> = Default::default();
     for f in faults {
-        kinds.entry(format!("{:?}", f.injected.fault)).or_default().push(f);
+        let name: Vec<String> = f.injected.faults.iter().map(|f| format!("{f:?}")).collect();
+        kinds.entry(name.join("+")).or_default().push(f);
     }
     kinds
         .into_iter()
@@ -107,6 +112,9 @@ pub struct RunReport {
     pub linearizability_violations: Vec<String>,
     pub undecided_keys: Vec<String>,
     pub revision_violations: Vec<String>,
+    /// Leases granted (and followed) in the run.
+    pub leases: usize,
+    pub lease_violations: Vec<String>,
     pub watch_violations: Vec<String>,
     /// Every member answered HashKV with the same hash at the same revision after healing.
     pub converged: bool,
@@ -119,6 +127,7 @@ impl RunReport {
             && self.undecided_keys.is_empty()
             && self.revision_violations.is_empty()
             && self.watch_violations.is_empty()
+            && self.lease_violations.is_empty()
             && self.converged
     }
 }
@@ -215,7 +224,7 @@ async fn leader(urls: &[String]) -> Option<usize> {
 async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, ChaosError> {
     let urls: Vec<String> = members.iter().map(Member::client_url).collect();
     for m in members.iter_mut() {
-        m.start(&cfg.keel, "new")?;
+        m.start(&cfg.server, "new")?;
     }
     wait_healthy(&urls, Duration::from_secs(60)).await?;
 
@@ -234,27 +243,62 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
     }
     // Watchers run on until the members have converged, so that they see every change of the run.
     let (stop_watchers, watchers_stop) = tokio::sync::watch::channel(false);
-    let watchers: Vec<_> = (0..2)
-        .map(|i| tokio::spawn(traffic::watcher(1000 + i, urls.clone(), clock.clone(), watchers_stop.clone())))
+    // Two from revision 1 over every key (leased ones too), one "from now" over the plain keys.
+    let watchers: Vec<_> = [
+        (1000, "chaos", WatchFrom::Start),
+        (1001, "chaos", WatchFrom::Start),
+        (1002, traffic::KEY_PREFIX, WatchFrom::Now),
+    ]
+    .into_iter()
+    .map(|(id, prefix, from)| {
+        tokio::spawn(traffic::watcher(id, urls.clone(), prefix, from, clock.clone(), watchers_stop.clone()))
+    })
+    .collect();
+    let lease_clients: Vec<_> = (0..2u32)
+        .map(|i| {
+            tokio::spawn(traffic::lease_client(
+                2000 + i,
+                urls[i as usize % urls.len()].clone(),
+                clock.clone(),
+                stop.clone(),
+            ))
+        })
         .collect();
 
     let leaders = tokio::spawn(watch_leaders(urls.clone(), clock.clone(), stop.clone()));
 
-    // Faults, one at a time, until the time is up.
+    // Rounds of faults until the time is up.
     let mut rng = Rng::new(cfg.seed);
     let mut injected = Vec::new();
     let end = tokio::time::Instant::now() + cfg.duration;
     while tokio::time::Instant::now() + cfg.interval + FAULT_DURATION < end && !cfg.faults.is_empty() {
         tokio::time::sleep(cfg.interval).await;
-        let fault = cfg.faults[rng.below(cfg.faults.len() as u64) as usize];
         let Some(leader) = leader(&urls).await else { continue };
-        let action = nemesis::plan(fault, members.len(), leader, &mut rng);
+        let round = nemesis::plan_round(&cfg.faults, cfg.together, members.len(), leader, &mut rng);
         let start = clock.now();
-        nemesis::inject(&action, &mut members)?;
-        tokio::time::sleep(FAULT_DURATION).await;
-        nemesis::heal(&action, &mut members, &cfg.keel)?;
-        let hit = action.targets(members.len()).into_iter().map(|i| members[i].name.clone()).collect();
-        injected.push(Injected { fault, members: hit, start, end: clock.now() });
+        let lasts = tokio::time::Instant::now() + FAULT_DURATION;
+        for (slot, (_, action)) in round.iter().enumerate() {
+            nemesis::inject(action, slot, &mut members)?;
+        }
+        // A replacement takes as long as it takes (the other faults of the round last as long).
+        let mut problems = Vec::new();
+        for (_, action) in &round {
+            if let Action::Replace(i) = action {
+                if let Err(e) = reconfig::replace(&mut members, *i, &cfg.server).await {
+                    problems.push(e);
+                }
+            }
+        }
+        tokio::time::sleep_until(lasts).await;
+        for (slot, (_, action)) in round.iter().enumerate().rev() {
+            nemesis::heal(action, slot, &mut members, &cfg.server)?;
+        }
+        let mut hit: Vec<String> =
+            round.iter().flat_map(|(_, a)| a.targets(members.len())).map(|i| members[i].name.clone()).collect();
+        hit.sort();
+        hit.dedup();
+        let faults = round.iter().map(|(f, _)| *f).collect();
+        injected.push(Injected { faults, members: hit, start, end: clock.now(), problems });
     }
     tokio::time::sleep(end.saturating_duration_since(tokio::time::Instant::now())).await;
 
@@ -264,6 +308,12 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
     for c in clients {
         history.extend(c.await.unwrap_or_default());
     }
+    let mut leases: Vec<Lease> = Vec::new();
+    for c in lease_clients {
+        let (ops, ls) = c.await.unwrap_or_default();
+        history.extend(ops);
+        leases.extend(ls);
+    }
 
     // Heal, then read every key once more (a lost write shows up here), then compare the members.
     for m in members.iter_mut() {
@@ -271,12 +321,11 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
         if m.is_paused() {
             m.resume();
         }
-        if !m.running() {
-            m.start(&cfg.keel, "existing")?;
-        }
+        m.start(&cfg.server, "existing")?;
     }
     wait_healthy(&urls, Duration::from_secs(30)).await?;
     history.extend(final_reads(&cfg, &urls, &clock).await);
+    let leftover = wait_leases_gone(&leases, &urls, &clock).await;
     let (converged, convergence, final_revision) = converge(&urls).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop_watchers.send(true);
@@ -288,6 +337,8 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
 
     std::fs::write(cfg.work.join("history.json"), serde_json::to_vec(&history).unwrap_or_default())?;
     std::fs::write(cfg.work.join("watches.json"), serde_json::to_vec(&streams).unwrap_or_default())?;
+    std::fs::write(cfg.work.join("leases.json"), serde_json::to_vec(&leases).unwrap_or_default())?;
+    let leased: HashSet<String> = leases.iter().flat_map(|l| l.keys.iter().cloned()).collect();
 
     let settled = patch::settle_unknowns(&history, &streams, covered);
     let lin = linearizability::check(&settled, linearizability::DEFAULT_BUDGET);
@@ -315,9 +366,22 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
             .map(|(i, v)| format!("key {}: not linearizable; {} ops in violation-{i}.json", v.key, v.ops.len()))
             .collect(),
         undecided_keys: lin.undecided,
-        revision_violations: capped(revisions::check(&settled).into_iter().map(|v| v.what).collect()),
+        revision_violations: capped(
+            revisions::check(&settled)
+                .into_iter()
+                .chain(revisions::serializable_reads(&settled, &streams))
+                .map(|v| v.what)
+                .collect(),
+        ),
+        leases: leases.len(),
+        lease_violations: capped(
+            lease::check(&leases, &streams, &leftover)
+                .into_iter()
+                .map(|v| format!("lease {:x}: {}", v.lease, v.what))
+                .collect(),
+        ),
         watch_violations: capped(
-            watch::check(&streams, &history)
+            watch::check(&streams, &history, &leased)
                 .into_iter()
                 .map(|v| format!("{} (watcher {}): {}", v.guarantee, v.client, v.detail))
                 .collect(),
@@ -362,6 +426,31 @@ async fn final_reads(cfg: &RunConfig, urls: &[String], clock: &Clock) -> Vec<Op>
         }
     }
     out
+}
+
+/// Waits until every lease has had time to expire (its last known refresh plus its TTL, plus room for a
+/// leader change, in which a new leader renews every lease once) and its keys are gone; returns the leased
+/// keys still there at the deadline.
+async fn wait_leases_gone(leases: &[Lease], urls: &[String], clock: &Clock) -> Vec<String> {
+    const SLACK: u64 = 15_000_000_000;
+    let longest = leases.iter().flat_map(|l| &l.refreshes).filter_map(|r| r.ttl).max().unwrap_or(0).max(0) as u64;
+    let last = leases.iter().map(Lease::alive_until).max().unwrap_or(0);
+    let deadline = last.max(clock.now()) + longest * 1_000_000_000 + SLACK;
+    let mut left = Vec::new();
+    for attempt in 0.. {
+        let url = &urls[attempt % urls.len()];
+        if let Ok(keys) = traffic::keys_under(url, traffic::LEASE_PREFIX).await {
+            left = keys;
+            if left.is_empty() {
+                break;
+            }
+        }
+        if clock.now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    left
 }
 
 /// Waits until the members agree on a revision, then compares their HashKV there.

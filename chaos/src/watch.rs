@@ -9,9 +9,10 @@
 //!   event any watcher saw for its keys, and every acknowledged change of the KV history;
 //! - **prev_kv**: an event's previous value is the value the key had before that revision;
 //! - **consistent with the KV history**: every event is a change some client made, at the revision the
-//!   client was told.
+//!   client was told (or, for a key put with a lease, its deletion when the lease ended: `lease.rs` checks
+//!   when).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -55,8 +56,9 @@ pub struct WatchViolation {
     pub detail: String,
 }
 
-/// Every broken guarantee, over all `streams` and the KV `history` the same run recorded.
-pub fn check(streams: &[Stream], history: &[Op]) -> Vec<WatchViolation> {
+/// Every broken guarantee, over all `streams` and the KV `history` the same run recorded; `leased` are the
+/// keys put with a lease, which may also be deleted by the lease's end.
+pub fn check(streams: &[Stream], history: &[Op], leased: &HashSet<String>) -> Vec<WatchViolation> {
     let mut out = Vec::new();
     for s in streams {
         ordered_unique_atomic(s, &mut out);
@@ -92,7 +94,7 @@ pub fn check(streams: &[Stream], history: &[Op]) -> Vec<WatchViolation> {
             prev_kv(s, &truth, &mut out);
         }
     }
-    consistent_with_history(&truth, history, &mut out);
+    consistent_with_history(&truth, history, leased, &mut out);
     out
 }
 
@@ -211,7 +213,12 @@ fn prev_kv(s: &Stream, truth: &BTreeMap<i64, Vec<Event>>, out: &mut Vec<WatchVio
     }
 }
 
-fn consistent_with_history(truth: &BTreeMap<i64, Vec<Event>>, history: &[Op], out: &mut Vec<WatchViolation>) {
+fn consistent_with_history(
+    truth: &BTreeMap<i64, Vec<Event>>,
+    history: &[Op],
+    leased: &HashSet<String>,
+    out: &mut Vec<WatchViolation>,
+) {
     // Values are unique per write in the traffic, so a put event names the op that made it.
     let mut writes: HashMap<(&str, &str), &Op> = HashMap::new();
     let mut deletes: HashMap<&str, Vec<&Op>> = HashMap::new();
@@ -245,12 +252,13 @@ fn consistent_with_history(truth: &BTreeMap<i64, Vec<Event>>, history: &[Op], ou
                     }
                 },
                 None => {
-                    let explained = deletes.get(e.key.as_str()).is_some_and(|ds| {
-                        ds.iter().any(|d| match &d.outcome {
-                            Outcome::Ok(r) => r.modified() && r.revision() == *rev,
-                            _ => true,
-                        })
-                    });
+                    let explained = leased.contains(&e.key)
+                        || deletes.get(e.key.as_str()).is_some_and(|ds| {
+                            ds.iter().any(|d| match &d.outcome {
+                                Outcome::Ok(r) => r.modified() && r.revision() == *rev,
+                                _ => true,
+                            })
+                        });
                     if !explained {
                         out.push(v(format!("{} deleted at revision {rev}: no client deleted it then", e.key)));
                     }

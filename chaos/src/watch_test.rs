@@ -1,5 +1,6 @@
 use super::*;
 use crate::history::{Call, Op, Outcome, Return};
+use std::collections::HashSet;
 
 fn put_op(key: &str, v: &str, rev: i64) -> Op {
     Op {
@@ -37,6 +38,10 @@ fn full(client: u32) -> Stream {
     )
 }
 
+fn none() -> HashSet<String> {
+    HashSet::new()
+}
+
 fn guarantees(v: &[WatchViolation]) -> Vec<&'static str> {
     v.iter().map(|v| v.guarantee).collect()
 }
@@ -44,7 +49,7 @@ fn guarantees(v: &[WatchViolation]) -> Vec<&'static str> {
 #[test]
 fn correct_streams_pass() {
     let resumed = stream(2, 3, false, vec![resp(4, vec![ev("b", Some("b1"), 3, None), ev("a", Some("a2"), 4, None)])]);
-    assert_eq!(check(&[full(1), resumed], &history()), vec![]);
+    assert_eq!(check(&[full(1), resumed], &history(), &none()), vec![]);
 }
 
 #[test]
@@ -55,13 +60,13 @@ fn out_of_order_events_are_caught() {
         false,
         vec![resp(4, vec![ev("a", Some("a2"), 4, None)]), resp(4, vec![ev("b", Some("b1"), 3, None)])],
     );
-    assert!(guarantees(&check(&[full(0), s], &history())).contains(&"ordered"));
+    assert!(guarantees(&check(&[full(0), s], &history(), &none())).contains(&"ordered"));
 }
 
 #[test]
 fn a_duplicate_event_is_caught() {
     let s = stream(1, 1, false, vec![resp(2, vec![ev("a", Some("a1"), 2, None), ev("a", Some("a1"), 2, None)])]);
-    assert!(guarantees(&check(&[s], &history())).contains(&"unique"));
+    assert!(guarantees(&check(&[s], &history(), &none())).contains(&"unique"));
 }
 
 #[test]
@@ -74,7 +79,7 @@ fn a_revision_split_across_responses_is_caught() {
         vec![resp(2, vec![ev("a", Some("a1"), 2, None)]), resp(2, vec![ev("b", Some("b1"), 2, None)])],
     );
     // (Two changes at one revision is a txn; the checker of revisions flags that separately.)
-    assert!(guarantees(&check(&[s], &h)).contains(&"atomic"));
+    assert!(guarantees(&check(&[s], &h, &none())).contains(&"atomic"));
 }
 
 #[test]
@@ -85,7 +90,7 @@ fn a_gap_is_caught() {
         false,
         vec![resp(2, vec![ev("a", Some("a1"), 2, None)]), resp(4, vec![ev("a", Some("a2"), 4, None)])],
     );
-    let v = check(&[full(1), gap], &history());
+    let v = check(&[full(1), gap], &history(), &none());
     assert!(v.iter().any(|v| v.guarantee == "reliable" && v.client == 2), "{v:?}");
 }
 
@@ -93,14 +98,14 @@ fn a_gap_is_caught() {
 fn an_acknowledged_change_no_watcher_saw_is_caught() {
     let mut h = history();
     h.push(put_op("c", "c1", 3)); // acknowledged at revision 3, yet no stream has it
-    let v = check(&[full(1)], &h);
+    let v = check(&[full(1)], &h, &none());
     assert!(v.iter().any(|v| v.guarantee == "reliable" && v.detail.contains("c at revision 3")), "{v:?}");
 }
 
 #[test]
 fn a_resumed_watch_that_skips_its_start_is_caught() {
     let late = stream(2, 3, false, vec![resp(4, vec![ev("a", Some("a2"), 4, None)])]);
-    let v = check(&[full(1), late], &history());
+    let v = check(&[full(1), late], &history(), &none());
     assert!(v.iter().any(|v| v.guarantee == "resumable" && v.client == 2), "{v:?}");
 }
 
@@ -108,22 +113,22 @@ fn a_resumed_watch_that_skips_its_start_is_caught() {
 fn a_wrong_prev_value_is_caught() {
     let mut s = full(1);
     s.responses[1].events[1].prev_value = Some("zz".into());
-    assert!(guarantees(&check(&[s], &history())).contains(&"prev_kv"));
+    assert!(guarantees(&check(&[s], &history(), &none())).contains(&"prev_kv"));
 }
 
 #[test]
 fn an_event_nobody_wrote_or_at_the_wrong_revision_is_caught() {
     let mut s = full(1);
     s.responses[0].events[0].value = Some("ghost".into());
-    assert!(guarantees(&check(&[s], &history())).contains(&"consistent"));
+    assert!(guarantees(&check(&[s], &history(), &none())).contains(&"consistent"));
     let wrong_rev = vec![put_op("a", "a1", 7), put_op("b", "b1", 3), put_op("a", "a2", 4)];
-    assert!(guarantees(&check(&[full(1)], &wrong_rev)).contains(&"consistent"));
+    assert!(guarantees(&check(&[full(1)], &wrong_rev, &none())).contains(&"consistent"));
 }
 
 #[test]
 fn watchers_that_disagree_are_caught() {
     let mut other = full(2);
     other.responses[1].events[0].value = Some("b-other".into());
-    let v = check(&[full(1), other], &history());
+    let v = check(&[full(1), other], &history(), &none());
     assert!(v.iter().any(|v| v.guarantee == "consistent" && v.client == 2), "{v:?}");
 }

@@ -5,7 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in protos {
         println!("cargo:rerun-if-changed=../../proto/{p}");
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // At run time, not `env!` at the build script's compile time: a build script binary compiled for one
+    // checkout is reused by another that shares the target dir.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let paths = protos.map(|p| root.join(p));
     tonic_prost_build::configure().build_client(true).build_server(true).compile_protos(&paths, &[root])?;
     Ok(())

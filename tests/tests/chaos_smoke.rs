@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use keel_chaos::members::Server;
 use keel_chaos::nemesis::Fault;
 use keel_chaos::run::{run, RunConfig};
 use keel_tests::keel_bin;
@@ -14,10 +15,11 @@ fn a_short_run_with_every_fault_finds_no_violation() {
     assert_eq!(unsafe { libc_geteuid() }, 0, "the chaos smoke run needs root (network namespaces, nftables)");
     let work = tempfile::Builder::new().prefix("keel-chaos-smoke-").tempdir().expect("temp dir");
     let cfg = RunConfig {
-        keel: keel_bin(),
+        server: Server::Keel(keel_bin()),
         members: 3,
         duration: Duration::from_secs(40),
         faults: Fault::ALL.to_vec(),
+        together: 2,
         interval: Duration::from_secs(2),
         clients: 6,
         keys: 8,

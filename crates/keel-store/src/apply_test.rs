@@ -54,7 +54,7 @@ impl MemKv {
     fn apply(&mut self, req: W) -> (WriteResponse, Vec<Event>) {
         let (resp, changes, events, revision, compacted) = {
             let mut a = Applier::new(&*self, self.revision, self.compacted);
-            let resp = a.apply(&WriteRequest { request: Some(req), cluster_id: 0 }).unwrap();
+            let resp = a.apply(&WriteRequest { request: Some(req), ..Default::default() }).unwrap();
             (resp, a.changes, a.events, a.revision, a.compacted)
         };
         for c in changes {
@@ -399,7 +399,7 @@ fn deleting_a_key_detaches_it() {
 fn a_txn_reading_history_inside_the_batch_sees_the_batch_s_own_revisions() {
     let view = MemKv::new();
     let mut a = Applier::new(&view, INITIAL_REVISION, 0);
-    let req = |r| WriteRequest { request: Some(r), cluster_id: 0 };
+    let req = |r| WriteRequest { request: Some(r), ..Default::default() };
     a.apply(&req(W::Put(put("k", "1")))).unwrap(); // revision 2, only in the applier
     a.apply(&req(W::Put(put("k", "2")))).unwrap(); // revision 3
     a.apply(&req(W::DeleteRange(DeleteRangeRequest { key: "gone".into(), ..Default::default() }))).unwrap();

@@ -70,7 +70,10 @@ impl Store {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
             match self.leader() {
-                Leader::Me => return Ok(self.renew_here(id).unwrap_or(0)),
+                Leader::Me => match self.renew_here(id).await {
+                    Ok(ttl) => return Ok(ttl.unwrap_or(0)),
+                    Err(NotLeading) => {}
+                },
                 Leader::Peer(mut c) => match c.lease_renew(LeaseKeepAliveRequest { id }).await {
                     Ok(r) => return Ok(r.into_inner().ttl),
                     // Renewing is idempotent: any failure may be retried.
@@ -85,12 +88,19 @@ impl Store {
         }
     }
 
-    /// Renews on this member, which leads.
-    pub(crate) fn renew_here(&self, id: i64) -> Option<i64> {
+    /// Renews on this member, which leads, once a quorum has confirmed that it still does: a leader cut
+    /// off from the others (and replaced, unaware) must not acknowledge keep-alives, or a client would
+    /// believe its lease alive while the new leader lets it expire (etcd's `ensureLeadership`). A new
+    /// leader elected after the confirmation renews every lease for a full TTL, so the answer holds.
+    pub(crate) async fn renew_here(&self, id: i64) -> Result<Option<i64>, NotLeading> {
+        let term = self.term();
+        if self.raft().get_read_log_id().await.is_err() || self.term() != term {
+            return Err(NotLeading);
+        }
         let now = Instant::now();
         let mut lessor = self.shared().lessor.lock().expect("lessor");
-        lessor.lead(self.term(), now);
-        lessor.renew(id, now)
+        lessor.lead(term, now);
+        Ok(lessor.renew(id, now))
     }
 
     pub async fn lease_time_to_live(&self, req: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, ApiError> {
@@ -140,7 +150,14 @@ impl Store {
     }
 }
 
+/// This member could not confirm that it leads.
+#[derive(Debug)]
+pub(crate) struct NotLeading;
+
 /// While this member leads: renews every lease when it takes over, then revokes leases as they expire.
+/// Each revocation is fenced to the term in which this member decided it: if it has been deposed by the
+/// time the revocation reaches the log (or the retry forwards it to the next leader, whose lessor renewed
+/// the lease on taking over), the state machine refuses it.
 pub(crate) async fn expire_leases(store: Store, stop: tokio::sync::watch::Receiver<bool>) {
     let mut revoking: HashMap<i64, Instant> = HashMap::new();
     let mut ticker = crate::store::Ticker::new(EXPIRY_CHECK, stop);
@@ -171,9 +188,13 @@ pub(crate) async fn expire_leases(store: Store, stop: tokio::sync::watch::Receiv
             revoking.insert(id, now);
             let store = store.clone();
             tokio::spawn(async move {
-                match store.lease_revoke(LeaseRevokeRequest { id }).await {
+                let revoke = write_request::Request::LeaseRevoke(LeaseRevokeRequest { id });
+                match store.write_fenced(revoke, term).await {
                     Ok(_) => tracing::debug!(lease = id, "revoked expired lease"),
                     Err(ApiError::Apply(e)) if e.code == Code::LeaseNotFound as i32 => {}
+                    Err(ApiError::Apply(e)) if e.code == Code::Fenced as i32 => {
+                        tracing::info!(lease = id, term, "expiry decided by a deposed leader: not revoked")
+                    }
                     Err(e) => tracing::warn!(lease = id, error = %e, "cannot revoke expired lease yet"),
                 }
             });

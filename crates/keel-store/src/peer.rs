@@ -105,7 +105,12 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
         self.require_leader()?;
         let id = req.into_inner().id;
-        let ttl = self.store.renew_here(id).unwrap_or(0);
+        let ttl = self
+            .store
+            .renew_here(id)
+            .await
+            .map_err(|_| Status::new(NOT_LEADER, "cannot confirm leadership"))?
+            .unwrap_or(0);
         Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl }))
     }
 

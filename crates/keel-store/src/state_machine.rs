@@ -327,6 +327,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
+/// The answer to a write fenced to another term than its entry's: refused, nothing changed.
+fn fenced(fence: u64, term: u64, revision: i64) -> keel_proto::raftpb::WriteResponse {
+    let e = crate::apply::apply_error(
+        keel_proto::raftpb::apply_error::Code::Fenced,
+        format!("keel: decided by the leader of term {fence}, proposed in term {term}"),
+    );
+    keel_proto::raftpb::WriteResponse {
+        response: Some(keel_proto::raftpb::write_response::Response::Error(e)),
+        revision,
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -361,6 +373,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(cmd) => {
                         let mut responses = Vec::with_capacity(cmd.0.requests.len());
                         for req in &cmd.0.requests {
+                            if req.fence_term != 0 && req.fence_term != entry.log_id.leader_id.term {
+                                responses.push(fenced(req.fence_term, entry.log_id.leader_id.term, applier.revision));
+                                continue;
+                            }
                             #[cfg(debug_assertions)]
                             let faulty = crate::fault::diverge(req);
                             #[cfg(debug_assertions)]

@@ -564,7 +564,17 @@ impl Store {
         &self,
         req: write_request::Request,
     ) -> Result<(write_response::Response, i64), ApiError> {
-        let req = WriteRequest { request: Some(req), cluster_id: self.inner.cluster_id };
+        self.write_fenced(req, 0).await
+    }
+
+    /// [`Store::write_checked`] for a write that applies only in a log entry of Raft term `term` (0: any);
+    /// otherwise the state machine refuses it with `FENCED`.
+    pub(crate) async fn write_fenced(
+        &self,
+        req: write_request::Request,
+        term: u64,
+    ) -> Result<(write_response::Response, i64), ApiError> {
+        let req = WriteRequest { request: Some(req), cluster_id: self.inner.cluster_id, fence_term: term };
         self.check_size(&req)?;
         let resp = self.write(req).await?;
         match resp.response {
@@ -953,7 +963,8 @@ async fn publish_member(store: Store, mut stop: tokio::sync::watch::Receiver<boo
         if already {
             return;
         }
-        let req = WriteRequest { request: Some(write_request::Request::PublishMember(me.clone())), cluster_id: 0 };
+        let req =
+            WriteRequest { request: Some(write_request::Request::PublishMember(me.clone())), ..Default::default() };
         tokio::select! {
             r = store.write(req) => if r.is_ok() { return },
             _ = stop.wait_for(|s| *s) => return,

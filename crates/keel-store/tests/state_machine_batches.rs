@@ -11,7 +11,7 @@ fn entry(index: u64, req: write_request::Request) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(Command(Proposal {
-            requests: vec![WriteRequest { request: Some(req), cluster_id: 0 }],
+            requests: vec![WriteRequest { request: Some(req), ..Default::default() }],
             cluster_id: 0,
         })),
     }
@@ -83,4 +83,29 @@ async fn physical_compaction_removes_history_but_keeps_what_reads_need() {
     let keys: Vec<Vec<u8>> =
         state.reader().events(1, 100, &all, false).unwrap().into_iter().map(|e| e.kv.unwrap().key).collect();
     assert_eq!(keys, vec![b"k".to_vec(), b"stays".to_vec()]);
+}
+
+#[tokio::test]
+async fn a_write_fenced_to_another_term_is_refused_and_changes_nothing() {
+    use keel_proto::raftpb::apply_error::Code;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::new(SharedState::open(dir.path(), true).unwrap()).unwrap();
+    let fenced = |index, term, fence, value: &str| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(Command(Proposal {
+            requests: vec![WriteRequest { request: Some(put("k", value)), fence_term: fence, ..Default::default() }],
+            cluster_id: 0,
+        })),
+    };
+    // Decided in term 3, in an entry of term 4 (a deposed leader's decision, forwarded): refused.
+    let results = sm.apply(vec![fenced(1, 4, 3, "stale"), fenced(2, 4, 4, "fresh")]).await.unwrap();
+    let Some(write_response::Response::Error(e)) = &results[0].0.responses[0].response else {
+        panic!("{:?}", results[0])
+    };
+    assert_eq!(e.code, Code::Fenced as i32);
+    assert_eq!(results[0].0.responses[0].revision, 1, "nothing was written");
+    let Some(write_response::Response::Put(_)) = &results[1].0.responses[0].response else {
+        panic!("{:?}", results[1])
+    };
+    assert_eq!(results[1].0.responses[0].revision, 2);
 }
