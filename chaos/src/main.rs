@@ -32,6 +32,9 @@ struct Args {
     /// Up to this many different faults at once (each round picks 1..=N).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
     together: u16,
+    /// How long each round of faults lasts.
+    #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+    fault_duration: Duration,
     /// Pause between faults.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     interval: Duration,
@@ -118,6 +121,7 @@ fn main() -> anyhow::Result<()> {
     let cfg = RunConfig {
         server,
         together: usize::from(a.together),
+        fault_duration: a.fault_duration,
         members: a.members,
         duration: a.duration,
         faults: faults(&a.nemesis)?,

@@ -156,7 +156,7 @@ fn split(n: usize, side: &[usize]) -> Action {
     Action::Partition(blocked)
 }
 
-/// How long a fault lasts before it is healed.
+/// How long a fault lasts before it is healed, unless the run says otherwise.
 pub const FAULT_DURATION: Duration = Duration::from_millis(1500);
 
 /// One round of faults (one, or several at once), for the report.

@@ -50,9 +50,11 @@ async fn id_of(mut c: ClusterClient<Channel>, peer: &str) -> Result<Option<u64>,
     Ok(list.members.iter().find(|m| m.peer_ur_ls.iter().any(|u| u == peer)).map(|m| m.id))
 }
 
-/// Replaces member `i`: remove, stop, add back as a learner on an empty data dir, start, promote. Returns
-/// what went wrong, if anything (the run goes on: the checkers judge the history either way).
-pub async fn replace(members: &mut [Member], i: usize, server: &Server) -> Result<(), String> {
+/// Replaces member `i`: remove, stop, add back as a learner on an empty data dir, start. Returns the new
+/// member's id, to [`promote`] (after the other faults of the round are healed: a learner may not catch up
+/// over a slow or lossy link), or what went wrong (the run goes on: the checkers judge the history either
+/// way).
+pub async fn replace(members: &mut [Member], i: usize, server: &Server) -> Result<u64, String> {
     let others: Vec<String> = (0..members.len()).filter(|&j| j != i).map(|j| members[j].client_url()).collect();
     let old_peer = members[i].peer_url();
     let old = retry(&others, "find the member", |c| {
@@ -96,10 +98,13 @@ pub async fn replace(members: &mut [Member], i: usize, server: &Server) -> Resul
         .collect();
     members[i].renew(&cluster.join(","));
     members[i].start(server, "existing").map_err(|e| format!("start {}: {e}", members[i].name))?;
+    Ok(new)
+}
 
-    // Promotion is refused until the learner has caught up.
-    retry(&others, "promote", |mut c| async move {
-        match c.member_promote(MemberPromoteRequest { id: new }).await {
+/// Promotes learner `id` through the members at `urls`, retrying while it has not caught up.
+pub async fn promote(urls: &[String], id: u64) -> Result<(), String> {
+    retry(urls, "promote", |mut c| async move {
+        match c.member_promote(MemberPromoteRequest { id }).await {
             Ok(_) => Ok(Some(())),
             Err(s) if s.message().contains("not a learner") => Ok(Some(())),
             Err(s) => Err(s),

@@ -13,7 +13,7 @@ use crate::history::{Call, Op, Outcome};
 use crate::hosts::{self, HostError, Network};
 use crate::lease::{self, Lease};
 use crate::members::{self, Member, Server};
-use crate::nemesis::{self, Action, Fault, Injected, FAULT_DURATION};
+use crate::nemesis::{self, Action, Fault, Injected};
 use crate::traffic::{self, ClientConfig, Clock, Rng, WatchFrom};
 use crate::{linearizability, patch, reconfig, revisions, watch};
 
@@ -37,6 +37,8 @@ pub struct RunConfig {
     pub faults: Vec<Fault>,
     /// Up to this many different faults at once (1: one at a time).
     pub together: usize,
+    /// How long each round of faults lasts before it is healed.
+    pub fault_duration: Duration,
     /// Time between the end of one fault and the start of the next.
     pub interval: Duration,
     pub clients: u32,
@@ -271,27 +273,35 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
     let mut rng = Rng::new(cfg.seed);
     let mut injected = Vec::new();
     let end = tokio::time::Instant::now() + cfg.duration;
-    while tokio::time::Instant::now() + cfg.interval + FAULT_DURATION < end && !cfg.faults.is_empty() {
+    while tokio::time::Instant::now() + cfg.interval + cfg.fault_duration < end && !cfg.faults.is_empty() {
         tokio::time::sleep(cfg.interval).await;
         let Some(leader) = leader(&urls).await else { continue };
         let round = nemesis::plan_round(&cfg.faults, cfg.together, members.len(), leader, &mut rng);
-        let start = clock.now();
-        let lasts = tokio::time::Instant::now() + FAULT_DURATION;
+        let lasts = tokio::time::Instant::now() + cfg.fault_duration;
         for (slot, (_, action)) in round.iter().enumerate() {
             nemesis::inject(action, slot, &mut members)?;
         }
-        // A replacement takes as long as it takes (the other faults of the round last as long).
+        // The faults are in place from here (loading nftables rules takes a few ms per member).
+        let start = clock.now();
+        // A replacement's new member is promoted once the round's other faults are healed.
         let mut problems = Vec::new();
+        let mut learners = Vec::new();
         for (_, action) in &round {
             if let Action::Replace(i) = action {
-                if let Err(e) = reconfig::replace(&mut members, *i, &cfg.server).await {
-                    problems.push(e);
+                match reconfig::replace(&mut members, *i, &cfg.server).await {
+                    Ok(id) => learners.push(id),
+                    Err(e) => problems.push(e),
                 }
             }
         }
         tokio::time::sleep_until(lasts).await;
         for (slot, (_, action)) in round.iter().enumerate().rev() {
             nemesis::heal(action, slot, &mut members, &cfg.server)?;
+        }
+        for id in learners {
+            if let Err(e) = reconfig::promote(&urls, id).await {
+                problems.push(e);
+            }
         }
         let mut hit: Vec<String> =
             round.iter().flat_map(|(_, a)| a.targets(members.len())).map(|i| members[i].name.clone()).collect();

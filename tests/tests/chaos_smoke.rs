@@ -20,6 +20,7 @@ fn a_short_run_with_every_fault_finds_no_violation() {
         duration: Duration::from_secs(40),
         faults: Fault::ALL.to_vec(),
         together: 2,
+        fault_duration: keel_chaos::nemesis::FAULT_DURATION,
         interval: Duration::from_secs(2),
         clients: 6,
         keys: 8,

@@ -201,3 +201,44 @@ async fn progress_notifications_report_the_revision_reached() {
     assert!(r.events.is_empty());
     assert!(r.header.unwrap().revision >= rev);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_now_starts_right_after_the_revision_its_created_response_names() {
+    let c = Cluster::start(1).await.unwrap();
+    // Writers keep the revision moving; every revision is a put under n/.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let mut kv = c.kv(0).await.unwrap();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let put = PutRequest { key: format!("n/{w}").into(), value: b"x".to_vec(), ..Default::default() };
+                kv.put(put).await.unwrap();
+            }
+        }));
+    }
+    for _ in 0..50 {
+        let mut s = Stream::open(&c, 0).await;
+        s.send(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"n/".to_vec(),
+            range_end: b"n0".to_vec(),
+            ..Default::default()
+        }))
+        .await;
+        let created = s.next().await;
+        assert!(created.created);
+        let mut expect = created.header.unwrap().revision + 1;
+        // The next few revisions, every one of them, in order from the one after the created revision.
+        while expect < created.header.unwrap().revision + 20 {
+            for e in s.next().await.events {
+                assert_eq!(e.kv.unwrap().mod_revision, expect, "a watch from now missed a revision");
+                expect += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+}

@@ -154,16 +154,25 @@ impl Session {
             };
             return self.out.send(resp).await.is_ok();
         }
+        // A watch "from now" starts right after the revision its created response names, read once here:
+        // writes applied while the response is on its way are the watch's first events (the chaos harness
+        // caught a watch that read the revision twice and missed the writes in between).
+        let current = self.store.current_revision().unwrap_or(0);
         let spec = WatchSpec {
             id,
             range: KeyRange::new(&c.key, &c.range_end),
-            start_revision: c.start_revision,
+            start_revision: if c.start_revision > 0 { c.start_revision } else { current + 1 },
             prev_kv: c.prev_kv,
             progress_notify: c.progress_notify,
             no_put: c.filters.contains(&(watch_create_request::FilterType::Noput as i32)),
             no_delete: c.filters.contains(&(watch_create_request::FilterType::Nodelete as i32)),
         };
-        let created = WatchResponse { header: Some(self.header()), watch_id: id, created: true, ..Default::default() };
+        let created = WatchResponse {
+            header: Some(self.store.header(current)),
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        };
         if self.out.send(created).await.is_err() {
             return false;
         }
