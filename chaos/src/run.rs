@@ -283,23 +283,26 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
         }
         // The faults are in place from here (loading nftables rules takes a few ms per member).
         let start = clock.now();
-        // A replacement's new member is promoted once the round's other faults are healed.
-        let mut problems = Vec::new();
-        let mut learners = Vec::new();
-        for (_, action) in &round {
-            if let Action::Replace(i) = action {
-                match reconfig::replace(&mut members, *i, &cfg.server).await {
-                    Ok(id) => learners.push(id),
-                    Err(e) => problems.push(e),
-                }
-            }
+        // A replacement goes as far as it can while the round's other faults last, and finishes after
+        // they are healed.
+        let mut replacements: Vec<reconfig::Replacement> = round
+            .iter()
+            .filter_map(|(_, a)| match a {
+                Action::Replace(i) => Some(reconfig::Replacement::new(*i)),
+                _ => None,
+            })
+            .collect();
+        for r in replacements.iter_mut() {
+            let _ = r.advance(&mut members, &cfg.server, lasts).await;
         }
         tokio::time::sleep_until(lasts).await;
         for (slot, (_, action)) in round.iter().enumerate().rev() {
             nemesis::heal(action, slot, &mut members, &cfg.server)?;
         }
-        for id in learners {
-            if let Err(e) = reconfig::promote(&urls, id).await {
+        let mut problems = Vec::new();
+        for r in replacements.iter_mut().filter(|r| !r.done) {
+            let until = tokio::time::Instant::now() + Duration::from_secs(20);
+            if let Err(e) = r.advance(&mut members, &cfg.server, until).await {
                 problems.push(e);
             }
         }

@@ -70,10 +70,12 @@ impl Store {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
             match self.leader() {
-                Leader::Me => match self.renew_here(id).await {
-                    Ok(ttl) => return Ok(ttl.unwrap_or(0)),
-                    Err(NotLeading) => {}
-                },
+                Leader::Me => {
+                    // Not confirmed as leader: ask again whoever leads by then.
+                    if let Ok(ttl) = self.renew_here(id).await {
+                        return Ok(ttl.unwrap_or(0));
+                    }
+                }
                 Leader::Peer(mut c) => match c.lease_renew(LeaseKeepAliveRequest { id }).await {
                     Ok(r) => return Ok(r.into_inner().ttl),
                     // Renewing is idempotent: any failure may be retried.
