@@ -1,4 +1,4 @@
-//! `keel-chaos`: one robustness run against `keel kv` members (see chaos/README.md).
+//! `keel-chaos`: one robustness run against `keel kv` (or etcd) members (see chaos/README.md).
 
 use std::path::PathBuf;
 use std::time::Duration;
