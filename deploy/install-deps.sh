@@ -5,8 +5,9 @@
 #   etcd-client           stock etcdctl 3.4, for the compatibility tests
 #   etcd-server           etcd 3.4, the anchor of the benchmarks
 #   iproute2, nftables    network namespaces and partitions for the chaos harness (chaos/)
+#   iptables              its NFQUEUE target, for the harness's packet delay (the kernel has no nft queue)
 set -euo pipefail
-packages=(clang libclang-dev protobuf-compiler etcd-client etcd-server iproute2 nftables)
+packages=(clang libclang-dev protobuf-compiler etcd-client etcd-server iproute2 nftables iptables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

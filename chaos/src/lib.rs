@@ -7,6 +7,7 @@
 //! The checkers are pure functions over recorded histories, tested on known-good and known-bad histories so
 //! that a checker which accepts everything cannot pass its own tests.
 
+pub mod delay;
 pub mod history;
 pub mod hosts;
 pub mod lease;

@@ -1,16 +1,16 @@
 //! Faults. [`plan`] decides, without IO, what a fault does to which members (given who leads and a random
 //! source); [`inject`] and [`heal`] carry it out: kill -9 (restart on heal), SIGSTOP (SIGCONT on heal),
 //! partitions and random packet loss as nftables tables inside the members' namespaces, a slow link as a
-//! tc token-bucket filter on the members' interfaces.
+//! tc token-bucket filter on the members' interfaces, delay with jitter through NFQUEUE (`delay.rs`).
 //!
-//! Delay with jitter wants tc netem, which this project's CI machines cannot use: their kernel has no
-//! `sch_netem` ("Specified qdisc kind is unknown"). The token bucket (`tbf`, which they have) makes a slow
-//! link instead: queueing delay that grows with the traffic.
+//! tc netem, the usual way to delay packets, is not available: the kernel of this project's CI machines
+//! has no `sch_netem` ("Specified qdisc kind is unknown"); it has `nfnetlink_queue`.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::delay::Delayer;
 use crate::hosts::{run_in, HostError};
 use crate::members::{Member, Server};
 use crate::traffic::Rng;
@@ -34,13 +34,15 @@ pub enum Fault {
     Slow,
     /// 15% of packets dropped at random, each way, on every member.
     Loss,
+    /// Every packet a member sends held 40 ms ± 20 ms (so 80 ms ± 40 ms round trips between members).
+    Delay,
     /// A random member (the leader, maybe) removed from the cluster, then added back as a new member — a
     /// learner on an empty data dir — and promoted once it has caught up.
     ReplaceMember,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::KillMember,
         Fault::KillLeader,
         Fault::KillMajority,
@@ -50,6 +52,7 @@ impl Fault {
         Fault::Bridge,
         Fault::Slow,
         Fault::Loss,
+        Fault::Delay,
         Fault::ReplaceMember,
     ];
 }
@@ -65,6 +68,11 @@ pub enum Action {
     Loss(u32),
     /// A token-bucket filter with these arguments on every member's interface.
     Shape(Vec<String>),
+    /// Hold every packet each member sends for this long, give or take the jitter (`delay.rs`).
+    Delay {
+        delay: Duration,
+        jitter: Duration,
+    },
     /// Remove this member and add it back as a new one (carried out by `reconfig.rs`, not [`inject`]).
     Replace(usize),
 }
@@ -76,7 +84,7 @@ impl Action {
             Action::Kill(v) | Action::Pause(v) => v.clone(),
             Action::Replace(i) => vec![*i],
             Action::Partition(b) => (0..b.len()).filter(|&i| !b[i].is_empty()).collect(),
-            Action::Loss(_) | Action::Shape(_) => (0..n).collect(),
+            Action::Loss(_) | Action::Shape(_) | Action::Delay { .. } => (0..n).collect(),
         }
     }
 }
@@ -123,6 +131,7 @@ pub fn plan(fault: Fault, n: usize, leader: usize, rng: &mut Rng) -> Action {
             Action::Shape(["rate", "4mbit", "burst", "32kbit", "latency", "100ms"].map(String::from).to_vec())
         }
         Fault::Loss => Action::Loss(15),
+        Fault::Delay => Action::Delay { delay: Duration::from_millis(40), jitter: Duration::from_millis(20) },
         Fault::ReplaceMember => Action::Replace(rng.below(n as u64) as usize),
     }
 }
@@ -172,10 +181,18 @@ pub struct Injected {
     pub problems: Vec<String>,
 }
 
-/// Carries out `action`; `slot` tells apart the nftables tables of faults injected together.
-pub fn inject(action: &Action, slot: usize, members: &mut [Member]) -> Result<(), HostError> {
+/// Carries out `action`; `slot` tells apart the nftables tables (and queues) of faults injected together.
+/// Returns the threads that hold delayed packets: drop them after [`heal`], which lets the packets go.
+pub fn inject(action: &Action, slot: usize, members: &mut [Member]) -> Result<Vec<Delayer>, HostError> {
+    let mut delayers = Vec::new();
     match action {
         Action::Replace(_) => {}
+        Action::Delay { delay, jitter } => {
+            for (i, m) in members.iter().enumerate() {
+                delayers.push(Delayer::start(&m.host.ns, slot as u16, *delay, *jitter, (slot * 100 + i) as u64)?);
+                run_in(&m.host.ns, "iptables", &queue_rule("-A", slot).each_ref().map(String::as_str))?;
+            }
+        }
         Action::Kill(v) => v.iter().for_each(|&i| members[i].kill()),
         Action::Pause(v) => v.iter().for_each(|&i| members[i].pause()),
         Action::Partition(blocked) => {
@@ -201,7 +218,7 @@ pub fn inject(action: &Action, slot: usize, members: &mut [Member]) -> Result<()
             }
         }
     }
-    Ok(())
+    Ok(delayers)
 }
 
 /// Undoes `action` (injected in `slot`): killed members restart on their data dirs, paused ones continue,
@@ -217,6 +234,11 @@ pub fn heal(action: &Action, slot: usize, members: &mut [Member], server: &Serve
             }
         }
         Action::Pause(v) => v.iter().for_each(|&i| members[i].resume()),
+        Action::Delay { .. } => {
+            for m in members.iter() {
+                let _ = run_in(&m.host.ns, "iptables", &queue_rule("-D", slot).each_ref().map(String::as_str));
+            }
+        }
         Action::Partition(_) | Action::Loss(_) => {
             for m in members.iter() {
                 let _ = run_in(&m.host.ns, "nft", &["delete", "table", "inet", &table(slot)]);
@@ -234,6 +256,14 @@ pub fn heal(action: &Action, slot: usize, members: &mut [Member], server: &Serve
 /// Most faults injected together in one round.
 pub const MAX_TOGETHER: usize = 4;
 
+/// Appends (`-A`) or deletes (`-D`) the iptables rule that queues a member's outgoing packets to the
+/// delaying thread of `slot` (this kernel has NFQUEUE for x_tables, not nftables' `queue`; with `bypass`,
+/// packets pass when no thread listens).
+fn queue_rule(op: &str, slot: usize) -> [String; 9] {
+    let q = slot.to_string();
+    [op, "OUTPUT", "-o", "eth0", "-j", "NFQUEUE", "--queue-num", &q, "--queue-bypass"].map(String::from)
+}
+
 fn table(slot: usize) -> String {
     format!("chaos{slot}")
 }
@@ -244,6 +274,7 @@ pub fn clear_network_faults(m: &Member) {
         let _ = run_in(&m.host.ns, "nft", &["delete", "table", "inet", &table(slot)]);
     }
     let _ = run_in(&m.host.ns, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
+    let _ = run_in(&m.host.ns, "iptables", &["-F", "OUTPUT"]);
 }
 
 /// Loads an nftables table of the harness's own (one per slot) into `m`'s namespace, with these rules on

@@ -278,8 +278,9 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
         let Some(leader) = leader(&urls).await else { continue };
         let round = nemesis::plan_round(&cfg.faults, cfg.together, members.len(), leader, &mut rng);
         let lasts = tokio::time::Instant::now() + cfg.fault_duration;
+        let mut delayers = Vec::new();
         for (slot, (_, action)) in round.iter().enumerate() {
-            nemesis::inject(action, slot, &mut members)?;
+            delayers.extend(nemesis::inject(action, slot, &mut members)?);
         }
         // The faults are in place from here (loading nftables rules takes a few ms per member).
         let start = clock.now();
@@ -299,6 +300,8 @@ async fn drive(cfg: RunConfig, mut members: Vec<Member>) -> Result<RunReport, Ch
         for (slot, (_, action)) in round.iter().enumerate().rev() {
             nemesis::heal(action, slot, &mut members, &cfg.server)?;
         }
+        // The rules that queued packets are gone: release what is still held.
+        drop(delayers);
         let mut problems = Vec::new();
         for r in replacements.iter_mut().filter(|r| !r.done) {
             let until = tokio::time::Instant::now() + Duration::from_secs(20);
