@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use keel_chaos::members::Server;
-use keel_chaos::nemesis::Fault;
+use keel_chaos::nemesis::{Fault, MAX_TOGETHER};
 use keel_chaos::run::{run, RunConfig};
 
 #[derive(Parser)]
@@ -29,8 +29,8 @@ struct Args {
     /// Faults to inject, comma-separated, or "all" (or "none").
     #[arg(long, default_value = "all")]
     nemesis: String,
-    /// Up to this many different faults at once (each round picks 1..=N).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
+    /// Up to this many different faults at once (each round picks 1..=N, N at most 4).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_TOGETHER as i64))]
     together: u16,
     /// How long each round of faults lasts.
     #[arg(long, default_value = "1500ms", value_parser = parse_duration)]

@@ -1,6 +1,6 @@
-//! The chaos harness's smoke run, bounded for CI: three `keel kv` members in network namespaces, every kind
-//! of fault in turn under concurrent traffic and watches, then the checkers (see chaos/README.md). Needs
-//! root (namespaces, nftables), as CI has.
+//! The chaos harness's smoke run, bounded for CI: three `keel kv` members in network namespaces, rounds of
+//! one or two faults of every kind under concurrent KV, lease and watch traffic, then the checkers (see
+//! chaos/README.md). Needs root (namespaces, nftables, iptables), as CI has.
 
 use std::time::Duration;
 

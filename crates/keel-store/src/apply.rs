@@ -193,6 +193,19 @@ impl<'a, V: KvView> Applier<'a, V> {
         }
         Ok(at.into_values().collect())
     }
+    /// Applies one write request that arrived in a log entry of Raft term `term`: refused with `FENCED` when
+    /// the request is fenced to another term (see `WriteRequest.fence_term`), else as [`Applier::apply`].
+    pub fn apply_in_term(&mut self, req: &WriteRequest, term: u64) -> Result<WriteResponse, V::Error> {
+        if req.fence_term != 0 && req.fence_term != term {
+            let e = apply_error(
+                Code::Fenced,
+                format!("keel: decided by the leader of term {}, proposed in term {term}", req.fence_term),
+            );
+            return Ok(WriteResponse { response: Some(write_response::Response::Error(e)), revision: self.revision });
+        }
+        self.apply(req)
+    }
+
     /// Applies one write request. A refused request returns a response holding an [`ApplyError`] and changes
     /// nothing.
     pub fn apply(&mut self, req: &WriteRequest) -> Result<WriteResponse, V::Error> {

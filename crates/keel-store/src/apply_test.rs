@@ -421,3 +421,18 @@ fn a_txn_reading_history_inside_the_batch_sees_the_batch_s_own_revisions() {
         assert_eq!(rr.kvs.first().map(|kv| kv.value.as_slice()), want, "k at revision {rev}");
     }
 }
+
+#[test]
+fn a_write_fenced_to_another_term_changes_nothing() {
+    let s = MemKv::new();
+    let mut a = Applier::new(&s, s.revision, s.compacted);
+    let req = |fence| WriteRequest { request: Some(W::Put(put("a", "1"))), fence_term: fence, ..Default::default() };
+    let r = a.apply_in_term(&req(3), 4).unwrap();
+    let Some(R::Error(e)) = r.response else { panic!("{r:?}") };
+    assert_eq!(e.code, Code::Fenced as i32);
+    assert!(a.changes.is_empty());
+    let r = a.apply_in_term(&req(4), 4).unwrap();
+    assert!(matches!(r.response, Some(R::Put(_))), "{r:?}");
+    let r = a.apply_in_term(&req(0), 9).unwrap();
+    assert!(matches!(r.response, Some(R::Put(_))), "unfenced writes apply in any term: {r:?}");
+}

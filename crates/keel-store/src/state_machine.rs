@@ -327,18 +327,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// The answer to a write fenced to another term than its entry's: refused, nothing changed.
-fn fenced(fence: u64, term: u64, revision: i64) -> keel_proto::raftpb::WriteResponse {
-    let e = crate::apply::apply_error(
-        keel_proto::raftpb::apply_error::Code::Fenced,
-        format!("keel: decided by the leader of term {fence}, proposed in term {term}"),
-    );
-    keel_proto::raftpb::WriteResponse {
-        response: Some(keel_proto::raftpb::write_response::Response::Error(e)),
-        revision,
-    }
-}
-
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -372,16 +360,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => results.push(CommandResult::default()),
                     EntryPayload::Normal(cmd) => {
                         let mut responses = Vec::with_capacity(cmd.0.requests.len());
+                        let term = entry.log_id.leader_id.term;
                         for req in &cmd.0.requests {
-                            if req.fence_term != 0 && req.fence_term != entry.log_id.leader_id.term {
-                                responses.push(fenced(req.fence_term, entry.log_id.leader_id.term, applier.revision));
-                                continue;
-                            }
                             #[cfg(debug_assertions)]
                             let faulty = crate::fault::diverge(req);
                             #[cfg(debug_assertions)]
                             let req = faulty.as_ref().unwrap_or(req);
-                            responses.push(applier.apply(req).map_err(io_err)?);
+                            responses.push(applier.apply_in_term(req, term).map_err(io_err)?);
                         }
                         results.push(CommandResult(ProposalResult { responses }));
                     }
