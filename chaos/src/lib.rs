@@ -10,6 +10,7 @@
 pub mod delay;
 pub mod history;
 pub mod hosts;
+pub mod lazyfs;
 pub mod lease;
 pub mod linearizability;
 pub mod members;

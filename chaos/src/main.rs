@@ -44,6 +44,10 @@ struct Args {
     keys: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// One more flag for every member's server, after the ones the harness sets (repeatable), e.g.
+    /// `--member-arg=--heartbeat-interval=100`.
+    #[arg(long = "member-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    member_args: Vec<String>,
     /// Where data dirs, logs, history and report go (default: a new temporary directory, kept).
     #[arg(long)]
     work: Option<PathBuf>,
@@ -129,6 +133,7 @@ fn main() -> anyhow::Result<()> {
         clients: a.clients,
         keys: a.keys,
         seed: a.seed,
+        member_args: a.member_args,
         work: work.clone(),
     };
     let report = run(&cfg).context("chaos run")?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use crate::hosts::{in_ns, Host};
+use crate::lazyfs::LazyMount;
 
 pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
@@ -30,6 +31,10 @@ pub struct Member {
     initial_cluster: String,
     child: Option<Child>,
     paused: bool,
+    /// More flags for the server, after the ones the harness sets.
+    extra_args: Vec<String>,
+    /// The LazyFS mount its data dirs are on, if any (dropped after the member is killed: see `Drop`).
+    disk: Option<LazyMount>,
 }
 
 /// `--initial-cluster` for members 0..n on `hosts`, in the names and ports [`Member`] uses.
@@ -57,7 +62,21 @@ impl Member {
             initial_cluster: initial_cluster.to_string(),
             child: None,
             paused: false,
+            extra_args: Vec::new(),
+            disk: None,
         }
+    }
+
+    /// Keeps its data dirs on `disk`, so that [`Member::crash`] can lose what was not fsynced.
+    pub fn on_disk(mut self, disk: LazyMount) -> Member {
+        self.disk = Some(disk);
+        self
+    }
+
+    /// Passes `args` to the server too, after the flags the harness sets (say, `--heartbeat-interval=100`).
+    pub fn with_args(mut self, args: &[String]) -> Member {
+        self.extra_args = args.to_vec();
+        self
     }
 
     pub fn client_url(&self) -> String {
@@ -69,9 +88,10 @@ impl Member {
     }
 
     fn data_dir(&self) -> PathBuf {
+        let root = self.disk.as_ref().map_or(self.work.as_path(), LazyMount::mountpoint);
         match self.generation {
-            0 => self.work.join(&self.name),
-            g => self.work.join(format!("{}.{g}", self.name)),
+            0 => root.join(&self.name),
+            g => root.join(format!("{}.{g}", self.name)),
         }
     }
 
@@ -97,6 +117,7 @@ impl Member {
             .args(["--listen-peer-urls", &self.peer_url(), "--initial-advertise-peer-urls", &self.peer_url()])
             .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", "chaos"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -138,6 +159,21 @@ impl Member {
             let _ = c.wait();
         }
         self.paused = false;
+    }
+
+    /// A power cut: kill -9, then every write not yet fsynced is lost. Needs a disk ([`Member::on_disk`]).
+    pub fn crash(&mut self) -> std::io::Result<()> {
+        self.kill();
+        match &self.disk {
+            Some(d) => {
+                let lost = d.drop_unsynced();
+                // In the member's log, so that a run shows the power cuts did lose something.
+                let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+                use std::io::Write;
+                writeln!(log, "keel-chaos: power cut: {} unsynced bytes in {} files lost", lost.bytes, lost.files)
+            }
+            None => Err(std::io::Error::other("no LazyFS mount under this member's data dir")),
+        }
     }
 
     pub fn pause(&mut self) {

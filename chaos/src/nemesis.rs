@@ -36,13 +36,19 @@ pub enum Fault {
     Loss,
     /// Every packet a member sends held 40 ms ± 20 ms (so 80 ms ± 40 ms round trips between members).
     Delay,
+    /// A power cut on a random member: kill -9, and every write it had not fsynced is lost (its data dir is
+    /// on a [`crate::lazyfs`] mount).
+    CrashMember,
+    /// A power cut on every member at once, unsynced writes lost: only what was fsynced survives, and that
+    /// must include every acknowledged write.
+    CrashAll,
     /// A random member (the leader, maybe) removed from the cluster, then added back as a new member — a
     /// learner on an empty data dir — and promoted once it has caught up.
     ReplaceMember,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 13] = [
         Fault::KillMember,
         Fault::KillLeader,
         Fault::KillMajority,
@@ -53,14 +59,23 @@ impl Fault {
         Fault::Slow,
         Fault::Loss,
         Fault::Delay,
+        Fault::CrashMember,
+        Fault::CrashAll,
         Fault::ReplaceMember,
     ];
+
+    /// Whether the members' data dirs must be on LazyFS mounts for this fault.
+    pub fn loses_unsynced(self) -> bool {
+        matches!(self, Fault::CrashMember | Fault::CrashAll)
+    }
 }
 
 /// What a fault does, by member index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Kill(Vec<usize>),
+    /// kill -9, then the writes these members had not fsynced are dropped.
+    Crash(Vec<usize>),
     Pause(Vec<usize>),
     /// `blocked[i]`: the members member i exchanges no packets with (symmetric).
     Partition(Vec<Vec<usize>>),
@@ -81,7 +96,7 @@ impl Action {
     /// The members it hits (every member for netem).
     pub fn targets(&self, n: usize) -> Vec<usize> {
         match self {
-            Action::Kill(v) | Action::Pause(v) => v.clone(),
+            Action::Kill(v) | Action::Crash(v) | Action::Pause(v) => v.clone(),
             Action::Replace(i) => vec![*i],
             Action::Partition(b) => (0..b.len()).filter(|&i| !b[i].is_empty()).collect(),
             Action::Loss(_) | Action::Shape(_) | Action::Delay { .. } => (0..n).collect(),
@@ -132,6 +147,8 @@ pub fn plan(fault: Fault, n: usize, leader: usize, rng: &mut Rng) -> Action {
         }
         Fault::Loss => Action::Loss(15),
         Fault::Delay => Action::Delay { delay: Duration::from_millis(40), jitter: Duration::from_millis(20) },
+        Fault::CrashMember => Action::Crash(vec![rng.below(n as u64) as usize]),
+        Fault::CrashAll => Action::Crash((0..n).collect()),
         Fault::ReplaceMember => Action::Replace(rng.below(n as u64) as usize),
     }
 }
@@ -194,6 +211,13 @@ pub fn inject(action: &Action, slot: usize, members: &mut [Member]) -> Result<Ve
             }
         }
         Action::Kill(v) => v.iter().for_each(|&i| members[i].kill()),
+        Action::Crash(v) => {
+            for &i in v {
+                members[i]
+                    .crash()
+                    .map_err(|source| HostError::Spawn { command: format!("crash {}", members[i].name), source })?;
+            }
+        }
         Action::Pause(v) => v.iter().for_each(|&i| members[i].pause()),
         Action::Partition(blocked) => {
             for (i, b) in blocked.iter().enumerate().filter(|(_, b)| !b.is_empty()) {
@@ -226,7 +250,7 @@ pub fn inject(action: &Action, slot: usize, members: &mut [Member]) -> Result<Ve
 pub fn heal(action: &Action, slot: usize, members: &mut [Member], server: &Server) -> Result<(), HostError> {
     match action {
         Action::Replace(_) => {}
-        Action::Kill(v) => {
+        Action::Kill(v) | Action::Crash(v) => {
             for &i in v {
                 members[i]
                     .start(server, "existing")

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::history::{Call, Op, Outcome};
 use crate::hosts::{self, HostError, Network};
+use crate::lazyfs::{self, LazyFsError};
 use crate::lease::{self, Lease};
 use crate::members::{self, Member, Server};
 use crate::nemesis::{self, Action, Fault, Injected};
@@ -27,6 +28,8 @@ pub enum ChaosError {
     WorkDirInUse(PathBuf),
     #[error("the cluster did not become healthy: {0}")]
     Unhealthy(String),
+    #[error(transparent)]
+    Disk(#[from] LazyFsError),
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +47,8 @@ pub struct RunConfig {
     pub clients: u32,
     pub keys: u64,
     pub seed: u64,
+    /// More flags for every member's server (tuning, say).
+    pub member_args: Vec<String>,
     /// Data dirs, logs, the recorded history and the report go here.
     pub work: PathBuf,
 }
@@ -151,8 +156,17 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, ChaosError> {
         .on_thread_start(move || hosts::enter(&client_ns).expect("enter the clients' network namespace"))
         .build()?;
     let initial = members::initial_cluster(&net.hosts);
-    let members: Vec<Member> =
-        net.hosts.iter().enumerate().map(|(i, h)| Member::new(i, h.clone(), &cfg.work, &initial)).collect();
+    let mut members = Vec::new();
+    for (i, h) in net.hosts.iter().enumerate() {
+        let m = Member::new(i, h.clone(), &cfg.work, &initial).with_args(&cfg.member_args);
+        // A power cut loses unsynced writes only where the data dirs are on LazyFS (slower: only then).
+        members.push(if cfg.faults.iter().any(|f| f.loses_unsynced()) {
+            let disk = lazyfs::mount(&cfg.work.join(format!("disk{i}")), &cfg.work.join(format!("fs{i}")))?;
+            m.on_disk(disk)
+        } else {
+            m
+        });
+    }
     let cfg2 = cfg.clone();
     let result = rt.block_on(async move {
         match tokio::spawn(drive(cfg2, members)).await {

@@ -25,6 +25,7 @@ fn a_short_run_with_every_fault_finds_no_violation() {
         clients: 6,
         keys: 8,
         seed: 7,
+        member_args: Vec::new(),
         work: work.path().to_path_buf(),
     };
     let report = run(&cfg).expect("the run completes");
