@@ -17,5 +17,10 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The harness's power cuts mount a FUSE file system of its own (chaos/src/lazyfs.rs; no libfuse needed).
+if [ ! -e /dev/fuse ]; then
+  modprobe fuse 2>/dev/null || true
+  [ -e /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
+fi
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 echo "keel build and test dependencies are installed"

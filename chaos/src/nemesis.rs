@@ -1,5 +1,6 @@
 //! Faults. [`plan`] decides, without IO, what a fault does to which members (given who leads and a random
-//! source); [`inject`] and [`heal`] carry it out: kill -9 (restart on heal), SIGSTOP (SIGCONT on heal),
+//! source); [`inject`] and [`heal`] carry it out: kill -9 (restart on heal), power cuts (kill -9, then the
+//! member's unsynced writes dropped by its `lazyfs.rs` mount), SIGSTOP (SIGCONT on heal),
 //! partitions and random packet loss as nftables tables inside the members' namespaces, a slow link as a
 //! tc token-bucket filter on the members' interfaces, delay with jitter through NFQUEUE (`delay.rs`).
 //!
