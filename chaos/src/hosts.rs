@@ -58,10 +58,23 @@ fn run(cmd: &mut Command) -> Result<(), HostError> {
     }
 }
 
-/// A command that runs `program` inside namespace `ns`.
+/// A command that runs `program` inside namespace `ns`. It inherits no descriptor of the harness but its
+/// stdio: a member restarted while a delaying thread's netlink socket was open (the `nfq` crate opens it
+/// without close-on-exec) kept that socket, and with it the queue, bound for as long as it lived.
 pub fn in_ns(ns: &str, program: &str) -> Command {
+    use std::os::unix::process::CommandExt;
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, program]);
+    // SAFETY: close_range(2) is async-signal-safe; it only marks the child's descriptors above stdio
+    // close-on-exec (std sets up stdio before this runs).
+    unsafe {
+        c.pre_exec(|| {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     c
 }
 
