@@ -3,6 +3,7 @@
 //! Kubernetes' own wording so that clients see the messages they know.
 
 pub mod quantity;
+pub mod resources;
 pub mod selector;
 pub mod strategic_merge;
 pub mod validation;

@@ -1,0 +1,295 @@
+//! The resources keel serves: what discovery lists for each (names, scope, short names, categories,
+//! subresources), which field selectors each accepts, and where its objects live in the store
+//! (`/registry/<plural>/<namespace>/<name>`, as Kubernetes lays out etcd).
+
+/// Every verb a served resource supports.
+pub const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    /// "" for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub subresources: &'static [&'static str],
+    /// Field selector keys beyond `metadata.name` and `metadata.namespace`.
+    pub fields: &'static [&'static str],
+}
+
+impl Resource {
+    /// `v1`, `apps/v1`: the `apiVersion` of its objects.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Whether `?fieldSelector=` may name `field` for this resource.
+    pub fn supports_field(&self, field: &str) -> bool {
+        field == "metadata.name" || field == "metadata.namespace" || self.fields.contains(&field)
+    }
+
+    /// The store key of one object (`namespace` is ignored for cluster-scoped resources).
+    pub fn key(&self, namespace: &str, name: &str) -> String {
+        if self.namespaced {
+            format!("/registry/{}/{namespace}/{name}", self.plural)
+        } else {
+            format!("/registry/{}/{name}", self.plural)
+        }
+    }
+
+    /// The store prefix of a list: every object, or one namespace's.
+    pub fn prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("/registry/{}/{ns}/", self.plural),
+            _ => format!("/registry/{}/", self.plural),
+        }
+    }
+}
+
+const ALL: &[&str] = &["all"];
+const STATUS: &[&str] = &["status"];
+const STATUS_SCALE: &[&str] = &["status", "scale"];
+
+/// The fields every resource of a group version shares; each entry below names what differs.
+const fn group(group: &'static str, version: &'static str) -> Resource {
+    Resource {
+        group,
+        version,
+        kind: "",
+        plural: "",
+        singular: "",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        fields: &[],
+    }
+}
+
+const CORE: Resource = group("", "v1");
+const APPS: Resource = group("apps", "v1");
+const BATCH: Resource = group("batch", "v1");
+const COORDINATION: Resource = group("coordination.k8s.io", "v1");
+const AUTOSCALING: Resource = group("autoscaling", "v2");
+const DISCOVERY: Resource = group("discovery.k8s.io", "v1");
+
+/// Every resource served, in discovery order.
+pub const RESOURCES: &[Resource] = &[
+    Resource {
+        kind: "Namespace",
+        plural: "namespaces",
+        singular: "namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        subresources: &["status", "finalize"],
+        fields: &["status.phase"],
+        ..CORE
+    },
+    Resource {
+        kind: "Pod",
+        plural: "pods",
+        singular: "pod",
+        short_names: &["po"],
+        categories: ALL,
+        subresources: &["status", "binding", "log", "exec"],
+        fields: &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ..CORE
+    },
+    Resource {
+        kind: "Service",
+        plural: "services",
+        singular: "service",
+        short_names: &["svc"],
+        categories: ALL,
+        subresources: STATUS,
+        ..CORE
+    },
+    Resource { kind: "Endpoints", plural: "endpoints", singular: "endpoints", short_names: &["ep"], ..CORE },
+    Resource { kind: "ConfigMap", plural: "configmaps", singular: "configmap", short_names: &["cm"], ..CORE },
+    Resource { kind: "Secret", plural: "secrets", singular: "secret", fields: &["type"], ..CORE },
+    Resource {
+        kind: "Node",
+        plural: "nodes",
+        singular: "node",
+        namespaced: false,
+        short_names: &["no"],
+        subresources: STATUS,
+        fields: &["spec.unschedulable"],
+        ..CORE
+    },
+    Resource {
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        short_names: &["ev"],
+        fields: &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ..CORE
+    },
+    Resource {
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        short_names: &["sa"],
+        ..CORE
+    },
+    Resource {
+        kind: "Deployment",
+        plural: "deployments",
+        singular: "deployment",
+        short_names: &["deploy"],
+        categories: ALL,
+        subresources: STATUS_SCALE,
+        ..APPS
+    },
+    Resource {
+        kind: "ReplicaSet",
+        plural: "replicasets",
+        singular: "replicaset",
+        short_names: &["rs"],
+        categories: ALL,
+        subresources: STATUS_SCALE,
+        fields: &["status.replicas"],
+        ..APPS
+    },
+    Resource {
+        kind: "StatefulSet",
+        plural: "statefulsets",
+        singular: "statefulset",
+        short_names: &["sts"],
+        categories: ALL,
+        subresources: STATUS_SCALE,
+        ..APPS
+    },
+    Resource {
+        kind: "DaemonSet",
+        plural: "daemonsets",
+        singular: "daemonset",
+        short_names: &["ds"],
+        categories: ALL,
+        subresources: STATUS,
+        ..APPS
+    },
+    Resource { kind: "ControllerRevision", plural: "controllerrevisions", singular: "controllerrevision", ..APPS },
+    Resource {
+        kind: "Job",
+        plural: "jobs",
+        singular: "job",
+        categories: ALL,
+        subresources: STATUS,
+        fields: &["status.successful"],
+        ..BATCH
+    },
+    Resource {
+        kind: "CronJob",
+        plural: "cronjobs",
+        singular: "cronjob",
+        short_names: &["cj"],
+        categories: ALL,
+        subresources: STATUS,
+        ..BATCH
+    },
+    Resource { kind: "Lease", plural: "leases", singular: "lease", ..COORDINATION },
+    Resource {
+        kind: "HorizontalPodAutoscaler",
+        plural: "horizontalpodautoscalers",
+        singular: "horizontalpodautoscaler",
+        short_names: &["hpa"],
+        categories: ALL,
+        subresources: STATUS,
+        ..AUTOSCALING
+    },
+    Resource { kind: "EndpointSlice", plural: "endpointslices", singular: "endpointslice", ..DISCOVERY },
+];
+
+/// The resource at `/api/v1/<plural>` (group "") or `/apis/<group>/<version>/<plural>`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The resource of objects with this `apiVersion` and `kind`.
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.kind == kind && r.api_version() == api_version)
+}
+
+/// The groups served, with their one version each, in discovery order (the core group first, as "").
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_so_store_keys_are() {
+        let mut plurals: Vec<&str> = RESOURCES.iter().map(|r| r.plural).collect();
+        plurals.sort();
+        plurals.dedup();
+        assert_eq!(plurals.len(), RESOURCES.len());
+        let mut shorts: Vec<&str> = RESOURCES.iter().flat_map(|r| r.short_names.iter().copied()).collect();
+        let n = shorts.len();
+        shorts.sort();
+        shorts.dedup();
+        assert_eq!(shorts.len(), n);
+    }
+
+    #[test]
+    fn lookups_keys_and_prefixes() {
+        let d = find("apps", "v1", "deployments").unwrap();
+        assert_eq!(d.api_version(), "apps/v1");
+        assert_eq!(d.key("default", "web"), "/registry/deployments/default/web");
+        assert_eq!(d.prefix(Some("default")), "/registry/deployments/default/");
+        assert_eq!(d.prefix(None), "/registry/deployments/");
+        let ns = by_kind("v1", "Namespace").unwrap();
+        assert_eq!(ns.key("ignored", "kube-system"), "/registry/namespaces/kube-system");
+        assert_eq!(ns.prefix(Some("x")), "/registry/namespaces/");
+        assert!(find("", "v1", "deployments").is_none());
+        assert!(by_kind("apps/v1", "Pod").is_none());
+        let pods = find("", "v1", "pods").unwrap();
+        assert!(pods.supports_field("spec.nodeName") && pods.supports_field("metadata.name"));
+        assert!(!pods.supports_field("spec.containers"));
+    }
+
+    #[test]
+    fn groups_come_in_discovery_order() {
+        let g = group_versions();
+        assert_eq!(g[0], ("", "v1"));
+        assert!(g.contains(&("apps", "v1")) && g.contains(&("autoscaling", "v2")));
+        assert_eq!(g.len(), 6);
+    }
+}
