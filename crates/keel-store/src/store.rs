@@ -143,6 +143,10 @@ struct Inner {
     shared: Arc<SharedState>,
     pool: PeerPool,
     config: StoreConfig,
+    /// Set when this member led when it stopped and so leads again at once on restart (openraft 0.9 restores
+    /// a leader whose vote was committed): that term and the last log index found on disk. See
+    /// [`Store::read_index`].
+    restored_lead: Option<(u64, u64)>,
 }
 
 /// A store member. Cheap to clone.
@@ -167,6 +171,19 @@ impl RunningStore {
         }
         let _ = self.store.inner.raft.shutdown().await;
     }
+}
+
+/// `(term, last log index)` when the vote on disk is a committed vote for `me`: openraft 0.9 then makes this
+/// member leader again at startup, in that term, without a new no-op entry.
+async fn restored_leadership(log: &mut LogStore, me: NodeId) -> Result<Option<(u64, u64)>, StoreError> {
+    use openraft::storage::RaftLogStorage;
+    let err = |e: openraft::StorageError<NodeId>| StoreError::Raft(e.to_string());
+    let Some(vote) = log.read_vote().await.map_err(err)? else { return Ok(None) };
+    if !vote.is_committed() || vote.leader_id().voted_for() != Some(me) {
+        return Ok(None);
+    }
+    let last = log.get_log_state().await.map_err(err)?.last_log_id.map_or(0, |l| l.index);
+    Ok(Some((vote.leader_id().term, last)))
 }
 
 fn raft_config(c: &StoreConfig) -> openraft::Config {
@@ -250,11 +267,13 @@ impl Store {
         check_cluster(&config, &identity, &members)?;
         let sm = StateMachine::new(shared.clone())?;
         let pool = PeerPool::new(identity.cluster_id);
+        let mut log_store = LogStore::new(log.clone());
+        let restored_lead = restored_leadership(&mut log_store, identity.member_id).await?;
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config(&config).validate().map_err(|e| StoreError::Config(e.to_string()))?),
             NetworkFactory { pool: pool.clone() },
-            LogStore::new(log.clone()),
+            log_store,
             sm,
         )
         .await
@@ -276,6 +295,7 @@ impl Store {
             shared,
             pool,
             config,
+            restored_lead,
         });
         tokio::spawn(batch_read_index(Arc::downgrade(&inner), batch_rx));
         tokio::spawn(batch_proposals(Arc::downgrade(&inner), proposals_rx));
@@ -517,10 +537,22 @@ impl Store {
     }
 
     /// The leader's read index: from Raft when this member leads, else asked of the leader. None: no leader.
+    ///
+    /// A leader restored at startup in its old term (see `restored_lead`) reuses that term's first entry as
+    /// its no-op, and its commit index starts from what was on disk, which may be behind entries that were
+    /// committed (and read) before it stopped: openraft's read index would then let a read miss them. Until
+    /// it leads in another term, its read index is at least the last log index it found on disk — every
+    /// committed entry is in a leader's log, and applied implies committed.
     async fn read_index(&self) -> Option<u64> {
         match self.leader() {
             Leader::Me => match self.inner.raft.get_read_log_id().await {
-                Ok((read, _)) => Some(read.map_or(0, |l| l.index)),
+                Ok((read, _)) => {
+                    let index = read.map_or(0, |l| l.index);
+                    Some(match self.inner.restored_lead {
+                        Some((term, last)) if self.term() == term => index.max(last),
+                        _ => index,
+                    })
+                }
                 Err(_) => None,
             },
             Leader::Peer(mut client) => {
