@@ -886,6 +886,15 @@ impl Inner {
 }
 
 impl LazyFs {
+    /// unlink (a file) or rmdir (`dir`), forgetting the inode's path and, with its last link, its dirty data.
+    fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
+        let path = self.inner.path(&self.inner.lock(), parent)?.join(name);
+        let md = std::fs::symlink_metadata(&path).map_err(errno)?;
+        if dir { std::fs::remove_dir(&path) } else { std::fs::remove_file(&path) }.map_err(errno)?;
+        Inner::removed(&mut self.inner.lock(), md.ino(), &path, md.nlink(), dir);
+        Ok(())
+    }
+
     fn create_entry(
         &self,
         parent: INodeNo,
@@ -969,25 +978,11 @@ impl Filesystem for LazyFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = (|| {
-            let path = self.inner.path(&self.inner.lock(), parent)?.join(name);
-            let md = std::fs::symlink_metadata(&path).map_err(errno)?;
-            std::fs::remove_file(&path).map_err(errno)?;
-            Inner::removed(&mut self.inner.lock(), md.ino(), &path, md.nlink(), false);
-            Ok(())
-        })();
-        answer(reply, r, |r, ()| r.ok());
+        answer(reply, self.remove(parent, name, false), |r, ()| r.ok());
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = (|| {
-            let path = self.inner.path(&self.inner.lock(), parent)?.join(name);
-            let md = std::fs::symlink_metadata(&path).map_err(errno)?;
-            std::fs::remove_dir(&path).map_err(errno)?;
-            Inner::removed(&mut self.inner.lock(), md.ino(), &path, md.nlink(), true);
-            Ok(())
-        })();
-        answer(reply, r, |r, ()| r.ok());
+        answer(reply, self.remove(parent, name, true), |r, ()| r.ok());
     }
 
     fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
