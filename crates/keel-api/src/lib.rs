@@ -1,9 +1,11 @@
 //! The rules of the Kubernetes API that keel's API server applies, as plain functions without IO: label and
-//! field selectors (parsing and matching), resource quantities, strategic merge patches, and the validation of names, labels and annotations, with
-//! Kubernetes' own wording so that clients see the messages they know.
+//! field selectors (parsing and matching), resource quantities, strategic merge patches, the table of
+//! served resources, errors as `Status` objects, and the validation of names, labels and annotations —
+//! with Kubernetes' own wording, so that clients see the messages they know.
 
 pub mod quantity;
 pub mod resources;
 pub mod selector;
+pub mod status;
 pub mod strategic_merge;
 pub mod validation;

@@ -1,0 +1,227 @@
+//! Errors as the Kubernetes API reports them: an HTTP code and a `Status` object (reason, message,
+//! details with the causes of a 422), worded as kube-apiserver words them, so that kubectl and the client
+//! libraries show users what they are used to. Internal errors get a generic message; their detail belongs
+//! in the server's log, not in the response.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusCause, StatusDetails};
+
+use crate::resources::Resource;
+use crate::validation::Cause;
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{resource} {name:?} not found")]
+    NotFound { resource: GroupResource, name: String },
+    #[error("{resource} {name:?} already exists")]
+    AlreadyExists { resource: GroupResource, name: String },
+    /// An update or delete whose resourceVersion (or precondition) no longer matches.
+    #[error("Operation cannot be fulfilled on {resource} {name:?}: {detail}")]
+    Conflict { resource: GroupResource, name: String, detail: String },
+    #[error("{}", invalid_message(kind, resource, name, causes))]
+    Invalid { kind: String, resource: GroupResource, name: String, causes: Vec<Cause> },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("the server does not allow this method on the requested resource")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A watch or list from a revision that was compacted away (410; clients relist).
+    #[error("too old resource version: {requested} ({oldest})")]
+    Gone { requested: i64, oldest: i64 },
+    #[error("the request is too large")]
+    TooLarge,
+    #[error("the server could not find the requested resource")]
+    UnknownPath,
+    #[error("the server is currently unable to handle the request")]
+    Unavailable,
+    #[error(
+        "the server was unable to return a response in the time allotted, but may still be processing the request"
+    )]
+    Timeout,
+    /// The detail is for the server's log; the client sees a generic message.
+    #[error("Internal error occurred: the server could not complete the request")]
+    Internal(String),
+}
+
+/// `pods`, or `deployments.apps`: how Kubernetes names a resource in messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupResource {
+    pub group: String,
+    pub resource: String,
+}
+
+impl From<&Resource> for GroupResource {
+    fn from(r: &Resource) -> Self {
+        GroupResource { group: r.group.to_string(), resource: r.plural.to_string() }
+    }
+}
+
+impl std::fmt::Display for GroupResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.group.is_empty() {
+            write!(f, "{}", self.resource)
+        } else {
+            write!(f, "{}.{}", self.resource, self.group)
+        }
+    }
+}
+
+fn invalid_message(kind: &str, resource: &GroupResource, name: &str, causes: &[Cause]) -> String {
+    let what = if resource.group.is_empty() { kind.to_string() } else { format!("{kind}.{}", resource.group) };
+    let list: Vec<String> = causes.iter().map(Cause::to_string).collect();
+    match list.as_slice() {
+        [one] => format!("{what} {name:?} is invalid: {one}"),
+        _ => format!("{what} {name:?} is invalid: [{}]", list.join(", ")),
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized => 401,
+            ApiError::NotFound { .. } | ApiError::UnknownPath => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::NotAcceptable(_) => 406,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::Gone { .. } => 410,
+            ApiError::TooLarge => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::Invalid { .. } => 422,
+            ApiError::Internal(_) => 500,
+            ApiError::Unavailable => 503,
+            ApiError::Timeout => 504,
+        }
+    }
+
+    /// The `reason` of the Status (Kubernetes' `StatusReason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::NotFound { .. } | ApiError::UnknownPath => "NotFound",
+            ApiError::MethodNotAllowed => "MethodNotAllowed",
+            ApiError::NotAcceptable(_) => "NotAcceptable",
+            ApiError::AlreadyExists { .. } => "AlreadyExists",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Gone { .. } => "Expired",
+            ApiError::TooLarge => "RequestEntityTooLarge",
+            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::Invalid { .. } => "Invalid",
+            ApiError::Internal(_) => "InternalError",
+            ApiError::Unavailable => "ServiceUnavailable",
+            ApiError::Timeout => "Timeout",
+        }
+    }
+
+    /// The `Status` object to send (with `kind: Status`, `apiVersion: v1` added by its serialisation).
+    pub fn to_status(&self) -> Status {
+        let details = match self {
+            ApiError::NotFound { resource, name }
+            | ApiError::AlreadyExists { resource, name }
+            | ApiError::Conflict { resource, name, .. } => Some(StatusDetails {
+                name: Some(name.clone()),
+                group: Some(resource.group.clone()).filter(|g| !g.is_empty()),
+                kind: Some(resource.resource.clone()),
+                ..Default::default()
+            }),
+            ApiError::Invalid { kind, resource, name, causes } => Some(StatusDetails {
+                name: Some(name.clone()),
+                group: Some(resource.group.clone()).filter(|g| !g.is_empty()),
+                kind: Some(kind.clone()),
+                causes: Some(
+                    causes
+                        .iter()
+                        .map(|c| StatusCause {
+                            field: Some(c.field.clone()),
+                            message: Some(c.message.clone()),
+                            reason: Some(c.kind.reason().to_string()),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            _ => None,
+        };
+        Status {
+            status: Some("Failure".to_string()),
+            message: Some(self.to_string()),
+            reason: Some(self.reason().to_string()),
+            code: Some(i32::from(self.code())),
+            details,
+            metadata: ListMeta::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+
+    fn deployments() -> GroupResource {
+        find("apps", "v1", "deployments").unwrap().into()
+    }
+
+    #[test]
+    fn messages_as_kube_apiserver_words_them() {
+        let pods: GroupResource = find("", "v1", "pods").unwrap().into();
+        let e = ApiError::NotFound { resource: pods.clone(), name: "web".into() };
+        assert_eq!(e.to_string(), "pods \"web\" not found");
+        assert_eq!((e.code(), e.reason()), (404, "NotFound"));
+        let e = ApiError::AlreadyExists { resource: deployments(), name: "web".into() };
+        assert_eq!(e.to_string(), "deployments.apps \"web\" already exists");
+        let e = ApiError::Conflict {
+            resource: pods,
+            name: "web".into(),
+            detail: "the object has been modified; please apply your changes to the latest version and try again"
+                .into(),
+        };
+        assert!(e.to_string().starts_with("Operation cannot be fulfilled on pods \"web\": the object has been"));
+        assert_eq!(ApiError::Gone { requested: 5, oldest: 10 }.to_string(), "too old resource version: 5 (10)");
+    }
+
+    #[test]
+    fn invalid_lists_each_cause_in_message_and_details() {
+        let causes = vec![
+            Cause::required("spec.template.spec.containers[0].name"),
+            Cause::invalid("metadata.name", "Web", "a lowercase RFC 1123 subdomain must …"),
+        ];
+        let e = ApiError::Invalid { kind: "Deployment".into(), resource: deployments(), name: "Web".into(), causes };
+        assert_eq!(
+            e.to_string(),
+            "Deployment.apps \"Web\" is invalid: [spec.template.spec.containers[0].name: Required value, \
+             metadata.name: Invalid value: \"Web\": a lowercase RFC 1123 subdomain must …]"
+        );
+        let s = e.to_status();
+        assert_eq!(s.code, Some(422));
+        let d = s.details.unwrap();
+        assert_eq!((d.kind.as_deref(), d.group.as_deref()), (Some("Deployment"), Some("apps")));
+        let causes = d.causes.unwrap();
+        assert_eq!(causes[0].reason.as_deref(), Some("FieldValueRequired"));
+        assert_eq!(causes[1].field.as_deref(), Some("metadata.name"));
+
+        let one = ApiError::Invalid {
+            kind: "ConfigMap".into(),
+            resource: find("", "v1", "configmaps").unwrap().into(),
+            name: "c".into(),
+            causes: vec![Cause::required("metadata.name")],
+        };
+        assert_eq!(one.to_string(), "ConfigMap \"c\" is invalid: metadata.name: Required value");
+    }
+
+    #[test]
+    fn the_status_object_serialises_as_kubernetes_sends_it() {
+        let v = serde_json::to_value(ApiError::Internal("rocksdb: disk full".into()).to_status()).unwrap();
+        assert_eq!(v["kind"], "Status");
+        assert_eq!(v["apiVersion"], "v1");
+        assert_eq!(v["status"], "Failure");
+        assert_eq!(v["code"], 500);
+        assert!(!v.to_string().contains("rocksdb"), "internal detail leaked: {v}");
+    }
+}
