@@ -1,0 +1,127 @@
+//! `/version` and discovery (`/api`, `/api/v1`, `/apis`, `/apis/{group}`, `/apis/{group}/{version}`),
+//! from `keel_api::resources`: what kubectl asks first, to pick its client version and learn the
+//! resources, their short names and verbs.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    APIGroup, APIGroupList, APIResource, APIResourceList, APIVersions, GroupVersionForDiscovery,
+    ServerAddressByClientCIDR,
+};
+use k8s_openapi::apimachinery::pkg::version::Info;
+use keel_api::resources::{group_versions, Resource, RESOURCES, VERBS};
+use keel_api::status::ApiError;
+
+use crate::{AppState, Failure, KUBERNETES_MINOR};
+
+pub async fn version() -> Json<Info> {
+    Json(Info {
+        major: "1".into(),
+        minor: KUBERNETES_MINOR.into(),
+        git_version: format!("v1.{KUBERNETES_MINOR}.0-keel.{}", env!("CARGO_PKG_VERSION")),
+        git_commit: String::new(),
+        git_tree_state: "clean".into(),
+        build_date: String::new(),
+        go_version: String::new(),
+        compiler: "rustc".into(),
+        platform: format!("{}/{}", std::env::consts::OS, go_arch()),
+        ..Default::default()
+    })
+}
+
+/// The architecture as Go (and so kubectl) names it.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+pub async fn core_versions(State(state): State<AppState>) -> Json<APIVersions> {
+    Json(APIVersions {
+        versions: vec!["v1".into()],
+        server_address_by_client_cidrs: vec![ServerAddressByClientCIDR {
+            client_cidr: "0.0.0.0/0".into(),
+            server_address: state.advertise.clone(),
+        }],
+    })
+}
+
+fn api_group(name: &str, version: &str) -> APIGroup {
+    let gv = GroupVersionForDiscovery { group_version: format!("{name}/{version}"), version: version.into() };
+    APIGroup {
+        name: name.into(),
+        versions: vec![gv.clone()],
+        preferred_version: Some(gv),
+        server_address_by_client_cidrs: None,
+    }
+}
+
+pub async fn groups() -> Json<APIGroupList> {
+    let groups = group_versions().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| api_group(g, v)).collect();
+    Json(APIGroupList { groups })
+}
+
+pub async fn group(Path(group): Path<String>) -> Result<Json<APIGroup>, Failure> {
+    match group_versions().into_iter().find(|(g, _)| !g.is_empty() && *g == group) {
+        Some((g, v)) => Ok(Json(api_group(g, v))),
+        None => Err(ApiError::UnknownPath.into()),
+    }
+}
+
+pub async fn core_resources() -> Json<APIResourceList> {
+    Json(resource_list("", "v1"))
+}
+
+pub async fn group_resources(Path((group, version)): Path<(String, String)>) -> Result<Json<APIResourceList>, Failure> {
+    if group.is_empty() || !group_versions().contains(&(group.as_str(), version.as_str())) {
+        return Err(ApiError::UnknownPath.into());
+    }
+    Ok(Json(resource_list(&group, &version)))
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// A resource and its subresources, as discovery lists them.
+fn entries(r: &Resource) -> Vec<APIResource> {
+    let main = APIResource {
+        name: r.plural.into(),
+        singular_name: r.singular.into(),
+        namespaced: r.namespaced,
+        kind: r.kind.into(),
+        verbs: strings(&VERBS),
+        short_names: (!r.short_names.is_empty()).then(|| strings(r.short_names)),
+        categories: (!r.categories.is_empty()).then(|| strings(r.categories)),
+        ..Default::default()
+    };
+    let subs = r.subresources.iter().map(|sub| {
+        let (kind, verbs): (&str, &[&str]) = match *sub {
+            "scale" => ("Scale", &["get", "patch", "update"]),
+            "binding" => ("Binding", &["create"]),
+            "log" => ("Pod", &["get"]),
+            "exec" => ("PodExecOptions", &["create", "get"]),
+            "finalize" => (r.kind, &["update"]),
+            _ => (r.kind, &["get", "patch", "update"]),
+        };
+        APIResource {
+            name: format!("{}/{sub}", r.plural),
+            singular_name: String::new(),
+            namespaced: r.namespaced,
+            kind: kind.into(),
+            group: (*sub == "scale").then(|| "autoscaling".to_string()),
+            version: (*sub == "scale").then(|| "v1".to_string()),
+            verbs: strings(verbs),
+            ..Default::default()
+        }
+    });
+    std::iter::once(main).chain(subs).collect()
+}
+
+fn resource_list(group: &str, version: &str) -> APIResourceList {
+    let resources = RESOURCES.iter().filter(|r| r.group == group && r.version == version).flat_map(entries).collect();
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    APIResourceList { group_version, resources }
+}
