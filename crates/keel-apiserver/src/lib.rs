@@ -4,6 +4,7 @@
 
 mod discovery;
 mod failure;
+pub mod storage;
 
 use axum::routing::get;
 use axum::Router;
