@@ -1,6 +1,7 @@
 //! keel's Kubernetes-compatible API server, as an axum [`Router`] built by [`app`]: version, health and
-//! discovery today; the resources over the store come next (issue "Masters"). HTTP is parsed and answered
-//! here; the rules (selectors, validation, patches, errors) are `keel-api`'s.
+//! discovery today, and [`storage`] for objects in the store; the resource handlers on it come next (issue
+//! "Masters"). HTTP is parsed and answered here; the rules (selectors, validation, patches, errors) are
+//! `keel-api`'s.
 
 mod discovery;
 mod failure;
