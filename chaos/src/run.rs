@@ -156,11 +156,12 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, ChaosError> {
         .on_thread_start(move || hosts::enter(&client_ns).expect("enter the clients' network namespace"))
         .build()?;
     let initial = members::initial_cluster(&net.hosts);
+    // A power cut loses unsynced writes only where the data dirs are on LazyFS (slower: only then).
+    let on_lazyfs = cfg.faults.iter().any(|f| f.loses_unsynced());
     let mut members = Vec::new();
     for (i, h) in net.hosts.iter().enumerate() {
         let m = Member::new(i, h.clone(), &cfg.work, &initial).with_args(&cfg.member_args);
-        // A power cut loses unsynced writes only where the data dirs are on LazyFS (slower: only then).
-        members.push(if cfg.faults.iter().any(|f| f.loses_unsynced()) {
+        members.push(if on_lazyfs {
             let disk = lazyfs::mount(&cfg.work.join(format!("disk{i}")), &cfg.work.join(format!("fs{i}")))?;
             m.on_disk(disk)
         } else {

@@ -79,6 +79,12 @@ fn compare(key: &str, target: CompareTarget, union: TargetUnion) -> Compare {
     }
 }
 
+fn put_op(key: &str, value: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(Op::RequestPut(PutRequest { key: key.as_bytes().to_vec(), value, ..Default::default() })),
+    }
+}
+
 fn get_op(key: &str) -> RequestOp {
     RequestOp { request: Some(Op::RequestRange(RangeRequest { key: key.as_bytes().to_vec(), ..Default::default() })) }
 }
@@ -147,12 +153,9 @@ impl Storage {
 
     /// Stores a new object; refuses if the key exists. Returns its revision.
     pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StorageError> {
-        let put = RequestOp {
-            request: Some(Op::RequestPut(PutRequest { key: key.as_bytes().to_vec(), value, ..Default::default() })),
-        };
         let txn = TxnRequest {
             compare: vec![compare(key, CompareTarget::Create, TargetUnion::CreateRevision(0))],
-            success: vec![put],
+            success: vec![put_op(key, value)],
             failure: vec![],
         };
         let resp = self.kv.clone().txn(txn).await?.into_inner();
@@ -165,12 +168,9 @@ impl Storage {
 
     /// Replaces the object at `key` if it is still at `expected` (its mod revision). Returns the new revision.
     pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64, StorageError> {
-        let put = RequestOp {
-            request: Some(Op::RequestPut(PutRequest { key: key.as_bytes().to_vec(), value, ..Default::default() })),
-        };
         let txn = TxnRequest {
             compare: vec![compare(key, CompareTarget::Mod, TargetUnion::ModRevision(expected))],
-            success: vec![put],
+            success: vec![put_op(key, value)],
             failure: vec![get_op(key)],
         };
         let resp = self.kv.clone().txn(txn).await?.into_inner();
