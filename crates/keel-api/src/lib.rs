@@ -3,9 +3,12 @@
 //! served resources, errors as `Status` objects, and the validation of names, labels and annotations —
 //! with Kubernetes' own wording, so that clients see the messages they know.
 
+pub mod kinds;
+pub mod openapi;
 pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod status;
 pub mod strategic_merge;
+pub mod table;
 pub mod validation;

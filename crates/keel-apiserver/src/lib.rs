@@ -3,9 +3,11 @@
 //! "Masters"). HTTP is parsed and answered here; the rules (selectors, validation, patches, errors) are
 //! `keel-api`'s.
 
+pub mod auth;
 mod discovery;
 mod failure;
 pub mod storage;
+pub mod tls;
 
 use axum::routing::get;
 use axum::Router;

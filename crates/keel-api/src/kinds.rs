@@ -1,0 +1,1 @@
+//! Per-kind rules: decoding checks against the k8s-openapi types, defaulting and validation. (Being written.)

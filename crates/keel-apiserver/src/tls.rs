@@ -1,0 +1,1 @@
+//! The cluster CA, serving certificates and HTTPS listener. (Being written.)
