@@ -4,7 +4,9 @@
 //! with Kubernetes' own wording, so that clients see the messages they know.
 
 pub mod kinds;
+pub mod meta;
 pub mod openapi;
+pub mod paths;
 pub mod quantity;
 pub mod resources;
 pub mod selector;

@@ -24,6 +24,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("Unauthorized")]
     Unauthorized,
+    /// Refused for what the object or its namespace is (a namespace being terminated, say).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -85,6 +88,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized => 401,
+            ApiError::Forbidden(_) => 403,
             ApiError::NotFound { .. } | ApiError::UnknownPath => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::NotAcceptable(_) => 406,
@@ -104,6 +108,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
             ApiError::NotFound { .. } | ApiError::UnknownPath => "NotFound",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::NotAcceptable(_) => "NotAcceptable",
