@@ -137,9 +137,7 @@ pub fn prepare_create(
     let meta = metadata_mut(object)?;
     match (resource.namespaced, namespace, meta.get("namespace").and_then(Value::as_str)) {
         (true, Some(path), Some(body)) if !body.is_empty() && body != path => {
-            return Err(bad(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ))
+            return Err(bad("the namespace of the provided object does not match the namespace sent on the request"))
         }
         (true, Some(path), _) => {
             meta.insert("namespace".into(), json!(path));
@@ -202,10 +200,8 @@ fn initial_status(kind: &str, object: &mut Value) {
 
 /// A pod's quality-of-service class from its containers' requests and limits (cpu and memory).
 pub fn qos_class(spec: &Value) -> &'static str {
-    let containers = ["initContainers", "containers"]
-        .iter()
-        .filter_map(|k| spec.get(k).and_then(Value::as_array))
-        .flatten();
+    let containers =
+        ["initContainers", "containers"].iter().filter_map(|k| spec.get(k).and_then(Value::as_array)).flatten();
     let mut any = false;
     let mut guaranteed = true;
     for c in containers {
@@ -374,7 +370,9 @@ pub fn validate_deleting_update(old: &Value, new: &Value) -> Vec<Cause> {
     vec![Cause {
         kind: validation::CauseType::Forbidden,
         field: "metadata.finalizers".into(),
-        message: format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
+        message: format!(
+            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+        ),
     }]
 }
 
@@ -499,9 +497,7 @@ pub fn scale(object: &Value) -> Value {
     }
     let selector = object
         .pointer("/spec/selector/matchLabels")
-        .map(|l| {
-            string_map(Some(l)).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-        })
+        .map(|l| string_map(Some(l)).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
         .unwrap_or_default();
     json!({
         "kind": "Scale",
@@ -526,11 +522,7 @@ pub fn apply_scale(object: &Value, scale: &Value) -> Result<Value, ApiError> {
             kind: "Scale".into(),
             resource: crate::status::GroupResource { group: "autoscaling".into(), resource: "scale".into() },
             name: name(object).into(),
-            causes: vec![Cause::invalid(
-                "spec.replicas",
-                &replicas.to_string(),
-                "must be greater than or equal to 0",
-            )],
+            causes: vec![Cause::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0")],
         });
     }
     let mut out = object.clone();
@@ -550,7 +542,8 @@ mod tests {
     #[test]
     fn create_sets_what_the_server_owns() {
         let cm = find("", "v1", "configmaps").unwrap();
-        let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "cfg-"}, "data": {"a": "b"}});
+        let mut o =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "cfg-"}, "data": {"a": "b"}});
         prepare_create(cm, &mut o, Some("default"), &fresh()).unwrap();
         let name = name(&o);
         assert!(name.starts_with("cfg-") && name.len() == 9, "{name}");

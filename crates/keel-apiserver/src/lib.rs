@@ -1,24 +1,33 @@
-//! keel's Kubernetes-compatible API server, as an axum [`Router`] built by [`app`]: version, health and
-//! discovery today, and [`storage`] for objects in the store; the resource handlers on it come next (issue
-//! "Masters"). HTTP is parsed and answered here; the rules (selectors, validation, patches, errors) are
-//! `keel-api`'s.
+//! keel's Kubernetes-compatible API server, as an axum [`Router`] built by [`app`]: version, health,
+//! discovery and OpenAPI documents, and the resource endpoints (`resources`, `watch`) over objects in the
+//! store ([`storage`]). HTTP is parsed and answered here; the rules (selectors, validation, patches,
+//! lifecycle, errors) are `keel-api`'s.
 
 pub mod auth;
 mod discovery;
 mod failure;
+pub mod namespaces;
+mod request;
+mod resources;
+pub mod server;
 pub mod storage;
 pub mod tls;
+mod watch;
 
-use axum::routing::get;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
 use axum::Router;
 
 pub use failure::Failure;
 
 /// What every handler shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     /// This master's address as clients reach it (`host:port`), for `/api`'s serverAddressByClientCIDRs.
     pub advertise: String,
+    /// The objects.
+    pub storage: storage::Storage,
 }
 
 /// The Kubernetes API version keel serves (k8s-openapi's `v1_33`).
@@ -36,10 +45,31 @@ pub fn app(state: AppState) -> Router {
         .route("/apis", get(discovery::groups))
         .route("/apis/{group}", get(discovery::group))
         .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route("/api/v1/{*rest}", any(resources::core))
+        .route("/apis/{group}/{version}/{*rest}", any(resources::grouped))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*path}", get(openapi_document))
+        .route("/openapi/v2", get(openapi_v2))
         .fallback(|| async { Failure(keel_api::status::ApiError::UnknownPath) })
         .with_state(state)
 }
 
 async fn health() -> &'static str {
     "ok"
+}
+
+async fn openapi_index() -> axum::Json<serde_json::Value> {
+    axum::Json(keel_api::openapi::index())
+}
+
+async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>) -> axum::response::Response {
+    match keel_api::openapi::by_path(&path) {
+        Some(doc) => axum::Json(doc).into_response(),
+        None => Failure(keel_api::status::ApiError::UnknownPath).into_response(),
+    }
+}
+
+/// kubectl asks for v2 as protobuf only, and needs it for `apply -f` of a List.
+async fn openapi_v2() -> axum::response::Response {
+    ([(header::CONTENT_TYPE, keel_api::openapi::V2_CONTENT_TYPE)], keel_api::openapi::v2_protobuf()).into_response()
 }

@@ -8,9 +8,15 @@ use keel_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnio
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::request_op::Request as Op;
 use keel_proto::etcdserverpb::response_op::Response as OpResponse;
+use keel_proto::etcdserverpb::watch_client::WatchClient;
+use keel_proto::etcdserverpb::watch_request::RequestUnion;
 use keel_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, TxnResponse,
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, TxnResponse, WatchCreateRequest,
+    WatchProgressRequest, WatchRequest,
 };
+use keel_proto::mvccpb::event::EventType;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +58,94 @@ pub struct Page {
     pub remaining: i64,
 }
 
+/// How a read is served: through the leader's read index (the latest state), or from whatever the member
+/// this master talks to has applied (`resourceVersion=0`: possibly a little behind, never waiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    Linearizable,
+    Serializable,
+}
+
 #[derive(Clone)]
 pub struct Storage {
     kv: KvClient<Channel>,
+    watch: WatchClient<Channel>,
+}
+
+/// One change a watch reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Created or replaced: the new object (its create and mod revisions tell which) and the one before, if any.
+    Put { object: Stored, previous: Option<Stored> },
+    /// Deleted at `revision`: the object as it was.
+    Delete { previous: Stored, revision: i64 },
+}
+
+/// What a watch delivers next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watched {
+    Changes(Vec<Change>),
+    /// Nothing under the prefix changed up to `revision` (a progress notification).
+    Progress {
+        revision: i64,
+    },
+    /// The start revision was compacted away; the oldest still kept is `compacted`.
+    Compacted {
+        compacted: i64,
+    },
+}
+
+/// A running watch of a prefix; dropping it ends the watch.
+pub struct Watch {
+    requests: mpsc::Sender<WatchRequest>,
+    responses: tonic::Streaming<keel_proto::etcdserverpb::WatchResponse>,
+}
+
+impl Watch {
+    /// The next batch, or `None` when the store ended the watch.
+    pub async fn next(&mut self) -> Option<Result<Watched, StorageError>> {
+        loop {
+            let resp = match self.responses.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return None,
+                Err(s) => return Some(Err(s.into())),
+            };
+            if resp.compact_revision > 0 {
+                return Some(Ok(Watched::Compacted { compacted: resp.compact_revision }));
+            }
+            if resp.canceled {
+                return Some(Err(StorageError::Unavailable(format!("watch canceled: {}", resp.cancel_reason))));
+            }
+            if resp.created {
+                continue;
+            }
+            if resp.events.is_empty() {
+                let revision = resp.header.map_or(0, |h| h.revision);
+                return Some(Ok(Watched::Progress { revision }));
+            }
+            let changes = resp
+                .events
+                .into_iter()
+                .filter_map(|e| {
+                    let kv = e.kv.map(stored)?;
+                    Some(if e.r#type == EventType::Delete as i32 {
+                        let revision = kv.mod_revision;
+                        let previous = e.prev_kv.map(stored).unwrap_or(kv);
+                        Change::Delete { previous, revision }
+                    } else {
+                        Change::Put { object: kv, previous: e.prev_kv.map(stored) }
+                    })
+                })
+                .collect();
+            return Some(Ok(Watched::Changes(changes)));
+        }
+    }
+
+    /// Asks the store for a progress notification (answered as [`Watched::Progress`]).
+    pub async fn request_progress(&self) {
+        let req = WatchRequest { request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})) };
+        let _ = self.requests.send(req).await;
+    }
 }
 
 /// The key right after every key starting with `prefix` (etcd's range end for a prefix).
@@ -112,13 +203,42 @@ fn revision(resp: &TxnResponse) -> i64 {
 
 impl Storage {
     pub fn new(channel: Channel) -> Storage {
-        Storage { kv: KvClient::new(channel) }
+        Storage { kv: KvClient::new(channel.clone()), watch: WatchClient::new(channel) }
     }
 
     /// The object at `key`, read linearizably.
     pub async fn get(&self, key: &str) -> Result<Stored, StorageError> {
-        let resp = self.kv.clone().range(RangeRequest { key: key.as_bytes().to_vec(), ..Default::default() }).await?;
+        self.read(key, Read::Linearizable).await
+    }
+
+    /// The object at `key`, read as `read` says.
+    pub async fn read(&self, key: &str, read: Read) -> Result<Stored, StorageError> {
+        let req = RangeRequest {
+            key: key.as_bytes().to_vec(),
+            serializable: read == Read::Serializable,
+            ..Default::default()
+        };
+        let resp = self.kv.clone().range(req).await?;
         resp.into_inner().kvs.into_iter().next().map(stored).ok_or(StorageError::NotFound)
+    }
+
+    /// Watches every key under `prefix` from `start_revision` on, with each change's previous value, and
+    /// progress notifications.
+    pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<Watch, StorageError> {
+        let (requests, rx) = mpsc::channel(4);
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix),
+                start_revision,
+                progress_notify: true,
+                prev_kv: true,
+                ..Default::default()
+            })),
+        };
+        requests.send(create).await.map_err(|_| StorageError::Unavailable("watch request not sent".into()))?;
+        let responses = self.watch.clone().watch(ReceiverStream::new(rx)).await?.into_inner();
+        Ok(Watch { requests, responses })
     }
 
     /// Up to `limit` objects (0: all) under `prefix`, from `start` (a key, for a continued list) on, at
@@ -130,11 +250,24 @@ impl Storage {
         limit: i64,
         revision: i64,
     ) -> Result<Page, StorageError> {
+        self.list_read(prefix, start, limit, revision, Read::Linearizable).await
+    }
+
+    /// [`Storage::list`], read as `read` says.
+    pub async fn list_read(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        limit: i64,
+        revision: i64,
+        read: Read,
+    ) -> Result<Page, StorageError> {
         let req = RangeRequest {
             key: start.unwrap_or(prefix).as_bytes().to_vec(),
             range_end: prefix_end(prefix),
             limit,
             revision,
+            serializable: read == Read::Serializable,
             ..Default::default()
         };
         let resp = match self.kv.clone().range(req).await {

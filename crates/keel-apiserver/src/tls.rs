@@ -1,1 +1,625 @@
-//! The cluster CA, serving certificates and HTTPS listener. (Being written.)
+//! HTTPS for the API server: the cluster CA ([`Authority`]), the serving certificate each master issues itself
+//! from it, the rustls configuration ([`server_config`]), a listener that handshakes every connection in its
+//! own task ([`TlsListener`], for `axum::serve`), and what an administrator needs to reach the cluster: a
+//! bearer token ([`random_token`]) and a kubeconfig ([`kubeconfig`]).
+//!
+//! The CA is created once per cluster and shared by every master through the store (not this module's
+//! concern); it is ECDSA P-256 and valid for about ten years, serving certificates for about one. rcgen
+//! is built without its certificate parser, so [`Authority::from_pem`] reads the little it needs from the CA
+//! certificate (its subject and public key) with the small DER reader at the bottom of this file.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use jiff::civil::Date;
+use jiff::ToSpan as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// How long the CA is valid.
+const CA_VALIDITY_DAYS: i64 = 3650;
+/// How long a serving certificate is valid.
+const SERVING_VALIDITY_DAYS: i64 = 365;
+/// The subject of every serving certificate (kubeadm uses `kube-apiserver`).
+const SERVING_COMMON_NAME: &str = "keel-apiserver";
+/// Names every serving certificate carries, so that local clients always verify.
+const ALWAYS_SERVED: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+/// How long a client may take to complete its TLS handshake before its connection is dropped.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a certificate, key or TLS configuration could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate error: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("invalid PEM: {0}")]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    #[error("no certificate in the PEM text")]
+    NoCertificate,
+    #[error("unsupported CA certificate: {0}")]
+    UnsupportedCa(&'static str),
+    #[error("the CA key does not match the CA certificate")]
+    KeyMismatch,
+    #[error("invalid host name for a certificate: {0:?}")]
+    InvalidHost(String),
+    #[error("tls configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+/// The cluster CA: its certificate and key, as PEM and as an rcgen issuer.
+pub struct Authority {
+    cert_pem: String,
+    key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Authority {
+    /// The certificate only; the key never goes into logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// A new CA named `common_name`: an ECDSA P-256 key and a self-signed certificate valid for ~10 years.
+    pub fn generate(common_name: &str) -> Result<Authority, TlsError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = ca_key_usages();
+        set_validity(&mut params, today(), CA_VALIDITY_DAYS);
+        let cert = params.self_signed(&key)?;
+        Ok(Authority { cert_pem: cert.pem(), key_pem: key.serialize_pem(), issuer: Issuer::new(params, key) })
+    }
+
+    /// The CA stored as PEM (its certificate first in `cert_pem`, its private key in `key_pem`).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, TlsError> {
+        let cert = certificates(cert_pem)?.into_iter().next().ok_or(TlsError::NoCertificate)?;
+        let key = KeyPair::from_pem(key_pem)?;
+        let ca = der::ca_certificate(&cert)?;
+        if ca.public_key != key.public_key_raw() {
+            return Err(TlsError::KeyMismatch);
+        }
+        let mut params = CertificateParams::default();
+        params.distinguished_name = ca.subject;
+        params.key_usages = ca_key_usages();
+        Ok(Authority { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), issuer: Issuer::new(params, key) })
+    }
+
+    /// The CA certificate (PEM), for clients to trust.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA private key (PEM), for the caller to store.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// A serving certificate for `hosts` (IP addresses become IP SANs, anything else DNS SANs; `localhost`,
+    /// `127.0.0.1` and `::1` are always included), valid for ~1 year and signed by this CA, with a fresh
+    /// ECDSA P-256 key. Returns (certificate PEM, key PEM).
+    pub fn issue_serving(&self, hosts: &[String]) -> Result<(String, String), TlsError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, SERVING_COMMON_NAME);
+        params.subject_alt_names = subject_alt_names(hosts)?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, today(), SERVING_VALIDITY_DAYS);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+fn ca_key_usages() -> Vec<KeyUsagePurpose> {
+    vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign]
+}
+
+fn today() -> Date {
+    jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date()
+}
+
+/// Valid from the day before `today` (clocks of clients may lag) for `days` days.
+fn set_validity(params: &mut CertificateParams, today: Date, days: i64) {
+    let ymd = |d: Date| rcgen::date_time_ymd(d.year().into(), d.month().unsigned_abs(), d.day().unsigned_abs());
+    let from = today.checked_sub(1.day()).unwrap_or(today);
+    let until = today.checked_add(days.days()).unwrap_or(Date::MAX);
+    params.not_before = ymd(from);
+    params.not_after = ymd(until);
+}
+
+/// The SANs for `hosts` plus [`ALWAYS_SERVED`], without duplicates: IP addresses (an IPv6 one may be
+/// bracketed) as IP SANs, host names as DNS SANs (`*.` wildcards allowed); blank entries are skipped.
+fn subject_alt_names(hosts: &[String]) -> Result<Vec<SanType>, TlsError> {
+    let mut sans = Vec::new();
+    for host in hosts.iter().map(|h| h.trim()).chain(ALWAYS_SERVED).filter(|h| !h.is_empty()) {
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let san = match bare.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) if is_dns_name(host) => SanType::DnsName(
+                host.to_ascii_lowercase().try_into().map_err(|_| TlsError::InvalidHost(host.to_string()))?,
+            ),
+            Err(_) => return Err(TlsError::InvalidHost(host.to_string())),
+        };
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    Ok(sans)
+}
+
+/// A DNS name as certificates carry it: dot-separated labels of letters, digits and inner hyphens, at most
+/// 253 characters, optionally under a leading `*.` wildcard.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Every certificate in `pem`, in order.
+fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    Ok(CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The crypto keel's TLS uses: rustls on ring, named explicitly so that no process-wide default is needed.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls server configuration from a certificate chain (leaf first) and its key, offering HTTP/2 and
+/// HTTP/1.1 by ALPN.
+pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = certificates(cert_pem)?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// An [`axum::serve::Listener`] that accepts TCP connections and completes each TLS handshake in a task of
+/// its own, so a slow, stalled or failing client never holds up anyone else; a handshake that fails or
+/// outlasts the timeout only costs that client its connection (logged at debug).
+///
+/// `axum::serve(TlsListener::new(tcp, server_config(..)?), app)`.
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("tcp", &self.tcp)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("handshakes", &self.handshakes.len())
+            .finish()
+    }
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> TlsListener {
+        TlsListener {
+            tcp,
+            acceptor: TlsAcceptor::from(config),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            handshakes: JoinSet::new(),
+        }
+    }
+
+    /// Drop connections whose handshake takes longer than `timeout` (default [`DEFAULT_HANDSHAKE_TIMEOUT`]).
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> TlsListener {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            // Both branches are cancel-safe: a pending accept or handshake survives the other finishing.
+            tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((tcp, addr)) => {
+                        self.handshakes.spawn(handshake(self.acceptor.clone(), tcp, addr, self.handshake_timeout));
+                    }
+                    Err(e) => accept_failed(e).await,
+                },
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => match done {
+                    Ok(Some(connection)) => return connection,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "tls handshake task failed"),
+                },
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(%addr, error = %e, "could not set TCP_NODELAY");
+    }
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some((tls, addr)),
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "tls handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%addr, ?timeout, "tls handshake timed out");
+            None
+        }
+    }
+}
+
+/// An error from `accept`: a connection that died before it was accepted is the client's problem; anything
+/// else (out of file descriptors, say) is ours, and retrying at once would only spin.
+async fn accept_failed(e: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        tracing::debug!(error = %e, "connection lost before accept");
+    } else {
+        tracing::error!(error = %e, "accept failed; retrying in a second");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A random bearer token: 32 bytes from the system's secure random source as unpadded URL-safe base64
+/// (43 characters).
+pub fn random_token() -> Result<String, TlsError> {
+    let mut bytes = [0u8; 32];
+    rustls::crypto::ring::default_provider().secure_random.fill(&mut bytes).map_err(|_| TlsError::Random)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// An administrator's kubeconfig (YAML): the cluster `cluster` at `server_url` trusting the CA `ca_pem`, the
+/// user `user` with bearer token `token`, and the context `user@cluster` joining them, set as current.
+pub fn kubeconfig(cluster: &str, server_url: &str, ca_pem: &str, user: &str, token: &str) -> String {
+    let ca_data = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let context = format!("{user}@{cluster}");
+    let (cluster, server_url, user, token, context) =
+        (quoted(cluster), quoted(server_url), quoted(user), quoted(token), quoted(&context));
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: {cluster}
+  cluster:
+    server: {server_url}
+    certificate-authority-data: {ca_data}
+users:
+- name: {user}
+  user:
+    token: {token}
+contexts:
+- name: {context}
+  context:
+    cluster: {cluster}
+    user: {user}
+current-context: {context}
+preferences: {{}}
+"
+    )
+}
+
+/// `s` as a YAML double-quoted scalar (JSON's string syntax is a subset of it), so that no name can turn
+/// into a number, a boolean or YAML syntax.
+fn quoted(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// Just enough DER to read a CA certificate: its subject name and public key.
+mod der {
+    use rcgen::{DistinguishedName, DnType, DnValue};
+
+    use super::TlsError;
+
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const OID: u8 = 0x06;
+    const BIT_STRING: u8 = 0x03;
+    const VERSION: u8 = 0xa0;
+    const UTF8_STRING: u8 = 0x0c;
+    const PRINTABLE_STRING: u8 = 0x13;
+    const IA5_STRING: u8 = 0x16;
+
+    /// What an issuer needs from its certificate.
+    pub(super) struct CaCertificate {
+        pub subject: DistinguishedName,
+        /// The raw public key (the subjectPublicKey bits, e.g. an uncompressed EC point).
+        pub public_key: Vec<u8>,
+    }
+
+    const MALFORMED: TlsError = TlsError::UnsupportedCa("malformed certificate");
+
+    pub(super) fn ca_certificate(cert: &[u8]) -> Result<CaCertificate, TlsError> {
+        let (certificate, _) = expect(cert, SEQUENCE)?;
+        let (tbs, _) = expect(certificate, SEQUENCE)?;
+        let (first, _, after_first) = split(tbs).ok_or(MALFORMED)?;
+        let rest = if first == VERSION { after_first } else { tbs };
+        let (_serial, rest) = split(rest).map(|(_, c, r)| (c, r)).ok_or(MALFORMED)?;
+        let (_signature, rest) = expect(rest, SEQUENCE)?;
+        let (_issuer, rest) = expect(rest, SEQUENCE)?;
+        let (_validity, rest) = expect(rest, SEQUENCE)?;
+        let (subject, rest) = expect(rest, SEQUENCE)?;
+        let (spki, _) = expect(rest, SEQUENCE)?;
+        let (_algorithm, rest) = expect(spki, SEQUENCE)?;
+        let (bits, _) = expect(rest, BIT_STRING)?;
+        let public_key = match bits.split_first() {
+            Some((0, key)) => key.to_vec(),
+            _ => return Err(MALFORMED),
+        };
+        Ok(CaCertificate { subject: name(subject)?, public_key })
+    }
+
+    /// A Name's RDNs, each of one attribute in a string type rcgen writes back byte for byte, so that the
+    /// issuer of every certificate signed matches this subject exactly.
+    fn name(mut rdns: &[u8]) -> Result<DistinguishedName, TlsError> {
+        let mut dn = DistinguishedName::new();
+        while !rdns.is_empty() {
+            let (rdn, rest) = expect(rdns, SET)?;
+            rdns = rest;
+            let (attribute, more) = expect(rdn, SEQUENCE)?;
+            if !more.is_empty() {
+                return Err(TlsError::UnsupportedCa("multi-valued name in the subject"));
+            }
+            let (oid, rest) = expect(attribute, OID)?;
+            let (tag, value, _) = split(rest).ok_or(MALFORMED)?;
+            let text = || std::str::from_utf8(value).map(str::to_string).map_err(|_| MALFORMED);
+            let value = match tag {
+                UTF8_STRING => DnValue::Utf8String(text()?),
+                PRINTABLE_STRING => DnValue::PrintableString(text()?.try_into().map_err(|_| MALFORMED)?),
+                IA5_STRING => DnValue::Ia5String(text()?.try_into().map_err(|_| MALFORMED)?),
+                _ => return Err(TlsError::UnsupportedCa("a subject attribute of an unsupported string type")),
+            };
+            let ty = DnType::from_oid(&arcs(oid).ok_or(MALFORMED)?);
+            if dn.get(&ty).is_some() {
+                return Err(TlsError::UnsupportedCa("a repeated attribute in the subject"));
+            }
+            dn.push(ty, value);
+        }
+        Ok(dn)
+    }
+
+    /// The contents of the element at the start of `input`, which must have `tag`, and what follows it.
+    fn expect(input: &[u8], tag: u8) -> Result<(&[u8], &[u8]), TlsError> {
+        match split(input) {
+            Some((t, content, rest)) if t == tag => Ok((content, rest)),
+            _ => Err(MALFORMED),
+        }
+    }
+
+    /// The element at the start of `input`: (tag, contents, the rest). Only low tag numbers, definite lengths.
+    pub(super) fn split(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        if tag & 0x1f == 0x1f {
+            return None;
+        }
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let (bytes, rest) = rest.split_at(n);
+            (bytes.iter().fold(0usize, |len, b| len << 8 | usize::from(*b)), rest)
+        };
+        if rest.len() < len {
+            return None;
+        }
+        let (content, rest) = rest.split_at(len);
+        Some((tag, content, rest))
+    }
+
+    /// An OBJECT IDENTIFIER's arcs.
+    pub(super) fn arcs(oid: &[u8]) -> Option<Vec<u64>> {
+        let mut values = Vec::new();
+        let mut value: u64 = 0;
+        for (i, b) in oid.iter().enumerate() {
+            value = value.checked_mul(128)? | u64::from(b & 0x7f);
+            if b & 0x80 == 0 {
+                values.push(value);
+                value = 0;
+            } else if i + 1 == oid.len() {
+                return None;
+            }
+        }
+        let (&first, rest) = values.split_first()?;
+        let (a, b) = if first < 80 { (first / 40, first % 40) } else { (2, first - 80) };
+        Some([a, b].into_iter().chain(rest.iter().copied()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::DnValue;
+    use rustls::client::danger::ServerCertVerifier as _;
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::RootCertStore;
+
+    use super::*;
+
+    fn ca() -> Authority {
+        Authority::generate("keel-ca").unwrap()
+    }
+
+    /// Whether `ca` vouches for `cert_pem` as a server named `name` (webpki's checks, as a client makes them).
+    fn verifies(ca: &Authority, cert_pem: &str, name: &str) -> bool {
+        let mut roots = RootCertStore::empty();
+        roots.add(certificates(ca.cert_pem()).unwrap().remove(0)).unwrap();
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let leaf = certificates(cert_pem).unwrap().remove(0);
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        verifier.verify_server_cert(&leaf, &[], &name, &[], UnixTime::now()).is_ok()
+    }
+
+    #[test]
+    fn a_ca_round_trips_through_pem_and_still_issues_verifiable_certificates() {
+        let original = ca();
+        assert!(original.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(original.key_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
+        let restored = Authority::from_pem(original.cert_pem(), original.key_pem()).unwrap();
+        assert_eq!((restored.cert_pem(), restored.key_pem()), (original.cert_pem(), original.key_pem()));
+        let (cert, key) = restored.issue_serving(&["10.0.0.7".into()]).unwrap();
+        assert!(verifies(&original, &cert, "10.0.0.7"));
+        assert!(server_config(&cert, &key).is_ok());
+    }
+
+    #[test]
+    fn the_subject_is_read_back_exactly() {
+        let der = certificates(ca().cert_pem()).unwrap().remove(0);
+        let subject = der::ca_certificate(&der).unwrap().subject;
+        assert_eq!(subject.get(&DnType::CommonName), Some(&DnValue::Utf8String("keel-ca".into())));
+        assert_eq!(subject.iter().count(), 1);
+    }
+
+    #[test]
+    fn a_key_from_another_ca_is_refused() {
+        let (a, b) = (ca(), ca());
+        assert!(matches!(Authority::from_pem(a.cert_pem(), b.key_pem()), Err(TlsError::KeyMismatch)));
+        assert!(matches!(Authority::from_pem("", a.key_pem()), Err(TlsError::NoCertificate)));
+        assert!(Authority::from_pem(a.cert_pem(), "not a key").is_err());
+    }
+
+    #[test]
+    fn serving_certificates_name_the_hosts_and_localhost() {
+        let ca = ca();
+        let (cert, _) = ca.issue_serving(&["10.1.2.3".into(), "master-1.example".into(), "fd00::5".into()]).unwrap();
+        for name in ["10.1.2.3", "master-1.example", "fd00::5", "localhost", "127.0.0.1", "::1"] {
+            assert!(verifies(&ca, &cert, name), "{name}");
+        }
+        for name in ["10.1.2.4", "master-2.example", "example"] {
+            assert!(!verifies(&ca, &cert, name), "{name}");
+        }
+        assert!(
+            !verifies(&Authority::generate("keel-ca").unwrap(), &cert, "localhost"),
+            "another CA with the same name"
+        );
+    }
+
+    #[test]
+    fn sans_are_parsed_deduplicated_and_checked() {
+        let hosts = ["[fd00::1]", " Node.Example ", "127.0.0.1", "", "*.svc.local"].map(String::from);
+        let sans = subject_alt_names(&hosts).unwrap();
+        let ip = |s: &str| SanType::IpAddress(s.parse().unwrap());
+        let dns = |s: &str| SanType::DnsName(s.try_into().unwrap());
+        assert_eq!(
+            sans,
+            [ip("fd00::1"), dns("node.example"), ip("127.0.0.1"), dns("*.svc.local"), dns("localhost"), ip("::1")]
+        );
+        for bad in ["bad host", "-x.example", "a..b", "x_y", "ünï"] {
+            assert!(matches!(subject_alt_names(&[bad.into()]), Err(TlsError::InvalidHost(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_config_offers_h2_and_http1_and_needs_a_certificate() {
+        let (cert, key) = ca().issue_serving(&[]).unwrap();
+        let config = server_config(&cert, &key).unwrap();
+        assert_eq!(config.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(matches!(server_config("", &key), Err(TlsError::NoCertificate)));
+        assert!(server_config(&cert, "").is_err());
+    }
+
+    #[test]
+    fn validity_starts_the_day_before() {
+        let mut params = CertificateParams::default();
+        set_validity(&mut params, jiff::civil::date(2025, 3, 1), 365);
+        assert_eq!(params.not_before, rcgen::date_time_ymd(2025, 2, 28));
+        assert_eq!(params.not_after, rcgen::date_time_ymd(2026, 3, 1));
+    }
+
+    #[test]
+    fn tokens_are_long_url_safe_and_different() {
+        let (a, b) = (random_token().unwrap(), random_token().unwrap());
+        assert_eq!(a.len(), 43);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn kubeconfig_text() {
+        let text = kubeconfig("keel", "https://10.0.0.1:6443", "PEM", "admin", "tok");
+        assert_eq!(
+            text,
+            r#"apiVersion: v1
+kind: Config
+clusters:
+- name: "keel"
+  cluster:
+    server: "https://10.0.0.1:6443"
+    certificate-authority-data: UEVN
+users:
+- name: "admin"
+  user:
+    token: "tok"
+contexts:
+- name: "admin@keel"
+  context:
+    cluster: "keel"
+    user: "admin"
+current-context: "admin@keel"
+preferences: {}
+"#
+        );
+        assert!(kubeconfig("a\"b", "s", "", "yes", "t").contains(r#"- name: "a\"b""#));
+    }
+
+    #[test]
+    fn der_reader_limits() {
+        assert_eq!(der::split(&[0x04, 0x02, 1, 2, 9]), Some((0x04, &[1u8, 2][..], &[9u8][..])));
+        assert_eq!(der::split(&[0x04, 0x81, 0x01, 7]), Some((0x04, &[7u8][..], &[][..])));
+        assert_eq!(der::split(&[0x04, 0x03, 1]), None, "truncated");
+        assert_eq!(der::split(&[0x04, 0x80]), None, "indefinite length");
+        assert_eq!(der::arcs(&[0x55, 0x04, 0x03]), Some(vec![2, 5, 4, 3]));
+        assert_eq!(der::arcs(&[0x2a, 0x86, 0x48, 0xce, 0x3d]), Some(vec![1, 2, 840, 10045]));
+        assert_eq!(der::arcs(&[0x2a, 0x86]), None);
+    }
+}

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 async fn get(path: &str) -> (StatusCode, Value) {
-    let router = app(AppState { advertise: "127.0.0.1:6443".into() });
+    let router = app(AppState { advertise: "127.0.0.1:6443".into(), storage: unreachable_store() });
     let resp = router.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
     let status = resp.status();
     let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
@@ -64,4 +64,9 @@ async fn unknown_paths_get_a_404_status() {
         assert_eq!(v["kind"], "Status", "{path}");
         assert_eq!(v["reason"], "NotFound", "{path}");
     }
+}
+
+/// Storage that is never reached: these tests do not touch objects.
+fn unreachable_store() -> keel_apiserver::storage::Storage {
+    keel_apiserver::storage::Storage::new(tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy())
 }

@@ -32,7 +32,7 @@ enum KvCommand {
 
 /// The flags of one member, with etcd's names and defaults.
 #[derive(Args, Debug)]
-pub struct MemberArgs {
+pub(crate) struct MemberArgs {
     /// Human-readable name of this member.
     #[arg(long, default_value = "default")]
     name: String,
@@ -87,7 +87,7 @@ pub struct MemberArgs {
 }
 
 impl MemberArgs {
-    fn into_config(self) -> anyhow::Result<StoreConfig> {
+    pub(crate) fn into_config(self) -> anyhow::Result<StoreConfig> {
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)));
         Ok(StoreConfig {
             initial_cluster: parse_initial_cluster(&self.initial_cluster)?,

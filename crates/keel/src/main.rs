@@ -1,8 +1,9 @@
-//! `keel`: the daemon. `keel kv` runs one member of an external store; `keel server` and `keel agent`
-//! arrive with the masters and node agents.
+//! `keel`: the daemon. `keel kv` runs one member of an external store; `keel server` runs a master (with
+//! its own store member, or on an external store); `keel agent` arrives with the node agents.
 
 mod bench;
 mod kv;
+mod server;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +18,8 @@ struct Cli {
 enum Command {
     /// Run one member of a keel store (etcd v3 API; flags use etcd's names).
     Kv(kv::KvArgs),
+    /// Run one master: the Kubernetes API over HTTPS, on its own store member or an external store.
+    Server(server::ServerArgs),
     /// Benchmarks (of keel or of etcd, through the same API).
     Bench(bench::BenchArgs),
 }
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Kv(args) => kv::run(args),
+        Command::Server(args) => server::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

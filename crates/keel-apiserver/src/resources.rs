@@ -1,0 +1,759 @@
+//! The resource endpoints (`/api/v1/…`, `/apis/{group}/{version}/…`): create, get, list, update, patch,
+//! delete and deletecollection of every served kind, their status and scale subresources and pod binding,
+//! with lists and gets as JSON or Tables. Watches are `crate::watch`'s. The rules are `keel-api`'s; this
+//! module reads requests, runs the read-check-write cycle against the store (compare-and-swap, retried for
+//! requests that did not name a resourceVersion) and writes responses.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use keel_api::meta::{self, Deletion, Fresh};
+use keel_api::paths::{self, Target};
+use keel_api::resources::{self, Resource};
+use keel_api::status::{ApiError, GroupResource};
+use keel_api::validation::Cause;
+use keel_api::{kinds, strategic_merge, table};
+use serde_json::{json, Value};
+
+use crate::request::{self, FieldValidation, IncludeObject, Output, Params};
+use crate::storage::{Read, StorageError, Stored};
+use crate::{AppState, Failure};
+
+/// How many times a write that raced another is retried before answering 409.
+const WRITE_ATTEMPTS: usize = 8;
+
+pub(crate) async fn core(
+    State(state): State<AppState>,
+    method: Method,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(state, "", "v1", &rest, method, query, headers, body).await.unwrap_or_else(|e| e.into_response())
+}
+
+pub(crate) async fn grouped(
+    State(state): State<AppState>,
+    method: Method,
+    Path((group, version, rest)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(state, &group, &version, &rest, method, query, headers, body).await.unwrap_or_else(|e| e.into_response())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    state: AppState,
+    group: &str,
+    version: &str,
+    rest: &str,
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Failure> {
+    let target = paths::parse(group, version, rest)?;
+    let params = Params::parse(query.as_deref(), &target)?;
+    let call = Call { state, target, params };
+    let sub = call.target.subresource.as_deref();
+    let response = match (method, call.target.name.is_some(), sub) {
+        (Method::GET, false, None) if call.params.watch => {
+            crate::watch::serve(&call.state, &call.target, &call.params, request::output(&headers)?).await?
+        }
+        (Method::GET, false, None) => call.list(request::output(&headers)?).await?,
+        (Method::POST, false, None) => call.create(request::json_body(&headers, body).await?).await?,
+        (Method::DELETE, false, None) => call.delete_collection(request::read(body).await?.as_ref()).await?,
+        (Method::GET, true, None | Some("status")) => call.get(request::output(&headers)?).await?,
+        (Method::GET, true, Some("scale")) => call.get_scale().await?,
+        (Method::PUT, true, None | Some("status" | "scale" | "finalize")) => {
+            call.update(request::json_body(&headers, body).await?).await?
+        }
+        (Method::PATCH, true, None | Some("status" | "scale")) => {
+            let media = request::content_type(&headers);
+            call.patch(&media, request::read(body).await?.as_ref()).await?
+        }
+        (Method::DELETE, true, None) => call.delete(request::read(body).await?.as_ref()).await?,
+        (Method::POST, true, Some("binding")) => call.bind(request::json_body(&headers, body).await?).await?,
+        (Method::GET | Method::POST, true, Some("log" | "exec")) => {
+            return Err(ApiError::BadRequest(
+                "logs and exec are served by node agents, which this cluster does not run yet".into(),
+            )
+            .into())
+        }
+        _ => return Err(ApiError::MethodNotAllowed.into()),
+    };
+    Ok(response)
+}
+
+/// One resource request being served.
+pub(crate) struct Call {
+    pub state: AppState,
+    pub target: Target,
+    pub params: Params,
+}
+
+/// The object in a stored value, with its resourceVersion (the key's mod revision).
+pub(crate) fn object(stored: &Stored) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(&stored.value)
+        .map_err(|e| ApiError::Internal(format!("stored object {} is not JSON: {e}", stored.key)))?;
+    set_resource_version(&mut v, stored.mod_revision);
+    Ok(v)
+}
+
+pub(crate) fn set_resource_version(v: &mut Value, revision: i64) {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), json!(revision.to_string()));
+    }
+}
+
+fn encode(v: &Value) -> Result<Vec<u8>, ApiError> {
+    let mut v = v.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&v).map_err(|e| ApiError::Internal(format!("cannot encode an object: {e}")))
+}
+
+pub(crate) fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
+    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response();
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::to_string(w).unwrap_or_default());
+        if let Ok(h) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, h);
+        }
+    }
+    resp
+}
+
+/// A `Status` of success, as kube-apiserver answers a delete of most kinds.
+fn success(resource: &Resource, name: &str, uid: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": {"name": name, "group": resource.group, "kind": resource.plural, "uid": uid},
+    })
+}
+
+/// A Table row for `object`.
+pub(crate) fn row(kind: &str, object: &Value, include: IncludeObject, now: jiff::Timestamp) -> Value {
+    let mut row = json!({"cells": table::cells(kind, object, now)});
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => {
+            row["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": object.get("metadata").cloned().unwrap_or_default(),
+            })
+        }
+        IncludeObject::Object => row["object"] = object.clone(),
+    }
+    row
+}
+
+pub(crate) fn table(kind: &str, rows: Vec<Value>, list_meta: Value) -> Value {
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": table::column_definitions(kind),
+        "rows": rows,
+    })
+}
+
+/// Whether `object` passes the request's label and field selectors.
+pub(crate) fn selected(params: &Params, object: &Value) -> bool {
+    params.labels.as_ref().is_none_or(|s| s.matches(&meta::labels(object)))
+        && params.fields.as_ref().is_none_or(|s| s.matches(|f| meta::field(object, f)))
+}
+
+/// A continue token: where the next page starts and the revision the list is read at.
+fn continue_token(revision: i64, next_key: &str, prefix: &str) -> String {
+    let start = next_key.strip_prefix(prefix).unwrap_or(next_key);
+    let token = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start});
+    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+}
+
+fn parse_continue(token: &str, prefix: &str) -> Result<(i64, String), ApiError> {
+    let invalid = || ApiError::BadRequest("continue key is not valid: incorrect encoded start resourceVersion".into());
+    let bytes = base64::engine::general_purpose::URL_SAFE.decode(token).map_err(|_| invalid())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    let rv = v.get("rv").and_then(Value::as_i64).filter(|r| *r > 0).ok_or_else(invalid)?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(invalid)?;
+    if start.contains("..") || start.starts_with('/') {
+        return Err(invalid());
+    }
+    Ok((rv, format!("{prefix}{start}")))
+}
+
+impl Call {
+    fn resource(&self) -> &'static Resource {
+        self.target.resource
+    }
+
+    fn group_resource(&self) -> GroupResource {
+        self.resource().into()
+    }
+
+    fn name(&self) -> &str {
+        self.target.name.as_deref().unwrap_or("")
+    }
+
+    fn key(&self) -> String {
+        self.target.key().unwrap_or_default()
+    }
+
+    /// A storage error as the API reports it for this request's object.
+    pub(crate) fn store_error(&self, e: StorageError) -> ApiError {
+        store_error(self.resource(), self.name(), e)
+    }
+
+    fn invalid(&self, name: &str, causes: Vec<Cause>) -> ApiError {
+        ApiError::Invalid {
+            kind: self.resource().kind.to_string(),
+            resource: self.group_resource(),
+            name: name.to_string(),
+            causes,
+        }
+    }
+
+    fn conflict(&self) -> ApiError {
+        ApiError::Conflict {
+            resource: self.group_resource(),
+            name: self.name().to_string(),
+            detail: "the object has been modified; please apply your changes to the latest version and try again"
+                .into(),
+        }
+    }
+
+    /// Decodes against the kind's type; unknown fields are refused, warned about or ignored as asked.
+    fn check_fields(&self, object: &Value) -> Result<Vec<String>, ApiError> {
+        let unknown = kinds::decode(self.resource().kind, object).map_err(ApiError::BadRequest)?;
+        Ok(match self.params.field_validation {
+            FieldValidation::Ignore => vec![],
+            FieldValidation::Warn => unknown.into_iter().map(|f| format!("unknown field {f:?}")).collect(),
+            FieldValidation::Strict if unknown.is_empty() => vec![],
+            FieldValidation::Strict => {
+                let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+                return Err(ApiError::BadRequest(format!("strict decoding error: {}", list.join(", "))));
+            }
+        })
+    }
+
+    async fn get(&self, output: Output) -> Result<Response, ApiError> {
+        let read =
+            if self.params.resource_version.as_deref() == Some("0") { Read::Serializable } else { Read::Linearizable };
+        let stored = self.state.storage.read(&self.key(), read).await.map_err(|e| self.store_error(e))?;
+        let v = object(&stored)?;
+        Ok(match output {
+            Output::Json => json_response(StatusCode::OK, &v, &[]),
+            Output::Table => {
+                let now = jiff::Timestamp::now();
+                let rows = vec![row(self.resource().kind, &v, self.params.include_object, now)];
+                let t = table(self.resource().kind, rows, json!({"resourceVersion": stored.mod_revision.to_string()}));
+                json_response(StatusCode::OK, &t, &[])
+            }
+        })
+    }
+
+    /// The objects of a list request that pass its selectors, a page at a time, at one revision.
+    pub(crate) async fn select(&self) -> Result<(Vec<Value>, i64, Option<String>, Option<i64>), ApiError> {
+        let prefix = self.resource().prefix(self.target.namespace.as_deref());
+        let (mut revision, mut start) = match &self.params.continue_token {
+            Some(t) => {
+                let (rv, start) = parse_continue(t, &prefix)?;
+                (rv, Some(start))
+            }
+            None => (
+                self.params
+                    .revision()?
+                    .filter(|_| self.params.resource_version_match.as_deref() == Some("Exact"))
+                    .unwrap_or(0),
+                None,
+            ),
+        };
+        let read = if self.params.resource_version.as_deref() == Some("0") && self.params.continue_token.is_none() {
+            Read::Serializable
+        } else {
+            Read::Linearizable
+        };
+        let filtered = self.params.labels.is_some() || self.params.fields.is_some();
+        let limit = self.params.limit;
+        let mut items = Vec::new();
+        loop {
+            let page =
+                self.state.storage.list_read(&prefix, start.as_deref(), limit, revision, read).await.map_err(|e| {
+                    match e {
+                        StorageError::Compacted { requested } => ApiError::Gone { requested, oldest: requested },
+                        e => self.store_error(e),
+                    }
+                })?;
+            revision = page.revision;
+            let last = page.items.last().map(|s| format!("{}\0", s.key));
+            for stored in &page.items {
+                let mut v = object(stored)?;
+                if selected(&self.params, &v) {
+                    if let Some(m) = v.as_object_mut() {
+                        m.remove("kind");
+                        m.remove("apiVersion");
+                    }
+                    items.push(v);
+                }
+            }
+            let more = page.remaining > 0;
+            match (more, last) {
+                (true, Some(next)) if limit > 0 && (items.len() as i64) < limit => start = Some(next),
+                (true, Some(next)) if limit > 0 => {
+                    let remaining = (!filtered).then_some(page.remaining);
+                    return Ok((items, revision, Some(continue_token(revision, &next, &prefix)), remaining));
+                }
+                _ => return Ok((items, revision, None, None)),
+            }
+        }
+    }
+
+    async fn list(&self, output: Output) -> Result<Response, ApiError> {
+        let (items, revision, cont, remaining) = self.select().await?;
+        let mut list_meta = json!({"resourceVersion": revision.to_string()});
+        if let Some(c) = cont {
+            list_meta["continue"] = json!(c);
+        }
+        if let Some(r) = remaining {
+            list_meta["remainingItemCount"] = json!(r);
+        }
+        let kind = self.resource().kind;
+        let body = match output {
+            Output::Json => json!({
+                "kind": format!("{kind}List"),
+                "apiVersion": self.resource().api_version(),
+                "metadata": list_meta,
+                "items": items,
+            }),
+            Output::Table => {
+                let now = jiff::Timestamp::now();
+                let rows = items.iter().map(|o| row(kind, o, self.params.include_object, now)).collect();
+                table(kind, rows, list_meta)
+            }
+        };
+        Ok(json_response(StatusCode::OK, &body, &[]))
+    }
+
+    async fn create(&self, mut object: Value) -> Result<Response, ApiError> {
+        let resource = self.resource();
+        let fresh = Fresh {
+            now: jiff::Timestamp::now(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            random: uuid::Uuid::new_v4().as_u64_pair().0,
+        };
+        meta::prepare_create(resource, &mut object, self.target.namespace.as_deref(), &fresh)?;
+        let warnings = self.check_fields(&object)?;
+        kinds::default(resource.kind, &mut object);
+        let name = meta::name(&object).to_string();
+        let mut causes = meta::validate_metadata(resource, &object);
+        causes.extend(kinds::validate(resource.kind, &object));
+        if !causes.is_empty() {
+            return Err(self.invalid(&name, causes));
+        }
+        if let Some(ns) = self.target.namespace.as_deref() {
+            self.check_namespace(ns).await?;
+        }
+        if self.params.dry_run {
+            return Ok(json_response(StatusCode::CREATED, &object, &warnings));
+        }
+        let key = resource.key(self.target.namespace.as_deref().unwrap_or(""), &name);
+        let revision =
+            self.state.storage.create(&key, encode(&object)?).await.map_err(|e| store_error(resource, &name, e))?;
+        set_resource_version(&mut object, revision);
+        Ok(json_response(StatusCode::CREATED, &object, &warnings))
+    }
+
+    /// New objects need their namespace, and not one being deleted.
+    async fn check_namespace(&self, ns: &str) -> Result<(), ApiError> {
+        let namespaces = resources::find("", "v1", "namespaces").ok_or(ApiError::UnknownPath)?;
+        let stored = self
+            .state
+            .storage
+            .read(&namespaces.key("", ns), Read::Serializable)
+            .await
+            .map_err(|e| store_error(namespaces, ns, e))?;
+        let v = object(&stored)?;
+        if v.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::Forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                self.group_resource(),
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn get_scale(&self) -> Result<Response, ApiError> {
+        let stored = self.state.storage.get(&self.key()).await.map_err(|e| self.store_error(e))?;
+        Ok(json_response(StatusCode::OK, &meta::scale(&object(&stored)?), &[]))
+    }
+
+    /// PUT: the body replaces the object (or its status, or its replicas through a Scale).
+    async fn update(&self, body: Value) -> Result<Response, ApiError> {
+        let precondition = body
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|rv| !rv.is_empty())
+            .map(request::parse_revision)
+            .transpose()?;
+        self.write(precondition, |call, old| match call.target.subresource.as_deref() {
+            Some("scale") => {
+                meta::check_type(call.resource(), &body, "Scale")?;
+                meta::apply_scale(old, &body)
+            }
+            Some("finalize") => {
+                let mut new = old.clone();
+                new["spec"]["finalizers"] = body.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+                Ok(new)
+            }
+            _ => Ok(body.clone()),
+        })
+        .await
+    }
+
+    /// PATCH: JSON patch, JSON merge patch or strategic merge patch, applied to the current object (or
+    /// its Scale) and stored as an update.
+    async fn patch(&self, media: &str, body: &[u8]) -> Result<Response, ApiError> {
+        let patch = match media {
+            "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                request::parse_json(body)?
+            }
+            "application/apply-patch+yaml" => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "server-side apply is not supported yet; use client-side `kubectl apply`".into(),
+                ))
+            }
+            other => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "the body of the request was in an unknown format - accepted media types include: \
+                     application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other})"
+                )))
+            }
+        };
+        let scale = self.target.subresource.as_deref() == Some("scale");
+        let kind = if scale { "Scale" } else { self.resource().kind };
+        let media = media.to_string();
+        let mut precondition_checked = false;
+        self.write(None, |call, old| {
+            let base = if scale { meta::scale(old) } else { old.clone() };
+            let patched = apply_patch(&media, &base, &patch, kind)?;
+            let before = base.pointer("/metadata/resourceVersion");
+            if patched.pointer("/metadata/resourceVersion").is_some_and(|rv| Some(rv) != before) {
+                precondition_checked = true;
+                return Err(call.conflict());
+            }
+            if scale {
+                meta::apply_scale(old, &patched)
+            } else {
+                Ok(patched)
+            }
+        })
+        .await
+        .map_err(|e| if precondition_checked { e } else { e })
+    }
+
+    /// The read-modify-write cycle of updates and patches: `change` turns the current object (with its
+    /// resourceVersion) into the requested one; the result is checked and stored if the object is still at
+    /// the revision read, else read again (unless the request named a resourceVersion: then 409).
+    async fn write(
+        &self,
+        precondition: Option<i64>,
+        mut change: impl FnMut(&Call, &Value) -> Result<Value, ApiError>,
+    ) -> Result<Response, ApiError> {
+        let resource = self.resource();
+        let key = self.key();
+        let sub = match self.target.subresource.as_deref() {
+            Some("status") => Some("status"),
+            _ => None,
+        };
+        for _ in 0..WRITE_ATTEMPTS {
+            let stored = self.state.storage.get(&key).await.map_err(|e| self.store_error(e))?;
+            if precondition.is_some_and(|rv| rv != stored.mod_revision) {
+                return Err(self.conflict());
+            }
+            let current = object(&stored)?;
+            let requested = change(self, &current)?;
+            let mut old = current.clone();
+            if let Some(m) = old.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            let mut new = meta::prepare_update(resource, sub, &old, requested)?;
+            let warnings = self.check_fields(&new)?;
+            kinds::default(resource.kind, &mut new);
+            let mut causes = meta::validate_metadata(resource, &new);
+            causes.extend(kinds::validate(resource.kind, &new));
+            causes.extend(kinds::validate_update(resource.kind, &old, &new));
+            causes.extend(meta::validate_deleting_update(&old, &new));
+            if !causes.is_empty() {
+                return Err(self.invalid(self.name(), causes));
+            }
+            if new == old {
+                return Ok(self.updated(&current, &warnings));
+            }
+            if self.params.dry_run {
+                set_resource_version(&mut new, stored.mod_revision);
+                return Ok(self.updated(&new, &warnings));
+            }
+            let result = if meta::deletion_complete(&new) {
+                self.state.storage.delete(&key, Some(stored.mod_revision)).await.map(|(_, rev)| rev)
+            } else {
+                self.state.storage.update(&key, encode(&new)?, stored.mod_revision).await
+            };
+            match result {
+                Ok(revision) => {
+                    set_resource_version(&mut new, revision);
+                    return Ok(self.updated(&new, &warnings));
+                }
+                Err(StorageError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(StorageError::Conflict { .. }) => return Err(self.conflict()),
+                Err(e) => return Err(self.store_error(e)),
+            }
+        }
+        Err(self.conflict())
+    }
+
+    fn updated(&self, object: &Value, warnings: &[String]) -> Response {
+        let body =
+            if self.target.subresource.as_deref() == Some("scale") { meta::scale(object) } else { object.clone() };
+        json_response(StatusCode::OK, &body, warnings)
+    }
+
+    async fn delete(&self, body: &[u8]) -> Result<Response, ApiError> {
+        let opts = request::delete_options(&self.params, body)?;
+        let resource = self.resource();
+        let key = self.key();
+        for _ in 0..WRITE_ATTEMPTS {
+            let stored = self.state.storage.get(&key).await.map_err(|e| self.store_error(e))?;
+            let current = object(&stored)?;
+            let uid = meta::str_at(&current, &["metadata", "uid"]).unwrap_or("").to_string();
+            if let Some(want) = &opts.precondition_uid {
+                if *want != uid {
+                    return Err(self.precondition_failed(format!(
+                        "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
+                    )));
+                }
+            }
+            if let Some(rv) = opts.precondition_rv {
+                if rv != stored.mod_revision {
+                    return Err(self.precondition_failed(format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        stored.mod_revision
+                    )));
+                }
+            }
+            let now = jiff::Timestamp::now();
+            let decision = if resource.kind == "Namespace" {
+                namespace_deletion(&current, now)
+            } else {
+                meta::delete(&current, resource.kind, opts.grace_period, opts.propagation, now)
+            };
+            let result = match &decision {
+                _ if opts.dry_run => Ok(stored.mod_revision),
+                Deletion::Now => self.state.storage.delete(&key, Some(stored.mod_revision)).await.map(|(_, r)| r),
+                Deletion::Mark(marked) => self.state.storage.update(&key, encode(marked)?, stored.mod_revision).await,
+                Deletion::Pending => Ok(stored.mod_revision),
+            };
+            match result {
+                Ok(revision) => {
+                    return Ok(match decision {
+                        Deletion::Now if resource.kind == "Pod" => json_response(StatusCode::OK, &current, &[]),
+                        Deletion::Now => json_response(StatusCode::OK, &success(resource, self.name(), &uid), &[]),
+                        Deletion::Mark(mut marked) => {
+                            set_resource_version(&mut marked, revision);
+                            if resource.kind == "Namespace" && !opts.dry_run {
+                                crate::namespaces::finalize_later(self.state.clone(), self.name().to_string());
+                            }
+                            json_response(StatusCode::ACCEPTED, &marked, &[])
+                        }
+                        Deletion::Pending => json_response(StatusCode::ACCEPTED, &current, &[]),
+                    })
+                }
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(self.store_error(e)),
+            }
+        }
+        Err(self.conflict())
+    }
+
+    fn precondition_failed(&self, detail: String) -> ApiError {
+        ApiError::Conflict { resource: self.group_resource(), name: self.name().to_string(), detail }
+    }
+
+    /// Deletes every object of the collection that the selectors pick, as single deletes would.
+    async fn delete_collection(&self, body: &[u8]) -> Result<Response, ApiError> {
+        let (items, revision, _, _) = self.select().await?;
+        let mut deleted = Vec::new();
+        for item in items {
+            let name = meta::name(&item).to_string();
+            let target = Target { name: Some(name), ..self.target.clone() };
+            let call = Call { state: self.state.clone(), target, params: Params { ..self.params_for_item() } };
+            match call.delete(body).await {
+                Ok(_) => deleted.push(item),
+                Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let list = json!({
+            "kind": format!("{}List", self.resource().kind),
+            "apiVersion": self.resource().api_version(),
+            "metadata": {"resourceVersion": revision.to_string()},
+            "items": deleted,
+        });
+        Ok(json_response(StatusCode::OK, &list, &[]))
+    }
+
+    fn params_for_item(&self) -> Params {
+        Params {
+            grace_period: self.params.grace_period,
+            propagation: self.params.propagation,
+            dry_run: self.params.dry_run,
+            ..Params::default()
+        }
+    }
+
+    /// pods/{name}/binding: assigns the pod to a node, once.
+    async fn bind(&self, binding: Value) -> Result<Response, ApiError> {
+        let node = meta::str_at(&binding, &["target", "name"]).unwrap_or("").to_string();
+        if node.is_empty() {
+            return Err(self.invalid(self.name(), vec![Cause::required("target.name")]));
+        }
+        let pod = self.name().to_string();
+        let key = self.key();
+        for _ in 0..WRITE_ATTEMPTS {
+            let stored = self.state.storage.get(&key).await.map_err(|e| self.store_error(e))?;
+            let mut v = object(&stored)?;
+            if let Some(existing) = meta::str_at(&v, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+                return Err(self.precondition_failed(format!("pod {pod} is already assigned to node {existing:?}")));
+            }
+            if v.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(
+                    self.precondition_failed(format!("pod {pod} is being deleted, cannot be assigned to a host"))
+                );
+            }
+            v["spec"]["nodeName"] = json!(node);
+            let now = meta::timestamp(jiff::Timestamp::now());
+            let conditions = v["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            conditions.push(
+                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}),
+            );
+            v["status"]["conditions"] = json!(conditions);
+            match self.state.storage.update(&key, encode(&v)?, stored.mod_revision).await {
+                Ok(_) => {
+                    let status =
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+                    return Ok(json_response(StatusCode::CREATED, &status, &[]));
+                }
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(self.store_error(e)),
+            }
+        }
+        Err(self.conflict())
+    }
+}
+
+/// A namespace's delete marks it Terminating; its contents go, then it does (`crate::namespaces`).
+fn namespace_deletion(ns: &Value, now: jiff::Timestamp) -> Deletion {
+    if ns.pointer("/metadata/deletionTimestamp").is_some() {
+        return Deletion::Pending;
+    }
+    let mut marked = ns.clone();
+    marked["metadata"]["deletionTimestamp"] = json!(meta::timestamp(now));
+    marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+    marked["status"]["phase"] = json!("Terminating");
+    Deletion::Mark(marked)
+}
+
+pub(crate) fn store_error(resource: &Resource, name: &str, e: StorageError) -> ApiError {
+    let gr: GroupResource = resource.into();
+    match e {
+        StorageError::NotFound => ApiError::NotFound { resource: gr, name: name.to_string() },
+        StorageError::AlreadyExists => ApiError::AlreadyExists { resource: gr, name: name.to_string() },
+        StorageError::Conflict { .. } => ApiError::Conflict {
+            resource: gr,
+            name: name.to_string(),
+            detail: "the object has been modified; please apply your changes to the latest version and try again"
+                .into(),
+        },
+        StorageError::Compacted { requested } => ApiError::Gone { requested, oldest: requested },
+        StorageError::Unavailable(detail) => {
+            tracing::warn!(%detail, "store unavailable");
+            ApiError::Unavailable
+        }
+    }
+}
+
+/// Applies a patch of media type `media` to `base` (an object of `kind`).
+fn apply_patch(media: &str, base: &Value, patch: &Value, kind: &str) -> Result<Value, ApiError> {
+    match media {
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::BadRequest(format!("the JSON patch is not valid: {e}")))?;
+            let mut out = base.clone();
+            json_patch::patch(&mut out, &ops)
+                .map_err(|e| ApiError::BadRequest(format!("the JSON patch could not be applied: {e}")))?;
+            Ok(out)
+        }
+        "application/merge-patch+json" => {
+            if !patch.is_object() {
+                return Err(ApiError::BadRequest("a JSON merge patch must be an object".into()));
+            }
+            let mut out = base.clone();
+            json_patch::merge(&mut out, patch);
+            Ok(out)
+        }
+        _ => strategic_merge::apply(base, patch, kind)
+            .map_err(|e| ApiError::BadRequest(format!("the strategic merge patch could not be applied: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_stay_under_the_prefix() {
+        let prefix = "/registry/configmaps/default/";
+        let t = continue_token(42, "/registry/configmaps/default/b\0", prefix);
+        assert_eq!(parse_continue(&t, prefix).unwrap(), (42, "/registry/configmaps/default/b\0".to_string()));
+        assert_eq!(parse_continue("!!", prefix).unwrap_err().code(), 400);
+        let evil = base64::engine::general_purpose::URL_SAFE.encode(r#"{"rv":3,"start":"../../secrets/x"}"#);
+        assert_eq!(parse_continue(&evil, prefix).unwrap_err().code(), 400);
+    }
+
+    #[test]
+    fn patches() {
+        let base = json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "data": {"k": "v"}});
+        let merged =
+            apply_patch("application/merge-patch+json", &base, &json!({"data": {"k": null, "n": "m"}}), "ConfigMap")
+                .unwrap();
+        assert_eq!(merged["data"], json!({"n": "m"}));
+        let patched = apply_patch(
+            "application/json-patch+json",
+            &base,
+            &json!([{"op": "replace", "path": "/data/k", "value": "w"}]),
+            "ConfigMap",
+        )
+        .unwrap();
+        assert_eq!(patched["data"]["k"], "w");
+        let failed = apply_patch(
+            "application/json-patch+json",
+            &base,
+            &json!([{"op": "test", "path": "/data/k", "value": "z"}]),
+            "ConfigMap",
+        );
+        assert_eq!(failed.unwrap_err().code(), 400);
+        assert_eq!(
+            apply_patch("application/merge-patch+json", &base, &json!([1]), "ConfigMap").unwrap_err().code(),
+            400
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! One master's API server from start to stop: the cluster's shared secrets (CA and admin token, created
+//! by the first master and kept in the store, so that every master's certificate chains to one CA and one
+//! kubeconfig works against any master), this master's serving certificate, the admin kubeconfig in its
+//! data dir, the system namespaces, and HTTPS with bearer tokens until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::auth::{require_token, Tokens};
+use crate::storage::{Storage, StorageError};
+use crate::tls::{self, Authority, TlsError, TlsListener};
+use crate::{app, namespaces, AppState};
+
+/// Where the cluster's CA and admin token live in the store. (Encryption at rest comes later: anyone who
+/// can read the store can read them, as with Kubernetes' own secrets in etcd.)
+pub const BOOTSTRAP_KEY: &str = "/keel/bootstrap";
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to serve the API.
+    pub listen: SocketAddr,
+    /// `host:port` clients reach this master at (the kubeconfig's server).
+    pub advertise: String,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// Where admin.kubeconfig and the CA certificate are written.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("the store did not become available: {0}")]
+    Store(#[from] StorageError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("the cluster's bootstrap record is damaged: {0}")]
+    Bootstrap(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+    let what = what.into();
+    move |source| ServerError::Io { what, source }
+}
+
+/// The cluster-wide secrets every master shares.
+pub struct ClusterSecrets {
+    pub authority: Authority,
+    pub admin_token: String,
+}
+
+/// Reads the cluster's secrets, creating them if this is the first master (the create is a
+/// compare-and-swap, so two masters starting together agree on one set).
+pub async fn cluster_secrets(storage: &Storage) -> Result<ClusterSecrets, ServerError> {
+    loop {
+        match storage.get(BOOTSTRAP_KEY).await {
+            Ok(stored) => {
+                let v: Value =
+                    serde_json::from_slice(&stored.value).map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+                let field = |k: &str| {
+                    v.get(k)
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| ServerError::Bootstrap(format!("{k} missing")))
+                };
+                let authority = Authority::from_pem(&field("caCert")?, &field("caKey")?)?;
+                return Ok(ClusterSecrets { authority, admin_token: field("adminToken")? });
+            }
+            Err(StorageError::NotFound) => {
+                let authority = Authority::generate("keel-ca")?;
+                let token = tls::random_token()?;
+                let record = json!({"caCert": authority.cert_pem(), "caKey": authority.key_pem(), "adminToken": token});
+                match storage.create(BOOTSTRAP_KEY, record.to_string().into_bytes()).await {
+                    Ok(_) | Err(StorageError::AlreadyExists) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Retries `f` while the store is unavailable (no leader yet), for up to `limit`.
+async fn patiently<T, F, Fut>(limit: Duration, mut f: F) -> Result<T, ServerError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ServerError>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match f().await {
+            Err(ServerError::Store(StorageError::Unavailable(detail))) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%detail, "store not ready yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn host_of(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, _)) => host.trim_matches(['[', ']']).to_string(),
+        None => addr.to_string(),
+    }
+}
+
+/// Serves the API on `config.listen` until `shutdown` resolves.
+pub async fn run(
+    config: ServerConfig,
+    storage: Storage,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let wait = Duration::from_secs(60);
+    let secrets = patiently(wait, || cluster_secrets(&storage)).await?;
+    patiently(wait, || async { namespaces::ensure_system(&storage).await.map_err(ServerError::from) }).await?;
+
+    let mut hosts = vec![host_of(&config.advertise), config.listen.ip().to_string()];
+    hosts.extend(config.tls_sans.iter().cloned());
+    hosts.retain(|h| !h.is_empty() && h != "0.0.0.0" && h != "::");
+    let (cert, key) = secrets.authority.issue_serving(&hosts)?;
+    let tls_config = tls::server_config(&cert, &key)?;
+
+    std::fs::create_dir_all(&config.data_dir).map_err(io(format!("cannot create {}", config.data_dir.display())))?;
+    let ca_path = config.data_dir.join("ca.crt");
+    std::fs::write(&ca_path, secrets.authority.cert_pem())
+        .map_err(io(format!("cannot write {}", ca_path.display())))?;
+    let kubeconfig = tls::kubeconfig(
+        "keel",
+        &format!("https://{}", config.advertise),
+        secrets.authority.cert_pem(),
+        "admin",
+        &secrets.admin_token,
+    );
+    let kc_path = config.data_dir.join("admin.kubeconfig");
+    write_private(&kc_path, kubeconfig.as_bytes()).map_err(io(format!("cannot write {}", kc_path.display())))?;
+
+    let tcp = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(io(format!("cannot listen on {}", config.listen)))?;
+    let tokens = Tokens::new().with(secrets.admin_token.clone(), "admin");
+    let router = require_token(app(AppState { advertise: config.advertise.clone(), storage }), tokens);
+    tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");
+    axum::serve(TlsListener::new(tcp, tls_config), router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(io("the API server failed"))
+}
+
+/// Writes a file only its owner can read (the kubeconfig holds the admin token).
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn hosts_of_addresses() {
+        assert_eq!(host_of("127.0.0.1:6443"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:6443"), "::1");
+        assert_eq!(host_of("master-1.example:6443"), "master-1.example");
+    }
+}

@@ -1,0 +1,108 @@
+//! `keel server`: one master. Stacked (the default), it runs a store member with `keel kv`'s flags and
+//! talks to that member, so its reads are served locally; external (`--store-endpoints`), it uses a
+//! `keel kv` cluster. Either way it serves the Kubernetes API over HTTPS until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use keel_apiserver::server::ServerConfig;
+use keel_apiserver::storage::Storage;
+use keel_store::Store;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::kv::MemberArgs;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Where to serve the Kubernetes API.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    api_listen: SocketAddr,
+    /// host:port clients reach this master at (default: --api-listen).
+    #[arg(long)]
+    api_advertise: Option<String>,
+    /// More names or addresses for the serving certificate (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
+    /// Client URLs of an external keel store (comma-separated); without it the master runs its own member.
+    #[arg(long, value_delimiter = ',')]
+    store_endpoints: Vec<String>,
+    #[command(flatten)]
+    member: MemberArgs,
+}
+
+/// A client URL to dial: a wildcard listen address is reached on loopback.
+fn dialable(url: &str) -> String {
+    url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
+}
+
+fn channel(urls: &[String]) -> anyhow::Result<Channel> {
+    let endpoints = urls
+        .iter()
+        .map(|u| {
+            Endpoint::from_shared(dialable(u))
+                .with_context(|| format!("bad store endpoint {u:?}"))
+                .map(|e| e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match endpoints.as_slice() {
+        [] => anyhow::bail!("no store endpoint"),
+        [one] => Ok(one.clone().connect_lazy()),
+        _ => Ok(Channel::balance_list(endpoints.into_iter())),
+    }
+}
+
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.member.into_config()?;
+    let server = ServerConfig {
+        listen: args.api_listen,
+        advertise: args.api_advertise.unwrap_or_else(|| args.api_listen.to_string()),
+        tls_sans: args.tls_san,
+        data_dir: config.data_dir.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let (member, urls) = if args.store_endpoints.is_empty() {
+            let dir = config.data_dir.clone();
+            let name = config.name.clone();
+            let urls = config.listen_client_urls.clone();
+            let running = Store::start(config)
+                .await
+                .map_err(|e| anyhow::anyhow!(keel_store::error_chain(&e)))
+                .with_context(|| format!("cannot start member {name:?} with data dir {}", dir.display()))?;
+            (Some(running), urls)
+        } else {
+            (None, args.store_endpoints)
+        };
+        let storage = Storage::new(channel(&urls)?);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let api = tokio::spawn(keel_apiserver::server::run(server, storage, async {
+            let _ = stop_rx.await;
+        }));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let result = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+            r = api => r.context("the API server task failed")?.context("the API server stopped"),
+        };
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(());
+        if let Some(m) = member {
+            m.shutdown().await;
+        }
+        result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dialable;
+
+    #[test]
+    fn wildcard_listen_urls_are_dialed_on_loopback() {
+        assert_eq!(dialable("http://0.0.0.0:2379"), "http://127.0.0.1:2379");
+        assert_eq!(dialable("http://[::]:2379"), "http://[::1]:2379");
+        assert_eq!(dialable("http://10.0.0.1:2379"), "http://10.0.0.1:2379");
+    }
+}
