@@ -1,6 +1,9 @@
-//! Test kit for keel's end-to-end tests: real `keel kv` processes on 127.0.0.1 with free ports and temporary
-//! data dirs, stock `etcdctl`, and gRPC clients of the etcd API. Everything a test starts is stopped and
-//! removed when its [`Cluster`] is dropped.
+//! Test kit for keel's end-to-end tests: real `keel kv` (or stacked `keel server`) processes on 127.0.0.1
+//! with free ports and temporary data dirs, masters on an external store ([`masters`]), stock `etcdctl` and
+//! `kubectl`, and gRPC clients of the etcd API. Everything a test starts is stopped and removed when its
+//! [`Cluster`] (or [`masters::ExternalMasters`]) is dropped.
+
+pub mod masters;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -40,6 +43,8 @@ pub struct MemberProc {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// The Kubernetes API's port when members are stacked masters ([`Options::masters`]).
+    pub api_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     /// Started with `--initial-cluster-state existing` (added to a running cluster).
@@ -69,6 +74,8 @@ pub struct Options {
     pub extra_args: Vec<String>,
     /// Environment for one member only: (member index, name, value).
     pub member_env: Vec<(usize, String, String)>,
+    /// Run `keel server` (a master with its store member) instead of `keel kv`.
+    pub masters: bool,
 }
 
 /// A store of `keel kv` processes.
@@ -110,6 +117,7 @@ impl Cluster {
                 name: format!("m{i}"),
                 client_port: free_port(),
                 peer_port: free_port(),
+                api_port: free_port(),
                 data_dir: dir.path().join(format!("m{i}")),
                 log: dir.path().join(format!("m{i}.log")),
                 joining: false,
@@ -136,8 +144,12 @@ impl Cluster {
     pub fn command(&self, i: usize) -> Command {
         let m = &self.members[i];
         let mut cmd = Command::new(keel_bin());
-        cmd.arg("kv")
-            .args(["--name", &m.name])
+        if self.options.masters {
+            cmd.arg("server").args(["--api-listen", &format!("127.0.0.1:{}", m.api_port)]);
+        } else {
+            cmd.arg("kv");
+        }
+        cmd.args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
             .args(["--listen-client-urls", &m.client_url(), "--advertise-client-urls", &m.client_url()])
@@ -178,6 +190,7 @@ impl Cluster {
             name: format!("m{}", i + 1),
             client_port: free_port(),
             peer_port: free_port(),
+            api_port: free_port(),
             data_dir: self.dir.path().join(format!("m{}", i + 1)),
             log: self.dir.path().join(format!("m{}.log", i + 1)),
             joining: true,
@@ -301,6 +314,12 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stacked master `i`'s API, as its admin kubeconfig reaches it.
+    pub fn api(&self, i: usize) -> masters::Api {
+        let m = &self.members[i];
+        masters::Api { kubeconfig: m.data_dir.join("admin.kubeconfig"), port: m.api_port }
     }
 
     /// The tail of member `i`'s log, for failure messages.

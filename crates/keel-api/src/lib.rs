@@ -10,6 +10,7 @@ pub mod paths;
 pub mod quantity;
 pub mod resources;
 pub mod selector;
+pub mod services;
 pub mod status;
 pub mod strategic_merge;
 pub mod table;

@@ -3,6 +3,7 @@
 //! store ([`storage`]). HTTP is parsed and answered here; the rules (selectors, validation, patches,
 //! lifecycle, errors) are `keel-api`'s.
 
+mod allocator;
 pub mod auth;
 mod discovery;
 mod failure;
@@ -28,6 +29,17 @@ pub struct AppState {
     pub advertise: String,
     /// The objects.
     pub storage: storage::Storage,
+    /// Where Services' cluster IPs come from.
+    pub service_cidr: keel_api::services::ServiceCidr,
+}
+
+impl AppState {
+    /// A master's state with the default service range.
+    pub fn new(advertise: impl Into<String>, storage: storage::Storage) -> AppState {
+        let service_cidr = keel_api::services::ServiceCidr::parse(keel_api::services::DEFAULT_SERVICE_CIDR)
+            .expect("the default service range parses");
+        AppState { advertise: advertise.into(), storage, service_cidr }
+    }
 }
 
 /// The Kubernetes API version keel serves (k8s-openapi's `v1_33`).

@@ -70,6 +70,11 @@ async fn finalize(storage: &Storage, name: &str) -> Result<bool, StorageError> {
                 continue;
             }
             match storage.delete(&item.key, Some(item.mod_revision)).await {
+                Ok((deleted, _)) if r.kind == "Service" => {
+                    if let Ok(v) = serde_json::from_slice(&deleted.value) {
+                        crate::allocator::release(storage, &crate::allocator::held(&v)).await;
+                    }
+                }
                 Ok(_) | Err(StorageError::NotFound) => {}
                 Err(StorageError::Conflict { .. }) => remaining += 1,
                 Err(e) => return Err(e),

@@ -17,6 +17,7 @@ use keel_api::validation::Cause;
 use keel_api::{kinds, strategic_merge, table};
 use serde_json::{json, Value};
 
+use crate::allocator;
 use crate::request::{self, FieldValidation, IncludeObject, Output, Params};
 use crate::storage::{Read, StorageError, Stored};
 use crate::{AppState, Failure};
@@ -351,6 +352,7 @@ impl Call {
         };
         meta::prepare_create(resource, &mut object, self.target.namespace.as_deref(), &fresh)?;
         let warnings = self.check_fields(&object)?;
+        meta::normalize(resource.kind, &mut object);
         kinds::default(resource.kind, &mut object);
         let name = meta::name(&object).to_string();
         let mut causes = meta::validate_metadata(resource, &object);
@@ -365,8 +367,19 @@ impl Call {
             return Ok(json_response(StatusCode::CREATED, &object, &warnings));
         }
         let key = resource.key(self.target.namespace.as_deref().unwrap_or(""), &name);
-        let revision =
-            self.state.storage.create(&key, encode(&object)?).await.map_err(|e| store_error(resource, &name, e))?;
+        let reserved = if resource.kind == "Service" {
+            let owner = key.trim_start_matches("/registry/");
+            allocator::allocate(&self.state.storage, &mut object, &self.state.service_cidr, owner).await?
+        } else {
+            vec![]
+        };
+        let revision = match self.state.storage.create(&key, encode(&object)?).await {
+            Ok(r) => r,
+            Err(e) => {
+                allocator::release(&self.state.storage, &reserved).await;
+                return Err(store_error(resource, &name, e));
+            }
+        };
         set_resource_version(&mut object, revision);
         Ok(json_response(StatusCode::CREATED, &object, &warnings))
     }
@@ -441,13 +454,11 @@ impl Call {
         let scale = self.target.subresource.as_deref() == Some("scale");
         let kind = if scale { "Scale" } else { self.resource().kind };
         let media = media.to_string();
-        let mut precondition_checked = false;
         self.write(None, |call, old| {
             let base = if scale { meta::scale(old) } else { old.clone() };
             let patched = apply_patch(&media, &base, &patch, kind)?;
             let before = base.pointer("/metadata/resourceVersion");
             if patched.pointer("/metadata/resourceVersion").is_some_and(|rv| Some(rv) != before) {
-                precondition_checked = true;
                 return Err(call.conflict());
             }
             if scale {
@@ -457,7 +468,6 @@ impl Call {
             }
         })
         .await
-        .map_err(|e| if precondition_checked { e } else { e })
     }
 
     /// The read-modify-write cycle of updates and patches: `change` turns the current object (with its
@@ -487,6 +497,10 @@ impl Call {
             }
             let mut new = meta::prepare_update(resource, sub, &old, requested)?;
             let warnings = self.check_fields(&new)?;
+            meta::normalize(resource.kind, &mut new);
+            if resource.kind == "Service" {
+                allocator::carry_over(&old, &mut new);
+            }
             kinds::default(resource.kind, &mut new);
             let mut causes = meta::validate_metadata(resource, &new);
             causes.extend(kinds::validate(resource.kind, &new));
@@ -563,6 +577,9 @@ impl Call {
             };
             match result {
                 Ok(revision) => {
+                    if resource.kind == "Service" && decision == Deletion::Now && !opts.dry_run {
+                        allocator::release(&self.state.storage, &allocator::held(&current)).await;
+                    }
                     return Ok(match decision {
                         Deletion::Now if resource.kind == "Pod" => json_response(StatusCode::OK, &current, &[]),
                         Deletion::Now => json_response(StatusCode::OK, &success(resource, self.name(), &uid), &[]),
@@ -574,7 +591,7 @@ impl Call {
                             json_response(StatusCode::ACCEPTED, &marked, &[])
                         }
                         Deletion::Pending => json_response(StatusCode::ACCEPTED, &current, &[]),
-                    })
+                    });
                 }
                 Err(StorageError::Conflict { .. }) => continue,
                 Err(e) => return Err(self.store_error(e)),

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub tls_sans: Vec<String>,
     /// Where admin.kubeconfig and the CA certificate are written.
     pub data_dir: PathBuf,
+    /// Where Services' cluster IPs come from.
+    pub service_cidr: keel_api::services::ServiceCidr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +146,10 @@ pub async fn run(
         .await
         .map_err(io(format!("cannot listen on {}", config.listen)))?;
     let tokens = Tokens::new().with(secrets.admin_token.clone(), "admin");
-    let router = require_token(app(AppState { advertise: config.advertise.clone(), storage }), tokens);
+    let router = require_token(
+        app(AppState { service_cidr: config.service_cidr, ..AppState::new(config.advertise.clone(), storage) }),
+        tokens,
+    );
     tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");
     axum::serve(TlsListener::new(tcp, tls_config), router)
         .with_graceful_shutdown(shutdown)

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 async fn get(path: &str) -> (StatusCode, Value) {
-    let router = app(AppState { advertise: "127.0.0.1:6443".into(), storage: unreachable_store() });
+    let router = app(AppState::new("127.0.0.1:6443", unreachable_store()));
     let resp = router.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
     let status = resp.status();
     let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap();

@@ -40,10 +40,8 @@ async fn serve(handshake_timeout: Duration) -> Server {
     let addr = tcp.local_addr().unwrap();
     let listener = TlsListener::new(tcp, server_config(&cert, &key).unwrap()).with_handshake_timeout(handshake_timeout);
     let token = random_token().unwrap();
-    let router = require_token(
-        app(AppState { advertise: addr.to_string(), storage: unreachable_store() }),
-        Tokens::new().with(&token, "admin"),
-    );
+    let router =
+        require_token(app(AppState::new(addr.to_string(), unreachable_store())), Tokens::new().with(&token, "admin"));
     let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     Server { addr, ca, token, task }
 }

@@ -25,6 +25,9 @@ pub struct ServerArgs {
     /// More names or addresses for the serving certificate (comma-separated).
     #[arg(long, value_delimiter = ',')]
     tls_san: Vec<String>,
+    /// The range Services' cluster IPs come from (IPv4 CIDR).
+    #[arg(long, default_value = keel_api::services::DEFAULT_SERVICE_CIDR)]
+    service_cluster_ip_range: String,
     /// Client URLs of an external keel store (comma-separated); without it the master runs its own member.
     #[arg(long, value_delimiter = ',')]
     store_endpoints: Vec<String>,
@@ -60,6 +63,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         advertise: args.api_advertise.unwrap_or_else(|| args.api_listen.to_string()),
         tls_sans: args.tls_san,
         data_dir: config.data_dir.clone(),
+        service_cidr: keel_api::services::ServiceCidr::parse(&args.service_cluster_ip_range)
+            .map_err(anyhow::Error::msg)
+            .context("bad --service-cluster-ip-range")?,
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {

@@ -1,0 +1,177 @@
+//! Masters for end-to-end tests: `keel server` processes on an external store (stacked masters are a
+//! [`crate::Cluster`] with [`crate::Options::masters`]), and stock `kubectl` against any master.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::{free_port, keel_bin, Cluster};
+
+/// One master's API as a client reaches it.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// The admin kubeconfig the master wrote (any master's works against every master).
+    pub kubeconfig: PathBuf,
+    pub port: u16,
+}
+
+impl Api {
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The same credentials against another master.
+    pub fn at(&self, other: &Api) -> Api {
+        Api { kubeconfig: self.kubeconfig.clone(), port: other.port }
+    }
+
+    /// Runs the installed kubectl against this master, with `stdin` if given.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        use std::io::Write;
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(["--server", &self.url()]).args(args);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("spawn kubectl (is it installed?)")?;
+        if let Some(input) = stdin {
+            child.stdin.take().context("kubectl stdin")?.write_all(input.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// kubectl's stdout; an error with its stderr if it failed.
+    pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+        let out = self.kubectl(args, stdin)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed ({}): {}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A kubectl that runs until killed (watches), its stdout to `out`.
+    pub fn kubectl_background(&self, args: &[&str], out: &std::path::Path) -> anyhow::Result<Child> {
+        let file = std::fs::File::create(out)?;
+        Ok(Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--server", &self.url()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()?)
+    }
+
+    /// Waits until the master has written its kubeconfig and answers an authenticated request.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if self.kubeconfig.exists() {
+                match self.kubectl(&["get", "namespace", "default", "-o", "name"], None) {
+                    Ok(out) if out.status.success() => return Ok(()),
+                    Ok(out) => last = String::from_utf8_lossy(&out.stderr).into_owned(),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("master on port {} not ready after {timeout:?}: {last}", self.port)
+    }
+}
+
+struct MasterProc {
+    name: String,
+    api_port: u16,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// `keel server` processes on the external store of a [`Cluster`] of `keel kv` members.
+pub struct ExternalMasters {
+    masters: Vec<MasterProc>,
+    store_endpoints: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ExternalMasters {
+    /// Starts `n` masters on `store`'s members.
+    pub fn start(store: &Cluster, n: usize) -> anyhow::Result<ExternalMasters> {
+        let dir = tempfile::Builder::new().prefix("keel-test-masters-").tempdir()?;
+        let store_endpoints = crate::urls(store).join(",");
+        let masters = (1..=n)
+            .map(|i| MasterProc {
+                name: format!("master{i}"),
+                api_port: free_port(),
+                data_dir: dir.path().join(format!("master{i}")),
+                log: dir.path().join(format!("master{i}.log")),
+                child: None,
+            })
+            .collect();
+        let mut m = ExternalMasters { masters, store_endpoints, _dir: dir };
+        for i in 0..n {
+            m.spawn(i)?;
+        }
+        Ok(m)
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let m = &self.masters[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log)?;
+        let child = Command::new(keel_bin())
+            .arg("server")
+            .args(["--name", &m.name, "--store-endpoints", &self.store_endpoints])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--api-listen", &format!("127.0.0.1:{}", m.api_port)])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.masters[i].child = Some(child);
+        Ok(())
+    }
+
+    pub fn api(&self, i: usize) -> Api {
+        let m = &self.masters[i];
+        Api { kubeconfig: m.data_dir.join("admin.kubeconfig"), port: m.api_port }
+    }
+
+    /// kill -9 master `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.masters[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_tail(&self, i: usize) -> String {
+        let s = std::fs::read_to_string(&self.masters[i].log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for ExternalMasters {
+    fn drop(&mut self) {
+        for i in 0..self.masters.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            for i in 0..self.masters.len() {
+                eprintln!("--- log of {} ---\n{}", self.masters[i].name, self.log_tail(i));
+            }
+        }
+    }
+}

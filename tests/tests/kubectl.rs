@@ -1,0 +1,218 @@
+//! Stock kubectl against 3 masters — stacked (each with its store member) and on a 3-member external store —
+//! as a user drives a cluster: apply (create, update, no change), create -f, get (tables, -o yaml/json,
+//! selectors), describe, patch, scale, get -w, delete, for namespaces, configmaps, secrets, deployments,
+//! pods and services; and what one master writes every other master serves.
+
+use std::time::Duration;
+
+use keel_tests::masters::{Api, ExternalMasters};
+use keel_tests::{Cluster, Options};
+use serde_json::Value;
+
+const APP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: shop
+  labels: {app: web}
+data:
+  color: blue
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+  namespace: shop
+stringData:
+  password: hunter2
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: app
+        image: registry.local/web:1
+        ports: [{containerPort: 8080}]
+      - name: sidecar
+        image: registry.local/proxy:1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: debug
+  namespace: shop
+  labels: {app: debug}
+spec:
+  containers: [{name: shell, image: registry.local/busybox:1}]
+"#;
+
+fn json(api: &Api, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = api.ok(&all, None).unwrap();
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?} -o json: {e}: {out}"))
+}
+
+/// The whole user session, through `apis[0]` for writes and every master for reads.
+async fn drive(apis: &[Api]) {
+    let a = &apis[0];
+    let applied = a.ok(&["apply", "-f", "-"], Some(APP)).unwrap();
+    for what in
+        ["namespace/shop", "configmap/settings", "secret/creds", "deployment.apps/web", "service/web", "pod/debug"]
+    {
+        assert!(applied.contains(&format!("{what} created")), "{applied}");
+    }
+
+    // Tables, as kubectl prints them.
+    let cms = a.ok(&["-n", "shop", "get", "configmaps"], None).unwrap();
+    assert!(cms.starts_with("NAME") && cms.contains("DATA") && cms.contains("settings"), "{cms}");
+    let deploy = a.ok(&["-n", "shop", "get", "deploy", "-o", "wide"], None).unwrap();
+    assert!(
+        deploy.contains("UP-TO-DATE") && deploy.contains("registry.local/web:1,registry.local/proxy:1"),
+        "{deploy}"
+    );
+    let svc = a.ok(&["-n", "shop", "get", "svc", "web"], None).unwrap();
+    assert!(svc.contains("CLUSTER-IP") && svc.contains("10.") && svc.contains("80/TCP"), "{svc}");
+    let pods = a.ok(&["-n", "shop", "get", "pods"], None).unwrap();
+    assert!(pods.contains("debug") && pods.contains("Pending"), "{pods}");
+    let nss = a.ok(&["get", "ns"], None).unwrap();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease", "shop"] {
+        assert!(nss.contains(ns), "{nss}");
+    }
+    let all = a.ok(&["get", "configmaps", "-A", "-l", "app=web"], None).unwrap();
+    assert!(all.contains("NAMESPACE") && all.contains("shop") && all.contains("settings"), "{all}");
+
+    // Objects as stored: server-set fields, defaults, stringData folded into data.
+    let cm = json(a, &["-n", "shop", "get", "cm", "settings"]);
+    assert_eq!(cm["data"]["color"], "blue");
+    assert!(cm["metadata"]["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    assert!(cm["metadata"]["creationTimestamp"].as_str().is_some());
+    let secret = json(a, &["-n", "shop", "get", "secret", "creds"]);
+    assert_eq!(secret["data"]["password"], "aHVudGVyMg==");
+    assert!(secret.get("stringData").is_none());
+    let service = json(a, &["-n", "shop", "get", "svc", "web"]);
+    assert!(service["spec"]["clusterIP"].as_str().unwrap().starts_with("10."), "{service}");
+    let yaml = a.ok(&["-n", "shop", "get", "deploy", "web", "-o", "yaml"], None).unwrap();
+    assert!(yaml.contains("kind: Deployment") && yaml.contains("generation: 1"), "{yaml}");
+    let described = a.ok(&["-n", "shop", "describe", "configmap", "settings"], None).unwrap();
+    assert!(described.contains("Name:         settings") && described.contains("blue"), "{described}");
+
+    // Every master serves what the first wrote.
+    for other in &apis[1..] {
+        let b = a.at(other);
+        let cm = json(&b, &["-n", "shop", "get", "cm", "settings"]);
+        assert_eq!(cm["data"]["color"], "blue", "master on port {}", other.port);
+    }
+
+    // apply again: an update (a strategic merge patch), then no change at all.
+    let changed = APP.replace("color: blue", "color: green").replace("registry.local/web:1", "registry.local/web:2");
+    let out = a.ok(&["apply", "-f", "-"], Some(&changed)).unwrap();
+    assert!(out.contains("configmap/settings configured") && out.contains("deployment.apps/web configured"), "{out}");
+    assert!(out.contains("service/web unchanged"), "{out}");
+    // (A Secret applied with stringData is "configured" every time, as with Kubernetes: stringData is
+    // write-only, so kubectl never finds it on the server.)
+    let out = a.ok(&["apply", "-f", "-"], Some(&changed)).unwrap();
+    for what in ["namespace/shop", "configmap/settings", "deployment.apps/web", "service/web", "pod/debug"] {
+        assert!(out.contains(&format!("{what} unchanged")), "{out}");
+    }
+    let d = json(a, &["-n", "shop", "get", "deploy", "web"]);
+    assert_eq!(d["metadata"]["generation"], 2);
+    let containers = d["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 2, "the strategic merge kept the sidecar: {d}");
+    assert_eq!(containers[0]["image"], "registry.local/web:2");
+
+    // scale (a merge patch of the scale subresource), patch, label.
+    a.ok(&["-n", "shop", "scale", "deploy", "web", "--replicas=5"], None).unwrap();
+    assert_eq!(json(a, &["-n", "shop", "get", "deploy", "web"])["spec"]["replicas"], 5);
+    a.ok(&["-n", "shop", "patch", "cm", "settings", "-p", r#"{"data":{"size":"xl"}}"#], None).unwrap();
+    a.ok(&["-n", "shop", "label", "cm", "settings", "tier=front"], None).unwrap();
+    let cm = json(&a.at(&apis[apis.len() - 1]), &["-n", "shop", "get", "cm", "settings"]);
+    assert_eq!((cm["data"]["size"].as_str(), cm["metadata"]["labels"]["tier"].as_str()), (Some("xl"), Some("front")));
+
+    // get -w sees a create, an update and a delete, in order.
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("watch.out");
+    let mut watch = a
+        .at(&apis[apis.len() - 1])
+        .kubectl_background(&["-n", "shop", "get", "cm", "-w", "--output-watch-events", "-l", "watched=yes"], &out_path)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let watched = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: seen, labels: {watched: \"yes\"}}\ndata: {a: b}\n";
+    a.ok(&["-n", "shop", "create", "-f", "-"], Some(watched)).unwrap();
+    a.ok(&["-n", "shop", "patch", "cm", "seen", "-p", r#"{"data":{"a":"c"}}"#], None).unwrap();
+    a.ok(&["-n", "shop", "delete", "cm", "seen"], None).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while std::time::Instant::now() < deadline {
+        seen = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if seen.contains("DELETED") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let events: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| *w != "EVENT" && w.chars().all(|c| c.is_ascii_uppercase()))
+        .collect();
+    assert_eq!(events, ["ADDED", "MODIFIED", "DELETED"], "{seen}");
+
+    // delete: objects, then the namespace with what is left in it.
+    a.ok(&["-n", "shop", "delete", "pod", "debug"], None).unwrap();
+    let gone = a.kubectl(&["-n", "shop", "get", "pod", "debug"], None).unwrap();
+    assert!(!gone.status.success() && String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "{gone:?}");
+    a.ok(&["delete", "namespace", "shop", "--timeout=60s"], None).unwrap();
+    let left = a.ok(&["get", "cm,secret,deploy,svc", "-n", "shop", "-o", "name"], None).unwrap();
+    assert!(left.trim().is_empty(), "{left}");
+    let ns = a.kubectl(&["get", "ns", "shop"], None).unwrap();
+    assert!(!ns.status.success(), "namespace still there");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_drives_three_stacked_masters() {
+    let c = Cluster::start_with(3, Options { masters: true, ..Default::default() }).await.unwrap();
+    let apis: Vec<Api> = (0..3).map(|i| c.api(i)).collect();
+    for api in &apis {
+        api.wait_ready(Duration::from_secs(60)).await.unwrap();
+    }
+    drive(&apis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_drives_three_masters_on_an_external_store() {
+    let store = Cluster::start(3).await.unwrap();
+    let masters = ExternalMasters::start(&store, 3).unwrap();
+    let apis: Vec<Api> = (0..3).map(|i| masters.api(i)).collect();
+    for api in &apis {
+        api.wait_ready(Duration::from_secs(60)).await.unwrap();
+    }
+    drive(&apis).await;
+}
