@@ -134,3 +134,53 @@ mod tests {
         assert_eq!(decode("Deployment", &d), Ok(vec!["spec.replica".to_string()]));
     }
 }
+
+/// Removes the fields [`decode`] reported unknown (`spec.containers[0].imagee`), as Kubernetes drops them
+/// when it does not refuse them: what is stored is what the type holds.
+pub fn drop_unknown(object: &mut Value, paths: &[String]) {
+    for path in paths {
+        let mut segments: Vec<Segment> = Vec::new();
+        for part in path.split('.') {
+            let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+            segments.push(Segment::Field(name));
+            for index in rest.split('[').filter(|s| !s.is_empty()) {
+                match index.trim_end_matches(']').parse() {
+                    Ok(i) => segments.push(Segment::Index(i)),
+                    Err(_) => return,
+                }
+            }
+        }
+        let Some((Segment::Field(last), parents)) = segments.split_last() else { continue };
+        let parent = parents.iter().try_fold(&mut *object, |v, s| match s {
+            Segment::Field(f) => v.get_mut(*f),
+            Segment::Index(i) => v.get_mut(*i),
+        });
+        if let Some(map) = parent.and_then(Value::as_object_mut) {
+            map.remove(*last);
+        }
+    }
+}
+
+enum Segment<'a> {
+    Field(&'a str),
+    Index(usize),
+}
+
+#[cfg(test)]
+mod drop_tests {
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_dropped_where_decode_found_them() {
+        let mut pod = json!({"spec": {"foo": 1, "containers": [{"name": "a"}, {"name": "b", "imagee": "x"}]}});
+        let unknown = super::decode(
+            "Pod",
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"foo": 1, "containers": [{"name": "a"}, {"name": "b", "imagee": "x"}]}}),
+        )
+        .unwrap();
+        assert_eq!(unknown, ["spec.containers[1].imagee", "spec.foo"]);
+        super::drop_unknown(&mut pod, &unknown);
+        assert_eq!(pod, json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}));
+    }
+}

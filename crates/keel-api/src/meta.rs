@@ -266,26 +266,6 @@ pub fn validate_metadata(resource: &Resource, object: &Value) -> Vec<Cause> {
     causes
 }
 
-/// Folds write-only conveniences into the stored form: a Secret's `stringData` becomes base64 `data`
-/// (stringData wins over data for the same key), as kube-apiserver does on every write.
-pub fn normalize(kind: &str, object: &mut Value) {
-    use base64::Engine;
-    if kind != "Secret" {
-        return;
-    }
-    let Some(map) = object.as_object_mut() else { return };
-    let Some(Value::Object(strings)) = map.remove("stringData") else { return };
-    let data = map.entry("data").or_insert_with(|| json!({}));
-    if !data.is_object() {
-        *data = json!({});
-    }
-    for (k, v) in strings {
-        if let Some(s) = v.as_str() {
-            data[k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(s));
-        }
-    }
-}
-
 /// Whether anything but metadata and status differs (what bumps `metadata.generation`).
 pub fn spec_changed(old: &Value, new: &Value) -> bool {
     let rest = |v: &Value| -> Map<String, Value> {
@@ -678,16 +658,6 @@ mod tests {
         assert_eq!(m["metadata"]["deletionTimestamp"], "2026-11-24T10:00:10Z");
         assert_eq!(delete(&m, "Pod", Some(0), None, now), Deletion::Now);
         assert_eq!(delete(&running, "Pod", Some(0), None, now), Deletion::Now);
-    }
-
-    #[test]
-    fn secret_string_data_becomes_data() {
-        let mut s = json!({"data": {"a": "eA==", "b": "eQ=="}, "stringData": {"b": "hunter2", "c": ""}});
-        normalize("Secret", &mut s);
-        assert_eq!(s, json!({"data": {"a": "eA==", "b": "aHVudGVyMg==", "c": ""}}));
-        let mut cm = json!({"stringData": {"x": "y"}});
-        normalize("ConfigMap", &mut cm);
-        assert!(cm.get("stringData").is_some());
     }
 
     #[test]

@@ -232,8 +232,9 @@ impl Call {
     }
 
     /// Decodes against the kind's type; unknown fields are refused, warned about or ignored as asked.
-    fn check_fields(&self, object: &Value) -> Result<Vec<String>, ApiError> {
+    fn check_fields(&self, object: &mut Value) -> Result<Vec<String>, ApiError> {
         let unknown = kinds::decode(self.resource().kind, object).map_err(ApiError::BadRequest)?;
+        kinds::drop_unknown(object, &unknown);
         Ok(match self.params.field_validation {
             FieldValidation::Ignore => vec![],
             FieldValidation::Warn => unknown.into_iter().map(|f| format!("unknown field {f:?}")).collect(),
@@ -351,8 +352,7 @@ impl Call {
             random: uuid::Uuid::new_v4().as_u64_pair().0,
         };
         meta::prepare_create(resource, &mut object, self.target.namespace.as_deref(), &fresh)?;
-        let warnings = self.check_fields(&object)?;
-        meta::normalize(resource.kind, &mut object);
+        let warnings = self.check_fields(&mut object)?;
         kinds::default(resource.kind, &mut object);
         let name = meta::name(&object).to_string();
         let mut causes = meta::validate_metadata(resource, &object);
@@ -496,8 +496,7 @@ impl Call {
                 m.remove("resourceVersion");
             }
             let mut new = meta::prepare_update(resource, sub, &old, requested)?;
-            let warnings = self.check_fields(&new)?;
-            meta::normalize(resource.kind, &mut new);
+            let warnings = self.check_fields(&mut new)?;
             if resource.kind == "Service" {
                 allocator::carry_over(&old, &mut new);
             }

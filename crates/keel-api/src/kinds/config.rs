@@ -128,41 +128,16 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
 
 /// Standard base64 (with padding), for secret data.
 mod base64 {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    use base64::Engine;
+
+    const STANDARD: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
     pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        STANDARD.encode(bytes)
     }
 
     pub fn decode(s: &str) -> Result<Vec<u8>, String> {
-        let s = s.trim_end_matches('=');
-        let mut out = Vec::with_capacity(s.len() * 3 / 4);
-        let (mut acc, mut bits) = (0u32, 0u32);
-        for (i, ch) in s.bytes().enumerate() {
-            let Some(v) = ALPHABET.iter().position(|&a| a == ch) else {
-                return Err(format!("illegal base64 data at input byte {i}"));
-            };
-            acc = (acc << 6) | v as u32;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        Ok(out)
+        STANDARD.decode(s).map_err(|e| format!("illegal base64 data: {e}"))
     }
 
     /// The length of what `s` decodes to.
