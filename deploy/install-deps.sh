@@ -23,4 +23,6 @@ if [ ! -e /dev/fuse ]; then
   [ -e /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
 fi
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+# The masters' tests drive the installed kubectl (Debian has no package for it; it is part of the machine).
+command -v kubectl >/dev/null || { echo "kubectl is missing: the masters' tests need it on PATH" >&2; exit 1; }
 echo "keel build and test dependencies are installed"
