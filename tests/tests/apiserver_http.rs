@@ -120,6 +120,15 @@ async fn bad_input_is_refused_with_a_status_and_stores_nothing() {
 
     let text = call(&r, Method::POST, CMS, "text/plain", cm("t").to_string()).await;
     assert_eq!(text.code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\n data: [\n";
+    let malformed_yaml = call(&r, Method::POST, CMS, "application/yaml", yaml).await;
+    assert_eq!(malformed_yaml.code, StatusCode::BAD_REQUEST, "{}", malformed_yaml.body);
+    assert!(malformed_yaml.body["message"].as_str().unwrap().contains("YAML"), "{}", malformed_yaml.body);
+    let pb = "application/vnd.kubernetes.protobuf";
+    let malformed_pb = call(&r, Method::POST, CMS, pb, &b"k8s\x00\x0a\x05\x0a"[..]).await;
+    assert_eq!(malformed_pb.code, StatusCode::BAD_REQUEST, "{}", malformed_pb.body);
+    let not_pb = call(&r, Method::POST, CMS, pb, cm("t").to_string()).await;
+    assert_eq!(not_pb.code, StatusCode::BAD_REQUEST, "{}", not_pb.body);
 
     let mut unknown = cm("unknown");
     unknown["spec"] = json!({"replicas": 1});
@@ -144,6 +153,11 @@ async fn bad_input_is_refused_with_a_status_and_stores_nothing() {
     assert_eq!(warned.code, StatusCode::CREATED, "{}", warned.body);
     assert!(warned.warnings.iter().any(|w| w.starts_with("299 - ") && w.contains("spec")), "{:?}", warned.warnings);
     assert!(warned.body.get("spec").is_none());
+
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  n: \"1\"\n";
+    let from_yaml = call(&r, Method::POST, CMS, "application/yaml", yaml).await;
+    assert_eq!(from_yaml.code, StatusCode::CREATED, "{}", from_yaml.body);
+    assert_eq!(from_yaml.body["data"]["n"], "1");
 
     let dup = post(&r, CMS, &unknown).await;
     assert_eq!((dup.code, dup.body["reason"].as_str()), (StatusCode::CONFLICT, Some("AlreadyExists")));
@@ -256,4 +270,36 @@ async fn concurrency_paging_subresources_and_compacted_watches() {
     let line = watch.body.as_str().map(str::to_string).unwrap_or_else(|| watch.body.to_string());
     let event: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert_eq!((event["type"].as_str(), event["object"]["code"].as_i64()), (Some("ERROR"), Some(410)), "{line}");
+}
+
+async fn text(r: &Router, path: &str) -> (StatusCode, String) {
+    let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+    let resp = r.clone().oneshot(req).await.unwrap();
+    let code = resp.status();
+    (code, String::from_utf8(to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_endpoints_report_the_store() {
+    let mut c = Cluster::start(1).await.unwrap();
+    let r = router(&c).await;
+    assert_eq!(text(&r, "/readyz").await, (StatusCode::OK, "ok".into()));
+    assert_eq!(text(&r, "/healthz").await, (StatusCode::OK, "ok".into()));
+    assert_eq!(
+        text(&r, "/readyz?verbose").await,
+        (StatusCode::OK, "[+]ping ok\n[+]etcd ok\nreadyz check passed\n".into())
+    );
+    assert_eq!(text(&r, "/readyz?verbose&exclude=etcd").await.1, "[+]ping ok\nreadyz check passed\n");
+    assert_eq!(text(&r, "/livez?verbose").await.1, "[+]ping ok\nlivez check passed\n");
+    assert_eq!(text(&r, "/readyz/etcd").await, (StatusCode::OK, "ok".into()));
+    assert_eq!(text(&r, "/readyz/nope").await.0, StatusCode::NOT_FOUND);
+
+    // Without its store a master is alive but neither healthy nor ready.
+    c.kill(0);
+    let (code, body) = text(&r, "/readyz").await;
+    assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body, "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n");
+    assert_eq!(text(&r, "/healthz").await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(text(&r, "/readyz/etcd").await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(text(&r, "/livez").await, (StatusCode::OK, "ok".into()));
 }

@@ -185,6 +185,8 @@ async fn drive(apis: &[Api]) {
         .collect();
     assert_eq!(events, ["ADDED", "MODIFIED", "DELETED"], "{seen}");
 
+    typed_creates(apis);
+
     // delete: objects, then the namespace with what is left in it.
     a.ok(&["-n", "shop", "delete", "pod", "debug"], None).unwrap();
     let gone = a.kubectl(&["-n", "shop", "get", "pod", "debug"], None).unwrap();
@@ -194,6 +196,79 @@ async fn drive(apis: &[Api]) {
     assert!(left.trim().is_empty(), "{left}");
     let ns = a.kubectl(&["get", "ns", "shop"], None).unwrap();
     assert!(!ns.status.success(), "namespace still there");
+}
+
+/// kubectl's typed generators (`create configmap`, `create deployment`, `expose`…) send protobuf bodies;
+/// what they created is read back as JSON through another master.
+fn typed_creates(apis: &[Api]) {
+    let a = &apis[0];
+    let b = a.at(&apis[apis.len() - 1]);
+    let n = |args: &[&'static str]| [&["-n", "tools"], args].concat();
+    a.ok(&["create", "namespace", "tools"], None).unwrap();
+    a.ok(&n(&["create", "configmap", "conf", "--from-literal=a=1", "--from-literal=b=two"]), None).unwrap();
+    a.ok(&n(&["create", "secret", "generic", "creds", "--from-literal=user=admin"]), None).unwrap();
+    a.ok(&n(&["create", "deployment", "api", "--image=registry.local/api:1", "--replicas=2", "--port=8080"]), None)
+        .unwrap();
+    a.ok(&n(&["create", "service", "clusterip", "api", "--tcp=80:8080"]), None).unwrap();
+    a.ok(
+        &n(&["expose", "deployment", "api", "--name=api-np", "--type=NodePort", "--port=81", "--target-port=8080"]),
+        None,
+    )
+    .unwrap();
+    a.ok(&n(&["create", "job", "once", "--image=registry.local/tool:1", "--", "echo", "hi"]), None).unwrap();
+    a.ok(
+        &n(&["create", "cronjob", "tick", "--image=registry.local/tool:1", "--schedule=*/5 * * * *", "--", "date"]),
+        None,
+    )
+    .unwrap();
+    a.ok(&n(&["create", "serviceaccount", "bot"]), None).unwrap();
+    a.ok(&n(&["autoscale", "deployment", "api", "--min=1", "--max=3", "--cpu-percent=80"]), None).unwrap();
+    a.ok(&n(&["run", "shell", "--image=registry.local/tool:1", "--restart=Never", "--", "sleep", "1"]), None).unwrap();
+
+    assert_eq!(json(&b, &["get", "namespace", "tools"])["status"]["phase"], "Active");
+    let cm = json(&b, &n(&["get", "configmap", "conf"]));
+    assert_eq!(cm["data"], serde_json::json!({"a": "1", "b": "two"}), "{cm}");
+    let secret = json(&b, &n(&["get", "secret", "creds"]));
+    assert_eq!(
+        (secret["type"].as_str(), secret["data"]["user"].as_str()),
+        (Some("Opaque"), Some("YWRtaW4=")),
+        "{secret}"
+    );
+    let d = json(&b, &n(&["get", "deployment", "api"]));
+    assert_eq!(d["spec"]["replicas"], 2, "{d}");
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "api", "{d}");
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        (container["image"].as_str(), &container["ports"][0]["containerPort"]),
+        (Some("registry.local/api:1"), &serde_json::json!(8080))
+    );
+    let svc = json(&b, &n(&["get", "service", "api"]));
+    assert_eq!(
+        (&svc["spec"]["ports"][0]["port"], &svc["spec"]["ports"][0]["targetPort"]),
+        (&serde_json::json!(80), &serde_json::json!(8080)),
+        "{svc}"
+    );
+    assert!(svc["spec"]["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty()), "{svc}");
+    let np = json(&b, &n(&["get", "service", "api-np"]));
+    assert_eq!(np["spec"]["type"], "NodePort", "{np}");
+    assert!(np["spec"]["ports"][0]["nodePort"].as_i64().is_some_and(|p| (30000..32768).contains(&p)), "{np}");
+    assert_eq!(np["spec"]["selector"]["app"], "api", "{np}");
+    let job = json(&b, &n(&["get", "job", "once"]));
+    assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["command"], serde_json::json!(["echo", "hi"]), "{job}");
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never", "{job}");
+    let cron = json(&b, &n(&["get", "cronjob", "tick"]));
+    assert_eq!(cron["spec"]["schedule"], "*/5 * * * *", "{cron}");
+    assert_eq!(json(&b, &n(&["get", "serviceaccount", "bot"]))["metadata"]["name"], "bot");
+    let hpa = json(&b, &n(&["get", "hpa", "api"]));
+    assert_eq!(
+        (&hpa["spec"]["minReplicas"], &hpa["spec"]["maxReplicas"]),
+        (&serde_json::json!(1), &serde_json::json!(3)),
+        "{hpa}"
+    );
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "api", "{hpa}");
+    let pod = json(&b, &n(&["get", "pod", "shell"]));
+    assert_eq!(pod["spec"]["containers"][0]["args"], serde_json::json!(["sleep", "1"]), "{pod}");
+    a.ok(&["delete", "namespace", "tools", "--timeout=60s"], None).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,6 +7,7 @@ mod allocator;
 pub mod auth;
 mod discovery;
 mod failure;
+mod health;
 pub mod namespaces;
 mod request;
 mod resources;
@@ -49,9 +50,12 @@ pub const KUBERNETES_MINOR: &str = "33";
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/version", get(discovery::version))
-        .route("/healthz", get(health))
-        .route("/livez", get(health))
-        .route("/readyz", get(health))
+        .route("/healthz", get(health::healthz))
+        .route("/healthz/{check}", get(health::healthz_one))
+        .route("/livez", get(health::livez))
+        .route("/livez/{check}", get(health::livez_one))
+        .route("/readyz", get(health::readyz))
+        .route("/readyz/{check}", get(health::readyz_one))
         .route("/api", get(discovery::core_versions))
         .route("/api/v1", get(discovery::core_resources))
         .route("/apis", get(discovery::groups))
@@ -64,10 +68,6 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi/v2", get(openapi_v2))
         .fallback(|| async { Failure(keel_api::status::ApiError::UnknownPath) })
         .with_state(state)
-}
-
-async fn health() -> &'static str {
-    "ok"
 }
 
 async fn openapi_index() -> axum::Json<serde_json::Value> {

@@ -57,10 +57,12 @@ pub struct Params {
     pub include_object: IncludeObject,
 }
 
+/// A boolean query parameter, spelled as Go's `strconv.ParseBool` reads it (the Python client sends
+/// `watch=True`); a bare `?watch` is true.
 fn boolean(name: &str, v: &str) -> Result<bool, ApiError> {
     match v {
-        "" | "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
+        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
         _ => Err(bad(format!("invalid value for {name}: {v:?}"))),
     }
 }
@@ -190,15 +192,23 @@ pub fn output(headers: &HeaderMap) -> Result<Output, ApiError> {
     ))
 }
 
-/// The body of a create or update as JSON (the only encoding keel reads).
-pub async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+/// The body of a create, update or binding as a JSON object, from any encoding kube-apiserver reads:
+/// JSON, YAML, or Kubernetes protobuf (which kubectl's typed `create` commands send).
+pub async fn object_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
     let media = content_type(headers);
-    if !matches!(media.as_str(), "" | "application/json") {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json (got {media})"
-        )));
+    let bytes = read(body).await?;
+    match media.as_str() {
+        "" | "application/json" => parse_json(&bytes),
+        "application/yaml" => parse_yaml(&bytes),
+        keel_protobuf::MEDIA_TYPE => {
+            keel_protobuf::decode(&bytes).map_err(|e| bad(format!("the protobuf body could not be decoded: {e}")))
+        }
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: \
+             application/json, application/yaml, {} (got {media})",
+            keel_protobuf::MEDIA_TYPE
+        ))),
     }
-    parse_json(&read(body).await?)
 }
 
 /// The media type of the body, lower case, without parameters.
@@ -218,6 +228,11 @@ pub async fn read(body: Body) -> Result<Bytes, ApiError> {
 
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| bad(format!("couldn't get version/kind; json parse error: {e}")))
+}
+
+/// One YAML document as the JSON value it denotes (kube-apiserver converts YAML bodies to JSON first).
+pub fn parse_yaml(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_yaml_ng::from_slice(bytes).map_err(|e| bad(format!("error converting YAML to JSON: yaml: {e}")))
 }
 
 /// A delete's options, from its body (DeleteOptions, optional) over the query's.
@@ -284,6 +299,9 @@ mod tests {
         let e = Params::parse(Some("fieldSelector=spec.nodeName%3Dn1"), &target("configmaps")).unwrap_err();
         assert_eq!(e.to_string(), "field label not supported: spec.nodeName");
         assert_eq!(Params::parse(Some("limit=x"), &target("pods")).unwrap_err().code(), 400);
+        let python = Params::parse(Some("watch=True&allowWatchBookmarks=False"), &target("pods")).unwrap();
+        assert!(python.watch && !python.bookmarks);
+        assert_eq!(Params::parse(Some("watch=yes"), &target("pods")).unwrap_err().code(), 400);
         assert_eq!(Params::parse(Some("dryRun=Some"), &target("pods")).unwrap_err().code(), 400);
         assert_eq!(
             Params::parse(Some("resourceVersion=abc"), &target("pods")).unwrap().revision().unwrap_err().code(),

@@ -67,19 +67,19 @@ async fn serve(
             crate::watch::serve(&call.state, &call.target, &call.params, request::output(&headers)?).await?
         }
         (Method::GET, false, None) => call.list(request::output(&headers)?).await?,
-        (Method::POST, false, None) => call.create(request::json_body(&headers, body).await?).await?,
+        (Method::POST, false, None) => call.create(request::object_body(&headers, body).await?).await?,
         (Method::DELETE, false, None) => call.delete_collection(request::read(body).await?.as_ref()).await?,
         (Method::GET, true, None | Some("status")) => call.get(request::output(&headers)?).await?,
         (Method::GET, true, Some("scale")) => call.get_scale().await?,
         (Method::PUT, true, None | Some("status" | "scale" | "finalize")) => {
-            call.update(request::json_body(&headers, body).await?).await?
+            call.update(request::object_body(&headers, body).await?).await?
         }
         (Method::PATCH, true, None | Some("status" | "scale")) => {
             let media = request::content_type(&headers);
             call.patch(&media, request::read(body).await?.as_ref()).await?
         }
         (Method::DELETE, true, None) => call.delete(request::read(body).await?.as_ref()).await?,
-        (Method::POST, true, Some("binding")) => call.bind(request::json_body(&headers, body).await?).await?,
+        (Method::POST, true, Some("binding")) => call.bind(request::object_body(&headers, body).await?).await?,
         (Method::GET | Method::POST, true, Some("log" | "exec")) => {
             return Err(ApiError::BadRequest(
                 "logs and exec are served by node agents, which this cluster does not run yet".into(),

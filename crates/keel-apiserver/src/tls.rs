@@ -4,9 +4,9 @@
 //! bearer token ([`random_token`]) and a kubeconfig ([`kubeconfig`]).
 //!
 //! The CA is created once per cluster and shared by every master through the store (not this module's
-//! concern); it is ECDSA P-256 and valid for about ten years, serving certificates for about one. rcgen
-//! is built without its certificate parser, so [`Authority::from_pem`] reads the little it needs from the CA
-//! certificate (its subject and public key) with the small DER reader at the bottom of this file.
+//! concern); it is ECDSA P-256 and valid for about ten years, serving certificates for about one. A stored
+//! CA is read back with rcgen's certificate parser (x509-parser), which also gives its public key, so that
+//! a key that does not belong to the certificate is refused rather than signing certificates nobody trusts.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -91,14 +91,13 @@ impl Authority {
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, TlsError> {
         let cert = certificates(cert_pem)?.into_iter().next().ok_or(TlsError::NoCertificate)?;
         let key = KeyPair::from_pem(key_pem)?;
-        let ca = der::ca_certificate(&cert)?;
-        if ca.public_key != key.public_key_raw() {
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(&cert).map_err(|_| TlsError::UnsupportedCa("malformed certificate"))?;
+        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(TlsError::KeyMismatch);
         }
-        let mut params = CertificateParams::default();
-        params.distinguished_name = ca.subject;
-        params.key_usages = ca_key_usages();
-        Ok(Authority { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), issuer: Issuer::new(params, key) })
+        let issuer = Issuer::from_ca_cert_der(&cert, key)?;
+        Ok(Authority { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), issuer })
     }
 
     /// The CA certificate (PEM), for clients to trust.
@@ -352,133 +351,8 @@ fn quoted(s: &str) -> String {
     serde_json::Value::from(s).to_string()
 }
 
-/// Just enough DER to read a CA certificate: its subject name and public key.
-mod der {
-    use rcgen::{DistinguishedName, DnType, DnValue};
-
-    use super::TlsError;
-
-    const SEQUENCE: u8 = 0x30;
-    const SET: u8 = 0x31;
-    const OID: u8 = 0x06;
-    const BIT_STRING: u8 = 0x03;
-    const VERSION: u8 = 0xa0;
-    const UTF8_STRING: u8 = 0x0c;
-    const PRINTABLE_STRING: u8 = 0x13;
-    const IA5_STRING: u8 = 0x16;
-
-    /// What an issuer needs from its certificate.
-    pub(super) struct CaCertificate {
-        pub subject: DistinguishedName,
-        /// The raw public key (the subjectPublicKey bits, e.g. an uncompressed EC point).
-        pub public_key: Vec<u8>,
-    }
-
-    const MALFORMED: TlsError = TlsError::UnsupportedCa("malformed certificate");
-
-    pub(super) fn ca_certificate(cert: &[u8]) -> Result<CaCertificate, TlsError> {
-        let (certificate, _) = expect(cert, SEQUENCE)?;
-        let (tbs, _) = expect(certificate, SEQUENCE)?;
-        let (first, _, after_first) = split(tbs).ok_or(MALFORMED)?;
-        let rest = if first == VERSION { after_first } else { tbs };
-        let (_serial, rest) = split(rest).map(|(_, c, r)| (c, r)).ok_or(MALFORMED)?;
-        let (_signature, rest) = expect(rest, SEQUENCE)?;
-        let (_issuer, rest) = expect(rest, SEQUENCE)?;
-        let (_validity, rest) = expect(rest, SEQUENCE)?;
-        let (subject, rest) = expect(rest, SEQUENCE)?;
-        let (spki, _) = expect(rest, SEQUENCE)?;
-        let (_algorithm, rest) = expect(spki, SEQUENCE)?;
-        let (bits, _) = expect(rest, BIT_STRING)?;
-        let public_key = match bits.split_first() {
-            Some((0, key)) => key.to_vec(),
-            _ => return Err(MALFORMED),
-        };
-        Ok(CaCertificate { subject: name(subject)?, public_key })
-    }
-
-    /// A Name's RDNs, each of one attribute in a string type rcgen writes back byte for byte, so that the
-    /// issuer of every certificate signed matches this subject exactly.
-    fn name(mut rdns: &[u8]) -> Result<DistinguishedName, TlsError> {
-        let mut dn = DistinguishedName::new();
-        while !rdns.is_empty() {
-            let (rdn, rest) = expect(rdns, SET)?;
-            rdns = rest;
-            let (attribute, more) = expect(rdn, SEQUENCE)?;
-            if !more.is_empty() {
-                return Err(TlsError::UnsupportedCa("multi-valued name in the subject"));
-            }
-            let (oid, rest) = expect(attribute, OID)?;
-            let (tag, value, _) = split(rest).ok_or(MALFORMED)?;
-            let text = || std::str::from_utf8(value).map(str::to_string).map_err(|_| MALFORMED);
-            let value = match tag {
-                UTF8_STRING => DnValue::Utf8String(text()?),
-                PRINTABLE_STRING => DnValue::PrintableString(text()?.try_into().map_err(|_| MALFORMED)?),
-                IA5_STRING => DnValue::Ia5String(text()?.try_into().map_err(|_| MALFORMED)?),
-                _ => return Err(TlsError::UnsupportedCa("a subject attribute of an unsupported string type")),
-            };
-            let ty = DnType::from_oid(&arcs(oid).ok_or(MALFORMED)?);
-            if dn.get(&ty).is_some() {
-                return Err(TlsError::UnsupportedCa("a repeated attribute in the subject"));
-            }
-            dn.push(ty, value);
-        }
-        Ok(dn)
-    }
-
-    /// The contents of the element at the start of `input`, which must have `tag`, and what follows it.
-    fn expect(input: &[u8], tag: u8) -> Result<(&[u8], &[u8]), TlsError> {
-        match split(input) {
-            Some((t, content, rest)) if t == tag => Ok((content, rest)),
-            _ => Err(MALFORMED),
-        }
-    }
-
-    /// The element at the start of `input`: (tag, contents, the rest). Only low tag numbers, definite lengths.
-    pub(super) fn split(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        if tag & 0x1f == 0x1f {
-            return None;
-        }
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = if first < 0x80 {
-            (usize::from(first), rest)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let (bytes, rest) = rest.split_at(n);
-            (bytes.iter().fold(0usize, |len, b| len << 8 | usize::from(*b)), rest)
-        };
-        if rest.len() < len {
-            return None;
-        }
-        let (content, rest) = rest.split_at(len);
-        Some((tag, content, rest))
-    }
-
-    /// An OBJECT IDENTIFIER's arcs.
-    pub(super) fn arcs(oid: &[u8]) -> Option<Vec<u64>> {
-        let mut values = Vec::new();
-        let mut value: u64 = 0;
-        for (i, b) in oid.iter().enumerate() {
-            value = value.checked_mul(128)? | u64::from(b & 0x7f);
-            if b & 0x80 == 0 {
-                values.push(value);
-                value = 0;
-            } else if i + 1 == oid.len() {
-                return None;
-            }
-        }
-        let (&first, rest) = values.split_first()?;
-        let (a, b) = if first < 80 { (first / 40, first % 40) } else { (2, first - 80) };
-        Some([a, b].into_iter().chain(rest.iter().copied()).collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use rcgen::DnValue;
     use rustls::client::danger::ServerCertVerifier as _;
     use rustls::client::WebPkiServerVerifier;
     use rustls::pki_types::{ServerName, UnixTime};
@@ -510,14 +384,6 @@ mod tests {
         let (cert, key) = restored.issue_serving(&["10.0.0.7".into()]).unwrap();
         assert!(verifies(&original, &cert, "10.0.0.7"));
         assert!(server_config(&cert, &key).is_ok());
-    }
-
-    #[test]
-    fn the_subject_is_read_back_exactly() {
-        let der = certificates(ca().cert_pem()).unwrap().remove(0);
-        let subject = der::ca_certificate(&der).unwrap().subject;
-        assert_eq!(subject.get(&DnType::CommonName), Some(&DnValue::Utf8String("keel-ca".into())));
-        assert_eq!(subject.iter().count(), 1);
     }
 
     #[test]
@@ -610,16 +476,5 @@ preferences: {}
 "#
         );
         assert!(kubeconfig("a\"b", "s", "", "yes", "t").contains(r#"- name: "a\"b""#));
-    }
-
-    #[test]
-    fn der_reader_limits() {
-        assert_eq!(der::split(&[0x04, 0x02, 1, 2, 9]), Some((0x04, &[1u8, 2][..], &[9u8][..])));
-        assert_eq!(der::split(&[0x04, 0x81, 0x01, 7]), Some((0x04, &[7u8][..], &[][..])));
-        assert_eq!(der::split(&[0x04, 0x03, 1]), None, "truncated");
-        assert_eq!(der::split(&[0x04, 0x80]), None, "indefinite length");
-        assert_eq!(der::arcs(&[0x55, 0x04, 0x03]), Some(vec![2, 5, 4, 3]));
-        assert_eq!(der::arcs(&[0x2a, 0x86, 0x48, 0xce, 0x3d]), Some(vec![1, 2, 840, 10045]));
-        assert_eq!(der::arcs(&[0x2a, 0x86]), None);
     }
 }

@@ -20,8 +20,12 @@ async fn version_names_kubernetes_1_33() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!((v["major"].as_str(), v["minor"].as_str()), (Some("1"), Some("33")));
     assert!(v["gitVersion"].as_str().unwrap().starts_with("v1.33.0"));
-    for path in ["/healthz", "/livez", "/readyz"] {
-        assert_eq!(get(path).await, (StatusCode::OK, Value::String("ok".into())), "{path}");
+    // No store behind this router: alive, but neither healthy nor ready.
+    assert_eq!(get("/livez").await, (StatusCode::OK, Value::String("ok".into())));
+    for path in ["/healthz", "/readyz"] {
+        let (code, body) = get(path).await;
+        assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert!(body.as_str().unwrap().contains("[-]etcd failed: reason withheld"), "{path}: {body}");
     }
 }
 

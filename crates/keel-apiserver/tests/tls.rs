@@ -112,7 +112,7 @@ async fn https_with_tokens_by_ip_and_by_name() {
     for name in ["127.0.0.1", "localhost"] {
         let (code, version) = get(s.addr, ca, name, "/version", None).await.unwrap();
         assert_eq!((code, version["minor"].as_str()), (200, Some("33")), "{name}");
-        assert_eq!(get(s.addr, ca, name, "/healthz", None).await.unwrap(), (200, Value::String("ok".into())));
+        assert_eq!(get(s.addr, ca, name, "/livez", None).await.unwrap(), (200, Value::String("ok".into())));
 
         let anonymous = get(s.addr, ca, name, "/api", None).await.unwrap();
         assert!(is_unauthorized_status(&anonymous), "{anonymous:?}");
