@@ -25,4 +25,10 @@ fi
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 # The masters' tests drive the installed kubectl (Debian has no package for it; it is part of the machine).
 command -v kubectl >/dev/null || { echo "kubectl is missing: the masters' tests need it on PATH" >&2; exit 1; }
+# The Python client test (tests/python) drives the official `kubernetes` client of the API version keel
+# serves (1.33: the client's 33.x releases).
+command -v python3 >/dev/null || { echo "python3 is missing: the Python client test needs it" >&2; exit 1; }
+if ! python3 -c 'import sys, kubernetes; sys.exit(not kubernetes.__version__.startswith("33."))' 2>/dev/null; then
+  python3 -m pip install --quiet --root-user-action=ignore 'kubernetes==33.*'
+fi
 echo "keel build and test dependencies are installed"

@@ -93,17 +93,14 @@ pub fn field(object: &Value, path: &str) -> Option<String> {
     })
 }
 
-/// Checks `apiVersion` and `kind` of a request body against the resource it was sent to.
+/// Checks `apiVersion` and `kind` of a request body against the resource it was sent to. A body that leaves
+/// them out is of the endpoint's type, as kube-apiserver's decoder takes it for built-in kinds (clients such
+/// as the Python `kubernetes` client send objects without them): [`set_type`] fills them in.
 pub fn check_type(resource: &Resource, object: &Value, expected_kind: &str) -> Result<(), ApiError> {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-    if kind.is_empty() {
-        return Err(bad(format!("Object 'Kind' is missing in '{}'", truncate(&object.to_string(), 200))));
-    }
-    if api_version.is_empty() {
-        return Err(bad(format!("Object 'apiVersion' is missing in '{}'", truncate(&object.to_string(), 200))));
-    }
     let expected_version = if expected_kind == "Scale" { "autoscaling/v1".to_string() } else { resource.api_version() };
+    let given = |field: &str| object.get(field).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let api_version = given("apiVersion").unwrap_or(&expected_version);
+    let kind = given("kind").unwrap_or(expected_kind);
     if api_version != expected_version || kind != expected_kind {
         return Err(bad(format!(
             "the API version in the data ({api_version}) does not match the expected API version \
@@ -113,15 +110,12 @@ pub fn check_type(resource: &Resource, object: &Value, expected_kind: &str) -> R
     Ok(())
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+/// Sets the object's `apiVersion` and `kind` to the resource's (after [`check_type`] accepted them).
+fn set_type(resource: &Resource, object: &mut Value) {
+    if let Some(map) = object.as_object_mut() {
+        map.insert("apiVersion".into(), json!(resource.api_version()));
+        map.insert("kind".into(), json!(resource.kind));
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
 }
 
 /// Prepares a new object sent to `namespace` (the path's; `None` for cluster-scoped resources): checks its
@@ -134,6 +128,7 @@ pub fn prepare_create(
     fresh: &Fresh,
 ) -> Result<(), ApiError> {
     check_type(resource, object, resource.kind)?;
+    set_type(resource, object);
     let meta = metadata_mut(object)?;
     match (resource.namespaced, namespace, meta.get("namespace").and_then(Value::as_str)) {
         (true, Some(path), Some(body)) if !body.is_empty() && body != path => {
@@ -296,6 +291,7 @@ pub fn prepare_update(
     mut new: Value,
 ) -> Result<Value, ApiError> {
     check_type(resource, &new, resource.kind)?;
+    set_type(resource, &mut new);
     let old_name = name(old).to_string();
     let new_meta = metadata_mut(&mut new)?;
     match new_meta.get("name").and_then(Value::as_str) {
@@ -574,7 +570,7 @@ mod tests {
         let cases = [
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"}}),
             json!({"apiVersion": "apps/v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
-            json!({"apiVersion": "v1", "metadata": {"name": "a"}}),
+            json!({"kind": "Secret", "metadata": {"name": "a"}}),
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "other"}}),
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "5"}}),
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": "a"}),
@@ -586,6 +582,20 @@ mod tests {
         }
         let mut ok = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
         assert_eq!(prepare_create(cm, &mut ok, None, &fresh()), Err(ApiError::MethodNotAllowed));
+    }
+
+    #[test]
+    fn a_body_without_its_type_is_of_the_endpoints_type() {
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        let mut d = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}});
+        prepare_create(deploy, &mut d, Some("a"), &fresh()).unwrap();
+        assert_eq!((&d["apiVersion"], &d["kind"]), (&json!("apps/v1"), &json!("Deployment")));
+        let mut no_version = json!({"kind": "Deployment", "metadata": {"name": "web"}});
+        prepare_create(deploy, &mut no_version, Some("a"), &fresh()).unwrap();
+        assert_eq!(no_version["apiVersion"], "apps/v1");
+        let updated = prepare_update(deploy, None, &d, json!({"metadata": {"name": "web"}, "spec": {"replicas": 2}}));
+        assert_eq!(updated.unwrap()["kind"], "Deployment");
+        assert!(check_type(deploy, &json!({"spec": {"replicas": 3}}), "Scale").is_ok());
     }
 
     #[test]
