@@ -1,0 +1,1 @@
+//! keel's scheduler (work in progress).
