@@ -303,3 +303,52 @@ async fn health_endpoints_report_the_store() {
     assert_eq!(text(&r, "/readyz/etcd").await.0, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(text(&r, "/livez").await, (StatusCode::OK, "ok".into()));
 }
+
+/// A write carrying `keel-fence: <fence>`.
+async fn fenced(r: &Router, method: Method, path: &str, fence: &str, body: &Value) -> Reply {
+    let content_type = if method == Method::PATCH { "application/merge-patch+json" } else { "application/json" };
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, content_type)
+        .header("keel-fence", fence)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = r.clone().oneshot(req).await.unwrap();
+    let code = resp.status();
+    let bytes = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    Reply { code, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), warnings: vec![] }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fenced_writes_apply_only_while_the_leader_key_stands() {
+    let c = Cluster::start(1).await.unwrap();
+    let r = router(&c).await;
+    let key = keel_apiserver::storage::LEADER_KEY;
+    let first = keel_tests::put(&c, 0, key, "leader-a").await.unwrap().to_string();
+
+    let created = fenced(&r, Method::POST, CMS, &first, &cm("f1")).await;
+    assert_eq!(created.code, StatusCode::CREATED, "{}", created.body);
+    let patch = json!({"data": {"k": "a"}});
+    assert_eq!(fenced(&r, Method::PATCH, &format!("{CMS}/f1"), &first, &patch).await.code, StatusCode::OK);
+
+    // Another leader takes over: the first one's writes change nothing any more.
+    let second = keel_tests::put(&c, 0, key, "leader-b").await.unwrap().to_string();
+    let late_create = fenced(&r, Method::POST, CMS, &first, &cm("f2")).await;
+    assert_eq!(late_create.code, StatusCode::CONFLICT, "{}", late_create.body);
+    assert!(late_create.body["message"].as_str().unwrap().contains("fenced"), "{}", late_create.body);
+    let stale = json!({"data": {"k": "stale"}});
+    assert_eq!(fenced(&r, Method::PATCH, &format!("{CMS}/f1"), &first, &stale).await.code, StatusCode::CONFLICT);
+    let mut replaced = get(&r, &format!("{CMS}/f1")).await.body;
+    replaced["data"]["k"] = json!("replaced");
+    assert_eq!(fenced(&r, Method::PUT, &format!("{CMS}/f1"), &first, &replaced).await.code, StatusCode::CONFLICT);
+    assert_eq!(fenced(&r, Method::DELETE, &format!("{CMS}/f1"), &first, &json!({})).await.code, StatusCode::CONFLICT);
+    let f1 = get(&r, &format!("{CMS}/f1")).await;
+    assert_eq!((f1.code, &f1.body["data"]["k"]), (StatusCode::OK, &json!("a")), "a fenced write changed f1");
+    assert_eq!(get(&r, &format!("{CMS}/f2")).await.code, StatusCode::NOT_FOUND, "a fenced create stored f2");
+
+    // The current leader's fence works, and an unreadable fence is refused.
+    assert_eq!(fenced(&r, Method::DELETE, &format!("{CMS}/f1"), &second, &json!({})).await.code, StatusCode::OK);
+    assert_eq!(fenced(&r, Method::POST, CMS, "soon", &cm("f3")).await.code, StatusCode::BAD_REQUEST);
+    assert_eq!(count(&r, CMS).await, 0);
+}

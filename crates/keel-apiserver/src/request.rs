@@ -211,6 +211,21 @@ pub async fn object_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiEr
     }
 }
 
+/// The header by which the control loops' leader fences its writes (docs/adr/002): the mod revision of the
+/// leader key when it was elected. A fence can only make writes fail, so any authenticated client may send it.
+pub const FENCE_HEADER: &str = "keel-fence";
+
+/// The request's fencing token, if it carries one.
+pub fn fence(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(v) = headers.get(FENCE_HEADER) else { return Ok(None) };
+    v.to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|r| *r > 0)
+        .map(Some)
+        .ok_or_else(|| bad(format!("{FENCE_HEADER}: expected a positive revision")))
+}
+
 /// The media type of the body, lower case, without parameters.
 pub fn content_type(headers: &HeaderMap) -> String {
     headers

@@ -60,6 +60,10 @@ async fn serve(
 ) -> Result<Response, Failure> {
     let target = paths::parse(group, version, rest)?;
     let params = Params::parse(query.as_deref(), &target)?;
+    let mut state = state;
+    if let Some(fence) = request::fence(&headers)? {
+        state.storage = state.storage.fenced(fence);
+    }
     let call = Call { state, target, params };
     let sub = call.target.subresource.as_deref();
     let response = match (method, call.target.name.is_some(), sub) {
@@ -700,6 +704,14 @@ pub(crate) fn store_error(resource: &Resource, name: &str, e: StorageError) -> A
                 .into(),
         },
         StorageError::Compacted { requested } => ApiError::Gone { requested, oldest: requested },
+        StorageError::Fenced { fence, current } => ApiError::Conflict {
+            resource: gr,
+            name: name.to_string(),
+            detail: format!(
+                "this write was fenced: it was made by the control-loop leader of fence {fence}, \
+                 and the leader key is now at revision {current}"
+            ),
+        },
         StorageError::Unavailable(detail) => {
             tracing::warn!(%detail, "store unavailable");
             ApiError::Unavailable

@@ -32,6 +32,9 @@ pub enum StorageError {
     Compacted { requested: i64 },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A fenced write (see [`Storage::fenced`]) found the leader key moved on: its leader was deposed.
+    #[error("fenced: the control-loop leader key is at revision {current}, not {fence}")]
+    Fenced { fence: i64, current: i64 },
 }
 
 impl From<tonic::Status> for StorageError {
@@ -66,10 +69,22 @@ pub enum Read {
     Serializable,
 }
 
+/// The key whose mod revision is the fencing token of the control loops' leader (docs/adr/002).
+pub const LEADER_KEY: &str = "/keel/controller-leader";
+
 #[derive(Clone)]
 pub struct Storage {
     kv: KvClient<Channel>,
     watch: WatchClient<Channel>,
+    /// When set, every write also requires [`LEADER_KEY`] to be at this mod revision.
+    fence: Option<i64>,
+}
+
+/// How a write transaction ended.
+enum Written {
+    Done(TxnResponse),
+    /// Its own compare failed; the object as it is now, if it exists.
+    Refused(Option<Stored>),
 }
 
 /// One change a watch reports.
@@ -190,20 +205,51 @@ fn stored(kv: keel_proto::mvccpb::KeyValue) -> Stored {
 }
 
 /// The object a failed transaction's `get_op` found (its failure branch), if any.
-fn found(resp: &TxnResponse) -> Option<Stored> {
-    resp.responses.iter().find_map(|r| match &r.response {
-        Some(OpResponse::ResponseRange(range)) => range.kvs.first().cloned().map(stored),
-        _ => None,
-    })
-}
-
 fn revision(resp: &TxnResponse) -> i64 {
     resp.header.as_ref().map_or(0, |h| h.revision)
 }
 
 impl Storage {
     pub fn new(channel: Channel) -> Storage {
-        Storage { kv: KvClient::new(channel.clone()), watch: WatchClient::new(channel) }
+        Storage { kv: KvClient::new(channel.clone()), watch: WatchClient::new(channel), fence: None }
+    }
+
+    /// The same store, whose writes apply only while [`LEADER_KEY`] is still at mod revision `fence`: the
+    /// compare is part of each write's transaction, so the store decides it when it applies the write, and
+    /// a leader deposed meanwhile (another leader rewrote the key) changes nothing.
+    pub fn fenced(&self, fence: i64) -> Storage {
+        Storage { fence: Some(fence), ..self.clone() }
+    }
+
+    /// A write transaction: `conditions` (plus the fence), `success`, and on failure a read of `key` (and of
+    /// the leader key when fenced), so that the caller can say why it failed.
+    async fn write(
+        &self,
+        key: &str,
+        mut conditions: Vec<Compare>,
+        success: Vec<RequestOp>,
+    ) -> Result<Written, StorageError> {
+        let mut failure = vec![get_op(key)];
+        if let Some(fence) = self.fence {
+            conditions.push(compare(LEADER_KEY, CompareTarget::Mod, TargetUnion::ModRevision(fence)));
+            failure.push(get_op(LEADER_KEY));
+        }
+        let txn = TxnRequest { compare: conditions, success, failure };
+        let resp = self.kv.clone().txn(txn).await?.into_inner();
+        if resp.succeeded {
+            return Ok(Written::Done(resp));
+        }
+        let current = |i: usize| match resp.responses.get(i).and_then(|r| r.response.as_ref()) {
+            Some(OpResponse::ResponseRange(range)) => range.kvs.first().cloned().map(stored),
+            _ => None,
+        };
+        if let Some(fence) = self.fence {
+            let leader = current(1).map_or(0, |l| l.mod_revision);
+            if leader != fence {
+                return Err(StorageError::Fenced { fence, current: leader });
+            }
+        }
+        Ok(Written::Refused(current(0)))
     }
 
     /// The object at `key`, read linearizably.
@@ -286,33 +332,20 @@ impl Storage {
 
     /// Stores a new object; refuses if the key exists. Returns its revision.
     pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StorageError> {
-        let txn = TxnRequest {
-            compare: vec![compare(key, CompareTarget::Create, TargetUnion::CreateRevision(0))],
-            success: vec![put_op(key, value)],
-            failure: vec![],
-        };
-        let resp = self.kv.clone().txn(txn).await?.into_inner();
-        if resp.succeeded {
-            Ok(revision(&resp))
-        } else {
-            Err(StorageError::AlreadyExists)
+        let absent = compare(key, CompareTarget::Create, TargetUnion::CreateRevision(0));
+        match self.write(key, vec![absent], vec![put_op(key, value)]).await? {
+            Written::Done(resp) => Ok(revision(&resp)),
+            Written::Refused(_) => Err(StorageError::AlreadyExists),
         }
     }
 
     /// Replaces the object at `key` if it is still at `expected` (its mod revision). Returns the new revision.
     pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64, StorageError> {
-        let txn = TxnRequest {
-            compare: vec![compare(key, CompareTarget::Mod, TargetUnion::ModRevision(expected))],
-            success: vec![put_op(key, value)],
-            failure: vec![get_op(key)],
-        };
-        let resp = self.kv.clone().txn(txn).await?.into_inner();
-        if resp.succeeded {
-            return Ok(revision(&resp));
-        }
-        match found(&resp) {
-            Some(now) => Err(StorageError::Conflict { current: now.mod_revision }),
-            None => Err(StorageError::NotFound),
+        let unchanged = compare(key, CompareTarget::Mod, TargetUnion::ModRevision(expected));
+        match self.write(key, vec![unchanged], vec![put_op(key, value)]).await? {
+            Written::Done(resp) => Ok(revision(&resp)),
+            Written::Refused(Some(now)) => Err(StorageError::Conflict { current: now.mod_revision }),
+            Written::Refused(None) => Err(StorageError::NotFound),
         }
     }
 
@@ -326,21 +359,12 @@ impl Storage {
                 ..Default::default()
             })),
         };
-        let txn = TxnRequest {
-            compare: expected
-                .map(|rev| compare(key, CompareTarget::Mod, TargetUnion::ModRevision(rev)))
-                .into_iter()
-                .collect(),
-            success: vec![del],
-            failure: vec![get_op(key)],
+        let unchanged = expected.map(|rev| compare(key, CompareTarget::Mod, TargetUnion::ModRevision(rev)));
+        let resp = match self.write(key, unchanged.into_iter().collect(), vec![del]).await? {
+            Written::Done(resp) => resp,
+            Written::Refused(Some(now)) => return Err(StorageError::Conflict { current: now.mod_revision }),
+            Written::Refused(None) => return Err(StorageError::NotFound),
         };
-        let resp = self.kv.clone().txn(txn).await?.into_inner();
-        if !resp.succeeded {
-            return match found(&resp) {
-                Some(now) => Err(StorageError::Conflict { current: now.mod_revision }),
-                None => Err(StorageError::NotFound),
-            };
-        }
         let deleted = resp.responses.iter().find_map(|r| match &r.response {
             Some(OpResponse::ResponseDeleteRange(d)) => d.prev_kvs.first().cloned().map(stored),
             _ => None,
