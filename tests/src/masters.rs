@@ -148,6 +148,19 @@ impl ExternalMasters {
         Api { kubeconfig: m.data_dir.join("admin.kubeconfig"), port: m.api_port }
     }
 
+    /// Stops master `i` cleanly (SIGTERM), waiting for it to exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.masters[i].child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// The name master `i` runs as (`--name`).
+    pub fn name(&self, i: usize) -> &str {
+        &self.masters[i].name
+    }
+
     /// kill -9 master `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.masters[i].child.take() {

@@ -5,6 +5,8 @@
 //! Checks: `ping` (the server answers) and `etcd` (a linearizable read through this master's store member
 //! or endpoints, so a master whose store cannot reach a Raft leader is not ready). `/livez` runs `ping`
 //! only: a master waiting for its store to elect a leader is alive and must not be restarted for it.
+//! `/readyz` also has `controller-leader`, which never fails and says in its verbose line who runs the
+//! control loops (`[+]controller-leader ok: m1 (this master)`).
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::leadership::Role;
 use crate::storage::{Read, StorageError};
 use crate::AppState;
 
@@ -41,7 +44,8 @@ impl Endpoint {
     fn checks(self) -> &'static [Check] {
         match self {
             Endpoint::Livez => &[Check::Ping],
-            Endpoint::Healthz | Endpoint::Readyz => &[Check::Ping, Check::Etcd],
+            Endpoint::Healthz => &[Check::Ping, Check::Etcd],
+            Endpoint::Readyz => &[Check::Ping, Check::Etcd, Check::ControllerLeader],
         }
     }
 }
@@ -50,6 +54,7 @@ impl Endpoint {
 enum Check {
     Ping,
     Etcd,
+    ControllerLeader,
 }
 
 impl Check {
@@ -57,15 +62,25 @@ impl Check {
         match self {
             Check::Ping => "ping",
             Check::Etcd => "etcd",
+            Check::ControllerLeader => "controller-leader",
         }
     }
 
-    async fn run(self, state: &AppState) -> Result<(), String> {
+    /// `Ok` with an optional note for the verbose line, or why it failed.
+    async fn run(self, state: &AppState) -> Result<Option<String>, String> {
         match self {
-            Check::Ping => Ok(()),
+            Check::Ping => Ok(None),
+            Check::ControllerLeader => Ok(state.leadership.as_ref().map(|l| match &*l.role.borrow() {
+                Role::Leader { .. } => format!("{} (this master)", l.identity),
+                Role::Follower { leader: Some(other) } if *other == l.identity => {
+                    format!("{other} (this master, stepping down)")
+                }
+                Role::Follower { leader: Some(other) } => other.clone(),
+                Role::Follower { leader: None } => "none yet".to_string(),
+            })),
             Check::Etcd => {
                 match tokio::time::timeout(STORE_TIMEOUT, state.storage.read(PROBE_KEY, Read::Linearizable)).await {
-                    Ok(Ok(_)) | Ok(Err(StorageError::NotFound)) => Ok(()),
+                    Ok(Ok(_)) | Ok(Err(StorageError::NotFound)) => Ok(None),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err(format!("no answer from the store within {STORE_TIMEOUT:?}")),
                 }
@@ -94,7 +109,11 @@ fn options(query: Option<&str>) -> Options {
 }
 
 /// The response body and status for the checks' results, in kube-apiserver's words.
-fn render(endpoint: Endpoint, results: &[(&str, Result<(), String>)], verbose: bool) -> (StatusCode, String) {
+fn render(
+    endpoint: Endpoint,
+    results: &[(&str, Result<Option<String>, String>)],
+    verbose: bool,
+) -> (StatusCode, String) {
     let failed = results.iter().any(|(_, r)| r.is_err());
     if !failed && !verbose {
         return (StatusCode::OK, "ok".into());
@@ -102,7 +121,8 @@ fn render(endpoint: Endpoint, results: &[(&str, Result<(), String>)], verbose: b
     let mut body = String::new();
     for (name, result) in results {
         match result {
-            Ok(()) => body.push_str(&format!("[+]{name} ok\n")),
+            Ok(None) => body.push_str(&format!("[+]{name} ok\n")),
+            Ok(Some(note)) => body.push_str(&format!("[+]{name} ok: {note}\n")),
             Err(_) => body.push_str(&format!("[-]{name} failed: reason withheld\n")),
         }
     }
@@ -147,7 +167,8 @@ async fn one(endpoint: Endpoint, state: &AppState, name: &str) -> Response {
         return (StatusCode::NOT_FOUND, format!("no {} check named {name:?}\n", endpoint.name())).into_response();
     };
     match check.run(state).await {
-        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Ok(None) => (StatusCode::OK, "ok").into_response(),
+        Ok(Some(note)) => (StatusCode::OK, format!("ok: {note}")).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, format!("[-]{name} failed: reason withheld\n")).into_response(),
     }
 }
@@ -170,17 +191,17 @@ mod tests {
 
     #[test]
     fn passing_checks_say_ok_unless_verbose() {
-        let results = [("ping", Ok(())), ("etcd", Ok(()))];
+        let results = [("ping", Ok(None)), ("etcd", Ok(None)), ("controller-leader", Ok(Some("m1".into())))];
         assert_eq!(render(Endpoint::Readyz, &results, false), (StatusCode::OK, "ok".into()));
         assert_eq!(
             render(Endpoint::Readyz, &results, true),
-            (StatusCode::OK, "[+]ping ok\n[+]etcd ok\nreadyz check passed\n".into())
+            (StatusCode::OK, "[+]ping ok\n[+]etcd ok\n[+]controller-leader ok: m1\nreadyz check passed\n".into())
         );
     }
 
     #[test]
     fn a_failing_check_lists_every_check_with_500() {
-        let results = [("ping", Ok(())), ("etcd", Err("down".to_string()))];
+        let results = [("ping", Ok(None)), ("etcd", Err("down".to_string()))];
         let (code, body) = render(Endpoint::Healthz, &results, false);
         assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, "[+]ping ok\n[-]etcd failed: reason withheld\nhealthz check failed\n");

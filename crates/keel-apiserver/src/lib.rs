@@ -8,6 +8,7 @@ pub mod auth;
 mod discovery;
 mod failure;
 mod health;
+pub mod leadership;
 pub mod namespaces;
 mod request;
 mod resources;
@@ -32,6 +33,16 @@ pub struct AppState {
     pub storage: storage::Storage,
     /// Where Services' cluster IPs come from.
     pub service_cidr: keel_api::services::ServiceCidr,
+    /// Who runs the control loops, as this master sees it (`None` where nothing campaigns, as in tests of
+    /// the router alone).
+    pub leadership: Option<Leadership>,
+}
+
+/// This master's name and its part in running the control loops.
+#[derive(Clone)]
+pub struct Leadership {
+    pub identity: String,
+    pub role: tokio::sync::watch::Receiver<leadership::Role>,
 }
 
 impl AppState {
@@ -39,7 +50,7 @@ impl AppState {
     pub fn new(advertise: impl Into<String>, storage: storage::Storage) -> AppState {
         let service_cidr = keel_api::services::ServiceCidr::parse(keel_api::services::DEFAULT_SERVICE_CIDR)
             .expect("the default service range parses");
-        AppState { advertise: advertise.into(), storage, service_cidr }
+        AppState { advertise: advertise.into(), storage, service_cidr, leadership: None }
     }
 }
 

@@ -11,9 +11,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::auth::{require_token, Tokens};
+use crate::leadership::{self, Campaign, Role};
 use crate::storage::{Storage, StorageError};
 use crate::tls::{self, Authority, TlsError, TlsListener};
-use crate::{app, namespaces, AppState};
+use crate::{app, namespaces, AppState, Leadership};
 
 /// Where the cluster's CA and admin token live in the store. (Encryption at rest comes later: anyone who
 /// can read the store can read them, as with Kubernetes' own secrets in etcd.)
@@ -31,6 +32,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Where Services' cluster IPs come from.
     pub service_cidr: keel_api::services::ServiceCidr,
+    /// This master's name (for the control-loop leader key).
+    pub identity: String,
+    /// How it campaigns to run the control loops.
+    pub campaign: Campaign,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,15 +151,25 @@ pub async fn run(
         .await
         .map_err(io(format!("cannot listen on {}", config.listen)))?;
     let tokens = Tokens::new().with(secrets.admin_token.clone(), "admin");
-    let router = require_token(
-        app(AppState { service_cidr: config.service_cidr, ..AppState::new(config.advertise.clone(), storage) }),
-        tokens,
-    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx);
+    let state = AppState {
+        service_cidr: config.service_cidr,
+        leadership: Some(Leadership { identity: config.identity, role: role.clone() }),
+        ..AppState::new(config.advertise.clone(), storage)
+    };
+    let router = require_token(app(state), tokens);
     tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");
-    axum::serve(TlsListener::new(tcp, tls_config), router)
-        .with_graceful_shutdown(shutdown)
+    let served = axum::serve(TlsListener::new(tcp, tls_config), router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
         .await
-        .map_err(io("the API server failed"))
+        .map_err(io("the API server failed"));
+    // Let a leader on an external store resign (revoke its lease) before the process goes.
+    let _ = tokio::time::timeout(Duration::from_secs(2), role.wait_for(|r| !matches!(r, Role::Leader { .. }))).await;
+    served
 }
 
 /// Writes a file only its owner can read (the kubeconfig holds the admin token).

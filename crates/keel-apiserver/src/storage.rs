@@ -6,13 +6,14 @@
 
 use keel_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use keel_proto::etcdserverpb::kv_client::KvClient;
+use keel_proto::etcdserverpb::lease_client::LeaseClient;
 use keel_proto::etcdserverpb::request_op::Request as Op;
 use keel_proto::etcdserverpb::response_op::Response as OpResponse;
 use keel_proto::etcdserverpb::watch_client::WatchClient;
 use keel_proto::etcdserverpb::watch_request::RequestUnion;
 use keel_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, TxnResponse, WatchCreateRequest,
-    WatchProgressRequest, WatchRequest,
+    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest, TxnResponse, WatchCreateRequest, WatchProgressRequest, WatchRequest,
 };
 use keel_proto::mvccpb::event::EventType;
 use tokio::sync::mpsc;
@@ -76,6 +77,7 @@ pub const LEADER_KEY: &str = "/keel/controller-leader";
 pub struct Storage {
     kv: KvClient<Channel>,
     watch: WatchClient<Channel>,
+    lease: LeaseClient<Channel>,
     /// When set, every write also requires [`LEADER_KEY`] to be at this mod revision.
     fence: Option<i64>,
 }
@@ -211,7 +213,108 @@ fn revision(resp: &TxnResponse) -> i64 {
 
 impl Storage {
     pub fn new(channel: Channel) -> Storage {
-        Storage { kv: KvClient::new(channel.clone()), watch: WatchClient::new(channel), fence: None }
+        Storage {
+            kv: KvClient::new(channel.clone()),
+            watch: WatchClient::new(channel.clone()),
+            lease: LeaseClient::new(channel),
+            fence: None,
+        }
+    }
+
+    /// Puts `value` at `key` if the key is absent or its value sorts before `bound` (bytewise). Returns the
+    /// new mod revision, or what is stored when the condition failed.
+    pub async fn put_if_below(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        bound: &[u8],
+    ) -> Result<Result<i64, Option<Stored>>, StorageError> {
+        // etcd fails every value compare on a missing key, so absence is a transaction of its own first.
+        let absent = compare(key, CompareTarget::Create, TargetUnion::CreateRevision(0));
+        if let Ok(revision) = self.put_if(key, value.clone(), 0, absent).await? {
+            return Ok(Ok(revision));
+        }
+        let below = Compare {
+            result: CompareResult::Less as i32,
+            target: CompareTarget::Value as i32,
+            key: key.as_bytes().to_vec(),
+            target_union: Some(TargetUnion::Value(bound.to_vec())),
+            range_end: vec![],
+        };
+        self.put_if(key, value, 0, below).await
+    }
+
+    /// Creates `key` attached to `lease` (it goes when the lease does). Returns the new mod revision, or what
+    /// is stored when the key exists.
+    pub async fn create_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Result<i64, Option<Stored>>, StorageError> {
+        let absent = compare(key, CompareTarget::Create, TargetUnion::CreateRevision(0));
+        self.put_if(key, value, lease, absent).await
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+        condition: Compare,
+    ) -> Result<Result<i64, Option<Stored>>, StorageError> {
+        let put = RequestOp {
+            request: Some(Op::RequestPut(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value,
+                lease,
+                ..Default::default()
+            })),
+        };
+        let txn = TxnRequest { compare: vec![condition], success: vec![put], failure: vec![get_op(key)] };
+        let resp = self.kv.clone().txn(txn).await?.into_inner();
+        if resp.succeeded {
+            return Ok(Ok(revision(&resp)));
+        }
+        let now = resp.responses.first().and_then(|r| match &r.response {
+            Some(OpResponse::ResponseRange(range)) => range.kvs.first().cloned().map(stored),
+            _ => None,
+        });
+        Ok(Err(now))
+    }
+
+    /// A new lease of `ttl` seconds; its id.
+    pub async fn grant_lease(&self, ttl: i64) -> Result<i64, StorageError> {
+        Ok(self.lease.clone().lease_grant(LeaseGrantRequest { ttl, id: 0 }).await?.into_inner().id)
+    }
+
+    /// Keeps `id` alive, one refresh per `every`, until the lease is gone or the store is unreachable (then
+    /// returns). The caller must treat its hold on anything leased as lost when this returns.
+    pub async fn keep_alive(&self, id: i64, every: std::time::Duration) -> StorageError {
+        let (tx, rx) = mpsc::channel(1);
+        let mut responses = match self.lease.clone().lease_keep_alive(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return s.into(),
+        };
+        loop {
+            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                return StorageError::Unavailable("keep-alive stream closed".into());
+            }
+            match tokio::time::timeout(every * 2, responses.message()).await {
+                Ok(Ok(Some(r))) if r.ttl > 0 => {}
+                Ok(Ok(Some(_))) => return StorageError::NotFound,
+                Ok(Ok(None)) => return StorageError::Unavailable("keep-alive stream ended".into()),
+                Ok(Err(s)) => return s.into(),
+                Err(_) => return StorageError::Unavailable("no keep-alive answer".into()),
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Revokes `id` (its keys go with it).
+    pub async fn revoke_lease(&self, id: i64) -> Result<(), StorageError> {
+        self.lease.clone().lease_revoke(LeaseRevokeRequest { id }).await?;
+        Ok(())
     }
 
     /// The same store, whose writes apply only while [`LEADER_KEY`] is still at mod revision `fence`: the

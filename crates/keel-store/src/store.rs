@@ -505,6 +505,26 @@ impl Store {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
     }
 
+    /// `Some(term)` while this member leads Raft in `term`, `None` while it does not; it changes when
+    /// Raft's state does (for the master that runs the control loops on the Raft leader).
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+        let leading = |m: &openraft::RaftMetrics<NodeId, crate::types::Member>| {
+            (m.state == ServerState::Leader).then_some(m.current_term)
+        };
+        let mut metrics = self.inner.raft.metrics();
+        let (tx, rx) = tokio::sync::watch::channel(leading(&metrics.borrow()));
+        tokio::spawn(async move {
+            while metrics.changed().await.is_ok() {
+                let now = leading(&metrics.borrow_and_update());
+                tx.send_if_modified(|was| std::mem::replace(was, now) != now);
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
     /// The leader this member knows of (None while it knows none).
     fn known_leader(&self) -> Option<NodeId> {
         self.inner.raft.metrics().borrow().current_leader

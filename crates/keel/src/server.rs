@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use keel_apiserver::leadership::Campaign;
 use keel_apiserver::server::ServerConfig;
 use keel_apiserver::storage::Storage;
 use keel_store::Store;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::kv::MemberArgs;
+
+/// Seconds the control-loop leader's key outlives its master on an external store (its lease's TTL).
+const LEADER_LEASE_TTL: i64 = 3;
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
@@ -58,7 +62,7 @@ fn channel(urls: &[String]) -> anyhow::Result<Channel> {
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.member.into_config()?;
-    let server = ServerConfig {
+    let mut server = ServerConfig {
         listen: args.api_listen,
         advertise: args.api_advertise.unwrap_or_else(|| args.api_listen.to_string()),
         tls_sans: args.tls_san,
@@ -66,6 +70,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         service_cidr: keel_api::services::ServiceCidr::parse(&args.service_cluster_ip_range)
             .map_err(anyhow::Error::msg)
             .context("bad --service-cluster-ip-range")?,
+        identity: config.name.clone(),
+        // Stacked masters follow their members' Raft leadership (set below once the member runs).
+        campaign: Campaign::Lease { ttl: LEADER_LEASE_TTL },
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
@@ -77,6 +84,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!(keel_store::error_chain(&e)))
                 .with_context(|| format!("cannot start member {name:?} with data dir {}", dir.display()))?;
+            server.campaign = Campaign::Raft(running.store.leadership());
             (Some(running), urls)
         } else {
             (None, args.store_endpoints)

@@ -1,0 +1,276 @@
+//! Which master runs the control loops (docs/adr/002-control-loop-leadership-and-fencing.md).
+//!
+//! One key, [`LEADER_KEY`], names the leader; its mod revision is the leader's fencing token, which every
+//! write of its loops carries ([`Storage::fenced`]). Stacked, the master whose store member leads Raft
+//! claims the key for its term (a write that succeeds only if the stored term is lower, so a deposed
+//! leader's late claim changes nothing); external, the masters race to create the key with a lease, keep it
+//! alive while they lead, and revoke it on a clean shutdown.
+//!
+//! [`spawn`] runs the campaign and an observer of the key, and publishes this master's [`Role`].
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use crate::storage::LEADER_KEY;
+use crate::storage::{Change, Storage, StorageError, Watched};
+
+/// This master's part in running the control loops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Another master leads (`leader`, when known), or none does yet.
+    Follower { leader: Option<String> },
+    /// This master leads; its loops' writes carry `fence`, the leader key's mod revision.
+    Leader { fence: i64 },
+}
+
+/// How a master campaigns.
+#[derive(Debug, Clone)]
+pub enum Campaign {
+    /// Stacked: lead while the master's own store member leads Raft (`Some(term)`).
+    Raft(watch::Receiver<Option<u64>>),
+    /// External: hold the leader key under a lease of `ttl` seconds.
+    Lease { ttl: i64 },
+}
+
+/// The leader key's value: the term, zero-padded so that values sort as terms do (0 for leased keys), and
+/// the holder's name.
+pub fn key_value(term: u64, holder: &str) -> String {
+    format!("{term:020} {holder}")
+}
+
+/// The holder named by a leader key's value.
+pub fn holder(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (_, name) = text.split_once(' ')?;
+    Some(name.to_string())
+}
+
+/// What the observer last saw of the leader key: its holder and mod revision (`None`: no key).
+type Observed = Option<(String, i64)>;
+
+/// The role, from what this master claims (`Some(fence)`) and what the store shows. A claim stands until
+/// the key is seen rewritten after it; the observer may not have seen the claim's own write yet.
+pub fn role(claim: Option<i64>, observed: &Observed) -> Role {
+    match (claim, observed) {
+        (Some(fence), Some((_, revision))) if *revision <= fence => Role::Leader { fence },
+        (Some(fence), None) => Role::Leader { fence },
+        (_, observed) => Role::Follower { leader: observed.as_ref().map(|(name, _)| name.clone()) },
+    }
+}
+
+/// Starts campaigning as `identity`; the receiver follows this master's role until `shutdown` turns true
+/// (an external leader then resigns).
+pub fn spawn(
+    storage: Storage,
+    identity: String,
+    campaign: Campaign,
+    shutdown: watch::Receiver<bool>,
+) -> watch::Receiver<Role> {
+    let (observed_tx, observed_rx) = watch::channel::<Observed>(None);
+    let (claim_tx, claim_rx) = watch::channel::<Option<i64>>(None);
+    let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
+    tokio::spawn(observe(storage.clone(), observed_tx, shutdown.clone()));
+    match campaign {
+        Campaign::Raft(terms) => tokio::spawn(by_raft(storage, identity, terms, claim_tx, shutdown.clone())),
+        Campaign::Lease { ttl } => {
+            tokio::spawn(by_lease(storage, identity, ttl, observed_rx.clone(), claim_tx, shutdown.clone()))
+        }
+    };
+    tokio::spawn(publish(claim_rx, observed_rx, role_tx, shutdown));
+    role_rx
+}
+
+/// Keeps the role up to date with the claim and the observed key.
+async fn publish(
+    mut claim: watch::Receiver<Option<i64>>,
+    mut observed: watch::Receiver<Observed>,
+    role_tx: watch::Sender<Role>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let now = role(*claim.borrow_and_update(), &observed.borrow_and_update());
+        role_tx.send_if_modified(|was| {
+            if *was == now {
+                return false;
+            }
+            tracing::info!(role = ?now, "control-loop leadership changed");
+            *was = now;
+            true
+        });
+        tokio::select! {
+            r = claim.changed() => if r.is_err() { return },
+            r = observed.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Follows the leader key: reads it, then watches it from there; starts over after any error.
+async fn observe(storage: Storage, tx: watch::Sender<Observed>, mut shutdown: watch::Receiver<bool>) {
+    let follow = async {
+        loop {
+            if let Err(e) = follow_key(&storage, &tx).await {
+                tracing::debug!(error = %e, "watching the leader key again");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = follow => {}
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+}
+
+async fn follow_key(storage: &Storage, tx: &watch::Sender<Observed>) -> Result<(), StorageError> {
+    // The key as of one revision, then every change after that revision: nothing falls in between.
+    let page = storage.list(LEADER_KEY, None, 1, 0).await?;
+    let now = page.items.iter().find(|kv| kv.key == LEADER_KEY);
+    tx.send_replace(now.and_then(|kv| holder(&kv.value).map(|h| (h, kv.mod_revision))));
+    let mut watch = storage.watch(LEADER_KEY, page.revision + 1).await?;
+    while let Some(next) = watch.next().await {
+        if let Watched::Changes(changes) = next? {
+            for change in changes.into_iter().filter(|c| key_of(c) == LEADER_KEY) {
+                tx.send_replace(match change {
+                    Change::Put { object, .. } => holder(&object.value).map(|h| (h, object.mod_revision)),
+                    Change::Delete { .. } => None,
+                });
+            }
+        }
+    }
+    Err(StorageError::Unavailable("the leader key's watch ended".into()))
+}
+
+fn key_of(change: &Change) -> &str {
+    match change {
+        Change::Put { object, .. } => &object.key,
+        Change::Delete { previous, .. } => &previous.key,
+    }
+}
+
+/// Stacked: claims the key in each term this master's member leads, and lets the claim go when it stops.
+async fn by_raft(
+    storage: Storage,
+    identity: String,
+    mut terms: watch::Receiver<Option<u64>>,
+    claim: watch::Sender<Option<i64>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let term = tokio::select! {
+            t = terms.wait_for(Option::is_some) => match t { Ok(t) => t.expect("waited for Some"), Err(_) => return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let bound = format!("{term:020}");
+        match storage.put_if_below(LEADER_KEY, key_value(term, &identity).into_bytes(), bound.as_bytes()).await {
+            Ok(Ok(fence)) => {
+                tracing::info!(term, fence, "leading the control loops");
+                claim.send_replace(Some(fence));
+            }
+            Ok(Err(now)) => {
+                let holder = now.and_then(|kv| holder(&kv.value));
+                tracing::info!(term, ?holder, "the leader key names a later term; not claiming it");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, term, "claiming the leader key failed; trying again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = terms.wait_for(|t| *t != Some(term)) => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+        claim.send_replace(None);
+    }
+}
+
+/// External: creates the key under a lease when there is none, holds it while the lease lives, and
+/// revokes the lease on shutdown (so that another master takes over at once).
+async fn by_lease(
+    storage: Storage,
+    identity: String,
+    ttl: i64,
+    mut observed: watch::Receiver<Observed>,
+    claim: watch::Sender<Option<i64>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = Duration::from_millis((ttl.max(1) as u64) * 1000 / 3);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let attempt = async {
+            let lease = storage.grant_lease(ttl).await?;
+            match storage.create_leased(LEADER_KEY, key_value(0, &identity).into_bytes(), lease).await {
+                Ok(Ok(fence)) => Ok(Some((lease, fence))),
+                Ok(Err(_)) => {
+                    let _ = storage.revoke_lease(lease).await;
+                    Ok(None)
+                }
+                Err(e) => {
+                    let _ = storage.revoke_lease(lease).await;
+                    Err(e)
+                }
+            }
+        };
+        match attempt.await {
+            Ok(Some((lease, fence))) => {
+                tracing::info!(fence, lease, "leading the control loops");
+                claim.send_replace(Some(fence));
+                let resigned = tokio::select! {
+                    lost = storage.keep_alive(lease, every) => {
+                        tracing::warn!(error = %lost, "lost the leader key's lease");
+                        false
+                    }
+                    _ = observed.wait_for(|o| o.as_ref().is_some_and(|(_, rev)| *rev > fence)) => false,
+                    _ = shutdown.wait_for(|s| *s) => true,
+                };
+                if resigned {
+                    let _ = storage.revoke_lease(lease).await;
+                    claim.send_replace(None);
+                    return;
+                }
+                claim.send_replace(None);
+            }
+            Ok(None) => {
+                // Someone holds the key: wait until it is gone (deleted or expired with its lease).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::select! {
+                    _ = observed.wait_for(Option::is_none) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(every * 3) => {}
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "campaigning failed; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_sort_by_term() {
+        assert!(key_value(9, "zeta") < key_value(10, "alpha"));
+        assert!(key_value(10, "m1").as_bytes() > format!("{:020}", 10).as_bytes(), "the same term is not below");
+        assert!(key_value(9, "m1").as_bytes() < format!("{:020}", 10).as_bytes());
+        assert_eq!(holder(key_value(3, "m 2").as_bytes()).as_deref(), Some("m 2"));
+        assert_eq!(holder(b"garbage"), None);
+    }
+
+    #[test]
+    fn a_claim_leads_until_the_key_is_rewritten_after_it() {
+        let seen = |rev| Some(("m1".to_string(), rev));
+        assert_eq!(role(Some(5), &None), Role::Leader { fence: 5 });
+        assert_eq!(role(Some(5), &seen(3)), Role::Leader { fence: 5 }, "the observer lags behind the claim");
+        assert_eq!(role(Some(5), &seen(5)), Role::Leader { fence: 5 });
+        assert_eq!(role(Some(5), &seen(7)), Role::Follower { leader: Some("m1".into()) });
+        assert_eq!(role(None, &seen(7)), Role::Follower { leader: Some("m1".into()) });
+        assert_eq!(role(None, &None), Role::Follower { leader: None });
+    }
+}
