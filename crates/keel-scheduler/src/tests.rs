@@ -188,3 +188,68 @@ fn ten_thousand_pods_over_a_thousand_nodes() {
     // than a point, so equally good nodes differ by a pod or two.
     assert!(max - min <= 3, "LeastAllocated spreads identical pods: {min}..{max}");
 }
+
+fn with_spec(mut p: Pod, spec: serde_json::Value) -> Pod {
+    let mut v = serde_json::to_value(p.spec.take().unwrap()).unwrap();
+    if let serde_json::Value::Object(m) = spec {
+        for (k, x) in m {
+            v[k] = x;
+        }
+    }
+    p.spec = Some(serde_json::from_value(v).unwrap());
+    p
+}
+
+#[test]
+fn anti_affinity_replicas_one_per_host_then_unschedulable() {
+    let mut s = three_nodes();
+    let replica = |i: usize| {
+        with_spec(
+            pod(&format!("r{i}"), "100m", "64Mi"),
+            json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}}),
+        )
+    };
+    let mut used = Vec::new();
+    for i in 0..3 {
+        let p = replica(i);
+        let at = schedule(&s, &p, &Config { scoring: Scoring::MostAllocated }).unwrap();
+        s.assume(&p, &at);
+        used.push(at);
+    }
+    used.sort();
+    assert_eq!(used, ["n1", "n2", "n3"]);
+    assert_eq!(
+        schedule(&s, &replica(3), &Config::default()).unwrap_err().to_string(),
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+         preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+    );
+}
+
+#[test]
+fn topology_spread_through_schedule() {
+    let mut s = Snapshot::new();
+    for (name, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+        let mut n = node(name, "8", "8Gi", json!({}));
+        n.metadata.labels.as_mut().unwrap().insert("zone".into(), zone.into());
+        s.upsert_node(&n);
+    }
+    let spread = |i: usize| {
+        with_spec(
+            pod(&format!("s{i}"), "100m", "64Mi"),
+            json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
+                "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]}),
+        )
+    };
+    // MostAllocated would pack; the constraint alternates zones anyway.
+    let config = Config { scoring: Scoring::MostAllocated };
+    let mut zones = Vec::new();
+    for i in 0..4 {
+        let p = spread(i);
+        let at = schedule(&s, &p, &config).unwrap();
+        zones.push(s.node(&at).unwrap().labels["zone"].clone());
+        s.assume(&p, &at);
+    }
+    assert_eq!(zones.iter().filter(|z| *z == "a").count(), 2, "{zones:?}");
+    assert_eq!(zones.iter().filter(|z| *z == "b").count(), 2, "{zones:?}");
+}
