@@ -63,6 +63,8 @@ async fn stacked_masters_follow_raft_leadership() {
     assert_eq!(leader, c.wait_leader(Duration::from_secs(10)).await.unwrap(), "the loops' leader is the Raft leader");
     let (holder, fence) = leader_key(&c, leader).await;
     assert_eq!(holder, names[leader]);
+    let lease = controller_lease(&c.api(leader), &names[leader]);
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 15, "{lease}");
 
     c.kill(leader);
     let rest: Vec<(usize, Api)> = apis.into_iter().filter(|(i, _)| *i != leader).collect();
@@ -71,6 +73,24 @@ async fn stacked_masters_follow_raft_leadership() {
     let (holder, next_fence) = leader_key(&c, next).await;
     assert_eq!(holder, names[next]);
     assert!(next_fence > fence, "a new leader has a newer fence ({next_fence} after {fence})");
+    let lease = controller_lease(&c.api(next), &names[next]);
+    assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+}
+
+/// `kube-system/keel-controller-manager`, once it names `holder` (the leader renews it every 2 s).
+fn controller_lease(api: &Api, holder: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(out) = api.ok(&["-n", "kube-system", "get", "lease", "keel-controller-manager", "-o", "json"], None) {
+            last = serde_json::from_str(&out).unwrap();
+            if last["spec"]["holderIdentity"] == holder {
+                return last;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the controller Lease does not name {holder}: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,10 +6,15 @@
 //! leader's late claim changes nothing); external, the masters race to create the key with a lease, keep it
 //! alive while they lead, and revoke it on a clean shutdown.
 //!
-//! [`spawn`] runs the campaign and an observer of the key, and publishes this master's [`Role`].
+//! [`spawn`] runs the campaign and an observer of the key, and publishes this master's [`Role`]; while this
+//! master leads, it also renews the coordination.k8s.io Lease `kube-system/keel-controller-manager` (for
+//! people and tools that look there, as they do for kube-controller-manager), with fenced writes.
 
 use std::time::Duration;
 
+use keel_api::meta::{self, Fresh};
+use keel_api::resources;
+use serde_json::{json, Value};
 use tokio::sync::watch;
 
 pub use crate::storage::LEADER_KEY;
@@ -70,6 +75,7 @@ pub fn spawn(
     let (observed_tx, observed_rx) = watch::channel::<Observed>(None);
     let (claim_tx, claim_rx) = watch::channel::<Option<i64>>(None);
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
+    let (storage_for_lease, identity_for_lease) = (storage.clone(), identity.clone());
     tokio::spawn(observe(storage.clone(), observed_tx, shutdown.clone()));
     match campaign {
         Campaign::Raft(terms) => tokio::spawn(by_raft(storage, identity, terms, claim_tx, shutdown.clone())),
@@ -77,8 +83,99 @@ pub fn spawn(
             tokio::spawn(by_lease(storage, identity, ttl, observed_rx.clone(), claim_tx, shutdown.clone()))
         }
     };
-    tokio::spawn(publish(claim_rx, observed_rx, role_tx, shutdown));
+    tokio::spawn(publish(claim_rx, observed_rx, role_tx, shutdown.clone()));
+    tokio::spawn(mirror_lease(storage_for_lease, identity_for_lease, role_rx.clone(), shutdown));
     role_rx
+}
+
+/// Where the leader shows itself to Kubernetes users: `kubectl -n kube-system get lease keel-controller-manager`.
+pub const LEASE_NAMESPACE: &str = "kube-system";
+pub const LEASE_NAME: &str = "keel-controller-manager";
+/// How often the leader renews the Lease, and the duration it states (kube-controller-manager's defaults).
+const LEASE_RENEW: Duration = Duration::from_secs(2);
+const LEASE_DURATION_SECONDS: i64 = 15;
+
+/// Renews the Lease while this master leads, each write fenced by the leadership it holds.
+async fn mirror_lease(
+    storage: Storage,
+    identity: String,
+    mut role: watch::Receiver<Role>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let fence = tokio::select! {
+            r = role.wait_for(|r| matches!(r, Role::Leader { .. })) => match r.as_deref() {
+                Ok(Role::Leader { fence }) => *fence,
+                _ => return,
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let fenced = storage.fenced(fence);
+        loop {
+            match renew_lease(&fenced, &identity).await {
+                Ok(()) => {}
+                Err(StorageError::Fenced { .. }) => break,
+                Err(e) => tracing::debug!(error = %e, "renewing the controller Lease failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(LEASE_RENEW) => {}
+                _ = role.wait_for(|r| *r != Role::Leader { fence }) => break,
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// Kubernetes' MicroTime: RFC 3339 with microseconds, UTC.
+fn micro_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The Lease after a renewal by `identity` at `now` (a new holder takes it: acquireTime, one more transition).
+pub fn renewed(mut lease: Value, identity: &str, now: &str) -> Value {
+    let spec = &mut lease["spec"];
+    if spec["holderIdentity"].as_str() != Some(identity) {
+        let transitions = spec["leaseTransitions"].as_i64().unwrap_or(0);
+        let taken_over = spec["holderIdentity"].as_str().is_some();
+        spec["holderIdentity"] = json!(identity);
+        spec["acquireTime"] = json!(now);
+        spec["leaseTransitions"] = json!(if taken_over { transitions + 1 } else { transitions });
+    }
+    spec["renewTime"] = json!(now);
+    spec["leaseDurationSeconds"] = json!(LEASE_DURATION_SECONDS);
+    lease
+}
+
+async fn renew_lease(storage: &Storage, identity: &str) -> Result<(), StorageError> {
+    let Some(leases) = resources::find("coordination.k8s.io", "v1", "leases") else { return Ok(()) };
+    let key = leases.key(LEASE_NAMESPACE, LEASE_NAME);
+    let now = jiff::Timestamp::now();
+    let encode = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
+    match storage.get(&key).await {
+        Ok(stored) => {
+            let lease: Value = serde_json::from_slice(&stored.value).unwrap_or_else(|_| json!({}));
+            let lease = renewed(lease, identity, &micro_time(now));
+            storage.update(&key, encode(&lease), stored.mod_revision).await.map(drop)
+        }
+        Err(StorageError::NotFound) => {
+            let mut lease = json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": LEASE_NAME, "namespace": LEASE_NAMESPACE},
+                "spec": {"leaseTransitions": 0},
+            });
+            let fresh = Fresh { now, uid: uuid::Uuid::new_v4().to_string(), random: 0 };
+            if meta::prepare_create(leases, &mut lease, Some(LEASE_NAMESPACE), &fresh).is_err() {
+                return Ok(());
+            }
+            let lease = renewed(lease, identity, &micro_time(now));
+            match storage.create(&key, encode(&lease)).await {
+                Ok(_) | Err(StorageError::AlreadyExists) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Keeps the role up to date with the claim and the observed key.
@@ -261,6 +358,21 @@ mod tests {
         assert!(key_value(9, "m1").as_bytes() < format!("{:020}", 10).as_bytes());
         assert_eq!(holder(key_value(3, "m 2").as_bytes()).as_deref(), Some("m 2"));
         assert_eq!(holder(b"garbage"), None);
+    }
+
+    #[test]
+    fn a_lease_renewed_by_a_new_holder_counts_a_transition() {
+        let first = renewed(json!({"spec": {"leaseTransitions": 0}}), "m1", "t1");
+        assert_eq!(
+            first["spec"],
+            json!({"holderIdentity": "m1", "acquireTime": "t1", "renewTime": "t1", "leaseTransitions": 0, "leaseDurationSeconds": 15})
+        );
+        let again = renewed(first, "m1", "t2");
+        assert_eq!((&again["spec"]["acquireTime"], &again["spec"]["renewTime"]), (&json!("t1"), &json!("t2")));
+        let taken = renewed(again, "m2", "t3");
+        assert_eq!(taken["spec"]["holderIdentity"], "m2");
+        assert_eq!((&taken["spec"]["acquireTime"], &taken["spec"]["leaseTransitions"]), (&json!("t3"), &json!(1)));
+        assert!(micro_time(jiff::Timestamp::UNIX_EPOCH) == "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]
