@@ -20,10 +20,11 @@ def sh(cmd, **kw):
 
 
 class Cluster:
-    """Three members of one kind ("etcd" or "keel") on loopback."""
+    """Three members of one kind ("etcd" or "keel") on loopback. With `api_ports` (keel only), each member is
+    a stacked master (`keel server`) serving the Kubernetes API on 127.0.0.1 at its port."""
 
-    def __init__(self, kind, binary, base_port, workdir):
-        self.kind, self.binary, self.workdir = kind, binary, workdir
+    def __init__(self, kind, binary, base_port, workdir, api_ports=None):
+        self.kind, self.binary, self.workdir, self.api_ports = kind, binary, workdir, api_ports
         self.members = []
         for i in range(3):
             client, peer = base_port + i * 10, base_port + i * 10 + 1
@@ -43,7 +44,11 @@ class Cluster:
                  "--initial-advertise-peer-urls", f"http://127.0.0.1:{m['peer']}",
                  "--initial-cluster", self.initial, "--initial-cluster-state", "new",
                  "--initial-cluster-token", f"bench-{self.kind}"]
-        cmd = [self.binary] + (["kv"] if self.kind == "keel" else []) + flags
+        if self.api_ports:
+            sub = ["server", "--api-listen", f"127.0.0.1:{self.api_ports[i]}"]
+        else:
+            sub = ["kv"] if self.kind == "keel" else []
+        cmd = [self.binary] + sub + flags
         log = open(os.path.join(self.workdir, f"{m['name']}.log"), "a")
         m["proc"] = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
 

@@ -1,5 +1,12 @@
 //! Benchmarks of a key-value store that speaks the etcd v3 API — keel or etcd itself, so both are measured
 //! by the same code. Each workload returns a [`Report`]: throughput and latency percentiles.
+//!
+//! [`api`] benchmarks a Kubernetes API server over HTTPS (create, get, list of ConfigMaps);
+//! [`kube_storage`] performs the store operations a kube-apiserver issues for those requests, through the etcd
+//! API, so that an API server's latency can be read next to the floor its store sets.
+
+pub mod api;
+pub mod kube_storage;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,8 +33,33 @@ pub enum BenchError {
     },
     #[error("request failed: {0}")]
     Request(#[from] tonic::Status),
+    #[error("bad kubeconfig: {0}")]
+    Kubeconfig(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// The phases of the create/get/list benchmarks ([`api::run`], [`kube_storage::run`]): `creates` new objects,
+/// then `gets` reads of one of them by name, then `lists` reads of the first `list_limit` of them, each phase
+/// over `clients` concurrent clients.
+#[derive(Debug, Clone)]
+pub struct Phases {
+    pub clients: usize,
+    pub creates: usize,
+    pub gets: usize,
+    pub lists: usize,
+    pub list_limit: usize,
+}
+
+/// The name of object `n` of a create phase (zero-padded, so that names sort in creation order).
+pub(crate) fn object_name(n: usize) -> String {
+    format!("cm-{n:06}")
+}
+
+/// The object that get `n` reads, among `objects`: a stride through all of them, so that successive gets
+/// of one client are far apart and every object is read.
+pub(crate) fn object_to_get(n: usize, objects: usize) -> usize {
+    (n * 7919) % objects.max(1)
 }
 
 /// What a workload measured.
@@ -40,8 +72,12 @@ pub struct Report {
     pub seconds: f64,
     pub ops_per_sec: f64,
     pub p50_ms: f64,
+    pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The first failed operation's error, if any failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
 }
 
 impl Report {
@@ -62,8 +98,10 @@ impl Report {
             seconds: elapsed.as_secs_f64(),
             ops_per_sec: lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
             p50_ms: q(0.50),
+            p90_ms: q(0.90),
             p99_ms: q(0.99),
             max_ms: lat.last().map_or(0.0, ms),
+            first_error: None,
         }
     }
 }
@@ -72,9 +110,21 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<22} clients {:>4}  {:>9.0} ops/s  p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  ({} ops, {} errors)",
-            self.workload, self.clients, self.ops_per_sec, self.p50_ms, self.p99_ms, self.max_ms, self.ops, self.errors
-        )
+            "{:<22} clients {:>4}  {:>9.0} ops/s  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  ({} ops, {} errors)",
+            self.workload,
+            self.clients,
+            self.ops_per_sec,
+            self.p50_ms,
+            self.p90_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.ops,
+            self.errors
+        )?;
+        match &self.first_error {
+            Some(e) => write!(f, "; first error: {e}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -100,7 +150,7 @@ impl Target {
         Ok(Target { endpoints: endpoints.to_vec(), channels })
     }
 
-    fn kv(&self, i: usize) -> KvClient<Channel> {
+    pub(crate) fn kv(&self, i: usize) -> KvClient<Channel> {
         KvClient::new(self.channels[i % self.channels.len()].clone()).max_decoding_message_size(64 << 20)
     }
 }
@@ -124,10 +174,12 @@ async fn channel(ep: &str) -> Result<Channel, BenchError> {
 }
 
 /// Runs `total` operations over `clients` concurrent clients; `op(client, n)` performs operation `n`.
-async fn drive<F, Fut>(name: &str, clients: usize, total: usize, op: F) -> Report
+/// Only successful operations count in the latencies; failed ones are counted, and the first is kept.
+pub(crate) async fn drive<F, Fut, E>(name: &str, clients: usize, total: usize, op: F) -> Report
 where
     F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+    Fut: std::future::Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
 {
     let op = Arc::new(op);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -138,28 +190,34 @@ where
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0;
+            let mut first_error = None;
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if n >= total {
-                    return (lat, errors);
+                    return (lat, errors, first_error);
                 }
                 let t = Instant::now();
                 match op(c, n).await {
                     Ok(()) => lat.push(t.elapsed()),
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
                 }
             }
         }));
     }
     let mut lat = Vec::with_capacity(total);
     let mut errors = 0;
+    let mut first_error = None;
     for t in tasks {
-        if let Ok((l, e)) = t.await {
+        if let Ok((l, e, first)) = t.await {
             lat.extend(l);
             errors += e;
+            first_error = first_error.or(first);
         }
     }
-    Report::new(name, clients, lat, errors, start.elapsed())
+    Report { first_error, ..Report::new(name, clients, lat, errors, start.elapsed()) }
 }
 
 /// Puts of `value_size` bytes to random keys among `keys`.

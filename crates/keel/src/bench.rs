@@ -1,4 +1,7 @@
-//! `keel bench kv …`: benchmarks of any store that speaks the etcd v3 API (keel or etcd).
+//! `keel bench kv …`: benchmarks of any store that speaks the etcd v3 API (keel or etcd); `keel bench api`:
+//! create/get/list latency of Kubernetes API servers (keel's masters, or any other) over HTTPS.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -14,6 +17,69 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Benchmarks of a key-value store through the etcd v3 API.
     Kv(KvBench),
+    /// ConfigMaps created, read by name and listed through Kubernetes API servers, by clients spread over them.
+    Api(ApiBench),
+}
+
+/// The phases shared by `keel bench api` and `keel bench kv kube`.
+#[derive(Args, Debug)]
+struct PhaseArgs {
+    /// Concurrent clients, each on its own connection.
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// Objects created (one request each); the gets and lists read them.
+    #[arg(long, default_value_t = 5_000)]
+    creates: usize,
+    /// Reads of one object by name.
+    #[arg(long, default_value_t = 20_000)]
+    gets: usize,
+    /// Lists of the namespace, each one page of --list-limit objects.
+    #[arg(long, default_value_t = 2_000)]
+    lists: usize,
+    #[arg(long, default_value_t = 100)]
+    list_limit: usize,
+}
+
+impl PhaseArgs {
+    fn phases(&self) -> keel_bench::Phases {
+        keel_bench::Phases {
+            clients: self.clients.max(1),
+            creates: self.creates.max(1),
+            gets: self.gets,
+            lists: self.lists,
+            list_limit: self.list_limit.max(1),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct ApiBench {
+    /// Kubeconfigs (comma-separated): the servers of all of them are used, the CA and token of the first.
+    #[arg(long, value_delimiter = ',')]
+    kubeconfig: Vec<PathBuf>,
+    /// Server URLs (https://host:port, comma-separated), instead of the kubeconfigs' servers.
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// The CA certificate (PEM file), instead of the kubeconfig's.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// The bearer token, instead of the kubeconfig's.
+    #[arg(long, env = "KEEL_BENCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    phases: PhaseArgs,
+    /// Bytes in each ConfigMap's one data value.
+    #[arg(long, default_value_t = 128)]
+    data_size: usize,
+    /// HTTP/1.1 instead of HTTP/2.
+    #[arg(long)]
+    http1: bool,
+    /// Keep the namespace and its ConfigMaps at the end.
+    #[arg(long)]
+    keep: bool,
+    /// Print each report as a JSON line too.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +126,16 @@ enum Workload {
         #[arg(long, default_value_t = 50)]
         puts: usize,
     },
+    /// The store operations a kube-apiserver performs for `keel bench api`'s creates, gets and lists (a
+    /// create-if-absent transaction, a one-key range, a prefix range with a limit): the floor under an API
+    /// server's latency on this store.
+    Kube {
+        #[command(flatten)]
+        phases: PhaseArgs,
+        /// Bytes in each value (give the size of the objects the API server stores).
+        #[arg(long, default_value_t = 400)]
+        value_size: usize,
+    },
     /// One trial: kill -9 the leader (pids given in the order of --endpoints) and time the first acknowledged write.
     Failover {
         #[arg(long, value_delimiter = ',', required = true)]
@@ -74,9 +150,55 @@ fn print(r: &Report, json: bool) {
     }
 }
 
+fn api_target(a: &ApiBench) -> anyhow::Result<keel_bench::api::ApiTarget> {
+    let mut configs = Vec::new();
+    for path in &a.kubeconfig {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        configs.push(keel_bench::api::parse_kubeconfig(&text).with_context(|| format!("in {}", path.display()))?);
+    }
+    let urls: Vec<String> =
+        if a.servers.is_empty() { configs.iter().map(|c| c.server.clone()).collect() } else { a.servers.clone() };
+    anyhow::ensure!(!urls.is_empty(), "give --kubeconfig or --servers");
+    let servers = urls.iter().map(|u| keel_bench::api::parse_server(u)).collect::<Result<Vec<_>, _>>()?;
+    let ca_pem = match &a.ca_file {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+        None => configs.first().map(|c| c.ca_pem.clone()).context("give --ca-file or --kubeconfig")?,
+    };
+    let token = match &a.token {
+        Some(t) => t.clone(),
+        None => configs.first().map(|c| c.token.clone()).context("give --token or --kubeconfig")?,
+    };
+    Ok(keel_bench::api::ApiTarget { servers, ca_pem, token, http1: a.http1 })
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchWhat::Kv(kv) = args.what;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let kv = match args.what {
+        BenchWhat::Kv(kv) => kv,
+        BenchWhat::Api(a) => {
+            let target = api_target(&a)?;
+            return rt.block_on(async move {
+                let phases = a.phases.phases();
+                let run = keel_bench::api::run(&target, &phases, a.data_size, a.keep).await?;
+                println!(
+                    "namespace {}, {} servers, objects of {} bytes (as the server returned the first)",
+                    run.namespace,
+                    target.servers.len(),
+                    run.object_bytes
+                );
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"workload": "api-objects", "object_bytes": run.object_bytes, "servers": target.servers.len()})
+                    );
+                }
+                for r in &run.reports {
+                    print(r, a.json);
+                }
+                Ok(())
+            });
+        }
+    };
     rt.block_on(async move {
         let eps = kv.endpoints;
         match kv.workload {
@@ -92,6 +214,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     other => anyhow::bail!("--consistency must be l or s, not {other:?}"),
                 };
                 print(&keel_bench::range(&t, clients, total, keys, serializable).await?, kv.json);
+            }
+            Workload::Kube { phases, value_size } => {
+                let phases = phases.phases();
+                let t = Target::connect(&eps, phases.clients.min(64)).await?;
+                for r in keel_bench::kube_storage::run(&t, &phases, value_size).await? {
+                    print(&r, kv.json);
+                }
             }
             Workload::Watch { watchers, puts } => {
                 let t = Target::connect(&eps, 1).await?;
