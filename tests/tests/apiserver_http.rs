@@ -355,3 +355,30 @@ async fn fenced_writes_apply_only_while_the_leader_key_stands() {
     assert_eq!(fenced(&r, Method::POST, CMS, "soon", &cm("f3")).await.code, StatusCode::BAD_REQUEST);
     assert_eq!(count(&r, CMS).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_over_four_mebibytes_and_deleting_their_namespace() {
+    let c = Cluster::start(1).await.unwrap();
+    let r = router(&c).await;
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "big"}});
+    assert_eq!(post(&r, "/api/v1/namespaces", &ns).await.code, StatusCode::CREATED);
+    let cms = "/api/v1/namespaces/big/configmaps";
+    for i in 0..6 {
+        let mut big = cm(&format!("big-{i}"));
+        big["data"]["k"] = json!("x".repeat(900 << 10));
+        assert_eq!(post(&r, cms, &big).await.code, StatusCode::CREATED);
+    }
+    // 5.4 MB in one unpaged list: more than a gRPC client reads by default.
+    let list = get(&r, cms).await;
+    assert_eq!(list.code, StatusCode::OK, "{}", list.body.to_string().chars().take(300).collect::<String>());
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 6);
+
+    let gone = call(&r, Method::DELETE, "/api/v1/namespaces/big", "application/json", Body::empty()).await;
+    assert_eq!(gone.code, StatusCode::ACCEPTED, "{}", gone.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while get(&r, "/api/v1/namespaces/big").await.code != StatusCode::NOT_FOUND {
+        assert!(std::time::Instant::now() < deadline, "the namespace was not deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(count(&r, cms).await, 0);
+}

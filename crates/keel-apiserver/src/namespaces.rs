@@ -56,28 +56,39 @@ pub fn finalize_later(state: AppState, name: String) {
     });
 }
 
+/// Objects read per page while a namespace's contents are deleted.
+const FINALIZE_PAGE: i64 = 500;
+
 /// One pass: deletes the namespace's objects (those without finalizers), and the namespace once empty.
 async fn finalize(storage: &Storage, name: &str) -> Result<bool, StorageError> {
     let mut remaining = 0usize;
     for r in RESOURCES.iter().filter(|r| r.namespaced) {
-        let page = storage.list(&r.prefix(Some(name)), None, 0, 0).await?;
-        for item in page.items {
-            let held = serde_json::from_slice::<serde_json::Value>(&item.value)
-                .map(|v| !meta::finalizers(&v).is_empty())
-                .unwrap_or(false);
-            if held {
-                remaining += 1;
-                continue;
-            }
-            match storage.delete(&item.key, Some(item.mod_revision)).await {
-                Ok((deleted, _)) if r.kind == "Service" => {
-                    if let Ok(v) = serde_json::from_slice(&deleted.value) {
-                        crate::allocator::release(storage, &crate::allocator::held(&v)).await;
-                    }
+        let prefix = r.prefix(Some(name));
+        let mut start: Option<String> = None;
+        loop {
+            let page = storage.list(&prefix, start.as_deref(), FINALIZE_PAGE, 0).await?;
+            start = (page.remaining > 0).then(|| page.items.last().map(|i| format!("{}\0", i.key))).flatten();
+            for item in page.items {
+                let held = serde_json::from_slice::<serde_json::Value>(&item.value)
+                    .map(|v| !meta::finalizers(&v).is_empty())
+                    .unwrap_or(false);
+                if held {
+                    remaining += 1;
+                    continue;
                 }
-                Ok(_) | Err(StorageError::NotFound) => {}
-                Err(StorageError::Conflict { .. }) => remaining += 1,
-                Err(e) => return Err(e),
+                match storage.delete(&item.key, Some(item.mod_revision)).await {
+                    Ok((deleted, _)) if r.kind == "Service" => {
+                        if let Ok(v) = serde_json::from_slice(&deleted.value) {
+                            crate::allocator::release(storage, &crate::allocator::held(&v)).await;
+                        }
+                    }
+                    Ok(_) | Err(StorageError::NotFound) => {}
+                    Err(StorageError::Conflict { .. }) => remaining += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            if start.is_none() {
+                break;
             }
         }
     }

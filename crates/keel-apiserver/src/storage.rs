@@ -70,6 +70,10 @@ pub enum Read {
     Serializable,
 }
 
+/// The largest store response read (tonic's default is 4 MiB, less than an unpaged list of a busy
+/// namespace; etcd's own client allows 2 GiB).
+const MAX_RESPONSE: usize = i32::MAX as usize;
+
 /// The key whose mod revision is the fencing token of the control loops' leader (docs/adr/002).
 pub const LEADER_KEY: &str = "/keel/controller-leader";
 
@@ -214,8 +218,8 @@ fn revision(resp: &TxnResponse) -> i64 {
 impl Storage {
     pub fn new(channel: Channel) -> Storage {
         Storage {
-            kv: KvClient::new(channel.clone()),
-            watch: WatchClient::new(channel.clone()),
+            kv: KvClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE),
+            watch: WatchClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE),
             lease: LeaseClient::new(channel),
             fence: None,
         }
@@ -421,7 +425,9 @@ impl Storage {
         };
         let resp = match self.kv.clone().range(req).await {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::OutOfRange => {
+            // etcd's words for a compacted revision; other OutOfRange errors (a response over the size limit)
+            // are not a compaction.
+            Err(s) if s.code() == tonic::Code::OutOfRange && s.message().contains("compacted") => {
                 return Err(StorageError::Compacted { requested: revision })
             }
             Err(s) => return Err(s.into()),
