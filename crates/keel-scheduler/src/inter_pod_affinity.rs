@@ -180,16 +180,9 @@ pub fn score(ctx: &PodContext, snapshot: &Snapshot, feasible: &[usize]) -> Vec<i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Node, Pod};
+    use crate::tests::zone_node;
+    use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
-
-    fn zone_node(name: &str, zone: &str) -> Node {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {"zone": zone, "kubernetes.io/hostname": name}},
-            "status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}}
-        }))
-        .unwrap()
-    }
 
     fn pod(name: &str, app: &str, affinity: serde_json::Value) -> Pod {
         serde_json::from_value(json!({

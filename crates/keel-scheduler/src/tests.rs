@@ -40,6 +40,15 @@ fn place_all(s: &mut Snapshot, config: &Config, n: usize) -> BTreeMap<String, us
     per_node
 }
 
+/// A node with 8 cpu and 16Gi in `zone` (label `zone`), for the affinity and spread tests.
+pub(crate) fn zone_node(name: &str, zone: &str) -> Node {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"zone": zone, "kubernetes.io/hostname": name}},
+        "status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}}
+    }))
+    .unwrap()
+}
+
 fn three_nodes() -> Snapshot {
     let mut s = Snapshot::new();
     for n in ["n1", "n2", "n3"] {

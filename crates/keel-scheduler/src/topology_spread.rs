@@ -192,16 +192,9 @@ pub fn score(pod: &PodContext, snapshot: &Snapshot, feasible: &[usize]) -> Vec<i
 mod tests {
     use super::*;
     use crate::filters::PodContext;
-    use k8s_openapi::api::core::v1::{Node, Pod};
+    use crate::tests::zone_node;
+    use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
-
-    fn zone_node(name: &str, zone: &str) -> Node {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {"zone": zone, "kubernetes.io/hostname": name}},
-            "status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}}
-        }))
-        .unwrap()
-    }
 
     fn web(name: &str, when: &str, max_skew: i32) -> Pod {
         serde_json::from_value(json!({
