@@ -555,6 +555,35 @@ fn be_i64(b: &[u8], what: &str) -> Result<i64, StoreError> {
     Ok(i64::from_be_bytes(a))
 }
 
+impl StateReader<'_> {
+    /// The first `limit` key-values of `range` in key order, and how many keys the range holds: a limited
+    /// range decodes only what it returns (counting the rest by iterating, without decoding them).
+    pub fn scan_page(&self, range: &KeyRange, limit: usize) -> Result<(Vec<KeyValue>, i64), StoreError> {
+        if matches!(range, KeyRange::Single(_)) || range.is_empty() {
+            let all = KvView::scan(self, range)?;
+            let count = all.len() as i64;
+            return Ok((all.into_iter().take(limit).collect(), count));
+        }
+        let mut ro = self.opts();
+        if let KeyRange::Span { end: Some(e), .. } = range {
+            ro.set_iterate_upper_bound(e.clone());
+        }
+        let mut it = self.state.db().raw_iterator_cf_opt(self.state.cf(CF_LIVE), ro);
+        it.seek(range.start());
+        let mut page = Vec::with_capacity(limit.min(1024));
+        let mut count = 0i64;
+        while it.valid() {
+            if page.len() < limit {
+                page.push(decode(it.value().expect("value"), "key-value")?);
+            }
+            count += 1;
+            it.next();
+        }
+        it.status().map_err(|e| self.state.db_err(e))?;
+        Ok((page, count))
+    }
+}
+
 impl KvView for StateReader<'_> {
     type Error = StoreError;
 

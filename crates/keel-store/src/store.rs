@@ -602,11 +602,17 @@ impl Store {
         let current = reader.revision()?;
         check_read_revision(req.revision, current, reader.compacted()?).map_err(ApiError::Apply)?;
         let range = KeyRange::new(&req.key, &req.range_end);
-        let kvs = if req.revision > 0 && req.revision < current {
-            reader.scan_at(&range, req.revision)?
-        } else {
-            reader.scan(&range)?
-        };
+        let historical = req.revision > 0 && req.revision < current;
+        if !historical && is_plain_page(&req) {
+            // Kubernetes' paged lists: decode only the page, count the rest.
+            let (page, count) = reader.scan_page(&range, req.limit as usize)?;
+            let mut resp = finish_range(page, &req);
+            resp.more = count > req.limit;
+            resp.count = count;
+            resp.header = Some(self.header(current));
+            return Ok(resp);
+        }
+        let kvs = if historical { reader.scan_at(&range, req.revision)? } else { reader.scan(&range)? };
         let mut resp = finish_range(kvs, &req);
         resp.header = Some(self.header(current));
         Ok(resp)
@@ -1061,4 +1067,17 @@ async fn watch_stalls(stop: tokio::sync::watch::Receiver<bool>) {
         }
     }
     stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A limited range in key order without revision filters: its first `limit` keys are its result.
+fn is_plain_page(r: &RangeRequest) -> bool {
+    use keel_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+    let key_order = r.sort_target == SortTarget::Key as i32
+        && matches!(SortOrder::try_from(r.sort_order), Ok(SortOrder::None | SortOrder::Ascend));
+    r.limit > 0
+        && key_order
+        && r.min_mod_revision <= 0
+        && r.max_mod_revision <= 0
+        && r.min_create_revision <= 0
+        && r.max_create_revision <= 0
 }
