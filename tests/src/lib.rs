@@ -402,10 +402,10 @@ pub fn write_loop(
     stop: Instant,
 ) -> (Arc<Mutex<Acked>>, tokio::task::JoinHandle<()>) {
     let acked: Arc<Mutex<Acked>> = Default::default();
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for w in 0..writers {
         let (acked, urls, prefix) = (acked.clone(), urls.clone(), prefix.to_string());
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut member = w % urls.len();
             let mut n = 0u64;
             while Instant::now() < stop {
@@ -436,11 +436,13 @@ pub fn write_loop(
                     }
                 }
             }
-        }));
+        });
     }
+    // Aborting `all` drops the set, which aborts every writer: a writer left running would keep
+    // acknowledging writes while a test compares members.
     let all = tokio::spawn(async move {
-        for t in tasks {
-            t.await.unwrap();
+        while let Some(t) = tasks.join_next().await {
+            t.unwrap();
         }
     });
     (acked, all)

@@ -53,6 +53,7 @@ async fn whole_cluster_kill_and_restart_keeps_acknowledged_writes() {
         c.kill(i);
     }
     writers2.abort();
+    let _ = writers2.await;
     for i in 0..3 {
         c.restart(i).unwrap();
     }
@@ -101,6 +102,7 @@ async fn a_member_that_was_down_catches_up_by_log_and_by_snapshot() {
         }
     }
     w.abort();
+    let _ = w.await;
     let long = std::mem::take(&mut acked.lock().unwrap().writes);
     c.restart(follower).unwrap();
     c.wait_converged(Duration::from_secs(60)).await.unwrap();

@@ -26,6 +26,7 @@ async fn learner_add_promote_and_remove_under_load() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     w.abort();
+    let _ = w.await;
     let pre = std::mem::take(&mut pre.lock().unwrap().writes);
     let (acked, writers) = write_loop(urls(&c), 4, "load", Instant::now() + Duration::from_secs(600));
     let eps = c.endpoints();
@@ -118,6 +119,8 @@ async fn learner_add_promote_and_remove_under_load() {
     c.kill(other);
 
     writers.abort();
+
+    let _ = writers.await;
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
     let acked = std::mem::take(&mut acked.lock().unwrap().writes);
     assert!(acked.len() > 50, "the load kept going ({} writes)", acked.len());
