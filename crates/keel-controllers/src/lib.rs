@@ -1,0 +1,3 @@
+//! keel's control loops. (Being written.)
+
+pub mod rollout;
