@@ -482,6 +482,15 @@ fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
         .max(0)
 }
 
+/// An object as meta.k8s.io's PartialObjectMetadata: its metadata only.
+pub fn partial(object: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
 /// The autoscaling/v1 Scale of a workload (deployments, replicasets, statefulsets).
 pub fn scale(object: &Value) -> Value {
     let meta = object.get("metadata").cloned().unwrap_or_default();

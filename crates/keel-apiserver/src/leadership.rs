@@ -258,8 +258,11 @@ async fn by_raft(
             t = terms.wait_for(Option::is_some) => match t { Ok(t) => t.expect("waited for Some"), Err(_) => return },
             _ = shutdown.wait_for(|s| *s) => return,
         };
-        let bound = format!("{term:020}");
-        match storage.put_if_below(LEADER_KEY, key_value(term, &identity).into_bytes(), bound.as_bytes()).await {
+        // Claim over any earlier term, and over this master's own claim of this term (a lone member keeps
+        // its term across a restart): anything that sorts at or below our value.
+        let value = key_value(term, &identity);
+        let bound = format!("{value}\0");
+        match storage.put_if_below(LEADER_KEY, value.into_bytes(), bound.as_bytes()).await {
             Ok(Ok(fence)) => {
                 tracing::info!(term, fence, "leading the control loops");
                 claim.send_replace(Some(fence));

@@ -161,9 +161,11 @@ pub fn parse_revision(rv: &str) -> Result<i64, ApiError> {
 pub enum Output {
     Json,
     Table,
+    /// meta.k8s.io PartialObjectMetadata(List): each object's metadata only (kube-rs's metadata watches).
+    Metadata,
 }
 
-/// The first representation of `Accept` keel serves: JSON, or a meta.k8s.io Table.
+/// The first representation of `Accept` keel serves: JSON, a meta.k8s.io Table, or metadata only.
 pub fn output(headers: &HeaderMap) -> Result<Output, ApiError> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).filter(|a| !a.trim().is_empty())
     else {
@@ -183,11 +185,18 @@ pub fn output(headers: &HeaderMap) -> Result<Output, ApiError> {
         match (get("as"), get("g"), get("v")) {
             (None, ..) => return Ok(Output::Json),
             (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) => return Ok(Output::Table),
+            (
+                Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
+                Some("meta.k8s.io"),
+                Some("v1" | "v1beta1"),
+            ) => return Ok(Output::Metadata),
             _ => continue,
         }
     }
     Err(ApiError::NotAcceptable(
-        "only the following media types are accepted: application/json, application/json;as=Table;v=v1;g=meta.k8s.io"
+        "only the following media types are accepted: application/json, application/json;as=Table;v=v1;g=meta.k8s.io, \
+         application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io, \
+         application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
             .into(),
     ))
 }
@@ -341,6 +350,11 @@ mod tests {
             HeaderValue::from_static(
                 "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io, application/json",
             ),
+        );
+        assert_eq!(output(&h).unwrap(), Output::Metadata);
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json;as=Other;v=v1;g=meta.k8s.io, application/json"),
         );
         assert_eq!(output(&h).unwrap(), Output::Json);
         h.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.kubernetes.protobuf"));

@@ -257,6 +257,7 @@ impl Call {
         let v = object(&stored)?;
         Ok(match output {
             Output::Json => json_response(StatusCode::OK, &v, &[]),
+            Output::Metadata => json_response(StatusCode::OK, &meta::partial(&v), &[]),
             Output::Table => {
                 let now = jiff::Timestamp::now();
                 let rows = vec![row(self.resource().kind, &v, self.params.include_object, now)];
@@ -338,6 +339,12 @@ impl Call {
                 "apiVersion": self.resource().api_version(),
                 "metadata": list_meta,
                 "items": items,
+            }),
+            Output::Metadata => json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": list_meta,
+                "items": items.iter().map(meta::partial).collect::<Vec<_>>(),
             }),
             Output::Table => {
                 let now = jiff::Timestamp::now();

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -117,12 +118,22 @@ fn host_of(addr: &str) -> String {
     }
 }
 
-/// Serves the API on `config.listen` until `shutdown` resolves.
-pub async fn run(
-    config: ServerConfig,
-    storage: Storage,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+/// A master ready to serve: its listener bound, its kubeconfig written and its campaign for the control
+/// loops under way.
+pub struct Master {
+    /// Whether this master leads the control loops, and under which fence.
+    pub role: tokio::sync::watch::Receiver<Role>,
+    /// The admin kubeconfig, reaching this master.
+    pub kubeconfig: PathBuf,
+    tcp: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: axum::Router,
+    stop_campaign: tokio::sync::watch::Sender<bool>,
+}
+
+/// Prepares a master: the cluster's secrets and system namespaces, its certificate and kubeconfig, its
+/// listener on `config.listen`, and its campaign.
+pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, ServerError> {
     let wait = Duration::from_secs(60);
     let secrets = patiently(wait, || cluster_secrets(&storage)).await?;
     patiently(wait, || async { namespaces::ensure_system(&storage).await.map_err(ServerError::from) }).await?;
@@ -131,7 +142,7 @@ pub async fn run(
     hosts.extend(config.tls_sans.iter().cloned());
     hosts.retain(|h| !h.is_empty() && h != "0.0.0.0" && h != "::");
     let (cert, key) = secrets.authority.issue_serving(&hosts)?;
-    let tls_config = tls::server_config(&cert, &key)?;
+    let tls = tls::server_config(&cert, &key)?;
 
     std::fs::create_dir_all(&config.data_dir).map_err(io(format!("cannot create {}", config.data_dir.display())))?;
     let ca_path = config.data_dir.join("ca.crt");
@@ -151,8 +162,8 @@ pub async fn run(
         .await
         .map_err(io(format!("cannot listen on {}", config.listen)))?;
     let tokens = Tokens::new().with(secrets.admin_token.clone(), "admin");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx);
+    let (stop_campaign, stop_rx) = tokio::sync::watch::channel(false);
+    let role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx);
     let state = AppState {
         service_cidr: config.service_cidr,
         leadership: Some(Leadership { identity: config.identity, role: role.clone() }),
@@ -160,16 +171,25 @@ pub async fn run(
     };
     let router = require_token(app(state), tokens);
     tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");
-    let served = axum::serve(TlsListener::new(tcp, tls_config), router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await
-        .map_err(io("the API server failed"));
-    // Let a leader on an external store resign (revoke its lease) before the process goes.
-    let _ = tokio::time::timeout(Duration::from_secs(2), role.wait_for(|r| !matches!(r, Role::Leader { .. }))).await;
-    served
+    Ok(Master { role, kubeconfig: kc_path, tcp, tls, router, stop_campaign })
+}
+
+impl Master {
+    /// Serves the API until `shutdown` resolves, then lets a leader on an external store resign (revoke its
+    /// lease) before returning.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let Master { mut role, tcp, tls, router, stop_campaign, .. } = self;
+        let served = axum::serve(TlsListener::new(tcp, tls), router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_campaign.send(true);
+            })
+            .await
+            .map_err(io("the API server failed"));
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), role.wait_for(|r| !matches!(r, Role::Leader { .. }))).await;
+        served
+    }
 }
 
 /// Writes a file only its owner can read (the kubeconfig holds the admin token).

@@ -121,6 +121,7 @@ impl Encoder {
     fn event(&self, kind: &str, object: &Value) -> String {
         let object = match self.output {
             Output::Json => object.clone(),
+            Output::Metadata => keel_api::meta::partial(object),
             Output::Table => {
                 let rv = object.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
                 let r = row(self.kind, object, self.include, jiff::Timestamp::now());

@@ -1,11 +1,14 @@
 //! Benchmarks of a key-value store that speaks the etcd v3 API — keel or etcd itself, so both are measured
 //! by the same code. Each workload returns a [`Report`]: throughput and latency percentiles.
 //!
+//! [`hollow`] runs hollow nodes (Nodes without machines) for tests and benchmarks of the control plane.
+//!
 //! [`api`] benchmarks a Kubernetes API server over HTTPS (create, get, list of ConfigMaps);
 //! [`kube_storage`] performs the store operations a kube-apiserver issues for those requests, through the etcd
 //! API, so that an API server's latency can be read next to the floor its store sets.
 
 pub mod api;
+pub mod hollow;
 pub mod kube_storage;
 
 use std::sync::Arc;

@@ -1,3 +1,79 @@
-//! keel's control loops. (Being written.)
+//! keel's control loops: the scheduler's binding loop and the workload controllers. They reach cluster
+//! state only through the Kubernetes API (kube-rs's watcher and Controller), as any operator does, and run
+//! only on the master that leads: [`run`] starts them when this master becomes leader and stops them when it
+//! is deposed. Every request they make carries the `keel-fence` header with the leader key's revision, so the
+//! store refuses a write from a leader that has since been replaced (ADR 002).
+//!
+//! Each controller splits into a pure decision (what must change, given the objects: [`replicas`],
+//! [`rollout`]) and a thin loop that reads and writes through the API.
 
+mod error;
+pub mod pods;
+pub mod replicas;
+pub mod replicaset;
 pub mod rollout;
+pub mod scheduling;
+
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use error::Error;
+
+/// The request header that carries the fence (the apiserver's `keel-fence`).
+pub const FENCE_HEADER: &str = "keel-fence";
+
+/// How the loops behave.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub scheduler: keel_scheduler::Config,
+}
+
+/// Runs the control loops whenever `leading` holds `Some(fence)`, and stops them as soon as it changes;
+/// returns when the sender is dropped. `base` reaches this master's API with the controllers' credentials.
+pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, settings: Settings) {
+    loop {
+        let fence = match leading.wait_for(Option::is_some).await {
+            Ok(f) => f.expect("waited for Some"),
+            Err(_) => return,
+        };
+        let client = match fenced_client(&base, fence) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the controllers' API client");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        tracing::info!(fence, "leading: control loops starting");
+        let mut loops = JoinSet::new();
+        loops.spawn(scheduling::run(client.clone(), settings.scheduler.clone()));
+        loops.spawn(replicaset::run(client.clone()));
+        let deposed = tokio::select! {
+            r = leading.wait_for(|l| *l != Some(fence)) => { let _ = r; true }
+            Some(ended) = loops.join_next() => {
+                match ended {
+                    Ok(Ok(())) => tracing::warn!("a control loop ended; restarting them"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "a control loop failed; restarting them"),
+                    Err(e) => tracing::error!(error = %e, "a control loop panicked; restarting them"),
+                }
+                false
+            }
+        };
+        loops.shutdown().await;
+        if deposed {
+            tracing::info!(fence, "no longer leading: control loops stopped");
+        } else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// A client whose every request carries `fence`.
+pub fn fenced_client(base: &kube::Config, fence: i64) -> Result<kube::Client, Error> {
+    let mut config = base.clone();
+    config.headers.push((HeaderName::from_static(FENCE_HEADER), HeaderValue::from(fence)));
+    Ok(kube::Client::try_from(config)?)
+}

@@ -2,6 +2,7 @@
 //! its own store member, or on an external store); `keel agent` arrives with the node agents.
 
 mod bench;
+mod hollow;
 mod kv;
 mod server;
 
@@ -22,6 +23,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Benchmarks (of keel or of etcd, through the same API).
     Bench(bench::BenchArgs),
+    /// Run hollow nodes: Nodes without machines whose pods are reported Running (for tests and benchmarks).
+    HollowNodes(hollow::HollowArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Kv(args) => kv::run(args),
         Command::Server(args) => server::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::HollowNodes(args) => hollow::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use keel_apiserver::leadership::Campaign;
+use keel_apiserver::leadership::{Campaign, Role};
 use keel_apiserver::server::ServerConfig;
 use keel_apiserver::storage::Storage;
 use keel_store::Store;
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::kv::MemberArgs;
@@ -90,8 +91,16 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             (None, args.store_endpoints)
         };
         let storage = Storage::new(channel(&urls)?);
+        let master = keel_apiserver::server::start(server, storage).await?;
+        let kubeconfig = kube::config::Kubeconfig::read_from(&master.kubeconfig)
+            .with_context(|| format!("cannot read {}", master.kubeconfig.display()))?;
+        let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .context("the controllers cannot use the admin kubeconfig")?;
+        let controllers =
+            tokio::spawn(keel_controllers::run(client_config, leading_fence(master.role.clone()), Default::default()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let api = tokio::spawn(keel_apiserver::server::run(server, storage, async {
+        let api = tokio::spawn(master.serve(async {
             let _ = stop_rx.await;
         }));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -101,12 +110,29 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             r = api => r.context("the API server task failed")?.context("the API server stopped"),
         };
         tracing::info!("shutting down");
+        controllers.abort();
         let _ = stop_tx.send(());
         if let Some(m) = member {
             m.shutdown().await;
         }
         result
     })
+}
+
+/// `Some(fence)` while this master leads the control loops.
+fn leading_fence(mut role: watch::Receiver<Role>) -> watch::Receiver<Option<i64>> {
+    let fence = |r: &Role| match r {
+        Role::Leader { fence } => Some(*fence),
+        Role::Follower { .. } => None,
+    };
+    let (tx, rx) = watch::channel(fence(&role.borrow()));
+    tokio::spawn(async move {
+        while role.changed().await.is_ok() {
+            let now = fence(&role.borrow());
+            tx.send_if_modified(|f| std::mem::replace(f, now) != now);
+        }
+    });
+    rx
 }
 
 #[cfg(test)]

@@ -1,0 +1,95 @@
+//! The ReplicaSet controller's loop: reconciles each ReplicaSet when it or one of its pods changes. It reads
+//! the pods its selector finds straight from the API (a consistent list, so it never acts twice on a stale
+//! cache) and applies [`replicas::plan`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::{pods, replicas, Error};
+
+struct Context {
+    client: Client,
+}
+
+pub async fn run(client: Client) -> Result<(), Error> {
+    let sets: Api<ReplicaSet> = Api::all(client.clone());
+    let owned: Api<Pod> = Api::all(client.clone());
+    Controller::new(sets, watcher::Config::default())
+        .owns(owned, watcher::Config::default())
+        .run(reconcile, retry, Arc::new(Context { client }))
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "replicaset reconcile");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn retry(_: Arc<ReplicaSet>, e: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(error = %e, "replicaset reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = rs.namespace().unwrap_or_default();
+    let name = rs.name_any();
+    let Some(spec) = rs.spec.as_ref() else { return Ok(Action::await_change()) };
+    let Some(selector) = pods::selector_query(Some(&spec.selector)) else {
+        return Ok(Action::await_change());
+    };
+    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let found = pod_api.list(&ListParams::default().labels(&selector)).await?;
+    let plan = replicas::plan(&rs, &found.items, jiff::Timestamp::now());
+
+    let owner = pods::controller_reference("apps/v1", "ReplicaSet", &rs.metadata);
+    for orphan in &plan.adopt {
+        let Some(pod) = found.items.iter().find(|p| p.metadata.name.as_deref() == Some(orphan)) else { continue };
+        let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+        refs.push(owner.clone());
+        let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
+        ignore_gone(pod_api.patch(orphan, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop))?;
+    }
+    if plan.create > 0 {
+        let template = spec.template.clone().unwrap_or_default();
+        let pod = pods::pod_from_template(&template, &namespace, &format!("{name}-"), owner.clone());
+        let params = PostParams::default();
+        let results: Vec<_> = futures::stream::iter(0..plan.create)
+            .map(|_| pod_api.create(&params, &pod))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+    }
+    for victim in &plan.delete {
+        ignore_gone(pod_api.delete(victim, &DeleteParams::default()).await.map(drop))?;
+    }
+    if let Some(status) = &plan.status {
+        let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = json!({"status": status});
+        ignore_gone(sets.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop))?;
+    }
+    Ok(match plan.requeue_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// A 404 means someone else already removed it: nothing left to do.
+pub(crate) fn ignore_gone(r: Result<(), kube::Error>) -> Result<(), Error> {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => Ok(other?),
+    }
+}

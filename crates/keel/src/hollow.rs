@@ -1,0 +1,60 @@
+//! `keel hollow-nodes`: Node objects without machines (their Leases renewed, their pods reported Running
+//! and Ready), for tests and benchmarks of the control plane.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use keel_bench::hollow::HollowConfig;
+
+#[derive(Args, Debug)]
+pub struct HollowArgs {
+    /// The kubeconfig to reach the cluster with.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    count: usize,
+    /// Nodes are named <prefix><i>.
+    #[arg(long, default_value = "hollow-")]
+    prefix: String,
+    /// Each node's allocatable CPU.
+    #[arg(long, default_value = "4")]
+    cpu: String,
+    /// Each node's allocatable memory.
+    #[arg(long, default_value = "16Gi")]
+    memory: String,
+    /// Each node's pod capacity.
+    #[arg(long, default_value = "110")]
+    pods: String,
+    /// Spread the nodes over this many zones (topology.kubernetes.io/zone).
+    #[arg(long, default_value_t = 0)]
+    zones: usize,
+}
+
+pub fn run(args: HollowArgs) -> anyhow::Result<()> {
+    let config = HollowConfig {
+        prefix: args.prefix,
+        count: args.count,
+        cpu: args.cpu,
+        memory: args.memory,
+        pods: args.pods,
+        zones: args.zones,
+        labels: Default::default(),
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+            .with_context(|| format!("cannot read {}", args.kubeconfig.display()))?;
+        let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .with_context(|| format!("cannot use {}", args.kubeconfig.display()))?;
+        let client = kube::Client::try_from(client_config).context("cannot build an API client")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+            r = keel_bench::hollow::run(client, config) => r.context("hollow nodes failed"),
+        }
+    })
+}
