@@ -7,6 +7,7 @@
 //! Each controller splits into a pure decision (what must change, given the objects: [`replicas`],
 //! [`rollout`]) and a thin loop that reads and writes through the API.
 
+pub mod deployment;
 mod error;
 pub mod pods;
 pub mod replicas;
@@ -51,6 +52,7 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         let mut loops = JoinSet::new();
         loops.spawn(scheduling::run(client.clone(), settings.scheduler.clone()));
         loops.spawn(replicaset::run(client.clone()));
+        loops.spawn(deployment::run(client.clone()));
         let deposed = tokio::select! {
             r = leading.wait_for(|l| *l != Some(fence)) => { let _ = r; true }
             Some(ended) = loops.join_next() => {
