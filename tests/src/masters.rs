@@ -188,3 +188,45 @@ impl Drop for ExternalMasters {
         }
     }
 }
+
+/// A `keel hollow-nodes` process: Nodes without machines, their pods reported Running and Ready.
+pub struct Hollow {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Hollow {
+    /// `count` nodes named `<prefix><i>` registered through `api`'s own kubeconfig (so through that master),
+    /// with more `keel hollow-nodes` flags in `extra`.
+    pub fn start(api: &Api, prefix: &str, count: usize, extra: &[&str]) -> anyhow::Result<Hollow> {
+        let dir = api.kubeconfig.parent().context("kubeconfig dir")?;
+        let log = dir.join(format!("hollow-{prefix}log"));
+        let child = Command::new(keel_bin())
+            .arg("hollow-nodes")
+            .arg("--kubeconfig")
+            .arg(&api.kubeconfig)
+            .args(["--prefix", prefix, "--count", &count.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawn keel hollow-nodes")?;
+        Ok(Hollow { child, log })
+    }
+
+    /// Stops it (kill -9): its nodes stop renewing their Leases.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hollow {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- hollow nodes log ---\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The control loops end to end: 3 stacked masters (or one), hollow nodes from `keel hollow-nodes`, and
+//! stock kubectl. The elected master's scheduler binds pods, its ReplicaSet and Deployment controllers roll
+//! out, scale and roll back, an unschedulable pod waits with kube-scheduler's message until a node that fits
+//! arrives, and a rollout survives kill -9 of the leader master.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_tests::masters::{Api, Hollow};
+use keel_tests::{Cluster, Options};
+use serde_json::Value;
+
+fn json(api: &Api, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&api.ok(&all, None).unwrap()).unwrap()
+}
+
+/// Polls `check` until it holds, or fails with `what` and the last value seen.
+async fn wait_for<T: std::fmt::Debug>(what: &str, within: Duration, mut check: impl FnMut() -> (bool, T)) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let (done, seen) = check();
+        if done {
+            return seen;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: not within {within:?}; last seen {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["metadata"]["deletionTimestamp"].is_null()
+        && pod["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// The pods of `app` not being deleted, as (name, node, image).
+fn live_pods(api: &Api, app: &str) -> Vec<(String, String, String)> {
+    let list = json(api, &["get", "pods", "-l", &format!("app={app}")]);
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+            (s(&p["metadata"]["name"]), s(&p["spec"]["nodeName"]), s(&p["spec"]["containers"][0]["image"]))
+        })
+        .collect()
+}
+
+async fn ready_masters(c: &Cluster, n: usize) {
+    for i in 0..n {
+        c.api(i).wait_ready(Duration::from_secs(60)).await.unwrap();
+    }
+}
+
+async fn ready_nodes(api: &Api, n: usize) {
+    wait_for("hollow nodes registered", Duration::from_secs(30), || {
+        let nodes = json(api, &["get", "nodes"]);
+        let count = nodes["items"].as_array().map_or(0, Vec::len);
+        (count >= n, count)
+    })
+    .await;
+}
+
+fn rollout_status(api: &Api, deployment: &str) {
+    api.ok(&["rollout", "status", &format!("deployment/{deployment}"), "--timeout=90s"], None).unwrap();
+}
+
+/// Samples the ready pods of `app` every ~100 ms until stopped; returns the smallest count seen.
+fn sample_ready(api: Api, app: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut min = usize::MAX;
+        while !stop.load(Ordering::Relaxed) {
+            let out = api.kubectl(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"], None).unwrap();
+            if out.status.success() {
+                let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+                let ready = list["items"].as_array().unwrap().iter().filter(|p| is_ready(p)).count();
+                min = min.min(ready);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        min
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deployments_roll_out_scale_and_roll_back_on_hollow_nodes() {
+    let c = Cluster::start_with(3, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 3).await;
+    let api = c.api(0);
+    let _nodes = Hollow::start(&c.api(1), "hollow-", 3, &[]).unwrap();
+    ready_nodes(&api, 3).await;
+
+    api.ok(&["create", "deployment", "web", "--image=busybox:1", "--replicas=6"], None).unwrap();
+    rollout_status(&api, "web");
+    let pods = live_pods(&api, "web");
+    assert_eq!(pods.len(), 6, "{pods:?}");
+    let nodes: std::collections::BTreeSet<&str> = pods.iter().map(|p| p.1.as_str()).collect();
+    assert_eq!(nodes.len(), 3, "the scheduler spreads pods over the nodes: {pods:?}");
+    let events = api.ok(&["get", "events", "--field-selector", "reason=Scheduled", "-o", "name"], None).unwrap();
+    assert!(events.lines().count() >= 6, "a Scheduled event per pod: {events}");
+
+    // A rolling update never has fewer than replicas - maxUnavailable ready pods.
+    api.ok(
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "-p",
+            r#"{"spec":{"strategy":{"rollingUpdate":{"maxSurge":1,"maxUnavailable":1}}}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+    rollout_status(&api, "web");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_ready(api.clone(), "web", stop.clone());
+    api.ok(&["set", "image", "deployment/web", "busybox=busybox:2"], None).unwrap();
+    rollout_status(&api, "web");
+    stop.store(true, Ordering::Relaxed);
+    let min_ready = sampler.join().unwrap();
+    assert!(min_ready >= 5, "ready pods fell to {min_ready} during the rolling update (6 replicas, maxUnavailable 1)");
+    let pods = live_pods(&api, "web");
+    assert_eq!(pods.len(), 6, "{pods:?}");
+    assert!(pods.iter().all(|p| p.2 == "busybox:2"), "{pods:?}");
+
+    // Scale down and up.
+    api.ok(&["scale", "deployment/web", "--replicas=2"], None).unwrap();
+    wait_for("scaled down to 2", Duration::from_secs(60), || {
+        let pods = live_pods(&api, "web");
+        (pods.len() == 2, pods)
+    })
+    .await;
+    api.ok(&["scale", "deployment/web", "--replicas=8"], None).unwrap();
+    rollout_status(&api, "web");
+    assert_eq!(live_pods(&api, "web").len(), 8);
+
+    // Roll back: the first template returns, in its old ReplicaSet, as revision 3.
+    api.ok(&["rollout", "undo", "deployment/web"], None).unwrap();
+    rollout_status(&api, "web");
+    let pods = live_pods(&api, "web");
+    assert!(pods.len() == 8 && pods.iter().all(|p| p.2 == "busybox:1"), "{pods:?}");
+    let sets = json(&api, &["get", "replicasets", "-l", "app=web"]);
+    let sets = sets["items"].as_array().unwrap();
+    assert_eq!(sets.len(), 2, "the rollback reuses the first ReplicaSet");
+    let first = sets.iter().find(|s| s["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:1").unwrap();
+    assert_eq!(first["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(first["spec"]["replicas"], 8);
+
+    // A pod that fits nowhere gets kube-scheduler's message, and is placed when a node that fits arrives.
+    let big = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"big","labels":{"app":"big"}},
+        "spec":{"containers":[{"name":"c","image":"busybox","resources":{"requests":{"cpu":"100"}}}]}}"#;
+    api.ok(&["create", "-f", "-"], Some(big)).unwrap();
+    wait_for("a FailedScheduling event", Duration::from_secs(30), || {
+        let events = json(&api, &["get", "events", "--field-selector", "involvedObject.name=big"]);
+        let messages: Vec<String> = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "FailedScheduling")
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .collect();
+        (messages.iter().any(|m| m.starts_with("0/3 nodes are available: 3 Insufficient cpu.")), messages)
+    })
+    .await;
+    let pod = json(&api, &["get", "pod", "big"]);
+    let scheduled =
+        pod["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PodScheduled").cloned();
+    assert_eq!(scheduled.as_ref().map(|c| c["reason"].clone()), Some("Unschedulable".into()), "{pod}");
+    let _big_node = Hollow::start(&c.api(2), "big-", 1, &["--cpu", "200"]).unwrap();
+    wait_for("the big pod placed on the big node", Duration::from_secs(30), || {
+        let pods = live_pods(&api, "big");
+        (pods.first().is_some_and(|p| p.1 == "big-0"), pods)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_completes_across_kill_9_of_the_leader_master() {
+    let mut c = Cluster::start_with(3, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 3).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+    // kubectl and the hollow nodes use the two followers, which stay up.
+    let api = c.api((leader + 1) % 3);
+    let _nodes = Hollow::start(&c.api((leader + 2) % 3), "hollow-", 3, &[]).unwrap();
+    ready_nodes(&api, 3).await;
+    api.ok(&["create", "deployment", "web", "--image=busybox:1", "--replicas=10"], None).unwrap();
+    rollout_status(&api, "web");
+
+    api.ok(&["set", "image", "deployment/web", "busybox=busybox:2"], None).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!("killing the leader master m{} mid-rollout", leader + 1);
+    c.kill(leader);
+    rollout_status(&api, "web");
+    let pods = live_pods(&api, "web");
+    assert!(pods.len() == 10 && pods.iter().all(|p| p.2 == "busybox:2"), "{pods:?}");
+    let new_leader = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+    assert_ne!(new_leader, leader);
+    let lease = json(&api, &["get", "lease", "-n", "kube-system", "keel-controller-manager"]);
+    assert_eq!(lease["spec"]["holderIdentity"], format!("m{}", new_leader + 1), "{lease}");
+
+    // The old leader comes back as a follower, and the loops go on under the new one.
+    c.restart(leader).unwrap();
+    c.api(leader).wait_ready(Duration::from_secs(60)).await.unwrap();
+    api.ok(&["scale", "deployment/web", "--replicas=4"], None).unwrap();
+    rollout_status(&api, "web");
+    assert_eq!(live_pods(&api, "web").len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lone_master_leads_its_control_loops_again_after_a_restart() {
+    let mut c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 1).await;
+    c.restart(0).unwrap();
+    ready_masters(&c, 1).await;
+    let api = c.api(0);
+    let _nodes = Hollow::start(&api, "hollow-", 1, &[]).unwrap();
+    ready_nodes(&api, 1).await;
+    api.ok(&["create", "deployment", "web", "--image=busybox:1", "--replicas=2"], None).unwrap();
+    rollout_status(&api, "web");
+    assert_eq!(live_pods(&api, "web").len(), 2);
+}
