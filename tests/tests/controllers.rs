@@ -227,3 +227,48 @@ async fn a_lone_master_leads_its_control_loops_again_after_a_restart() {
     rollout_status(&api, "web");
     assert_eq!(live_pods(&api, "web").len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_cascade_in_the_background_and_the_foreground_or_orphan() {
+    let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 1).await;
+    let api = c.api(0);
+    let _nodes = Hollow::start(&api, "hollow-", 2, &[]).unwrap();
+    ready_nodes(&api, 2).await;
+    for app in ["bg", "fg", "orphan"] {
+        api.ok(&["create", "deployment", app, "--image=busybox:1", "--replicas=2"], None).unwrap();
+    }
+    for app in ["bg", "fg", "orphan"] {
+        rollout_status(&api, app);
+    }
+    let sets = |app: &str| {
+        let list = json(&api, &["get", "replicasets", "-l", &format!("app={app}")]);
+        list["items"].as_array().unwrap().clone()
+    };
+
+    // Background (kubectl's default): the Deployment goes at once, then its ReplicaSet and pods.
+    api.ok(&["delete", "deployment", "bg"], None).unwrap();
+    wait_for("bg's ReplicaSet and pods collected", Duration::from_secs(30), || {
+        let (s, p) = (sets("bg").len(), live_pods(&api, "bg").len());
+        (s == 0 && p == 0, (s, p))
+    })
+    .await;
+
+    // Foreground: kubectl waits until the Deployment is gone, which is after its dependents.
+    api.ok(&["delete", "deployment", "fg", "--cascade=foreground", "--timeout=60s"], None).unwrap();
+    assert!(sets("fg").is_empty(), "the ReplicaSet went before its Deployment");
+    wait_for("fg's pods collected", Duration::from_secs(30), || {
+        let p = live_pods(&api, "fg");
+        (p.is_empty(), p)
+    })
+    .await;
+
+    // Orphan: the Deployment goes, its ReplicaSet and pods stay, no longer owned.
+    api.ok(&["delete", "deployment", "orphan", "--cascade=orphan", "--timeout=60s"], None).unwrap();
+    let left = sets("orphan");
+    assert_eq!(left.len(), 1);
+    assert!(left[0]["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "{}", left[0]);
+    assert_eq!(live_pods(&api, "orphan").len(), 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(live_pods(&api, "orphan").len(), 2, "orphaned pods stay");
+}

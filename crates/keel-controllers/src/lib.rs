@@ -9,6 +9,7 @@
 
 pub mod deployment;
 mod error;
+pub mod gc;
 pub mod pods;
 pub mod replicas;
 pub mod replicaset;
@@ -53,6 +54,7 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(scheduling::run(client.clone(), settings.scheduler.clone()));
         loops.spawn(replicaset::run(client.clone()));
         loops.spawn(deployment::run(client.clone()));
+        loops.spawn(gc::run(client.clone()));
         let deposed = tokio::select! {
             r = leading.wait_for(|l| *l != Some(fence)) => { let _ = r; true }
             Some(ended) = loops.join_next() => {
