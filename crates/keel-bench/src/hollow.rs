@@ -170,8 +170,7 @@ async fn renew(leases: &Api<Lease>, node: &str) -> Result<(), kube::Error> {
         Err(kube::Error::Api(s)) if s.code == 404 => {
             let lease: Lease = serde_json::from_value(json!({
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": node, "namespace": "kube-node-lease",
-                    "ownerReferences": []},
+                "metadata": {"name": node, "namespace": "kube-node-lease"},
                 "spec": spec,
             }))
             .expect("a node lease is a valid Lease");

@@ -13,7 +13,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::replicaset::ignore_gone;
+use crate::error::ignore_gone;
 use crate::{pods, rollout, Error};
 
 struct Context {

@@ -8,3 +8,11 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// A 404 means someone else already removed it: nothing left to do.
+pub(crate) fn ignore_gone(r: Result<(), kube::Error>) -> Result<(), Error> {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => Ok(other?),
+    }
+}

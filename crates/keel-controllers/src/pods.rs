@@ -82,6 +82,16 @@ pub fn pod_from_template(
 /// A selector as `?labelSelector=` carries it; `None` for a missing or malformed one (it selects nothing).
 /// An empty selector is `Some("")`, which selects everything.
 pub fn selector_query(selector: Option<&LabelSelector>) -> Option<String> {
+    compile(selector).map(|(query, _)| query)
+}
+
+/// Whether `labels` match `selector` (a missing or malformed selector matches nothing).
+pub fn selects(selector: Option<&LabelSelector>, labels: Option<&BTreeMap<String, String>>) -> bool {
+    compile(selector).is_some_and(|(_, parsed)| parsed.matches(labels.unwrap_or(&BTreeMap::new())))
+}
+
+/// A selector as a query string and parsed from it.
+fn compile(selector: Option<&LabelSelector>) -> Option<(String, ParsedSelector)> {
     let s = selector?;
     let mut parts = Vec::new();
     for (k, v) in s.match_labels.iter().flatten() {
@@ -98,15 +108,8 @@ pub fn selector_query(selector: Option<&LabelSelector>) -> Option<String> {
         });
     }
     let query = parts.join(",");
-    ParsedSelector::parse(&query).ok()?;
-    Some(query)
-}
-
-/// Whether `labels` match `selector` (a missing or malformed selector matches nothing).
-pub fn selects(selector: Option<&LabelSelector>, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let Some(query) = selector_query(selector) else { return false };
-    let Ok(parsed) = ParsedSelector::parse(&query) else { return false };
-    parsed.matches(labels.unwrap_or(&BTreeMap::new()))
+    let parsed = ParsedSelector::parse(&query).ok()?;
+    Some((query, parsed))
 }
 
 /// Kubernetes' order for giving pods up (controller.ActivePods): unassigned before assigned, Pending before

@@ -14,6 +14,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use crate::error::ignore_gone;
 use crate::{pods, replicas, Error};
 
 struct Context {
@@ -84,12 +85,4 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
-}
-
-/// A 404 means someone else already removed it: nothing left to do.
-pub(crate) fn ignore_gone(r: Result<(), kube::Error>) -> Result<(), Error> {
-    match r {
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        other => Ok(other?),
-    }
 }

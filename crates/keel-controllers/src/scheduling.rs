@@ -76,7 +76,7 @@ async fn forward<K>(api: Api<K>, tx: mpsc::Sender<Update>, wrap: fn(Event<K>) ->
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let mut events = watcher(api).boxed();
+    let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
     while let Some(e) = events.next().await {
         match e {
             Ok(e) => {
@@ -90,13 +90,6 @@ where
             }
         }
     }
-}
-
-fn watcher<K>(api: Api<K>) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    watcher::watcher(api, watcher::Config::default())
 }
 
 /// Keys seen during a relist, to forget what vanished while the watch was down.

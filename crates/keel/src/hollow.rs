@@ -44,11 +44,7 @@ pub fn run(args: HollowArgs) -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-            .with_context(|| format!("cannot read {}", args.kubeconfig.display()))?;
-        let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .with_context(|| format!("cannot use {}", args.kubeconfig.display()))?;
+        let client_config = crate::server::client_config(&args.kubeconfig).await?;
         let client = kube::Client::try_from(client_config).context("cannot build an API client")?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

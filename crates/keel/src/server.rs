@@ -92,11 +92,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         };
         let storage = Storage::new(channel(&urls)?);
         let master = keel_apiserver::server::start(server, storage).await?;
-        let kubeconfig = kube::config::Kubeconfig::read_from(&master.kubeconfig)
-            .with_context(|| format!("cannot read {}", master.kubeconfig.display()))?;
-        let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .context("the controllers cannot use the admin kubeconfig")?;
+        let client_config =
+            client_config(&master.kubeconfig).await.context("the controllers cannot use the admin kubeconfig")?;
         let controllers =
             tokio::spawn(keel_controllers::run(client_config, leading_fence(master.role.clone()), Default::default()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -117,6 +114,15 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
         result
     })
+}
+
+/// A kube-rs client configuration from a kubeconfig file.
+pub(crate) async fn client_config(path: &std::path::Path) -> anyhow::Result<kube::Config> {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(path).with_context(|| format!("cannot read {}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("cannot use {}", path.display()))
 }
 
 /// `Some(fence)` while this master leads the control loops.

@@ -19,6 +19,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::error::ignore_gone;
 use crate::Error;
 use graph::{Decision, Graph, Item, FOREGROUND, ORPHAN};
 
@@ -215,21 +216,17 @@ impl Collector {
     async fn drop_owners(&self, item: &Item, owners: &[String]) -> Result<(), Error> {
         let left: Vec<&OwnerReference> = item.owners.iter().filter(|o| !owners.contains(&o.uid)).collect();
         let patch = json!({"metadata": {"ownerReferences": left}});
-        match self.api_for(item).patch(&item.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        ignore_gone(
+            self.api_for(item).patch(&item.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop),
+        )
     }
 
     async fn remove_finalizer(&self, item: &Item, finalizer: &str) -> Result<(), Error> {
         let left: Vec<&String> = item.finalizers.iter().filter(|f| *f != finalizer).collect();
         let patch = json!({"metadata": {"finalizers": left}});
-        match self.api_for(item).patch(&item.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        ignore_gone(
+            self.api_for(item).patch(&item.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop),
+        )
     }
 
     async fn act(&self, uid: &str) -> Result<(), Error> {
