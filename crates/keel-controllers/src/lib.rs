@@ -7,9 +7,13 @@
 //! Each controller splits into a pure decision (what must change, given the objects: [`replicas`],
 //! [`rollout`]) and a thin loop that reads and writes through the API.
 
+pub mod cronjob;
+pub mod cronjobs;
 pub mod deployment;
 mod error;
 pub mod gc;
+pub mod job;
+pub mod jobs;
 pub mod pods;
 pub mod replicas;
 pub mod replicaset;
