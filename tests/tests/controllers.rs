@@ -272,3 +272,77 @@ async fn deletes_cascade_in_the_background_and_the_foreground_or_orphan() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(live_pods(&api, "orphan").len(), 2, "orphaned pods stay");
 }
+
+/// The taint keys on `node`, as "key:effect".
+fn taints(api: &Api, node: &str) -> Vec<String> {
+    let node = json(api, &["get", "node", node]);
+    let list = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
+    list.iter().map(|t| format!("{}:{}", t["key"].as_str().unwrap(), t["effect"].as_str().unwrap())).collect()
+}
+
+fn node_ready(api: &Api, node: &str) -> String {
+    let node = json(api, &["get", "node", node]);
+    let conditions = node["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready");
+    ready.map(|c| c["status"].as_str().unwrap().to_string()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_stops_heartbeating_has_its_pods_recreated_elsewhere() {
+    let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 1).await;
+    let api = c.api(0);
+    let mut lost = Hollow::start(&api, "lost-", 1, &[]).unwrap();
+    let _kept = Hollow::start(&api, "kept-", 2, &[]).unwrap();
+    ready_nodes(&api, 3).await;
+    api.ok(&["create", "deployment", "web", "--image=busybox:1", "--replicas=6"], None).unwrap();
+    rollout_status(&api, "web");
+    let on_lost: Vec<String> = live_pods(&api, "web").into_iter().filter(|p| p.1 == "lost-0").map(|p| p.0).collect();
+    assert!(!on_lost.is_empty(), "the scheduler spreads pods over all three nodes");
+
+    // The node's agent dies: no more Lease renewals. After the grace period (20 s) the node is Unknown and
+    // tainted; its pods tolerate that for 30 s (the default toleration), then go, and come back elsewhere.
+    lost.kill();
+    let killed = Instant::now();
+    wait_for("lost-0 unreachable", Duration::from_secs(60), || {
+        let (ready, taints) = (node_ready(&api, "lost-0"), taints(&api, "lost-0"));
+        let done = ready == "Unknown"
+            && taints.contains(&"node.kubernetes.io/unreachable:NoExecute".to_string())
+            && taints.contains(&"node.kubernetes.io/unreachable:NoSchedule".to_string());
+        (done, (ready, taints))
+    })
+    .await;
+    let unreachable_after = killed.elapsed();
+    let still_there: Vec<String> =
+        live_pods(&api, "web").into_iter().filter(|p| p.1 == "lost-0").map(|p| p.0).collect();
+    assert_eq!(still_there, on_lost, "pods stay for their tolerationSeconds once the node is unreachable");
+    wait_for("the pods recreated on the nodes left", Duration::from_secs(90), || {
+        let pods = live_pods(&api, "web");
+        let list = json(&api, &["get", "pods", "-l", "app=web"]);
+        let ready = list["items"].as_array().unwrap().iter().filter(|p| is_ready(p)).count();
+        let moved = pods.iter().all(|p| p.1.starts_with("kept-"));
+        (pods.len() == 6 && moved && ready >= 6, pods)
+    })
+    .await;
+    eprintln!(
+        "lost-0 unreachable {unreachable_after:?} and its pods replaced {:?} after its agent died",
+        killed.elapsed()
+    );
+    let events = api.ok(&["get", "events", "--field-selector", "reason=TaintManagerEviction"], None).unwrap();
+    assert!(on_lost.iter().all(|p| events.contains(p.as_str())), "{events}");
+
+    // The agent comes back: the node is Ready and untainted again, and the pods it lost finish going.
+    let _back = Hollow::start(&api, "lost-", 1, &[]).unwrap();
+    wait_for("lost-0 Ready and untainted", Duration::from_secs(30), || {
+        let (ready, taints) = (node_ready(&api, "lost-0"), taints(&api, "lost-0"));
+        (ready == "True" && taints.is_empty(), (ready, taints))
+    })
+    .await;
+    wait_for("the evicted pods deleted", Duration::from_secs(30), || {
+        let list = json(&api, &["get", "pods", "-l", "app=web"]);
+        let names: Vec<String> =
+            list["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().into()).collect();
+        (names.len() == 6, names)
+    })
+    .await;
+}

@@ -1,7 +1,11 @@
 //! Hollow nodes: Node objects with no machine behind them, for tests and benchmarks of the control plane.
 //! Each registers its Node (Ready, with the capacity given), renews its Lease in `kube-node-lease` as a
 //! kubelet does, reports every pod bound to it Running and Ready at once (no containers), and completes the
-//! deletion of its pods as a kubelet does once their containers stop.
+//! deletion of its pods as a kubelet does once their containers stop. Like a kubelet, it reports a node Ready
+//! again when someone else (the node lifecycle controller) marked it otherwise, and a pod Ready again.
+//!
+//! A pod annotated [`EXIT_CODE`] runs for [`RUN_SECONDS`] (default 1) and then ends: Succeeded on 0,
+//! Failed otherwise (as with restartPolicy Never), so Jobs can be tested without containers.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -20,6 +24,11 @@ use tokio::sync::Semaphore;
 pub const RENEW_INTERVAL: Duration = Duration::from_secs(10);
 /// The Lease duration a node declares (the kubelet's default).
 pub const LEASE_SECONDS: i32 = 40;
+
+/// The annotation that makes a hollow pod end, with this exit code.
+pub const EXIT_CODE: &str = "hollow.keel.dev/exit-code";
+/// The annotation giving how long a pod with [`EXIT_CODE`] runs, in seconds.
+pub const RUN_SECONDS: &str = "hollow.keel.dev/run-seconds";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HollowError {
@@ -115,6 +124,7 @@ pub async fn run(client: Client, config: HollowConfig) -> Result<(), HollowError
     let names: Arc<HashSet<String>> = Arc::new(config.names().into_iter().collect());
     tokio::select! {
         () = renew_leases(client.clone(), config.names()) => Ok(()),
+        () = keep_ready(client.clone(), config.clone(), names.clone()) => Ok(()),
         () = run_pods(client, names) => Ok(()),
     }
 }
@@ -143,6 +153,37 @@ pub async fn register(client: &Client, config: &HollowConfig) -> Result<(), Holl
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// Reports a node of ours Ready again when its Ready condition says otherwise, as a kubelet's next status
+/// update does.
+async fn keep_ready(client: Client, config: HollowConfig, names: Arc<HashSet<String>>) {
+    let nodes: Api<Node> = Api::all(client);
+    let mut events = watcher::watcher(nodes.clone(), watcher::Config::default()).boxed();
+    while let Some(e) = events.next().await {
+        let node = match e {
+            Ok(Event::Apply(n) | Event::InitApply(n)) => n,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "hollow node watch failed; it retries");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let name = node.name_any();
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready || !names.contains(&name) {
+            continue;
+        }
+        let patch = json!({"status": node_status(&config)});
+        if let Err(e) = nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            tracing::debug!(node = %name, error = %e, "cannot report a node ready again");
+        }
+    }
 }
 
 async fn renew_leases(client: Client, names: Vec<String>) {
@@ -221,18 +262,34 @@ async fn run_pods(client: Client, names: Arc<HashSet<String>>) {
             continue;
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
-        if matches!(phase, "Running" | "Succeeded" | "Failed") || !started.insert(uid) {
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if (phase == "Running" && ready) || matches!(phase, "Succeeded" | "Failed") || !started.insert(uid) {
             continue;
         }
         ip = ip.wrapping_add(1);
         let pod_ip = format!("10.{}.{}.{}", 200 + (ip >> 16) % 50, (ip >> 8) & 255, ip & 255);
         let status = running_status(&pod, &pod_ip);
+        let annotations = pod.annotations();
+        let exit: Option<i32> = annotations.get(EXIT_CODE).and_then(|c| c.parse().ok());
+        let run_for = annotations.get(RUN_SECONDS).and_then(|s| s.parse().ok()).unwrap_or(1.0f64).max(0.0);
+        let ended = exit.map(|code| ended_status(&pod, &status, code));
         tokio::spawn(async move {
             let patch = json!({"status": status});
             if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 tracing::debug!(pod = %name, error = %e, "cannot report a pod running");
             }
             drop(permit);
+            if let Some(ended) = ended {
+                tokio::time::sleep(Duration::from_secs_f64(run_for)).await;
+                let patch = json!({"status": ended});
+                if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    tracing::debug!(pod = %name, error = %e, "cannot report a pod ended");
+                }
+            }
         });
     }
 }
@@ -262,5 +319,36 @@ fn running_status(pod: &Pod, pod_ip: &str) -> serde_json::Value {
         "startTime": t,
         "containerStatuses": containers,
         "qosClass": "BestEffort",
+    })
+}
+
+/// The status of a pod whose containers all exited with `code` (restartPolicy Never).
+fn ended_status(pod: &Pod, running: &serde_json::Value, code: i32) -> serde_json::Value {
+    let t = now();
+    let started = running["startTime"].clone();
+    let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
+    let containers: Vec<serde_json::Value> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(|c| {
+            json!({
+                "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                "containerID": format!("hollow://{}", c.name), "ready": false, "started": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": t,
+                                         "containerID": format!("hollow://{}", c.name)}},
+            })
+        })
+        .collect();
+    let condition = |type_: &str, status: &str| {
+        json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": t,
+               "reason": if status == "False" { json!("PodCompleted") } else { serde_json::Value::Null }})
+    };
+    json!({
+        "phase": phase,
+        "conditions": [condition("PodReadyToStartContainers", "False"), condition("Initialized", "True"),
+                       condition("Ready", "False"), condition("ContainersReady", "False"),
+                       condition("PodScheduled", "True")],
+        "containerStatuses": containers,
     })
 }

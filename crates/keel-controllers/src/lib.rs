@@ -11,9 +11,12 @@ pub mod cronjob;
 pub mod cronjobs;
 pub mod deployment;
 mod error;
+mod events;
 pub mod gc;
 pub mod job;
 pub mod jobs;
+pub mod node_health;
+pub mod node_lifecycle;
 pub mod pods;
 pub mod replicas;
 pub mod replicaset;
@@ -32,9 +35,23 @@ pub use error::Error;
 pub const FENCE_HEADER: &str = "keel-fence";
 
 /// How the loops behave.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub scheduler: keel_scheduler::Config,
+    /// How long a node may be silent (no Lease renewal, no status) before it is deemed unreachable.
+    pub node_monitor_grace_period: Duration,
+    /// How often the node lifecycle controller looks at every node and its pods.
+    pub node_monitor_period: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            scheduler: keel_scheduler::Config::default(),
+            node_monitor_grace_period: Duration::from_secs(20),
+            node_monitor_period: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Runs the control loops whenever `leading` holds `Some(fence)`, and stops them as soon as it changes;
@@ -59,6 +76,9 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(replicaset::run(client.clone()));
         loops.spawn(deployment::run(client.clone()));
         loops.spawn(gc::run(client.clone()));
+        let timing =
+            node_lifecycle::Timing { grace: settings.node_monitor_grace_period, period: settings.node_monitor_period };
+        loops.spawn(node_lifecycle::run(client.clone(), timing));
         let deposed = tokio::select! {
             r = leading.wait_for(|l| *l != Some(fence)) => { let _ = r; true }
             Some(ended) = loops.join_next() => {

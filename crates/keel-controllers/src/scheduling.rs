@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::Error;
+use crate::{events, Error};
 
 /// The name pods give to choose this scheduler (or leave empty).
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -367,7 +367,7 @@ async fn bind(client: Client, pod: Pod, key: String, node: String) -> Bound {
         .map(drop);
     if result.is_ok() {
         let message = format!("Successfully assigned {namespace}/{name} to {node}");
-        record_event(&client, &pod, "Normal", "Scheduled", &message).await;
+        events::record(&client, SCHEDULER_NAME, &pod, events::NORMAL, "Scheduled", &message).await;
     }
     Bound { key, node, result }
 }
@@ -376,7 +376,7 @@ async fn bind(client: Client, pod: Pod, key: String, node: String) -> Bound {
 /// condition.
 async fn report_unschedulable(client: Client, pod: Pod, message: String) {
     tracing::debug!(pod = %key_of(&pod), %message, "unschedulable");
-    record_event(&client, &pod, "Warning", "FailedScheduling", &message).await;
+    events::record(&client, SCHEDULER_NAME, &pod, events::WARNING, "FailedScheduling", &message).await;
     let api: Api<Pod> = Api::namespaced(client, &pod.namespace().unwrap_or_default());
     let condition = json!({
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
@@ -385,32 +385,5 @@ async fn report_unschedulable(client: Client, pod: Pod, message: String) {
     let patch = json!({"status": {"conditions": [condition]}});
     if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
         tracing::debug!(error = %e, "cannot set PodScheduled=False");
-    }
-}
-
-/// A core/v1 Event about `pod` from this scheduler.
-pub(crate) async fn record_event(client: &Client, pod: &Pod, type_: &str, reason: &str, message: &str) {
-    let namespace = pod.namespace().unwrap_or_default();
-    let now = Time(jiff::Timestamp::now());
-    let event = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{}.", pod.name_any()), "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": pod.name_any(),
-            "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version,
-        },
-        "reason": reason, "message": message, "type": type_,
-        "source": {"component": SCHEDULER_NAME},
-        "reportingComponent": SCHEDULER_NAME, "reportingInstance": SCHEDULER_NAME,
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        "action": if reason == "Scheduled" { "Binding" } else { "Scheduling" },
-    });
-    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &namespace);
-    let event = match serde_json::from_value(event) {
-        Ok(e) => e,
-        Err(e) => return tracing::warn!(error = %e, "cannot build an event"),
-    };
-    if let Err(e) = api.create(&PostParams::default(), &event).await {
-        tracing::debug!(error = %e, reason, "cannot record an event");
     }
 }

@@ -36,6 +36,10 @@ pub struct ServerArgs {
     /// Client URLs of an external keel store (comma-separated); without it the master runs its own member.
     #[arg(long, value_delimiter = ',')]
     store_endpoints: Vec<String>,
+    /// How long a node may go without renewing its Lease before it is marked unreachable and tainted
+    /// (its pods are evicted after their tolerationSeconds, 30 s unless they say otherwise).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    node_monitor_grace_period: Duration,
     #[command(flatten)]
     member: MemberArgs,
 }
@@ -94,8 +98,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         let master = keel_apiserver::server::start(server, storage).await?;
         let client_config =
             client_config(&master.kubeconfig).await.context("the controllers cannot use the admin kubeconfig")?;
+        let settings = keel_controllers::Settings {
+            node_monitor_grace_period: args.node_monitor_grace_period,
+            ..Default::default()
+        };
         let controllers =
-            tokio::spawn(keel_controllers::run(client_config, leading_fence(master.role.clone()), Default::default()));
+            tokio::spawn(keel_controllers::run(client_config, leading_fence(master.role.clone()), settings));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let api = tokio::spawn(master.serve(async {
             let _ = stop_rx.await;

@@ -15,7 +15,7 @@ use crate::validation::{self, Cause};
 
 /// The defaults of a Pod: its spec's, then those only pods get (requests from limits, service links), and
 /// those of the API server's admission (the default service account, priority, and the not-ready and
-/// unreachable tolerations of 300 seconds).
+/// unreachable tolerations of [`DEFAULT_TOLERATION_SECONDS`]).
 pub fn default_pod(pod: &mut Value) {
     let Some(pod) = pod.as_object_mut() else { return };
     let Some(spec) = ensure_obj(pod, "spec") else { return };
@@ -164,7 +164,12 @@ fn requests_from_limits(c: &mut Map<String, Value>) {
     }
 }
 
-/// The DefaultTolerationSeconds admission: pods tolerate a not-ready or unreachable node for 300 seconds.
+/// How long a pod tolerates a not-ready or unreachable node unless it says otherwise. Kubernetes' default
+/// is 300 s; keel's is 30 s, so that the pods of a lost node come back elsewhere within grace (20 s) + 30 s.
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 30;
+
+/// The DefaultTolerationSeconds admission: pods tolerate a not-ready or unreachable node for
+/// [`DEFAULT_TOLERATION_SECONDS`].
 fn default_tolerations(spec: &mut Map<String, Value>) {
     let slot = spec.entry("tolerations").or_insert(Value::Null);
     if slot.is_null() {
@@ -179,8 +184,8 @@ fn default_tolerations(spec: &mut Map<String, Value>) {
                 && (key == taint || (key.is_empty() && str_of(t, "operator") == "Exists"))
         });
         if !covered {
-            tolerations
-                .push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            tolerations.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute",
+                                  "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}));
         }
     }
 }
