@@ -49,6 +49,8 @@ pub struct MemberProc {
     pub log: PathBuf,
     /// Started with `--initial-cluster-state existing` (added to a running cluster).
     pub joining: bool,
+    /// Stopped with SIGSTOP ([`Cluster::pause`]) until [`Cluster::resume`].
+    pub paused: bool,
     child: Option<Child>,
 }
 
@@ -62,8 +64,9 @@ impl MemberProc {
     pub fn peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)
     }
+    /// Started, and not paused.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.child.is_some() && !self.paused
     }
 }
 
@@ -121,6 +124,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("m{i}")),
                 log: dir.path().join(format!("m{i}.log")),
                 joining: false,
+                paused: false,
                 child: None,
             })
             .collect();
@@ -194,6 +198,7 @@ impl Cluster {
             data_dir: self.dir.path().join(format!("m{}", i + 1)),
             log: self.dir.path().join(format!("m{}.log", i + 1)),
             joining: true,
+            paused: false,
             child: None,
         };
         self.initial_cluster.push_str(&format!(",{}={}", m.name, m.peer_url()));
@@ -207,6 +212,28 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.members[i].paused = false;
+    }
+
+    /// SIGSTOP of member `i`: it holds its sockets but does nothing, as a machine that stalls.
+    pub fn pause(&mut self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "-STOP")?;
+        self.members[i].paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT of a paused member.
+    pub fn resume(&mut self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "-CONT")?;
+        self.members[i].paused = false;
+        Ok(())
+    }
+
+    fn signal(&self, i: usize, signal: &str) -> anyhow::Result<()> {
+        let pid = self.members[i].child.as_ref().context("member not started")?.id();
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
+        Ok(())
     }
 
     /// Restarts a killed member with the same flags and data dir.

@@ -346,3 +346,83 @@ async fn a_node_that_stops_heartbeating_has_its_pods_recreated_elsewhere() {
     })
     .await;
 }
+
+/// The value of the metric line starting with `series` (name and labels) in master `api`'s /metrics.
+fn metric(api: &Api, series: &str) -> Option<i64> {
+    let text = api.ok(&["get", "--raw", "/metrics"], None).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Every Deployment, ReplicaSet and pod in `default` with its resourceVersion.
+fn versions(api: &Api) -> Vec<(String, String)> {
+    let list = json(api, &["get", "deployments,replicasets,pods"]);
+    let mut all: Vec<(String, String)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let name = format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap());
+            (name, o["metadata"]["resourceVersion"].as_str().unwrap().to_string())
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+const LEADING: &str = "leader_election_master_status{name=\"keel-controller-manager\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_paused_mid_rollout_and_resumed_after_a_new_one_took_over_changes_nothing() {
+    let mut c = Cluster::start_with(3, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 3).await;
+    let old = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+    let api = c.api((old + 1) % 3);
+    let _nodes = Hollow::start(&c.api((old + 2) % 3), "hollow-", 3, &[]).unwrap();
+    ready_nodes(&api, 3).await;
+    api.ok(&["create", "deployment", "web", "--image=busybox:1", "--replicas=10"], None).unwrap();
+    rollout_status(&api, "web");
+    let old_fence = wait_for("the leader's fence in its metrics", Duration::from_secs(10), || {
+        let fence = metric(&c.api(old), "keel_controller_fence").unwrap_or(0);
+        (fence > 0, fence)
+    })
+    .await;
+
+    // SIGSTOP of the leader mid-rollout: it keeps its caches and whatever it was about to write.
+    api.ok(&["set", "image", "deployment/web", "busybox=busybox:2"], None).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.pause(old).unwrap();
+    let new = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+    assert_ne!(new, old);
+    let new_fence = wait_for("the new leader leads the loops", Duration::from_secs(20), || {
+        let fence = metric(&c.api(new), "keel_controller_fence").unwrap_or(0);
+        (fence > old_fence, fence)
+    })
+    .await;
+    rollout_status(&api, "web");
+    let quiet = wait_for("the cluster at rest under the new leader", Duration::from_secs(30), || {
+        let before = versions(&api);
+        std::thread::sleep(Duration::from_secs(2));
+        let after = versions(&api);
+        (before == after, after)
+    })
+    .await;
+
+    // SIGCONT: the old leader wakes up believing it leads, with a stale view of a half-done rollout.
+    c.resume(old).unwrap();
+    wait_for("the old leader steps down", Duration::from_secs(20), || {
+        let leading = metric(&c.api(old), LEADING);
+        (leading == Some(0), leading)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(versions(&api), quiet, "the deposed leader changed something");
+    let pods = live_pods(&api, "web");
+    assert!(pods.len() == 10 && pods.iter().all(|p| p.2 == "busybox:2"), "{pods:?}");
+    // Whatever the old leader wrote under its fence applied before the new leader's election.
+    let last = metric(&c.api(old), &format!("keel_fenced_write_last_revision{{fence=\"{old_fence}\"}}"));
+    assert!(last.is_some_and(|r| r < new_fence), "old fence {old_fence} wrote at {last:?}, new fence {new_fence}");
+    let refused = metric(&c.api(old), "keel_fenced_writes_total{outcome=\"fenced\"}").unwrap_or(0);
+    eprintln!("the deposed leader's fenced writes refused after it resumed: {refused}");
+    let leaders: usize = (0..3).map(|i| metric(&c.api(i), LEADING).unwrap_or(0) as usize).sum();
+    assert_eq!(leaders, 1, "exactly one master runs the control loops");
+}

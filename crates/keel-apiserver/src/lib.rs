@@ -9,6 +9,7 @@ mod discovery;
 mod failure;
 mod health;
 pub mod leadership;
+mod metrics;
 pub mod namespaces;
 mod request;
 mod resources;
@@ -61,6 +62,7 @@ pub const KUBERNETES_MINOR: &str = "33";
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/version", get(discovery::version))
+        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
         .route("/healthz/{check}", get(health::healthz_one))
         .route("/livez", get(health::livez))

@@ -16,6 +16,10 @@ use keel_proto::etcdserverpb::{
     RangeRequest, RequestOp, TxnRequest, TxnResponse, WatchCreateRequest, WatchProgressRequest, WatchRequest,
 };
 use keel_proto::mvccpb::event::EventType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -84,6 +88,27 @@ pub struct Storage {
     lease: LeaseClient<Channel>,
     /// When set, every write also requires [`LEADER_KEY`] to be at this mod revision.
     fence: Option<i64>,
+    /// What fenced writes through this storage (and its clones) came to.
+    fenced_writes: FencedWrites,
+}
+
+/// The outcomes of fenced writes, for `/metrics`: how many applied or were refused, and the highest store
+/// revision at which a write of each fence applied (a deposed leader's stays below its successor's fence).
+#[derive(Clone, Debug, Default)]
+pub struct FencedWrites {
+    pub outcomes: Family<Vec<(&'static str, &'static str)>, Counter>,
+    pub last_revision: Family<Vec<(&'static str, String)>, Gauge>,
+}
+
+impl FencedWrites {
+    fn applied(&self, fence: i64, revision: i64) {
+        self.outcomes.get_or_create(&vec![("outcome", "applied")]).inc();
+        self.last_revision.get_or_create(&vec![("fence", fence.to_string())]).inner().fetch_max(revision, Relaxed);
+    }
+
+    fn refused(&self) {
+        self.outcomes.get_or_create(&vec![("outcome", "fenced")]).inc();
+    }
 }
 
 /// How a write transaction ended.
@@ -222,6 +247,7 @@ impl Storage {
             watch: WatchClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE),
             lease: LeaseClient::new(channel),
             fence: None,
+            fenced_writes: FencedWrites::default(),
         }
     }
 
@@ -328,6 +354,11 @@ impl Storage {
         Storage { fence: Some(fence), ..self.clone() }
     }
 
+    /// What fenced writes came to so far.
+    pub fn fenced_writes(&self) -> &FencedWrites {
+        &self.fenced_writes
+    }
+
     /// A write transaction: `conditions` (plus the fence), `success`, and on failure a read of `key` (and of
     /// the leader key when fenced), so that the caller can say why it failed.
     async fn write(
@@ -344,6 +375,9 @@ impl Storage {
         let txn = TxnRequest { compare: conditions, success, failure };
         let resp = self.kv.clone().txn(txn).await?.into_inner();
         if resp.succeeded {
+            if let Some(fence) = self.fence {
+                self.fenced_writes.applied(fence, resp.header.as_ref().map_or(0, |h| h.revision));
+            }
             return Ok(Written::Done(resp));
         }
         let current = |i: usize| match resp.responses.get(i).and_then(|r| r.response.as_ref()) {
@@ -353,6 +387,7 @@ impl Storage {
         if let Some(fence) = self.fence {
             let leader = current(1).map_or(0, |l| l.mod_revision);
             if leader != fence {
+                self.fenced_writes.refused();
                 return Err(StorageError::Fenced { fence, current: leader });
             }
         }
