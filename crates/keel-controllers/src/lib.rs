@@ -9,6 +9,8 @@
 
 pub mod cronjob;
 pub mod cronjobs;
+pub mod daemonset;
+pub mod daemonsets;
 pub mod deployment;
 mod error;
 mod events;
@@ -22,6 +24,8 @@ pub mod replicas;
 pub mod replicaset;
 pub mod rollout;
 pub mod scheduling;
+pub mod statefulset;
+pub mod statefulsets;
 
 use std::time::Duration;
 
