@@ -291,3 +291,32 @@ async fn kubectl_drives_three_masters_on_an_external_store() {
     }
     drive(&apis).await;
 }
+
+/// A client (kube-rs, as operators use) creates a namespace and at once something in it, through a follower
+/// master: the follower's own store member may not have applied the namespace yet, and the create must not
+/// fail for that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn content_created_in_a_namespace_just_created_through_a_follower() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use kube::api::PostParams;
+
+    let c = Cluster::start_with(3, Options { masters: true, ..Default::default() }).await.unwrap();
+    for i in 0..3 {
+        c.api(i).wait_ready(Duration::from_secs(60)).await.unwrap();
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&c.api((leader + 1) % 3).kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    for i in 0..40 {
+        let name = format!("fresh-{i}");
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        namespaces.create(&PostParams::default(), &ns).await.unwrap();
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "c"}})).unwrap();
+        let configmaps: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), &name);
+        if let Err(e) = configmaps.create(&PostParams::default(), &cm).await {
+            panic!("create in namespace {name} just created: {e}");
+        }
+    }
+}

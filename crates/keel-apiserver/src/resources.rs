@@ -395,15 +395,17 @@ impl Call {
         Ok(json_response(StatusCode::CREATED, &object, &warnings))
     }
 
-    /// New objects need their namespace, and not one being deleted.
+    /// New objects need their namespace, and not one being deleted. The namespace is read from this master's
+    /// own store member; when it is not there yet (a follower a little behind a namespace just created), a
+    /// linearizable read decides, as kube-apiserver's admission falls back to a live lookup on a cache miss.
     async fn check_namespace(&self, ns: &str) -> Result<(), ApiError> {
         let namespaces = resources::find("", "v1", "namespaces").ok_or(ApiError::UnknownPath)?;
-        let stored = self
-            .state
-            .storage
-            .read(&namespaces.key("", ns), Read::Serializable)
-            .await
-            .map_err(|e| store_error(namespaces, ns, e))?;
+        let key = namespaces.key("", ns);
+        let stored = match self.state.storage.read(&key, Read::Serializable).await {
+            Err(StorageError::NotFound) => self.state.storage.read(&key, Read::Linearizable).await,
+            other => other,
+        }
+        .map_err(|e| store_error(namespaces, ns, e))?;
         let v = object(&stored)?;
         if v.pointer("/metadata/deletionTimestamp").is_some() {
             return Err(ApiError::Forbidden(format!(

@@ -48,6 +48,8 @@ pub struct HollowConfig {
     pub zones: usize,
     /// Labels every node carries.
     pub labels: BTreeMap<String, String>,
+    /// Leave pods alone (bound, never Running), as kube-scheduler's benchmarks have no kubelets.
+    pub ignore_pods: bool,
 }
 
 impl Default for HollowConfig {
@@ -60,6 +62,7 @@ impl Default for HollowConfig {
             pods: "110".into(),
             zones: 0,
             labels: BTreeMap::new(),
+            ignore_pods: false,
         }
     }
 }
@@ -122,10 +125,17 @@ pub async fn run(client: Client, config: HollowConfig) -> Result<(), HollowError
     register(&client, &config).await?;
     tracing::info!(nodes = config.count, prefix = %config.prefix, "hollow nodes registered");
     let names: Arc<HashSet<String>> = Arc::new(config.names().into_iter().collect());
+    let pods = async {
+        if config.ignore_pods {
+            std::future::pending().await
+        } else {
+            run_pods(client.clone(), names.clone()).await
+        }
+    };
     tokio::select! {
         () = renew_leases(client.clone(), config.names()) => Ok(()),
         () = keep_ready(client.clone(), config.clone(), names.clone()) => Ok(()),
-        () = run_pods(client, names) => Ok(()),
+        () = pods => Ok(()),
     }
 }
 

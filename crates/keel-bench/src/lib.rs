@@ -8,6 +8,7 @@
 //! API, so that an API server's latency can be read next to the floor its store sets.
 
 pub mod api;
+pub mod control;
 pub mod hollow;
 pub mod kube_storage;
 

@@ -1,5 +1,6 @@
 //! `keel bench kv …`: benchmarks of any store that speaks the etcd v3 API (keel or etcd); `keel bench api`:
-//! create/get/list latency of Kubernetes API servers (keel's masters, or any other) over HTTPS.
+//! create/get/list latency of Kubernetes API servers (keel's masters, or any other) over HTTPS; `keel bench
+//! scheduler` and `keel bench control-failover`: the control loops' throughput and failover.
 
 use std::path::PathBuf;
 
@@ -19,6 +20,41 @@ enum BenchWhat {
     Kv(KvBench),
     /// ConfigMaps created, read by name and listed through Kubernetes API servers, by clients spread over them.
     Api(ApiBench),
+    /// Pods created as fast as the clients can on a cluster with nodes; pods bound per second.
+    Scheduler(SchedulerBench),
+    /// One trial: kill -9 the master leading the control loops; time until a write, a binding and a
+    /// controller's action go through another master.
+    ControlFailover(ControlFailoverBench),
+}
+
+#[derive(Args, Debug)]
+struct SchedulerBench {
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Concurrent creates.
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// Give up when not every pod is bound after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Print the result as a JSON line too.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ControlFailoverBench {
+    /// Every master's kubeconfig (comma-separated), in the order of --pids.
+    #[arg(long, value_delimiter = ',', required = true)]
+    kubeconfigs: Vec<PathBuf>,
+    /// Every master's process id (comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pids: Vec<u32>,
+    /// Print the result as a JSON line too.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The phases shared by `keel bench api` and `keel bench kv kube`.
@@ -175,6 +211,47 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let kv = match args.what {
         BenchWhat::Kv(kv) => kv,
+        BenchWhat::Scheduler(a) => {
+            return rt.block_on(async move {
+                let client = kube::Client::try_from(crate::server::client_config(&a.kubeconfig).await?)?;
+                let timeout = std::time::Duration::from_secs(a.timeout);
+                let r = keel_bench::control::scheduler(client, a.pods, a.clients, timeout).await?;
+                println!(
+                    "{} pods on {} nodes: created in {:.2} s, all bound after {:.2} s: {:.0} pods/s bound \
+                     (per-second average {:.0}); create→bound p50 {:.0} ms, p99 {:.0} ms",
+                    r.pods,
+                    r.nodes,
+                    r.create_secs,
+                    r.total_secs,
+                    r.bound_per_sec,
+                    r.per_second_avg,
+                    r.latency_p50_ms,
+                    r.latency_p99_ms
+                );
+                if a.json {
+                    println!("{}", serde_json::json!({"workload": "scheduler", "result": r}));
+                }
+                Ok(())
+            });
+        }
+        BenchWhat::ControlFailover(a) => {
+            anyhow::ensure!(a.pids.len() == a.kubeconfigs.len(), "--pids needs one pid per kubeconfig");
+            return rt.block_on(async move {
+                let mut masters = Vec::new();
+                for path in &a.kubeconfigs {
+                    masters.push(kube::Client::try_from(crate::server::client_config(path).await?)?);
+                }
+                let t = keel_bench::control::failover_trial(&masters, &a.pids).await?;
+                println!(
+                    "killed master {} (pid {}): write after {:.0} ms, pod bound after {:.0} ms, new replica after {:.0} ms",
+                    t.killed, a.pids[t.killed], t.write_ms, t.bind_ms, t.controllers_ms
+                );
+                if a.json {
+                    println!("{}", serde_json::json!({"workload": "control-failover", "result": t}));
+                }
+                Ok(())
+            });
+        }
         BenchWhat::Api(a) => {
             let target = api_target(&a)?;
             return rt.block_on(async move {

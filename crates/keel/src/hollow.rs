@@ -30,6 +30,9 @@ pub struct HollowArgs {
     /// Spread the nodes over this many zones (topology.kubernetes.io/zone).
     #[arg(long, default_value_t = 0)]
     zones: usize,
+    /// Leave the pods bound to these nodes alone (never Running), for benchmarks of the scheduler alone.
+    #[arg(long)]
+    ignore_pods: bool,
 }
 
 pub fn run(args: HollowArgs) -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ pub fn run(args: HollowArgs) -> anyhow::Result<()> {
         pods: args.pods,
         zones: args.zones,
         labels: Default::default(),
+        ignore_pods: args.ignore_pods,
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
