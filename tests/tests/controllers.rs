@@ -426,3 +426,100 @@ async fn a_leader_paused_mid_rollout_and_resumed_after_a_new_one_took_over_chang
     let leaders: usize = (0..3).map(|i| metric(&c.api(i), LEADING).unwrap_or(0) as usize).sum();
     assert_eq!(leaders, 1, "exactly one master runs the control loops");
 }
+
+const BATCH: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: ok}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    metadata:
+      annotations: {hollow.keel.dev/exit-code: "0", hollow.keel.dev/run-seconds: "1"}
+    spec:
+      restartPolicy: Never
+      containers: [{name: work, image: busybox:1}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: fails}
+spec:
+  backoffLimit: 2
+  template:
+    metadata:
+      annotations: {hollow.keel.dev/exit-code: "1", hollow.keel.dev/run-seconds: "0.2"}
+    spec:
+      restartPolicy: Never
+      containers: [{name: work, image: busybox:1}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        metadata:
+          annotations: {hollow.keel.dev/exit-code: "0", hollow.keel.dev/run-seconds: "1"}
+        spec:
+          restartPolicy: OnFailure
+          containers: [{name: work, image: busybox:1}]
+"#;
+
+fn pod_phases(api: &Api, selector: &str) -> Vec<String> {
+    let list = json(api, &["get", "pods", "-l", selector]);
+    let mut phases: Vec<String> =
+        list["items"].as_array().unwrap().iter().map(|p| p["status"]["phase"].as_str().unwrap_or("").into()).collect();
+    phases.sort();
+    phases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_complete_or_fail_after_their_backoff_limit_and_a_cronjob_fires_on_schedule() {
+    let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 1).await;
+    let api = c.api(0);
+    let _nodes = Hollow::start(&api, "hollow-", 2, &[]).unwrap();
+    ready_nodes(&api, 2).await;
+    api.ok(&["apply", "-f", "-"], Some(BATCH)).unwrap();
+
+    // Three completions, two at a time.
+    api.ok(&["wait", "--for=condition=complete", "job/ok", "--timeout=60s"], None).unwrap();
+    let ok = json(&api, &["get", "job", "ok"]);
+    assert_eq!(ok["status"]["succeeded"], 3, "{}", ok["status"]);
+    assert!(ok["status"]["completionTime"].is_string());
+    assert_eq!(pod_phases(&api, "job-name=ok"), ["Succeeded"; 3]);
+
+    // A pod failing every time: tried 1 + backoffLimit times (10 s, then 20 s apart), then the Job fails.
+    api.ok(&["wait", "--for=condition=failed", "job/fails", "--timeout=90s"], None).unwrap();
+    let fails = json(&api, &["get", "job", "fails"]);
+    let failed = fails["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Failed").cloned();
+    assert_eq!(failed.as_ref().map(|c| c["reason"].clone()), Some("BackoffLimitExceeded".into()), "{fails}");
+    assert_eq!(fails["status"]["failed"], 3, "{}", fails["status"]);
+    assert_eq!(pod_phases(&api, "job-name=fails"), ["Failed"; 3]);
+
+    // The CronJob's first run comes at the next whole minute, and completes.
+    let fired = wait_for("the CronJob's Job completed", Duration::from_secs(90), || {
+        let jobs = json(&api, &["get", "jobs"]);
+        let done: Vec<Value> = jobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == "tick" && j["status"]["succeeded"] == 1)
+            .cloned()
+            .collect();
+        (!done.is_empty(), done.len())
+    })
+    .await;
+    assert!(fired >= 1);
+    let tick = wait_for("the CronJob's status", Duration::from_secs(10), || {
+        let tick = json(&api, &["get", "cronjob", "tick"]);
+        (tick["status"]["lastSuccessfulTime"].is_string(), tick)
+    })
+    .await;
+    assert!(tick["status"]["lastScheduleTime"].is_string(), "{tick}");
+    let events = api.ok(&["get", "events", "--field-selector", "involvedObject.name=tick"], None).unwrap();
+    assert!(events.contains("SuccessfulCreate"), "{events}");
+}

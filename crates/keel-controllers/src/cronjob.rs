@@ -14,7 +14,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, ResourceExt};
 
 use crate::cronjobs;
-use crate::job::{record, reference};
+use crate::events::{self, reference};
 use crate::jobs::Note;
 use crate::Error;
 
@@ -60,11 +60,12 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error>
     for victim in &plan.delete {
         match job_api.delete(victim, &DeleteParams::background()).await {
             Ok(_) => {
-                record(client, &me, COMPONENT, &Note::normal("SuccessfulDelete", format!("Deleted job {victim}"))).await
+                events::note(client, COMPONENT, &me, &Note::normal("SuccessfulDelete", format!("Deleted job {victim}")))
+                    .await
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {
-                record(client, &me, COMPONENT, &Note::warning("FailedDelete", format!("Deleted job: {e}"))).await;
+                events::note(client, COMPONENT, &me, &Note::warning("FailedDelete", format!("Deleted job: {e}"))).await;
                 return Err(e.into());
             }
         }
@@ -74,7 +75,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error>
         match job_api.create(&PostParams::default(), job).await {
             Ok(created) => {
                 let note = Note::normal("SuccessfulCreate", format!("Created job {}", created.name_any()));
-                record(client, &me, COMPONENT, &note).await;
+                events::note(client, COMPONENT, &me, &note).await;
                 if let Some(s) = status.as_mut() {
                     s.active.get_or_insert_with(Vec::new).push(reference("batch/v1", "Job", &created.metadata));
                 }
@@ -83,7 +84,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error>
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => {
                 let note = Note::warning("FailedCreate", format!("Error creating job: {e}"));
-                record(client, &me, COMPONENT, &note).await;
+                events::note(client, COMPONENT, &me, &note).await;
                 return Err(e.into());
             }
         }
@@ -101,7 +102,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error>
         }
     }
     for note in &plan.events {
-        record(client, &me, COMPONENT, note).await;
+        events::note(client, COMPONENT, &me, note).await;
     }
     Ok(match plan.requeue_after {
         Some(after) => Action::requeue(after),

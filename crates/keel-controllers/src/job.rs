@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
@@ -17,6 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::error::ignore_gone;
+use crate::events::{self, reference};
 use crate::jobs::{self, Note, Ttl};
 use crate::{pods, Error};
 
@@ -94,10 +94,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         match r {
             Ok(p) => {
                 let note = Note::normal("SuccessfulCreate", format!("Created pod: {}", p.name_any()));
-                record(client, &me, COMPONENT, &note).await;
+                events::note(client, COMPONENT, &me, &note).await;
             }
             Err(e) => {
-                record(client, &me, COMPONENT, &Note::warning("FailedCreate", format!("Error creating: {e}"))).await;
+                events::note(client, COMPONENT, &me, &Note::warning("FailedCreate", format!("Error creating: {e}")))
+                    .await;
                 failure.get_or_insert(e);
             }
         }
@@ -110,12 +111,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         match pod_api.delete(victim, &DeleteParams::default()).await {
             Ok(_) => {
                 let note = Note::normal("SuccessfulDelete", format!("Deleted pod: {victim}"));
-                record(client, &me, COMPONENT, &note).await;
+                events::note(client, COMPONENT, &me, &note).await;
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {
                 let note = Note::warning("FailedDelete", format!("Error deleting: {e}"));
-                record(client, &me, COMPONENT, &note).await;
+                events::note(client, COMPONENT, &me, &note).await;
                 return Err(e.into());
             }
         }
@@ -134,7 +135,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         }
     }
     for note in &plan.events {
-        record(client, &me, COMPONENT, note).await;
+        events::note(client, COMPONENT, &me, note).await;
     }
     Ok(match plan.requeue_after {
         Some(after) => Action::requeue(after),
@@ -159,41 +160,5 @@ async fn expire(job_api: &Api<Job>, job: &Job, now: jiff::Timestamp) -> Result<A
             }
         }
         None => Ok(Action::await_change()),
-    }
-}
-
-/// A reference to an object, for an Event's `involvedObject` or a CronJob's `status.active`.
-pub(crate) fn reference(api_version: &str, kind: &str, meta: &ObjectMeta) -> ObjectReference {
-    ObjectReference {
-        api_version: Some(api_version.to_string()),
-        kind: Some(kind.to_string()),
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        resource_version: meta.resource_version.clone(),
-        ..Default::default()
-    }
-}
-
-/// Records `note` as a core/v1 Event on `object` from `component`. Best effort: a failure is only logged.
-pub(crate) async fn record(client: &Client, object: &ObjectReference, component: &str, note: &Note) {
-    let namespace = object.namespace.clone().unwrap_or_default();
-    let now = Time(jiff::Timestamp::now());
-    let event = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{}.", object.name.as_deref().unwrap_or_default()), "namespace": namespace},
-        "involvedObject": object,
-        "reason": note.reason, "message": note.message, "type": note.kind(),
-        "source": {"component": component},
-        "reportingComponent": component, "reportingInstance": component,
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-    });
-    let event: Event = match serde_json::from_value(event) {
-        Ok(e) => e,
-        Err(e) => return tracing::warn!(error = %e, "cannot build an event"),
-    };
-    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    if let Err(e) = api.create(&PostParams::default(), &event).await {
-        tracing::debug!(error = %e, reason = %note.reason, "cannot record an event");
     }
 }

@@ -18,6 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::pods;
 
+pub use crate::events::Note;
+
 /// At most this many pods are created or deleted in one pass (Kubernetes' MaxPodCreateDeletePerSync).
 pub const BURST: usize = 500;
 /// The annotation and label that carry an Indexed Job's pod's completion index.
@@ -32,33 +34,6 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// `spec.backoffLimit` when it is not set.
 pub const DEFAULT_BACKOFF_LIMIT: i32 = 6;
-
-/// Something worth an Event on the object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Note {
-    pub warning: bool,
-    pub reason: String,
-    pub message: String,
-}
-
-impl Note {
-    pub fn normal(reason: &str, message: impl Into<String>) -> Note {
-        Note { warning: false, reason: reason.to_string(), message: message.into() }
-    }
-
-    pub fn warning(reason: &str, message: impl Into<String>) -> Note {
-        Note { warning: true, reason: reason.to_string(), message: message.into() }
-    }
-
-    /// The Event `type`.
-    pub fn kind(&self) -> &'static str {
-        if self.warning {
-            "Warning"
-        } else {
-            "Normal"
-        }
-    }
-}
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Plan {

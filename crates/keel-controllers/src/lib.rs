@@ -13,7 +13,7 @@ pub mod daemonset;
 pub mod daemonsets;
 pub mod deployment;
 mod error;
-mod events;
+pub mod events;
 pub mod gc;
 pub mod job;
 pub mod jobs;
@@ -80,6 +80,8 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(replicaset::run(client.clone()));
         loops.spawn(deployment::run(client.clone()));
         loops.spawn(gc::run(client.clone()));
+        loops.spawn(job::run(client.clone()));
+        loops.spawn(cronjob::run(client.clone()));
         let timing =
             node_lifecycle::Timing { grace: settings.node_monitor_grace_period, period: settings.node_monitor_period };
         loops.spawn(node_lifecycle::run(client.clone(), timing));
