@@ -93,12 +93,12 @@ pub async fn scheduler(
                         let _ = tx.send(());
                     }
                 }
-                Ok(Event::Apply(p) | Event::InitApply(p)) => {
-                    if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                        bound.entry(p.name_any()).or_insert_with(Instant::now);
-                        if bound.len() == pods {
-                            return bound;
-                        }
+                Ok(Event::Apply(p) | Event::InitApply(p))
+                    if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() =>
+                {
+                    bound.entry(p.name_any()).or_insert_with(Instant::now);
+                    if bound.len() == pods {
+                        return bound;
                     }
                 }
                 _ => {}
