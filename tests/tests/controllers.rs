@@ -523,3 +523,80 @@ async fn jobs_complete_or_fail_after_their_backoff_limit_and_a_cronjob_fires_on_
     let events = api.ok(&["get", "events", "--field-selector", "involvedObject.name=tick"], None).unwrap();
     assert!(events.contains("SuccessfulCreate"), "{events}");
 }
+
+/// The ready addresses of Endpoints `name`, sorted.
+fn endpoint_ips(api: &Api, name: &str) -> Vec<String> {
+    let out = api.kubectl(&["get", "endpoints", name, "-o", "json"], None).unwrap();
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let ep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ips: Vec<String> = ep["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+        .map(|a| a["ip"].as_str().unwrap().to_string())
+        .collect();
+    ips.sort();
+    ips
+}
+
+fn pod_ips(api: &Api, app: &str) -> Vec<String> {
+    let list = json(api, &["get", "pods", "-l", &format!("app={app}")]);
+    let mut ips: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| is_ready(p))
+        .filter_map(|p| p["status"]["podIP"].as_str().map(String::from))
+        .collect();
+    ips.sort();
+    ips
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_services_endpoints_and_slices_follow_its_ready_pods() {
+    let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 1).await;
+    let api = c.api(0);
+    let _nodes = Hollow::start(&api, "hollow-", 2, &[]).unwrap();
+    ready_nodes(&api, 2).await;
+    api.ok(&["create", "deployment", "web", "--image=busybox:1", "--replicas=3"], None).unwrap();
+    api.ok(&["expose", "deployment", "web", "--port=80", "--target-port=8080"], None).unwrap();
+    rollout_status(&api, "web");
+    let ips = wait_for("Endpoints with the 3 pods", Duration::from_secs(30), || {
+        let (want, have) = (pod_ips(&api, "web"), endpoint_ips(&api, "web"));
+        (want.len() == 3 && want == have, (want, have))
+    })
+    .await;
+    let ep = json(&api, &["get", "endpoints", "web"]);
+    assert_eq!(ep["subsets"][0]["ports"][0]["port"], 8080, "{ep}");
+    let slices = json(&api, &["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    let slice = &slices["items"][0];
+    let mut addresses: Vec<String> = slice["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["conditions"]["ready"] == true)
+        .map(|e| e["addresses"][0].as_str().unwrap().to_string())
+        .collect();
+    addresses.sort();
+    assert_eq!((slice["addressType"].as_str(), addresses), (Some("IPv4"), ips.1), "{slice}");
+
+    api.ok(&["scale", "deployment/web", "--replicas=1"], None).unwrap();
+    wait_for("Endpoints down to 1 pod", Duration::from_secs(30), || {
+        let (want, have) = (pod_ips(&api, "web"), endpoint_ips(&api, "web"));
+        (have.len() == 1 && want == have, (want, have))
+    })
+    .await;
+
+    api.ok(&["delete", "service", "web"], None).unwrap();
+    wait_for("Endpoints and slices gone with their Service", Duration::from_secs(30), || {
+        let e = api.kubectl(&["get", "endpoints", "web"], None).unwrap().status.success();
+        let s = json(&api, &["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
+        let slices = s["items"].as_array().map_or(0, Vec::len);
+        (!e && slices == 0, (e, slices))
+    })
+    .await;
+}

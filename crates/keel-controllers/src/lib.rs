@@ -12,6 +12,7 @@ pub mod cronjobs;
 pub mod daemonset;
 pub mod daemonsets;
 pub mod deployment;
+pub mod endpoints;
 mod error;
 pub mod events;
 pub mod gc;
@@ -24,6 +25,7 @@ pub mod replicas;
 pub mod replicaset;
 pub mod rollout;
 pub mod scheduling;
+pub mod service_endpoints;
 pub mod statefulset;
 pub mod statefulsets;
 
@@ -82,6 +84,7 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(gc::run(client.clone()));
         loops.spawn(job::run(client.clone()));
         loops.spawn(cronjob::run(client.clone()));
+        loops.spawn(service_endpoints::run(client.clone()));
         let timing =
             node_lifecycle::Timing { grace: settings.node_monitor_grace_period, period: settings.node_monitor_period };
         loops.spawn(node_lifecycle::run(client.clone(), timing));
