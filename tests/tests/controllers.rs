@@ -600,3 +600,96 @@ async fn a_services_endpoints_and_slices_follow_its_ready_pods() {
     })
     .await;
 }
+
+const SETS: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: agent, image: "agent:1"}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: "db:1"}]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemonset_runs_on_every_node_and_a_statefulset_keeps_its_identities() {
+    let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 1).await;
+    let api = c.api(0);
+    let _nodes = Hollow::start(&api, "hollow-", 3, &[]).unwrap();
+    ready_nodes(&api, 3).await;
+    api.ok(&["apply", "-f", "-"], Some(SETS)).unwrap();
+
+    // One daemon pod per node, and on a node that joins.
+    api.ok(&["rollout", "status", "ds/agent", "--timeout=60s"], None).unwrap();
+    let nodes_of = |api: &Api| {
+        let mut n: Vec<String> = live_pods(api, "agent").into_iter().map(|p| p.1).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(nodes_of(&api), ["hollow-0", "hollow-1", "hollow-2"]);
+    let _more = Hollow::start(&api, "late-", 1, &[]).unwrap();
+    wait_for("a daemon pod on the new node", Duration::from_secs(30), || {
+        let n = nodes_of(&api);
+        (n.len() == 4 && n.contains(&"late-0".to_string()), n)
+    })
+    .await;
+    api.ok(&["rollout", "status", "ds/agent", "--timeout=60s"], None).unwrap();
+    // A rolling update, its history, and undo.
+    api.ok(&["set", "image", "ds/agent", "agent=agent:2"], None).unwrap();
+    api.ok(&["rollout", "status", "ds/agent", "--timeout=90s"], None).unwrap();
+    let images = |api: &Api| live_pods(api, "agent").into_iter().map(|p| p.2).collect::<Vec<_>>();
+    assert_eq!(images(&api), ["agent:2"; 4]);
+    let history = api.ok(&["rollout", "history", "ds/agent"], None).unwrap();
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    api.ok(&["rollout", "undo", "ds/agent"], None).unwrap();
+    api.ok(&["rollout", "status", "ds/agent", "--timeout=90s"], None).unwrap();
+    wait_for("agent:1 again everywhere", Duration::from_secs(30), || {
+        let i = images(&api);
+        (i == ["agent:1"; 4], i)
+    })
+    .await;
+
+    // Ordinal names, stable identity, claims named per pod.
+    api.ok(&["rollout", "status", "sts/db", "--timeout=60s"], None).unwrap();
+    let mut names: Vec<String> = live_pods(&api, "db").into_iter().map(|p| p.0).collect();
+    names.sort();
+    assert_eq!(names, ["db-0", "db-1", "db-2"]);
+    let db1 = json(&api, &["get", "pod", "db-1"]);
+    assert_eq!((db1["spec"]["hostname"].as_str(), db1["spec"]["subdomain"].as_str()), (Some("db-1"), Some("db")));
+    let claim = db1["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "data").cloned();
+    assert_eq!(claim.map(|v| v["persistentVolumeClaim"]["claimName"].clone()), Some("data-db-1".into()));
+    // OrderedReady: each ordinal was created after the one before it.
+    let created =
+        |n: &str| json(&api, &["get", "pod", n])["metadata"]["creationTimestamp"].as_str().unwrap().to_string();
+    assert!(created("db-0") <= created("db-1") && created("db-1") <= created("db-2"));
+    // Scale down from the highest ordinal; a rolling update keeps the names.
+    api.ok(&["scale", "sts/db", "--replicas=1"], None).unwrap();
+    wait_for("db down to db-0", Duration::from_secs(30), || {
+        let p: Vec<String> = live_pods(&api, "db").into_iter().map(|p| p.0).collect();
+        (p == ["db-0"], p)
+    })
+    .await;
+    api.ok(&["set", "image", "sts/db", "db=db:2"], None).unwrap();
+    api.ok(&["rollout", "status", "sts/db", "--timeout=60s"], None).unwrap();
+    wait_for("db-0 on db:2", Duration::from_secs(30), || {
+        let p = live_pods(&api, "db");
+        (p.len() == 1 && p[0].0 == "db-0" && p[0].2 == "db:2", p)
+    })
+    .await;
+}

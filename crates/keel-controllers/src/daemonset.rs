@@ -18,8 +18,8 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::daemonsets::history;
 use crate::error::ignore_gone;
+use crate::history;
 use crate::{daemonsets, events, pods, Error};
 
 const COMPONENT: &str = "daemonset-controller";

@@ -20,7 +20,7 @@
 //!   beside an old one on up to maxSurge nodes and the old one deleted once the new is available.
 //! - Revisions ([`history`]), status (`updateDaemonSetStatus`), and a requeue for minReadySeconds.
 
-pub mod history;
+use crate::history;
 #[cfg(test)]
 mod tests;
 

@@ -16,6 +16,7 @@ pub mod endpoints;
 mod error;
 pub mod events;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod jobs;
 pub mod node_health;
@@ -85,6 +86,8 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(job::run(client.clone()));
         loops.spawn(cronjob::run(client.clone()));
         loops.spawn(service_endpoints::run(client.clone()));
+        loops.spawn(daemonset::run(client.clone()));
+        loops.spawn(statefulset::run(client.clone()));
         let timing =
             node_lifecycle::Timing { grace: settings.node_monitor_grace_period, period: settings.node_monitor_period };
         loops.spawn(node_lifecycle::run(client.clone(), timing));

@@ -16,7 +16,7 @@
 //!   not on the update revision is deleted (recreated from it by a later pass), waiting for each to be
 //!   Running and Ready. A missing pod below the partition is recreated from the current revision. OnDelete
 //!   replaces nothing.
-//! - Revisions ([`crate::daemonsets::history`]), status; `currentRevision` becomes `updateRevision` once
+//! - Revisions ([`crate::history`]), status; `currentRevision` becomes `updateRevision` once
 //!   every pod is updated and ready (also under OnDelete, where Kubernetes leaves it behind).
 
 #[cfg(test)]
@@ -29,7 +29,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetSpec, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume};
 
-use crate::daemonsets::history::{self, REVISION_HASH};
+use crate::history::{self, REVISION_HASH};
 use crate::pods;
 
 /// The label with the pod's own name.
