@@ -304,20 +304,23 @@ async fn run_pods(client: Client, names: Arc<HashSet<String>>) {
     }
 }
 
-fn running_status(pod: &Pod, pod_ip: &str) -> serde_json::Value {
-    let t = now();
-    let containers: Vec<serde_json::Value> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
+/// A status per container of `pod`, running (`live`) or not, in the `state` made from its container ID.
+fn container_statuses(pod: &Pod, live: bool, state: impl Fn(&str) -> serde_json::Value) -> Vec<serde_json::Value> {
+    let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+    containers
         .map(|c| {
+            let id = format!("hollow://{}", c.name);
             json!({
                 "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "containerID": format!("hollow://{}", c.name), "ready": true, "started": true, "restartCount": 0,
-                "state": {"running": {"startedAt": t}},
+                "containerID": id, "ready": live, "started": live, "restartCount": 0, "state": state(&id),
             })
         })
-        .collect();
+        .collect()
+}
+
+fn running_status(pod: &Pod, pod_ip: &str) -> serde_json::Value {
+    let t = now();
+    let containers = container_statuses(pod, true, |_| json!({"running": {"startedAt": t}}));
     let condition =
         |type_: &str| json!({"type": type_, "status": "True", "lastProbeTime": null, "lastTransitionTime": t});
     json!({
@@ -337,19 +340,10 @@ fn ended_status(pod: &Pod, running: &serde_json::Value, code: i32) -> serde_json
     let t = now();
     let started = running["startTime"].clone();
     let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
-    let containers: Vec<serde_json::Value> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .map(|c| {
-            json!({
-                "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "containerID": format!("hollow://{}", c.name), "ready": false, "started": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": t,
-                                         "containerID": format!("hollow://{}", c.name)}},
-            })
-        })
-        .collect();
+    let containers = container_statuses(pod, false, |id| {
+        json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": t,
+                              "containerID": id}})
+    });
     let condition = |type_: &str, status: &str| {
         json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": t,
                "reason": if status == "False" { json!("PodCompleted") } else { serde_json::Value::Null }})

@@ -16,6 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::cronjobs;
 use crate::events::{self, reference};
 use crate::jobs::Note;
+use crate::reconciling::{reconciled, retry};
 use crate::Error;
 
 /// The name Kubernetes' CronJob controller records its Events under.
@@ -31,18 +32,9 @@ pub async fn run(client: Client) -> Result<(), Error> {
     Controller::new(all, watcher::Config::default())
         .owns(owned, watcher::Config::default())
         .run(reconcile, retry, Arc::new(Context { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "cronjob reconcile");
-            }
-        })
+        .for_each(reconciled)
         .await;
     Ok(())
-}
-
-fn retry(_: Arc<CronJob>, e: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(error = %e, "cronjob reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::error::ignore_gone;
 use crate::history;
+use crate::reconciling::{reconciled, retry};
 use crate::{daemonsets, events, pods, Error};
 
 const COMPONENT: &str = "daemonset-controller";
@@ -37,18 +38,9 @@ pub async fn run(client: Client) -> Result<(), Error> {
         .owns(Api::<ControllerRevision>::all(client.clone()), watcher::Config::default())
         .reconcile_all_on(node_changes(Api::all(client.clone())))
         .run(reconcile, retry, Arc::new(Context { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "daemonset reconcile");
-            }
-        })
+        .for_each(reconciled)
         .await;
     Ok(())
-}
-
-fn retry(_: Arc<DaemonSet>, e: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(error = %e, "daemonset reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 /// One item per change to the nodes that can change where DaemonSets run: a node added, deleted, or changed

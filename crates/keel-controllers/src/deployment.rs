@@ -14,6 +14,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::error::ignore_gone;
+use crate::reconciling::reconciled;
 use crate::{pods, rollout, Error};
 
 struct Context {
@@ -26,11 +27,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
     Controller::new(deployments, watcher::Config::default())
         .owns(owned, watcher::Config::default())
         .run(reconcile, retry, Arc::new(Context { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "deployment reconcile");
-            }
-        })
+        .for_each(reconciled)
         .await;
     Ok(())
 }

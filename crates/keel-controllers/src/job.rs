@@ -18,6 +18,7 @@ use serde_json::json;
 use crate::error::ignore_gone;
 use crate::events::{self, reference};
 use crate::jobs::{self, Note, Ttl};
+use crate::reconciling::{reconciled, retry};
 use crate::{pods, Error};
 
 /// The name Kubernetes' Job controller records its Events under.
@@ -33,18 +34,9 @@ pub async fn run(client: Client) -> Result<(), Error> {
     Controller::new(all, watcher::Config::default())
         .owns(owned, watcher::Config::default())
         .run(reconcile, retry, Arc::new(Context { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "job reconcile");
-            }
-        })
+        .for_each(reconciled)
         .await;
     Ok(())
-}
-
-fn retry(_: Arc<Job>, e: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(error = %e, "job reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {

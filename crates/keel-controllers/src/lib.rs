@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod node_health;
 pub mod node_lifecycle;
 pub mod pods;
+mod reconciling;
 pub mod replicas;
 pub mod replicaset;
 pub mod rollout;

@@ -60,7 +60,8 @@ pub async fn run(client: Client, timing: Timing) -> Result<(), Error> {
         let at = Instant::now();
         let now = jiff::Timestamp::now();
         let all_nodes = nodes.state();
-        heard.retain(|name, _| all_nodes.iter().any(|n| n.name_any() == *name));
+        let by_name: HashMap<String, &Node> = all_nodes.iter().map(|n| (n.name_any(), n.as_ref())).collect();
+        heard.retain(|name, _| by_name.contains_key(name));
         for node in &all_nodes {
             let name = node.name_any();
             let renewed = leases
@@ -85,9 +86,11 @@ pub async fn run(client: Client, timing: Timing) -> Result<(), Error> {
                 }
             }
         }
-        let by_name: HashMap<String, &Node> = all_nodes.iter().map(|n| (n.name_any(), n.as_ref())).collect();
         let all_pods = pods.state();
-        acted.retain(|key| all_pods.iter().any(|p| act_key(p) == *key));
+        if !acted.is_empty() {
+            let current: HashSet<String> = all_pods.iter().map(|p| act_key(p)).collect();
+            acted.retain(|key| current.contains(key));
+        }
         for pod in &all_pods {
             let on = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default();
             let Some(node) = by_name.get(on) else { continue };

@@ -3,7 +3,6 @@
 //! cache) and applies [`replicas::plan`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -15,6 +14,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::error::ignore_gone;
+use crate::reconciling::{reconciled, retry};
 use crate::{pods, replicas, Error};
 
 struct Context {
@@ -27,18 +27,9 @@ pub async fn run(client: Client) -> Result<(), Error> {
     Controller::new(sets, watcher::Config::default())
         .owns(owned, watcher::Config::default())
         .run(reconcile, retry, Arc::new(Context { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "replicaset reconcile");
-            }
-        })
+        .for_each(reconciled)
         .await;
     Ok(())
-}
-
-fn retry(_: Arc<ReplicaSet>, e: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(error = %e, "replicaset reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {

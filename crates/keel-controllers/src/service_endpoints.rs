@@ -18,6 +18,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::endpoints::{self, MANAGED_BY, MANAGER, SERVICE_NAME};
 use crate::error::ignore_gone;
+use crate::reconciling::{reconciled, retry};
 use crate::{pods, Error};
 
 struct Context {
@@ -44,18 +45,9 @@ pub async fn run(client: Client) -> Result<(), Error> {
                 .collect::<Vec<_>>()
         })
         .run(reconcile, retry, Arc::new(Context { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "endpoints reconcile");
-            }
-        })
+        .for_each(reconciled)
         .await;
     Ok(())
-}
-
-fn retry(_: Arc<Service>, e: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(error = %e, "endpoints reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 /// The owner reference of what the Service's controllers write.

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::daemonset::{adopt, delete_pods, store_revision};
 use crate::error::ignore_gone;
+use crate::reconciling::{reconciled, retry};
 use crate::{events, pods, statefulsets, Error};
 
 const COMPONENT: &str = "statefulset-controller";
@@ -31,18 +32,9 @@ pub async fn run(client: Client) -> Result<(), Error> {
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .owns(Api::<ControllerRevision>::all(client.clone()), watcher::Config::default())
         .run(reconcile, retry, Arc::new(Context { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "statefulset reconcile");
-            }
-        })
+        .for_each(reconciled)
         .await;
     Ok(())
-}
-
-fn retry(_: Arc<StatefulSet>, e: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(error = %e, "statefulset reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, Error> {
