@@ -693,3 +693,69 @@ async fn a_daemonset_runs_on_every_node_and_a_statefulset_keeps_its_identities()
     })
     .await;
 }
+
+/// The namespace's deletion condition of `type_`, as (status, message).
+fn ns_condition(api: &Api, ns: &str, type_: &str) -> Option<(String, String)> {
+    let out = api.kubectl(&["get", "namespace", ns, "-o", "json"], None).unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let c = v["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)?.clone();
+    Some((c["status"].as_str()?.to_string(), c["message"].as_str().unwrap_or("").to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_namespace_deletes_its_content_then_waits_for_finalizers() {
+    let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 1).await;
+    let api = c.api(0);
+    let _nodes = Hollow::start(&api, "hollow-", 1, &[]).unwrap();
+    ready_nodes(&api, 1).await;
+    api.ok(&["create", "namespace", "shop"], None).unwrap();
+    api.ok(&["-n", "shop", "create", "deployment", "web", "--image=busybox:1", "--replicas=2"], None).unwrap();
+    api.ok(&["-n", "shop", "rollout", "status", "deployment/web", "--timeout=60s"], None).unwrap();
+    api.ok(&["-n", "shop", "expose", "deployment", "web", "--port=80"], None).unwrap();
+    api.ok(&["-n", "shop", "create", "configmap", "held", "--from-literal=k=v"], None).unwrap();
+    let hold = r#"{"metadata":{"finalizers":["example.com/hold"]}}"#;
+    api.ok(&["-n", "shop", "patch", "configmap", "held", "--type=merge", "-p", hold], None).unwrap();
+
+    api.ok(&["delete", "namespace", "shop", "--wait=false"], None).unwrap();
+    // Everything goes (the pods through their grace period, finished by the node) but the held ConfigMap,
+    // and the namespace's conditions say so, in kube-controller-manager's words.
+    let (_, message) = wait_for("only the held ConfigMap left", Duration::from_secs(60), || {
+        let held = ns_condition(&api, "shop", "NamespaceFinalizersRemaining");
+        let left = ns_condition(&api, "shop", "NamespaceContentRemaining");
+        let only_held = left.as_ref().is_some_and(|(s, m)| {
+            s == "True" && m == "Some resources are remaining: configmaps. has 1 resource instances"
+        });
+        (only_held && held.as_ref().is_some_and(|(s, _)| s == "True"), held.unwrap_or_default())
+    })
+    .await;
+    assert_eq!(
+        message,
+        "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+    );
+    let pods = json(&api, &["-n", "shop", "get", "pods,deployments,replicasets,services,endpoints"]);
+    assert_eq!(pods["items"].as_array().map(Vec::len), Some(0), "{pods}");
+    let ns = json(&api, &["get", "namespace", "shop"]);
+    assert_eq!(
+        (ns["status"]["phase"].as_str(), &ns["spec"]["finalizers"]),
+        (Some("Terminating"), &serde_json::json!(["kubernetes"]))
+    );
+    let refused = api.kubectl(&["-n", "shop", "create", "configmap", "late"], None).unwrap();
+    assert!(!refused.status.success(), "a create in a Terminating namespace");
+
+    // The finalizer's owner lets go: the ConfigMap goes, then the namespace.
+    api.ok(
+        &["-n", "shop", "patch", "configmap", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+        None,
+    )
+    .unwrap();
+    wait_for("the namespace gone", Duration::from_secs(30), || {
+        let out = api.kubectl(&["get", "namespace", "shop"], None).unwrap();
+        (!out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    })
+    .await;
+    // A namespace of the same name can be made again, empty.
+    api.ok(&["create", "namespace", "shop"], None).unwrap();
+    let fresh = json(&api, &["-n", "shop", "get", "configmaps"]);
+    assert_eq!(fresh["items"].as_array().map(Vec::len), Some(0), "{fresh}");
+}

@@ -382,7 +382,9 @@ pub fn finalizers(object: &Value) -> Vec<String> {
 
 /// An update that leaves an object being deleted without finalizers completes its deletion.
 pub fn deletion_complete(object: &Value) -> bool {
-    object.pointer("/metadata/deletionTimestamp").is_some() && finalizers(object).is_empty()
+    // A namespace is also held by its spec.finalizers until the namespace controller has emptied it.
+    let spec_held = object.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    object.pointer("/metadata/deletionTimestamp").is_some() && finalizers(object).is_empty() && !spec_held
 }
 
 /// How a delete request asks dependents to be handled (recorded as a finalizer for the garbage collector).
@@ -663,6 +665,12 @@ mod tests {
         let mut done = m.clone();
         done["metadata"]["finalizers"] = json!([]);
         assert!(deletion_complete(&done));
+        // A Terminating namespace is held by its spec.finalizers too, until the controller finalizes it.
+        let mut ns = done.clone();
+        ns["spec"] = json!({"finalizers": ["kubernetes"]});
+        assert!(!deletion_complete(&ns));
+        ns["spec"]["finalizers"] = json!([]);
+        assert!(deletion_complete(&ns));
         assert_eq!(validate_deleting_update(&m, &with_fin), vec![]);
         let mut more = m.clone();
         more["metadata"]["finalizers"] = json!(["x/y", "new"]);

@@ -597,9 +597,6 @@ impl Call {
                         Deletion::Now => json_response(StatusCode::OK, &success(resource, self.name(), &uid), &[]),
                         Deletion::Mark(mut marked) => {
                             set_resource_version(&mut marked, revision);
-                            if resource.kind == "Namespace" && !opts.dry_run {
-                                crate::namespaces::finalize_later(self.state.clone(), self.name().to_string());
-                            }
                             json_response(StatusCode::ACCEPTED, &marked, &[])
                         }
                         Deletion::Pending => json_response(StatusCode::ACCEPTED, &current, &[]),
@@ -691,8 +688,15 @@ impl Call {
 
 /// A namespace's delete marks it Terminating; its contents go, then it does (`crate::namespaces`).
 fn namespace_deletion(ns: &Value, now: jiff::Timestamp) -> Deletion {
+    // The namespace controller empties a Terminating namespace and then removes the `kubernetes`
+    // finalizer from spec.finalizers; with none there (and no metadata finalizers), it goes now.
+    let finalized = ns.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+    let done = finalized && meta::finalizers(ns).is_empty();
     if ns.pointer("/metadata/deletionTimestamp").is_some() {
-        return Deletion::Pending;
+        return if done { Deletion::Now } else { Deletion::Pending };
+    }
+    if done {
+        return Deletion::Now;
     }
     let mut marked = ns.clone();
     marked["metadata"]["deletionTimestamp"] = json!(meta::timestamp(now));

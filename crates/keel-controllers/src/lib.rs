@@ -19,6 +19,8 @@ pub mod gc;
 pub mod history;
 pub mod job;
 pub mod jobs;
+pub mod namespace;
+pub mod namespaces;
 pub mod node_health;
 pub mod node_lifecycle;
 pub mod pods;
@@ -89,6 +91,7 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(service_endpoints::run(client.clone()));
         loops.spawn(daemonset::run(client.clone()));
         loops.spawn(statefulset::run(client.clone()));
+        loops.spawn(namespace::run(client.clone()));
         let timing =
             node_lifecycle::Timing { grace: settings.node_monitor_grace_period, period: settings.node_monitor_period };
         loops.spawn(node_lifecycle::run(client.clone(), timing));
