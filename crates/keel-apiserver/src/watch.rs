@@ -119,16 +119,17 @@ struct Encoder {
 
 impl Encoder {
     fn event(&self, kind: &str, object: &Value) -> String {
-        let object = match self.output {
-            Output::Json => object.clone(),
-            Output::Metadata => keel_api::meta::partial(object),
+        let encoded = match self.output {
+            // The object as it is (no copy of it into an event value first).
+            Output::Json => object.to_string(),
+            Output::Metadata => keel_api::meta::partial(object).to_string(),
             Output::Table => {
                 let rv = object.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
                 let r = row(self.kind, object, self.include, jiff::Timestamp::now());
-                table(self.kind, vec![r], json!({"resourceVersion": rv}))
+                table(self.kind, vec![r], json!({"resourceVersion": rv})).to_string()
             }
         };
-        format!("{}\n", json!({"type": kind, "object": object}))
+        format!("{{\"type\":\"{kind}\",\"object\":{encoded}}}\n")
     }
 
     /// The event a store change is for this watcher, if any.
@@ -137,13 +138,18 @@ impl Encoder {
         match change {
             Change::Put { object: now, previous } => {
                 let new = parse(now)?;
-                let was = previous.as_ref().and_then(parse).filter(|o| selected(params, o));
-                let is = selected(params, &new);
-                match (was, is) {
-                    (None, true) => Some(self.event("ADDED", &new)),
-                    (Some(_), true) => Some(self.event("MODIFIED", &new)),
-                    (Some(_), false) => Some(self.event("DELETED", &new)),
-                    (None, false) => None,
+                // Without selectors every object is selected, and the previous one need not be decoded.
+                let selecting = params.labels.is_some() || params.fields.is_some();
+                let was = match previous {
+                    None => false,
+                    Some(_) if !selecting => true,
+                    Some(p) => parse(p).is_some_and(|o| selected(params, &o)),
+                };
+                match (was, selected(params, &new)) {
+                    (false, true) => Some(self.event("ADDED", &new)),
+                    (true, true) => Some(self.event("MODIFIED", &new)),
+                    (true, false) => Some(self.event("DELETED", &new)),
+                    (false, false) => None,
                 }
             }
             Change::Delete { previous, revision } => {

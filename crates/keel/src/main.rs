@@ -8,6 +8,9 @@ mod server;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "keel", version, about = "keel: a container orchestrator with its own Raft-replicated store")]
 struct Cli {
