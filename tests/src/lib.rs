@@ -34,9 +34,33 @@ pub fn keel_bin() -> PathBuf {
     bin
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// The ports [`free_port`] hands out: below Linux's ephemeral range (32768–60999), so that no outgoing
+/// connection (the tests make many) can take one between the pick and the member's bind.
+const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A port on 127.0.0.1 that is free, and reserved for this test process until it exits: an abstract Unix
+/// socket named after the port is held as a lock (no files to clean up), so concurrent test processes
+/// never pick the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+
+    static HELD: Mutex<Vec<UnixListener>> = Mutex::new(Vec::new());
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let first = std::hash::RandomState::new().build_hasher().finish() as u16 % span;
+    for i in 0..span {
+        let port = TEST_PORTS.start + (first + i) % span;
+        let name = format!("keel-test-port-{port}");
+        let Ok(lock) = SocketAddr::from_abstract_name(name.as_bytes()).and_then(|a| UnixListener::bind_addr(&a)) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 pub struct MemberProc {
@@ -295,9 +319,11 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
+                let logs: Vec<String> =
+                    self.running().into_iter().map(|i| format!("--- member {i} ---\n{}", self.log_tail(i))).collect();
                 bail!(
-                    "no agreed leader after {timeout:?} (leaders seen: {leaders:x?}); logs in {}",
-                    self.dir.path().display()
+                    "no agreed leader after {timeout:?} (leaders seen: {leaders:x?}); the members' logs:\n{}",
+                    logs.join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
