@@ -380,11 +380,16 @@ pub fn finalizers(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Nothing holds the object from deletion: no finalizers, and (a namespace) no spec.finalizers, which hold
+/// it until the namespace controller has emptied it.
+pub fn unheld(object: &Value) -> bool {
+    let spec_held = object.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    finalizers(object).is_empty() && !spec_held
+}
+
 /// An update that leaves an object being deleted without finalizers completes its deletion.
 pub fn deletion_complete(object: &Value) -> bool {
-    // A namespace is also held by its spec.finalizers until the namespace controller has emptied it.
-    let spec_held = object.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-    object.pointer("/metadata/deletionTimestamp").is_some() && finalizers(object).is_empty() && !spec_held
+    object.pointer("/metadata/deletionTimestamp").is_some() && unheld(object)
 }
 
 /// How a delete request asks dependents to be handled (recorded as a finalizer for the garbage collector).

@@ -690,8 +690,7 @@ impl Call {
 fn namespace_deletion(ns: &Value, now: jiff::Timestamp) -> Deletion {
     // The namespace controller empties a Terminating namespace and then removes the `kubernetes`
     // finalizer from spec.finalizers; with none there (and no metadata finalizers), it goes now.
-    let finalized = ns.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
-    let done = finalized && meta::finalizers(ns).is_empty();
+    let done = meta::unheld(ns);
     if ns.pointer("/metadata/deletionTimestamp").is_some() {
         return if done { Deletion::Now } else { Deletion::Pending };
     }

@@ -26,12 +26,14 @@ const RECHECK: Duration = Duration::from_secs(1);
 
 struct Context {
     client: Client,
+    /// The namespaced resources, discovered once per leadership (the API serves a fixed set).
+    resources: tokio::sync::OnceCell<Vec<(ApiResource, ApiCapabilities)>>,
 }
 
 pub async fn run(client: Client) -> Result<(), Error> {
     let all: Api<Namespace> = Api::all(client.clone());
     Controller::new(all, watcher::Config::default())
-        .run(reconcile, retry, Arc::new(Context { client }))
+        .run(reconcile, retry, Arc::new(Context { client, resources: Default::default() }))
         .for_each(reconciled)
         .await;
     Ok(())
@@ -46,7 +48,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Erro
         return Ok(Action::await_change());
     };
     let name = ns.name_any();
-    let content = delete_content(&ctx.client, &name).await;
+    let content = delete_content(&ctx, &name).await;
 
     let all: Api<Namespace> = Api::all(ctx.client.clone());
     let existing = ns.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
@@ -77,16 +79,17 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Erro
 }
 
 /// Asks for every object in namespace `name` to be deleted, then counts what is still there.
-async fn delete_content(client: &Client, name: &str) -> Content {
+async fn delete_content(ctx: &Context, name: &str) -> Content {
+    let client = &ctx.client;
     let mut content = Content::default();
-    let resources = match namespaced_resources(client).await {
+    let resources = match ctx.resources.get_or_try_init(|| namespaced_resources(client)).await {
         Ok(r) => r,
         Err(e) => {
             content.discovery_failure = Some(e.to_string());
             return content;
         }
     };
-    for (ar, caps) in &resources {
+    for (ar, caps) in resources {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), name, ar);
         let label = namespaces::resource_name(&ar.group, &ar.plural);
         if let Err(e) = delete_all(&api, caps).await {
