@@ -3,6 +3,7 @@
 //! `kubectl`, and gRPC clients of the etcd API. Everything a test starts is stopped and removed when its
 //! [`Cluster`] (or [`masters::ExternalMasters`]) is dropped.
 
+pub mod agent;
 pub mod masters;
 
 use std::collections::BTreeMap;

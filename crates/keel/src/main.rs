@@ -1,6 +1,7 @@
 //! `keel`: the daemon. `keel kv` runs one member of an external store; `keel server` runs a master (with
-//! its own store member, or on an external store); `keel agent` arrives with the node agents.
+//! its own store member, or on an external store); `keel agent` runs a node's pods on containerd.
 
+mod agent;
 mod bench;
 mod hollow;
 mod kv;
@@ -24,6 +25,10 @@ enum Command {
     Kv(kv::KvArgs),
     /// Run one master: the Kubernetes API over HTTPS, on its own store member or an external store.
     Server(server::ServerArgs),
+    /// Run the node agent: register the Node and run the pods bound to it on containerd.
+    Agent(agent::AgentArgs),
+    /// Images in the agent's containerd (import an OCI image tar).
+    Images(agent::ImagesArgs),
     /// Benchmarks (of keel or of etcd, through the same API).
     Bench(bench::BenchArgs),
     /// Run hollow nodes: Nodes without machines whose pods are reported Running (for tests and benchmarks).
@@ -43,6 +48,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Kv(args) => kv::run(args),
         Command::Server(args) => server::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Images(args) => agent::images(args),
         Command::Bench(args) => bench::run(args),
         Command::HollowNodes(args) => hollow::run(args),
     };

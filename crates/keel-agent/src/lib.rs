@@ -1,0 +1,167 @@
+//! keel-agent: the node agent (keel's kubelet). It registers its Node, renews the node's Lease, watches the
+//! pods bound to it and runs them on containerd.
+//!
+//! Pure decision logic ([`sync`], [`spec`], [`image`], [`names`]) is unit-tested without IO; [`runtime`]
+//! (containerd), [`sandbox`] (the pods' namespaces), [`node`] and [`worker`] do the IO. See
+//! docs/adr/003-node-agent.md for the design and what comes next.
+
+pub mod image;
+pub mod names;
+pub mod node;
+pub mod runtime;
+pub mod sandbox;
+pub mod spec;
+pub mod sync;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+
+pub use runtime::{Containerd, RuntimeError};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    /// The node's InternalIP.
+    pub node_ip: String,
+    pub pod_cidr: Option<String>,
+    pub containerd_socket: PathBuf,
+    pub containerd_namespace: String,
+    /// The pods' namespace files and the agent's own state.
+    pub data_dir: PathBuf,
+    /// The containers' logs (`<namespace>_<pod>_<uid>/<container>/<attempt>.log`).
+    pub log_dir: PathBuf,
+    pub cpu: String,
+    pub memory: String,
+    pub max_pods: u32,
+    pub labels: BTreeMap<String, String>,
+    pub settings: sync::Settings,
+    /// How often every pod is looked at even when nothing is heard.
+    pub resync: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot register node {node}: {source}")]
+    Register { node: String, source: kube::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the agent until cancelled (dropped).
+pub async fn run(client: Client, config: Config) -> Result<(), AgentError> {
+    std::fs::create_dir_all(config.data_dir.join("pods"))?;
+    std::fs::create_dir_all(&config.log_dir)?;
+    let runtime =
+        Containerd::connect_retrying(&config.containerd_socket, &config.containerd_namespace, Duration::from_secs(30))
+            .await?;
+    let version = runtime.version().await?;
+    node::register(&client, &config, &version)
+        .await
+        .map_err(|source| AgentError::Register { node: config.node_name.clone(), source })?;
+    tracing::info!(node = %config.node_name, containerd = %version, "node registered");
+    let shared = Arc::new(worker::Shared::new(client.clone(), runtime, config.clone()));
+    tokio::select! {
+        () = node::heartbeat(client, config, version) => Ok(()),
+        () = watch_pods(shared.clone()) => Ok(()),
+        () = watch_exits(shared) => Ok(()),
+    }
+}
+
+/// Keeps the map of this node's pods and wakes their workers. After each (re)list, pods that are gone, and
+/// pods found only on the node (containers, namespace files), get a worker that cleans them away.
+async fn watch_pods(shared: Arc<worker::Shared>) {
+    let api: Api<Pod> = Api::all(shared.client.clone());
+    let selector = format!("spec.nodeName={}", shared.config.node_name);
+    let mut events = watcher::watcher(api, watcher::Config::default().fields(&selector)).boxed();
+    let mut listed: HashSet<String> = HashSet::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => listed.clear(),
+            Ok(Event::InitApply(pod)) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                listed.insert(uid.clone());
+                shared.pods.lock().expect("pods lock").insert(uid.clone(), pod);
+                shared.wake(&uid);
+            }
+            Ok(Event::InitDone) => {
+                let mut stale: HashSet<String> = {
+                    let mut pods = shared.pods.lock().expect("pods lock");
+                    let gone: HashSet<String> = pods.keys().filter(|u| !listed.contains(*u)).cloned().collect();
+                    pods.retain(|uid, _| listed.contains(uid));
+                    gone
+                };
+                stale.extend(node_only_pods(&shared, &listed).await);
+                for uid in stale {
+                    shared.wake(&uid);
+                }
+            }
+            Ok(Event::Apply(pod)) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                shared.pods.lock().expect("pods lock").insert(uid.clone(), pod);
+                shared.wake(&uid);
+            }
+            Ok(Event::Delete(pod)) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                shared.pods.lock().expect("pods lock").remove(&uid);
+                shared.wake(&uid);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pod watch failed; it retries");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The uids of pods that have containers or a directory on this node but are not among `listed`.
+async fn node_only_pods(shared: &worker::Shared, listed: &HashSet<String>) -> HashSet<String> {
+    let mut uids = HashSet::new();
+    match shared.runtime.containers(None).await {
+        Ok(containers) => uids.extend(containers.into_iter().map(|c| c.pod_uid)),
+        Err(e) => tracing::warn!(error = %e, "cannot list containers to find orphans"),
+    }
+    for entry in std::fs::read_dir(shared.config.data_dir.join("pods")).into_iter().flatten().flatten() {
+        uids.insert(entry.file_name().to_string_lossy().into_owned());
+    }
+    uids.retain(|u| !u.is_empty() && !listed.contains(u));
+    uids
+}
+
+/// Wakes the worker of a pod whose container exited. The subscription is made again when it breaks, and every
+/// worker is woken then (exits may have been missed).
+async fn watch_exits(shared: Arc<worker::Shared>) {
+    loop {
+        match shared.runtime.exits().await {
+            Ok(stream) => {
+                shared.wake_all();
+                let mut stream = std::pin::pin!(stream);
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(id) => {
+                            let uid = shared.containers.lock().expect("containers lock").get(&id).cloned();
+                            if let Some(uid) = uid {
+                                shared.wake(&uid);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "containerd's event stream broke");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to containerd's events"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

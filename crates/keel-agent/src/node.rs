@@ -1,0 +1,172 @@
+//! The agent's Node: registered with the machine's capacity, addresses and versions; its Lease in
+//! `kube-node-lease` renewed every 10 s (what the node lifecycle controller watches); its status reported
+//! again every minute, and at once when someone else marked it not Ready.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{json, Value};
+
+use crate::Config;
+
+/// How often the Lease is renewed (the kubelet's default).
+pub const RENEW_INTERVAL: Duration = Duration::from_secs(10);
+/// The Lease duration declared (the kubelet's default).
+pub const LEASE_SECONDS: i32 = 40;
+/// The kubelet version the node reports: the API version keel serves.
+pub const KUBELET_VERSION: &str = "v1.33.0";
+/// How often the status is reported when nothing changed.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(60);
+
+fn now() -> String {
+    keel_api::meta::timestamp(jiff::Timestamp::now())
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// The machine's memory in bytes, from /proc/meminfo.
+pub fn machine_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn os_image() -> String {
+    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "Linux".into())
+}
+
+fn status(config: &Config, runtime_version: &str) -> Value {
+    let resources = json!({"cpu": config.cpu, "memory": config.memory, "pods": config.max_pods.to_string()});
+    let t = now();
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": t, "lastTransitionTime": t})
+    };
+    json!({
+        "capacity": resources, "allocatable": resources,
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "keel agent has sufficient memory available"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "keel agent has no disk pressure"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "keel agent has sufficient PID available"),
+            condition("Ready", "True", "KubeletReady", "keel agent is posting ready status"),
+        ],
+        "addresses": [
+            {"type": "InternalIP", "address": config.node_ip},
+            {"type": "Hostname", "address": config.node_name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "nodeInfo": {
+            "machineID": read_trimmed("/etc/machine-id"),
+            "systemUUID": read_trimmed("/sys/class/dmi/id/product_uuid"),
+            "bootID": read_trimmed("/proc/sys/kernel/random/boot_id"),
+            "kernelVersion": read_trimmed("/proc/sys/kernel/osrelease"),
+            "osImage": os_image(),
+            "containerRuntimeVersion": format!("containerd://{runtime_version}"),
+            "kubeletVersion": KUBELET_VERSION,
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": crate::image::host_architecture(),
+        },
+    })
+}
+
+fn node_object(config: &Config, runtime_version: &str) -> Node {
+    let mut labels: BTreeMap<String, String> = config.labels.clone();
+    labels.insert("kubernetes.io/hostname".into(), config.node_name.clone());
+    labels.insert("kubernetes.io/os".into(), "linux".into());
+    labels.insert("kubernetes.io/arch".into(), crate::image::host_architecture().into());
+    let mut spec = json!({});
+    if let Some(cidr) = &config.pod_cidr {
+        spec = json!({"podCIDR": cidr, "podCIDRs": [cidr]});
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": config.node_name, "labels": labels},
+        "spec": spec,
+        "status": status(config, runtime_version),
+    }))
+    .expect("the agent's Node is a valid Node")
+}
+
+/// Creates the Node (or finds it) and reports its status.
+pub async fn register(client: &Client, config: &Config, runtime_version: &str) -> Result<(), kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    match nodes.create(&PostParams::default(), &node_object(config, runtime_version)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    report(&nodes, config, runtime_version).await
+}
+
+async fn report(nodes: &Api<Node>, config: &Config, runtime_version: &str) -> Result<(), kube::Error> {
+    let patch = json!({"status": status(config, runtime_version)});
+    nodes.patch_status(&config.node_name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
+}
+
+/// Renews the Lease and reports the status, until cancelled. Failures are logged and retried.
+pub async fn heartbeat(client: Client, config: Config, runtime_version: String) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let mut tick = tokio::time::interval(RENEW_INTERVAL);
+    let mut last_report = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        if let Err(e) = renew(&leases, &nodes, &config.node_name).await {
+            tracing::warn!(error = %e, "cannot renew the node's lease");
+        }
+        let ready = match nodes.get(&config.node_name).await {
+            Ok(node) => node
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                // Deleted from under us: register again, as the kubelet does.
+                if let Err(e) = register(&client, &config, &runtime_version).await {
+                    tracing::warn!(error = %e, "cannot register the node again");
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the node");
+                continue;
+            }
+        };
+        if !ready || last_report.elapsed() >= STATUS_INTERVAL {
+            match report(&nodes, &config, &runtime_version).await {
+                Ok(()) => last_report = tokio::time::Instant::now(),
+                Err(e) => tracing::warn!(error = %e, "cannot report the node's status"),
+            }
+        }
+    }
+}
+
+async fn renew(leases: &Api<Lease>, nodes: &Api<Node>, node: &str) -> Result<(), kube::Error> {
+    let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now()});
+    match leases.patch(node, &PatchParams::default(), &Patch::Merge(&json!({"spec": spec}))).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let uid = nodes.get(node).await?.metadata.uid.unwrap_or_default();
+            let lease: Lease = serde_json::from_value(json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": node, "namespace": "kube-node-lease",
+                             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}]},
+                "spec": spec,
+            }))
+            .expect("a node lease is a valid Lease");
+            leases.create(&PostParams::default(), &lease).await.map(drop)
+        }
+        Err(e) => Err(e),
+    }
+}

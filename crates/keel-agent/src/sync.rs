@@ -1,0 +1,701 @@
+//! The pod sync decision, pure: from the pod as the API has it, what containerd has for it and what the
+//! agent remembers, the actions that move the node towards the pod (sandbox, starts with back-off, kills,
+//! removals, finishing a deletion) and the status to report. No IO and no clock (`now` is an argument), so
+//! every rule is unit-tested here; the worker carries the actions out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState as K8sState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// A container's task as containerd reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerState {
+    /// The container record exists with no task started (an interrupted start).
+    Created,
+    Running,
+    Exited {
+        code: i32,
+        finished_at: Option<Timestamp>,
+    },
+    Unknown,
+}
+
+/// One containerd container of a pod (one attempt of one of its containers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedContainer {
+    pub id: String,
+    pub pod_uid: String,
+    pub name: String,
+    pub attempt: u32,
+    pub image: String,
+    pub created_at: Option<Timestamp>,
+    pub state: ContainerState,
+}
+
+impl ObservedContainer {
+    fn stopped(&self) -> bool {
+        matches!(self.state, ContainerState::Exited { .. } | ContainerState::Created)
+    }
+}
+
+/// What the node has for a pod.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The pod's namespaces exist.
+    pub sandbox: bool,
+    pub containers: Vec<ObservedContainer>,
+    /// For each image a container names: its digest when containerd has it.
+    pub images: HashMap<String, Option<String>>,
+}
+
+/// What the agent remembers about a pod between passes (lost on restart, which costs at most a repeated
+/// signal).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// When SIGTERM was sent for the pod's deletion.
+    pub terminating_since: Option<Timestamp>,
+    /// Containers whose last start failed (by name): retried with the restart back-off.
+    pub start_errors: BTreeMap<String, StartError>,
+}
+
+/// A start that failed (the image's command does not exist, a bad spec, containerd refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError {
+    pub message: String,
+    pub at: Timestamp,
+    /// Failures in a row.
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// The first restart back-off (the kubelet's 10 s), doubled on each restart up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { backoff_base: Duration::from_secs(10), backoff_max: Duration::from_secs(300) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Kill,
+}
+
+impl Signal {
+    pub fn number(self) -> u32 {
+        match self {
+            Signal::Term => 15,
+            Signal::Kill => 9,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Make the pod's namespaces.
+    EnsureSandbox,
+    /// Create and start attempt `attempt` of this container of the spec.
+    Start {
+        container: String,
+        attempt: u32,
+    },
+    Kill {
+        id: String,
+        signal: Signal,
+    },
+    /// Remove a stopped container (task, record, snapshot).
+    Remove {
+        id: String,
+    },
+    TeardownSandbox,
+    /// Everything is gone: delete the pod object for good (grace 0, uid precondition).
+    FinishDeletion,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub status: PodStatus,
+    pub memory: Memory,
+    /// Look again after this long even if nothing happens (a back-off or a grace period ends).
+    pub requeue_after: Option<Duration>,
+}
+
+/// The restart back-off before attempt `attempt + 1`, after attempt `attempt` ran from `started` to
+/// `finished`: none for the first restart, then base × 2^(n-1) up to the maximum; a container that ran for
+/// twice the maximum starts over (the kubelet's shape).
+pub fn backoff(settings: &Settings, attempt: u32, ran: Option<Duration>) -> Duration {
+    if attempt == 0 || ran.is_some_and(|r| r >= settings.backoff_max * 2) {
+        return Duration::ZERO;
+    }
+    let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+    settings.backoff_base.saturating_mul(factor).min(settings.backoff_max)
+}
+
+fn restarts(policy: &str, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    }
+}
+
+fn grace(pod: &Pod) -> Duration {
+    let seconds = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30);
+    Duration::from_secs(seconds.max(0) as u64)
+}
+
+fn since(later: Timestamp, earlier: Timestamp) -> Duration {
+    Duration::try_from(later.duration_since(earlier)).unwrap_or(Duration::ZERO)
+}
+
+/// What one spec container is doing, for the status and the phase.
+struct ContainerView {
+    status: ContainerStatus,
+    running: bool,
+    /// Terminated for good (no restart will come), with this exit code.
+    done: Option<i32>,
+}
+
+pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings, now: Timestamp) -> Plan {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let mut actions = Vec::new();
+    let mut memory = memory.clone();
+    let mut requeue: Option<Duration> = None;
+    let mut wake = |d: Duration| requeue = Some(requeue.map_or(d, |r: Duration| r.min(d)));
+
+    let mut by_name: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
+    for c in &observed.containers {
+        by_name.entry(c.name.as_str()).or_default().push(c);
+    }
+    for attempts in by_name.values_mut() {
+        attempts.sort_by_key(|c| std::cmp::Reverse(c.attempt));
+    }
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    let already_terminal =
+        matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"));
+
+    // Containers no longer in the spec, and attempts older than the previous one, go.
+    for (name, attempts) in &by_name {
+        let in_spec = spec.containers.iter().any(|c| c.name == *name);
+        for (i, c) in attempts.iter().enumerate() {
+            if in_spec && i < 2 && !deleting {
+                continue;
+            }
+            if deleting {
+                continue; // handled below, after the grace period
+            }
+            if c.stopped() {
+                actions.push(Action::Remove { id: c.id.clone() });
+            } else {
+                actions.push(Action::Kill { id: c.id.clone(), signal: Signal::Kill });
+            }
+        }
+    }
+
+    let mut views = Vec::with_capacity(spec.containers.len());
+    let mut starts = Vec::new();
+    for container in &spec.containers {
+        let attempts = by_name.get(container.name.as_str()).cloned().unwrap_or_default();
+        let image = observed.images.get(&container.image.clone().unwrap_or_default()).cloned().flatten();
+        let mut view =
+            view_container(pod, container, &attempts, image, &policy, settings, now, deleting || already_terminal);
+        if let (Some(Next::Start(_) | Next::Retry(..)), Some(failed)) =
+            (&view.1, memory.start_errors.get(&container.name))
+        {
+            let retry_at = failed.at + backoff(settings, failed.count, None);
+            if now < retry_at {
+                view.0.status.state = Some(K8sState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("RunContainerError".into()),
+                        message: Some(failed.message.clone()),
+                    }),
+                    ..Default::default()
+                });
+                view.1 = Some(Next::WakeIn(since(retry_at, now)));
+            }
+        }
+        if let Some(next) = view.1 {
+            match next {
+                Next::Start(attempt) => starts.push(Action::Start { container: container.name.clone(), attempt }),
+                Next::Retry(attempt, id) => {
+                    actions.push(Action::Remove { id });
+                    starts.push(Action::Start { container: container.name.clone(), attempt });
+                }
+                Next::WakeIn(d) => wake(d),
+            }
+        }
+        views.push(view.0);
+    }
+
+    if deleting {
+        let live: Vec<&ObservedContainer> = observed.containers.iter().filter(|c| !c.stopped()).collect();
+        if !live.is_empty() {
+            let deadline = memory.terminating_since.map(|t| t + grace(pod));
+            match (memory.terminating_since, deadline) {
+                (None, _) => {
+                    memory.terminating_since = Some(now);
+                    actions.extend(live.iter().map(|c| Action::Kill { id: c.id.clone(), signal: Signal::Term }));
+                    wake(grace(pod).max(Duration::from_millis(100)));
+                }
+                (Some(_), Some(deadline)) if now >= deadline => {
+                    actions.extend(live.iter().map(|c| Action::Kill { id: c.id.clone(), signal: Signal::Kill }));
+                    wake(Duration::from_secs(1));
+                }
+                (Some(_), Some(deadline)) => wake(since(deadline, now)),
+                (Some(_), None) => unreachable!("a deadline follows from a start"),
+            }
+        } else {
+            actions.extend(observed.containers.iter().map(|c| Action::Remove { id: c.id.clone() }));
+            if observed.sandbox {
+                actions.push(Action::TeardownSandbox);
+            }
+            actions.push(Action::FinishDeletion);
+        }
+    } else if !starts.is_empty() {
+        if !observed.sandbox {
+            actions.push(Action::EnsureSandbox);
+        }
+        actions.extend(starts);
+    }
+
+    let status = pod_status(pod, &views, &policy, now);
+    Plan { actions, status, memory, requeue_after: requeue }
+}
+
+enum Next {
+    Start(u32),
+    /// Remove this half-made attempt and start it again.
+    Retry(u32, String),
+    WakeIn(Duration),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn view_container(
+    pod: &Pod,
+    container: &Container,
+    attempts: &[&ObservedContainer],
+    image_digest: Option<String>,
+    policy: &str,
+    settings: &Settings,
+    now: Timestamp,
+    frozen: bool,
+) -> (ContainerView, Option<Next>) {
+    let image = container.image.clone().unwrap_or_default();
+    let image_id = image_digest.as_ref().map(|d| format!("{}@{d}", crate::image::normalize_reference(&image)));
+    let mut status = ContainerStatus {
+        name: container.name.clone(),
+        image: image.clone(),
+        image_id: image_id.clone().unwrap_or_default(),
+        ready: false,
+        restart_count: 0,
+        started: Some(false),
+        ..Default::default()
+    };
+    let waiting = |reason: &str, message: Option<String>| K8sState {
+        waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message }),
+        ..Default::default()
+    };
+    let Some(latest) = attempts.first() else {
+        if frozen {
+            status.state = Some(waiting("ContainerCreating", None));
+            return (ContainerView { status, running: false, done: None }, None);
+        }
+        let pull_policy = container.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+        if image_digest.is_none() {
+            let (reason, message) = if pull_policy == "Never" {
+                ("ErrImageNeverPull", format!("Container image \"{image}\" is not present with pull policy of Never"))
+            } else {
+                (
+                    "ErrImagePull",
+                    format!("Container image \"{image}\" is not present on the node and this agent cannot pull yet"),
+                )
+            };
+            status.state = Some(waiting(reason, Some(message)));
+            return (ContainerView { status, running: false, done: None }, Some(Next::WakeIn(Duration::from_secs(5))));
+        }
+        status.state = Some(waiting("ContainerCreating", None));
+        return (ContainerView { status, running: false, done: None }, Some(Next::Start(0)));
+    };
+    let container_id = format!("containerd://{}", latest.id);
+    status.container_id = Some(container_id.clone());
+    status.restart_count = latest.attempt as i32;
+    let terminated = |c: &ObservedContainer| -> Option<K8sState> {
+        let ContainerState::Exited { code, finished_at } = &c.state else { return None };
+        Some(K8sState {
+            terminated: Some(ContainerStateTerminated {
+                container_id: Some(format!("containerd://{}", c.id)),
+                exit_code: *code,
+                reason: Some(if *code == 0 { "Completed" } else { "Error" }.into()),
+                started_at: c.created_at.map(Time),
+                finished_at: finished_at.map(Time),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
+    if let Some(previous) = attempts.get(1) {
+        status.last_state = terminated(previous);
+    }
+    match &latest.state {
+        ContainerState::Running | ContainerState::Unknown => {
+            status.state = Some(K8sState {
+                running: Some(ContainerStateRunning { started_at: latest.created_at.map(Time) }),
+                ..Default::default()
+            });
+            status.started = Some(true);
+            status.ready = true;
+            (ContainerView { status, running: true, done: None }, None)
+        }
+        ContainerState::Created => {
+            status.state = Some(waiting("ContainerCreating", None));
+            let next = (!frozen).then(|| Next::Retry(latest.attempt, latest.id.clone()));
+            (ContainerView { status, running: false, done: None }, next)
+        }
+        ContainerState::Exited { code, finished_at } => {
+            if frozen || !restarts(policy, *code) {
+                status.state = terminated(latest);
+                return (ContainerView { status, running: false, done: Some(*code) }, None);
+            }
+            let finished = finished_at.unwrap_or(now);
+            let ran = latest.created_at.map(|s| since(finished, s));
+            let delay = backoff(settings, latest.attempt, ran);
+            let ready_at = finished + delay;
+            status.last_state = terminated(latest);
+            if now >= ready_at {
+                status.state = Some(waiting("ContainerCreating", None));
+                return (ContainerView { status, running: true, done: None }, Some(Next::Start(latest.attempt + 1)));
+            }
+            let message = format!(
+                "back-off {} restarting failed container={} pod={}_{}({})",
+                humanize(delay),
+                container.name,
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.uid.as_deref().unwrap_or_default(),
+            );
+            status.state = Some(waiting("CrashLoopBackOff", Some(message)));
+            (ContainerView { status, running: true, done: None }, Some(Next::WakeIn(since(ready_at, now))))
+        }
+    }
+}
+
+/// A duration as Go prints it for the back-off message ("10s", "1m20s", "5m0s").
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else if s == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn pod_status(pod: &Pod, views: &[ContainerView], policy: &str, now: Timestamp) -> PodStatus {
+    let old = pod.status.clone().unwrap_or_default();
+    let all_done = !views.is_empty() && views.iter().all(|v| v.done.is_some());
+    let phase = if matches!(old.phase.as_deref(), Some("Succeeded") | Some("Failed")) {
+        old.phase.clone().unwrap_or_default()
+    } else if all_done {
+        if views.iter().all(|v| v.done == Some(0)) || (policy == "OnFailure" && views.iter().all(|v| v.done == Some(0)))
+        {
+            "Succeeded".into()
+        } else {
+            "Failed".into()
+        }
+    } else if views.iter().any(|v| v.running) || views.iter().any(|v| v.done.is_some()) {
+        "Running".into()
+    } else {
+        "Pending".into()
+    };
+    let ready = !views.is_empty() && views.iter().all(|v| v.status.ready) && phase == "Running";
+    let condition = |type_: &str, status: bool, reason: Option<&str>| {
+        let status = if status { "True" } else { "False" }.to_string();
+        let previous = old.conditions.iter().flatten().find(|c| c.type_ == type_);
+        let since = match previous {
+            Some(p) if p.status == status => p.last_transition_time.clone(),
+            _ => Some(Time(now)),
+        };
+        PodCondition {
+            type_: type_.into(),
+            status,
+            last_transition_time: since,
+            reason: reason.map(Into::into),
+            ..Default::default()
+        }
+    };
+    let not_ready = (!ready).then_some(if phase == "Succeeded" || phase == "Failed" {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    });
+    let conditions = vec![
+        condition("PodScheduled", true, None),
+        condition("Initialized", true, None),
+        condition("ContainersReady", ready, not_ready),
+        condition("Ready", ready, not_ready),
+    ];
+    PodStatus {
+        phase: Some(phase),
+        conditions: Some(conditions),
+        container_statuses: Some(views.iter().map(|v| v.status.clone()).collect()),
+        start_time: old.start_time.clone().or(Some(Time(now))),
+        host_ip: old.host_ip.clone(),
+        host_ips: old.host_ips.clone(),
+        pod_ip: old.pod_ip.clone(),
+        pod_ips: old.pod_ips.clone(),
+        qos_class: old.qos_class.clone(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn pod(extra: serde_json::Value) -> Pod {
+        let mut p = json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "keel.test/busybox:1"}]},
+        });
+        json_patch::merge(&mut p, &extra);
+        serde_json::from_value(p).unwrap()
+    }
+
+    fn observed(containers: Vec<ObservedContainer>) -> Observed {
+        Observed {
+            sandbox: true,
+            containers,
+            images: HashMap::from([("keel.test/busybox:1".to_string(), Some("sha256:abc".to_string()))]),
+        }
+    }
+
+    fn c(attempt: u32, state: ContainerState) -> ObservedContainer {
+        ObservedContainer {
+            id: crate::names::container_id("u1", "app", attempt),
+            pod_uid: "u1".into(),
+            name: "app".into(),
+            attempt,
+            image: "keel.test/busybox:1".into(),
+            created_at: Some(t(0)),
+            state,
+        }
+    }
+
+    fn exited(code: i32, at: i64) -> ContainerState {
+        ContainerState::Exited { code, finished_at: Some(t(at)) }
+    }
+
+    fn state(p: &Plan) -> K8sState {
+        p.status.container_statuses.as_ref().unwrap()[0].state.clone().unwrap()
+    }
+
+    fn condition(p: &Plan, type_: &str) -> String {
+        p.status.conditions.as_ref().unwrap().iter().find(|c| c.type_ == type_).unwrap().status.clone()
+    }
+
+    #[test]
+    fn a_new_pod_gets_its_sandbox_then_its_container() {
+        let mut o = observed(vec![]);
+        o.sandbox = false;
+        let p = plan(&pod(json!({})), &o, &Memory::default(), &Settings::default(), t(0));
+        assert_eq!(p.actions, vec![Action::EnsureSandbox, Action::Start { container: "app".into(), attempt: 0 }]);
+        assert_eq!(p.status.phase.as_deref(), Some("Pending"));
+        assert_eq!(state(&p).waiting.unwrap().reason.as_deref(), Some("ContainerCreating"));
+        assert_eq!(condition(&p, "Ready"), "False");
+    }
+
+    #[test]
+    fn a_running_container_makes_the_pod_running_and_ready() {
+        let p = plan(
+            &pod(json!({})),
+            &observed(vec![c(0, ContainerState::Running)]),
+            &Memory::default(),
+            &Settings::default(),
+            t(5),
+        );
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.status.phase.as_deref(), Some("Running"));
+        let s = &p.status.container_statuses.as_ref().unwrap()[0];
+        assert!(s.ready && s.started == Some(true));
+        assert_eq!(s.image_id, "keel.test/busybox:1@sha256:abc");
+        assert_eq!(s.container_id.as_deref(), Some(&*format!("containerd://{}", c(0, ContainerState::Running).id)));
+        assert_eq!(condition(&p, "Ready"), "True");
+        assert_eq!(condition(&p, "ContainersReady"), "True");
+    }
+
+    #[test]
+    fn a_missing_image_is_reported_and_nothing_starts() {
+        let mut o = observed(vec![]);
+        o.images.clear();
+        let p = plan(
+            &pod(
+                json!({"spec": {"containers": [{"name": "app", "image": "keel.test/busybox:1", "imagePullPolicy": "Never"}]}}),
+            ),
+            &o,
+            &Memory::default(),
+            &Settings::default(),
+            t(0),
+        );
+        assert!(p.actions.is_empty());
+        assert_eq!(state(&p).waiting.unwrap().reason.as_deref(), Some("ErrImageNeverPull"));
+    }
+
+    #[test]
+    fn crashes_restart_with_a_growing_back_off() {
+        let s = Settings::default();
+        assert_eq!(backoff(&s, 0, None), Duration::ZERO);
+        assert_eq!(backoff(&s, 1, None), Duration::from_secs(10));
+        assert_eq!(backoff(&s, 2, None), Duration::from_secs(20));
+        assert_eq!(backoff(&s, 9, None), Duration::from_secs(300));
+        assert_eq!(backoff(&s, 5, Some(Duration::from_secs(601))), Duration::ZERO);
+        // The first exit restarts at once.
+        let p = plan(&pod(json!({})), &observed(vec![c(0, exited(1, 2))]), &Memory::default(), &s, t(2));
+        assert_eq!(p.actions, vec![Action::Start { container: "app".into(), attempt: 1 }]);
+        // The second waits 10 s: CrashLoopBackOff, with the last exit in lastState.
+        let o = observed(vec![c(0, exited(1, 2)), c(1, exited(1, 4))]);
+        let p = plan(&pod(json!({})), &o, &Memory::default(), &s, t(5));
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.requeue_after, Some(Duration::from_secs(9)));
+        let st = &p.status.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(st.restart_count, 1);
+        let waiting = st.state.clone().unwrap().waiting.unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
+        assert!(waiting
+            .message
+            .unwrap()
+            .starts_with("back-off 10s restarting failed container=app pod=web_default(u1)"));
+        assert_eq!(st.last_state.clone().unwrap().terminated.unwrap().exit_code, 1);
+        assert_eq!(p.status.phase.as_deref(), Some("Running"));
+        let p = plan(&pod(json!({})), &o, &Memory::default(), &s, t(14));
+        assert_eq!(p.actions, vec![Action::Start { container: "app".into(), attempt: 2 }]);
+        // Attempts older than the previous one are removed.
+        let o = observed(vec![c(0, exited(1, 2)), c(1, exited(1, 4)), c(2, ContainerState::Running)]);
+        let p = plan(&pod(json!({})), &o, &Memory::default(), &s, t(20));
+        assert_eq!(p.actions, vec![Action::Remove { id: c(0, exited(1, 2)).id }]);
+    }
+
+    #[test]
+    fn restart_policies_decide_the_phase() {
+        let s = Settings::default();
+        let never = pod(json!({"spec": {"restartPolicy": "Never"}}));
+        let p = plan(&never, &observed(vec![c(0, exited(0, 3))]), &Memory::default(), &s, t(4));
+        assert!(p.actions.is_empty());
+        assert_eq!(p.status.phase.as_deref(), Some("Succeeded"));
+        assert_eq!(state(&p).terminated.unwrap().reason.as_deref(), Some("Completed"));
+        assert_eq!(condition(&p, "Ready"), "False");
+        let p = plan(&never, &observed(vec![c(0, exited(2, 3))]), &Memory::default(), &s, t(4));
+        assert_eq!(p.status.phase.as_deref(), Some("Failed"));
+        assert_eq!(state(&p).terminated.unwrap().reason.as_deref(), Some("Error"));
+        let on_failure = pod(json!({"spec": {"restartPolicy": "OnFailure"}}));
+        let p = plan(&on_failure, &observed(vec![c(0, exited(0, 3))]), &Memory::default(), &s, t(4));
+        assert_eq!(p.status.phase.as_deref(), Some("Succeeded"));
+        let p = plan(&on_failure, &observed(vec![c(0, exited(3, 3))]), &Memory::default(), &s, t(4));
+        assert_eq!(p.actions, vec![Action::Start { container: "app".into(), attempt: 1 }]);
+    }
+
+    #[test]
+    fn a_failed_start_is_retried_with_back_off() {
+        let s = Settings::default();
+        let mut memory = Memory::default();
+        memory
+            .start_errors
+            .insert("app".into(), StartError { message: "exec: \"nope\": not found".into(), at: t(0), count: 1 });
+        let p = plan(&pod(json!({})), &observed(vec![]), &memory, &s, t(3));
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.requeue_after, Some(Duration::from_secs(7)));
+        let w = state(&p).waiting.unwrap();
+        assert_eq!(w.reason.as_deref(), Some("RunContainerError"));
+        assert!(w.message.unwrap().contains("not found"));
+        let p = plan(&pod(json!({})), &observed(vec![]), &memory, &s, t(10));
+        assert_eq!(p.actions, vec![Action::Start { container: "app".into(), attempt: 0 }]);
+    }
+
+    #[test]
+    fn an_interrupted_start_is_redone() {
+        let p = plan(
+            &pod(json!({})),
+            &observed(vec![c(0, ContainerState::Created)]),
+            &Memory::default(),
+            &Settings::default(),
+            t(1),
+        );
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Remove { id: c(0, ContainerState::Created).id },
+                Action::Start { container: "app".into(), attempt: 0 }
+            ]
+        );
+    }
+
+    #[test]
+    fn deletion_terms_then_kills_after_the_grace_period_then_cleans_up() {
+        let s = Settings::default();
+        let deleting =
+            pod(json!({"metadata": {"deletionTimestamp": "2023-11-14T22:13:20Z", "deletionGracePeriodSeconds": 5}}));
+        let running = observed(vec![c(0, ContainerState::Running)]);
+        let id = c(0, ContainerState::Running).id;
+        let p = plan(&deleting, &running, &Memory::default(), &s, t(10));
+        assert_eq!(p.actions, vec![Action::Kill { id: id.clone(), signal: Signal::Term }]);
+        assert_eq!(p.memory.terminating_since, Some(t(10)));
+        assert_eq!(p.requeue_after, Some(Duration::from_secs(5)));
+        let p2 = plan(&deleting, &running, &p.memory, &s, t(12));
+        assert!(p2.actions.is_empty());
+        assert_eq!(p2.requeue_after, Some(Duration::from_secs(3)));
+        let p3 = plan(&deleting, &running, &p.memory, &s, t(15));
+        assert_eq!(p3.actions, vec![Action::Kill { id: id.clone(), signal: Signal::Kill }]);
+        // Nothing restarts while deleting; once stopped, everything goes and the object is deleted.
+        let stopped = observed(vec![c(0, exited(137, 15))]);
+        let p4 = plan(&deleting, &stopped, &p.memory, &s, t(16));
+        assert_eq!(p4.actions, vec![Action::Remove { id }, Action::TeardownSandbox, Action::FinishDeletion]);
+        // A pod deleted before it ran only finishes.
+        let mut empty = observed(vec![]);
+        empty.sandbox = false;
+        let p5 = plan(&deleting, &empty, &Memory::default(), &s, t(1));
+        assert_eq!(p5.actions, vec![Action::FinishDeletion]);
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_times() {
+        let mut running = pod(json!({}));
+        let first = plan(
+            &running,
+            &observed(vec![c(0, ContainerState::Running)]),
+            &Memory::default(),
+            &Settings::default(),
+            t(1),
+        );
+        running.status = Some(first.status.clone());
+        let again = plan(
+            &running,
+            &observed(vec![c(0, ContainerState::Running)]),
+            &Memory::default(),
+            &Settings::default(),
+            t(9),
+        );
+        assert_eq!(first.status, again.status);
+    }
+}

@@ -1,0 +1,373 @@
+//! One task per pod: observe (containerd, the pod's namespaces, images), decide ([`crate::sync::plan`]), act,
+//! report the status. Woken by the pod watch, by containerd's exit events and by its own timers; a pod that
+//! left the API (or that the agent finds only on the node) is cleaned away and its task ends.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{HostIP, Pod, PodStatus};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Client};
+use tokio::sync::Notify;
+
+use crate::names::{self, PodRef};
+use crate::runtime::{Containerd, ImageInfo, RuntimeError};
+use crate::spec::{self, SandboxPaths};
+use crate::sync::{self, Action, Memory, Observed, StartError};
+use crate::{sandbox, Config};
+
+/// State shared by the pod workers.
+pub struct Shared {
+    pub client: Client,
+    pub runtime: Containerd,
+    pub config: Config,
+    /// The pods bound to this node, by uid, as the watch last saw them.
+    pub pods: Mutex<HashMap<String, Pod>>,
+    /// Each pod worker's wake-up, by pod uid.
+    pub workers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Which pod each container belongs to (for containerd's exit events).
+    pub containers: Mutex<HashMap<String, String>>,
+    /// Images resolved in containerd, by normalized name.
+    images: Mutex<HashMap<String, ImageInfo>>,
+}
+
+impl Shared {
+    pub fn new(client: Client, runtime: Containerd, config: Config) -> Shared {
+        Shared {
+            client,
+            runtime,
+            config,
+            pods: Mutex::default(),
+            workers: Mutex::default(),
+            containers: Mutex::default(),
+            images: Mutex::default(),
+        }
+    }
+
+    /// Wakes the worker of `uid`, starting one if there is none.
+    pub fn wake(self: &Arc<Self>, uid: &str) {
+        let mut workers = self.workers.lock().expect("workers lock");
+        if let Some(notify) = workers.get(uid) {
+            notify.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        workers.insert(uid.to_string(), notify.clone());
+        tokio::spawn(run(self.clone(), uid.to_string(), notify));
+    }
+
+    pub fn wake_all(self: &Arc<Self>) {
+        let uids: Vec<String> = self.workers.lock().expect("workers lock").keys().cloned().collect();
+        for uid in uids {
+            self.wake(&uid);
+        }
+    }
+
+    fn sandbox_paths(&self, uid: &str) -> SandboxPaths {
+        SandboxPaths::under(&sandbox::ns_dir(&names::pod_dir(&self.config.data_dir, uid)))
+    }
+
+    async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        let name = crate::image::normalize_reference(reference);
+        if let Some(info) = self.images.lock().expect("images lock").get(&name) {
+            return Ok(Some(info.clone()));
+        }
+        let info = self.runtime.image(&name).await?;
+        if let Some(info) = &info {
+            self.images.lock().expect("images lock").insert(name, info.clone());
+        }
+        Ok(info)
+    }
+}
+
+async fn run(shared: Arc<Shared>, uid: String, notify: Arc<Notify>) {
+    let mut memory = Memory::default();
+    let mut reported: Option<PodStatus> = None;
+    loop {
+        let pod = shared.pods.lock().expect("pods lock").get(&uid).cloned();
+        let wait = match pod {
+            Some(pod) => match sync_pod(&shared, &pod, &mut memory, &mut reported).await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!(pod = %pod_name(&pod), error = %e, "pod sync failed; retrying");
+                    Some(Duration::from_secs(1))
+                }
+            },
+            None => match clean_up(&shared, &uid).await {
+                Ok(true) => {
+                    // Gone from the API and from the node: the worker ends, unless the pod came back meanwhile.
+                    let mut workers = shared.workers.lock().expect("workers lock");
+                    if !shared.pods.lock().expect("pods lock").contains_key(&uid) {
+                        workers.remove(&uid);
+                        return;
+                    }
+                    None
+                }
+                Ok(false) => Some(Duration::from_secs(1)),
+                Err(e) => {
+                    tracing::warn!(pod_uid = %uid, error = %e, "cannot clean up a pod; retrying");
+                    Some(Duration::from_secs(1))
+                }
+            },
+        };
+        let wait = wait.unwrap_or(shared.config.resync).min(shared.config.resync);
+        tokio::select! {
+            () = notify.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn pod_name(pod: &Pod) -> String {
+    format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
+}
+
+fn pod_ref(pod: &Pod) -> PodRef {
+    PodRef {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("{0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+async fn observe(shared: &Shared, pod: &Pod) -> Result<(Observed, HashMap<String, ImageInfo>), SyncError> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let containers = shared.runtime.containers(Some(&uid)).await?;
+    {
+        let mut known = shared.containers.lock().expect("containers lock");
+        for c in &containers {
+            known.insert(c.id.clone(), uid.clone());
+        }
+    }
+    let mut images = HashMap::new();
+    let mut infos = HashMap::new();
+    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+        let reference = c.image.clone().unwrap_or_default();
+        let info = shared.image(&reference).await?;
+        images.insert(reference.clone(), info.as_ref().map(|i| i.digest.clone()));
+        if let Some(info) = info {
+            infos.insert(reference, info);
+        }
+    }
+    let sandbox = sandbox::exists(&shared.sandbox_paths(&uid));
+    Ok((Observed { sandbox, containers, images }, infos))
+}
+
+/// One sync of a pod: up to a few rounds of observe → plan → act, then the status. Returns when to look again.
+async fn sync_pod(
+    shared: &Shared,
+    pod: &Pod,
+    memory: &mut Memory,
+    reported: &mut Option<PodStatus>,
+) -> Result<Option<Duration>, SyncError> {
+    let mut requeue = None;
+    for _round in 0..3 {
+        let (observed, images) = observe(shared, pod).await?;
+        let plan = sync::plan(pod, &observed, memory, &shared.config.settings, jiff::Timestamp::now());
+        *memory = plan.memory.clone();
+        requeue = plan.requeue_after;
+        let mut status = plan.status.clone();
+        status.host_ip = Some(shared.config.node_ip.clone());
+        status.host_ips = Some(vec![HostIP { ip: shared.config.node_ip.clone() }]);
+        let finishing = plan.actions.contains(&Action::FinishDeletion);
+        if !finishing && reported.as_ref() != Some(&status) && pod.status.as_ref() != Some(&status) {
+            report(shared, pod, &status).await?;
+            *reported = Some(status);
+        }
+        if plan.actions.is_empty() {
+            break;
+        }
+        for action in plan.actions {
+            act(shared, pod, &images, memory, action).await?;
+        }
+        if finishing {
+            return Ok(None);
+        }
+    }
+    Ok(requeue)
+}
+
+async fn report(shared: &Shared, pod: &Pod, status: &PodStatus) -> Result<(), kube::Error> {
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+    let patch = serde_json::json!({"status": status});
+    match api
+        .patch_status(pod.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: the watch brings the news.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn act(
+    shared: &Shared,
+    pod: &Pod,
+    images: &HashMap<String, ImageInfo>,
+    memory: &mut Memory,
+    action: Action,
+) -> Result<(), SyncError> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let name = pod_name(pod);
+    match action {
+        Action::EnsureSandbox => {
+            let paths = shared.sandbox_paths(&uid);
+            let hostname = pod.metadata.name.clone().unwrap_or_default();
+            tokio::task::spawn_blocking(move || sandbox::create(&paths, &hostname))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+            tracing::debug!(pod = %name, "sandbox made");
+        }
+        Action::Start { container, attempt } => match start(shared, pod, images, &container, attempt).await {
+            Ok(id) => {
+                memory.start_errors.remove(&container);
+                shared.containers.lock().expect("containers lock").insert(id.clone(), uid.clone());
+                tracing::info!(pod = %name, container, attempt, id, "container started");
+            }
+            Err(message) => {
+                tracing::warn!(pod = %name, container, attempt, error = %message, "cannot start a container");
+                let id = names::container_id(&uid, &container, attempt);
+                if let Err(e) = shared.runtime.remove(&id).await {
+                    tracing::warn!(pod = %name, id, error = %e, "cannot remove a container that failed to start");
+                }
+                let count = memory.start_errors.get(&container).map_or(0, |e| e.count) + 1;
+                memory.start_errors.insert(container, StartError { message, at: jiff::Timestamp::now(), count });
+            }
+        },
+        Action::Kill { id, signal } => {
+            tracing::info!(pod = %name, id, ?signal, "killing a container");
+            shared.runtime.kill(&id, signal.number()).await?;
+        }
+        Action::Remove { id } => {
+            shared.runtime.remove(&id).await?;
+            shared.containers.lock().expect("containers lock").remove(&id);
+        }
+        Action::TeardownSandbox => {
+            sandbox::remove(&shared.sandbox_paths(&uid))?;
+        }
+        Action::FinishDeletion => {
+            remove_pod_dirs(shared, &uid)?;
+            let api: Api<Pod> =
+                Api::namespaced(shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+            let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }
+                .preconditions(Preconditions { uid: Some(uid.clone()), resource_version: None });
+            match api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &params).await {
+                Ok(_) => tracing::info!(pod = %name, "pod deleted"),
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates and starts one attempt of a container; the error is the message for the container's status.
+async fn start(
+    shared: &Shared,
+    pod: &Pod,
+    images: &HashMap<String, ImageInfo>,
+    container_name: &str,
+    attempt: u32,
+) -> Result<String, String> {
+    let container = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .find(|c| c.name == container_name)
+        .ok_or_else(|| format!("no container {container_name} in the pod's spec"))?;
+    let image = images
+        .get(container.image.as_deref().unwrap_or_default())
+        .ok_or_else(|| format!("image {:?} is not present", container.image))?;
+    let pod_ref = pod_ref(pod);
+    let id = names::container_id(&pod_ref.uid, container_name, attempt);
+    let spec = spec::container_spec(
+        pod,
+        container,
+        &image.config,
+        &shared.sandbox_paths(&pod_ref.uid),
+        &names::cgroup_path(&shared.config.node_name, &id),
+    )
+    .map_err(|e| e.to_string())?;
+    let log = names::log_path(&shared.config.log_dir, &pod_ref, container_name, attempt);
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot make the log directory {}: {e}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("cannot open the log file {}: {e}", log.display()))?;
+    let labels = names::container_labels(&pod_ref, container_name, attempt);
+    shared.runtime.create_start(&id, labels, image, &spec, &log).await.map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+/// The pod's directory and its log directory go once the pod is gone.
+fn remove_pod_dirs(shared: &Shared, uid: &str) -> std::io::Result<()> {
+    let dir = names::pod_dir(&shared.config.data_dir, uid);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    for log_dir in pod_log_dirs(&shared.config.log_dir, uid) {
+        std::fs::remove_dir_all(log_dir)?;
+    }
+    Ok(())
+}
+
+fn pod_log_dirs(log_dir: &std::path::Path, uid: &str) -> Vec<PathBuf> {
+    let suffix = format!("_{uid}");
+    std::fs::read_dir(log_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(&suffix)))
+        .collect()
+}
+
+/// Everything of a pod the API no longer has: its containers killed and removed, its namespaces and
+/// directories gone. Returns true once nothing is left.
+async fn clean_up(shared: &Shared, uid: &str) -> Result<bool, SyncError> {
+    let containers = shared.runtime.containers(Some(uid)).await?;
+    let mut left = false;
+    for c in &containers {
+        match c.state {
+            sync::ContainerState::Running | sync::ContainerState::Unknown => {
+                shared.runtime.kill(&c.id, sync::Signal::Kill.number()).await?;
+                left = true;
+            }
+            _ => {
+                shared.runtime.remove(&c.id).await?;
+                shared.containers.lock().expect("containers lock").remove(&c.id);
+            }
+        }
+    }
+    if left {
+        return Ok(false);
+    }
+    if !containers.is_empty() {
+        tracing::info!(
+            pod_uid = uid,
+            containers = containers.len(),
+            "removed the containers of a pod the API no longer has"
+        );
+    }
+    sandbox::remove(&shared.sandbox_paths(uid))?;
+    remove_pod_dirs(shared, uid)?;
+    Ok(true)
+}

@@ -1,0 +1,142 @@
+//! `keel agent`: the node agent, which runs the pods bound to its node on containerd; and `keel images`,
+//! which imports an OCI image tar into that containerd (for nodes without a registry).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use keel_agent::{sync::Settings, Config, Containerd};
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The kubeconfig to reach the cluster with.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The Node's name (default: the machine's hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's InternalIP, where the masters reach it.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: String,
+    /// The node's pod CIDR (spec.podCIDR).
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    #[command(flatten)]
+    containerd: ContainerdArgs,
+    /// Where the agent keeps its state (the pods' namespace files).
+    #[arg(long, default_value = "/var/lib/keel/agent")]
+    data_dir: PathBuf,
+    /// Where the containers' logs go.
+    #[arg(long, default_value = "/var/log/keel/pods")]
+    log_dir: PathBuf,
+    /// Allocatable CPU (default: the machine's CPUs).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Allocatable memory (default: the machine's memory).
+    #[arg(long)]
+    memory: Option<String>,
+    /// How many pods the node takes.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// A label for the Node (key=value), repeatable.
+    #[arg(long = "node-label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// The first restart back-off of a crashing container, doubled on each restart.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    backoff_base: Duration,
+    /// The longest restart back-off.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    backoff_max: Duration,
+    /// How often each pod is looked at when nothing is heard about it.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    resync: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ContainerdArgs {
+    /// containerd's socket.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    containerd_socket: PathBuf,
+    /// The containerd namespace the agent's images and containers live in.
+    #[arg(long, default_value = "keel")]
+    containerd_namespace: String,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "node".into())
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let cpu =
+        args.cpu.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string());
+    let memory = match args.memory {
+        Some(m) => m,
+        None => format!("{}Ki", keel_agent::node::machine_memory().context("cannot read /proc/meminfo")? / 1024),
+    };
+    let config = Config {
+        node_name: args.node_name.unwrap_or_else(hostname),
+        node_ip: args.node_ip,
+        pod_cidr: args.pod_cidr,
+        containerd_socket: args.containerd.containerd_socket,
+        containerd_namespace: args.containerd.containerd_namespace,
+        data_dir: args.data_dir,
+        log_dir: args.log_dir,
+        cpu,
+        memory,
+        max_pods: args.max_pods,
+        labels: args.labels.into_iter().collect(),
+        settings: Settings { backoff_base: args.backoff_base, backoff_max: args.backoff_max },
+        resync: args.resync,
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let client_config = crate::server::client_config(&args.kubeconfig).await?;
+        let client = kube::Client::try_from(client_config).context("cannot build an API client")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+            r = keel_agent::run(client, config) => r.context("the agent failed"),
+        }
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    #[command(subcommand)]
+    command: ImagesCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImagesCommand {
+    /// Import the images of an OCI image-layout tar (named by their io.containerd.image.name annotation).
+    Import {
+        #[command(flatten)]
+        containerd: ContainerdArgs,
+        /// The tar file.
+        file: PathBuf,
+    },
+}
+
+pub fn images(args: ImagesArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match args.command {
+        ImagesCommand::Import { containerd, file } => rt.block_on(async move {
+            let runtime = Containerd::connect(&containerd.containerd_socket, &containerd.containerd_namespace).await?;
+            let names =
+                runtime.import_oci_archive(&file).await.with_context(|| format!("cannot import {}", file.display()))?;
+            if names.is_empty() {
+                anyhow::bail!("{} names no image (no io.containerd.image.name annotation)", file.display());
+            }
+            for name in names {
+                println!("{name}");
+            }
+            Ok(())
+        }),
+    }
+}

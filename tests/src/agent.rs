@@ -1,0 +1,282 @@
+//! Node agents for end-to-end tests: a containerd of the test's own (its own root, state and socket in a
+//! short temp dir, the CRI plugin off), the busybox test image that `deploy/build-test-images.sh` makes from
+//! busybox-static, and `keel agent` processes against a master. Needs root, containerd and runc (as CI has:
+//! `deploy/install-deps.sh`). Dropping a [`Containerd`] kills what it ran (containers, shims, containerd),
+//! unmounts everything under its directory and removes it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::keel_bin;
+use crate::masters::Api;
+
+/// The containerd namespace the agents use in tests.
+pub const NAMESPACE: &str = "keel";
+/// The name the busybox test image is imported as.
+pub const BUSYBOX: &str = "keel.test/busybox:1";
+
+/// The repository's root (for its scripts).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repository").to_path_buf()
+}
+
+/// Builds the busybox OCI image tar into `dir` with `deploy/build-test-images.sh`.
+pub fn build_busybox_tar(dir: &Path) -> anyhow::Result<PathBuf> {
+    let out = Command::new("bash").arg(repo_root().join("deploy/build-test-images.sh")).arg(dir).output()?;
+    if !out.status.success() {
+        bail!(
+            "deploy/build-test-images.sh failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(dir.join("busybox.tar"))
+}
+
+/// A containerd of the test's own.
+pub struct Containerd {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    /// Cgroup parents the agents on it use (`/keel/<node>`), removed on drop.
+    nodes: Mutex<Vec<String>>,
+}
+
+impl Containerd {
+    pub async fn start() -> anyhow::Result<Containerd> {
+        if !nix_is_root() {
+            bail!("the agent tests need root (containerd, runc, namespaces); CI runs them as root");
+        }
+        // Unix socket paths must stay under 108 bytes: a short directory in /tmp.
+        let dir = PathBuf::from(format!("/tmp/kc-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("c.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{s}\"\n",
+                d = dir.display(),
+                s = socket.display()
+            ),
+        )?;
+        let log = dir.join("containerd.log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawn containerd (apt install containerd runc: deploy/install-deps.sh)")?;
+        let c = Containerd { dir, socket, child: Some(child), log, nodes: Mutex::default() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if c.socket.exists() && c.ctr(&["version"]).is_ok_and(|o| o.status.success()) {
+                return Ok(c);
+            }
+            if Instant::now() > deadline {
+                bail!("containerd did not start: {}", std::fs::read_to_string(&c.log).unwrap_or_default());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `ctr` against this containerd in the agents' namespace.
+    pub fn ctr(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(Command::new("ctr").arg("-a").arg(&self.socket).args(["-n", NAMESPACE]).args(args).output()?)
+    }
+
+    /// `ctr`'s stdout, or an error with its stderr.
+    pub fn ctr_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.ctr(args)?;
+        if !out.status.success() {
+            bail!("ctr {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Imports the busybox test image with `keel images import`.
+    pub fn import_busybox(&self) -> anyhow::Result<()> {
+        let tar = build_busybox_tar(&self.dir.join("images"))?;
+        let out = Command::new(keel_bin())
+            .args(["images", "import", "--containerd-socket"])
+            .arg(&self.socket)
+            .args(["--containerd-namespace", NAMESPACE])
+            .arg(&tar)
+            .output()?;
+        if !out.status.success() {
+            bail!("keel images import failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    fn kill_everything(&mut self) {
+        // The containers' processes, then their shims (whose command line names our socket), then containerd.
+        let tasks = self.dir.join("state/io.containerd.runtime.v2.task");
+        let mut ids = Vec::new();
+        for ns in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            for task in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                ids.push((ns.file_name(), task.file_name()));
+                if let Ok(pid) = std::fs::read_to_string(task.path().join("init.pid")) {
+                    kill9(pid.trim());
+                }
+            }
+        }
+        let socket = self.socket.display().to_string();
+        for proc_dir in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(cmdline) = std::fs::read(proc_dir.path().join("cmdline")) else { continue };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("containerd-shim") && cmdline.contains(&socket) {
+                kill9(&proc_dir.file_name().to_string_lossy());
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // runc's state of our containers (one directory for every containerd on the machine).
+        for (ns, id) in ids {
+            let _ = std::fs::remove_dir_all(Path::new("/run/containerd/runc").join(ns).join(id));
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn kill9(pid: &str) {
+    let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
+}
+
+/// Unmounts everything mounted under `dir` (deepest first).
+pub fn unmount_under(dir: &Path) {
+    let prefix = dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut targets: Vec<String> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|t| t.starts_with(&prefix))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        let _ = Command::new("umount").args(["-l", &t]).stderr(Stdio::null()).status();
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- containerd log (last lines) ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        self.kill_everything();
+        unmount_under(&self.dir);
+        for node in self.nodes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            remove_cgroups(node);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes `/keel/<node>` (empty by now) from every cgroup hierarchy.
+fn remove_cgroups(node: &str) {
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let dir = hierarchy.path().join("keel").join(node);
+        if !dir.exists() {
+            continue;
+        }
+        let mut dirs = vec![];
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+            dirs.push(d);
+        }
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+        // The shared parent goes too once no agent uses it (rmdir fails on a non-empty cgroup).
+        let _ = std::fs::remove_dir(hierarchy.path().join("keel"));
+    }
+}
+
+/// A `keel agent` process.
+pub struct Agent {
+    child: Option<Child>,
+    pub node: String,
+    pub data_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// An agent for node `node` on `containerd`, registered through `api`'s kubeconfig, with more
+    /// `keel agent` flags in `extra`.
+    pub fn start(api: &Api, containerd: &Containerd, node: &str, extra: &[&str]) -> anyhow::Result<Agent> {
+        containerd.nodes.lock().unwrap_or_else(|e| e.into_inner()).push(node.to_string());
+        let data_dir = containerd.dir.join(format!("agent-{node}"));
+        let log_dir = containerd.dir.join(format!("logs-{node}"));
+        let log = containerd.dir.join(format!("agent-{node}.log"));
+        let mut agent = Agent { child: None, node: node.to_string(), data_dir, log_dir, log };
+        agent.spawn(api, containerd, extra)?;
+        Ok(agent)
+    }
+
+    fn spawn(&mut self, api: &Api, containerd: &Containerd, extra: &[&str]) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(keel_bin())
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(&api.kubeconfig)
+            .args(["--node-name", &self.node, "--containerd-namespace", NAMESPACE])
+            .arg("--containerd-socket")
+            .arg(&containerd.socket)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--log-dir")
+            .arg(&self.log_dir)
+            .args(extra)
+            .env("RUST_LOG", "info,keel_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn keel agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- agent {} log ---\n{}", self.node, std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The node agent end to end, as root with a real containerd of the test's own: `keel agent` registers its
+//! Node and renews its Lease; a pod the scheduler binds to it runs as a containerd task in the pod's own
+//! namespaces (hostname = pod name) and is reported Running and Ready; a crashing container restarts with a
+//! growing back-off (CrashLoopBackOff); restartPolicy Never ends the pod Failed with the exit code; deleting a
+//! pod stops its container (SIGTERM, SIGKILL after the grace period) and leaves nothing behind in containerd
+//! or on disk.
+
+use std::time::{Duration, Instant};
+
+use keel_tests::agent::{Agent, Containerd, BUSYBOX};
+use keel_tests::masters::Api;
+use keel_tests::Cluster;
+use serde_json::Value;
+
+fn json(api: &Api, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&api.ok(&all, None).unwrap()).unwrap()
+}
+
+/// Polls `check` until it holds, or fails with `what` and the last value seen.
+async fn wait_for<T: std::fmt::Debug>(what: &str, within: Duration, mut check: impl FnMut() -> (bool, T)) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let (done, seen) = check();
+        if done {
+            return seen;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: not within {within:?}; last seen {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn condition(object: &Value, type_: &str) -> String {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .map(|c| c["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+fn pod_yaml(name: &str, restart_policy: &str, command: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: {restart_policy}
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", {command:?}]
+"#
+    )
+}
+
+async fn cluster_with_agent(extra: &[&str]) -> (Cluster, Api, Containerd, Agent) {
+    let c = Cluster::start_with(1, keel_tests::Options { masters: true, ..Default::default() }).await.unwrap();
+    let api = c.api(0);
+    api.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let containerd = Containerd::start().await.unwrap();
+    containerd.import_busybox().unwrap();
+    let agent = Agent::start(&api, &containerd, "agent-1", extra).unwrap();
+    (c, api, containerd, agent)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
+    let (_c, api, containerd, agent) = cluster_with_agent(&[]).await;
+
+    // The node registers Ready, with containerd's version, and holds a Lease.
+    let node = wait_for("node Ready", Duration::from_secs(30), || {
+        let out = api.kubectl(&["get", "node", "agent-1", "-o", "json"], None).unwrap();
+        let node: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (condition(&node, "Ready") == "True", node)
+    })
+    .await;
+    let runtime = node["status"]["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap();
+    assert!(runtime.starts_with("containerd://1."), "{runtime}");
+    assert_eq!(node["status"]["addresses"][0], serde_json::json!({"type": "InternalIP", "address": "127.0.0.1"}));
+    assert!(node["status"]["allocatable"]["memory"].as_str().unwrap().ends_with("Ki"));
+    let lease = wait_for("node lease", Duration::from_secs(30), || {
+        let out = api.kubectl(&["get", "lease", "-n", "kube-node-lease", "agent-1", "-o", "json"], None).unwrap();
+        let lease: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (lease["spec"]["holderIdentity"] == "agent-1", lease)
+    })
+    .await;
+    let first_renewal = lease["spec"]["renewTime"].as_str().unwrap().to_string();
+
+    // A pod bound by the scheduler runs: Running, Ready, a containerd task, its output in its log file.
+    api.ok(&["apply", "-f", "-"], Some(&pod_yaml("web", "Always", "echo started as $(hostname); exec sleep 3600")))
+        .unwrap();
+    let pod = wait_for("pod Running and Ready", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "web"]);
+        (pod["status"]["phase"] == "Running" && condition(&pod, "Ready") == "True", pod)
+    })
+    .await;
+    assert_eq!(pod["spec"]["nodeName"], "agent-1");
+    assert_eq!(pod["status"]["hostIP"], "127.0.0.1");
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["name"], "app");
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["restartCount"], 0);
+    assert!(status["state"]["running"]["startedAt"].is_string(), "{status}");
+    assert!(status["imageID"].as_str().unwrap().starts_with("keel.test/busybox:1@sha256:"), "{status}");
+    let container_id = status["containerID"].as_str().unwrap().strip_prefix("containerd://").unwrap().to_string();
+    let tasks = containerd.ctr_ok(&["tasks", "ls"]).unwrap();
+    assert!(tasks.lines().any(|l| l.starts_with(&container_id) && l.contains("RUNNING")), "{tasks}");
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let log = agent.log_dir.join(format!("default_web_{uid}/app/0.log"));
+    let output = wait_for("the container's output in its log", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("started as web"), text)
+    })
+    .await;
+    assert!(output.contains("started as web"), "{output}");
+
+    // Deletion: sh ignores SIGTERM as PID 1, so the container is killed when the 2 s grace period ends; then
+    // the pod object goes and nothing of it is left.
+    let asked = Instant::now();
+    api.ok(&["delete", "pod", "web", "--grace-period=2", "--wait=false"], None).unwrap();
+    wait_for("pod gone", Duration::from_secs(30), || {
+        let out = api.kubectl(&["get", "pod", "web", "-o", "name"], None).unwrap();
+        (!out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+    assert!(asked.elapsed() >= Duration::from_secs(2), "the grace period was not waited for");
+    assert_eq!(containerd.ctr_ok(&["containers", "ls", "-q"]).unwrap().trim(), "");
+    assert_eq!(containerd.ctr_ok(&["tasks", "ls", "-q"]).unwrap().trim(), "");
+    let snapshots = containerd.ctr_ok(&["snapshots", "ls"]).unwrap();
+    assert!(!snapshots.contains(&container_id), "{snapshots}");
+    assert!(!agent.data_dir.join("pods").join(uid).exists());
+    assert!(!agent.log_dir.join(format!("default_web_{uid}")).exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(uid), "the pod's namespace files are still mounted");
+
+    // The Lease was renewed meanwhile (every 10 s).
+    wait_for("lease renewed", Duration::from_secs(20), || {
+        let lease = json(&api, &["get", "lease", "-n", "kube-node-lease", "agent-1"]);
+        (lease["spec"]["renewTime"].as_str() != Some(&first_renewal), lease["spec"].clone())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crashing_containers_restart_with_back_off_and_never_means_never() {
+    let (_c, api, _containerd, _agent) = cluster_with_agent(&["--backoff-base", "1s", "--backoff-max", "4s"]).await;
+
+    api.ok(&["apply", "-f", "-"], Some(&pod_yaml("crash", "Always", "echo crashing; exit 3"))).unwrap();
+    api.ok(&["apply", "-f", "-"], Some(&pod_yaml("once", "Never", "exit 7"))).unwrap();
+
+    // restartPolicy Never: Failed, with the exit code and reason.
+    let once = wait_for("pod once Failed", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "once"]);
+        (pod["status"]["phase"] == "Failed", pod)
+    })
+    .await;
+    let terminated = &once["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 7, "{once}");
+    assert_eq!(terminated["reason"], "Error");
+    assert_eq!(once["status"]["containerStatuses"][0]["restartCount"], 0);
+
+    // restartPolicy Always: restarts, in CrashLoopBackOff between them, the last exit in lastState.
+    let mut saw_backoff = false;
+    let crash = wait_for("pod crash restarted 3 times", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "crash"]);
+        let status = &pod["status"]["containerStatuses"][0];
+        saw_backoff |= status["state"]["waiting"]["reason"] == "CrashLoopBackOff";
+        (status["restartCount"].as_i64().unwrap_or(0) >= 3, pod)
+    })
+    .await;
+    assert!(saw_backoff, "CrashLoopBackOff was never reported");
+    let status = &crash["status"]["containerStatuses"][0];
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
+    assert_eq!(crash["status"]["phase"], "Running");
+    assert_eq!(condition(&crash, "Ready"), "False");
+
+    api.ok(&["delete", "pod", "crash", "once", "--grace-period=1"], None).unwrap();
+}
