@@ -182,3 +182,100 @@ async fn crashing_containers_restart_with_back_off_and_never_means_never() {
 
     api.ok(&["delete", "pod", "crash", "once", "--grace-period=1"], None).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_containers_share_localhost_and_volumes_with_config_from_the_api() {
+    let (_c, api, _containerd, agent) = cluster_with_agent(&[]).await;
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: site
+data:
+  index.html: "<h1>served by web</h1>"
+  greeting: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+stringData:
+  password: s3cret
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: pair
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: shared
+    emptyDir: {{}}
+  - name: site
+    configMap:
+      name: site
+      items: [{{key: index.html, path: index.html}}]
+  containers:
+  - name: web
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo \"$GREETING from $POD ($PASSWORD)\" > /shared/greeting; exec httpd -f -p 8080 -h /www"]
+    env:
+    - name: GREETING
+      valueFrom: {{configMapKeyRef: {{name: site, key: greeting}}}}
+    - name: PASSWORD
+      valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}
+    - name: POD
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    volumeMounts:
+    - {{name: shared, mountPath: /shared}}
+    - {{name: site, mountPath: /www}}
+  - name: client
+    image: {BUSYBOX}
+    command: ["sh", "-c", "until wget -q -O /shared/fetched http://localhost:8080/index.html; do sleep 0.2; done; echo fetched: $(cat /shared/fetched); echo greeting: $(cat /shared/greeting); echo hostname: $(cat /etc/hostname); exec sleep 3600"]
+    volumeMounts:
+    - {{name: shared, mountPath: /shared}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: broken
+spec:
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sleep", "3600"]
+    env:
+    - name: MISSING
+      valueFrom: {{configMapKeyRef: {{name: absent, key: k}}}}
+"#
+    );
+    api.ok(&["apply", "-f", "-"], Some(&manifest)).unwrap();
+    let pod = wait_for("pod pair Running and Ready", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "pair"]);
+        (pod["status"]["phase"] == "Running" && condition(&pod, "Ready") == "True", pod)
+    })
+    .await;
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let log = agent.log_dir.join(format!("default_pair_{uid}/client/0.log"));
+    let output = wait_for("the client's output", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("hostname:"), text)
+    })
+    .await;
+    assert!(output.contains("fetched: <h1>served by web</h1>"), "{output}");
+    assert!(output.contains("greeting: hello from pair (s3cret)"), "{output}");
+    assert!(output.contains("hostname: pair"), "{output}");
+
+    // A missing ConfigMap keeps the container from starting, with the kubelet's reason, and the pod waits.
+    let broken = wait_for("pod broken reports its config error", Duration::from_secs(30), || {
+        let pod = json(&api, &["get", "pod", "broken"]);
+        let reason = pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].clone();
+        (reason == "CreateContainerConfigError", pod)
+    })
+    .await;
+    let waiting = &broken["status"]["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(waiting["message"], "configmap \"absent\" not found", "{waiting}");
+    assert_eq!(broken["status"]["phase"], "Pending");
+
+    api.ok(&["delete", "pod", "pair", "broken", "--grace-period=1"], None).unwrap();
+}

@@ -5,6 +5,7 @@
 //! (containerd), [`sandbox`] (the pods' namespaces), [`node`] and [`worker`] do the IO. See
 //! docs/adr/003-node-agent.md for the design and what comes next.
 
+pub mod env;
 pub mod image;
 pub mod names;
 pub mod node;
@@ -12,6 +13,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod spec;
 pub mod sync;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashSet};

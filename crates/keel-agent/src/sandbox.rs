@@ -103,3 +103,22 @@ pub fn remove(paths: &SandboxPaths) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Unmounts everything mounted at or under `dir` (deepest first).
+pub fn unmount_under(dir: &Path) -> io::Result<()> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut targets: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|t| PathBuf::from(t.replace("\\040", " ")))
+        .filter(|t| t.starts_with(dir))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.as_os_str().len()));
+    for t in targets {
+        match umount2(t.as_path(), MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(io::Error::other(format!("unmount {}: {e}", t.display()))),
+        }
+    }
+    Ok(())
+}

@@ -10,10 +10,11 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use keel_api::quantity::Quantity;
 use oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxNamespaceType, LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use crate::image::ImageConfig;
+use crate::volumes::BindMount;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -65,8 +66,9 @@ pub fn arguments(container: &Container, image: &ImageConfig) -> Vec<String> {
     }
 }
 
-/// The environment: the image's, then the container's `env` values (later names win, as in the kubelet).
-pub fn environment(container: &Container, image: &ImageConfig, hostname: &str) -> Vec<String> {
+/// The environment: the image's, then HOSTNAME, then the container's own (`env` resolved by
+/// [`crate::env::resolve`]); later names win, as in the kubelet.
+pub fn environment(own: &[(String, String)], image: &ImageConfig, hostname: &str) -> Vec<String> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: &str| match env.iter_mut().find(|(name, _)| name == k) {
         Some(entry) => entry.1 = v.to_string(),
@@ -77,8 +79,8 @@ pub fn environment(container: &Container, image: &ImageConfig, hostname: &str) -
         set(k, v);
     }
     set("HOSTNAME", hostname);
-    for var in container.env.iter().flatten() {
-        set(&var.name, var.value.as_deref().unwrap_or(""));
+    for (k, v) in own {
+        set(k, v);
     }
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
@@ -104,16 +106,26 @@ fn image_user(user: &str) -> (Option<u32>, Option<u32>) {
     (u.parse().ok(), g.parse().ok())
 }
 
+/// What a container's spec is made from besides the pod and the image.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// The container's own environment, resolved.
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<BindMount>,
+}
+
 /// The runtime spec for `container` of `pod`.
 pub fn container_spec(
     pod: &Pod,
     container: &Container,
     image: &ImageConfig,
+    extras: &Extras,
     sandbox: &SandboxPaths,
     cgroup: &str,
 ) -> Result<Spec, SpecError> {
     let invalid = |message: String| SpecError::Invalid { container: container.name.clone(), message };
-    let args = arguments(container, image);
+    // $(VAR) in command and args refers to the container's environment.
+    let args: Vec<String> = arguments(container, image).iter().map(|a| crate::env::expand(a, &extras.env)).collect();
     if args.is_empty() {
         return Err(invalid("no command: neither the container nor its image gives one".into()));
     }
@@ -171,7 +183,7 @@ pub fn container_spec(
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(args)
-        .env(environment(container, image, &hostname))
+        .env(environment(&extras.env, image, &hostname))
         .cwd(working_dir)
         .user(UserBuilder::default().uid(uid).gid(gid).build()?)
         .capabilities(capabilities)
@@ -206,6 +218,20 @@ pub fn container_spec(
             .build()?,
     ));
     spec.set_annotations(None);
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for m in &extras.mounts {
+        let options =
+            vec!["rbind".to_string(), "rprivate".to_string(), if m.read_only { "ro" } else { "rw" }.to_string()];
+        mounts.push(
+            MountBuilder::default()
+                .destination(PathBuf::from(&m.destination))
+                .typ("bind")
+                .source(m.source.clone())
+                .options(options)
+                .build()?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
     let linux = spec.linux_mut().as_mut().expect("the default spec has a linux section");
     let joined = |typ: LinuxNamespaceType, path: &Path| -> Result<LinuxNamespace, SpecError> {
         Ok(LinuxNamespaceBuilder::default().typ(typ).path(path.to_path_buf()).build()?)
@@ -316,7 +342,12 @@ mod tests {
 
     fn spec_json(container: Value) -> Value {
         let (p, c) = pod(container);
-        let s = container_spec(&p, &c, &image(), &SandboxPaths::under(Path::new("/d/ns")), "/keel/n1/k1").unwrap();
+        let extras = Extras {
+            env: crate::env::resolve(&p, &c, &Default::default()).unwrap(),
+            mounts: vec![BindMount { source: "/d/v".into(), destination: "/data".into(), read_only: true }],
+        };
+        let s =
+            container_spec(&p, &c, &image(), &extras, &SandboxPaths::under(Path::new("/d/ns")), "/keel/n1/k1").unwrap();
         serde_json::to_value(s).unwrap()
     }
 
@@ -336,11 +367,16 @@ mod tests {
     #[test]
     fn a_plain_container_joins_the_pods_namespaces_with_containerds_defaults() {
         let s = spec_json(
-            json!({"name": "app", "image": "i", "command": ["sleep", "3600"], "env": [{"name": "A", "value": "1"}, {"name": "PATH", "value": "/x"}]}),
+            json!({"name": "app", "image": "i", "command": ["sleep", "$(A)"], "env": [{"name": "A", "value": "1"}, {"name": "PATH", "value": "/x"}]}),
         );
         assert!(s.get("hostname").is_none(), "{s}");
         assert_eq!(s["root"], json!({"path": "rootfs", "readonly": false}));
-        assert_eq!(s["process"]["args"], json!(["sleep", "3600"]));
+        assert_eq!(s["process"]["args"], json!(["sleep", "1"]));
+        let data = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/data").unwrap();
+        assert_eq!(
+            data,
+            &json!({"destination": "/data", "type": "bind", "source": "/d/v", "options": ["rbind", "rprivate", "ro"]})
+        );
         assert_eq!(s["process"]["env"], json!(["PATH=/x", "HOSTNAME=web", "A=1"]));
         assert_eq!(s["process"]["cwd"], "/");
         assert_eq!(s["process"]["user"], json!({"uid": 0, "gid": 0}));
@@ -378,7 +414,8 @@ mod tests {
     #[test]
     fn a_bad_capability_or_quantity_is_an_error() {
         let (p, c) = pod(json!({"name": "app", "securityContext": {"capabilities": {"add": ["FLY"]}}}));
-        let e = container_spec(&p, &c, &image(), &SandboxPaths::under(Path::new("/n")), "/c").unwrap_err();
+        let e = container_spec(&p, &c, &image(), &Extras::default(), &SandboxPaths::under(Path::new("/n")), "/c")
+            .unwrap_err();
         assert!(e.to_string().contains("unknown capability \"FLY\""), "{e}");
     }
 }

@@ -67,6 +67,9 @@ pub struct Memory {
 /// A start that failed (the image's command does not exist, a bad spec, containerd refused).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartError {
+    /// The waiting reason: CreateContainerConfigError (a missing ConfigMap or Secret, a bad volume) or
+    /// RunContainerError (containerd or runc refused).
+    pub reason: String,
     pub message: String,
     pub at: Timestamp,
     /// Failures in a row.
@@ -223,7 +226,7 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
             if now < retry_at {
                 view.0.status.state = Some(K8sState {
                     waiting: Some(ContainerStateWaiting {
-                        reason: Some("RunContainerError".into()),
+                        reason: Some(failed.reason.clone()),
                         message: Some(failed.message.clone()),
                     }),
                     ..Default::default()
@@ -620,9 +623,15 @@ mod tests {
     fn a_failed_start_is_retried_with_back_off() {
         let s = Settings::default();
         let mut memory = Memory::default();
-        memory
-            .start_errors
-            .insert("app".into(), StartError { message: "exec: \"nope\": not found".into(), at: t(0), count: 1 });
+        memory.start_errors.insert(
+            "app".into(),
+            StartError {
+                reason: "RunContainerError".into(),
+                message: "exec: \"nope\": not found".into(),
+                at: t(0),
+                count: 1,
+            },
+        );
         let p = plan(&pod(json!({})), &observed(vec![]), &memory, &s, t(3));
         assert!(p.actions.is_empty(), "{:?}", p.actions);
         assert_eq!(p.requeue_after, Some(Duration::from_secs(7)));

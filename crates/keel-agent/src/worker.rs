@@ -7,16 +7,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{HostIP, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, HostIP, Pod, PodStatus, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
+use crate::env::{self, Sources};
 use crate::names::{self, PodRef};
 use crate::runtime::{Containerd, ImageInfo, RuntimeError};
 use crate::spec::{self, SandboxPaths};
 use crate::sync::{self, Action, Memory, Observed, StartError};
-use crate::{sandbox, Config};
+use crate::{sandbox, volumes, Config};
 
 /// State shared by the pod workers.
 pub struct Shared {
@@ -237,14 +238,17 @@ async fn act(
                 shared.containers.lock().expect("containers lock").insert(id.clone(), uid.clone());
                 tracing::info!(pod = %name, container, attempt, id, "container started");
             }
-            Err(message) => {
-                tracing::warn!(pod = %name, container, attempt, error = %message, "cannot start a container");
+            Err((reason, message)) => {
+                tracing::warn!(pod = %name, container, attempt, reason, error = %message, "cannot start a container");
                 let id = names::container_id(&uid, &container, attempt);
                 if let Err(e) = shared.runtime.remove(&id).await {
                     tracing::warn!(pod = %name, id, error = %e, "cannot remove a container that failed to start");
                 }
                 let count = memory.start_errors.get(&container).map_or(0, |e| e.count) + 1;
-                memory.start_errors.insert(container, StartError { message, at: jiff::Timestamp::now(), count });
+                memory.start_errors.insert(
+                    container,
+                    StartError { reason: reason.into(), message, at: jiff::Timestamp::now(), count },
+                );
             }
         },
         Action::Kill { id, signal } => {
@@ -274,50 +278,101 @@ async fn act(
     Ok(())
 }
 
-/// Creates and starts one attempt of a container; the error is the message for the container's status.
+const CONFIG_ERROR: &str = "CreateContainerConfigError";
+const RUN_ERROR: &str = "RunContainerError";
+
+/// Creates and starts one attempt of a container; the error is the waiting reason and message for the
+/// container's status.
 async fn start(
     shared: &Shared,
     pod: &Pod,
     images: &HashMap<String, ImageInfo>,
     container_name: &str,
     attempt: u32,
-) -> Result<String, String> {
+) -> Result<String, (&'static str, String)> {
+    let config_error = |m: String| (CONFIG_ERROR, m);
     let container = pod
         .spec
         .iter()
         .flat_map(|s| &s.containers)
         .find(|c| c.name == container_name)
-        .ok_or_else(|| format!("no container {container_name} in the pod's spec"))?;
+        .ok_or_else(|| config_error(format!("no container {container_name} in the pod's spec")))?;
     let image = images
         .get(container.image.as_deref().unwrap_or_default())
-        .ok_or_else(|| format!("image {:?} is not present", container.image))?;
+        .ok_or_else(|| (RUN_ERROR, format!("image {:?} is not present", container.image)))?;
     let pod_ref = pod_ref(pod);
+    let pod_dir = names::pod_dir(&shared.config.data_dir, &pod_ref.uid);
+    let sources = fetch_sources(shared, pod, container).await.map_err(|e| (RUN_ERROR, e.to_string()))?;
+    let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+    volumes::prepare(pod, &pod_dir, &sources, pod_ip.as_deref()).map_err(config_error)?;
+    let extras = spec::Extras {
+        env: env::resolve(pod, container, &sources).map_err(config_error)?,
+        mounts: volumes::container_mounts(pod, container, &pod_dir).map_err(config_error)?,
+    };
     let id = names::container_id(&pod_ref.uid, container_name, attempt);
     let spec = spec::container_spec(
         pod,
         container,
         &image.config,
+        &extras,
         &shared.sandbox_paths(&pod_ref.uid),
         &names::cgroup_path(&shared.config.node_name, &id),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| config_error(e.to_string()))?;
     let log = names::log_path(&shared.config.log_dir, &pod_ref, container_name, attempt);
+    let run_error = |m: String| (RUN_ERROR, m);
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot make the log directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| run_error(format!("cannot make the log directory {}: {e}", dir.display())))?;
     }
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log)
-        .map_err(|e| format!("cannot open the log file {}: {e}", log.display()))?;
+        .map_err(|e| run_error(format!("cannot open the log file {}: {e}", log.display())))?;
     let labels = names::container_labels(&pod_ref, container_name, attempt);
-    shared.runtime.create_start(&id, labels, image, &spec, &log).await.map_err(|e| e.to_string())?;
+    shared.runtime.create_start(&id, labels, image, &spec, &log).await.map_err(|e| run_error(e.to_string()))?;
     Ok(id)
+}
+
+/// The ConfigMaps and Secrets the pod's volumes and `container`'s environment name (those the API has).
+async fn fetch_sources(shared: &Shared, pod: &Pod, container: &Container) -> Result<Sources, kube::Error> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let (mut config_maps, mut secrets) = volumes::referenced(pod);
+    let (c, s) = env::referenced(container);
+    config_maps.extend(c);
+    secrets.extend(s);
+    config_maps.sort();
+    config_maps.dedup();
+    secrets.sort();
+    secrets.dedup();
+    let mut sources = Sources::default();
+    let api: Api<ConfigMap> = Api::namespaced(shared.client.clone(), namespace);
+    for name in config_maps {
+        if let Some(cm) = api.get_opt(&name).await? {
+            let mut data: std::collections::BTreeMap<String, Vec<u8>> =
+                cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+            data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+            sources.config_maps.insert(name, data);
+        }
+    }
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), namespace);
+    for name in secrets {
+        if let Some(secret) = api.get_opt(&name).await? {
+            let mut data: std::collections::BTreeMap<String, Vec<u8>> =
+                secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            data.extend(secret.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+            sources.secrets.insert(name, data);
+        }
+    }
+    Ok(sources)
 }
 
 /// The pod's directory and its log directory go once the pod is gone.
 fn remove_pod_dirs(shared: &Shared, uid: &str) -> std::io::Result<()> {
     let dir = names::pod_dir(&shared.config.data_dir, uid);
+    // Namespace files and tmpfs emptyDirs are mounts: unmounted first.
+    sandbox::unmount_under(&dir)?;
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
