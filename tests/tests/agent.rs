@@ -1,7 +1,9 @@
 //! The node agent end to end, as root with a real containerd of the test's own: `keel agent` registers its
 //! Node and renews its Lease; a pod the scheduler binds to it runs as a containerd task in the pod's own
 //! namespaces (hostname = pod name) and is reported Running and Ready; a crashing container restarts with a
-//! growing back-off (CrashLoopBackOff); restartPolicy Never ends the pod Failed with the exit code; deleting a
+//! growing back-off (CrashLoopBackOff); restartPolicy Never ends the pod Failed with the exit code; a memory
+//! limit ends in OOMKilled; init containers run in order first; two containers share localhost and volumes,
+//! with env and files from ConfigMaps and Secrets; deleting a
 //! pod stops its container (SIGTERM, SIGKILL after the grace period) and leaves nothing behind in containerd
 //! or on disk.
 
@@ -148,11 +150,49 @@ async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn crashing_containers_restart_with_back_off_and_never_means_never() {
-    let (_c, api, _containerd, _agent) = cluster_with_agent(&["--backoff-base", "1s", "--backoff-max", "4s"]).await;
+async fn restarts_back_off_oom_kills_and_init_containers() {
+    let (_c, api, _containerd, agent) = cluster_with_agent(&["--backoff-base", "1s", "--backoff-max", "4s"]).await;
 
     api.ok(&["apply", "-f", "-"], Some(&pod_yaml("crash", "Always", "echo crashing; exit 3"))).unwrap();
     api.ok(&["apply", "-f", "-"], Some(&pod_yaml("once", "Never", "exit 7"))).unwrap();
+    let oom = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hungry
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["tail", "/dev/zero"]
+    resources:
+      limits: {{memory: 16Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: staged
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: work, emptyDir: {{}}}}]
+  initContainers:
+  - name: first
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo one > /work/steps"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  - name: second
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo two >> /work/steps"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sh", "-c", "cat /work/steps; exec sleep 3600"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+"#
+    );
+    api.ok(&["apply", "-f", "-"], Some(&oom)).unwrap();
 
     // restartPolicy Never: Failed, with the exit code and reason.
     let once = wait_for("pod once Failed", Duration::from_secs(60), || {
@@ -180,7 +220,38 @@ async fn crashing_containers_restart_with_back_off_and_never_means_never() {
     assert_eq!(crash["status"]["phase"], "Running");
     assert_eq!(condition(&crash, "Ready"), "False");
 
-    api.ok(&["delete", "pod", "crash", "once", "--grace-period=1"], None).unwrap();
+    // Over its memory limit, the container is OOM-killed and reported so.
+    let hungry = wait_for("pod hungry Failed", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "hungry"]);
+        (pod["status"]["phase"] == "Failed", pod)
+    })
+    .await;
+    let terminated = &hungry["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["reason"], "OOMKilled", "{hungry}");
+    assert_eq!(terminated["exitCode"], 137);
+
+    // Init containers run in order, to completion, before the app container.
+    let staged = wait_for("pod staged Running", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "staged"]);
+        (pod["status"]["phase"] == "Running" && condition(&pod, "Ready") == "True", pod)
+    })
+    .await;
+    assert_eq!(condition(&staged, "Initialized"), "True");
+    let inits = staged["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    for init in inits {
+        assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
+    }
+    let uid = staged["metadata"]["uid"].as_str().unwrap();
+    let log = agent.log_dir.join(format!("default_staged_{uid}/app/0.log"));
+    let output = wait_for("the app's output", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("two"), text)
+    })
+    .await;
+    assert_eq!(output, "one\ntwo\n");
+
+    api.ok(&["delete", "pod", "crash", "once", "hungry", "staged", "--grace-period=1"], None).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

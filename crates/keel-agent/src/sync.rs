@@ -36,6 +36,8 @@ pub struct ObservedContainer {
     pub image: String,
     pub created_at: Option<Timestamp>,
     pub state: ContainerState,
+    /// The kernel's OOM killer ended it (its memory cgroup counted a kill).
+    pub oom_killed: bool,
 }
 
 impl ObservedContainer {
@@ -196,7 +198,7 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
 
     // Containers no longer in the spec, and attempts older than the previous one, go.
     for (name, attempts) in &by_name {
-        let in_spec = spec.containers.iter().any(|c| c.name == *name);
+        let in_spec = spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| c.name == *name);
         for (i, c) in attempts.iter().enumerate() {
             if in_spec && i < 2 && !deleting {
                 continue;
@@ -212,13 +214,10 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
         }
     }
 
-    let mut views = Vec::with_capacity(spec.containers.len());
+    let frozen = deleting || already_terminal;
     let mut starts = Vec::new();
-    for container in &spec.containers {
-        let attempts = by_name.get(container.name.as_str()).cloned().unwrap_or_default();
-        let image = observed.images.get(&container.image.clone().unwrap_or_default()).cloned().flatten();
-        let mut view =
-            view_container(pod, container, &attempts, image, &policy, settings, now, deleting || already_terminal);
+    // A start waits out the back-off of a failed start; otherwise the decision becomes actions.
+    let mut decide = |container: &Container, mut view: (ContainerView, Option<Next>), actions: &mut Vec<Action>| {
         if let (Some(Next::Start(_) | Next::Retry(..)), Some(failed)) =
             (&view.1, memory.start_errors.get(&container.name))
         {
@@ -234,17 +233,73 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
                 view.1 = Some(Next::WakeIn(since(retry_at, now)));
             }
         }
-        if let Some(next) = view.1 {
-            match next {
-                Next::Start(attempt) => starts.push(Action::Start { container: container.name.clone(), attempt }),
-                Next::Retry(attempt, id) => {
-                    actions.push(Action::Remove { id });
-                    starts.push(Action::Start { container: container.name.clone(), attempt });
-                }
-                Next::WakeIn(d) => wake(d),
+        match view.1 {
+            Some(Next::Start(attempt)) => starts.push(Action::Start { container: container.name.clone(), attempt }),
+            Some(Next::Retry(attempt, id)) => {
+                actions.push(Action::Remove { id });
+                starts.push(Action::Start { container: container.name.clone(), attempt });
             }
+            Some(Next::WakeIn(d)) => wake(d),
+            None => {}
         }
-        views.push(view.0);
+        view.0
+    };
+    let attempts_of = |name: &str| by_name.get(name).cloned().unwrap_or_default();
+    let image_of = |c: &Container| observed.images.get(&c.image.clone().unwrap_or_default()).cloned().flatten();
+
+    // Init containers, one at a time, each to a successful exit; once an app container exists they are done.
+    let init_policy = if policy == "Never" { "Never" } else { "OnFailure" };
+    let past_init = spec.containers.iter().any(|c| by_name.contains_key(c.name.as_str()));
+    let mut initialized = true;
+    let mut init_failed = false;
+    let mut init_views = Vec::new();
+    for container in spec.init_containers.iter().flatten() {
+        let attempts = attempts_of(&container.name);
+        if !initialized {
+            init_views.push(waiting_view(container, "PodInitializing"));
+            continue;
+        }
+        let view = view_container(
+            pod,
+            container,
+            &attempts,
+            image_of(container),
+            init_policy,
+            settings,
+            now,
+            frozen || past_init,
+        );
+        let mut view = if past_init { view.0 } else { decide(container, view, &mut actions) };
+        match view.done {
+            Some(0) => view.status.ready = true,
+            Some(_) if !past_init => {
+                init_failed = true;
+                initialized = false;
+            }
+            Some(_) => {}
+            None if past_init => {}
+            None => initialized = false,
+        }
+        init_views.push(view);
+    }
+
+    let mut views = Vec::with_capacity(spec.containers.len());
+    for container in &spec.containers {
+        if !initialized {
+            views.push(waiting_view(container, "PodInitializing"));
+            continue;
+        }
+        let view = view_container(
+            pod,
+            container,
+            &attempts_of(&container.name),
+            image_of(container),
+            &policy,
+            settings,
+            now,
+            frozen,
+        );
+        views.push(decide(container, view, &mut actions));
     }
 
     if deleting {
@@ -278,7 +333,8 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
         actions.extend(starts);
     }
 
-    let status = pod_status(pod, &views, &policy, now);
+    let init = Init { views: init_views, initialized, failed: init_failed };
+    let status = pod_status(pod, &views, &init, &policy, now);
     Plan { actions, status, memory, requeue_after: requeue }
 }
 
@@ -345,7 +401,16 @@ fn view_container(
             terminated: Some(ContainerStateTerminated {
                 container_id: Some(format!("containerd://{}", c.id)),
                 exit_code: *code,
-                reason: Some(if *code == 0 { "Completed" } else { "Error" }.into()),
+                reason: Some(
+                    if c.oom_killed {
+                        "OOMKilled"
+                    } else if *code == 0 {
+                        "Completed"
+                    } else {
+                        "Error"
+                    }
+                    .into(),
+                ),
                 started_at: c.created_at.map(Time),
                 finished_at: finished_at.map(Time),
                 ..Default::default()
@@ -399,6 +464,29 @@ fn view_container(
     }
 }
 
+/// A container that cannot start yet (init containers are still running).
+fn waiting_view(container: &Container, reason: &str) -> ContainerView {
+    let status = ContainerStatus {
+        name: container.name.clone(),
+        image: container.image.clone().unwrap_or_default(),
+        started: Some(false),
+        state: Some(K8sState {
+            waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ContainerView { status, running: false, done: None }
+}
+
+/// Where the pod's init containers are.
+struct Init {
+    views: Vec<ContainerView>,
+    initialized: bool,
+    /// One failed for good (restartPolicy Never).
+    failed: bool,
+}
+
 /// A duration as Go prints it for the back-off message ("10s", "1m20s", "5m0s").
 fn humanize(d: Duration) -> String {
     let s = d.as_secs();
@@ -411,11 +499,15 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-fn pod_status(pod: &Pod, views: &[ContainerView], policy: &str, now: Timestamp) -> PodStatus {
+fn pod_status(pod: &Pod, views: &[ContainerView], init: &Init, policy: &str, now: Timestamp) -> PodStatus {
     let old = pod.status.clone().unwrap_or_default();
     let all_done = !views.is_empty() && views.iter().all(|v| v.done.is_some());
     let phase = if matches!(old.phase.as_deref(), Some("Succeeded") | Some("Failed")) {
         old.phase.clone().unwrap_or_default()
+    } else if init.failed {
+        "Failed".into()
+    } else if !init.initialized {
+        "Pending".into()
     } else if all_done {
         if views.iter().all(|v| v.done == Some(0)) || (policy == "OnFailure" && views.iter().all(|v| v.done == Some(0)))
         {
@@ -451,7 +543,7 @@ fn pod_status(pod: &Pod, views: &[ContainerView], policy: &str, now: Timestamp) 
     });
     let conditions = vec![
         condition("PodScheduled", true, None),
-        condition("Initialized", true, None),
+        condition("Initialized", init.initialized, (!init.initialized).then_some("ContainersNotInitialized")),
         condition("ContainersReady", ready, not_ready),
         condition("Ready", ready, not_ready),
     ];
@@ -459,6 +551,8 @@ fn pod_status(pod: &Pod, views: &[ContainerView], policy: &str, now: Timestamp) 
         phase: Some(phase),
         conditions: Some(conditions),
         container_statuses: Some(views.iter().map(|v| v.status.clone()).collect()),
+        init_container_statuses: (!init.views.is_empty())
+            .then(|| init.views.iter().map(|v| v.status.clone()).collect()),
         start_time: old.start_time.clone().or(Some(Time(now))),
         host_ip: old.host_ip.clone(),
         host_ips: old.host_ips.clone(),
@@ -504,6 +598,7 @@ mod tests {
             image: "keel.test/busybox:1".into(),
             created_at: Some(t(0)),
             state,
+            oom_killed: false,
         }
     }
 
@@ -612,6 +707,9 @@ mod tests {
         let p = plan(&never, &observed(vec![c(0, exited(2, 3))]), &Memory::default(), &s, t(4));
         assert_eq!(p.status.phase.as_deref(), Some("Failed"));
         assert_eq!(state(&p).terminated.unwrap().reason.as_deref(), Some("Error"));
+        let oom = ObservedContainer { oom_killed: true, ..c(0, exited(137, 3)) };
+        let p = plan(&never, &observed(vec![oom]), &Memory::default(), &s, t(4));
+        assert_eq!(state(&p).terminated.unwrap().reason.as_deref(), Some("OOMKilled"));
         let on_failure = pod(json!({"spec": {"restartPolicy": "OnFailure"}}));
         let p = plan(&on_failure, &observed(vec![c(0, exited(0, 3))]), &Memory::default(), &s, t(4));
         assert_eq!(p.status.phase.as_deref(), Some("Succeeded"));
@@ -640,6 +738,74 @@ mod tests {
         assert!(w.message.unwrap().contains("not found"));
         let p = plan(&pod(json!({})), &observed(vec![]), &memory, &s, t(10));
         assert_eq!(p.actions, vec![Action::Start { container: "app".into(), attempt: 0 }]);
+    }
+
+    fn with_init(extra: serde_json::Value) -> Pod {
+        let mut p = json!({"spec": {"initContainers": [
+            {"name": "init-a", "image": "keel.test/busybox:1"}, {"name": "init-b", "image": "keel.test/busybox:1"}]}});
+        json_patch::merge(&mut p, &extra);
+        pod(p)
+    }
+
+    fn named(name: &str, attempt: u32, state: ContainerState) -> ObservedContainer {
+        ObservedContainer {
+            id: crate::names::container_id("u1", name, attempt),
+            name: name.into(),
+            ..c(attempt, state)
+        }
+    }
+
+    #[test]
+    fn init_containers_run_in_order_before_the_app() {
+        let s = Settings::default();
+        let p0 = plan(&with_init(json!({})), &observed(vec![]), &Memory::default(), &s, t(0));
+        assert_eq!(p0.actions, vec![Action::Start { container: "init-a".into(), attempt: 0 }]);
+        assert_eq!(p0.status.phase.as_deref(), Some("Pending"));
+        assert_eq!(condition(&p0, "Initialized"), "False");
+        let app = &p0.status.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(app.state.clone().unwrap().waiting.unwrap().reason.as_deref(), Some("PodInitializing"));
+        let inits = p0.status.init_container_statuses.as_ref().unwrap();
+        assert_eq!(inits.len(), 2);
+        assert_eq!(inits[1].state.clone().unwrap().waiting.unwrap().reason.as_deref(), Some("PodInitializing"));
+        // init-a running: nothing else starts.
+        let p1 = plan(
+            &with_init(json!({})),
+            &observed(vec![named("init-a", 0, ContainerState::Running)]),
+            &Memory::default(),
+            &s,
+            t(1),
+        );
+        assert!(p1.actions.is_empty(), "{:?}", p1.actions);
+        // init-a done: init-b starts.
+        let done_a = named("init-a", 0, exited(0, 2));
+        let p2 = plan(&with_init(json!({})), &observed(vec![done_a.clone()]), &Memory::default(), &s, t(2));
+        assert_eq!(p2.actions, vec![Action::Start { container: "init-b".into(), attempt: 0 }]);
+        assert!(p2.status.init_container_statuses.as_ref().unwrap()[0].ready);
+        // init-b fails: restarted (OnFailure semantics), with back-off after the first.
+        let p3 = plan(
+            &with_init(json!({})),
+            &observed(vec![done_a.clone(), named("init-b", 0, exited(1, 3))]),
+            &Memory::default(),
+            &s,
+            t(3),
+        );
+        assert_eq!(p3.actions, vec![Action::Start { container: "init-b".into(), attempt: 1 }]);
+        // Both done: the app starts and the pod is Initialized.
+        let done_b = named("init-b", 0, exited(0, 4));
+        let p4 =
+            plan(&with_init(json!({})), &observed(vec![done_a.clone(), done_b.clone()]), &Memory::default(), &s, t(4));
+        assert_eq!(p4.actions, vec![Action::Start { container: "app".into(), attempt: 0 }]);
+        assert_eq!(condition(&p4, "Initialized"), "True");
+        // With restartPolicy Never a failed init container fails the pod.
+        let never = with_init(json!({"spec": {"restartPolicy": "Never"}}));
+        let p5 = plan(&never, &observed(vec![named("init-a", 0, exited(2, 1))]), &Memory::default(), &s, t(2));
+        assert!(p5.actions.is_empty(), "{:?}", p5.actions);
+        assert_eq!(p5.status.phase.as_deref(), Some("Failed"));
+        // Once the app container exists, init containers are not run again.
+        let p6 =
+            plan(&with_init(json!({})), &observed(vec![c(0, ContainerState::Running)]), &Memory::default(), &s, t(9));
+        assert!(p6.actions.is_empty(), "{:?}", p6.actions);
+        assert_eq!(p6.status.phase.as_deref(), Some("Running"));
     }
 
     #[test]

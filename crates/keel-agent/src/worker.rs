@@ -125,6 +125,15 @@ fn pod_name(pod: &Pod) -> String {
     format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
 }
 
+/// The pod's init containers, then its app containers.
+fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
+    let spec = pod.spec.as_ref();
+    spec.and_then(|s| s.init_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(spec.into_iter().flat_map(|s| &s.containers))
+}
+
 fn pod_ref(pod: &Pod) -> PodRef {
     PodRef {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -145,7 +154,12 @@ enum SyncError {
 
 async fn observe(shared: &Shared, pod: &Pod) -> Result<(Observed, HashMap<String, ImageInfo>), SyncError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let containers = shared.runtime.containers(Some(&uid)).await?;
+    let mut containers = shared.runtime.containers(Some(&uid)).await?;
+    for c in &mut containers {
+        if matches!(c.state, sync::ContainerState::Exited { code, .. } if code != 0) {
+            c.oom_killed = oom_killed(&names::cgroup_path(&shared.config.node_name, &c.id));
+        }
+    }
     {
         let mut known = shared.containers.lock().expect("containers lock");
         for c in &containers {
@@ -154,8 +168,8 @@ async fn observe(shared: &Shared, pod: &Pod) -> Result<(Observed, HashMap<String
     }
     let mut images = HashMap::new();
     let mut infos = HashMap::new();
-    for c in pod.spec.iter().flat_map(|s| &s.containers) {
-        let reference = c.image.clone().unwrap_or_default();
+    let references: Vec<String> = all_containers(pod).map(|c| c.image.clone().unwrap_or_default()).collect();
+    for reference in references {
         let info = shared.image(&reference).await?;
         images.insert(reference.clone(), info.as_ref().map(|i| i.digest.clone()));
         if let Some(info) = info {
@@ -291,10 +305,7 @@ async fn start(
     attempt: u32,
 ) -> Result<String, (&'static str, String)> {
     let config_error = |m: String| (CONFIG_ERROR, m);
-    let container = pod
-        .spec
-        .iter()
-        .flat_map(|s| &s.containers)
+    let container = all_containers(pod)
         .find(|c| c.name == container_name)
         .ok_or_else(|| config_error(format!("no container {container_name} in the pod's spec")))?;
     let image = images
@@ -333,6 +344,18 @@ async fn start(
     let labels = names::container_labels(&pod_ref, container_name, attempt);
     shared.runtime.create_start(&id, labels, image, &spec, &log).await.map_err(|e| run_error(e.to_string()))?;
     Ok(id)
+}
+
+/// Whether the OOM killer killed a process of the container's cgroup (read while the stopped task still has
+/// its cgroup: runc removes it when the task is deleted). cgroup v1's `memory.oom_control`, or v2's
+/// `memory.events`.
+fn oom_killed(cgroup: &str) -> bool {
+    let relative = cgroup.trim_start_matches('/');
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory").join(relative).join("memory.oom_control");
+    let v2 = std::path::Path::new("/sys/fs/cgroup").join(relative).join("memory.events");
+    [v1, v2].iter().filter_map(|p| std::fs::read_to_string(p).ok()).any(|text| {
+        text.lines().any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0)))
+    })
 }
 
 /// The ConfigMaps and Secrets the pod's volumes and `container`'s environment name (those the API has).

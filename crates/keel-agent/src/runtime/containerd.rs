@@ -549,6 +549,7 @@ impl Containerd {
                 image: c.image.clone(),
                 created_at: c.created_at.as_ref().and_then(timestamp),
                 state,
+                oom_killed: false,
             });
         }
         Ok(out)
