@@ -264,6 +264,12 @@ impl Agent {
         Ok(())
     }
 
+    /// Starts the agent again after [`Agent::kill`], with the same flags as `extra`.
+    pub fn restart(&mut self, api: &Api, containerd: &Containerd, extra: &[&str]) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn(api, containerd, extra)
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

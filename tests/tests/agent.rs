@@ -1,7 +1,7 @@
 //! The node agent end to end, as root with a real containerd of the test's own: `keel agent` registers its
 //! Node and renews its Lease; a pod the scheduler binds to it runs as a containerd task in the pod's own
 //! namespaces (hostname = pod name) and is reported Running and Ready; a crashing container restarts with a
-//! growing back-off (CrashLoopBackOff); restartPolicy Never ends the pod Failed with the exit code; a memory
+//! growing back-off (CrashLoopBackOff); a restarted agent adopts the running containers; restartPolicy Never ends the pod Failed with the exit code; a memory
 //! limit ends in OOMKilled; init containers run in order first; two containers share localhost and volumes,
 //! with env and files from ConfigMaps and Secrets; deleting a
 //! pod stops its container (SIGTERM, SIGKILL after the grace period) and leaves nothing behind in containerd
@@ -73,7 +73,7 @@ async fn cluster_with_agent(extra: &[&str]) -> (Cluster, Api, Containerd, Agent)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
-    let (_c, api, containerd, agent) = cluster_with_agent(&[]).await;
+    let (_c, api, containerd, mut agent) = cluster_with_agent(&[]).await;
 
     // The node registers Ready, with containerd's version, and holds a Lease.
     let node = wait_for("node Ready", Duration::from_secs(30), || {
@@ -121,6 +121,21 @@ async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
     })
     .await;
     assert!(output.contains("started as web"), "{output}");
+
+    // kill -9 of the agent leaves the container running; the restarted agent adopts it (same container,
+    // no restart) and reports the pod as before.
+    agent.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tasks = containerd.ctr_ok(&["tasks", "ls"]).unwrap();
+    assert!(tasks.lines().any(|l| l.starts_with(&container_id) && l.contains("RUNNING")), "{tasks}");
+    agent.restart(&api, &containerd, &[]).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pod = json(&api, &["get", "pod", "web"]);
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["containerID"], format!("containerd://{container_id}"), "{status}");
+    assert_eq!(status["restartCount"], 0);
+    assert_eq!(condition(&pod, "Ready"), "True");
+    assert_eq!(containerd.ctr_ok(&["containers", "ls", "-q"]).unwrap().trim(), container_id);
 
     // Deletion: sh ignores SIGTERM as PID 1, so the container is killed when the 2 s grace period ends; then
     // the pod object goes and nothing of it is left.
