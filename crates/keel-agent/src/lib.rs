@@ -5,6 +5,7 @@
 //! (containerd), [`sandbox`] (the pods' namespaces), [`node`] and [`worker`] do the IO. See
 //! docs/adr/003-node-agent.md for the design and what comes next.
 
+pub mod cni;
 pub mod env;
 pub mod image;
 pub mod names;
