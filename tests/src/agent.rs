@@ -286,3 +286,37 @@ impl Drop for Agent {
         }
     }
 }
+
+/// A network namespace made by the test (`ip netns add`), deleted on drop: a node's "host" network, so that
+/// the pods' bridge and veths never touch the machine's own.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create() -> anyhow::Result<Netns> {
+        let name = format!("keel-t-{:08x}", rand::random::<u32>());
+        let out = Command::new("ip").args(["netns", "add", &name]).output()?;
+        if !out.status.success() {
+            bail!("ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let netns = Netns { name };
+        netns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// Runs a command inside the namespace (`nsenter --net`, which leaves the mount namespace alone).
+    pub fn exec(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(Command::new("nsenter").arg(format!("--net={}", self.path().display())).args(args).output()?)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}

@@ -3,13 +3,14 @@
 //! namespaces (hostname = pod name) and is reported Running and Ready; a crashing container restarts with a
 //! growing back-off (CrashLoopBackOff); a restarted agent adopts the running containers; restartPolicy Never ends the pod Failed with the exit code; a memory
 //! limit ends in OOMKilled; init containers run in order first; two containers share localhost and volumes,
-//! with env and files from ConfigMaps and Secrets; deleting a
+//! with env and files from ConfigMaps and Secrets, and get an address over CNI (in a network namespace the test
+//! made as the node's host); deleting a
 //! pod stops its container (SIGTERM, SIGKILL after the grace period) and leaves nothing behind in containerd
 //! or on disk.
 
 use std::time::{Duration, Instant};
 
-use keel_tests::agent::{Agent, Containerd, BUSYBOX};
+use keel_tests::agent::{Agent, Containerd, Netns, BUSYBOX};
 use keel_tests::masters::Api;
 use keel_tests::Cluster;
 use serde_json::Value;
@@ -271,7 +272,12 @@ spec:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_containers_share_localhost_and_volumes_with_config_from_the_api() {
-    let (_c, api, _containerd, agent) = cluster_with_agent(&[]).await;
+    // The node's "host" network is a namespace of the test's own: the CNI bridge and the pods' veths go
+    // there, never into the machine's network.
+    let host = Netns::create().unwrap();
+    let netns = host.path().display().to_string();
+    let (_c, api, _containerd, agent) =
+        cluster_with_agent(&["--pod-cidr", "10.244.7.0/24", "--cni-netns", &netns, "--cni-bridge", "keeltest0"]).await;
     let manifest = format!(
         r#"apiVersion: v1
 kind: ConfigMap
@@ -352,6 +358,16 @@ spec:
     assert!(output.contains("greeting: hello from pair (s3cret)"), "{output}");
     assert!(output.contains("hostname: pair"), "{output}");
 
+    // The pod has an address of the node's CIDR, in status and /etc/hosts, and answers on it from the host.
+    let pod = json(&api, &["get", "pod", "pair"]);
+    let ip = pod["status"]["podIP"].as_str().unwrap_or_default().to_string();
+    assert!(ip.starts_with("10.244.7."), "{pod}");
+    assert_eq!(pod["status"]["podIPs"][0]["ip"], ip.as_str());
+    let hosts = std::fs::read_to_string(agent.data_dir.join(format!("pods/{uid}/etc-hosts"))).unwrap();
+    assert!(hosts.contains(&format!("{ip}\tpair")), "{hosts}");
+    let fetched = host.exec(&["busybox", "wget", "-q", "-O", "-", &format!("http://{ip}:8080/index.html")]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&fetched.stdout), "<h1>served by web</h1>", "{fetched:?}");
+
     // A missing ConfigMap keeps the container from starting, with the kubelet's reason, and the pod waits.
     let broken = wait_for("pod broken reports its config error", Duration::from_secs(30), || {
         let pod = json(&api, &["get", "pod", "broken"]);
@@ -363,5 +379,13 @@ spec:
     assert_eq!(waiting["message"], "configmap \"absent\" not found", "{waiting}");
     assert_eq!(broken["status"]["phase"], "Pending");
 
+    // Deleting the pod releases its address.
     api.ok(&["delete", "pod", "pair", "broken", "--grace-period=1"], None).unwrap();
+    let leases = agent.data_dir.join("cni/ipam/keel");
+    wait_for("the pod's address released", Duration::from_secs(30), || {
+        let held =
+            std::fs::read_dir(&leases).map(|d| d.flatten().any(|e| e.file_name() == ip.as_str())).unwrap_or(false);
+        (!held, held)
+    })
+    .await;
 }

@@ -34,7 +34,16 @@ pub struct Config {
     pub node_name: String,
     /// The node's InternalIP.
     pub node_ip: String,
+    /// The node's pod CIDR: pods get addresses from it through CNI (bridge + host-local). None: pods have
+    /// only their loopback interface.
     pub pod_cidr: Option<String>,
+    /// Where the CNI plugins are.
+    pub cni_bin_dir: PathBuf,
+    /// The bridge the pods' veths join.
+    pub cni_bridge: String,
+    /// Run the CNI plugins in this network namespace (a bind-mounted file) instead of the agent's own: the
+    /// node's "host" when several nodes share a machine (tests, deploy/).
+    pub cni_netns: Option<PathBuf>,
     pub containerd_socket: PathBuf,
     pub containerd_namespace: String,
     /// The pods' namespace files and the agent's own state.
@@ -58,6 +67,18 @@ pub enum AgentError {
     Register { node: String, source: kube::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The pod network of a node configured like this, if it has one.
+pub fn network(config: &Config) -> Option<cni::Network> {
+    let cidr = config.pod_cidr.as_ref()?;
+    Some(cni::Network::bridge(
+        config.cni_bin_dir.clone(),
+        &config.data_dir.join("cni"),
+        &config.cni_bridge,
+        cidr,
+        config.cni_netns.clone(),
+    ))
 }
 
 /// Runs the agent until cancelled (dropped).

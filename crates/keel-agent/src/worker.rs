@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, HostIP, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, HostIP, Pod, PodIP, PodStatus, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use tokio::sync::Notify;
@@ -17,7 +17,7 @@ use crate::names::{self, PodRef};
 use crate::runtime::{Containerd, ImageInfo, RuntimeError};
 use crate::spec::{self, SandboxPaths};
 use crate::sync::{self, Action, Memory, Observed, StartError};
-use crate::{sandbox, volumes, Config};
+use crate::{cni, sandbox, volumes, Config};
 
 /// State shared by the pod workers.
 pub struct Shared {
@@ -32,11 +32,14 @@ pub struct Shared {
     pub containers: Mutex<HashMap<String, String>>,
     /// Images resolved in containerd, by normalized name.
     images: Mutex<HashMap<String, ImageInfo>>,
+    /// The pods' network (CNI), when the node has a pod CIDR.
+    network: Option<cni::Network>,
 }
 
 impl Shared {
     pub fn new(client: Client, runtime: Containerd, config: Config) -> Shared {
         Shared {
+            network: crate::network(&config),
             client,
             runtime,
             config,
@@ -150,6 +153,14 @@ enum SyncError {
     Api(#[from] kube::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Network(#[from] cni::CniError),
+}
+
+/// The pod's addresses from its CNI attachment (none without a pod network or before it is attached).
+fn pod_ips(shared: &Shared, uid: &str) -> Result<Option<Vec<String>>, cni::CniError> {
+    let Some(network) = &shared.network else { return Ok(None) };
+    Ok(network.cached(uid)?.map(|a| a.ips.iter().map(|ip| ip.to_string()).collect()))
 }
 
 async fn observe(shared: &Shared, pod: &Pod) -> Result<(Observed, HashMap<String, ImageInfo>), SyncError> {
@@ -176,19 +187,31 @@ async fn observe(shared: &Shared, pod: &Pod) -> Result<(Observed, HashMap<String
             infos.insert(reference, info);
         }
     }
-    let sandbox = sandbox::exists(&shared.sandbox_paths(&uid));
+    // The sandbox is whole once its namespaces exist and, with a pod network, it is attached.
+    let sandbox =
+        sandbox::exists(&shared.sandbox_paths(&uid)) && (shared.network.is_none() || pod_ips(shared, &uid)?.is_some());
     Ok((Observed { sandbox, containers, images }, infos))
 }
 
 /// One sync of a pod: up to a few rounds of observe → plan → act, then the status. Returns when to look again.
 async fn sync_pod(
     shared: &Shared,
-    pod: &Pod,
+    api_pod: &Pod,
     memory: &mut Memory,
     reported: &mut Option<PodStatus>,
 ) -> Result<Option<Duration>, SyncError> {
     let mut requeue = None;
+    let uid = api_pod.metadata.uid.clone().unwrap_or_default();
+    let mut pod = api_pod.clone();
     for _round in 0..3 {
+        // The pod's IPs come from its attachment (the API may not have them yet): for the status, the
+        // downward API and /etc/hosts.
+        if let Some(ips) = pod_ips(shared, &uid)? {
+            let status = pod.status.get_or_insert_with(Default::default);
+            status.pod_ip = ips.first().cloned();
+            status.pod_ips = Some(ips.into_iter().map(|ip| PodIP { ip }).collect());
+        }
+        let pod = &pod;
         let (observed, images) = observe(shared, pod).await?;
         let plan = sync::plan(pod, &observed, memory, &shared.config.settings, jiff::Timestamp::now());
         *memory = plan.memory.clone();
@@ -197,7 +220,7 @@ async fn sync_pod(
         status.host_ip = Some(shared.config.node_ip.clone());
         status.host_ips = Some(vec![HostIP { ip: shared.config.node_ip.clone() }]);
         let finishing = plan.actions.contains(&Action::FinishDeletion);
-        if !finishing && reported.as_ref() != Some(&status) && pod.status.as_ref() != Some(&status) {
+        if !finishing && reported.as_ref() != Some(&status) && api_pod.status.as_ref() != Some(&status) {
             report(shared, pod, &status).await?;
             *reported = Some(status);
         }
@@ -241,9 +264,16 @@ async fn act(
         Action::EnsureSandbox => {
             let paths = shared.sandbox_paths(&uid);
             let hostname = pod.metadata.name.clone().unwrap_or_default();
+            let netns = paths.net.clone();
             tokio::task::spawn_blocking(move || sandbox::create(&paths, &hostname))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))??;
+            if let Some(network) = &shared.network {
+                if network.cached(&uid)?.is_none() {
+                    let attachment = network.add(&uid, &netns).await?;
+                    tracing::info!(pod = %name, ips = ?attachment.ips, "pod network attached");
+                }
+            }
             tracing::debug!(pod = %name, "sandbox made");
         }
         Action::Start { container, attempt } => match start(shared, pod, images, &container, attempt).await {
@@ -274,7 +304,11 @@ async fn act(
             shared.containers.lock().expect("containers lock").remove(&id);
         }
         Action::TeardownSandbox => {
-            sandbox::remove(&shared.sandbox_paths(&uid))?;
+            let paths = shared.sandbox_paths(&uid);
+            if let Some(network) = &shared.network {
+                network.del(&uid, Some(&paths.net)).await?;
+            }
+            sandbox::remove(&paths)?;
         }
         Action::FinishDeletion => {
             remove_pod_dirs(shared, &uid)?;
@@ -314,7 +348,14 @@ async fn start(
     let pod_ref = pod_ref(pod);
     let pod_dir = names::pod_dir(&shared.config.data_dir, &pod_ref.uid);
     let sources = fetch_sources(shared, pod, container).await.map_err(|e| (RUN_ERROR, e.to_string()))?;
-    let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+    let pod_ip =
+        pod_ips(shared, &pod_ref.uid).map_err(|e| (RUN_ERROR, e.to_string()))?.and_then(|ips| ips.first().cloned());
+    // The address is attached by now, though the pod copy may predate it (the downward API needs it).
+    let mut pod = pod.clone();
+    if let Some(ip) = &pod_ip {
+        pod.status.get_or_insert_with(Default::default).pod_ip = Some(ip.clone());
+    }
+    let pod = &pod;
     volumes::prepare(pod, &pod_dir, &sources, pod_ip.as_deref()).map_err(config_error)?;
     let extras = spec::Extras {
         env: env::resolve(pod, container, &sources).map_err(config_error)?,
@@ -445,7 +486,11 @@ async fn clean_up(shared: &Shared, uid: &str) -> Result<bool, SyncError> {
             "removed the containers of a pod the API no longer has"
         );
     }
-    sandbox::remove(&shared.sandbox_paths(uid))?;
+    let paths = shared.sandbox_paths(uid);
+    if let Some(network) = &shared.network {
+        network.del(uid, Some(&paths.net)).await?;
+    }
+    sandbox::remove(&paths)?;
     remove_pod_dirs(shared, uid)?;
     Ok(true)
 }

@@ -19,9 +19,19 @@ pub struct AgentArgs {
     /// The node's InternalIP, where the masters reach it.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: String,
-    /// The node's pod CIDR (spec.podCIDR).
+    /// The node's pod CIDR (spec.podCIDR): pods get their addresses from it through CNI. Without it, pods
+    /// have only their loopback interface.
     #[arg(long)]
     pod_cidr: Option<String>,
+    /// Where the CNI plugins are (Debian's containernetworking-plugins).
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
+    /// The bridge the pods' interfaces join.
+    #[arg(long, default_value = "keel0")]
+    cni_bridge: String,
+    /// Run the CNI plugins in this network namespace (e.g. /run/netns/NAME) instead of the agent's own.
+    #[arg(long)]
+    cni_netns: Option<PathBuf>,
     #[command(flatten)]
     containerd: ContainerdArgs,
     /// Where the agent keeps its state (the pods' namespace files).
@@ -82,6 +92,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         node_name: args.node_name.unwrap_or_else(hostname),
         node_ip: args.node_ip,
         pod_cidr: args.pod_cidr,
+        cni_bin_dir: args.cni_bin_dir,
+        cni_bridge: args.cni_bridge,
+        cni_netns: args.cni_netns,
         containerd_socket: args.containerd.containerd_socket,
         containerd_namespace: args.containerd.containerd_namespace,
         data_dir: args.data_dir,
