@@ -64,6 +64,21 @@ pub fn free_port() -> u16 {
     panic!("no free port in {TEST_PORTS:?}");
 }
 
+/// Polls `check` until it holds, or fails with `what` and the last value seen.
+pub async fn wait_for<T: std::fmt::Debug>(what: &str, within: Duration, mut check: impl FnMut() -> (bool, T)) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let (done, seen) = check();
+        if done {
+            return seen;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: not within {within:?}; last seen {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub struct MemberProc {
     pub name: String,
     pub client_port: u16,

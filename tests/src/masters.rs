@@ -89,6 +89,14 @@ impl Api {
     }
 }
 
+/// `kubectl <args> -o json` through `api`, parsed; panics (naming the command) when it fails.
+pub fn json(api: &Api, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = api.ok(&all, None).unwrap();
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?} -o json: {e}: {out}"))
+}
+
 struct MasterProc {
     name: String,
     api_port: u16,

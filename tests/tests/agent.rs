@@ -11,30 +11,11 @@
 use std::time::{Duration, Instant};
 
 use keel_tests::agent::{Agent, Containerd, Netns, BUSYBOX};
+use keel_tests::masters::json;
 use keel_tests::masters::Api;
+use keel_tests::wait_for;
 use keel_tests::Cluster;
 use serde_json::Value;
-
-fn json(api: &Api, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&api.ok(&all, None).unwrap()).unwrap()
-}
-
-/// Polls `check` until it holds, or fails with `what` and the last value seen.
-async fn wait_for<T: std::fmt::Debug>(what: &str, within: Duration, mut check: impl FnMut() -> (bool, T)) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        let (done, seen) = check();
-        if done {
-            return seen;
-        }
-        if Instant::now() > deadline {
-            panic!("{what}: not within {within:?}; last seen {seen:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn condition(object: &Value, type_: &str) -> String {
     object["status"]["conditions"]

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use keel_tests::masters::json;
 use keel_tests::masters::{Api, ExternalMasters};
 use keel_tests::{Cluster, Options};
-use serde_json::Value;
 
 const APP: &str = r#"
 apiVersion: v1
@@ -71,13 +71,6 @@ metadata:
 spec:
   containers: [{name: shell, image: registry.local/busybox:1}]
 "#;
-
-fn json(api: &Api, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = api.ok(&all, None).unwrap();
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?} -o json: {e}: {out}"))
-}
 
 /// The whole user session, through `apis[0]` for writes and every master for reads.
 async fn drive(apis: &[Api]) {

@@ -334,7 +334,7 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
     }
 
     let init = Init { views: init_views, initialized, failed: init_failed };
-    let status = pod_status(pod, &views, &init, &policy, now);
+    let status = pod_status(pod, &views, &init, now);
     Plan { actions, status, memory, requeue_after: requeue }
 }
 
@@ -499,7 +499,7 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-fn pod_status(pod: &Pod, views: &[ContainerView], init: &Init, policy: &str, now: Timestamp) -> PodStatus {
+fn pod_status(pod: &Pod, views: &[ContainerView], init: &Init, now: Timestamp) -> PodStatus {
     let old = pod.status.clone().unwrap_or_default();
     let all_done = !views.is_empty() && views.iter().all(|v| v.done.is_some());
     let phase = if matches!(old.phase.as_deref(), Some("Succeeded") | Some("Failed")) {
@@ -509,8 +509,7 @@ fn pod_status(pod: &Pod, views: &[ContainerView], init: &Init, policy: &str, now
     } else if !init.initialized {
         "Pending".into()
     } else if all_done {
-        if views.iter().all(|v| v.done == Some(0)) || (policy == "OnFailure" && views.iter().all(|v| v.done == Some(0)))
-        {
+        if views.iter().all(|v| v.done == Some(0)) {
             "Succeeded".into()
         } else {
             "Failed".into()

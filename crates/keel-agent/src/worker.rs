@@ -163,7 +163,11 @@ fn pod_ips(shared: &Shared, uid: &str) -> Result<Option<Vec<String>>, cni::CniEr
     Ok(network.cached(uid)?.map(|a| a.ips.iter().map(|ip| ip.to_string()).collect()))
 }
 
-async fn observe(shared: &Shared, pod: &Pod) -> Result<(Observed, HashMap<String, ImageInfo>), SyncError> {
+async fn observe(
+    shared: &Shared,
+    pod: &Pod,
+    attached: bool,
+) -> Result<(Observed, HashMap<String, ImageInfo>), SyncError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut containers = shared.runtime.containers(Some(&uid)).await?;
     for c in &mut containers {
@@ -188,8 +192,7 @@ async fn observe(shared: &Shared, pod: &Pod) -> Result<(Observed, HashMap<String
         }
     }
     // The sandbox is whole once its namespaces exist and, with a pod network, it is attached.
-    let sandbox =
-        sandbox::exists(&shared.sandbox_paths(&uid)) && (shared.network.is_none() || pod_ips(shared, &uid)?.is_some());
+    let sandbox = sandbox::exists(&shared.sandbox_paths(&uid)) && (shared.network.is_none() || attached);
     Ok((Observed { sandbox, containers, images }, infos))
 }
 
@@ -206,13 +209,15 @@ async fn sync_pod(
     for _round in 0..3 {
         // The pod's IPs come from its attachment (the API may not have them yet): for the status, the
         // downward API and /etc/hosts.
-        if let Some(ips) = pod_ips(shared, &uid)? {
+        let ips = pod_ips(shared, &uid)?;
+        let attached = ips.is_some();
+        if let Some(ips) = ips {
             let status = pod.status.get_or_insert_with(Default::default);
             status.pod_ip = ips.first().cloned();
             status.pod_ips = Some(ips.into_iter().map(|ip| PodIP { ip }).collect());
         }
         let pod = &pod;
-        let (observed, images) = observe(shared, pod).await?;
+        let (observed, images) = observe(shared, pod, attached).await?;
         let plan = sync::plan(pod, &observed, memory, &shared.config.settings, jiff::Timestamp::now());
         *memory = plan.memory.clone();
         requeue = plan.requeue_after;

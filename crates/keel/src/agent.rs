@@ -106,17 +106,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         settings: Settings { backoff_base: args.backoff_base, backoff_max: args.backoff_max },
         resync: args.resync,
     };
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(async move {
-        let client_config = crate::server::client_config(&args.kubeconfig).await?;
-        let client = kube::Client::try_from(client_config).context("cannot build an API client")?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            _ = term.recv() => Ok(()),
-            r = keel_agent::run(client, config) => r.context("the agent failed"),
-        }
-    })
+    crate::server::run_with_client(&args.kubeconfig, "the agent failed", |client| keel_agent::run(client, config))
 }
 
 #[derive(Args, Debug)]

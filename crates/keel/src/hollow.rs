@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use keel_bench::hollow::HollowConfig;
 
@@ -46,15 +45,7 @@ pub fn run(args: HollowArgs) -> anyhow::Result<()> {
         labels: Default::default(),
         ignore_pods: args.ignore_pods,
     };
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(async move {
-        let client_config = crate::server::client_config(&args.kubeconfig).await?;
-        let client = kube::Client::try_from(client_config).context("cannot build an API client")?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            _ = term.recv() => Ok(()),
-            r = keel_bench::hollow::run(client, config) => r.context("hollow nodes failed"),
-        }
+    crate::server::run_with_client(&args.kubeconfig, "hollow nodes failed", |client| {
+        keel_bench::hollow::run(client, config)
     })
 }

@@ -133,6 +133,30 @@ pub(crate) async fn client_config(path: &std::path::Path) -> anyhow::Result<kube
         .with_context(|| format!("cannot use {}", path.display()))
 }
 
+/// Runs `daemon` with an API client from `kubeconfig` until it ends or the process gets SIGINT or SIGTERM
+/// (the hollow nodes, the agent).
+pub(crate) fn run_with_client<F, Fut, E>(
+    kubeconfig: &std::path::Path,
+    what: &'static str,
+    daemon: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let client = kube::Client::try_from(client_config(kubeconfig).await?).context("cannot build an API client")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+            r = daemon(client) => r.context(what),
+        }
+    })
+}
+
 /// `Some(fence)` while this master leads the control loops.
 fn leading_fence(mut role: watch::Receiver<Role>) -> watch::Receiver<Option<i64>> {
     let fence = |r: &Role| match r {
