@@ -19,6 +19,28 @@ pub const NAMESPACE: &str = "keel";
 /// The name the busybox test image is imported as.
 pub const BUSYBOX: &str = "keel.test/busybox:1";
 
+/// The status ("True", "False") of condition `type_` of an object as JSON; empty when it has none.
+pub fn condition(object: &serde_json::Value, type_: &str) -> String {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .map(|c| c["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+/// A one-master cluster and an agent for node `agent-1` (more `keel agent` flags in `extra`) on a containerd
+/// of its own with the busybox test image.
+pub async fn cluster_with_agent(extra: &[&str]) -> (crate::Cluster, Api, Containerd, Agent) {
+    let options = crate::Options { masters: true, ..Default::default() };
+    let c = crate::Cluster::start_with(1, options).await.expect("a cluster starts");
+    let api = c.api(0);
+    api.wait_ready(Duration::from_secs(60)).await.expect("the master gets ready");
+    let containerd = Containerd::start().await.expect("containerd starts");
+    containerd.import_busybox().expect("the busybox image imports");
+    let agent = Agent::start(&api, &containerd, "agent-1", extra).expect("the agent starts");
+    (c, api, containerd, agent)
+}
+
 /// The repository's root (for its scripts).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repository").to_path_buf()

@@ -10,20 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use keel_tests::agent::{Agent, Containerd, Netns, BUSYBOX};
+use keel_tests::agent::{cluster_with_agent, condition, Netns, BUSYBOX};
 use keel_tests::masters::json;
-use keel_tests::masters::Api;
 use keel_tests::wait_for;
-use keel_tests::Cluster;
 use serde_json::Value;
-
-fn condition(object: &Value, type_: &str) -> String {
-    object["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .map(|c| c["status"].as_str().unwrap_or("").to_string())
-        .unwrap_or_default()
-}
 
 fn pod_yaml(name: &str, restart_policy: &str, command: &str) -> String {
     format!(
@@ -41,16 +31,6 @@ spec:
     command: ["sh", "-c", {command:?}]
 "#
     )
-}
-
-async fn cluster_with_agent(extra: &[&str]) -> (Cluster, Api, Containerd, Agent) {
-    let c = Cluster::start_with(1, keel_tests::Options { masters: true, ..Default::default() }).await.unwrap();
-    let api = c.api(0);
-    api.wait_ready(Duration::from_secs(60)).await.unwrap();
-    let containerd = Containerd::start().await.unwrap();
-    containerd.import_busybox().unwrap();
-    let agent = Agent::start(&api, &containerd, "agent-1", extra).unwrap();
-    (c, api, containerd, agent)
 }
 
 #[tokio::test(flavor = "multi_thread")]

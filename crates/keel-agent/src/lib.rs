@@ -7,9 +7,12 @@
 
 pub mod cni;
 pub mod env;
+pub mod events;
 pub mod image;
 pub mod names;
 pub mod node;
+pub mod probe;
+pub mod prober;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState as K8sState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodCondition, PodStatus,
+    ContainerStatus, Pod, PodCondition, PodStatus, Probe,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -38,6 +38,16 @@ pub struct ObservedContainer {
     pub state: ContainerState,
     /// The kernel's OOM killer ended it (its memory cgroup counted a kill).
     pub oom_killed: bool,
+    /// Its probes' results so far (see [`crate::probe`]).
+    pub probes: ProbeResults,
+}
+
+/// The results of a running container's probes: None = no result yet (or no such probe).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeResults {
+    pub startup: Option<bool>,
+    pub liveness: Option<bool>,
+    pub readiness: Option<bool>,
 }
 
 impl ObservedContainer {
@@ -60,8 +70,9 @@ pub struct Observed {
 /// signal).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Memory {
-    /// When SIGTERM was sent for the pod's deletion.
-    pub terminating_since: Option<Timestamp>,
+    /// Containers being stopped (by id): since when (their preStop hook, then SIGTERM; SIGKILL once the
+    /// grace period is over).
+    pub stopping: BTreeMap<String, Timestamp>,
     /// Containers whose last start failed (by name): retried with the restart back-off.
     pub start_errors: BTreeMap<String, StartError>,
 }
@@ -115,6 +126,14 @@ pub enum Action {
         container: String,
         attempt: u32,
     },
+    /// Stop a running container gracefully: its preStop hook, then SIGTERM (SIGKILL follows as a `Kill`
+    /// once `grace` is over).
+    Stop {
+        id: String,
+        container: String,
+        grace: Duration,
+        reason: StopReason,
+    },
     Kill {
         id: String,
         signal: Signal,
@@ -126,6 +145,17 @@ pub enum Action {
     TeardownSandbox,
     /// Everything is gone: delete the pod object for good (grace 0, uid precondition).
     FinishDeletion,
+}
+
+/// Why a container is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The pod is being deleted.
+    Deletion,
+    /// Its liveness probe failed: it is restarted per the restart policy.
+    Liveness,
+    /// Its startup probe failed.
+    Startup,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +195,40 @@ fn grace(pod: &Pod) -> Duration {
     Duration::from_secs(seconds.max(0) as u64)
 }
 
+/// The grace period of a container stopped because `probe` failed: the probe's own, else the pod's.
+fn probe_grace(pod: &Pod, probe: Option<&Probe>) -> Duration {
+    let seconds = probe
+        .and_then(|p| p.termination_grace_period_seconds)
+        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30);
+    Duration::from_secs(seconds.max(0) as u64)
+}
+
+/// One step of stopping container `id` gracefully: `Stop` (preStop, SIGTERM) first, SIGKILL once `grace` is
+/// over. Returns when to look again.
+fn stop_step(
+    id: &str,
+    container: &str,
+    grace: Duration,
+    reason: StopReason,
+    memory: &mut Memory,
+    now: Timestamp,
+    actions: &mut Vec<Action>,
+) -> Duration {
+    match memory.stopping.get(id).copied() {
+        None => {
+            memory.stopping.insert(id.to_string(), now);
+            actions.push(Action::Stop { id: id.to_string(), container: container.to_string(), grace, reason });
+            grace.max(Duration::from_millis(100))
+        }
+        Some(from) if now >= from + grace => {
+            actions.push(Action::Kill { id: id.to_string(), signal: Signal::Kill });
+            Duration::from_secs(1)
+        }
+        Some(from) => since(from + grace, now),
+    }
+}
+
 fn since(later: Timestamp, earlier: Timestamp) -> Duration {
     Duration::try_from(later.duration_since(earlier)).unwrap_or(Duration::ZERO)
 }
@@ -193,6 +257,8 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
         attempts.sort_by_key(|c| std::cmp::Reverse(c.attempt));
     }
     let deleting = pod.metadata.deletion_timestamp.is_some();
+    // Stops in progress are remembered only for containers still running.
+    memory.stopping.retain(|id, _| observed.containers.iter().any(|c| &c.id == id && !c.stopped()));
     let already_terminal =
         matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"));
 
@@ -240,6 +306,9 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
                 starts.push(Action::Start { container: container.name.clone(), attempt });
             }
             Some(Next::WakeIn(d)) => wake(d),
+            Some(Next::Stop { id, reason, grace }) => {
+                wake(stop_step(&id, &container.name, grace, reason, &mut memory, now, actions));
+            }
             None => {}
         }
         view.0
@@ -305,19 +374,8 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
     if deleting {
         let live: Vec<&ObservedContainer> = observed.containers.iter().filter(|c| !c.stopped()).collect();
         if !live.is_empty() {
-            let deadline = memory.terminating_since.map(|t| t + grace(pod));
-            match (memory.terminating_since, deadline) {
-                (None, _) => {
-                    memory.terminating_since = Some(now);
-                    actions.extend(live.iter().map(|c| Action::Kill { id: c.id.clone(), signal: Signal::Term }));
-                    wake(grace(pod).max(Duration::from_millis(100)));
-                }
-                (Some(_), Some(deadline)) if now >= deadline => {
-                    actions.extend(live.iter().map(|c| Action::Kill { id: c.id.clone(), signal: Signal::Kill }));
-                    wake(Duration::from_secs(1));
-                }
-                (Some(_), Some(deadline)) => wake(since(deadline, now)),
-                (Some(_), None) => unreachable!("a deadline follows from a start"),
+            for c in live {
+                wake(stop_step(&c.id, &c.name, grace(pod), StopReason::Deletion, &mut memory, now, &mut actions));
             }
         } else {
             actions.extend(observed.containers.iter().map(|c| Action::Remove { id: c.id.clone() }));
@@ -340,6 +398,12 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
 
 enum Next {
     Start(u32),
+    /// Stop this running container (a probe failed).
+    Stop {
+        id: String,
+        reason: StopReason,
+        grace: Duration,
+    },
     /// Remove this half-made attempt and start it again.
     Retry(u32, String),
     WakeIn(Duration),
@@ -427,9 +491,24 @@ fn view_container(
                 running: Some(ContainerStateRunning { started_at: latest.created_at.map(Time) }),
                 ..Default::default()
             });
-            status.started = Some(true);
-            status.ready = true;
-            (ContainerView { status, running: true, done: None }, None)
+            // A startup probe gates the others; a readiness probe gates Ready.
+            let probes = &latest.probes;
+            let started = container.startup_probe.is_none() || probes.startup == Some(true);
+            status.started = Some(started);
+            status.ready = started && (container.readiness_probe.is_none() || probes.readiness == Some(true));
+            let failed = if probes.startup == Some(false) {
+                Some((StopReason::Startup, container.startup_probe.as_ref()))
+            } else if started && probes.liveness == Some(false) {
+                Some((StopReason::Liveness, container.liveness_probe.as_ref()))
+            } else {
+                None
+            };
+            let next = failed.filter(|_| !frozen).map(|(reason, probe)| Next::Stop {
+                id: latest.id.clone(),
+                reason,
+                grace: probe_grace(pod, probe),
+            });
+            (ContainerView { status, running: true, done: None }, next)
         }
         ContainerState::Created => {
             status.state = Some(waiting("ContainerCreating", None));
@@ -598,6 +677,7 @@ mod tests {
             created_at: Some(t(0)),
             state,
             oom_killed: false,
+            probes: ProbeResults::default(),
         }
     }
 
@@ -833,8 +913,16 @@ mod tests {
         let running = observed(vec![c(0, ContainerState::Running)]);
         let id = c(0, ContainerState::Running).id;
         let p = plan(&deleting, &running, &Memory::default(), &s, t(10));
-        assert_eq!(p.actions, vec![Action::Kill { id: id.clone(), signal: Signal::Term }]);
-        assert_eq!(p.memory.terminating_since, Some(t(10)));
+        assert_eq!(
+            p.actions,
+            vec![Action::Stop {
+                id: id.clone(),
+                container: "app".into(),
+                grace: Duration::from_secs(5),
+                reason: StopReason::Deletion
+            }]
+        );
+        assert_eq!(p.memory.stopping.get(&id), Some(&t(10)));
         assert_eq!(p.requeue_after, Some(Duration::from_secs(5)));
         let p2 = plan(&deleting, &running, &p.memory, &s, t(12));
         assert!(p2.actions.is_empty());
@@ -850,6 +938,83 @@ mod tests {
         empty.sandbox = false;
         let p5 = plan(&deleting, &empty, &Memory::default(), &s, t(1));
         assert_eq!(p5.actions, vec![Action::FinishDeletion]);
+    }
+
+    fn probed(probes: serde_json::Value) -> Pod {
+        pod(json!({"spec": {"terminationGracePeriodSeconds": 7, "containers": [
+            serde_json::Value::Object({
+                let mut c = json!({"name": "app", "image": "keel.test/busybox:1"});
+                json_patch::merge(&mut c, &probes);
+                c.as_object().unwrap().clone()
+            })
+        ]}}))
+    }
+
+    fn with_probes(probes: ProbeResults) -> Observed {
+        observed(vec![ObservedContainer { probes, ..c(0, ContainerState::Running) }])
+    }
+
+    #[test]
+    fn readiness_gates_ready_and_startup_gates_started() {
+        let s = Settings::default();
+        let p = probed(json!({"readinessProbe": {"exec": {"command": ["true"]}}}));
+        let not_yet = plan(&p, &with_probes(ProbeResults::default()), &Memory::default(), &s, t(1));
+        let status = &not_yet.status.container_statuses.as_ref().unwrap()[0];
+        assert!(!status.ready);
+        assert_eq!(status.started, Some(true));
+        assert_eq!(condition(&not_yet, "Ready"), "False");
+        let ready = ProbeResults { readiness: Some(true), ..Default::default() };
+        let now_ready = plan(&p, &with_probes(ready), &Memory::default(), &s, t(2));
+        assert!(now_ready.status.container_statuses.as_ref().unwrap()[0].ready);
+        assert_eq!(condition(&now_ready, "Ready"), "True");
+
+        let p = probed(json!({"startupProbe": {"exec": {"command": ["true"]}}}));
+        let starting = plan(&p, &with_probes(ProbeResults::default()), &Memory::default(), &s, t(1));
+        let status = &starting.status.container_statuses.as_ref().unwrap()[0];
+        assert_eq!((status.started, status.ready), (Some(false), false));
+        // Liveness says nothing while the startup probe has not succeeded.
+        let early = ProbeResults { liveness: Some(false), ..Default::default() };
+        assert!(plan(&p, &with_probes(early), &Memory::default(), &s, t(1)).actions.is_empty());
+        let started = ProbeResults { startup: Some(true), ..Default::default() };
+        let status = plan(&p, &with_probes(started), &Memory::default(), &s, t(2)).status;
+        assert_eq!(status.container_statuses.unwrap()[0].started, Some(true));
+    }
+
+    #[test]
+    fn a_failed_liveness_probe_stops_the_container_gracefully() {
+        let s = Settings::default();
+        let p = probed(json!({"livenessProbe": {"exec": {"command": ["true"]}}}));
+        let id = c(0, ContainerState::Running).id;
+        let failed = with_probes(ProbeResults { liveness: Some(false), ..Default::default() });
+        let first = plan(&p, &failed, &Memory::default(), &s, t(10));
+        assert_eq!(
+            first.actions,
+            vec![Action::Stop {
+                id: id.clone(),
+                container: "app".into(),
+                grace: Duration::from_secs(7),
+                reason: StopReason::Liveness
+            }]
+        );
+        assert_eq!(first.requeue_after, Some(Duration::from_secs(7)));
+        // Not again while it stops; SIGKILL after the grace period.
+        assert!(plan(&p, &failed, &first.memory, &s, t(12)).actions.is_empty());
+        let late = plan(&p, &failed, &first.memory, &s, t(17));
+        assert_eq!(late.actions, vec![Action::Kill { id: id.clone(), signal: Signal::Kill }]);
+        // Once it exited, it is restarted (restartPolicy Always) and the stop is forgotten.
+        let exited_ = observed(vec![c(0, exited(137, 18))]);
+        let after = plan(&p, &exited_, &late.memory, &s, t(18));
+        assert_eq!(after.actions, vec![Action::Start { container: "app".into(), attempt: 1 }]);
+        assert!(after.memory.stopping.is_empty());
+        // A probe's own grace period wins over the pod's.
+        let own = probed(json!({"livenessProbe": {"exec": {"command": ["true"]}, "terminationGracePeriodSeconds": 2}}));
+        let stop = plan(&own, &failed, &Memory::default(), &s, t(10));
+        assert!(matches!(stop.actions[0], Action::Stop { grace, .. } if grace == Duration::from_secs(2)));
+        // A failed startup probe stops it too.
+        let startup = probed(json!({"startupProbe": {"exec": {"command": ["true"]}}}));
+        let failed = with_probes(ProbeResults { startup: Some(false), ..Default::default() });
+        let stop = plan(&startup, &failed, &Memory::default(), &s, t(10));
+        assert!(matches!(stop.actions[0], Action::Stop { reason: StopReason::Startup, .. }));
     }
 
     #[test]

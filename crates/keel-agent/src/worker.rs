@@ -13,10 +13,12 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 
 use crate::env::{self, Sources};
+use crate::events::{Recorder, Type};
 use crate::names::{self, PodRef};
+use crate::prober::{self, Probers};
 use crate::runtime::{Containerd, ImageInfo, RuntimeError};
 use crate::spec::{self, SandboxPaths};
-use crate::sync::{self, Action, Memory, Observed, StartError};
+use crate::sync::{self, Action, Memory, Observed, StartError, StopReason};
 use crate::{cni, sandbox, volumes, Config};
 
 /// State shared by the pod workers.
@@ -34,12 +36,16 @@ pub struct Shared {
     images: Mutex<HashMap<String, ImageInfo>>,
     /// The pods' network (CNI), when the node has a pod CIDR.
     network: Option<cni::Network>,
+    pub events: Recorder,
+    pub probers: Probers,
 }
 
 impl Shared {
     pub fn new(client: Client, runtime: Containerd, config: Config) -> Shared {
         Shared {
             network: crate::network(&config),
+            events: Recorder::new(client.clone(), config.node_name.clone()),
+            probers: Probers::default(),
             client,
             runtime,
             config,
@@ -71,6 +77,16 @@ impl Shared {
 
     fn sandbox_paths(&self, uid: &str) -> SandboxPaths {
         SandboxPaths::under(&sandbox::ns_dir(&names::pod_dir(&self.config.data_dir, uid)))
+    }
+
+    /// The pod's network namespace file.
+    pub fn sandbox_net(&self, uid: &str) -> PathBuf {
+        self.sandbox_paths(uid).net
+    }
+
+    /// The pod's first address, when it has a pod network address.
+    pub fn pod_ip(&self, uid: &str) -> Option<std::net::IpAddr> {
+        pod_ips(self, uid).ok().flatten()?.first()?.parse().ok()
     }
 
     async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
@@ -164,7 +180,7 @@ fn pod_ips(shared: &Shared, uid: &str) -> Result<Option<Vec<String>>, cni::CniEr
 }
 
 async fn observe(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     pod: &Pod,
     attached: bool,
 ) -> Result<(Observed, HashMap<String, ImageInfo>), SyncError> {
@@ -179,6 +195,18 @@ async fn observe(
         let mut known = shared.containers.lock().expect("containers lock");
         for c in &containers {
             known.insert(c.id.clone(), uid.clone());
+        }
+    }
+    // The probes of the running app containers run; those of any other container stop.
+    let app = |name: &str| pod.spec.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == name));
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    let probed =
+        |c: &sync::ObservedContainer| !deleting && c.state == sync::ContainerState::Running && app(&c.name).is_some();
+    shared.probers.retain(&uid, |id| containers.iter().any(|c| c.id == id && probed(c)));
+    for c in &mut containers {
+        if probed(c) {
+            let spec = app(&c.name).expect("probed containers are in the spec");
+            c.probes = shared.probers.ensure(shared, pod, spec, c);
         }
     }
     let mut images = HashMap::new();
@@ -198,7 +226,7 @@ async fn observe(
 
 /// One sync of a pod: up to a few rounds of observe → plan → act, then the status. Returns when to look again.
 async fn sync_pod(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     api_pod: &Pod,
     memory: &mut Memory,
     reported: &mut Option<PodStatus>,
@@ -226,6 +254,7 @@ async fn sync_pod(
         status.host_ips = Some(vec![HostIP { ip: shared.config.node_ip.clone() }]);
         let finishing = plan.actions.contains(&Action::FinishDeletion);
         if !finishing && reported.as_ref() != Some(&status) && api_pod.status.as_ref() != Some(&status) {
+            back_off_events(shared, pod, reported.as_ref(), &status);
             report(shared, pod, &status).await?;
             *reported = Some(status);
         }
@@ -240,6 +269,30 @@ async fn sync_pod(
         }
     }
     Ok(requeue)
+}
+
+/// A Warning for each container that went into CrashLoopBackOff since the last report.
+fn back_off_events(shared: &Shared, pod: &Pod, before: Option<&PodStatus>, now: &PodStatus) {
+    let backing_off = |s: &k8s_openapi::api::core::v1::ContainerStatus| {
+        s.state.as_ref().and_then(|st| st.waiting.as_ref()).and_then(|w| w.reason.as_deref())
+            == Some("CrashLoopBackOff")
+    };
+    for status in now.container_statuses.iter().flatten().filter(|s| backing_off(s)) {
+        let was = before
+            .and_then(|b| b.container_statuses.as_ref())
+            .and_then(|l| l.iter().find(|s| s.name == status.name))
+            .is_some_and(|s| backing_off(s) && s.restart_count == status.restart_count);
+        if !was {
+            let message = format!(
+                "Back-off restarting failed container {} in pod {}_{}({})",
+                status.name,
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.uid.as_deref().unwrap_or_default()
+            );
+            shared.events.pod(pod, Some(&status.name), Type::Warning, "BackOff", message);
+        }
+    }
 }
 
 async fn report(shared: &Shared, pod: &Pod, status: &PodStatus) -> Result<(), kube::Error> {
@@ -257,7 +310,7 @@ async fn report(shared: &Shared, pod: &Pod, status: &PodStatus) -> Result<(), ku
 }
 
 async fn act(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     pod: &Pod,
     images: &HashMap<String, ImageInfo>,
     memory: &mut Memory,
@@ -286,9 +339,18 @@ async fn act(
                 memory.start_errors.remove(&container);
                 shared.containers.lock().expect("containers lock").insert(id.clone(), uid.clone());
                 tracing::info!(pod = %name, container, attempt, id, "container started");
+                let image = all_containers(pod).find(|c| c.name == container).and_then(|c| c.image.clone());
+                let image = image.unwrap_or_default();
+                let events = &shared.events;
+                let normal =
+                    |reason: &str, message: String| events.pod(pod, Some(&container), Type::Normal, reason, message);
+                normal("Pulled", format!("Container image \"{image}\" already present on machine"));
+                normal("Created", format!("Created container: {container}"));
+                normal("Started", format!("Started container {container}"));
             }
             Err((reason, message)) => {
                 tracing::warn!(pod = %name, container, attempt, reason, error = %message, "cannot start a container");
+                shared.events.pod(pod, Some(&container), Type::Warning, "Failed", format!("Error: {message}"));
                 let id = names::container_id(&uid, &container, attempt);
                 if let Err(e) = shared.runtime.remove(&id).await {
                     tracing::warn!(pod = %name, id, error = %e, "cannot remove a container that failed to start");
@@ -300,6 +362,28 @@ async fn act(
                 );
             }
         },
+        Action::Stop { id, container, grace, reason } => {
+            let message = match reason {
+                StopReason::Deletion => format!("Stopping container {container}"),
+                StopReason::Liveness => format!("Container {container} failed liveness probe, will be restarted"),
+                StopReason::Startup => format!("Container {container} failed startup probe, will be restarted"),
+            };
+            shared.events.pod(pod, Some(&container), Type::Normal, "Killing", message);
+            tracing::info!(pod = %name, id, container, ?reason, "stopping a container");
+            let hook = all_containers(pod)
+                .find(|c| c.name == container)
+                .and_then(|c| c.lifecycle.as_ref())
+                .and_then(|l| l.pre_stop.clone());
+            match hook {
+                None => shared.runtime.kill(&id, sync::Signal::Term.number()).await?,
+                // The hook may take (up to) the grace period: the worker goes on meanwhile; SIGKILL still
+                // comes when the grace period is over.
+                Some(hook) => {
+                    let (shared, pod) = (shared.clone(), pod.clone());
+                    tokio::spawn(async move { pre_stop_then_term(&shared, &pod, &container, &id, &hook, grace).await });
+                }
+            }
+        }
         Action::Kill { id, signal } => {
             tracing::info!(pod = %name, id, ?signal, "killing a container");
             shared.runtime.kill(&id, signal.number()).await?;
@@ -329,6 +413,44 @@ async fn act(
         }
     }
     Ok(())
+}
+
+/// Runs a container's preStop hook (bounded by the grace period), then sends it SIGTERM.
+async fn pre_stop_then_term(
+    shared: &Shared,
+    pod: &Pod,
+    container: &str,
+    id: &str,
+    hook: &k8s_openapi::api::core::v1::LifecycleHandler,
+    grace: Duration,
+) {
+    let spec = all_containers(pod).find(|c| c.name == container).cloned().unwrap_or_default();
+    let grace = grace.max(Duration::from_secs(1));
+    let ran = async {
+        if let Some(exec) = &hook.exec {
+            prober::exec_command(shared, id, exec.command.clone().unwrap_or_default(), grace).await
+        } else if let Some(http) = &hook.http_get {
+            prober::http_get(shared, pod, &spec, http, grace).await
+        } else if let Some(sleep) = &hook.sleep {
+            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(grace)).await;
+            Ok(())
+        } else {
+            Err("the hook has no handler (exec, httpGet or sleep)".into())
+        }
+    };
+    if let Err(message) = ran.await {
+        tracing::warn!(pod = %pod_name(pod), container, error = %message, "preStop hook failed");
+        shared.events.pod(
+            pod,
+            Some(container),
+            Type::Warning,
+            "FailedPreStopHook",
+            format!("PreStopHook failed: {message}"),
+        );
+    }
+    if let Err(e) = shared.runtime.kill(id, sync::Signal::Term.number()).await {
+        tracing::warn!(pod = %pod_name(pod), id, error = %e, "cannot signal a container");
+    }
 }
 
 const CONFIG_ERROR: &str = "CreateContainerConfigError";
@@ -467,6 +589,7 @@ fn pod_log_dirs(log_dir: &std::path::Path, uid: &str) -> Vec<PathBuf> {
 /// Everything of a pod the API no longer has: its containers killed and removed, its namespaces and
 /// directories gone. Returns true once nothing is left.
 async fn clean_up(shared: &Shared, uid: &str) -> Result<bool, SyncError> {
+    shared.probers.retain(uid, |_| false);
     let containers = shared.runtime.containers(Some(uid)).await?;
     let mut left = false;
     for c in &containers {

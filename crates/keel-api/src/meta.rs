@@ -387,9 +387,12 @@ pub fn unheld(object: &Value) -> bool {
     finalizers(object).is_empty() && !spec_held
 }
 
-/// An update that leaves an object being deleted without finalizers completes its deletion.
+/// An update that leaves an object being deleted without finalizers completes its deletion, unless a grace
+/// period runs (a pod its node is stopping: the node deletes it with grace 0 when done), as Kubernetes'
+/// `ShouldDeleteDuringUpdate` decides.
 pub fn deletion_complete(object: &Value) -> bool {
-    object.pointer("/metadata/deletionTimestamp").is_some() && unheld(object)
+    let grace = object.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+    object.pointer("/metadata/deletionTimestamp").is_some() && unheld(object) && grace == 0
 }
 
 /// How a delete request asks dependents to be handled (recorded as a finalizer for the garbage collector).
@@ -688,6 +691,8 @@ mod tests {
         let Deletion::Mark(m) = delete(&running, "Pod", None, None, now) else { panic!() };
         assert_eq!(m["metadata"]["deletionGracePeriodSeconds"], 10);
         assert_eq!(m["metadata"]["deletionTimestamp"], "2026-11-24T10:00:10Z");
+        // Its node's status updates while it stops do not delete it: the grace period runs.
+        assert!(!deletion_complete(&m));
         assert_eq!(delete(&m, "Pod", Some(0), None, now), Deletion::Now);
         assert_eq!(delete(&running, "Pod", Some(0), None, now), Deletion::Now);
     }

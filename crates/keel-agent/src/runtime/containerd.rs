@@ -34,6 +34,10 @@ use crate::image::{self, Descriptor, ImageConfig, Index, Manifest};
 use crate::names;
 use crate::sync::{ContainerState, ObservedContainer};
 
+mod exec;
+
+pub use exec::{ExecIo, ExecOutput};
+
 const SNAPSHOTTER: &str = "overlayfs";
 const RUNTIME: &str = "io.containerd.runc.v2";
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -47,6 +51,8 @@ pub enum RuntimeError {
     Call { call: &'static str, status: Status },
     #[error("image {image}: {message}")]
     Image { image: String, message: String },
+    #[error("exec in container {id}: {message}")]
+    Exec { id: String, message: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -550,6 +556,7 @@ impl Containerd {
                 created_at: c.created_at.as_ref().and_then(timestamp),
                 state,
                 oom_killed: false,
+                probes: Default::default(),
             });
         }
         Ok(out)

@@ -1,0 +1,271 @@
+//! Runs the probes of running containers: one task per probe of each container attempt, timed and judged
+//! by [`crate::probe::Tracker`]. A result that changes is stored and wakes the pod's worker, which reads
+//! the results into [`crate::sync::ProbeResults`]. Liveness and readiness probes start once the startup
+//! probe (if any) has succeeded.
+//!
+//! exec probes run through containerd (`Tasks.Exec`). httpGet and tcpSocket probes connect to the pod's IP
+//! (loopback without a pod network) from inside the pod's own network namespace, so they need no route
+//! from the agent's namespace to the pod (several nodes on one machine, `--cni-netns`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Pod, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::task::AbortHandle;
+
+use crate::events::Type;
+use crate::probe::{Kind, Timing, Tracker};
+use crate::sync::{ObservedContainer, ProbeResults};
+use crate::worker::Shared;
+
+/// The probes of every running container, by container id.
+#[derive(Default)]
+pub struct Probers {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    pod_uid: String,
+    results: ProbeResults,
+    tasks: HashMap<Kind, AbortHandle>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        for task in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+impl Probers {
+    /// Starts the probes of running container `observed` (of `container`'s spec) that are due to run, and
+    /// returns its results so far.
+    pub fn ensure(
+        &self,
+        shared: &Arc<Shared>,
+        pod: &Pod,
+        container: &Container,
+        observed: &ObservedContainer,
+    ) -> ProbeResults {
+        let mut entries = self.entries.lock().expect("probers lock");
+        let entry = entries.entry(observed.id.clone()).or_insert_with(|| Entry {
+            pod_uid: observed.pod_uid.clone(),
+            results: ProbeResults::default(),
+            tasks: HashMap::new(),
+        });
+        let started = container.startup_probe.is_none() || entry.results.startup == Some(true);
+        for kind in Kind::ALL {
+            if kind.of(container).is_none() || entry.tasks.contains_key(&kind) || (kind != Kind::Startup && !started) {
+                continue;
+            }
+            let task = tokio::spawn(run(
+                shared.clone(),
+                pod.clone(),
+                container.clone(),
+                observed.id.clone(),
+                kind,
+                observed.created_at.unwrap_or_else(jiff::Timestamp::now),
+            ));
+            entry.tasks.insert(kind, task.abort_handle());
+        }
+        entry.results
+    }
+
+    /// Stops the probes of `pod_uid`'s containers that `keep` rejects (stopped, gone).
+    pub fn retain(&self, pod_uid: &str, keep: impl Fn(&str) -> bool) {
+        self.entries.lock().expect("probers lock").retain(|id, e| e.pod_uid != pod_uid || keep(id));
+    }
+
+    fn set(&self, id: &str, kind: Kind, result: Option<bool>) {
+        if let Some(entry) = self.entries.lock().expect("probers lock").get_mut(id) {
+            match kind {
+                Kind::Startup => entry.results.startup = result,
+                Kind::Liveness => entry.results.liveness = result,
+                Kind::Readiness => entry.results.readiness = result,
+            }
+        }
+    }
+}
+
+/// One probe of one container, until it is finished or aborted.
+async fn run(shared: Arc<Shared>, pod: Pod, container: Container, id: String, kind: Kind, started: jiff::Timestamp) {
+    let Some(probe) = kind.of(&container).cloned() else { return };
+    let timing = Timing::of(&probe);
+    let mut tracker = Tracker::new(kind, timing, started);
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    loop {
+        let wait = tracker.due().duration_since(jiff::Timestamp::now());
+        tokio::time::sleep(Duration::try_from(wait).unwrap_or(Duration::ZERO)).await;
+        let outcome = check(&shared, &pod, &container, &id, &probe, timing.timeout).await;
+        if let Err(message) = &outcome {
+            tracing::debug!(pod_uid = %uid, container = %container.name, ?kind, message, "probe failed");
+            shared.events.pod(
+                &pod,
+                Some(&container.name),
+                Type::Warning,
+                "Unhealthy",
+                format!("{} probe failed: {message}", kind.title()),
+            );
+        }
+        if tracker.record(outcome.is_ok(), jiff::Timestamp::now()) {
+            tracing::info!(pod_uid = %uid, container = %container.name, ?kind, result = ?tracker.result(), "probe result changed");
+            shared.probers.set(&id, kind, tracker.result());
+            shared.wake(&uid);
+        }
+        if tracker.finished() {
+            return;
+        }
+    }
+}
+
+/// Runs a probe (or a hook's handler) once: Ok, or the failure's message.
+async fn check(
+    shared: &Shared,
+    pod: &Pod,
+    container: &Container,
+    id: &str,
+    probe: &Probe,
+    timeout: Duration,
+) -> Result<(), String> {
+    if let Some(exec) = &probe.exec {
+        return exec_command(shared, id, exec.command.clone().unwrap_or_default(), timeout).await;
+    }
+    if let Some(http) = &probe.http_get {
+        return http_get(shared, pod, container, http, timeout).await;
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        let addr = address(shared, pod, container, tcp.host.as_deref(), &tcp.port)?;
+        return connect(netns(shared, pod), addr, timeout).await.map(drop).map_err(|e| format!("dial tcp {addr}: {e}"));
+    }
+    if probe.grpc.is_some() {
+        return Err("gRPC probes are not supported by this agent".into());
+    }
+    Err("the probe has no handler (exec, httpGet or tcpSocket)".into())
+}
+
+/// Runs `command` in container `id`; Ok when it exits 0 within `timeout`.
+pub(crate) async fn exec_command(
+    shared: &Shared,
+    id: &str,
+    command: Vec<String>,
+    timeout: Duration,
+) -> Result<(), String> {
+    if command.is_empty() {
+        return Err("the exec handler has no command".into());
+    }
+    let scratch = shared.config.data_dir.join("exec");
+    let out = shared.runtime.exec_sync(id, command.clone(), timeout, &scratch).await.map_err(|e| e.to_string())?;
+    match out.code {
+        Some(0) => Ok(()),
+        Some(code) => {
+            let output = out.output.trim();
+            Err(if output.is_empty() {
+                format!("command {command:?} exited with {code}")
+            } else {
+                format!("command {command:?} exited with {code}: {output}")
+            })
+        }
+        None => Err(format!("command {command:?} timed out after {}s", timeout.as_secs())),
+    }
+}
+
+/// GETs the handler's URL; Ok for a status in 200..400.
+pub(crate) async fn http_get(
+    shared: &Shared,
+    pod: &Pod,
+    container: &Container,
+    http: &HTTPGetAction,
+    timeout: Duration,
+) -> Result<(), String> {
+    if http.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
+        return Err("HTTPS probes are not supported by this agent yet".into());
+    }
+    let addr = address(shared, pod, container, http.host.as_deref(), &http.port)?;
+    let path = http.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
+    let path = if path.starts_with('/') { path } else { format!("/{path}") };
+    let url = format!("http://{addr}{path}");
+    let request = async {
+        let stream = connect(netns(shared, pod), addr, timeout).await.map_err(|e| format!("dial tcp {addr}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let mut builder = http::Request::get(path.as_str())
+            .header(http::header::HOST, addr.to_string())
+            .header(http::header::USER_AGENT, "kube-probe/1.33")
+            .header(http::header::ACCEPT, "*/*");
+        for h in http.http_headers.iter().flatten() {
+            builder = builder.header(h.name.as_str(), h.value.as_str());
+        }
+        let request =
+            builder.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| format!("bad request: {e}"))?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(response.status())
+    };
+    let status = tokio::time::timeout(timeout, request)
+        .await
+        .map_err(|_| format!("Get \"{url}\": context deadline exceeded (Client.Timeout exceeded)"))??;
+    if (200..400).contains(&status.as_u16()) {
+        Ok(())
+    } else {
+        Err(format!("HTTP probe failed with statuscode: {}", status.as_u16()))
+    }
+}
+
+/// The pod's network namespace file.
+fn netns(shared: &Shared, pod: &Pod) -> PathBuf {
+    shared.sandbox_net(pod.metadata.uid.as_deref().unwrap_or_default())
+}
+
+/// host:port of a handler: the host given, else the pod's IP (loopback without a pod network); the port
+/// by number or by the name of one of the container's ports.
+fn address(
+    shared: &Shared,
+    pod: &Pod,
+    container: &Container,
+    host: Option<&str>,
+    port: &IntOrString,
+) -> Result<SocketAddr, String> {
+    let port = match port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => match name.parse::<i32>() {
+            Ok(n) => n,
+            Err(_) => container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .map(|p| p.container_port)
+                .ok_or_else(|| format!("the container has no port named {name:?}"))?,
+        },
+    };
+    let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid port {port}"))?;
+    let ip: IpAddr = match host.filter(|h| !h.is_empty()) {
+        Some(h) => h.parse().map_err(|_| format!("host {h:?} is not an IP address"))?,
+        None => shared.pod_ip(pod.metadata.uid.as_deref().unwrap_or_default()).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A TCP connection made from inside the network namespace `netns` (the socket belongs to the namespace it
+/// was created in; a short-lived thread enters it, so no runtime thread changes namespace).
+async fn connect(netns: PathBuf, addr: SocketAddr, timeout: Duration) -> std::io::Result<tokio::net::TcpStream> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let connected = (|| {
+            let ns = std::fs::File::open(&netns)?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+            stream.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(stream)
+        })();
+        tx.send(connected).ok();
+    });
+    let stream = rx.await.map_err(|_| std::io::Error::other("the connecting thread died"))??;
+    tokio::net::TcpStream::from_std(stream)
+}

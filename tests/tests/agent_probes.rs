@@ -1,0 +1,160 @@
+//! Probes and stop hooks on a real agent and containerd (as root): a readiness probe (exec) holds Ready at
+//! False until it passes; httpGet and tcpSocket probes reach the pod's IP over CNI (the node's network is a
+//! namespace the test made); a failing liveness probe restarts the container with an `Unhealthy` event;
+//! a preStop hook runs before SIGTERM when the pod is deleted.
+
+use std::time::Duration;
+
+use keel_tests::agent::{cluster_with_agent, condition, Netns, BUSYBOX};
+use keel_tests::masters::json;
+use keel_tests::wait_for;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_gate_readiness_restart_the_unhealthy_and_pre_stop_runs() {
+    let host = Netns::create().unwrap();
+    let netns = host.path().display().to_string();
+    let (_c, api, _containerd, agent) =
+        cluster_with_agent(&["--pod-cidr", "10.244.8.0/24", "--cni-netns", &netns, "--cni-bridge", "keeltest1"]).await;
+    let hooks = agent.data_dir.join("hook-output");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: late
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sh", "-c", "sleep 4; touch /tmp/ready; exec sleep 3600"]
+    readinessProbe:
+      exec: {{command: [cat, /tmp/ready]}}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: out, hostPath: {{path: {hooks}}}}}]
+  containers:
+  - name: web
+    image: {BUSYBOX}
+    command: ["sh", "-c", "mkdir -p /www; echo up > /www/healthz; exec httpd -f -p 8080 -h /www"]
+    ports: [{{name: http, containerPort: 8080}}]
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    startupProbe:
+      tcpSocket: {{port: 8080}}
+      periodSeconds: 1
+      failureThreshold: 30
+    readinessProbe:
+      httpGet: {{path: /healthz, port: http}}
+      periodSeconds: 1
+    livenessProbe:
+      httpGet: {{path: /healthz, port: 8080}}
+      periodSeconds: 1
+    lifecycle:
+      preStop:
+        exec: {{command: ["sh", "-c", "echo stopping $HOSTNAME > /out/pre-stop"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sick
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sleep", "3600"]
+    livenessProbe:
+      exec: {{command: ["sh", "-c", "echo feeling bad; exit 1"]}}
+      initialDelaySeconds: 1
+      periodSeconds: 1
+      failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: deaf
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sleep", "3600"]
+    readinessProbe:
+      httpGet: {{port: 9999}}
+      periodSeconds: 1
+"#,
+        hooks = hooks.display()
+    );
+    api.ok(&["apply", "-f", "-"], Some(&manifest)).unwrap();
+
+    // Readiness (exec): running but not Ready until /tmp/ready exists.
+    let early = wait_for("late running", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "late"]);
+        (pod["status"]["containerStatuses"][0]["state"]["running"].is_object(), pod)
+    })
+    .await;
+    assert_eq!(condition(&early, "Ready"), "False", "{}", early["status"]);
+    assert_eq!(early["status"]["containerStatuses"][0]["ready"], false);
+    wait_for("late Ready", Duration::from_secs(30), || {
+        let pod = json(&api, &["get", "pod", "late"]);
+        (condition(&pod, "Ready") == "True", pod["status"].clone())
+    })
+    .await;
+
+    // startupProbe (tcpSocket), readiness and liveness (httpGet by port name and number) against the pod's IP.
+    let web = wait_for("web Ready", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "web"]);
+        (condition(&pod, "Ready") == "True", pod)
+    })
+    .await;
+    let status = &web["status"]["containerStatuses"][0];
+    assert_eq!(status["started"], true, "{status}");
+    assert_eq!(status["restartCount"], 0, "{status}");
+    assert!(web["status"]["podIP"].as_str().unwrap().starts_with("10.244.8."), "{}", web["status"]);
+
+    // A readiness probe nobody answers keeps the pod not Ready (and never restarts it).
+    let deaf = wait_for("deaf probed", Duration::from_secs(30), || {
+        let events = json(&api, &["get", "events", "--field-selector", "involvedObject.name=deaf"]);
+        let unhealthy = events["items"].as_array().into_iter().flatten().any(|e| e["reason"] == "Unhealthy");
+        (unhealthy, json(&api, &["get", "pod", "deaf"]))
+    })
+    .await;
+    assert_eq!(condition(&deaf, "Ready"), "False");
+    assert_eq!(deaf["status"]["containerStatuses"][0]["restartCount"], 0);
+
+    // Liveness (exec) fails twice in a row: the container is killed and restarted, with events.
+    let sick = wait_for("sick restarted", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "sick"]);
+        (pod["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1, pod)
+    })
+    .await;
+    let last = &sick["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 137, "sleep ignores SIGTERM as PID 1: killed after the grace period: {last}");
+    let events = json(&api, &["get", "events", "--field-selector", "involvedObject.name=sick"]);
+    let events: Vec<&Value> = events["items"].as_array().unwrap().iter().collect();
+    let has = |reason: &str, text: &str| {
+        events.iter().any(|e| e["reason"] == reason && e["message"].as_str().unwrap_or("").contains(text))
+    };
+    assert!(has("Unhealthy", "Liveness probe failed: "), "{events:?}");
+    assert!(has("Unhealthy", "feeling bad"), "{events:?}");
+    assert!(has("Killing", "Container app failed liveness probe, will be restarted"), "{events:?}");
+    assert!(has("Started", "Started container app"), "{events:?}");
+    let e = events.iter().find(|e| e["reason"] == "Killing").unwrap();
+    assert_eq!(e["source"]["component"], "kubelet");
+    assert_eq!(e["involvedObject"]["fieldPath"], "spec.containers{app}");
+    // kubectl describe shows them.
+    let described = api.ok(&["describe", "pod", "sick"], None).unwrap();
+    assert!(described.contains("Liveness probe failed"), "{described}");
+
+    // Deletion runs the preStop hook first (it writes through a hostPath volume).
+    api.ok(&["delete", "pod", "web", "--wait=true", "--timeout=60s"], None).unwrap();
+    let said = std::fs::read_to_string(hooks.join("pre-stop")).unwrap_or_default();
+    assert_eq!(said.trim(), "stopping web");
+}
