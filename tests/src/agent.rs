@@ -309,6 +309,69 @@ impl Drop for Agent {
     }
 }
 
+/// Debian's `docker-registry` on 127.0.0.1 and a free port, storing under a temp dir; killed on drop. Images
+/// are pushed to it with skopeo (digests kept).
+pub struct LocalRegistry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `127.0.0.1:<port>`: the registry part of image names, and the agent's `--insecure-registry`.
+    pub addr: String,
+}
+
+impl LocalRegistry {
+    pub async fn start() -> anyhow::Result<LocalRegistry> {
+        let dir = tempfile::Builder::new().prefix("keel-registry-").tempdir()?;
+        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: \"{addr}\"}}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start docker-registry (deploy/install-deps.sh installs it)")?;
+        let registry = LocalRegistry { child, _dir: dir, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&registry.addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("docker-registry did not listen on {} within 20s", registry.addr);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(registry)
+    }
+
+    /// Pushes the busybox test image as `<addr>/<name>` (e.g. `keel/busybox:1`); returns the full name.
+    pub fn push_busybox(&self, scratch: &Path, name: &str) -> anyhow::Result<String> {
+        let tar = build_busybox_tar(scratch)?;
+        let full = format!("{}/{name}", self.addr);
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", tar.display()))
+            .arg(format!("docker://{full}"))
+            .output()?;
+        if !out.status.success() {
+            bail!("skopeo copy to {full} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(full)
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A network namespace made by the test (`ip netns add`), deleted on drop: a node's "host" network, so that
 /// the pods' bridge and veths never touch the machine's own.
 pub struct Netns {

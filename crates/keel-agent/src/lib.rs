@@ -47,6 +47,8 @@ pub struct Config {
     /// Run the CNI plugins in this network namespace (a bind-mounted file) instead of the agent's own: the
     /// node's "host" when several nodes share a machine (tests, deploy/).
     pub cni_netns: Option<PathBuf>,
+    /// Registries (`host:port`) pulled from over plain HTTP instead of HTTPS.
+    pub insecure_registries: Vec<String>,
     pub containerd_socket: PathBuf,
     pub containerd_namespace: String,
     /// The pods' namespace files and the agent's own state.

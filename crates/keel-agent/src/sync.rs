@@ -3,7 +3,7 @@
 //! removals, finishing a deletion) and the status to report. No IO and no clock (`now` is an argument), so
 //! every rule is unit-tested here; the worker carries the actions out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -75,6 +75,10 @@ pub struct Memory {
     pub stopping: BTreeMap<String, Timestamp>,
     /// Containers whose last start failed (by name): retried with the restart back-off.
     pub start_errors: BTreeMap<String, StartError>,
+    /// Images this pod pulled (pull policy Always pulls once per pod and agent run).
+    pub pulled: BTreeSet<String>,
+    /// Images whose last pull failed (ErrImagePull): retried with the back-off (ImagePullBackOff).
+    pub pull_errors: BTreeMap<String, StartError>,
 }
 
 /// A start that failed (the image's command does not exist, a bad spec, containerd refused).
@@ -121,6 +125,10 @@ impl Signal {
 pub enum Action {
     /// Make the pod's namespaces.
     EnsureSandbox,
+    /// Pull this image (as the pod names it) from its registry.
+    PullImage {
+        image: String,
+    },
     /// Create and start attempt `attempt` of this container of the spec.
     Start {
         container: String,
@@ -282,8 +290,24 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
 
     let frozen = deleting || already_terminal;
     let mut starts = Vec::new();
-    // A start waits out the back-off of a failed start; otherwise the decision becomes actions.
+    let mut pulls = BTreeSet::new();
+    // A start waits for its image (a pull, or its back-off) and out the back-off of a failed start;
+    // otherwise the decision becomes actions.
     let mut decide = |container: &Container, mut view: (ContainerView, Option<Next>), actions: &mut Vec<Action>| {
+        if matches!(view.1, Some(Next::Start(_) | Next::Retry(..))) {
+            match image_gate(container, observed, &memory, settings, now) {
+                Gate::Go => {}
+                Gate::Pull(reason, message) => {
+                    view.0.status.state = Some(waiting_state(reason, message));
+                    pulls.insert(container.image.clone().unwrap_or_default());
+                    view.1 = None;
+                }
+                Gate::Wait(reason, message, after) => {
+                    view.0.status.state = Some(waiting_state(reason, Some(message)));
+                    view.1 = Some(Next::WakeIn(after));
+                }
+            }
+        }
         if let (Some(Next::Start(_) | Next::Retry(..)), Some(failed)) =
             (&view.1, memory.start_errors.get(&container.name))
         {
@@ -384,8 +408,9 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
             }
             actions.push(Action::FinishDeletion);
         }
-    } else if !starts.is_empty() {
-        if !observed.sandbox {
+    } else {
+        actions.extend(pulls.into_iter().map(|image| Action::PullImage { image }));
+        if !starts.is_empty() && !observed.sandbox {
             actions.push(Action::EnsureSandbox);
         }
         actions.extend(starts);
@@ -394,6 +419,58 @@ pub fn plan(pod: &Pod, observed: &Observed, memory: &Memory, settings: &Settings
     let init = Init { views: init_views, initialized, failed: init_failed };
     let status = pod_status(pod, &views, &init, now);
     Plan { actions, status, memory, requeue_after: requeue }
+}
+
+/// Whether a container's image lets it start.
+enum Gate {
+    Go,
+    /// Pull it first; the container waits with this reason.
+    Pull(&'static str, Option<String>),
+    /// Wait this long (a pull back-off, or a policy that forbids pulling).
+    Wait(&'static str, String, Duration),
+}
+
+/// The image rules of a start: `Never` needs the image present; `IfNotPresent` pulls it when absent;
+/// `Always` pulls it once per pod and agent run. A failed pull is retried with the back-off.
+fn image_gate(
+    container: &Container,
+    observed: &Observed,
+    memory: &Memory,
+    settings: &Settings,
+    now: Timestamp,
+) -> Gate {
+    let image = container.image.clone().unwrap_or_default();
+    let present = observed.images.get(&image).is_some_and(Option::is_some);
+    let policy = container.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+    if policy == "Never" {
+        if present {
+            return Gate::Go;
+        }
+        let message = format!("Container image \"{image}\" is not present with pull policy of Never");
+        return Gate::Wait("ErrImageNeverPull", message, Duration::from_secs(5));
+    }
+    if present && (policy != "Always" || memory.pulled.contains(&image)) {
+        return Gate::Go;
+    }
+    match memory.pull_errors.get(&image) {
+        None => Gate::Pull("ContainerCreating", None),
+        Some(failed) => {
+            let retry_at = failed.at + backoff(settings, failed.count, None);
+            if now < retry_at {
+                Gate::Wait(
+                    "ImagePullBackOff",
+                    format!("Back-off pulling image \"{image}\": {}", failed.message),
+                    since(retry_at, now),
+                )
+            } else {
+                Gate::Pull("ErrImagePull", Some(failed.message.clone()))
+            }
+        }
+    }
+}
+
+fn waiting_state(reason: &str, message: Option<String>) -> K8sState {
+    K8sState { waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message }), ..Default::default() }
 }
 
 enum Next {
@@ -439,19 +516,6 @@ fn view_container(
         if frozen {
             status.state = Some(waiting("ContainerCreating", None));
             return (ContainerView { status, running: false, done: None }, None);
-        }
-        let pull_policy = container.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
-        if image_digest.is_none() {
-            let (reason, message) = if pull_policy == "Never" {
-                ("ErrImageNeverPull", format!("Container image \"{image}\" is not present with pull policy of Never"))
-            } else {
-                (
-                    "ErrImagePull",
-                    format!("Container image \"{image}\" is not present on the node and this agent cannot pull yet"),
-                )
-            };
-            status.state = Some(waiting(reason, Some(message)));
-            return (ContainerView { status, running: false, done: None }, Some(Next::WakeIn(Duration::from_secs(5))));
         }
         status.state = Some(waiting("ContainerCreating", None));
         return (ContainerView { status, running: false, done: None }, Some(Next::Start(0)));
@@ -738,6 +802,44 @@ mod tests {
         );
         assert!(p.actions.is_empty());
         assert_eq!(state(&p).waiting.unwrap().reason.as_deref(), Some("ErrImageNeverPull"));
+    }
+
+    #[test]
+    fn absent_images_are_pulled_with_back_off_after_failures() {
+        let s = Settings::default();
+        let mut absent = observed(vec![]);
+        absent.images.insert("keel.test/busybox:1".into(), None);
+        let p = pod(json!({}));
+        let first = plan(&p, &absent, &Memory::default(), &s, t(0));
+        assert_eq!(first.actions, vec![Action::PullImage { image: "keel.test/busybox:1".into() }]);
+        assert_eq!(state(&first).waiting.unwrap().reason.as_deref(), Some("ContainerCreating"));
+        // A failed pull: ImagePullBackOff until the back-off is over, then another pull (ErrImagePull).
+        let failed = StartError { reason: "ErrImagePull".into(), message: "not found".into(), at: t(0), count: 1 };
+        let memory =
+            Memory { pull_errors: BTreeMap::from([("keel.test/busybox:1".to_string(), failed)]), ..Default::default() };
+        let waiting = plan(&p, &absent, &memory, &s, t(4));
+        assert!(waiting.actions.is_empty());
+        let w = state(&waiting).waiting.unwrap();
+        assert_eq!(w.reason.as_deref(), Some("ImagePullBackOff"));
+        assert!(w.message.unwrap().contains("Back-off pulling image \"keel.test/busybox:1\""));
+        assert_eq!(waiting.requeue_after, Some(Duration::from_secs(6)));
+        let again = plan(&p, &absent, &memory, &s, t(10));
+        assert_eq!(again.actions, vec![Action::PullImage { image: "keel.test/busybox:1".into() }]);
+        assert_eq!(state(&again).waiting.unwrap().reason.as_deref(), Some("ErrImagePull"));
+        // Always pulls a present image once per pod; then it starts.
+        let always = pod(
+            json!({"spec": {"containers": [{"name": "app", "image": "keel.test/busybox:1", "imagePullPolicy": "Always"}]}}),
+        );
+        let present = observed(vec![]);
+        assert_eq!(
+            plan(&always, &present, &Memory::default(), &s, t(0)).actions,
+            vec![Action::PullImage { image: "keel.test/busybox:1".into() }]
+        );
+        let pulled = Memory { pulled: BTreeSet::from(["keel.test/busybox:1".to_string()]), ..Default::default() };
+        assert_eq!(
+            plan(&always, &present, &pulled, &s, t(0)).actions,
+            vec![Action::Start { container: "app".into(), attempt: 0 }]
+        );
     }
 
     #[test]

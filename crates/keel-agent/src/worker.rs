@@ -16,7 +16,7 @@ use crate::env::{self, Sources};
 use crate::events::{Recorder, Type};
 use crate::names::{self, PodRef};
 use crate::prober::{self, Probers};
-use crate::runtime::{Containerd, ImageInfo, RuntimeError};
+use crate::runtime::{Containerd, ImageInfo, Registry, RuntimeError};
 use crate::spec::{self, SandboxPaths};
 use crate::sync::{self, Action, Memory, Observed, StartError, StopReason};
 use crate::{cni, sandbox, volumes, Config};
@@ -38,6 +38,9 @@ pub struct Shared {
     network: Option<cni::Network>,
     pub events: Recorder,
     pub probers: Probers,
+    registry: Registry,
+    /// One pull at a time per image (pods sharing an image wait for the first pull).
+    pulling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Shared {
@@ -46,6 +49,8 @@ impl Shared {
             network: crate::network(&config),
             events: Recorder::new(client.clone(), config.node_name.clone()),
             probers: Probers::default(),
+            registry: Registry::new(config.insecure_registries.clone()),
+            pulling: Mutex::default(),
             client,
             runtime,
             config,
@@ -87,6 +92,17 @@ impl Shared {
     /// The pod's first address, when it has a pod network address.
     pub fn pod_ip(&self, uid: &str) -> Option<std::net::IpAddr> {
         pod_ips(self, uid).ok().flatten()?.first()?.parse().ok()
+    }
+
+    /// Pulls an image (as a pod names it), unless a pull of it that began after this call was asked for
+    /// has just finished.
+    async fn pull(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+        let name = crate::image::normalize_reference(reference);
+        let lock = self.pulling.lock().expect("pulling lock").entry(name.clone()).or_default().clone();
+        let _one_at_a_time = lock.lock().await;
+        let info = self.runtime.pull(&self.registry, &name).await?;
+        self.images.lock().expect("images lock").insert(name, info.clone());
+        Ok(info)
     }
 
     async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
@@ -344,7 +360,9 @@ async fn act(
                 let events = &shared.events;
                 let normal =
                     |reason: &str, message: String| events.pod(pod, Some(&container), Type::Normal, reason, message);
-                normal("Pulled", format!("Container image \"{image}\" already present on machine"));
+                if !memory.pulled.contains(&image) {
+                    normal("Pulled", format!("Container image \"{image}\" already present on machine"));
+                }
                 normal("Created", format!("Created container: {container}"));
                 normal("Started", format!("Started container {container}"));
             }
@@ -362,6 +380,38 @@ async fn act(
                 );
             }
         },
+        Action::PullImage { image } => {
+            let events = &shared.events;
+            events.pod(pod, None, Type::Normal, "Pulling", format!("Pulling image \"{image}\""));
+            let began = std::time::Instant::now();
+            match shared.pull(&image).await {
+                Ok(info) => {
+                    memory.pull_errors.remove(&image);
+                    memory.pulled.insert(image.clone());
+                    let took = began.elapsed().as_secs_f64();
+                    tracing::info!(pod = %name, image, digest = info.digest, took, "image pulled");
+                    let message = format!("Successfully pulled image \"{image}\" in {took:.3}s");
+                    events.pod(pod, None, Type::Normal, "Pulled", message);
+                }
+                // The agent goes on: the container waits (ErrImagePull, then ImagePullBackOff) and the pull
+                // is tried again after the back-off.
+                Err(e) => {
+                    tracing::warn!(pod = %name, image, error = %e, "cannot pull an image");
+                    let count = memory.pull_errors.get(&image).map_or(0, |e| e.count) + 1;
+                    let message = e.to_string();
+                    events.pod(
+                        pod,
+                        None,
+                        Type::Warning,
+                        "Failed",
+                        format!("Failed to pull image \"{image}\": {message}"),
+                    );
+                    let failed =
+                        StartError { reason: "ErrImagePull".into(), message, at: jiff::Timestamp::now(), count };
+                    memory.pull_errors.insert(image, failed);
+                }
+            }
+        }
         Action::Stop { id, container, grace, reason } => {
             let message = match reason {
                 StopReason::Deletion => format!("Stopping container {container}"),

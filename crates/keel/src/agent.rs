@@ -34,6 +34,9 @@ pub struct AgentArgs {
     cni_netns: Option<PathBuf>,
     #[command(flatten)]
     containerd: ContainerdArgs,
+    /// A registry (host:port) to pull from over plain HTTP instead of HTTPS, repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
     /// Where the agent keeps its state (the pods' namespace files).
     #[arg(long, default_value = "/var/lib/keel/agent")]
     data_dir: PathBuf,
@@ -95,6 +98,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         cni_bin_dir: args.cni_bin_dir,
         cni_bridge: args.cni_bridge,
         cni_netns: args.cni_netns,
+        insecure_registries: args.insecure_registries,
         containerd_socket: args.containerd.containerd_socket,
         containerd_namespace: args.containerd.containerd_namespace,
         data_dir: args.data_dir,

@@ -35,8 +35,30 @@ use crate::names;
 use crate::sync::{ContainerState, ObservedContainer};
 
 mod exec;
+mod pull;
 
 pub use exec::{ExecIo, ExecOutput};
+pub use pull::Registry;
+
+/// Where the blobs of an image being stored come from (an archive, a registry).
+pub(super) trait BlobSource {
+    async fn blob(&self, descriptor: &Descriptor) -> Result<Vec<u8>, RuntimeError>;
+}
+
+/// The blobs of an OCI layout tar, read into memory.
+struct ArchiveBlobs {
+    archive: String,
+    blobs: HashMap<String, Vec<u8>>,
+}
+
+impl BlobSource for ArchiveBlobs {
+    async fn blob(&self, descriptor: &Descriptor) -> Result<Vec<u8>, RuntimeError> {
+        self.blobs.get(&descriptor.digest).cloned().ok_or_else(|| RuntimeError::Image {
+            image: self.archive.clone(),
+            message: format!("lacks blob {}", descriptor.digest),
+        })
+    }
+}
 
 const SNAPSHOTTER: &str = "overlayfs";
 const RUNTIME: &str = "io.containerd.runc.v2";
@@ -263,48 +285,13 @@ impl Containerd {
         }
         let index: Index = serde_json::from_slice(&index_json.ok_or_else(|| bad("has no index.json".into()))?)
             .map_err(|e| bad(format!("unreadable index.json: {e}")))?;
-        let blob = |digest: &str| blobs.get(digest).ok_or_else(|| bad(format!("lacks blob {digest}")));
+        let source = ArchiveBlobs { archive: path.display().to_string(), blobs };
         let lease = self.lease().await?;
         let mut names = Vec::new();
         let result = async {
             for top in &index.manifests {
                 let Some(name) = top.annotations.get("io.containerd.image.name") else { continue };
-                // The manifest for this platform (through a nested index if there is one).
-                let mut manifest_desc = top.clone();
-                let mut index_labels = HashMap::new();
-                if image::is_index(&top.media_type) {
-                    let nested: Index = serde_json::from_slice(blob(&top.digest)?)
-                        .map_err(|e| bad(format!("unreadable index {}: {e}", top.digest)))?;
-                    manifest_desc = image::pick_platform(&nested, image::host_architecture())
-                        .ok_or_else(|| bad(format!("{name} has no linux/{} manifest", image::host_architecture())))?
-                        .clone();
-                    index_labels.insert("containerd.io/gc.ref.content.m.0".to_string(), manifest_desc.digest.clone());
-                }
-                let manifest: Manifest = serde_json::from_slice(blob(&manifest_desc.digest)?)
-                    .map_err(|e| bad(format!("unreadable manifest {}: {e}", manifest_desc.digest)))?;
-                let config_bytes = blob(&manifest.config.digest)?;
-                let config = ImageConfig::parse(config_bytes).map_err(|e| bad(format!("unreadable config: {e}")))?;
-                let chains = image::chain_ids(&config.diff_ids);
-                for layer in &manifest.layers {
-                    self.write_blob(&lease, &layer.digest, blob(&layer.digest)?, HashMap::new()).await?;
-                }
-                let top_chain = chains.last().cloned().ok_or_else(|| bad(format!("{name} has no layers")))?;
-                let config_labels =
-                    HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top_chain)]);
-                self.write_blob(&lease, &manifest.config.digest, config_bytes, config_labels).await?;
-                let mut manifest_labels = HashMap::from([(
-                    "containerd.io/gc.ref.content.config".to_string(),
-                    manifest.config.digest.clone(),
-                )]);
-                for (i, layer) in manifest.layers.iter().enumerate() {
-                    manifest_labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), layer.digest.clone());
-                }
-                self.write_blob(&lease, &manifest_desc.digest, blob(&manifest_desc.digest)?, manifest_labels).await?;
-                if image::is_index(&top.media_type) {
-                    self.write_blob(&lease, &top.digest, blob(&top.digest)?, index_labels).await?;
-                }
-                self.unpack(&lease, &manifest, &config).await?;
-                self.put_image(name, top).await?;
+                self.store_image(&lease, name, top, &source).await?;
                 names.push(name.clone());
             }
             Ok::<(), RuntimeError>(())
@@ -312,6 +299,64 @@ impl Containerd {
         .await;
         self.drop_lease(&lease).await;
         result.map(|()| names)
+    }
+
+    /// Stores image `name` whose top descriptor (index or manifest) is `top`, its blobs read from `source`:
+    /// the manifest for this platform, its config and layers (each with containerd's GC labels), unpacked
+    /// into snapshots, then the image record.
+    pub(super) async fn store_image(
+        &self,
+        lease: &str,
+        name: &str,
+        top: &Descriptor,
+        source: &impl BlobSource,
+    ) -> Result<(), RuntimeError> {
+        let bad = |message: String| RuntimeError::Image { image: name.to_string(), message };
+        let top_bytes = source.blob(top).await?;
+        // The manifest for this platform (through an index if there is one).
+        let mut manifest_desc = top.clone();
+        let mut index_labels = HashMap::new();
+        if image::is_index(&top.media_type) {
+            let nested: Index =
+                serde_json::from_slice(&top_bytes).map_err(|e| bad(format!("unreadable index {}: {e}", top.digest)))?;
+            manifest_desc = image::pick_platform(&nested, image::host_architecture())
+                .ok_or_else(|| bad(format!("no linux/{} manifest", image::host_architecture())))?
+                .clone();
+            index_labels.insert("containerd.io/gc.ref.content.m.0".to_string(), manifest_desc.digest.clone());
+        }
+        let manifest_bytes =
+            if image::is_index(&top.media_type) { source.blob(&manifest_desc).await? } else { top_bytes.clone() };
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| bad(format!("unreadable manifest {}: {e}", manifest_desc.digest)))?;
+        let config_bytes = source.blob(&manifest.config).await?;
+        let config = ImageConfig::parse(&config_bytes).map_err(|e| bad(format!("unreadable config: {e}")))?;
+        if config.diff_ids.len() != manifest.layers.len() {
+            return Err(bad(format!(
+                "the manifest has {} layers but the config {} diff ids",
+                manifest.layers.len(),
+                config.diff_ids.len()
+            )));
+        }
+        let chains = image::chain_ids(&config.diff_ids);
+        for layer in &manifest.layers {
+            if !self.has_blob(&layer.digest).await? {
+                self.write_blob(lease, &layer.digest, &source.blob(layer).await?, HashMap::new()).await?;
+            }
+        }
+        let top_chain = chains.last().cloned().ok_or_else(|| bad("the image has no layers".into()))?;
+        let config_labels = HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top_chain)]);
+        self.write_blob(lease, &manifest.config.digest, &config_bytes, config_labels).await?;
+        let mut manifest_labels =
+            HashMap::from([("containerd.io/gc.ref.content.config".to_string(), manifest.config.digest.clone())]);
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            manifest_labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), layer.digest.clone());
+        }
+        self.write_blob(lease, &manifest_desc.digest, &manifest_bytes, manifest_labels).await?;
+        if image::is_index(&top.media_type) {
+            self.write_blob(lease, &top.digest, &top_bytes, index_labels).await?;
+        }
+        self.unpack(lease, &manifest, &config).await?;
+        self.put_image(name, top).await
     }
 
     async fn lease(&self) -> Result<String, RuntimeError> {

@@ -2,4 +2,4 @@
 
 pub mod containerd;
 
-pub use containerd::{Containerd, ExecIo, ExecOutput, ImageInfo, RuntimeError};
+pub use containerd::{Containerd, ExecIo, ExecOutput, ImageInfo, Registry, RuntimeError};
