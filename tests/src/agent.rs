@@ -88,26 +88,45 @@ impl Containerd {
                 s = socket.display()
             ),
         )?;
-        let log = dir.join("containerd.log");
+        let mut c = Containerd { dir, socket, child: None, log: PathBuf::new(), nodes: Mutex::default() };
+        c.log = c.dir.join("containerd.log");
+        c.spawn().await?;
+        Ok(c)
+    }
+
+    /// Starts containerd on this root, state and socket and waits until it answers.
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new("containerd")
             .arg("--config")
-            .arg(&config)
+            .arg(self.dir.join("config.toml"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
+            .stderr(log)
             .spawn()
             .context("spawn containerd (apt install containerd runc: deploy/install-deps.sh)")?;
-        let c = Containerd { dir, socket, child: Some(child), log, nodes: Mutex::default() };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if c.socket.exists() && c.ctr(&["version"]).is_ok_and(|o| o.status.success()) {
-                return Ok(c);
+            if self.socket.exists() && self.ctr(&["version"]).is_ok_and(|o| o.status.success()) {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("containerd did not start: {}", std::fs::read_to_string(&c.log).unwrap_or_default());
+                bail!("containerd did not start: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// kill -9 of containerd (the containers and their shims keep running), then a new containerd on the
+    /// same root, state and socket after `down`.
+    pub async fn restart(&mut self, down: Duration) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        tokio::time::sleep(down).await;
+        self.spawn().await
     }
 
     /// Runs `ctr` against this containerd in the agents' namespace.

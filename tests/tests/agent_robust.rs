@@ -1,0 +1,87 @@
+//! The agent survives what happens under it (as root, real containerd): containerd is killed and comes back
+//! (the pod keeps its container, and a crash after that is seen and restarted); a pod force-deleted while
+//! the agent is down is cleaned off the node when the agent comes back.
+
+use std::time::Duration;
+
+use keel_tests::agent::{cluster_with_agent, condition, BUSYBOX};
+use keel_tests::masters::json;
+use keel_tests::wait_for;
+
+fn pod(name: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sleep", "3600"]
+"#
+    )
+}
+
+fn container_id(pod: &serde_json::Value) -> String {
+    pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("containerd://")
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containerd_restarts_and_pods_deleted_while_the_agent_is_down() {
+    let (_c, api, mut containerd, mut agent) = cluster_with_agent(&["--backoff-base", "1s"]).await;
+    api.ok(&["apply", "-f", "-"], Some(&pod("steady"))).unwrap();
+    api.ok(&["apply", "-f", "-"], Some(&pod("doomed"))).unwrap();
+    let steady = wait_for("steady Ready", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "steady"]);
+        (condition(&pod, "Ready") == "True", pod)
+    })
+    .await;
+    let id = container_id(&steady);
+    let doomed = wait_for("doomed Ready", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "doomed"]);
+        (condition(&pod, "Ready") == "True", pod)
+    })
+    .await;
+    let doomed_id = container_id(&doomed);
+    let doomed_uid = doomed["metadata"]["uid"].as_str().unwrap().to_string();
+
+    // containerd down for 3 s and back: the container ran on (its shim did), the agent reconnects and
+    // reports the same container, not restarted.
+    containerd.restart(Duration::from_secs(3)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tasks = containerd.ctr_ok(&["tasks", "ls"]).unwrap();
+    assert!(tasks.lines().any(|l| l.starts_with(&id) && l.contains("RUNNING")), "{tasks}");
+    let after = json(&api, &["get", "pod", "steady"]);
+    assert_eq!(container_id(&after), id);
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(condition(&after, "Ready"), "True");
+    // Exits are heard again: a killed container is restarted.
+    containerd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]).unwrap();
+    wait_for("steady restarted after containerd came back", Duration::from_secs(30), || {
+        let pod = json(&api, &["get", "pod", "steady"]);
+        let status = &pod["status"]["containerStatuses"][0];
+        (status["restartCount"] == 1 && status["state"]["running"].is_object(), pod["status"].clone())
+    })
+    .await;
+
+    // The agent down, a pod force-deleted meanwhile: back up, the agent removes its container and files.
+    agent.kill();
+    api.ok(&["delete", "pod", "doomed", "--force", "--grace-period=0"], None).unwrap();
+    agent.restart(&api, &containerd, &["--backoff-base", "1s"]).unwrap();
+    wait_for("doomed's container gone", Duration::from_secs(30), || {
+        let containers = containerd.ctr_ok(&["containers", "ls", "-q"]).unwrap();
+        (!containers.contains(&doomed_id), containers)
+    })
+    .await;
+    wait_for("doomed's directory gone", Duration::from_secs(10), || {
+        (!agent.data_dir.join("pods").join(&doomed_uid).exists(), ())
+    })
+    .await;
+    assert_eq!(condition(&json(&api, &["get", "pod", "steady"]), "Ready"), "True");
+}
