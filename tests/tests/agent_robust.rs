@@ -85,3 +85,51 @@ async fn containerd_restarts_and_pods_deleted_while_the_agent_is_down() {
     .await;
     assert_eq!(condition(&json(&api, &["get", "pod", "steady"]), "Ready"), "True");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_map_volumes_follow_their_config_map() {
+    let (_c, api, _containerd, agent) = cluster_with_agent(&["--resync", "1s"]).await;
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  greeting: first
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: cfg, configMap: {{name: settings}}}}]
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sh", "-c", "while true; do echo now: $(cat /cfg/greeting); sleep 1; done"]
+    volumeMounts: [{{name: cfg, mountPath: /cfg}}]
+"#
+    );
+    api.ok(&["apply", "-f", "-"], Some(&manifest)).unwrap();
+    let pod = wait_for("reader Ready", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "reader"]);
+        (condition(&pod, "Ready") == "True", pod)
+    })
+    .await;
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let log = agent.log_dir.join(format!("default_reader_{uid}/app/0.log"));
+    wait_for("first value read", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("now: first"), text)
+    })
+    .await;
+    api.ok(&["patch", "configmap", "settings", "-p", r#"{"data":{"greeting":"second"}}"#], None).unwrap();
+    wait_for("the running container sees the new value", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("now: second"), text)
+    })
+    .await;
+    let pod = json(&api, &["get", "pod", "reader"]);
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+}

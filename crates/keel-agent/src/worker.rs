@@ -121,8 +121,15 @@ impl Shared {
 async fn run(shared: Arc<Shared>, uid: String, notify: Arc<Notify>) {
     let mut memory = Memory::default();
     let mut reported: Option<PodStatus> = None;
+    let mut refreshed = tokio::time::Instant::now();
     loop {
         let pod = shared.pods.lock().expect("pods lock").get(&uid).cloned();
+        if let Some(pod) = &pod {
+            if refreshed.elapsed() >= shared.config.resync {
+                refreshed = tokio::time::Instant::now();
+                refresh_volumes(&shared, pod).await;
+            }
+        }
         let wait = match pod {
             Some(pod) => match sync_pod(&shared, &pod, &mut memory, &mut reported).await {
                 Ok(next) => next,
@@ -607,6 +614,30 @@ async fn fetch_sources(shared: &Shared, pod: &Pod, container: &Container) -> Res
         }
     }
     Ok(sources)
+}
+
+/// Brings a running pod's configMap and secret volumes up to date with the API (each swapped atomically,
+/// only when its content changed), as the kubelet does periodically. A source that is gone or unreadable
+/// leaves the files as they are.
+async fn refresh_volumes(shared: &Shared, pod: &Pod) {
+    let (config_maps, secrets) = volumes::referenced(pod);
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let pod_dir = names::pod_dir(&shared.config.data_dir, &uid);
+    if (config_maps.is_empty() && secrets.is_empty()) || pod.metadata.deletion_timestamp.is_some() || !pod_dir.exists()
+    {
+        return;
+    }
+    let sources = match fetch_sources(shared, pod, &Container::default()).await {
+        Ok(sources) => sources,
+        Err(e) => {
+            tracing::debug!(pod = %pod_name(pod), error = %e, "cannot read the pod's volume sources; files kept");
+            return;
+        }
+    };
+    let ip = shared.pod_ip(&uid).map(|ip| ip.to_string());
+    if let Err(e) = volumes::prepare(pod, &pod_dir, &sources, ip.as_deref()) {
+        tracing::debug!(pod = %pod_name(pod), error = %e, "cannot refresh the pod's volumes; files kept");
+    }
 }
 
 /// The pod's directory and its log directory go once the pod is gone.
