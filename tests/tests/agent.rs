@@ -77,8 +77,11 @@ async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
     let first_renewal = lease["spec"]["renewTime"].as_str().unwrap().to_string();
 
     // A pod bound by the scheduler runs: Running, Ready, a containerd task, its output in its log file.
-    api.ok(&["apply", "-f", "-"], Some(&pod_yaml("web", "Always", "echo started as $(hostname); exec sleep 3600")))
-        .unwrap();
+    api.ok(
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("web", "Always", "echo started as $(hostname); echo on stderr >&2; exec sleep 3600")),
+    )
+    .unwrap();
     let pod = wait_for("pod Running and Ready", Duration::from_secs(60), || {
         let pod = json(&api, &["get", "pod", "web"]);
         (pod["status"]["phase"] == "Running" && condition(&pod, "Ready") == "True", pod)
@@ -99,10 +102,17 @@ async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
     let log = agent.log_dir.join(format!("default_web_{uid}/app/0.log"));
     let output = wait_for("the container's output in its log", Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        (text.contains("started as web"), text)
+        (text.contains("started as web") && text.contains("on stderr"), text)
     })
     .await;
-    assert!(output.contains("started as web"), "{output}");
+    // The shim's logger (`keel container-log`) wrote CRI lines: time, stream, tag, content.
+    let lines: Vec<Vec<&str>> = output.lines().map(|l| l.splitn(4, ' ').collect()).collect();
+    assert_eq!(lines.len(), 2, "{output}");
+    for fields in &lines {
+        assert!(fields[0].ends_with('Z') && fields[0].parse::<jiff::Timestamp>().is_ok(), "{output}");
+    }
+    assert!(lines.iter().any(|f| f[1..] == ["stdout", "F", "started as web"]), "{output}");
+    assert!(lines.iter().any(|f| f[1..] == ["stderr", "F", "on stderr"]), "{output}");
 
     // kill -9 of the agent leaves the container running; the restarted agent adopts it (same container,
     // no restart) and reports the pod as before.

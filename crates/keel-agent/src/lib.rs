@@ -8,6 +8,7 @@
 pub mod cni;
 pub mod env;
 pub mod image;
+pub mod logs;
 pub mod names;
 pub mod node;
 pub mod runtime;
@@ -50,6 +51,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The containers' logs (`<namespace>_<pod>_<uid>/<container>/<attempt>.log`).
     pub log_dir: PathBuf,
+    /// The program containerd's shim runs to write each container's log as CRI lines (the `keel` binary,
+    /// [`logs::writer`]). None: the shim appends the raw output to the log file itself.
+    pub container_logger: Option<PathBuf>,
+    /// A container's log file is rotated before it grows past this many bytes…
+    pub log_max_bytes: u64,
+    /// …and at most this many files are kept per attempt.
+    pub log_max_files: u32,
     pub cpu: String,
     pub memory: String,
     pub max_pods: u32,

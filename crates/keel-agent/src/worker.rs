@@ -17,7 +17,7 @@ use crate::names::{self, PodRef};
 use crate::runtime::{Containerd, ImageInfo, RuntimeError};
 use crate::spec::{self, SandboxPaths};
 use crate::sync::{self, Action, Memory, Observed, StartError};
-use crate::{cni, sandbox, volumes, Config};
+use crate::{cni, logs, sandbox, volumes, Config};
 
 /// State shared by the pod workers.
 pub struct Shared {
@@ -387,8 +387,19 @@ async fn start(
         .append(true)
         .open(&log)
         .map_err(|e| run_error(format!("cannot open the log file {}: {e}", log.display())))?;
+    let stdio = match &shared.config.container_logger {
+        Some(program) => logs::writer::binary_uri(
+            program,
+            &logs::writer::Spec {
+                path: log.clone(),
+                max_bytes: shared.config.log_max_bytes,
+                max_files: shared.config.log_max_files,
+            },
+        ),
+        None => log.display().to_string(),
+    };
     let labels = names::container_labels(&pod_ref, container_name, attempt);
-    shared.runtime.create_start(&id, labels, image, &spec, &log).await.map_err(|e| run_error(e.to_string()))?;
+    shared.runtime.create_start(&id, labels, image, &spec, &stdio).await.map_err(|e| run_error(e.to_string()))?;
     Ok(id)
 }
 

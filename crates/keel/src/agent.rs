@@ -40,6 +40,12 @@ pub struct AgentArgs {
     /// Where the containers' logs go.
     #[arg(long, default_value = "/var/log/keel/pods")]
     log_dir: PathBuf,
+    /// The size at which a container's log file is rotated (a quantity: 10Mi, 500Ki, 1000000).
+    #[arg(long, default_value = "10Mi", value_parser = parse_size)]
+    container_log_max_size: u64,
+    /// How many log files (the current one included) are kept per container.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    container_log_max_files: u32,
     /// Allocatable CPU (default: the machine's CPUs).
     #[arg(long)]
     cpu: Option<String>,
@@ -77,6 +83,23 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    let q = keel_api::quantity::Quantity::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+    u64::try_from(q.value()).ok().filter(|n| *n > 0).ok_or_else(|| format!("{s:?} is not a positive size"))
+}
+
+/// This program, which containerd's shim runs as the containers' logger (`keel container-log`).
+fn this_program() -> Option<PathBuf> {
+    match std::env::current_exe() {
+        // Replaced on disk while running (a rebuild): the new file at the same path is the logger too.
+        Ok(p) => Some(PathBuf::from(p.to_string_lossy().trim_end_matches(" (deleted)"))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find this program; containers' logs will be raw output without timestamps");
+            None
+        }
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "node".into())
 }
@@ -99,6 +122,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         containerd_namespace: args.containerd.containerd_namespace,
         data_dir: args.data_dir,
         log_dir: args.log_dir,
+        container_logger: this_program(),
+        log_max_bytes: args.container_log_max_size,
+        log_max_files: args.container_log_max_files,
         cpu,
         memory,
         max_pods: args.max_pods,
@@ -142,4 +168,15 @@ pub fn images(args: ImagesArgs) -> anyhow::Result<()> {
             Ok(())
         }),
     }
+}
+
+#[derive(Args, Debug)]
+pub struct ContainerLogArgs {
+    /// `<max bytes>:<max files>:<log file>`.
+    spec: String,
+}
+
+/// `keel container-log`: the logger of one container, as containerd's shim runs it.
+pub fn container_log(args: ContainerLogArgs) -> anyhow::Result<()> {
+    keel_agent::logs::writer::run_for_shim(&args.spec).context("the container logger failed")
 }
