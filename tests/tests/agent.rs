@@ -68,6 +68,10 @@ async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
     assert!(runtime.starts_with("containerd://1."), "{runtime}");
     assert_eq!(node["status"]["addresses"][0], serde_json::json!({"type": "InternalIP", "address": "127.0.0.1"}));
     assert!(node["status"]["allocatable"]["memory"].as_str().unwrap().ends_with("Ki"));
+    // The agent's HTTPS endpoint: its port, and its certificate's SHA-256 for the API server to pin.
+    assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], agent.port);
+    let fingerprint = node["metadata"]["annotations"]["keel.dev/agent-cert-sha256"].as_str().unwrap_or_default();
+    assert!(fingerprint.len() == 64 && fingerprint.chars().all(|c| c.is_ascii_hexdigit()), "{node}");
     let lease = wait_for("node lease", Duration::from_secs(30), || {
         let out = api.kubectl(&["get", "lease", "-n", "kube-node-lease", "agent-1", "-o", "json"], None).unwrap();
         let lease: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);

@@ -19,6 +19,10 @@ pub struct AgentArgs {
     /// The node's InternalIP, where the masters reach it.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: String,
+    /// Where the agent's HTTPS endpoint (containers' logs, for the API server) listens; its port is
+    /// published on the Node.
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    listen: std::net::SocketAddr,
     /// The node's pod CIDR (spec.podCIDR): pods get their addresses from it through CNI. Without it, pods
     /// have only their loopback interface.
     #[arg(long)]
@@ -131,8 +135,22 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         labels: args.labels.into_iter().collect(),
         settings: Settings { backoff_base: args.backoff_base, backoff_max: args.backoff_max },
         resync: args.resync,
+        listen: args.listen,
+        client_ca: Vec::new(),
     };
-    crate::server::run_with_client(&args.kubeconfig, "the agent failed", |client| keel_agent::run(client, config))
+    let kubeconfig = args.kubeconfig;
+    crate::server::run_with_config(&kubeconfig.clone(), |kube_config| async move {
+        // The cluster CA the kubeconfig trusts also signs the API server's client certificate.
+        let client_ca = kube_config.root_cert.clone().unwrap_or_default();
+        if client_ca.is_empty() {
+            anyhow::bail!(
+                "{} names no certificate authority: the agent needs the cluster CA to check who calls it",
+                kubeconfig.display()
+            );
+        }
+        let client = kube::Client::try_from(kube_config).context("cannot build an API client")?;
+        keel_agent::run(client, Config { client_ca, ..config }).await.context("the agent failed")
+    })
 }
 
 #[derive(Args, Debug)]

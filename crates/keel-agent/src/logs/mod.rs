@@ -8,3 +8,140 @@ pub mod cri;
 pub mod reader;
 pub mod select;
 pub mod writer;
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+
+use crate::names::attempt_of;
+
+/// Whether the pod's spec has a container (or init container) of this name.
+pub fn has_container(pod: &Pod, name: &str) -> bool {
+    pod.spec
+        .as_ref()
+        .is_some_and(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).any(|c| c.name == name))
+}
+
+fn status<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
+    let status = pod.status.as_ref()?;
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .find(|s| s.name == container)
+}
+
+/// Which attempt of `container` a log request reads, from the pod's status as the kubelet chooses
+/// (`validateContainerLogStatus`): the previous instance's (the last termination) when `previous`; else
+/// the running one, the terminated one, or the last terminated. The error is the kubelet's message (a 400).
+pub fn choose_attempt(pod: &Pod, container: &str, previous: bool) -> Result<u32, String> {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    let status = status(pod, container)
+        .ok_or_else(|| format!("container {container:?} in pod {pod_name:?} is not available"))?;
+    let state = status.state.clone().unwrap_or_default();
+    let last = status.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    let last_attempt = last.and_then(|t| t.container_id.as_deref()).and_then(attempt_of);
+    let current = status.container_id.as_deref().and_then(attempt_of);
+    let terminated = || format!("container {container:?} in pod {pod_name:?} is terminated");
+    if previous {
+        return last_attempt
+            .ok_or_else(|| format!("previous terminated container {container:?} in pod {pod_name:?} not found"));
+    }
+    if state.running.is_some() {
+        return current.ok_or_else(|| format!("container {container:?} in pod {pod_name:?} is not available"));
+    }
+    if let Some(t) = &state.terminated {
+        return t.container_id.as_deref().and_then(attempt_of).or(last_attempt).ok_or_else(terminated);
+    }
+    if last.is_some() {
+        return last_attempt.ok_or_else(terminated);
+    }
+    let reason = state.waiting.and_then(|w| w.reason).unwrap_or_default();
+    let why = match reason.as_str() {
+        "ErrImagePull" => "image can't be pulled".to_string(),
+        "ImagePullBackOff" => "trying and failing to pull image".to_string(),
+        _ => reason,
+    };
+    Err(format!("container {container:?} in pod {pod_name:?} is waiting to start: {why}"))
+}
+
+/// The attempt of `container` that runs now, by the pod's status.
+pub fn running_attempt(pod: &Pod, container: &str) -> Option<u32> {
+    let status = status(pod, container)?;
+    status.state.as_ref()?.running.as_ref()?;
+    status.container_id.as_deref().and_then(attempt_of)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::container_id;
+
+    fn pod(statuses: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u"},
+            "spec": {"containers": [{"name": "app"}], "initContainers": [{"name": "init"}]},
+            "status": {"containerStatuses": statuses},
+        }))
+        .unwrap()
+    }
+
+    fn id(attempt: u32) -> String {
+        format!("containerd://{}", container_id("u", "app", attempt))
+    }
+
+    #[test]
+    fn containers_and_init_containers_are_known() {
+        let p = pod(serde_json::json!([]));
+        assert!(has_container(&p, "app") && has_container(&p, "init") && !has_container(&p, "other"));
+    }
+
+    #[test]
+    fn a_running_container_after_a_restart() {
+        let p = pod(serde_json::json!([{
+            "name": "app", "image": "i", "imageID": "", "ready": true, "restartCount": 1, "containerID": id(1),
+            "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+            "lastState": {"terminated": {"exitCode": 1, "containerID": id(0)}},
+        }]));
+        assert_eq!(choose_attempt(&p, "app", false), Ok(1));
+        assert_eq!(choose_attempt(&p, "app", true), Ok(0));
+        assert_eq!(running_attempt(&p, "app"), Some(1));
+    }
+
+    #[test]
+    fn a_crash_looping_container_shows_its_last_run_both_ways() {
+        let p = pod(serde_json::json!([{
+            "name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 2, "containerID": id(2),
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "containerID": id(2)}},
+        }]));
+        assert_eq!(choose_attempt(&p, "app", false), Ok(2));
+        assert_eq!(choose_attempt(&p, "app", true), Ok(2));
+        assert_eq!(running_attempt(&p, "app"), None);
+    }
+
+    #[test]
+    fn no_previous_or_not_started_yet_are_the_kubelets_errors() {
+        let p = pod(serde_json::json!([{
+            "name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}},
+        }]));
+        assert_eq!(
+            choose_attempt(&p, "app", false),
+            Err("container \"app\" in pod \"web\" is waiting to start: ContainerCreating".into())
+        );
+        assert_eq!(
+            choose_attempt(&p, "app", true),
+            Err("previous terminated container \"app\" in pod \"web\" not found".into())
+        );
+        assert_eq!(choose_attempt(&p, "init", false), Err("container \"init\" in pod \"web\" is not available".into()));
+    }
+
+    #[test]
+    fn a_terminated_container() {
+        let p = pod(serde_json::json!([{
+            "name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "containerID": id(0),
+            "state": {"terminated": {"exitCode": 0, "containerID": id(0)}},
+        }]));
+        assert_eq!(choose_attempt(&p, "app", false), Ok(0));
+    }
+}

@@ -220,8 +220,11 @@ pub fn read_blocking(
             rotation_seen = true;
             continue;
         }
+        // Asked at the first pause (a container that already stopped ends the follow at once), then
+        // every second or so.
+        let ask = polls.is_multiple_of(ALIVE_EVERY);
         polls += 1;
-        if polls.is_multiple_of(ALIVE_EVERY) {
+        if ask {
             if let Some(alive) = alive.as_mut() {
                 if !alive() {
                     // One more read for what was written just before the end.
