@@ -6,7 +6,9 @@
 //! with env and files from ConfigMaps and Secrets, and get an address over CNI (in a network namespace the test
 //! made as the node's host); deleting a
 //! pod stops its container (SIGTERM, SIGKILL after the grace period) and leaves nothing behind in containerd
-//! or on disk.
+//! or on disk. Containers' logs are CRI lines written by the shim's logger, and stock `kubectl logs` (-c,
+//! --tail, --timestamps, --limit-bytes, -f, --previous) reads them through the master and the agent's
+//! HTTPS endpoint.
 
 use std::time::{Duration, Instant};
 
@@ -383,4 +385,150 @@ spec:
         (!held, held)
     })
     .await;
+}
+
+/// kubectl's output (stdout, stderr) and whether it succeeded.
+fn kubectl(api: &Api, args: &[&str]) -> (bool, String, String) {
+    let out = api.kubectl(args, None).unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_logs_reads_containers_through_the_master_and_the_agent() {
+    let (_c, api, _containerd, agent) = cluster_with_agent(&["--backoff-base", "1s", "--backoff-max", "2s"]).await;
+    let pods = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: talk
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: talker
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo out-1; echo err-1 >&2; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done"]
+  - name: quiet
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo quiet here; exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: again
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: state, emptyDir: {{}}}}]
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sh", "-c", "n=$(cat /s/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /s/n; echo run-$n; if [ $n -eq 1 ]; then exit 1; fi; exec sleep 3600"]
+    volumeMounts: [{{name: state, mountPath: /s}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: done
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo all done"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nowhere
+spec:
+  nodeSelector: {{keel.test/nowhere: "true"}}
+  containers:
+  - name: app
+    image: {BUSYBOX}
+"#
+    );
+    api.ok(&["apply", "-f", "-"], Some(&pods)).unwrap();
+    wait_for("pod talk Running", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "talk"]);
+        (pod["status"]["phase"] == "Running", pod["status"].clone())
+    })
+    .await;
+
+    // Both streams of a container, through the master's pods/log and the agent's endpoint.
+    let all = wait_for("talker's output", Duration::from_secs(10), || {
+        let (ok, out, err) = kubectl(&api, &["logs", "talk", "-c", "talker"]);
+        (ok && out.contains("tick-3"), format!("{out}{err}"))
+    })
+    .await;
+    assert!(all.contains("out-1\n") && all.contains("err-1\n"), "{all}");
+    assert_eq!(api.ok(&["logs", "talk", "-c", "quiet"], None).unwrap(), "quiet here\n");
+    assert_eq!(api.ok(&["logs", "talk", "-c", "quiet", "--limit-bytes=5"], None).unwrap(), "quiet");
+
+    // --tail keeps the last lines; --timestamps prefixes each with its RFC 3339 time.
+    let tail = api.ok(&["logs", "talk", "-c", "talker", "--tail=2"], None).unwrap();
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(tail.lines().all(|l| l.starts_with("tick-")), "{tail}");
+    let stamped = api.ok(&["logs", "talk", "-c", "quiet", "--timestamps"], None).unwrap();
+    let (time, text) = stamped.trim_end().split_once(' ').unwrap();
+    assert_eq!(text, "quiet here");
+    let time: jiff::Timestamp = time.parse().unwrap_or_else(|e| panic!("{stamped}: {e}"));
+    assert!((jiff::Timestamp::now() - time).get_seconds() < 120, "{stamped}");
+
+    // Without -c the API server wants a container of a two-container pod, as kube-apiserver does (kubectl
+    // itself defaults to the first one).
+    let (ok, _, err) = kubectl(&api, &["get", "--raw", "/api/v1/namespaces/default/pods/talk/log"]);
+    assert!(
+        !ok && err.contains("a container name must be specified for pod talk, choose one of: [talker quiet]"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(&api, &["logs", "talk", "-c", "nope"]);
+    assert!(!ok && err.contains("container nope is not valid for pod talk"), "{err}");
+
+    // -f streams what the container writes next; read a few new lines, then stop kubectl.
+    let followed = agent.log_dir.with_file_name("follow.out");
+    let last_tick = |text: &str| text.lines().filter_map(|l| l.strip_prefix("tick-")?.parse::<u64>().ok()).max();
+    let before = last_tick(&api.ok(&["logs", "talk", "-c", "talker"], None).unwrap()).unwrap_or(0);
+    let mut follower = api.kubectl_background(&["logs", "-f", "talk", "-c", "talker", "--tail=1"], &followed).unwrap();
+    let streamed = wait_for("kubectl logs -f to stream new lines", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&followed).unwrap_or_default();
+        (last_tick(&text).is_some_and(|t| t >= before + 5), text)
+    })
+    .await;
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let ticks: Vec<u64> = streamed.lines().filter_map(|l| l.strip_prefix("tick-")?.parse().ok()).collect();
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "lines lost or repeated: {streamed}");
+
+    // A container that exited: -f ends by itself once everything is sent.
+    wait_for("pod done Succeeded", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "done"]);
+        (pod["status"]["phase"] == "Succeeded", pod["status"].clone())
+    })
+    .await;
+    let started = Instant::now();
+    assert_eq!(api.ok(&["logs", "-f", "done"], None).unwrap(), "all done\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "logs -f of a finished container took {:?}",
+        started.elapsed()
+    );
+
+    // --previous: the instance before the last restart.
+    wait_for("pod again restarted and running", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "again"]);
+        let status = &pod["status"]["containerStatuses"][0];
+        (status["restartCount"] == 1 && status["state"]["running"].is_object(), pod["status"].clone())
+    })
+    .await;
+    assert_eq!(api.ok(&["logs", "again"], None).unwrap(), "run-2\n");
+    assert_eq!(api.ok(&["logs", "again", "--previous"], None).unwrap(), "run-1\n");
+    let (ok, _, err) = kubectl(&api, &["logs", "done", "--previous"]);
+    assert!(!ok && err.contains("previous terminated container \"app\" in pod \"done\" not found"), "{err}");
+
+    // A pod that no node took has no logs to give.
+    let (ok, _, err) = kubectl(&api, &["logs", "nowhere"]);
+    assert!(!ok && err.contains("pod nowhere does not have a host assigned"), "{err}");
 }
