@@ -164,7 +164,7 @@ async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restarts_back_off_oom_kills_and_init_containers() {
-    let (_c, api, _containerd, agent) = cluster_with_agent(&["--backoff-base", "1s", "--backoff-max", "4s"]).await;
+    let (_c, api, _containerd, _agent) = cluster_with_agent(&["--backoff-base", "1s", "--backoff-max", "4s"]).await;
 
     api.ok(&["apply", "-f", "-"], Some(&pod_yaml("crash", "Always", "echo crashing; exit 3"))).unwrap();
     api.ok(&["apply", "-f", "-"], Some(&pod_yaml("once", "Never", "exit 7"))).unwrap();
@@ -255,10 +255,8 @@ spec:
     for init in inits {
         assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
     }
-    let uid = staged["metadata"]["uid"].as_str().unwrap();
-    let log = agent.log_dir.join(format!("default_staged_{uid}/app/0.log"));
     let output = wait_for("the app's output", Duration::from_secs(10), || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = api.ok(&["logs", "staged"], None).unwrap_or_default();
         (text.contains("two"), text)
     })
     .await;
