@@ -385,6 +385,20 @@ spec:
     .await;
 }
 
+/// How many TCP connections to 127.0.0.1:`port` are established (the server's ends, from /proc/net/tcp).
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
 /// kubectl's output (stdout, stderr) and whether it succeeded.
 fn kubectl(api: &Api, args: &[&str]) -> (bool, String, String) {
     let out = api.kubectl(args, None).unwrap();
@@ -495,10 +509,17 @@ spec:
         (last_tick(&text).is_some_and(|t| t >= before + 5), text)
     })
     .await;
+    assert!(established_to(agent.port) >= 1, "the follow goes through the agent's endpoint");
     let _ = follower.kill();
     let _ = follower.wait();
     let ticks: Vec<u64> = streamed.lines().filter_map(|l| l.strip_prefix("tick-")?.parse().ok()).collect();
     assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "lines lost or repeated: {streamed}");
+    // kubectl gone, the master drops its call to the agent and the agent stops reading.
+    wait_for("the agent's connections closed", Duration::from_secs(10), || {
+        let open = established_to(agent.port);
+        (open == 0, open)
+    })
+    .await;
 
     // A container that exited: -f ends by itself once everything is sent.
     wait_for("pod done Succeeded", Duration::from_secs(60), || {
