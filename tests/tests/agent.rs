@@ -164,7 +164,7 @@ async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restarts_back_off_oom_kills_and_init_containers() {
-    let (_c, api, _containerd, _agent) = cluster_with_agent(&["--backoff-base", "1s", "--backoff-max", "4s"]).await;
+    let (_c, api, _containerd, agent) = cluster_with_agent(&["--backoff-base", "1s", "--backoff-max", "4s"]).await;
 
     api.ok(&["apply", "-f", "-"], Some(&pod_yaml("crash", "Always", "echo crashing; exit 3"))).unwrap();
     api.ok(&["apply", "-f", "-"], Some(&pod_yaml("once", "Never", "exit 7"))).unwrap();
@@ -223,13 +223,26 @@ spec:
     let crash = wait_for("pod crash restarted 3 times", Duration::from_secs(60), || {
         let pod = json(&api, &["get", "pod", "crash"]);
         let status = &pod["status"]["containerStatuses"][0];
-        saw_backoff |= status["state"]["waiting"]["reason"] == "CrashLoopBackOff";
-        (status["restartCount"].as_i64().unwrap_or(0) >= 3, pod)
+        let backing_off = status["state"]["waiting"]["reason"] == "CrashLoopBackOff";
+        saw_backoff |= backing_off;
+        // Taken while backing off, not in the moment a new attempt runs (Ready then, briefly).
+        (status["restartCount"].as_i64().unwrap_or(0) >= 3 && backing_off, pod)
     })
     .await;
     assert!(saw_backoff, "CrashLoopBackOff was never reported");
     let status = &crash["status"]["containerStatuses"][0];
     assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
+    // Only the logs of the attempts kept (the latest and the one before) stay on disk.
+    let logs = agent.log_dir.join(format!("default_crash_{}/app", crash["metadata"]["uid"].as_str().unwrap()));
+    let restarts = status["restartCount"].as_u64().unwrap();
+    wait_for("old attempts' logs removed", Duration::from_secs(10), || {
+        let mut files: Vec<String> = std::fs::read_dir(&logs)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        files.sort();
+        (!files.contains(&"0.log".to_string()) && files.contains(&format!("{restarts}.log")), files)
+    })
+    .await;
     assert_eq!(crash["status"]["phase"], "Running");
     assert_eq!(condition(&crash, "Ready"), "False");
 

@@ -307,6 +307,9 @@ async fn act(
         Action::Remove { id } => {
             shared.runtime.remove(&id).await?;
             shared.containers.lock().expect("containers lock").remove(&id);
+            if let Err(e) = logs::remove_attempt(&shared.config.log_dir, pod, &id) {
+                tracing::warn!(pod = %name, id, error = %e, "cannot remove a removed container's logs");
+            }
         }
         Action::TeardownSandbox => {
             let paths = shared.sandbox_paths(&uid);

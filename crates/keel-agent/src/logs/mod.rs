@@ -13,6 +13,35 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 use crate::names::attempt_of;
 
+/// Removes the log files of the attempt of one of the pod's containers that `container_id` names (a
+/// removed container's logs are not needed: `previous` reads the attempt before the latest, which is
+/// kept). Ids of containers no longer in the spec are left alone (their logs go with the pod).
+pub fn remove_attempt(log_dir: &std::path::Path, pod: &Pod, container_id: &str) -> std::io::Result<()> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let Some(attempt) = attempt_of(container_id) else { return Ok(()) };
+    let Some(spec) = pod.spec.as_ref() else { return Ok(()) };
+    let name = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .map(|c| c.name.as_str())
+        .find(|name| crate::names::container_id(uid, name, attempt) == container_id);
+    let Some(name) = name else { return Ok(()) };
+    let pod_ref = crate::names::PodRef {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: uid.to_string(),
+    };
+    let current = crate::names::log_path(log_dir, &pod_ref, name, attempt);
+    for file in reader::files(&current) {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Whether the pod's spec has a container (or init container) of this name.
 pub fn has_container(pod: &Pod, name: &str) -> bool {
     pod.spec
@@ -87,6 +116,25 @@ mod tests {
 
     fn id(attempt: u32) -> String {
         format!("containerd://{}", container_id("u", "app", attempt))
+    }
+
+    #[test]
+    fn a_removed_attempts_logs_go_and_the_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pod(serde_json::json!([]));
+        let pod_ref = crate::names::PodRef { namespace: "default".into(), name: "web".into(), uid: "u".into() };
+        let log = |attempt| crate::names::log_path(dir.path(), &pod_ref, "app", attempt);
+        std::fs::create_dir_all(log(0).parent().unwrap()).unwrap();
+        for path in [log(0), writer::rotated(&log(0), 1), log(1)] {
+            std::fs::write(path, "x").unwrap();
+        }
+        remove_attempt(dir.path(), &p, &container_id("u", "app", 0)).unwrap();
+        assert!(!log(0).exists() && !writer::rotated(&log(0), 1).exists());
+        assert!(log(1).exists());
+        // Unknown containers and ids are no error.
+        remove_attempt(dir.path(), &p, &container_id("u", "gone", 1)).unwrap();
+        remove_attempt(dir.path(), &p, "not-an-id").unwrap();
+        assert!(log(1).exists());
     }
 
     #[test]
