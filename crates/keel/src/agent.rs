@@ -125,7 +125,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         containerd_socket: args.containerd.containerd_socket,
         containerd_namespace: args.containerd.containerd_namespace,
         data_dir: args.data_dir,
-        log_dir: args.log_dir,
+        // Absolute: the path goes to the containers' logger, which containerd's shim starts elsewhere.
+        log_dir: std::path::absolute(&args.log_dir)
+            .with_context(|| format!("cannot resolve {}", args.log_dir.display()))?,
         container_logger: this_program(),
         log_max_bytes: args.container_log_max_size,
         log_max_files: args.container_log_max_files,
