@@ -98,7 +98,7 @@ fn this_program() -> Option<PathBuf> {
         // Replaced on disk while running (a rebuild): the new file at the same path is the logger too.
         Ok(p) => Some(PathBuf::from(p.to_string_lossy().trim_end_matches(" (deleted)"))),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot find this program; containers' logs will be raw output without timestamps");
+            tracing::warn!(error = %e, "cannot find this program; containers' logs will be raw, without times");
             None
         }
     }
