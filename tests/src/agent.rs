@@ -266,6 +266,8 @@ pub struct Agent {
     pub data_dir: PathBuf,
     pub log_dir: PathBuf,
     pub log: PathBuf,
+    /// The port of the agent's HTTPS endpoint (on 127.0.0.1).
+    pub port: u16,
 }
 
 impl Agent {
@@ -276,7 +278,8 @@ impl Agent {
         let data_dir = containerd.dir.join(format!("agent-{node}"));
         let log_dir = containerd.dir.join(format!("logs-{node}"));
         let log = containerd.dir.join(format!("agent-{node}.log"));
-        let mut agent = Agent { child: None, node: node.to_string(), data_dir, log_dir, log };
+        let port = crate::free_port();
+        let mut agent = Agent { child: None, node: node.to_string(), data_dir, log_dir, log, port };
         agent.spawn(api, containerd, extra)?;
         Ok(agent)
     }
@@ -294,6 +297,7 @@ impl Agent {
             .arg(&self.data_dir)
             .arg("--log-dir")
             .arg(&self.log_dir)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(extra)
             .env("RUST_LOG", "info,keel_agent=debug")
             .stdin(Stdio::null())

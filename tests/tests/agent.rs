@@ -6,7 +6,9 @@
 //! with env and files from ConfigMaps and Secrets, and get an address over CNI (in a network namespace the test
 //! made as the node's host); deleting a
 //! pod stops its container (SIGTERM, SIGKILL after the grace period) and leaves nothing behind in containerd
-//! or on disk.
+//! or on disk. Containers' logs are CRI lines written by the shim's logger, and stock `kubectl logs` (-c,
+//! --tail, --timestamps, --limit-bytes, -f, --previous) reads them through the master and the agent's
+//! HTTPS endpoint.
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +50,10 @@ async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
     assert!(runtime.starts_with("containerd://1."), "{runtime}");
     assert_eq!(node["status"]["addresses"][0], serde_json::json!({"type": "InternalIP", "address": "127.0.0.1"}));
     assert!(node["status"]["allocatable"]["memory"].as_str().unwrap().ends_with("Ki"));
+    // The agent's HTTPS endpoint: its port, and its certificate's SHA-256 for the API server to pin.
+    assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], agent.port);
+    let fingerprint = node["metadata"]["annotations"]["keel.dev/agent-cert-sha256"].as_str().unwrap_or_default();
+    assert!(fingerprint.len() == 64 && fingerprint.chars().all(|c| c.is_ascii_hexdigit()), "{node}");
     let lease = wait_for("node lease", Duration::from_secs(30), || {
         let out = api.kubectl(&["get", "lease", "-n", "kube-node-lease", "agent-1", "-o", "json"], None).unwrap();
         let lease: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -57,8 +63,11 @@ async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
     let first_renewal = lease["spec"]["renewTime"].as_str().unwrap().to_string();
 
     // A pod bound by the scheduler runs: Running, Ready, a containerd task, its output in its log file.
-    api.ok(&["apply", "-f", "-"], Some(&pod_yaml("web", "Always", "echo started as $(hostname); exec sleep 3600")))
-        .unwrap();
+    api.ok(
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("web", "Always", "echo started as $(hostname); echo on stderr >&2; exec sleep 3600")),
+    )
+    .unwrap();
     let pod = wait_for("pod Running and Ready", Duration::from_secs(60), || {
         let pod = json(&api, &["get", "pod", "web"]);
         (pod["status"]["phase"] == "Running" && condition(&pod, "Ready") == "True", pod)
@@ -79,10 +88,17 @@ async fn a_pod_runs_on_containerd_and_its_deletion_leaves_nothing_behind() {
     let log = agent.log_dir.join(format!("default_web_{uid}/app/0.log"));
     let output = wait_for("the container's output in its log", Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        (text.contains("started as web"), text)
+        (text.contains("started as web") && text.contains("on stderr"), text)
     })
     .await;
-    assert!(output.contains("started as web"), "{output}");
+    // The shim's logger (`keel container-log`) wrote CRI lines: time, stream, tag, content.
+    let lines: Vec<Vec<&str>> = output.lines().map(|l| l.splitn(4, ' ').collect()).collect();
+    assert_eq!(lines.len(), 2, "{output}");
+    for fields in &lines {
+        assert!(fields[0].ends_with('Z') && fields[0].parse::<jiff::Timestamp>().is_ok(), "{output}");
+    }
+    assert!(lines.iter().any(|f| f[1..] == ["stdout", "F", "started as web"]), "{output}");
+    assert!(lines.iter().any(|f| f[1..] == ["stderr", "F", "on stderr"]), "{output}");
 
     // kill -9 of the agent leaves the container running; the restarted agent adopts it (same container,
     // no restart) and reports the pod as before.
@@ -187,13 +203,26 @@ spec:
     let crash = wait_for("pod crash restarted 3 times", Duration::from_secs(60), || {
         let pod = json(&api, &["get", "pod", "crash"]);
         let status = &pod["status"]["containerStatuses"][0];
-        saw_backoff |= status["state"]["waiting"]["reason"] == "CrashLoopBackOff";
-        (status["restartCount"].as_i64().unwrap_or(0) >= 3, pod)
+        let backing_off = status["state"]["waiting"]["reason"] == "CrashLoopBackOff";
+        saw_backoff |= backing_off;
+        // Taken while backing off, not in the moment a new attempt runs (Ready then, briefly).
+        (status["restartCount"].as_i64().unwrap_or(0) >= 3 && backing_off, pod)
     })
     .await;
     assert!(saw_backoff, "CrashLoopBackOff was never reported");
     let status = &crash["status"]["containerStatuses"][0];
     assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
+    // Only the logs of the attempts kept (the latest and the one before) stay on disk.
+    let logs = agent.log_dir.join(format!("default_crash_{}/app", crash["metadata"]["uid"].as_str().unwrap()));
+    let restarts = status["restartCount"].as_u64().unwrap();
+    wait_for("old attempts' logs removed", Duration::from_secs(10), || {
+        let mut files: Vec<String> = std::fs::read_dir(&logs)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        files.sort();
+        (!files.contains(&"0.log".to_string()) && files.contains(&format!("{restarts}.log")), files)
+    })
+    .await;
     assert_eq!(crash["status"]["phase"], "Running");
     assert_eq!(condition(&crash, "Ready"), "False");
 
@@ -219,10 +248,8 @@ spec:
     for init in inits {
         assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
     }
-    let uid = staged["metadata"]["uid"].as_str().unwrap();
-    let log = agent.log_dir.join(format!("default_staged_{uid}/app/0.log"));
     let output = wait_for("the app's output", Duration::from_secs(10), || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = api.ok(&["logs", "staged"], None).unwrap_or_default();
         (text.contains("two"), text)
     })
     .await;
@@ -349,4 +376,171 @@ spec:
         (!held, held)
     })
     .await;
+}
+
+/// How many TCP connections to 127.0.0.1:`port` are established (the server's ends, from /proc/net/tcp).
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// kubectl's output (stdout, stderr) and whether it succeeded.
+fn kubectl(api: &Api, args: &[&str]) -> (bool, String, String) {
+    let out = api.kubectl(args, None).unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_logs_reads_containers_through_the_master_and_the_agent() {
+    let (_c, api, _containerd, agent) = cluster_with_agent(&["--backoff-base", "1s", "--backoff-max", "2s"]).await;
+    let pods = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: talk
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: talker
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo out-1; echo err-1 >&2; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done"]
+  - name: quiet
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo quiet here; exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: again
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: state, emptyDir: {{}}}}]
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sh", "-c", "n=$(cat /s/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /s/n; echo run-$n; if [ $n -eq 1 ]; then exit 1; fi; exec sleep 3600"]
+    volumeMounts: [{{name: state, mountPath: /s}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: done
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo all done"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nowhere
+spec:
+  nodeSelector: {{keel.test/nowhere: "true"}}
+  containers:
+  - name: app
+    image: {BUSYBOX}
+"#
+    );
+    api.ok(&["apply", "-f", "-"], Some(&pods)).unwrap();
+    wait_for("pod talk Running", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "talk"]);
+        (pod["status"]["phase"] == "Running", pod["status"].clone())
+    })
+    .await;
+
+    // Both streams of a container, through the master's pods/log and the agent's endpoint.
+    let all = wait_for("talker's output", Duration::from_secs(10), || {
+        let (ok, out, err) = kubectl(&api, &["logs", "talk", "-c", "talker"]);
+        (ok && out.contains("tick-3"), format!("{out}{err}"))
+    })
+    .await;
+    assert!(all.contains("out-1\n") && all.contains("err-1\n"), "{all}");
+    assert_eq!(api.ok(&["logs", "talk", "-c", "quiet"], None).unwrap(), "quiet here\n");
+    assert_eq!(api.ok(&["logs", "talk", "-c", "quiet", "--limit-bytes=5"], None).unwrap(), "quiet");
+
+    // --tail keeps the last lines; --timestamps prefixes each with its RFC 3339 time.
+    let tail = api.ok(&["logs", "talk", "-c", "talker", "--tail=2"], None).unwrap();
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(tail.lines().all(|l| l.starts_with("tick-")), "{tail}");
+    let stamped = api.ok(&["logs", "talk", "-c", "quiet", "--timestamps"], None).unwrap();
+    let (time, text) = stamped.trim_end().split_once(' ').unwrap();
+    assert_eq!(text, "quiet here");
+    let time: jiff::Timestamp = time.parse().unwrap_or_else(|e| panic!("{stamped}: {e}"));
+    assert!((jiff::Timestamp::now() - time).get_seconds() < 120, "{stamped}");
+
+    // Without -c the API server wants a container of a two-container pod, as kube-apiserver does (kubectl
+    // itself defaults to the first one).
+    let (ok, _, err) = kubectl(&api, &["get", "--raw", "/api/v1/namespaces/default/pods/talk/log"]);
+    assert!(
+        !ok && err.contains("a container name must be specified for pod talk, choose one of: [talker quiet]"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(&api, &["logs", "talk", "-c", "nope"]);
+    assert!(!ok && err.contains("container nope is not valid for pod talk"), "{err}");
+
+    // -f streams what the container writes next; read a few new lines, then stop kubectl.
+    let followed = agent.log_dir.with_file_name("follow.out");
+    let last_tick = |text: &str| text.lines().filter_map(|l| l.strip_prefix("tick-")?.parse::<u64>().ok()).max();
+    let before = last_tick(&api.ok(&["logs", "talk", "-c", "talker"], None).unwrap()).unwrap_or(0);
+    let mut follower = api.kubectl_background(&["logs", "-f", "talk", "-c", "talker", "--tail=1"], &followed).unwrap();
+    let streamed = wait_for("kubectl logs -f to stream new lines", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&followed).unwrap_or_default();
+        (last_tick(&text).is_some_and(|t| t >= before + 5), text)
+    })
+    .await;
+    assert!(established_to(agent.port) >= 1, "the follow goes through the agent's endpoint");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let ticks: Vec<u64> = streamed.lines().filter_map(|l| l.strip_prefix("tick-")?.parse().ok()).collect();
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "lines lost or repeated: {streamed}");
+    // kubectl gone, the master drops its call to the agent and the agent stops reading.
+    wait_for("the agent's connections closed", Duration::from_secs(10), || {
+        let open = established_to(agent.port);
+        (open == 0, open)
+    })
+    .await;
+
+    // A container that exited: -f ends by itself once everything is sent.
+    wait_for("pod done Succeeded", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "done"]);
+        (pod["status"]["phase"] == "Succeeded", pod["status"].clone())
+    })
+    .await;
+    let started = Instant::now();
+    assert_eq!(api.ok(&["logs", "-f", "done"], None).unwrap(), "all done\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "logs -f of a finished container took {:?}",
+        started.elapsed()
+    );
+
+    // --previous: the instance before the last restart.
+    wait_for("pod again restarted and running", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "again"]);
+        let status = &pod["status"]["containerStatuses"][0];
+        (status["restartCount"] == 1 && status["state"]["running"].is_object(), pod["status"].clone())
+    })
+    .await;
+    assert_eq!(api.ok(&["logs", "again"], None).unwrap(), "run-2\n");
+    assert_eq!(api.ok(&["logs", "again", "--previous"], None).unwrap(), "run-1\n");
+    let (ok, _, err) = kubectl(&api, &["logs", "done", "--previous"]);
+    assert!(!ok && err.contains("previous terminated container \"app\" in pod \"done\" not found"), "{err}");
+
+    // A pod that no node took has no logs to give.
+    let (ok, _, err) = kubectl(&api, &["logs", "nowhere"]);
+    assert!(!ok && err.contains("pod nowhere does not have a host assigned"), "{err}");
 }

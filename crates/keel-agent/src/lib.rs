@@ -1,26 +1,30 @@
 //! keel-agent: the node agent (keel's kubelet). It registers its Node, renews the node's Lease, watches the
 //! pods bound to it and runs them on containerd.
 //!
-//! Pure decision logic ([`sync`], [`spec`], [`image`], [`names`]) is unit-tested without IO; [`runtime`]
-//! (containerd), [`sandbox`] (the pods' namespaces), [`node`] and [`worker`] do the IO. See
+//! Pure decision logic ([`sync`], [`spec`], [`image`], [`names`], [`logs::cri`], [`logs::select`]) is
+//! unit-tested without IO; [`runtime`] (containerd), [`sandbox`] (the pods' namespaces), [`node`],
+//! [`worker`], [`logs`] (the containers' logger and log reader) and [`server`] (the HTTPS endpoint) do the IO. See
 //! docs/adr/003-node-agent.md for the design and what comes next.
 
 pub mod cni;
 pub mod env;
 pub mod events;
 pub mod image;
+pub mod logs;
 pub mod names;
 pub mod node;
 pub mod probe;
 pub mod prober;
 pub mod runtime;
 pub mod sandbox;
+pub mod server;
 pub mod spec;
 pub mod sync;
 pub mod volumes;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +59,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The containers' logs (`<namespace>_<pod>_<uid>/<container>/<attempt>.log`).
     pub log_dir: PathBuf,
+    /// The program containerd's shim runs to write each container's log as CRI lines (the `keel` binary,
+    /// [`logs::writer`]). None: the shim appends the raw output to the log file itself.
+    pub container_logger: Option<PathBuf>,
+    /// A container's log file is rotated before it grows past this many bytes…
+    pub log_max_bytes: u64,
+    /// …and at most this many files are kept per attempt.
+    pub log_max_files: u32,
     pub cpu: String,
     pub memory: String,
     pub max_pods: u32,
@@ -62,6 +73,11 @@ pub struct Config {
     pub settings: sync::Settings,
     /// How often every pod is looked at even when nothing is heard.
     pub resync: Duration,
+    /// Where the agent's HTTPS endpoint (logs) listens; its port is published on the Node.
+    pub listen: SocketAddr,
+    /// The cluster CA's certificates (DER): the endpoint's clients (the API server) must present a
+    /// certificate one of them signed.
+    pub client_ca: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +88,12 @@ pub enum AgentError {
     Register { node: String, source: kube::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Server(#[from] server::ServerError),
+    #[error("the agent's endpoint failed: {0}")]
+    Serve(std::io::Error),
 }
 
 /// The pod network of a node configured like this, if it has one.
@@ -94,15 +116,23 @@ pub async fn run(client: Client, config: Config) -> Result<(), AgentError> {
         Containerd::connect_retrying(&config.containerd_socket, &config.containerd_namespace, Duration::from_secs(30))
             .await?;
     let version = runtime.version().await?;
-    node::register(&client, &config, &version)
+    let tcp = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Listen { addr: config.listen, source })?;
+    let identity = server::Identity::generate(&config.node_name, &[config.node_ip.clone(), config.node_name.clone()])?;
+    let tls = identity.server_config(&config.client_ca)?;
+    let endpoint = node::Endpoint { port: tcp.local_addr()?.port(), cert_sha256: identity.fingerprint.clone() };
+    node::register(&client, &config, &version, &endpoint)
         .await
         .map_err(|source| AgentError::Register { node: config.node_name.clone(), source })?;
-    tracing::info!(node = %config.node_name, containerd = %version, "node registered");
+    tracing::info!(node = %config.node_name, containerd = %version, listen = %config.listen, "node registered");
     let shared = Arc::new(worker::Shared::new(client.clone(), runtime, config.clone()));
+    let app = server::app(shared.clone(), config.log_dir.clone(), config.node_name.clone());
     tokio::select! {
-        () = node::heartbeat(client, config, version) => Ok(()),
+        () = node::heartbeat(client, config, version, endpoint) => Ok(()),
         () = watch_pods(shared.clone()) => Ok(()),
         () = watch_exits(shared) => Ok(()),
+        r = server::serve(tcp, tls, app) => r.map_err(AgentError::Serve),
     }
 }
 

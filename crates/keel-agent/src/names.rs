@@ -33,6 +33,13 @@ pub fn container_id(uid: &str, container: &str, attempt: u32) -> String {
     format!("k{hex}-{attempt}")
 }
 
+/// The attempt a container id names (the number after the last `-` of `k<hex>-<attempt>`), also from a
+/// status's `containerd://<id>`.
+pub fn attempt_of(container_id: &str) -> Option<u32> {
+    let id = container_id.strip_prefix("containerd://").unwrap_or(container_id);
+    id.rsplit_once('-')?.1.parse().ok()
+}
+
 /// The labels of a container.
 pub fn container_labels(pod: &PodRef, container: &str, attempt: u32) -> HashMap<String, String> {
     HashMap::from([
@@ -74,6 +81,14 @@ mod tests {
         assert!(a.starts_with('k') && a.len() <= 76, "{a}");
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "{a}");
         assert!(a.ends_with("-0"));
+    }
+
+    #[test]
+    fn attempts_are_read_back_from_ids() {
+        assert_eq!(attempt_of(&container_id("u", "app", 7)), Some(7));
+        assert_eq!(attempt_of(&format!("containerd://{}", container_id("u", "app", 0))), Some(0));
+        assert_eq!(attempt_of("containerd://"), None);
+        assert_eq!(attempt_of("k123-x"), None);
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub const KUBELET_VERSION: &str = "v1.33.0";
 /// How often the status is reported when nothing changed.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Where the API server reaches the agent's HTTPS endpoint (at the node's InternalIP), and the SHA-256 of
+/// the certificate it serves, which the API server pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub port: u16,
+    pub cert_sha256: String,
+}
+
 fn now() -> String {
     keel_api::meta::timestamp(jiff::Timestamp::now())
 }
@@ -46,7 +54,7 @@ fn os_image() -> String {
         .unwrap_or_else(|| "Linux".into())
 }
 
-fn status(config: &Config, runtime_version: &str) -> Value {
+fn status(config: &Config, runtime_version: &str, endpoint: &Endpoint) -> Value {
     let resources = json!({"cpu": config.cpu, "memory": config.memory, "pods": config.max_pods.to_string()});
     let t = now();
     let condition = |type_: &str, status: &str, reason: &str, message: &str| {
@@ -65,7 +73,7 @@ fn status(config: &Config, runtime_version: &str) -> Value {
             {"type": "InternalIP", "address": config.node_ip},
             {"type": "Hostname", "address": config.node_name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": endpoint.port}},
         "nodeInfo": {
             "machineID": read_trimmed("/etc/machine-id"),
             "systemUUID": read_trimmed("/sys/class/dmi/id/product_uuid"),
@@ -81,7 +89,11 @@ fn status(config: &Config, runtime_version: &str) -> Value {
     })
 }
 
-fn node_object(config: &Config, runtime_version: &str) -> Node {
+fn annotations(endpoint: &Endpoint) -> Value {
+    json!({keel_api::agent_api::CERT_ANNOTATION: endpoint.cert_sha256})
+}
+
+fn node_object(config: &Config, runtime_version: &str, endpoint: &Endpoint) -> Node {
     let mut labels: BTreeMap<String, String> = config.labels.clone();
     labels.insert("kubernetes.io/hostname".into(), config.node_name.clone());
     labels.insert("kubernetes.io/os".into(), "linux".into());
@@ -92,31 +104,44 @@ fn node_object(config: &Config, runtime_version: &str) -> Node {
     }
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": config.node_name, "labels": labels},
+        "metadata": {"name": config.node_name, "labels": labels, "annotations": annotations(endpoint)},
         "spec": spec,
-        "status": status(config, runtime_version),
+        "status": status(config, runtime_version, endpoint),
     }))
     .expect("the agent's Node is a valid Node")
 }
 
-/// Creates the Node (or finds it) and reports its status.
-pub async fn register(client: &Client, config: &Config, runtime_version: &str) -> Result<(), kube::Error> {
+/// Creates the Node (or finds it, and publishes this run's certificate on it) and reports its status.
+pub async fn register(
+    client: &Client,
+    config: &Config,
+    runtime_version: &str,
+    endpoint: &Endpoint,
+) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
-    match nodes.create(&PostParams::default(), &node_object(config, runtime_version)).await {
+    match nodes.create(&PostParams::default(), &node_object(config, runtime_version, endpoint)).await {
         Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let patch = json!({"metadata": {"annotations": annotations(endpoint)}});
+            nodes.patch(&config.node_name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
         Err(e) => return Err(e),
     }
-    report(&nodes, config, runtime_version).await
+    report(&nodes, config, runtime_version, endpoint).await
 }
 
-async fn report(nodes: &Api<Node>, config: &Config, runtime_version: &str) -> Result<(), kube::Error> {
-    let patch = json!({"status": status(config, runtime_version)});
+async fn report(
+    nodes: &Api<Node>,
+    config: &Config,
+    runtime_version: &str,
+    endpoint: &Endpoint,
+) -> Result<(), kube::Error> {
+    let patch = json!({"status": status(config, runtime_version, endpoint)});
     nodes.patch_status(&config.node_name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
 }
 
 /// Renews the Lease and reports the status, until cancelled. Failures are logged and retried.
-pub async fn heartbeat(client: Client, config: Config, runtime_version: String) {
+pub async fn heartbeat(client: Client, config: Config, runtime_version: String, endpoint: Endpoint) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let mut tick = tokio::time::interval(RENEW_INTERVAL);
@@ -133,7 +158,7 @@ pub async fn heartbeat(client: Client, config: Config, runtime_version: String) 
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 // Deleted from under us: register again, as the kubelet does.
-                if let Err(e) = register(&client, &config, &runtime_version).await {
+                if let Err(e) = register(&client, &config, &runtime_version, &endpoint).await {
                     tracing::warn!(error = %e, "cannot register the node again");
                 }
                 continue;
@@ -144,7 +169,7 @@ pub async fn heartbeat(client: Client, config: Config, runtime_version: String) 
             }
         };
         if !ready || last_report.elapsed() >= STATUS_INTERVAL {
-            match report(&nodes, &config, &runtime_version).await {
+            match report(&nodes, &config, &runtime_version, &endpoint).await {
                 Ok(()) => last_report = tokio::time::Instant::now(),
                 Err(e) => tracing::warn!(error = %e, "cannot report the node's status"),
             }

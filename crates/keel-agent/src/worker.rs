@@ -19,7 +19,7 @@ use crate::prober::{self, Probers};
 use crate::runtime::{Containerd, ImageInfo, Registry, RuntimeError};
 use crate::spec::{self, SandboxPaths};
 use crate::sync::{self, Action, Memory, Observed, StartError, StopReason};
-use crate::{cni, sandbox, volumes, Config};
+use crate::{cni, logs, sandbox, volumes, Config};
 
 /// State shared by the pod workers.
 pub struct Shared {
@@ -448,6 +448,9 @@ async fn act(
         Action::Remove { id } => {
             shared.runtime.remove(&id).await?;
             shared.containers.lock().expect("containers lock").remove(&id);
+            if let Err(e) = logs::remove_attempt(&shared.config.log_dir, pod, &id) {
+                tracing::warn!(pod = %name, id, error = %e, "cannot remove a removed container's logs");
+            }
         }
         Action::TeardownSandbox => {
             let paths = shared.sandbox_paths(&uid);
@@ -566,8 +569,19 @@ async fn start(
         .append(true)
         .open(&log)
         .map_err(|e| run_error(format!("cannot open the log file {}: {e}", log.display())))?;
+    let stdio = match &shared.config.container_logger {
+        Some(program) => logs::writer::binary_uri(
+            program,
+            &logs::writer::Spec {
+                path: log.clone(),
+                max_bytes: shared.config.log_max_bytes,
+                max_files: shared.config.log_max_files,
+            },
+        ),
+        None => log.display().to_string(),
+    };
     let labels = names::container_labels(&pod_ref, container_name, attempt);
-    shared.runtime.create_start(&id, labels, image, &spec, &log).await.map_err(|e| run_error(e.to_string()))?;
+    shared.runtime.create_start(&id, labels, image, &spec, &stdio).await.map_err(|e| run_error(e.to_string()))?;
     Ok(id)
 }
 

@@ -11,6 +11,7 @@ mod health;
 pub mod leadership;
 mod metrics;
 pub mod namespaces;
+mod node_proxy;
 mod request;
 mod resources;
 pub mod server;
@@ -24,6 +25,7 @@ use axum::routing::{any, get};
 use axum::Router;
 
 pub use failure::Failure;
+pub use node_proxy::NodeClient;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -37,6 +39,9 @@ pub struct AppState {
     /// Who runs the control loops, as this master sees it (`None` where nothing campaigns, as in tests of
     /// the router alone).
     pub leadership: Option<Leadership>,
+    /// The client certificate for calls to node agents (`pods/log`); `None` where there is no cluster CA
+    /// (tests of the router alone), and such calls are answered 503.
+    pub node_client: Option<std::sync::Arc<NodeClient>>,
 }
 
 /// This master's name and its part in running the control loops.
@@ -51,7 +56,7 @@ impl AppState {
     pub fn new(advertise: impl Into<String>, storage: storage::Storage) -> AppState {
         let service_cidr = keel_api::services::ServiceCidr::parse(keel_api::services::DEFAULT_SERVICE_CIDR)
             .expect("the default service range parses");
-        AppState { advertise: advertise.into(), storage, service_cidr, leadership: None }
+        AppState { advertise: advertise.into(), storage, service_cidr, leadership: None, node_client: None }
     }
 }
 

@@ -84,9 +84,13 @@ async fn serve(
         }
         (Method::DELETE, true, None) => call.delete(request::read(body).await?.as_ref()).await?,
         (Method::POST, true, Some("binding")) => call.bind(request::object_body(&headers, body).await?).await?,
-        (Method::GET | Method::POST, true, Some("log" | "exec")) => {
+        (Method::GET, true, Some("log")) => {
+            let namespace = call.target.namespace.as_deref().unwrap_or("default");
+            crate::node_proxy::pod_log(&call.state, namespace, call.name(), query.as_deref()).await
+        }
+        (Method::GET | Method::POST, true, Some("exec")) => {
             return Err(ApiError::BadRequest(
-                "logs and exec are served by node agents, which this cluster does not run yet".into(),
+                "exec is served by node agents, which this cluster cannot reach for it yet".into(),
             )
             .into())
         }

@@ -143,6 +143,9 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     hosts.retain(|h| !h.is_empty() && h != "0.0.0.0" && h != "::");
     let (cert, key) = secrets.authority.issue_serving(&hosts)?;
     let tls = tls::server_config(&cert, &key)?;
+    // What this master presents to node agents (they trust the cluster CA for clients).
+    let (client_cert, client_key) = secrets.authority.issue_client(keel_api::agent_api::APISERVER_CLIENT_NAME)?;
+    let node_client = Arc::new(crate::NodeClient::new(&client_cert, &client_key)?);
 
     std::fs::create_dir_all(&config.data_dir).map_err(io(format!("cannot create {}", config.data_dir.display())))?;
     let ca_path = config.data_dir.join("ca.crt");
@@ -167,6 +170,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     let state = AppState {
         service_cidr: config.service_cidr,
         leadership: Some(Leadership { identity: config.identity, role: role.clone() }),
+        node_client: Some(node_client),
         ..AppState::new(config.advertise.clone(), storage)
     };
     let router = require_token(app(state), tokens);

@@ -128,6 +128,24 @@ impl Authority {
     }
 }
 
+impl Authority {
+    /// A client certificate for `common_name` (client authentication only), valid for ~1 year and signed by
+    /// this CA, with a fresh ECDSA P-256 key: what the API server presents to node agents. Returns
+    /// (certificate PEM, key PEM).
+    pub fn issue_client(&self, common_name: &str) -> Result<(String, String), TlsError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, today(), SERVING_VALIDITY_DAYS);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
 fn ca_key_usages() -> Vec<KeyUsagePurpose> {
     vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign]
 }
@@ -384,6 +402,25 @@ mod tests {
         let (cert, key) = restored.issue_serving(&["10.0.0.7".into()]).unwrap();
         assert!(verifies(&original, &cert, "10.0.0.7"));
         assert!(server_config(&cert, &key).is_ok());
+    }
+
+    #[test]
+    fn client_certificates_verify_as_clients_only() {
+        let ca = ca();
+        let mut roots = RootCertStore::empty();
+        roots.add(certificates(ca.cert_pem()).unwrap().remove(0)).unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let (client, _) = ca.issue_client("keel-apiserver").unwrap();
+        let leaf = certificates(&client).unwrap().remove(0);
+        assert!(verifier.verify_client_cert(&leaf, &[], UnixTime::now()).is_ok());
+        assert!(!verifies(&ca, &client, "localhost"), "a client certificate must not serve");
+        let (serving, _) = ca.issue_serving(&[]).unwrap();
+        let leaf = certificates(&serving).unwrap().remove(0);
+        assert!(
+            verifier.verify_client_cert(&leaf, &[], UnixTime::now()).is_err(),
+            "a serving one must not be a client"
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub struct AgentArgs {
     /// The node's InternalIP, where the masters reach it.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: String,
+    /// Where the agent's HTTPS endpoint (containers' logs, for the API server) listens; its port is
+    /// published on the Node.
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    listen: std::net::SocketAddr,
     /// The node's pod CIDR (spec.podCIDR): pods get their addresses from it through CNI. Without it, pods
     /// have only their loopback interface.
     #[arg(long)]
@@ -43,6 +47,12 @@ pub struct AgentArgs {
     /// Where the containers' logs go.
     #[arg(long, default_value = "/var/log/keel/pods")]
     log_dir: PathBuf,
+    /// The size at which a container's log file is rotated (a quantity: 10Mi, 500Ki, 1000000).
+    #[arg(long, default_value = "10Mi", value_parser = parse_size)]
+    container_log_max_size: u64,
+    /// How many log files (the current one included) are kept per container.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    container_log_max_files: u32,
     /// Allocatable CPU (default: the machine's CPUs).
     #[arg(long)]
     cpu: Option<String>,
@@ -80,6 +90,23 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    let q = keel_api::quantity::Quantity::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+    u64::try_from(q.value()).ok().filter(|n| *n > 0).ok_or_else(|| format!("{s:?} is not a positive size"))
+}
+
+/// This program, which containerd's shim runs as the containers' logger (`keel container-log`).
+fn this_program() -> Option<PathBuf> {
+    match std::env::current_exe() {
+        // Replaced on disk while running (a rebuild): the new file at the same path is the logger too.
+        Ok(p) => Some(PathBuf::from(p.to_string_lossy().trim_end_matches(" (deleted)"))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find this program; containers' logs will be raw, without times");
+            None
+        }
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "node".into())
 }
@@ -102,15 +129,34 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         containerd_socket: args.containerd.containerd_socket,
         containerd_namespace: args.containerd.containerd_namespace,
         data_dir: args.data_dir,
-        log_dir: args.log_dir,
+        // Absolute: the path goes to the containers' logger, which containerd's shim starts elsewhere.
+        log_dir: std::path::absolute(&args.log_dir)
+            .with_context(|| format!("cannot resolve {}", args.log_dir.display()))?,
+        container_logger: this_program(),
+        log_max_bytes: args.container_log_max_size,
+        log_max_files: args.container_log_max_files,
         cpu,
         memory,
         max_pods: args.max_pods,
         labels: args.labels.into_iter().collect(),
         settings: Settings { backoff_base: args.backoff_base, backoff_max: args.backoff_max },
         resync: args.resync,
+        listen: args.listen,
+        client_ca: Vec::new(),
     };
-    crate::server::run_with_client(&args.kubeconfig, "the agent failed", |client| keel_agent::run(client, config))
+    let kubeconfig = args.kubeconfig;
+    crate::server::run_with_config(&kubeconfig.clone(), |kube_config| async move {
+        // The cluster CA the kubeconfig trusts also signs the API server's client certificate.
+        let client_ca = kube_config.root_cert.clone().unwrap_or_default();
+        if client_ca.is_empty() {
+            anyhow::bail!(
+                "{} names no certificate authority: the agent needs the cluster CA to check who calls it",
+                kubeconfig.display()
+            );
+        }
+        let client = kube::Client::try_from(kube_config).context("cannot build an API client")?;
+        keel_agent::run(client, Config { client_ca, ..config }).await.context("the agent failed")
+    })
 }
 
 #[derive(Args, Debug)]
@@ -146,4 +192,15 @@ pub fn images(args: ImagesArgs) -> anyhow::Result<()> {
             Ok(())
         }),
     }
+}
+
+#[derive(Args, Debug)]
+pub struct ContainerLogArgs {
+    /// `<max bytes>:<max files>:<log file>`.
+    spec: String,
+}
+
+/// `keel container-log`: the logger of one container, as containerd's shim runs it.
+pub fn container_log(args: ContainerLogArgs) -> anyhow::Result<()> {
+    keel_agent::logs::writer::run_for_shim(&args.spec).context("the container logger failed")
 }

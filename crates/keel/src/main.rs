@@ -29,6 +29,9 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Images in the agent's containerd (import an OCI image tar).
     Images(agent::ImagesArgs),
+    /// Write a container's output to its log file as CRI lines (run by containerd's shim for the agent's
+    /// containers; the pipes are fds 3 and 4, fd 5 is closed when ready).
+    ContainerLog(agent::ContainerLogArgs),
     /// Benchmarks (of keel or of etcd, through the same API).
     Bench(bench::BenchArgs),
     /// Run hollow nodes: Nodes without machines whose pods are reported Running (for tests and benchmarks).
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => server::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Images(args) => agent::images(args),
+        Command::ContainerLog(args) => agent::container_log(args),
         Command::Bench(args) => bench::run(args),
         Command::HollowNodes(args) => hollow::run(args),
     };

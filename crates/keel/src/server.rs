@@ -145,14 +145,27 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    run_with_config(kubeconfig, |config| async move {
+        let client = kube::Client::try_from(config).context("cannot build an API client")?;
+        daemon(client).await.context(what)
+    })
+}
+
+/// Runs `daemon` with the client configuration of `kubeconfig` until it ends or the process gets SIGINT or
+/// SIGTERM.
+pub(crate) fn run_with_config<F, Fut>(kubeconfig: &std::path::Path, daemon: F) -> anyhow::Result<()>
+where
+    F: FnOnce(kube::Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let client = kube::Client::try_from(client_config(kubeconfig).await?).context("cannot build an API client")?;
+        let config = client_config(kubeconfig).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
-            r = daemon(client) => r.context(what),
+            r = daemon(config) => r,
         }
     })
 }

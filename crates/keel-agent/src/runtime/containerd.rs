@@ -493,15 +493,16 @@ impl Containerd {
 
     // ---- containers ----
 
-    /// Creates the container `id` on `image` with `spec` and starts its task, stdout and stderr appended to
-    /// `log` (which must exist).
+    /// Creates the container `id` on `image` with `spec` and starts its task, stdout and stderr going to
+    /// `stdio`: a file's path (which must exist; the shim appends both streams to it) or a `binary://` URI
+    /// (a logger program the shim runs).
     pub async fn create_start(
         &self,
         id: &str,
         labels: HashMap<String, String>,
         image: &ImageInfo,
         spec: &oci_spec::runtime::Spec,
-        log: &Path,
+        stdio: &str,
     ) -> Result<u32, RuntimeError> {
         let spec_json = serde_json::to_vec(spec).expect("a runtime spec serializes");
         let container = Container {
@@ -548,15 +549,14 @@ impl Containerd {
             }
             Err(s) => return Err(RuntimeError::Call { call: "Snapshots.Prepare", status: s }),
         };
-        let log = log.display().to_string();
         let mut tasks = TasksClient::new(self.channel.clone());
         tasks
             .create(self.request(CreateTaskRequest {
                 container_id: id.to_string(),
                 rootfs: mounts,
                 stdin: String::new(),
-                stdout: log.clone(),
-                stderr: log,
+                stdout: stdio.to_string(),
+                stderr: stdio.to_string(),
                 terminal: false,
                 checkpoint: None,
                 options: None,
