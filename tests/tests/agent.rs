@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use keel_tests::agent::{cluster_with_agent, condition, Netns, BUSYBOX};
-use keel_tests::masters::json;
+use keel_tests::masters::{json, Api};
 use keel_tests::wait_for;
 use serde_json::Value;
 
