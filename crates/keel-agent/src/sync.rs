@@ -456,7 +456,12 @@ fn image_gate(
         None => Gate::Pull("ContainerCreating", None),
         Some(failed) => {
             let retry_at = failed.at + backoff(settings, failed.count, None);
-            if now < retry_at {
+            // Like the kubelet: ErrImagePull right after the failure (until the next sync, here a second),
+            // ImagePullBackOff for the rest of the back-off.
+            let shown_until = (failed.at + Duration::from_secs(1)).min(retry_at);
+            if now < shown_until {
+                Gate::Wait("ErrImagePull", failed.message.clone(), since(shown_until, now))
+            } else if now < retry_at {
                 Gate::Wait(
                     "ImagePullBackOff",
                     format!("Back-off pulling image \"{image}\": {}", failed.message),
@@ -817,6 +822,10 @@ mod tests {
         let failed = StartError { reason: "ErrImagePull".into(), message: "not found".into(), at: t(0), count: 1 };
         let memory =
             Memory { pull_errors: BTreeMap::from([("keel.test/busybox:1".to_string(), failed)]), ..Default::default() };
+        let just_failed = plan(&p, &absent, &memory, &s, t(0));
+        assert!(just_failed.actions.is_empty());
+        assert_eq!(state(&just_failed).waiting.unwrap().reason.as_deref(), Some("ErrImagePull"));
+        assert_eq!(just_failed.requeue_after, Some(Duration::from_secs(1)));
         let waiting = plan(&p, &absent, &memory, &s, t(4));
         assert!(waiting.actions.is_empty());
         let w = state(&waiting).waiting.unwrap();
