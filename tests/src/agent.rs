@@ -28,6 +28,24 @@ pub fn condition(object: &serde_json::Value, type_: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Waits until pod `name` (namespace default) has the Ready condition; returns it as JSON.
+pub async fn pod_ready(api: &Api, name: &str, within: Duration) -> serde_json::Value {
+    crate::wait_for(&format!("pod {name} Ready"), within, || {
+        let pod = crate::masters::json(api, &["get", "pod", name]);
+        (condition(&pod, "Ready") == "True", pod)
+    })
+    .await
+}
+
+/// A pod of one container `app` running `sleep 3600` from `image` with this pull policy (grace period 1 s).
+pub fn sleeping_pod(name: &str, image: &str, pull_policy: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
+         containers:\n  - name: app\n    image: {image}\n    imagePullPolicy: {pull_policy}\n    \
+         command: [\"sleep\", \"3600\"]\n"
+    )
+}
+
 /// A one-master cluster and an agent for node `agent-1` (more `keel agent` flags in `extra`) on a containerd
 /// of its own with the busybox test image.
 pub async fn cluster_with_agent(extra: &[&str]) -> (crate::Cluster, Api, Containerd, Agent) {

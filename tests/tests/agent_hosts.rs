@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use keel_tests::agent::{cluster_with_agent, repo_root, Agent, Containerd, BUSYBOX};
+use keel_tests::agent::{cluster_with_agent, pod_ready, repo_root, Agent, Containerd, BUSYBOX};
 use keel_tests::masters::json;
 use keel_tests::wait_for;
 
@@ -75,11 +75,7 @@ spec:
 "#
     );
     api.ok(&["apply", "-f", "-"], Some(&server)).unwrap();
-    let server = wait_for("server Ready on agent-2", Duration::from_secs(60), || {
-        let pod = json(&api, &["get", "pod", "server"]);
-        (keel_tests::agent::condition(&pod, "Ready") == "True", pod)
-    })
-    .await;
+    let server = pod_ready(&api, "server", Duration::from_secs(60)).await;
     let ip = server["status"]["podIP"].as_str().unwrap().to_string();
     assert!(ip.starts_with("10.244.2."), "{ip}");
 

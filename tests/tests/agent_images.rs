@@ -5,27 +5,10 @@
 
 use std::time::Duration;
 
-use keel_tests::agent::{cluster_with_agent, condition, LocalRegistry};
+use keel_tests::agent::{cluster_with_agent, condition, pod_ready, sleeping_pod as pod, LocalRegistry};
 use keel_tests::masters::json;
 use keel_tests::wait_for;
 use serde_json::Value;
-
-fn pod(name: &str, image: &str, policy: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: app
-    image: {image}
-    imagePullPolicy: {policy}
-    command: ["sleep", "3600"]
-"#
-    )
-}
 
 fn events(api: &keel_tests::masters::Api, pod: &str) -> Vec<Value> {
     let list = json(api, &["get", "events", "--field-selector", &format!("involvedObject.name={pod}")]);
@@ -45,11 +28,7 @@ async fn images_are_pulled_from_a_registry_and_bad_ones_back_off() {
     let missing = format!("{}/keel/nothing:1", registry.addr);
     api.ok(&["apply", "-f", "-"], Some(&pod("missing", &missing, "IfNotPresent"))).unwrap();
 
-    let pulled = wait_for("pulled Running", Duration::from_secs(60), || {
-        let pod = json(&api, &["get", "pod", "pulled"]);
-        (condition(&pod, "Ready") == "True", pod)
-    })
-    .await;
+    let pulled = pod_ready(&api, "pulled", Duration::from_secs(60)).await;
     // The imageID carries the registry's digest, the same as the image's in the archive it came from.
     let image_id = pulled["status"]["containerStatuses"][0]["imageID"].as_str().unwrap().to_string();
     let digest = image_id.split_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
@@ -63,11 +42,7 @@ async fn images_are_pulled_from_a_registry_and_bad_ones_back_off() {
 
     // Always pulls again even though the image is present.
     api.ok(&["apply", "-f", "-"], Some(&pod("always", &image, "Always"))).unwrap();
-    wait_for("always Ready", Duration::from_secs(60), || {
-        let pod = json(&api, &["get", "pod", "always"]);
-        (condition(&pod, "Ready") == "True", pod["status"].clone())
-    })
-    .await;
+    pod_ready(&api, "always", Duration::from_secs(60)).await;
     let pulled_again = events(&api, "always").iter().any(|e| {
         e["reason"] == "Pulled" && e["message"].as_str().unwrap_or("").starts_with("Successfully pulled image")
     });

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use keel_tests::agent::{cluster_with_agent, condition, Netns, BUSYBOX};
+use keel_tests::agent::{cluster_with_agent, condition, pod_ready, Netns, BUSYBOX};
 use keel_tests::masters::json;
 use keel_tests::wait_for;
 use serde_json::Value;
@@ -102,18 +102,10 @@ spec:
     .await;
     assert_eq!(condition(&early, "Ready"), "False", "{}", early["status"]);
     assert_eq!(early["status"]["containerStatuses"][0]["ready"], false);
-    wait_for("late Ready", Duration::from_secs(30), || {
-        let pod = json(&api, &["get", "pod", "late"]);
-        (condition(&pod, "Ready") == "True", pod["status"].clone())
-    })
-    .await;
+    pod_ready(&api, "late", Duration::from_secs(30)).await;
 
     // startupProbe (tcpSocket), readiness and liveness (httpGet by port name and number) against the pod's IP.
-    let web = wait_for("web Ready", Duration::from_secs(60), || {
-        let pod = json(&api, &["get", "pod", "web"]);
-        (condition(&pod, "Ready") == "True", pod)
-    })
-    .await;
+    let web = pod_ready(&api, "web", Duration::from_secs(60)).await;
     let status = &web["status"]["containerStatuses"][0];
     assert_eq!(status["started"], true, "{status}");
     assert_eq!(status["restartCount"], 0, "{status}");

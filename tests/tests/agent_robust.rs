@@ -4,25 +4,9 @@
 
 use std::time::Duration;
 
-use keel_tests::agent::{cluster_with_agent, condition, BUSYBOX};
+use keel_tests::agent::{cluster_with_agent, condition, pod_ready, sleeping_pod, BUSYBOX};
 use keel_tests::masters::json;
 use keel_tests::wait_for;
-
-fn pod(name: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: app
-    image: {BUSYBOX}
-    command: ["sleep", "3600"]
-"#
-    )
-}
 
 fn container_id(pod: &serde_json::Value) -> String {
     pod["status"]["containerStatuses"][0]["containerID"]
@@ -35,19 +19,11 @@ fn container_id(pod: &serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd_restarts_and_pods_deleted_while_the_agent_is_down() {
     let (_c, api, mut containerd, mut agent) = cluster_with_agent(&["--backoff-base", "1s"]).await;
-    api.ok(&["apply", "-f", "-"], Some(&pod("steady"))).unwrap();
-    api.ok(&["apply", "-f", "-"], Some(&pod("doomed"))).unwrap();
-    let steady = wait_for("steady Ready", Duration::from_secs(60), || {
-        let pod = json(&api, &["get", "pod", "steady"]);
-        (condition(&pod, "Ready") == "True", pod)
-    })
-    .await;
+    api.ok(&["apply", "-f", "-"], Some(&sleeping_pod("steady", BUSYBOX, "IfNotPresent"))).unwrap();
+    api.ok(&["apply", "-f", "-"], Some(&sleeping_pod("doomed", BUSYBOX, "IfNotPresent"))).unwrap();
+    let steady = pod_ready(&api, "steady", Duration::from_secs(60)).await;
     let id = container_id(&steady);
-    let doomed = wait_for("doomed Ready", Duration::from_secs(60), || {
-        let pod = json(&api, &["get", "pod", "doomed"]);
-        (condition(&pod, "Ready") == "True", pod)
-    })
-    .await;
+    let doomed = pod_ready(&api, "doomed", Duration::from_secs(60)).await;
     let doomed_id = container_id(&doomed);
     let doomed_uid = doomed["metadata"]["uid"].as_str().unwrap().to_string();
 
@@ -112,11 +88,7 @@ spec:
 "#
     );
     api.ok(&["apply", "-f", "-"], Some(&manifest)).unwrap();
-    let pod = wait_for("reader Ready", Duration::from_secs(60), || {
-        let pod = json(&api, &["get", "pod", "reader"]);
-        (condition(&pod, "Ready") == "True", pod)
-    })
-    .await;
+    let pod = pod_ready(&api, "reader", Duration::from_secs(60)).await;
     let uid = pod["metadata"]["uid"].as_str().unwrap();
     let log = agent.log_dir.join(format!("default_reader_{uid}/app/0.log"));
     wait_for("first value read", Duration::from_secs(20), || {

@@ -94,8 +94,8 @@ impl Shared {
         pod_ips(self, uid).ok().flatten()?.first()?.parse().ok()
     }
 
-    /// Pulls an image (as a pod names it), unless a pull of it that began after this call was asked for
-    /// has just finished.
+    /// Pulls an image (as a pod names it). Pulls of one image take turns: a pod that waited for another's
+    /// pull pulls again, which costs the manifests only (layers present are not fetched).
     async fn pull(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
         let name = crate::image::normalize_reference(reference);
         let lock = self.pulling.lock().expect("pulling lock").entry(name.clone()).or_default().clone();

@@ -21,8 +21,8 @@ use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
     ApplyRequest, Container, CreateContainerRequest, CreateImageRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetImageRequest, GetRequest, Image, InfoRequest, KillRequest, ListContainersRequest,
-    ReadContentRequest, StartRequest, SubscribeRequest, UpdateImageRequest, WriteAction, WriteContentRequest,
+    DeleteTaskRequest, GetImageRequest, GetRequest, Image, InfoRequest, ListContainersRequest, ReadContentRequest,
+    StartRequest, SubscribeRequest, UpdateImageRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::{Descriptor as CdDescriptor, Mount};
 use futures::{Stream, StreamExt};
@@ -609,19 +609,7 @@ impl Containerd {
 
     /// Signals a container's task; a task that is gone or already stopped is not an error.
     pub async fn kill(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {
-        let r = TasksClient::new(self.channel.clone())
-            .kill(self.request(KillRequest {
-                container_id: id.to_string(),
-                exec_id: String::new(),
-                signal,
-                all: false,
-            }))
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
-            Err(s) => Err(RuntimeError::Call { call: "Tasks.Kill", status: s }),
-        }
+        self.exec_kill(id, "", signal).await
     }
 
     /// Removes a stopped container: its task, its record and its snapshot (each may be gone already).

@@ -101,7 +101,8 @@ impl Containerd {
         Ok(waited.into_inner().exit_status)
     }
 
-    /// Signals process `exec_id`; one that is gone is not an error.
+    /// Signals process `exec_id` of container `id` ("": its task); one that is gone or stopped is not an
+    /// error.
     pub async fn exec_kill(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), RuntimeError> {
         let r = TasksClient::new(self.channel.clone())
             .kill(self.request(KillRequest {
