@@ -9,6 +9,7 @@
 pub mod cni;
 pub mod env;
 pub mod events;
+pub mod exec;
 pub mod image;
 pub mod logs;
 pub mod names;
@@ -127,7 +128,8 @@ pub async fn run(client: Client, config: Config) -> Result<(), AgentError> {
         .map_err(|source| AgentError::Register { node: config.node_name.clone(), source })?;
     tracing::info!(node = %config.node_name, containerd = %version, listen = %config.listen, "node registered");
     let shared = Arc::new(worker::Shared::new(client.clone(), runtime, config.clone()));
-    let app = server::app(shared.clone(), config.log_dir.clone(), config.node_name.clone());
+    let runner = exec::Runner::new(shared.runtime.clone(), config.data_dir.join("exec"));
+    let app = server::app(shared.clone(), Some(runner), config.log_dir.clone(), config.node_name.clone());
     tokio::select! {
         () = node::heartbeat(client, config, version, endpoint) => Ok(()),
         () = watch_pods(shared.clone()) => Ok(()),

@@ -1,6 +1,8 @@
 //! The agent's HTTPS endpoint (the kubelet's port, 10250 by default), which the API server calls for
-//! `pods/log`: `GET /containerLogs/{namespace}/{pod}/{container}?<PodLogOptions>` streams the container's
-//! log as text ([`keel_api::agent_api`] has the contract).
+//! `pods/log` and `pods/exec`: `GET /containerLogs/{namespace}/{pod}/{container}?<PodLogOptions>` streams the
+//! container's log as text; `GET /exec/{namespace}/{pod}/{container}?command=…&input&output&error&tty`
+//! upgraded to a WebSocket (`v5.channel.k8s.io`) runs a command in the running container ([`crate::exec`]).
+//! [`keel_api::agent_api`] has the contract.
 //!
 //! TLS both ways: the agent makes its own key and self-signed certificate at every start ([`Identity`]) and
 //! publishes the certificate's SHA-256 on its Node (the API server pins it); clients must present a
@@ -12,13 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use k8s_openapi::api::core::v1::Pod;
-use keel_api::agent_api::{self, LogOptions};
+use keel_api::agent_api::{self, ExecOptions, LogOptions};
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::exec::Runner;
 use crate::logs::reader::{self, Alive, ReadOptions};
 use crate::names::{self, PodRef};
 use crate::{logs, worker};
@@ -63,14 +67,17 @@ struct AppState {
     pods: Arc<dyn Pods>,
     log_dir: PathBuf,
     node: String,
+    /// None: this endpoint runs no execs (unit tests).
+    exec: Option<Runner>,
 }
 
 /// The endpoint's routes.
-pub fn app(pods: Arc<dyn Pods>, log_dir: PathBuf, node: String) -> Router {
+pub fn app(pods: Arc<dyn Pods>, exec: Option<Runner>, log_dir: PathBuf, node: String) -> Router {
     Router::new()
         .route(agent_api::CONTAINER_LOGS_ROUTE, get(container_logs))
+        .route(agent_api::EXEC_ROUTE, get(exec_in_container))
         .fallback(|| async { text(StatusCode::NOT_FOUND, "not found".into()) })
-        .with_state(AppState { pods, log_dir, node })
+        .with_state(AppState { pods, log_dir, node, exec })
 }
 
 /// An error as the kubelet answers one: its message as plain text.
@@ -87,11 +94,9 @@ async fn container_logs(
         Ok(o) => o,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let Some(pod) = state.pods.pod(&namespace, &name) else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("pod {name:?} in namespace {namespace:?} is not on node {:?}", state.node),
-        );
+    let pod = match pod_on_node(&state, &namespace, &name) {
+        Ok(p) => p,
+        Err(message) => return text(StatusCode::NOT_FOUND, message),
     };
     if !logs::has_container(&pod, &container) {
         return text(StatusCode::NOT_FOUND, format!("container {container:?} not found in pod {name:?}"));
@@ -125,6 +130,51 @@ async fn container_logs(
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// The pod `namespace/name` on this node, or the message of a 404.
+fn pod_on_node(state: &AppState, namespace: &str, name: &str) -> Result<Pod, String> {
+    state
+        .pods
+        .pod(namespace, name)
+        .ok_or_else(|| format!("pod {name:?} in namespace {namespace:?} is not on node {:?}", state.node))
+}
+
+async fn exec_in_container(
+    State(state): State<AppState>,
+    Path((namespace, name, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let options = match ExecOptions::from_agent_query(query.as_deref().unwrap_or("")) {
+        Ok(o) => o,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let pod = match pod_on_node(&state, &namespace, &name) {
+        Ok(p) => p,
+        Err(message) => return text(StatusCode::NOT_FOUND, message),
+    };
+    if !logs::has_container(&pod, &container) {
+        return text(StatusCode::NOT_FOUND, format!("container {container:?} not found in pod {name:?}"));
+    }
+    let Some(attempt) = logs::running_attempt(&pod, &container) else {
+        return text(StatusCode::BAD_REQUEST, format!("container {container:?} in pod {name:?} is not running"));
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u.protocols([agent_api::EXEC_PROTOCOL]),
+        Err(rejection) => return text(StatusCode::BAD_REQUEST, format!("Upgrade request required: {rejection}")),
+    };
+    if upgrade.selected_protocol().is_none() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("the client must offer the WebSocket subprotocol {}", agent_api::EXEC_PROTOCOL),
+        );
+    }
+    let Some(runner) = state.exec.clone() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "this endpoint runs no execs".into());
+    };
+    let id = names::container_id(pod.metadata.uid.as_deref().unwrap_or_default(), &container, attempt);
+    upgrade.on_upgrade(move |socket| async move { runner.serve(id, options, socket).await })
 }
 
 /// The agent's serving key and self-signed certificate, and the certificate's fingerprint.
@@ -317,7 +367,7 @@ mod tests {
                 "containerID": format!("containerd://{}", container_id("u1", "app", 0))}}))
             .unwrap();
         pods.0.lock().unwrap().insert(("default".into(), "web".into()), p);
-        let app = app(Arc::new(pods), dir.path().to_path_buf(), "n1".into());
+        let app = app(Arc::new(pods), None, dir.path().to_path_buf(), "n1".into());
         (dir, app)
     }
 
@@ -357,6 +407,23 @@ mod tests {
         assert_eq!(code, StatusCode::BAD_REQUEST);
         assert!(body.contains("tailLines"), "{body}");
         assert_eq!(get(&app, "/other").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn execs_need_a_command_a_running_container_and_a_websocket() {
+        let (_dir, app) = setup(true);
+        let (code, body) = get(&app, "/exec/default/web/app?output=1").await;
+        assert_eq!((code, body.as_str()), (StatusCode::BAD_REQUEST, "you must specify at least 1 command"));
+        assert_eq!(get(&app, "/exec/default/nope/app?command=ls&output=1").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&app, "/exec/default/web/nope?command=ls&output=1").await.0, StatusCode::NOT_FOUND);
+        let (code, body) = get(&app, "/exec/default/web/side?command=ls&output=1").await;
+        assert_eq!(
+            (code, body.as_str()),
+            (StatusCode::BAD_REQUEST, "container \"side\" in pod \"web\" is not running")
+        );
+        let (code, body) = get(&app, "/exec/default/web/app?command=ls&output=1").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert!(body.starts_with("Upgrade request required"), "{body}");
     }
 
     #[test]

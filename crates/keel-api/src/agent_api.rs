@@ -1,7 +1,9 @@
 //! The node agent's HTTPS API as both ends see it (the agent serves it, the API server calls it): the
 //! paths, the query of a container's logs (Kubernetes' `PodLogOptions`, which the kubelet's
-//! `/containerLogs` takes too) with its parsing and validation, the Node annotation that publishes the
-//! agent's certificate, and the common name of the API server's client certificate. No IO.
+//! `/containerLogs` takes too) with its parsing and validation, the query of an exec (`PodExecOptions`, in
+//! the API's names from clients and in the kubelet's names to agents) and the channels of its WebSocket
+//! protocol, the Node annotation that publishes the agent's certificate, and the common name of the API
+//! server's client certificate. No IO.
 
 use std::fmt::Write as _;
 
@@ -23,6 +25,24 @@ pub const APISERVER_CLIENT_NAME: &str = "keel-apiserver";
 /// The route of a container's logs, in axum's syntax.
 pub const CONTAINER_LOGS_ROUTE: &str = "/containerLogs/{namespace}/{pod}/{container}";
 
+/// The route of an exec in a running container, in axum's syntax (the kubelet's `/exec`).
+pub const EXEC_ROUTE: &str = "/exec/{namespace}/{pod}/{container}";
+
+/// The WebSocket subprotocol of exec (client-go's `StreamProtocolV5Name`): each binary message starts with
+/// its channel's byte; [`CLOSE_CHANNEL`] followed by a channel's byte ends that channel.
+pub const EXEC_PROTOCOL: &str = "v5.channel.k8s.io";
+/// The client's input to the process.
+pub const STDIN_CHANNEL: u8 = 0;
+/// The process's stdout (with a terminal: all its output).
+pub const STDOUT_CHANNEL: u8 = 1;
+pub const STDERR_CHANNEL: u8 = 2;
+/// The server's final `Status` (JSON): how the process ended, or why it could not run.
+pub const ERROR_CHANNEL: u8 = 3;
+/// The client's terminal size changes (JSON `{"Width": w, "Height": h}`).
+pub const RESIZE_CHANNEL: u8 = 4;
+/// A message `[CLOSE_CHANNEL, c]` closes channel `c` (v5): the client's end of its input.
+pub const CLOSE_CHANNEL: u8 = 255;
+
 /// The lowercase hex SHA-256 of a certificate's DER bytes, as [`CERT_ANNOTATION`] carries it.
 pub fn cert_fingerprint(der: &[u8]) -> String {
     let digest = Sha256::digest(der);
@@ -37,6 +57,77 @@ pub fn cert_fingerprint(der: &[u8]) -> String {
 pub fn container_logs_path(namespace: &str, pod: &str, container: &str) -> String {
     let segment = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20");
     format!("/containerLogs/{}/{}/{}", segment(namespace), segment(pod), segment(container))
+}
+
+/// The path of an exec in a container (each segment percent-encoded), without the query.
+pub fn exec_path(namespace: &str, pod: &str, container: &str) -> String {
+    let segment = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20");
+    format!("/exec/{}/{}/{}", segment(namespace), segment(pod), segment(container))
+}
+
+/// What an exec asks for (Kubernetes' `PodExecOptions` without the container).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// The command and its arguments (not run in a shell).
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    /// Never with `tty` (a terminal has one output).
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+impl ExecOptions {
+    /// Reads the query of `pods/exec` as clients send it (`command`, repeated, `stdin`, `stdout`, `stderr`,
+    /// `tty`; `container` is the caller's), with the API server's and the kubelet's checks and messages.
+    pub fn from_api_query(query: &str) -> Result<ExecOptions, String> {
+        ExecOptions::read(query, ["stdin", "stdout", "stderr"])
+    }
+
+    /// Reads the query an agent gets ([`ExecOptions::to_agent_query`]'s: the kubelet's `input`, `output`,
+    /// `error`).
+    pub fn from_agent_query(query: &str) -> Result<ExecOptions, String> {
+        ExecOptions::read(query, ["input", "output", "error"])
+    }
+
+    fn read(query: &str, [stdin, stdout, stderr]: [&str; 3]) -> Result<ExecOptions, String> {
+        let mut o = ExecOptions::default();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "command" => o.command.push(v.into_owned()),
+                "tty" => o.tty = boolean(&v),
+                k if k == stdin => o.stdin = boolean(&v),
+                k if k == stdout => o.stdout = boolean(&v),
+                k if k == stderr => o.stderr = boolean(&v),
+                _ => {}
+            }
+        }
+        if o.command.is_empty() {
+            return Err("you must specify at least 1 command".into());
+        }
+        if !(o.stdin || o.stdout || o.stderr) {
+            return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+        }
+        // A terminal has a single output; the kubelet drops stderr rather than refusing.
+        if o.tty {
+            o.stderr = false;
+        }
+        Ok(o)
+    }
+
+    /// The query (without the `?`) of the agent's exec: the kubelet's parameter names.
+    pub fn to_agent_query(&self) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for c in &self.command {
+            q.append_pair("command", c);
+        }
+        for (name, on) in [("input", self.stdin), ("output", self.stdout), ("error", self.stderr), ("tty", self.tty)] {
+            if on {
+                q.append_pair(name, "1");
+            }
+        }
+        q.finish()
+    }
 }
 
 /// What a reader of a container's logs asks for (Kubernetes' `PodLogOptions` without the container, which
@@ -218,6 +309,33 @@ mod tests {
             panic!("not invalid")
         };
         assert!(causes[0].message.contains("at most one of `sinceTime` or `sinceSeconds`"));
+    }
+
+    #[test]
+    fn exec_queries_read_as_the_api_server_and_the_kubelet_read_them() {
+        let o = ExecOptions::from_api_query(
+            "command=sh&command=-c&command=echo+hi&container=app&stdin=true&stdout=true&tty=true&stderr=true",
+        )
+        .unwrap();
+        // A terminal has no stderr.
+        let want = ExecOptions {
+            command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            stdin: true,
+            stdout: true,
+            stderr: false,
+            tty: true,
+        };
+        assert_eq!(o, want);
+        assert_eq!(ExecOptions::from_agent_query(&o.to_agent_query()).unwrap(), o);
+        assert_eq!(o.to_agent_query(), "command=sh&command=-c&command=echo+hi&input=1&output=1&tty=1");
+        assert_eq!(ExecOptions::from_api_query("stdout=true").unwrap_err(), "you must specify at least 1 command");
+        assert_eq!(
+            ExecOptions::from_api_query("command=ls&stdout=false&tty=true").unwrap_err(),
+            "you must specify at least 1 of stdin, stdout, stderr"
+        );
+        // The API's names mean nothing to an agent, and the other way round.
+        assert!(ExecOptions::from_agent_query("command=ls&stdout=1").is_err());
+        assert_eq!(exec_path("a b", "web", "app"), "/exec/a%20b/web/app");
     }
 
     #[test]

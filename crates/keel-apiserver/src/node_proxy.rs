@@ -5,17 +5,19 @@
 //! `status.daemonEndpoints.kubeletEndpoint.Port`. The call is HTTPS with the API server's client certificate
 //! (issued from the cluster CA at start) and the agent's certificate pinned by the SHA-256 its Node
 //! publishes (`keel.dev/agent-cert-sha256`); the agent's answer is streamed back as `text/plain`, its errors
-//! turned into `Status` objects. The contract with the agent is `keel_api::agent_api`; this module never
+//! turned into `Status` objects. `pods/exec` goes the same way as a WebSocket upgrade that, once the agent
+//! has accepted it, joins the client's connection to the agent's. The contract with the agent is `keel_api::agent_api`; this module never
 //! imports the agent.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
-use keel_api::agent_api::{self, LogOptions, LogOptionsError};
+use hyper::upgrade::OnUpgrade;
+use keel_api::agent_api::{self, ExecOptions, LogOptions, LogOptionsError};
 use keel_api::resources;
 use keel_api::status::{ApiError, GroupResource};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -78,6 +80,16 @@ impl NodeClient {
         agent: &Agent,
         path_and_query: &str,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ProxyError> {
+        self.send(agent, hyper::Request::get(path_and_query)).await
+    }
+
+    /// Sends `request` (its path, method and headers; no body) to `agent`, up to the response's head. The
+    /// connection may be upgraded (`hyper::upgrade::on` of the response).
+    async fn send(
+        &self,
+        agent: &Agent,
+        request: axum::http::request::Builder,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ProxyError> {
         let unreachable = |e: String| {
             ProxyError::Unavailable(format!(
                 "cannot reach the agent of node {:?} at {}: {e}",
@@ -110,11 +122,11 @@ impl NodeClient {
             .map_err(|e| unreachable(e.to_string()))?;
         let node = agent.node.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(node, error = %e, "connection to an agent ended");
             }
         });
-        let request = hyper::Request::get(path_and_query)
+        let request = request
             .header(header::HOST, agent.authority())
             .body(Body::empty())
             .map_err(|e| ProxyError::Api(ApiError::Internal(format!("request to an agent: {e}"))))?;
@@ -372,12 +384,19 @@ pub(crate) async fn proxy(client: &NodeClient, agent: &Agent, path: &str) -> Res
             .body(Body::new(response.into_body()))
             .unwrap_or_else(|e| Failure(ApiError::Internal(e.to_string())).into_response()));
     }
+    Err(agent_error(response).await)
+}
+
+/// An agent's error answer as a `Status`, as kube-apiserver makes one from a kubelet's
+/// (`GenericHttpResponseChecker`).
+async fn agent_error(response: hyper::Response<hyper::body::Incoming>) -> ProxyError {
+    let code = response.status();
     let body = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY)
         .collect()
         .await
         .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim_end().to_string())
         .unwrap_or_else(|e| format!("(the agent's answer could not be read: {e})"));
-    Err(match code.as_u16() {
+    match code.as_u16() {
         400 => ProxyError::Api(ApiError::BadRequest(body)),
         404 => ProxyError::Agent { code: 404, reason: "NotFound", message: body },
         500 => ProxyError::Agent {
@@ -386,7 +405,124 @@ pub(crate) async fn proxy(client: &NodeClient, agent: &Agent, path: &str) -> Res
             message: format!("Internal error occurred: {body}"),
         },
         other => ProxyError::Agent { code: other, reason: "", message: body },
-    })
+    }
+}
+
+/// The headers of a WebSocket handshake passed between the client and the agent.
+const CLIENT_HANDSHAKE: [header::HeaderName; 3] =
+    [header::SEC_WEBSOCKET_KEY, header::SEC_WEBSOCKET_VERSION, header::SEC_WEBSOCKET_PROTOCOL];
+const AGENT_HANDSHAKE: [header::HeaderName; 5] = [
+    header::UPGRADE,
+    header::CONNECTION,
+    header::SEC_WEBSOCKET_ACCEPT,
+    header::SEC_WEBSOCKET_PROTOCOL,
+    header::SEC_WEBSOCKET_EXTENSIONS,
+];
+
+/// `GET …/pods/{name}/exec` (a WebSocket upgrade; `upgrade` is the client's connection): the agent of the
+/// pod's node gets the same handshake, and once it has switched protocols the two connections are joined
+/// byte for byte (the agent speaks `v5.channel.k8s.io` with the client).
+pub(crate) async fn pod_exec(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    upgrade: Option<OnUpgrade>,
+) -> Response {
+    serve_exec(state, namespace, name, query.unwrap_or(""), headers, upgrade)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The protocol a request asks to upgrade to, if any.
+fn upgrade_protocol(headers: &HeaderMap) -> Option<&str> {
+    let connection = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok());
+    let upgrading = connection.flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    upgrading.then(|| headers.get(header::UPGRADE).and_then(|v| v.to_str().ok())).flatten()
+}
+
+async fn serve_exec(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+    query: &str,
+    headers: &HeaderMap,
+    upgrade: Option<OnUpgrade>,
+) -> Result<Response, ProxyError> {
+    let options = ExecOptions::from_api_query(query).map_err(ApiError::BadRequest)?;
+    let requested =
+        url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "container").map(|(_, v)| v.into_owned());
+    let pod = read_object(state, "pods", namespace, name).await?;
+    let container = choose_container(&pod, requested.as_deref())?;
+    let node_name = node_of(&pod)?;
+    running(&pod, &container)?;
+    let node = read_object(state, "nodes", "", &node_name).await?;
+    let agent = agent_of(&node)?;
+    let client = state
+        .node_client
+        .as_ref()
+        .ok_or_else(|| ProxyError::Unavailable("this API server has no client certificate for node agents".into()))?;
+    // Last, so that a client falling back to SPDY after a refused WebSocket (kubectl does) is told why.
+    let upgrade = match (upgrade_protocol(headers), upgrade) {
+        (Some(p), Some(upgrade)) if p.eq_ignore_ascii_case("websocket") => upgrade,
+        (Some(p), _) if !p.eq_ignore_ascii_case("websocket") => {
+            return Err(ApiError::BadRequest(format!(
+                "keel serves exec over WebSocket ({}) only, not over {p}",
+                agent_api::EXEC_PROTOCOL
+            ))
+            .into())
+        }
+        _ => return Err(ApiError::BadRequest("Upgrade request required".into()).into()),
+    };
+    let path = format!("{}?{}", agent_api::exec_path(namespace, name, &container), options.to_agent_query());
+    let mut request =
+        hyper::Request::get(path).header(header::UPGRADE, "websocket").header(header::CONNECTION, "Upgrade");
+    for name in CLIENT_HANDSHAKE {
+        for value in headers.get_all(&name) {
+            request = request.header(&name, value);
+        }
+    }
+    let mut response = client.send(&agent, request).await?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(agent_error(response).await);
+    }
+    let mut switched = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for name in AGENT_HANDSHAKE {
+        for value in response.headers().get_all(&name) {
+            switched = switched.header(&name, value);
+        }
+    }
+    let agent_side = hyper::upgrade::on(&mut response);
+    tokio::spawn(relay(upgrade, agent_side, node_name));
+    switched.body(Body::empty()).map_err(|e| ProxyError::Api(ApiError::Internal(e.to_string())))
+}
+
+/// The container must be running (as the pod's status says) for an exec.
+pub(crate) fn running(pod: &Value, container: &str) -> Result<(), ApiError> {
+    let status = &pod["status"];
+    let statuses = status["containerStatuses"].as_array().into_iter().chain(status["initContainerStatuses"].as_array());
+    let running = statuses.flatten().any(|s| s["name"] == container && s["state"]["running"].is_object());
+    if running {
+        return Ok(());
+    }
+    let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    Err(ApiError::BadRequest(format!("container {container:?} in pod {pod_name:?} is not running")))
+}
+
+/// Joins the client's upgraded connection to the agent's until both ends are done.
+async fn relay(client: OnUpgrade, agent: OnUpgrade, node: String) {
+    let (client, agent) = match tokio::try_join!(client, agent) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(node, error = %e, "an exec connection was not upgraded");
+            return;
+        }
+    };
+    let (mut client, mut agent) = (hyper_util::rt::TokioIo::new(client), hyper_util::rt::TokioIo::new(agent));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
+        tracing::debug!(node, error = %e, "an exec connection ended");
+    }
 }
 
 #[cfg(test)]
@@ -415,6 +551,38 @@ mod tests {
         );
         assert_eq!(message(&pod(&["app"], &[], None), Some("nope")), "container nope is not valid for pod web");
         assert_eq!(choose_container(&pod(&["app"], &[], None), Some("x")).unwrap_err().code(), 400);
+    }
+
+    #[test]
+    fn an_exec_needs_a_running_container() {
+        let mut p = pod(&["app", "side"], &["init"], Some("n1"));
+        p["status"] = json!({
+            "containerStatuses": [{"name": "app", "state": {"running": {}}},
+                                  {"name": "side", "state": {"waiting": {"reason": "ContainerCreating"}}}],
+            "initContainerStatuses": [{"name": "init", "state": {"terminated": {"exitCode": 0}}}],
+        });
+        assert!(running(&p, "app").is_ok());
+        let e = running(&p, "side").unwrap_err();
+        assert_eq!((e.code(), e.to_string()), (400, "container \"side\" in pod \"web\" is not running".to_string()));
+        assert!(running(&p, "init").is_err());
+    }
+
+    #[test]
+    fn upgrades_are_read_from_connection_and_upgrade() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(
+            upgrade_protocol(&headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")])),
+            Some("websocket")
+        );
+        assert_eq!(upgrade_protocol(&headers(&[("connection", "Upgrade"), ("upgrade", "SPDY/3.1")])), Some("SPDY/3.1"));
+        assert_eq!(upgrade_protocol(&headers(&[("upgrade", "websocket")])), None);
+        assert_eq!(upgrade_protocol(&headers(&[])), None);
     }
 
     #[test]

@@ -30,10 +30,14 @@ pub(crate) async fn core(
     method: Method,
     Path(rest): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
-    serve(state, "", "v1", &rest, method, query, headers, body).await.unwrap_or_else(|e| e.into_response())
+    let (mut parts, body) = request.into_parts();
+    // The client's connection, for a subresource that upgrades it (pods/exec).
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    serve(state, "", "v1", &rest, method, query, parts.headers, body, upgrade)
+        .await
+        .unwrap_or_else(|e| e.into_response())
 }
 
 pub(crate) async fn grouped(
@@ -44,7 +48,9 @@ pub(crate) async fn grouped(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    serve(state, &group, &version, &rest, method, query, headers, body).await.unwrap_or_else(|e| e.into_response())
+    serve(state, &group, &version, &rest, method, query, headers, body, None)
+        .await
+        .unwrap_or_else(|e| e.into_response())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -57,6 +63,7 @@ async fn serve(
     query: Option<String>,
     headers: HeaderMap,
     body: Body,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response, Failure> {
     let target = paths::parse(group, version, rest)?;
     let params = Params::parse(query.as_deref(), &target)?;
@@ -89,10 +96,8 @@ async fn serve(
             crate::node_proxy::pod_log(&call.state, namespace, call.name(), query.as_deref()).await
         }
         (Method::GET | Method::POST, true, Some("exec")) => {
-            return Err(ApiError::BadRequest(
-                "exec is served by node agents, which this cluster cannot reach for it yet".into(),
-            )
-            .into())
+            let namespace = call.target.namespace.as_deref().unwrap_or("default");
+            crate::node_proxy::pod_exec(&call.state, namespace, call.name(), query.as_deref(), &headers, upgrade).await
         }
         _ => return Err(ApiError::MethodNotAllowed.into()),
     };
