@@ -446,3 +446,40 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
+
+/// The hosts of `deploy/hosts.sh` (each node's host network a namespace), under a prefix of this test
+/// process's own; removed on drop.
+pub struct Hosts {
+    prefix: String,
+}
+
+impl Hosts {
+    pub fn up(n: u32) -> Hosts {
+        let prefix = format!("kt{}x", std::process::id() % 100_000);
+        let hosts = Hosts { prefix };
+        let out = hosts.script(&["up", &n.to_string()]);
+        assert!(out.status.success(), "hosts.sh up: {}", String::from_utf8_lossy(&out.stderr));
+        hosts
+    }
+
+    pub fn script(&self, args: &[&str]) -> std::process::Output {
+        Command::new("bash")
+            .arg(repo_root().join("deploy/hosts.sh"))
+            .args(args)
+            .env("KEEL_HOSTS_PREFIX", &self.prefix)
+            .output()
+            .expect("bash runs")
+    }
+
+    /// The `keel agent` flags for host `i`.
+    pub fn flags(&self, i: u32) -> Vec<String> {
+        let out = self.script(&["env", &i.to_string()]);
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        self.script(&["down"]);
+    }
+}

@@ -3,48 +3,11 @@
 //! agent (CNI in its host). A pod on one node fetches a page from a pod on the other by pod IP. Only
 //! namespaces the test made carry traffic.
 
-use std::process::Command;
 use std::time::Duration;
 
-use keel_tests::agent::{cluster_with_agent, pod_ready, repo_root, Agent, Containerd, BUSYBOX};
+use keel_tests::agent::{cluster_with_agent, pod_ready, Agent, Containerd, Hosts, BUSYBOX};
 use keel_tests::masters::json;
 use keel_tests::wait_for;
-
-/// The hosts of `deploy/hosts.sh`, under a prefix of this test's own; removed on drop.
-struct Hosts {
-    prefix: String,
-}
-
-impl Hosts {
-    fn up(n: u32) -> Hosts {
-        let prefix = format!("kt{}x", std::process::id() % 100_000);
-        let hosts = Hosts { prefix };
-        let out = hosts.script(&["up", &n.to_string()]);
-        assert!(out.status.success(), "hosts.sh up: {}", String::from_utf8_lossy(&out.stderr));
-        hosts
-    }
-
-    fn script(&self, args: &[&str]) -> std::process::Output {
-        Command::new("bash")
-            .arg(repo_root().join("deploy/hosts.sh"))
-            .args(args)
-            .env("KEEL_HOSTS_PREFIX", &self.prefix)
-            .output()
-            .expect("bash runs")
-    }
-
-    /// The `keel agent` flags for host `i`.
-    fn flags(&self, i: u32) -> Vec<String> {
-        let out = self.script(&["env", &i.to_string()]);
-        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        self.script(&["down"]);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_on_two_nodes_reach_each_other_by_pod_ip() {
