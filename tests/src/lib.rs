@@ -39,29 +39,46 @@ pub fn keel_bin() -> PathBuf {
 /// connection (the tests make many) can take one between the pick and the member's bind.
 const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
 
+/// Port locks this test process holds until it exits.
+static HELD: Mutex<Vec<std::os::unix::net::UnixListener>> = Mutex::new(Vec::new());
+
+/// Takes the lock of `port` among test processes (an abstract Unix socket named after it) and keeps it
+/// until this process exits; false when another test process holds it.
+fn lock_port(port: u16) -> Option<std::os::unix::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let name = format!("keel-test-port-{port}");
+    SocketAddr::from_abstract_name(name.as_bytes()).and_then(|a| UnixListener::bind_addr(&a)).ok()
+}
+
 /// A port on 127.0.0.1 that is free, and reserved for this test process until it exits: an abstract Unix
 /// socket named after the port is held as a lock (no files to clean up), so concurrent test processes
 /// never pick the same port.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixListener};
 
-    static HELD: Mutex<Vec<UnixListener>> = Mutex::new(Vec::new());
     let span = TEST_PORTS.end - TEST_PORTS.start;
     let first = std::hash::RandomState::new().build_hasher().finish() as u16 % span;
     for i in 0..span {
         let port = TEST_PORTS.start + (first + i) % span;
-        let name = format!("keel-test-port-{port}");
-        let Ok(lock) = SocketAddr::from_abstract_name(name.as_bytes()).and_then(|a| UnixListener::bind_addr(&a)) else {
-            continue;
-        };
+        let Some(lock) = lock_port(port) else { continue };
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
             return port;
         }
     }
     panic!("no free port in {TEST_PORTS:?}");
+}
+
+/// Reserves a fixed port (one a script always uses) so that [`free_port`] in other test processes never
+/// hands it out; false when it is taken, by a test process or anything else.
+pub fn reserve_port(port: u16) -> bool {
+    let Some(lock) = lock_port(port) else { return false };
+    if TcpListener::bind(("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
+    true
 }
 
 /// Polls `check` until it holds, or fails with `what` and the last value seen.

@@ -346,10 +346,17 @@ async fn act(
             let paths = shared.sandbox_paths(&uid);
             let hostname = pod.metadata.name.clone().unwrap_or_default();
             let netns = paths.net.clone();
+            let fresh = !sandbox::exists(&paths);
             tokio::task::spawn_blocking(move || sandbox::create(&paths, &hostname))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))??;
             if let Some(network) = &shared.network {
+                // New namespaces (the node restarted, or they were lost) have no interface: an attachment
+                // cached for the old ones is released first, then the pod is attached again.
+                if fresh && network.cached(&uid)?.is_some() {
+                    tracing::info!(pod = %name, "pod namespaces made again; attaching the pod network again");
+                    network.del(&uid, None).await?;
+                }
                 if network.cached(&uid)?.is_none() {
                     let attachment = network.add(&uid, &netns).await?;
                     tracing::info!(pod = %name, ips = ?attachment.ips, "pod network attached");

@@ -128,8 +128,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         insecure_registries: args.insecure_registries,
         containerd_socket: args.containerd.containerd_socket,
         containerd_namespace: args.containerd.containerd_namespace,
-        data_dir: args.data_dir,
-        // Absolute: the path goes to the containers' logger, which containerd's shim starts elsewhere.
+        // Absolute, as the paths under it go to containerd and runc (namespace files, volumes) and to the
+        // containers' logger, which containerd's shim starts elsewhere.
+        data_dir: std::path::absolute(&args.data_dir)
+            .with_context(|| format!("cannot resolve {}", args.data_dir.display()))?,
         log_dir: std::path::absolute(&args.log_dir)
             .with_context(|| format!("cannot resolve {}", args.log_dir.display()))?,
         container_logger: this_program(),

@@ -1,0 +1,87 @@
+//! The README's first command, `deploy/local-cluster.sh`, as root (CI): 3 masters, 2 agents on containerd
+//! in hosts of their own, and the sample app rolled out; then `kubectl exec` serves the sample's page and
+//! `deploy/local-cluster.sh stop` leaves no process, namespace or mount behind. The script's ports are
+//! fixed (6443…, 2379…, 10250…): the test reserves them from the other tests' free ports, and when
+//! something already listens there (a developer's own local cluster) it says so and does nothing.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use keel_tests::agent::repo_root;
+use keel_tests::keel_bin;
+
+/// The script's ports: APIs, store clients and peers, agents.
+const PORTS: [u16; 11] = [6443, 26443, 36443, 2379, 2380, 22379, 22380, 32379, 32380, 10250, 10251];
+
+struct Script {
+    dir: tempfile::TempDir,
+}
+
+impl Script {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("bash")
+            .arg(repo_root().join("deploy/local-cluster.sh"))
+            .args(args)
+            .env("KEEL", keel_bin())
+            .env("KEEL_CLUSTER_DETACH", "1")
+            .env("KEEL_CLUSTER_DIR", self.dir.path())
+            .output()
+            .expect("bash runs")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl").arg("--kubeconfig").arg(self.kubeconfig()).args(args).output().expect("kubectl runs")
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("m1/admin.kubeconfig")
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        self.run(&["stop"]);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
+    // Reserved, so that other tests' free ports are never these.
+    if let Some(port) = PORTS.iter().find(|p| !keel_tests::reserve_port(**p)) {
+        eprintln!("127.0.0.1:{port} is taken (a local cluster running?): not starting another");
+        return;
+    }
+    let script = Script { dir: tempfile::tempdir().unwrap() };
+    let out = script.run(&[]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("successfully rolled out") && shown.contains("2 nodes running containers"), "{shown}");
+
+    let pods = script.kubectl(&["-n", "sample", "get", "pods", "-o", "wide"]);
+    let listed = text(&pods);
+    assert!(listed.contains("node-1") && listed.contains("node-2"), "{listed}");
+    let page =
+        script.kubectl(&["-n", "sample", "exec", "deployment/web", "--", "wget", "-qO-", "localhost:8080/index.html"]);
+    assert!(page.status.success() && text(&page).contains("hello from keel"), "{}", text(&page));
+
+    let stopped = script.run(&["stop"]);
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let namespaces = text(&namespaces);
+    assert!(!namespaces.lines().any(|l| l.starts_with("kh")), "{namespaces}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&script.dir.path().display().to_string()), "mounts left under the cluster's dir");
+    let dir = script.dir.path().display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&dir))
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
