@@ -483,3 +483,30 @@ impl Drop for Hosts {
         self.script(&["down"]);
     }
 }
+
+/// Two nodes on hosts of `deploy/hosts.sh`: a cluster with agent-1 on host 1 ([`cluster_with_agent`]) and
+/// agent-2, with a containerd of its own, on host 2. Fields drop in their order: agents and containerds
+/// first, the hosts last.
+pub struct TwoNodes {
+    pub agent2: Agent,
+    pub containerd2: Containerd,
+    pub agent1: Agent,
+    pub containerd1: Containerd,
+    pub api: Api,
+    pub cluster: crate::Cluster,
+    pub hosts: Hosts,
+}
+
+impl TwoNodes {
+    pub async fn start() -> TwoNodes {
+        let hosts = Hosts::up(2);
+        let (one, two) = (hosts.flags(1), hosts.flags(2));
+        let one: Vec<&str> = one.iter().map(String::as_str).collect();
+        let two: Vec<&str> = two.iter().map(String::as_str).collect();
+        let (cluster, api, containerd1, agent1) = cluster_with_agent(&one).await;
+        let containerd2 = Containerd::start().await.expect("containerd starts");
+        containerd2.import_busybox().expect("the busybox image imports");
+        let agent2 = Agent::start(&api, &containerd2, "agent-2", &two).expect("agent-2 starts");
+        TwoNodes { agent2, containerd2, agent1, containerd1, api, cluster, hosts }
+    }
+}

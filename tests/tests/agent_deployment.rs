@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use keel_tests::agent::{cluster_with_agent, Agent, Containerd, Hosts, BUSYBOX};
+use keel_tests::agent::{Containerd, TwoNodes, BUSYBOX};
 use keel_tests::masters::{json, Api};
 use keel_tests::wait_for;
 use serde_json::Value;
@@ -85,16 +85,10 @@ fn running_tasks(containerd: &Containerd) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployment_runs_on_two_agents_with_logs_exec_restarts_and_cross_node_traffic() {
-    let hosts = Hosts::up(2);
-    let (one, two) = (hosts.flags(1), hosts.flags(2));
-    let one: Vec<&str> = one.iter().map(String::as_str).collect();
-    let two: Vec<&str> = two.iter().map(String::as_str).collect();
-    let (_c, api, containerd1, _agent1) = cluster_with_agent(&one).await;
-    let containerd2 = Containerd::start().await.unwrap();
-    containerd2.import_busybox().unwrap();
-    let _agent2 = Agent::start(&api, &containerd2, "agent-2", &two).unwrap();
+    let nodes = TwoNodes::start().await;
+    let (api, containerd1, containerd2) = (&nodes.api, &nodes.containerd1, &nodes.containerd2);
     wait_for("two Ready nodes", Duration::from_secs(60), || {
-        let nodes = json(&api, &["get", "nodes"]);
+        let nodes = json(api, &["get", "nodes"]);
         let ready = nodes["items"]
             .as_array()
             .into_iter()
@@ -108,7 +102,7 @@ async fn a_deployment_runs_on_two_agents_with_logs_exec_restarts_and_cross_node_
     api.ok(&["apply", "-f", "-"], Some(&manifest())).unwrap();
     api.ok(&["rollout", "status", "deployment/web", "--timeout=120s"], None).unwrap();
     let running = wait_for("3 Ready pods", Duration::from_secs(60), || {
-        let pods = pods(&api);
+        let pods = pods(api);
         (pods.len() == 3 && pods.values().all(ready), pods)
     })
     .await;
@@ -118,7 +112,7 @@ async fn a_deployment_runs_on_two_agents_with_logs_exec_restarts_and_cross_node_
     let on = |node: &str| running.values().filter(|p| p["spec"]["nodeName"] == node).cloned().collect::<Vec<_>>();
     let (on1, on2) = (on("agent-1"), on("agent-2"));
     assert!(!on1.is_empty() && !on2.is_empty() && on1.len() + on2.len() == 3, "{running:?}");
-    for (pods, containerd, cidr) in [(&on1, &containerd1, "10.244.1."), (&on2, &containerd2, "10.244.2.")] {
+    for (pods, containerd, cidr) in [(&on1, containerd1, "10.244.1."), (&on2, containerd2, "10.244.2.")] {
         let tasks = running_tasks(containerd);
         for pod in pods {
             let id = pod["status"]["containerStatuses"][0]["containerID"].as_str().unwrap();
@@ -133,22 +127,22 @@ async fn a_deployment_runs_on_two_agents_with_logs_exec_restarts_and_cross_node_
     let from_name = from["metadata"]["name"].as_str().unwrap();
     let to_name = to["metadata"]["name"].as_str().unwrap();
     let url = format!("http://{}:8080/index.html", to["status"]["podIP"].as_str().unwrap());
-    let (ok, page) = kubectl(&api, &["exec", from_name, "--", "timeout", "5", "wget", "-q", "-O", "-", &url]);
+    let (ok, page) = kubectl(api, &["exec", from_name, "--", "timeout", "5", "wget", "-q", "-O", "-", &url]);
     assert!(ok && page.contains("hello from the configmap"), "{page}");
 
     // httpd's log (its stderr) shows the request from the other node, and the readiness probe's.
     let from_ip = from["status"]["podIP"].as_str().unwrap().to_string();
     wait_for("the request in the server's log", Duration::from_secs(10), || {
-        let (ok, log) = kubectl(&api, &["logs", to_name]);
+        let (ok, log) = kubectl(api, &["logs", to_name]);
         (ok && log.contains(&from_ip), log)
     })
     .await;
 
     // A failing liveness probe restarts the container; it comes back Ready, with its restart counted.
-    let (ok, out) = kubectl(&api, &["exec", to_name, "--", "touch", "/tmp/sick"]);
+    let (ok, out) = kubectl(api, &["exec", to_name, "--", "touch", "/tmp/sick"]);
     assert!(ok, "{out}");
     let restarted = wait_for("the sick container restarted and Ready", Duration::from_secs(60), || {
-        let pod = json(&api, &["get", "pod", to_name]);
+        let pod = json(api, &["get", "pod", to_name]);
         (pod["status"]["containerStatuses"][0]["restartCount"] == 1 && ready(&pod), pod)
     })
     .await;
@@ -157,19 +151,19 @@ async fn a_deployment_runs_on_two_agents_with_logs_exec_restarts_and_cross_node_
         "{}",
         restarted["status"]
     );
-    let (ok, events) = kubectl(&api, &["get", "events", "--field-selector", &format!("involvedObject.name={to_name}")]);
+    let (ok, events) = kubectl(api, &["get", "events", "--field-selector", &format!("involvedObject.name={to_name}")]);
     assert!(ok && events.contains("Unhealthy") && events.contains("Liveness probe failed"), "{events}");
 
     // A deleted pod is replaced; the Deployment gets back to 3 Ready replicas.
     api.ok(&["delete", "pod", from_name, "--wait=false"], None).unwrap();
     wait_for("3 Ready pods again, without the deleted one", Duration::from_secs(90), || {
-        let pods = pods(&api);
+        let pods = pods(api);
         (
             pods.len() == 3 && !pods.contains_key(from_name) && pods.values().all(ready),
             pods.keys().cloned().collect::<Vec<_>>(),
         )
     })
     .await;
-    let deployment = json(&api, &["get", "deployment", "web"]);
+    let deployment = json(api, &["get", "deployment", "web"]);
     assert_eq!(deployment["status"]["readyReplicas"], 3, "{}", deployment["status"]);
 }

@@ -5,20 +5,14 @@
 
 use std::time::Duration;
 
-use keel_tests::agent::{cluster_with_agent, pod_ready, Agent, Containerd, Hosts, BUSYBOX};
+use keel_tests::agent::{pod_ready, TwoNodes, BUSYBOX};
 use keel_tests::masters::json;
 use keel_tests::wait_for;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_on_two_nodes_reach_each_other_by_pod_ip() {
-    let hosts = Hosts::up(2);
-    let (one, two) = (hosts.flags(1), hosts.flags(2));
-    let one: Vec<&str> = one.iter().map(String::as_str).collect();
-    let two: Vec<&str> = two.iter().map(String::as_str).collect();
-    let (_c, api, _containerd1, agent1) = cluster_with_agent(&one).await;
-    let containerd2 = Containerd::start().await.unwrap();
-    containerd2.import_busybox().unwrap();
-    let _agent2 = Agent::start(&api, &containerd2, "agent-2", &two).unwrap();
+    let nodes = TwoNodes::start().await;
+    let (api, agent1) = (&nodes.api, &nodes.agent1);
 
     let server = format!(
         r#"apiVersion: v1
@@ -38,7 +32,7 @@ spec:
 "#
     );
     api.ok(&["apply", "-f", "-"], Some(&server)).unwrap();
-    let server = pod_ready(&api, "server", Duration::from_secs(60)).await;
+    let server = pod_ready(api, "server", Duration::from_secs(60)).await;
     let ip = server["status"]["podIP"].as_str().unwrap().to_string();
     assert!(ip.starts_with("10.244.2."), "{ip}");
 
@@ -58,7 +52,7 @@ spec:
     );
     api.ok(&["apply", "-f", "-"], Some(&client)).unwrap();
     let client = wait_for("client done", Duration::from_secs(60), || {
-        let pod = json(&api, &["get", "pod", "client"]);
+        let pod = json(api, &["get", "pod", "client"]);
         let phase = pod["status"]["phase"].as_str().unwrap_or("").to_string();
         (phase == "Succeeded" || phase == "Failed", pod)
     })

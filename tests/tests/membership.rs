@@ -106,16 +106,50 @@ async fn learner_add_promote_and_remove_under_load() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The operator may insist (keel's `keel-force` request metadata); then the removed member is stopped.
-    let mut cluster = keel_proto::etcdserverpb::cluster_client::ClusterClient::new(c.channel(leader).await.unwrap());
     let id = u64::from_str_radix(&other_id, 16).unwrap();
-    let mut req = tonic::Request::new(keel_proto::etcdserverpb::MemberRemoveRequest { id });
-    req.metadata_mut().insert("keel-force", "true".parse().unwrap());
+    let forced_remove = |channel| async move {
+        let mut cluster = keel_proto::etcdserverpb::cluster_client::ClusterClient::new(channel);
+        let mut req = tonic::Request::new(keel_proto::etcdserverpb::MemberRemoveRequest { id });
+        req.metadata_mut().insert("keel-force", "true".parse().unwrap());
+        cluster.member_remove(req).await
+    };
     // The new configuration commits once it has a quorum again: bring the dead member back meanwhile.
-    let removal = tokio::spawn(async move { cluster.member_remove(req).await });
+    let removal = tokio::spawn(forced_remove(c.channel(leader).await.unwrap()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     c.restart(dead).unwrap();
-    let left = tokio::time::timeout(Duration::from_secs(30), removal).await.unwrap().unwrap().unwrap().into_inner();
-    assert_eq!(left.members.len(), 2);
+    let mut result = tokio::time::timeout(Duration::from_secs(30), removal).await.unwrap().unwrap();
+    // The returning member may call an election; the request then fails with "leader changed" and the
+    // operator asks again, of the new leader (a removal that already committed answers "member not found").
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(status) = &result {
+        assert!(
+            matches!(status.code(), tonic::Code::Unavailable | tonic::Code::NotFound),
+            "forced removal failed: {status}"
+        );
+        if status.code() == tonic::Code::NotFound || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(now) = c.wait_leader(Duration::from_secs(10)).await else { continue };
+        let Ok(channel) = c.channel(now).await else { continue };
+        result = forced_remove(channel).await;
+    }
+    // Every member that stays sees the removal (each answers from what it has applied).
+    for i in [leader, dead] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let list = etcdctl(&c.members[i].endpoint(), &["member", "list"], None).unwrap();
+            let list = String::from_utf8_lossy(&list.stdout).into_owned();
+            if list.lines().count() == 2 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "member {i} still lists: {list}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    if let Ok(left) = result {
+        assert_eq!(left.into_inner().members.len(), 2);
+    }
     c.kill(other);
 
     writers.abort();

@@ -348,6 +348,17 @@ async fn read_object(state: &AppState, plural: &str, namespace: &str, name: &str
     crate::resources::object(&stored)
 }
 
+/// The agent of the pod's node, and this API server's client for agents.
+async fn agent_for<'s>(state: &'s AppState, pod: &Value) -> Result<(Agent, &'s NodeClient), ProxyError> {
+    let node = read_object(state, "nodes", "", &node_of(pod)?).await?;
+    let agent = agent_of(&node)?;
+    let client = state
+        .node_client
+        .as_ref()
+        .ok_or_else(|| ProxyError::Unavailable("this API server has no client certificate for node agents".into()))?;
+    Ok((agent, client))
+}
+
 /// `GET …/pods/{name}/log`.
 pub(crate) async fn pod_log(state: &AppState, namespace: &str, name: &str, query: Option<&str>) -> Response {
     serve_log(state, namespace, name, query.unwrap_or("")).await.unwrap_or_else(IntoResponse::into_response)
@@ -357,13 +368,7 @@ async fn serve_log(state: &AppState, namespace: &str, name: &str, query: &str) -
     let (requested, options) = parse_query(query, name)?;
     let pod = read_object(state, "pods", namespace, name).await?;
     let container = choose_container(&pod, requested.as_deref())?;
-    let node_name = node_of(&pod)?;
-    let node = read_object(state, "nodes", "", &node_name).await?;
-    let agent = agent_of(&node)?;
-    let client = state
-        .node_client
-        .as_ref()
-        .ok_or_else(|| ProxyError::Unavailable("this API server has no client certificate for node agents".into()))?;
+    let (agent, client) = agent_for(state, &pod).await?;
     let query = options.to_query();
     let mut path = agent_api::container_logs_path(namespace, name, &container);
     if !query.is_empty() {
@@ -455,14 +460,9 @@ async fn serve_exec(
         url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "container").map(|(_, v)| v.into_owned());
     let pod = read_object(state, "pods", namespace, name).await?;
     let container = choose_container(&pod, requested.as_deref())?;
-    let node_name = node_of(&pod)?;
+    node_of(&pod)?;
     running(&pod, &container)?;
-    let node = read_object(state, "nodes", "", &node_name).await?;
-    let agent = agent_of(&node)?;
-    let client = state
-        .node_client
-        .as_ref()
-        .ok_or_else(|| ProxyError::Unavailable("this API server has no client certificate for node agents".into()))?;
+    let (agent, client) = agent_for(state, &pod).await?;
     // Last, so that a client falling back to SPDY after a refused WebSocket (kubectl does) is told why.
     let upgrade = match (upgrade_protocol(headers), upgrade) {
         (Some(p), Some(upgrade)) if p.eq_ignore_ascii_case("websocket") => upgrade,
@@ -494,7 +494,7 @@ async fn serve_exec(
         }
     }
     let agent_side = hyper::upgrade::on(&mut response);
-    tokio::spawn(relay(upgrade, agent_side, node_name));
+    tokio::spawn(relay(upgrade, agent_side, agent.node.clone()));
     switched.body(Body::empty()).map_err(|e| ProxyError::Api(ApiError::Internal(e.to_string())))
 }
 
