@@ -657,10 +657,8 @@ fn collect_writes(
                 }
                 dels.push(KeyRange::new(&d.key, &d.range_end));
             }
-            Some(request_op::Request::RequestRange(r)) => {
-                if r.key.is_empty() {
-                    return Err(apply_error(Code::Invalid, "etcdserver: key is not provided"));
-                }
+            Some(request_op::Request::RequestRange(r)) if r.key.is_empty() => {
+                return Err(apply_error(Code::Invalid, "etcdserver: key is not provided"));
             }
             Some(request_op::Request::RequestTxn(n)) => {
                 if n.success.len() > max_ops || n.failure.len() > max_ops {
@@ -680,7 +678,7 @@ fn collect_writes(
                     }
                 }
             }
-            None => {}
+            Some(request_op::Request::RequestRange(_)) | None => {}
         }
     }
     Ok(())

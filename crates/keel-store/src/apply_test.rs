@@ -158,7 +158,7 @@ fn prefix_delete_is_one_revision_with_sub_revisions() {
     }));
     assert_eq!(r.revision, 5);
     assert_eq!(ev.len(), 2);
-    assert!(s.live.contains_key(&b"q".to_vec()));
+    assert!(s.live.contains_key(b"q".as_slice()));
     assert!(s.history.contains_key(&(b"p/b".to_vec(), Revision::new(5, 1))));
 }
 
@@ -236,7 +236,7 @@ fn txn_reads_see_its_own_writes_and_nested_txns_run() {
     let Some(R::Txn(t)) = r.response else { panic!() };
     let Some(response_op::Response::ResponseRange(rr)) = &t.responses[1].response else { panic!() };
     assert_eq!(rr.kvs[0].value, b"1");
-    assert!(s.live.contains_key(&b"n".to_vec()));
+    assert!(s.live.contains_key(b"n".as_slice()));
     assert_eq!(r.revision, 2);
 }
 
@@ -370,8 +370,8 @@ fn leases_attach_keys_and_revoke_deletes_them_in_one_revision() {
     assert!(matches!(r.response, Some(R::LeaseRevoke(_))));
     assert_eq!(r.revision, before + 1);
     assert_eq!(ev.len(), 1);
-    assert!(!s.live.contains_key(&b"a".to_vec()));
-    assert!(s.live.contains_key(&b"b".to_vec()) && s.live.contains_key(&b"c".to_vec()));
+    assert!(!s.live.contains_key(b"a".as_slice()));
+    assert!(s.live.contains_key(b"b".as_slice()) && s.live.contains_key(b"c".as_slice()));
     assert!(s.leases.is_empty() && s.lease_keys.is_empty());
     let (r, _) = s.apply(revoke(7));
     assert!(matches!(r.response, Some(R::Error(ref e)) if e.code == Code::LeaseNotFound as i32));

@@ -304,11 +304,8 @@ impl Maintenance for EtcdApi {
                     }
                     blob.truncate(n);
                     sent += n as u64;
-                    let resp = SnapshotResponse {
-                        header: Some(header.clone()),
-                        remaining_bytes: total.saturating_sub(sent),
-                        blob,
-                    };
+                    let resp =
+                        SnapshotResponse { header: Some(header), remaining_bytes: total.saturating_sub(sent), blob };
                     if tx.send(Ok(resp)).await.is_err() {
                         return Ok(());
                     }

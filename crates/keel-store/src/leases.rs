@@ -110,7 +110,7 @@ impl Store {
         loop {
             match self.leader() {
                 Leader::Me => return self.time_to_live_here(&req),
-                Leader::Peer(mut c) => match c.lease_time_to_live(req.clone()).await {
+                Leader::Peer(mut c) => match c.lease_time_to_live(req).await {
                     Ok(r) => return Ok(r.into_inner()),
                     Err(s) if s.code() == NOT_LEADER || s.code() == tonic::Code::Unavailable => {}
                     Err(s) => return Err(ApiError::Invalid(s.message().to_string())),

@@ -708,6 +708,9 @@ impl<'w, W: std::io::Write> SnapshotWriter<'w, W> {
     }
 }
 
+/// One record of a snapshot stream: its column family's tag, key and value.
+type SnapshotRecord = (u8, Vec<u8>, Vec<u8>);
+
 struct SnapshotReader<'r, R: std::io::Read> {
     input: &'r mut R,
     crc: crc32fast::Hasher,
@@ -735,7 +738,7 @@ impl<'r, R: std::io::Read> SnapshotReader<'r, R> {
         Ok(u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
     }
 
-    fn next_record(&mut self) -> Result<Option<(u8, Vec<u8>, Vec<u8>)>, StoreError> {
+    fn next_record(&mut self) -> Result<Option<SnapshotRecord>, StoreError> {
         let cf = self.take(1)?[0];
         if cf == RECORD_END {
             let expected = self.crc.clone().finalize();

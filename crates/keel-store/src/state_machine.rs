@@ -348,6 +348,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // first; small ones (most) run in place.
         let large = entries.len() > 64
             || entries.iter().any(|e| matches!(&e.payload, EntryPayload::Normal(c) if may_take_long(&c.0.requests)));
+        // StorageError is openraft's, and what apply() must return.
+        #[allow(clippy::result_large_err)]
         let apply = || -> Result<_, StorageError> {
             let view = state.writer_view();
             let mut applier = Applier::new(&view, meta.revision, meta.compacted);

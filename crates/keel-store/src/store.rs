@@ -880,14 +880,14 @@ pub(crate) fn unexpected() -> ApiError {
 
 fn set_txn_headers(t: &mut TxnResponse, h: &ResponseHeader) {
     use keel_proto::etcdserverpb::response_op::Response as R;
-    t.header = Some(h.clone());
+    t.header = Some(*h);
     for r in &mut t.responses {
         match &mut r.response {
-            Some(R::ResponsePut(p)) => p.header = Some(h.clone()),
-            Some(R::ResponseDeleteRange(d)) => d.header = Some(h.clone()),
+            Some(R::ResponsePut(p)) => p.header = Some(*h),
+            Some(R::ResponseDeleteRange(d)) => d.header = Some(*h),
             Some(R::ResponseRange(x)) => {
                 let rev = x.header.as_ref().map_or(h.revision, |x| x.revision);
-                x.header = Some(ResponseHeader { revision: rev, ..h.clone() });
+                x.header = Some(ResponseHeader { revision: rev, ..*h });
             }
             Some(R::ResponseTxn(n)) => set_txn_headers(n, h),
             None => {}
