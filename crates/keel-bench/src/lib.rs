@@ -11,6 +11,7 @@ pub mod api;
 pub mod control;
 pub mod hollow;
 pub mod kube_storage;
+pub mod pods;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -1,6 +1,7 @@
 //! `keel bench kv …`: benchmarks of any store that speaks the etcd v3 API (keel or etcd); `keel bench api`:
 //! create/get/list latency of Kubernetes API servers (keel's masters, or any other) over HTTPS; `keel bench
-//! scheduler` and `keel bench control-failover`: the control loops' throughput and failover.
+//! scheduler` and `keel bench control-failover`: the control loops' throughput and failover; `keel bench pod-startup`:
+//! pods created → Running on real nodes.
 
 use std::path::PathBuf;
 
@@ -22,6 +23,8 @@ enum BenchWhat {
     Api(ApiBench),
     /// Pods created as fast as the clients can on a cluster with nodes; pods bound per second.
     Scheduler(SchedulerBench),
+    /// Pods started on a cluster's nodes (the image already there): created → Running, p50/p99.
+    PodStartup(PodStartupBench),
     /// One trial: kill -9 the master leading the control loops; time until a write, a binding and a
     /// controller's action go through another master.
     ControlFailover(ControlFailoverBench),
@@ -37,6 +40,26 @@ struct SchedulerBench {
     #[arg(long, default_value_t = 50)]
     clients: usize,
     /// Give up when not every pod is bound after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Print the result as a JSON line too.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct PodStartupBench {
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    pods: usize,
+    /// Pods starting at once: 1 starts each pod alone; more queue on the node.
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    /// The pods' image; it must be on the nodes (imagePullPolicy Never).
+    #[arg(long, default_value = "keel.test/busybox:1")]
+    image: String,
+    /// Give up when not every pod is Running after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
     /// Print the result as a JSON line too.
@@ -230,6 +253,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 );
                 if a.json {
                     println!("{}", serde_json::json!({"workload": "scheduler", "result": r}));
+                }
+                Ok(())
+            });
+        }
+        BenchWhat::PodStartup(a) => {
+            return rt.block_on(async move {
+                let client = kube::Client::try_from(crate::server::client_config(&a.kubeconfig).await?)?;
+                let timeout = std::time::Duration::from_secs(a.timeout);
+                let r = keel_bench::pods::pod_startup(client, a.pods, a.parallel, &a.image, timeout).await?;
+                println!(
+                    "{} pods, {} at once, in {:.2} s: created→Running p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms \
+                     (created→bound p50 {:.0} ms, p99 {:.0} ms)",
+                    r.pods,
+                    r.parallel,
+                    r.total_secs,
+                    r.running_p50_ms,
+                    r.running_p99_ms,
+                    r.running_max_ms,
+                    r.bound_p50_ms,
+                    r.bound_p99_ms
+                );
+                if a.json {
+                    println!("{}", serde_json::json!({"workload": "pod-startup", "result": r}));
                 }
                 Ok(())
             });
