@@ -1,10 +1,11 @@
 //! The agent survives what happens under it (as root, real containerd): containerd is killed and comes back
 //! (the pod keeps its container, and a crash after that is seen and restarted); a pod force-deleted while
-//! the agent is down is cleaned off the node when the agent comes back.
+//! the agent is down is cleaned off the node when the agent comes back (container, snapshot, its namespaces'
+//! directory and its IP lease).
 
 use std::time::Duration;
 
-use keel_tests::agent::{cluster_with_agent, condition, pod_ready, sleeping_pod, BUSYBOX};
+use keel_tests::agent::{cluster_with_agent, condition, pod_ready, sleeping_pod, Hosts, BUSYBOX};
 use keel_tests::masters::json;
 use keel_tests::wait_for;
 
@@ -18,7 +19,11 @@ fn container_id(pod: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd_restarts_and_pods_deleted_while_the_agent_is_down() {
-    let (_c, api, mut containerd, mut agent) = cluster_with_agent(&["--backoff-base", "1s"]).await;
+    let hosts = Hosts::up(1);
+    let mut flags = hosts.flags(1);
+    flags.extend(["--backoff-base".to_string(), "1s".to_string()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (_c, api, mut containerd, mut agent) = cluster_with_agent(&flags).await;
     api.ok(&["apply", "-f", "-"], Some(&sleeping_pod("steady", BUSYBOX, "IfNotPresent"))).unwrap();
     api.ok(&["apply", "-f", "-"], Some(&sleeping_pod("doomed", BUSYBOX, "IfNotPresent"))).unwrap();
     let steady = pod_ready(&api, "steady", Duration::from_secs(60)).await;
@@ -26,6 +31,10 @@ async fn containerd_restarts_and_pods_deleted_while_the_agent_is_down() {
     let doomed = pod_ready(&api, "doomed", Duration::from_secs(60)).await;
     let doomed_id = container_id(&doomed);
     let doomed_uid = doomed["metadata"]["uid"].as_str().unwrap().to_string();
+    // host-local's leases: a file per address in use.
+    let leases = agent.data_dir.join("cni/ipam/keel");
+    let doomed_ip = doomed["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(leases.join(&doomed_ip).exists(), "no lease for {doomed_ip} in {}", leases.display());
 
     // containerd down for 3 s and back: the container ran on (its shim did), the agent reconnects and
     // reports the same container, not restarted.
@@ -49,7 +58,7 @@ async fn containerd_restarts_and_pods_deleted_while_the_agent_is_down() {
     // The agent down, a pod force-deleted meanwhile: back up, the agent removes its container and files.
     agent.kill();
     api.ok(&["delete", "pod", "doomed", "--force", "--grace-period=0"], None).unwrap();
-    agent.restart(&api, &containerd, &["--backoff-base", "1s"]).unwrap();
+    agent.restart(&api, &containerd, &flags).unwrap();
     wait_for("doomed's container gone", Duration::from_secs(30), || {
         let containers = containerd.ctr_ok(&["containers", "ls", "-q"]).unwrap();
         (!containers.contains(&doomed_id), containers)
@@ -59,6 +68,11 @@ async fn containerd_restarts_and_pods_deleted_while_the_agent_is_down() {
         (!agent.data_dir.join("pods").join(&doomed_uid).exists(), ())
     })
     .await;
+    let snapshots = containerd.ctr_ok(&["snapshots", "ls"]).unwrap();
+    assert!(!snapshots.contains(&doomed_id), "{snapshots}");
+    assert!(!leases.join(&doomed_ip).exists(), "the lease of {doomed_ip} is left");
+    let steady_ip = json(&api, &["get", "pod", "steady"])["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(leases.join(&steady_ip).exists(), "steady's lease of {steady_ip} is gone");
     assert_eq!(condition(&json(&api, &["get", "pod", "steady"]), "Ready"), "True");
 }
 
