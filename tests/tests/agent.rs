@@ -8,7 +8,8 @@
 //! pod stops its container (SIGTERM, SIGKILL after the grace period) and leaves nothing behind in containerd
 //! or on disk. Containers' logs are CRI lines written by the shim's logger, and stock `kubectl logs` (-c,
 //! --tail, --timestamps, --limit-bytes, -f, --previous) reads them through the master and the agent's
-//! HTTPS endpoint.
+//! HTTPS endpoint. securityContext (user, group, read-only root, capabilities) and CPU/memory limits reach
+//! the containers and their cgroups.
 
 use std::time::{Duration, Instant};
 
@@ -543,4 +544,83 @@ spec:
     // A pod that no node took has no logs to give.
     let (ok, _, err) = kubectl(&api, &["logs", "nowhere"]);
     assert!(!ok && err.contains("pod nowhere does not have a host assigned"), "{err}");
+}
+
+/// The cgroup (v1 or v2) directory of `pid` for `controller` ("cpu", "memory"), as the host sees it.
+fn cgroup_dir(pid: &str, controller: &str) -> std::path::PathBuf {
+    let lines = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in lines.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        let v1 = controllers.split(',').any(|c| c == controller);
+        if v1 || controllers.is_empty() {
+            let root = if v1 { format!("/sys/fs/cgroup/{controllers}") } else { "/sys/fs/cgroup".into() };
+            let dir = std::path::PathBuf::from(format!("{root}{path}"));
+            if v1 || dir.join("cgroup.controllers").exists() {
+                return dir;
+            }
+        }
+    }
+    panic!("no {controller} cgroup for {pid} in {lines}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn security_context_and_resources_reach_the_containers() {
+    let (_c, api, containerd, _agent) = cluster_with_agent(&[]).await;
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: confined
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {{runAsUser: 1000, runAsGroup: 3000}}
+  containers:
+  - name: user
+    image: {BUSYBOX}
+    command: ["sleep", "3600"]
+    securityContext: {{readOnlyRootFilesystem: true}}
+    resources:
+      limits: {{cpu: 500m, memory: 64Mi}}
+  - name: admin
+    image: {BUSYBOX}
+    command: ["sleep", "3600"]
+    securityContext:
+      runAsUser: 0
+      capabilities: {{drop: [ALL], add: [NET_ADMIN]}}
+"#
+    );
+    api.ok(&["apply", "-f", "-"], Some(&manifest)).unwrap();
+    let pod = keel_tests::agent::pod_ready(&api, "confined", Duration::from_secs(60)).await;
+
+    // The pod's user and group, and a root filesystem that cannot be written.
+    let (ok, out, _) = kubectl(&api, &["exec", "confined", "-c", "user", "--", "id"]);
+    assert!(ok && out.contains("uid=1000") && out.contains("gid=3000"), "{out}");
+    let (ok, _, err) = kubectl(&api, &["exec", "confined", "-c", "user", "--", "touch", "/written"]);
+    assert!(!ok && err.contains("Read-only file system"), "{err}");
+    // Root with only the capability asked for: CAP_NET_ADMIN is bit 12.
+    let (ok, out, _) = kubectl(&api, &["exec", "confined", "-c", "admin", "--", "cat", "/proc/1/status"]);
+    assert!(ok, "{out}");
+    let cap = |name: &str| out.lines().find(|l| l.starts_with(name)).map(|l| l.split_whitespace().nth(1).unwrap());
+    assert_eq!(cap("Uid:"), Some("0"), "{out}");
+    assert_eq!(cap("CapEff:"), Some("0000000000001000"), "{out}");
+    assert_eq!(cap("CapBnd:"), Some("0000000000001000"), "{out}");
+
+    // The limits are the container's cgroup's: 500m = 50 ms of CPU every 100 ms, 64 MiB of memory.
+    let statuses = pod["status"]["containerStatuses"].as_array().unwrap();
+    let user = statuses.iter().find(|s| s["name"] == "user").unwrap();
+    let id = user["containerID"].as_str().unwrap().trim_start_matches("containerd://");
+    let tasks = containerd.ctr_ok(&["tasks", "ls"]).unwrap();
+    let pid = tasks.lines().find(|l| l.starts_with(id)).and_then(|l| l.split_whitespace().nth(1)).unwrap().to_string();
+    let read =
+        |dir: std::path::PathBuf, file: &str| std::fs::read_to_string(dir.join(file)).unwrap().trim().to_string();
+    let cpu = cgroup_dir(&pid, "cpu");
+    if cpu.join("cpu.max").exists() {
+        assert_eq!(read(cpu, "cpu.max"), "50000 100000");
+        assert_eq!(read(cgroup_dir(&pid, "memory"), "memory.max"), "67108864");
+    } else {
+        assert_eq!(read(cpu.clone(), "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read(cpu, "cpu.cfs_period_us"), "100000");
+        assert_eq!(read(cgroup_dir(&pid, "memory"), "memory.limit_in_bytes"), "67108864");
+    }
 }
