@@ -9,7 +9,7 @@
 //! or on disk. Containers' logs are CRI lines written by the shim's logger, and stock `kubectl logs` (-c,
 //! --tail, --timestamps, --limit-bytes, -f, --previous) reads them through the master and the agent's
 //! HTTPS endpoint. securityContext (user, group, read-only root, capabilities) and CPU/memory limits reach
-//! the containers and their cgroups.
+//! the containers and their cgroups; secret volumes are on tmpfs.
 
 use std::time::{Duration, Instant};
 
@@ -569,12 +569,22 @@ async fn security_context_and_resources_reach_the_containers() {
     let (_c, api, containerd, _agent) = cluster_with_agent(&[]).await;
     let manifest = format!(
         r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: token
+stringData:
+  token: s3cret
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: confined
 spec:
   terminationGracePeriodSeconds: 1
   securityContext: {{runAsUser: 1000, runAsGroup: 3000}}
+  volumes:
+  - name: token
+    secret: {{secretName: token, defaultMode: 0444}}
   containers:
   - name: user
     image: {BUSYBOX}
@@ -582,6 +592,8 @@ spec:
     securityContext: {{readOnlyRootFilesystem: true}}
     resources:
       limits: {{cpu: 500m, memory: 64Mi}}
+    volumeMounts:
+    - {{name: token, mountPath: /token}}
   - name: admin
     image: {BUSYBOX}
     command: ["sleep", "3600"]
@@ -598,6 +610,11 @@ spec:
     assert!(ok && out.contains("uid=1000") && out.contains("gid=3000"), "{out}");
     let (ok, _, err) = kubectl(&api, &["exec", "confined", "-c", "user", "--", "touch", "/written"]);
     assert!(!ok && err.contains("Read-only file system"), "{err}");
+    // A secret volume is on a tmpfs: its content never reaches the node's disk.
+    let (ok, out, _) = kubectl(&api, &["exec", "confined", "-c", "user", "--", "cat", "/token/token"]);
+    assert!(ok && out == "s3cret", "{out}");
+    let (ok, out, _) = kubectl(&api, &["exec", "confined", "-c", "user", "--", "cat", "/proc/mounts"]);
+    assert!(ok && out.lines().any(|l| l.starts_with("tmpfs /token tmpfs ")), "{out}");
     // Root with only the capability asked for: CAP_NET_ADMIN is bit 12.
     let (ok, out, _) = kubectl(&api, &["exec", "confined", "-c", "admin", "--", "cat", "/proc/1/status"]);
     assert!(ok, "{out}");

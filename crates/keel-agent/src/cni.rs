@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -22,6 +23,10 @@ pub const IFNAME: &str = "eth0";
 /// The `PATH` plugins get when the agent itself has none (they may run helpers such as `iptables`).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// How long one plugin may run before it is killed and its call fails (the kubelet gives a whole sandbox
+/// set-up its 2-minute runtime request timeout; one plugin gets less).
+pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A CNI network configuration list and how to run it on this node.
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -29,6 +34,7 @@ pub struct Network {
     conflist: Value,
     cache_dir: PathBuf,
     host_netns: Option<PathBuf>,
+    timeout: Duration,
 }
 
 /// A pod's attachment to the network: its addresses (without prefix length) and the full ADD result.
@@ -52,6 +58,8 @@ pub enum CniError {
     BadResult { plugin: String, command: &'static str, pod: String, reason: String },
     #[error("bad CNI result cache {}: {reason}", .path.display())]
     BadCache { path: PathBuf, reason: String },
+    #[error("CNI {command} of pod {pod}: plugin {plugin} did not finish within {after:?} and was killed")]
+    Timeout { plugin: String, command: &'static str, pod: String, after: Duration },
     #[error("{context}: {error}")]
     Io { context: String, error: io::Error },
 }
@@ -111,7 +119,13 @@ impl Network {
     /// A network from any configuration list (`{"cniVersion", "name", "plugins": [...]}`); results are cached
     /// in `cache_dir`.
     pub fn new(bin_dir: PathBuf, conflist: Value, cache_dir: PathBuf, host_netns: Option<PathBuf>) -> Network {
-        Network { bin_dir, conflist, cache_dir, host_netns }
+        Network { bin_dir, conflist, cache_dir, host_netns, timeout: PLUGIN_TIMEOUT }
+    }
+
+    /// How long each plugin may run ([`PLUGIN_TIMEOUT`] unless set).
+    pub fn with_timeout(mut self, timeout: Duration) -> Network {
+        self.timeout = timeout;
+        self
     }
 
     /// keel's network for a node: one `bridge` plugin (bridge name given, isGateway true, ipMasq false,
@@ -259,7 +273,8 @@ impl Network {
             .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         if let Some(netns) = netns {
             cmd.env("CNI_NETNS", netns);
         }
@@ -292,7 +307,14 @@ impl Network {
             drop(pipe); // EOF
             r
         };
-        let (written, output) = tokio::join!(write, child.wait_with_output());
+        // A plugin that hangs is killed (the child is dropped with the timed-out future).
+        let run = async { tokio::join!(write, child.wait_with_output()) };
+        let (written, output) = tokio::time::timeout(self.timeout, run).await.map_err(|_| CniError::Timeout {
+            plugin: plugin.to_string(),
+            command: command.as_str(),
+            pod: pod_uid.to_string(),
+            after: self.timeout,
+        })?;
         let output = output.map_err(io_error(context()))?;
         if !output.status.success() {
             return Err(plugin_error(plugin, command, pod_uid, output.status, &output.stdout, &output.stderr));
@@ -792,6 +814,36 @@ mod tests {
         net.del("pod-5", None).await.unwrap();
         assert_eq!(net.cached("pod-5").unwrap(), None);
         assert!(matches!(net.add("../x", &netns).await, Err(CniError::BadPodUid(_))));
+    }
+
+    #[tokio::test]
+    async fn a_plugin_that_hangs_is_killed_and_the_call_fails() {
+        let _spawn = SPAWN.lock().await;
+        let fake = Fake::new();
+        fake.plugin(
+            "hang",
+            "[ $CNI_COMMAND = DEL ] && exit 0\necho $$ > \"$(dirname $0)/../log/hang.pid\"\nexec sleep 600",
+        );
+        let netns = fake.path("netns");
+        let net = fake.network(&["one", "hang"]).with_timeout(Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        let e = net.add("pod-6", &netns).await.unwrap_err();
+        assert!(matches!(&e, CniError::Timeout { plugin, command: "ADD", .. } if plugin == "hang"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+        // Undone as any failed ADD, and the plugin's process is gone.
+        assert_eq!(fake.calls(), ["one ADD", "hang ADD", "hang DEL", "one DEL"]);
+        let pid: i32 = std::fs::read_to_string(fake.path("log/hang.pid")).unwrap().trim().parse().unwrap();
+        let mut gone = false;
+        for _ in 0..50 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie that nobody waits for any more.
+            if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(gone, "the hanging plugin {pid} still runs");
     }
 
     // ---- the real plugins, in network namespaces of the test's own ----

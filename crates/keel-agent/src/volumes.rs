@@ -1,5 +1,5 @@
 //! A pod's volumes: emptyDir (a directory of the pod, or tmpfs for medium Memory), hostPath, configMap and
-//! secret (files written atomically, kubelet-style: a `..data` symlink swapped onto a new directory, each key
+//! secret (on a tmpfs of their own; files written atomically, kubelet-style: a `..data` symlink swapped onto a new directory, each key
 //! a symlink through it, so a container never sees a half-written update). Which mounts a container gets is
 //! pure ([`container_mounts`]); [`prepare`] does the IO.
 
@@ -157,15 +157,7 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, sources: &Sources, pod_ip: Option<&str
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(|e| io(&what, e))?;
                 if e.medium.as_deref() == Some("Memory") {
                     let size = e.size_limit.as_ref().map(|q| format!(",size={}", q.0.trim_end_matches('i')));
-                    let options = format!("mode=0777{}", size.unwrap_or_default());
-                    nix::mount::mount(
-                        Some("tmpfs"),
-                        &dir,
-                        Some("tmpfs"),
-                        nix::mount::MsFlags::empty(),
-                        Some(options.as_str()),
-                    )
-                    .map_err(|e| format!("{what}: mount tmpfs: {e}"))?;
+                    mount_tmpfs(&dir, &format!("mode=0777{}", size.unwrap_or_default()), &what)?;
                 }
             }
         } else if let Some(h) = &v.host_path {
@@ -197,10 +189,28 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, sources: &Sources, pod_ip: Option<&str
                 None => return Err(format!("secret \"{name}\" not found")),
             };
             let files = projected_files(&data, s.items.as_ref(), s.default_mode, &what)?;
+            // As the kubelet does: a secret's files live in memory, never on the node's disk.
+            std::fs::create_dir_all(&dir).map_err(|e| io(&what, e))?;
+            if !is_mount_point(&dir).map_err(|e| io(&what, e))? {
+                mount_tmpfs(&dir, "mode=0755", &what)?;
+            }
             write_atomically(&dir, &files).map_err(|e| io(&what, e))?;
         }
     }
     Ok(())
+}
+
+fn mount_tmpfs(dir: &Path, options: &str, what: &str) -> Result<(), String> {
+    nix::mount::mount(Some("tmpfs"), dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some(options))
+        .map_err(|e| format!("{what}: mount tmpfs: {e}"))
+}
+
+/// Whether `dir` is the root of a mount (its device differs from its parent's): a volume mounted before the
+/// agent restarted is not mounted again.
+fn is_mount_point(dir: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir.parent().unwrap_or(dir);
+    Ok(std::fs::metadata(dir)?.dev() != std::fs::metadata(parent)?.dev())
 }
 
 fn write_if_changed(path: &Path, content: &[u8]) -> io::Result<()> {
