@@ -1,7 +1,8 @@
 //! Probes and stop hooks on a real agent and containerd (as root): a readiness probe (exec) holds Ready at
 //! False until it passes; httpGet and tcpSocket probes reach the pod's IP over CNI (the node's network is a
 //! namespace the test made); a failing liveness probe restarts the container with an `Unhealthy` event;
-//! a preStop hook runs before SIGTERM when the pod is deleted.
+//! a preStop hook runs before SIGTERM when the pod is deleted. HTTPS probes accept a self-signed server's
+//! certificate (as the kubelet's) and fail against a server that does not speak TLS.
 
 use std::time::Duration;
 
@@ -149,4 +150,80 @@ spec:
     api.ok(&["delete", "pod", "web", "--wait=true", "--timeout=60s"], None).unwrap();
     let said = std::fs::read_to_string(hooks.join("pre-stop")).unwrap_or_default();
     assert_eq!(said.trim(), "stopping web");
+}
+
+/// An HTTPS server on 8443 (python's, from the machine: the container chroots into the host's root, mounted
+/// read-only) with a self-signed certificate.
+const HTTPS_SERVER: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("0.0.0.0", 8443), H)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+c.load_cert_chain(sys.argv[1], sys.argv[2])
+s.socket = c.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_probes_accept_any_certificate_and_need_tls() {
+    let (_c, api, _containerd, agent) = cluster_with_agent(&[]).await;
+    let certs = agent.data_dir.join("probe-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["server.invalid".to_string()]).unwrap().self_signed(&key).unwrap();
+    let (cert_file, key_file) = (certs.join("tls.crt"), certs.join("tls.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "secure"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+            "containers": [
+                {"name": "tls", "image": BUSYBOX,
+                 "command": ["chroot", "/host", "python3", "-c", HTTPS_SERVER, cert_file, key_file],
+                 "volumeMounts": [{"name": "host", "mountPath": "/host", "readOnly": true}],
+                 "readinessProbe": {"httpGet": {"scheme": "HTTPS", "path": "/healthz", "port": 8443},
+                                    "periodSeconds": 1}},
+                {"name": "plain", "image": BUSYBOX,
+                 "command": ["sh", "-c", "mkdir -p /www; echo ok > /www/healthz; exec httpd -f -p 8080 -h /www"],
+                 "readinessProbe": {"httpGet": {"scheme": "HTTPS", "path": "/healthz", "port": 8080},
+                                    "periodSeconds": 1}},
+            ],
+        },
+    });
+    api.ok(&["apply", "-f", "-"], Some(&pod.to_string())).unwrap();
+    let ready = |pod: &Value, name: &str| {
+        pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == name && c["ready"] == true)
+    };
+    let pod = wait_for("the HTTPS server's container Ready", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "secure"]);
+        (ready(&pod, "tls"), pod)
+    })
+    .await;
+    assert!(!ready(&pod, "plain"), "{}", pod["status"]);
+    assert_eq!(condition(&pod, "Ready"), "False");
+    // The plain server's probe fails in the TLS handshake, and says so.
+    wait_for("an Unhealthy event for the plain server", Duration::from_secs(30), || {
+        let events = json(&api, &["get", "events", "--field-selector", "involvedObject.name=secure"]);
+        let messages: Vec<String> = events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["reason"] == "Unhealthy")
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .collect();
+        (messages.iter().any(|m| m.contains("Readiness probe failed") && m.contains("tls")), messages)
+    })
+    .await;
 }

@@ -5,7 +5,8 @@
 //!
 //! exec probes run through containerd (`Tasks.Exec`). httpGet and tcpSocket probes connect to the pod's IP
 //! (loopback without a pod network) from inside the pod's own network namespace, so they need no route
-//! from the agent's namespace to the pod (several nodes on one machine, `--cni-netns`).
+//! from the agent's namespace to the pod (several nodes on one machine, `--cni-netns`). HTTPS probes accept
+//! any server certificate, as the kubelet's do.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -182,30 +183,25 @@ pub(crate) async fn http_get(
     http: &HTTPGetAction,
     timeout: Duration,
 ) -> Result<(), String> {
-    if http.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
-        return Err("HTTPS probes are not supported by this agent yet".into());
-    }
+    let https = http.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
     let addr = address(shared, pod, container, http.host.as_deref(), &http.port)?;
     let path = http.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
     let path = if path.starts_with('/') { path } else { format!("/{path}") };
-    let url = format!("http://{addr}{path}");
+    let url = format!("{}://{addr}{path}", if https { "https" } else { "http" });
+    let headers: Vec<(&str, &str)> =
+        http.http_headers.iter().flatten().map(|h| (h.name.as_str(), h.value.as_str())).collect();
     let request = async {
         let stream = connect(netns(shared, pod), addr, timeout).await.map_err(|e| format!("dial tcp {addr}: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let mut builder = http::Request::get(path.as_str())
-            .header(http::header::HOST, addr.to_string())
-            .header(http::header::USER_AGENT, "kube-probe/1.33")
-            .header(http::header::ACCEPT, "*/*");
-        for h in http.http_headers.iter().flatten() {
-            builder = builder.header(h.name.as_str(), h.value.as_str());
+        if https {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(probe_tls())
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("Get \"{url}\": tls: {e}"))?;
+            get(tls, addr, &path, &headers).await
+        } else {
+            get(stream, addr, &path, &headers).await
         }
-        let request =
-            builder.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| format!("bad request: {e}"))?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(response.status())
     };
     let status = tokio::time::timeout(timeout, request)
         .await
@@ -214,6 +210,84 @@ pub(crate) async fn http_get(
         Ok(())
     } else {
         Err(format!("HTTP probe failed with statuscode: {}", status.as_u16()))
+    }
+}
+
+/// GET `path` over `stream` (HTTP/1.1, the kubelet's headers, then the handler's); the response's status.
+async fn get<S>(stream: S, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<http::StatusCode, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let mut builder = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::USER_AGENT, "kube-probe/1.33")
+        .header(http::header::ACCEPT, "*/*");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request =
+        builder.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| format!("bad request: {e}"))?;
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    Ok(response.status())
+}
+
+/// The TLS client of HTTPS probes: like the kubelet's (`InsecureSkipVerify`), it accepts any certificate;
+/// the handshake's signatures are still checked against it.
+fn probe_tls() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
