@@ -2,7 +2,8 @@
 //! False until it passes; httpGet and tcpSocket probes reach the pod's IP over CNI (the node's network is a
 //! namespace the test made); a failing liveness probe restarts the container with an `Unhealthy` event;
 //! a preStop hook runs before SIGTERM when the pod is deleted. HTTPS probes accept a self-signed server's
-//! certificate (as the kubelet's) and fail against a server that does not speak TLS.
+//! certificate (as the kubelet's) and fail against a server that does not speak TLS. gRPC probes ask a
+//! keel store member in the pod (`grpc.health.v1.Health`): SERVING passes, an unknown service fails.
 
 use std::time::Duration;
 
@@ -152,6 +153,28 @@ spec:
     assert_eq!(said.trim(), "stopping web");
 }
 
+/// Whether container `name` of the pod is ready.
+fn container_ready(pod: &Value, name: &str) -> bool {
+    pod["status"]["containerStatuses"].as_array().into_iter().flatten().any(|c| c["name"] == name && c["ready"] == true)
+}
+
+/// Waits for an `Unhealthy` event of pod `pod` whose message has every one of `words`.
+async fn unhealthy_event(api: &keel_tests::masters::Api, pod: &str, words: &[&str]) {
+    let selector = format!("involvedObject.name={pod}");
+    wait_for(&format!("an Unhealthy event of {pod} with {words:?}"), Duration::from_secs(30), || {
+        let events = json(api, &["get", "events", "--field-selector", &selector]);
+        let messages: Vec<String> = events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["reason"] == "Unhealthy")
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .collect();
+        (messages.iter().any(|m| words.iter().all(|w| m.contains(w))), messages)
+    })
+    .await;
+}
+
 /// An HTTPS server on 8443 (python's, from the machine: the container chroots into the host's root, mounted
 /// read-only) with a self-signed certificate.
 const HTTPS_SERVER: &str = r#"
@@ -199,31 +222,56 @@ async fn https_probes_accept_any_certificate_and_need_tls() {
         },
     });
     api.ok(&["apply", "-f", "-"], Some(&pod.to_string())).unwrap();
-    let ready = |pod: &Value, name: &str| {
-        pod["status"]["containerStatuses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["name"] == name && c["ready"] == true)
-    };
     let pod = wait_for("the HTTPS server's container Ready", Duration::from_secs(60), || {
         let pod = json(&api, &["get", "pod", "secure"]);
-        (ready(&pod, "tls"), pod)
+        (container_ready(&pod, "tls"), pod)
     })
     .await;
-    assert!(!ready(&pod, "plain"), "{}", pod["status"]);
+    assert!(!container_ready(&pod, "plain"), "{}", pod["status"]);
     assert_eq!(condition(&pod, "Ready"), "False");
     // The plain server's probe fails in the TLS handshake, and says so.
-    wait_for("an Unhealthy event for the plain server", Duration::from_secs(30), || {
-        let events = json(&api, &["get", "events", "--field-selector", "involvedObject.name=secure"]);
-        let messages: Vec<String> = events["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["reason"] == "Unhealthy")
-            .map(|e| e["message"].as_str().unwrap_or("").to_string())
-            .collect();
-        (messages.iter().any(|m| m.contains("Readiness probe failed") && m.contains("tls")), messages)
+    unhealthy_event(&api, "secure", &["Readiness probe failed", "tls"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_probes_ask_the_health_service() {
+    let (_c, api, _containerd, _agent) = cluster_with_agent(&[]).await;
+    // A keel store member (the test's own binary, run from the machine's root) serves gRPC health in the pod;
+    // its data on the machine's /dev/shm (the root is mounted read-only), removed at the end.
+    struct RemovedOnDrop(String);
+    impl Drop for RemovedOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let data = format!("/dev/shm/keel-probe-test-{}", std::process::id());
+    let _ = std::fs::remove_dir_all(&data);
+    let _removed = RemovedOnDrop(data.clone());
+    let keel = keel_tests::keel_bin().display().to_string();
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rpc"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+            "containers": [
+                {"name": "kv", "image": BUSYBOX,
+                 "command": ["chroot", "/host", keel, "kv", "--data-dir", data,
+                             "--listen-client-urls", "http://0.0.0.0:2379"],
+                 "volumeMounts": [{"name": "host", "mountPath": "/host", "readOnly": true}],
+                 "readinessProbe": {"grpc": {"port": 2379}, "periodSeconds": 1}},
+                {"name": "other", "image": BUSYBOX, "command": ["sleep", "3600"],
+                 "readinessProbe": {"grpc": {"port": 2379, "service": "no.such.Service"}, "periodSeconds": 1}},
+            ],
+        },
+    });
+    api.ok(&["apply", "-f", "-"], Some(&pod.to_string())).unwrap();
+    let pod = wait_for("the store member's container Ready", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "rpc"]);
+        (container_ready(&pod, "kv"), pod)
     })
     .await;
+    assert!(!container_ready(&pod, "other"), "{}", pod["status"]);
+    unhealthy_event(&api, "rpc", &["Readiness probe failed", "NotFound"]).await;
+    // The member stops before its data goes.
+    api.ok(&["delete", "pod", "rpc", "--wait=true", "--timeout=60s"], None).unwrap();
 }

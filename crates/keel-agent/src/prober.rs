@@ -6,7 +6,7 @@
 //! exec probes run through containerd (`Tasks.Exec`). httpGet and tcpSocket probes connect to the pod's IP
 //! (loopback without a pod network) from inside the pod's own network namespace, so they need no route
 //! from the agent's namespace to the pod (several nodes on one machine, `--cni-netns`). HTTPS probes accept
-//! any server certificate, as the kubelet's do.
+//! any server certificate, as the kubelet's do; gRPC probes ask `grpc.health.v1.Health/Check`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -143,10 +143,58 @@ async fn check(
         let addr = address(shared, pod, container, tcp.host.as_deref(), &tcp.port)?;
         return connect(netns(shared, pod), addr, timeout).await.map(drop).map_err(|e| format!("dial tcp {addr}: {e}"));
     }
-    if probe.grpc.is_some() {
-        return Err("gRPC probes are not supported by this agent".into());
+    if let Some(grpc) = &probe.grpc {
+        return grpc_check(shared, pod, container, grpc, timeout).await;
     }
-    Err("the probe has no handler (exec, httpGet or tcpSocket)".into())
+    Err("the probe has no handler (exec, httpGet, tcpSocket or grpc)".into())
+}
+
+/// gRPC health checking (`grpc.health.v1.Health/Check` of the probe's service) on the pod's IP, over a
+/// connection made inside the pod's network namespace; Ok when the answer is SERVING.
+async fn grpc_check(
+    shared: &Shared,
+    pod: &Pod,
+    container: &Container,
+    grpc: &k8s_openapi::api::core::v1::GRPCAction,
+    timeout: Duration,
+) -> Result<(), String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let addr = address(shared, pod, container, None, &IntOrString::Int(grpc.port))?;
+    let ns = netns(shared, pod);
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let ns = ns.clone();
+        async move { connect(ns, addr, timeout).await.map(hyper_util::rt::TokioIo::new) }
+    });
+    let service = grpc.service.clone().unwrap_or_default();
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| format!("failed to connect service \"{addr}\": {e}"))?;
+        let request = tonic_health::pb::HealthCheckRequest { service: service.clone() };
+        let response =
+            tonic_health::pb::health_client::HealthClient::new(channel).check(request).await.map_err(|e| {
+                match e.code() {
+                    tonic::Code::Unimplemented => format!(
+                        "this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                        e.message()
+                    ),
+                    code => {
+                        format!("error: health rpc probe failed: rpc error: code = {code:?} desc = {}", e.message())
+                    }
+                }
+            })?;
+        Ok::<_, String>(response.into_inner().status)
+    };
+    let status = tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| format!("timeout: health rpc did not complete within {}s", timeout.as_secs()))??;
+    if status == ServingStatus::Serving as i32 {
+        return Ok(());
+    }
+    let name = ServingStatus::try_from(status).map_or_else(|_| status.to_string(), |s| s.as_str_name().to_string());
+    Err(format!("service unhealthy (responded with {name:?})"))
 }
 
 /// Runs `command` in container `id`; Ok when it exits 0 within `timeout`.

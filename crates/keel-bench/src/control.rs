@@ -26,6 +26,17 @@ fn api_error(what: &str) -> impl Fn(kube::Error) -> BenchError + '_ {
     move |e| BenchError::Other(format!("{what}: {e}"))
 }
 
+/// Creates a namespace for one run, named `prefix` and a random suffix; returns its name.
+pub(crate) async fn run_namespace(client: &Client, prefix: &str) -> Result<String, BenchError> {
+    let namespace = format!("{prefix}-{:08x}", rand::random::<u32>());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("a namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .map_err(api_error("cannot create the namespace"))?;
+    Ok(namespace)
+}
+
 /// The pods the scheduler benchmark creates: one container asking for a little CPU and memory, as
 /// scheduler_perf's default pod does.
 fn bench_pod(namespace: &str, name: &str, labels: serde_json::Value) -> Pod {
@@ -71,12 +82,7 @@ pub async fn scheduler(
         .map_err(api_error("cannot list nodes"))?
         .items
         .len();
-    let namespace = format!("keel-bench-sched-{:08x}", rand::random::<u32>());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("a namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .map_err(api_error("cannot create the namespace"))?;
+    let namespace = run_namespace(&client, "keel-bench-sched").await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
 
     // Bindings as the watch sees them.

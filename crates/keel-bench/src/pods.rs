@@ -78,12 +78,7 @@ pub async fn pod_startup(
     image: &str,
     timeout: Duration,
 ) -> Result<StartupRun, BenchError> {
-    let namespace = format!("keel-bench-startup-{:08x}", rand::random::<u32>());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("a namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .map_err(api_error("cannot create the namespace"))?;
+    let namespace = crate::control::run_namespace(&client, "keel-bench-startup").await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let result = measure(&api, &namespace, pods, parallel.max(1), image, timeout).await;
 

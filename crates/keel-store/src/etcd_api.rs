@@ -29,12 +29,15 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 /// Room for gRPC framing above the request limit, as etcd allows.
 const GRPC_OVERHEAD: usize = 512 * 1024;
 
-/// A router serving KV, Watch, Lease, Cluster and Maintenance for `store`.
+/// A router serving KV, Watch, Lease, Cluster and Maintenance for `store`, and gRPC health checking
+/// (`grpc.health.v1.Health`, as etcd: the server, service "", is SERVING while it runs).
 pub fn router(store: Store) -> tonic::transport::server::Router {
     let max = store.config().max_request_bytes + GRPC_OVERHEAD;
     let api = EtcdApi { store };
+    let (_reporter, health) = tonic_health::server::health_reporter();
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .add_service(health)
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(max).max_encoding_message_size(usize::MAX))
         .add_service(WatchServer::new(api.clone()).max_decoding_message_size(max).max_encoding_message_size(usize::MAX))
         .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(max))
