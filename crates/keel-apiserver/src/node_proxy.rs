@@ -460,6 +460,7 @@ async fn serve_exec(
         url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "container").map(|(_, v)| v.into_owned());
     let pod = read_object(state, "pods", namespace, name).await?;
     let container = choose_container(&pod, requested.as_deref())?;
+    // A pod not yet on a node is told so before "not running".
     node_of(&pod)?;
     running(&pod, &container)?;
     let (agent, client) = agent_for(state, &pod).await?;

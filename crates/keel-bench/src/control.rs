@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::BenchError;
 
-fn api_error(what: &str) -> impl Fn(kube::Error) -> BenchError + '_ {
+pub(crate) fn api_error(what: &str) -> impl Fn(kube::Error) -> BenchError + '_ {
     move |e| BenchError::Other(format!("{what}: {e}"))
 }
 

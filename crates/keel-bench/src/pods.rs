@@ -16,11 +16,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::control::{api_error, run_namespace};
 use crate::BenchError;
-
-fn api_error(what: &str) -> impl Fn(kube::Error) -> BenchError + '_ {
-    move |e| BenchError::Other(format!("{what}: {e}"))
-}
 
 /// One container that sleeps; the image is never pulled (it must be on the node).
 fn startup_pod(namespace: &str, name: &str, image: &str) -> Pod {
@@ -78,7 +75,7 @@ pub async fn pod_startup(
     image: &str,
     timeout: Duration,
 ) -> Result<StartupRun, BenchError> {
-    let namespace = crate::control::run_namespace(&client, "keel-bench-startup").await?;
+    let namespace = run_namespace(&client, "keel-bench-startup").await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let result = measure(&api, &namespace, pods, parallel.max(1), image, timeout).await;
 
@@ -167,16 +164,22 @@ async fn measure(
             });
         }
     };
+    // The watch ends by itself once every pod is Running; on a timeout or a failed create it is stopped.
+    let stop_watching = watching.abort_handle();
     let all_running = async {
         creating.await;
         watching.await.map_err(|e| BenchError::Other(format!("the pod watch failed: {e}")))
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         r = tokio::time::timeout(timeout, all_running) => r.map_err(|_| {
             BenchError::Other(format!("not every pod was Running within {timeout:?} (is the image on the node?)"))
-        })??,
-        Some(e) = failed_rx.recv() => return Err(api_error("cannot create a pod")(e)),
+        }).and_then(|r| r),
+        Some(e) = failed_rx.recv() => Err(api_error("cannot create a pod")(e)),
+    };
+    if outcome.is_err() {
+        stop_watching.abort();
     }
+    outcome?;
     let total_secs = start.elapsed().as_secs_f64();
 
     let seen = seen.lock().await;
