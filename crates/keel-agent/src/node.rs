@@ -148,8 +148,19 @@ pub async fn heartbeat(client: Client, config: Config, runtime_version: String, 
     let mut last_report = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        if let Err(e) = renew(&leases, &nodes, &config.node_name).await {
-            tracing::warn!(error = %e, "cannot renew the node's lease");
+        // A failed renewal is tried again soon (200 ms, doubling), as the kubelet's lease controller does:
+        // waiting for the next tick would leave the node one renewal short of its grace period.
+        let mut retry = Duration::from_millis(200);
+        for attempt in 1..=5 {
+            match renew(&leases, &nodes, &config.node_name).await {
+                Ok(()) => break,
+                Err(e) if attempt == 5 => tracing::warn!(error = %e, "cannot renew the node's lease"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "renewing the node's lease failed; trying again");
+                    tokio::time::sleep(retry).await;
+                    retry *= 2;
+                }
+            }
         }
         let ready = match nodes.get(&config.node_name).await {
             Ok(node) => node

@@ -9,6 +9,7 @@ mod discovery;
 mod failure;
 mod health;
 pub mod leadership;
+pub mod masters;
 mod metrics;
 pub mod namespaces;
 mod node_proxy;

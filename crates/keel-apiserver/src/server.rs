@@ -15,7 +15,7 @@ use crate::auth::{require_token, Tokens};
 use crate::leadership::{self, Campaign, Role};
 use crate::storage::{Storage, StorageError};
 use crate::tls::{self, Authority, TlsError, TlsListener};
-use crate::{app, namespaces, AppState, Leadership};
+use crate::{app, masters, namespaces, AppState, Leadership};
 
 /// Where the cluster's CA and admin token live in the store. (Encryption at rest comes later: anyone who
 /// can read the store can read them, as with Kubernetes' own secrets in etcd.)
@@ -166,13 +166,18 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         .map_err(io(format!("cannot listen on {}", config.listen)))?;
     let tokens = Tokens::new().with(secrets.admin_token.clone(), "admin");
     let (stop_campaign, stop_rx) = tokio::sync::watch::channel(false);
-    let role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx);
+    let role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx.clone());
+    let cluster_ip = config.service_cidr.nth(0).to_string();
     let state = AppState {
         service_cidr: config.service_cidr,
         leadership: Some(Leadership { identity: config.identity, role: role.clone() }),
         node_client: Some(node_client),
-        ..AppState::new(config.advertise.clone(), storage)
+        ..AppState::new(config.advertise.clone(), storage.clone())
     };
+    // Clients learn every master from the `kubernetes` Endpoints.
+    let api_port = config.advertise.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(config.listen.port());
+    tokio::spawn(masters::register(storage.clone(), config.advertise.clone(), stop_rx.clone()));
+    tokio::spawn(masters::reconcile(storage, app(state.clone()), cluster_ip, api_port, stop_rx));
     let router = require_token(app(state), tokens);
     tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");
     Ok(Master { role, kubeconfig: kc_path, tcp, tls, router, stop_campaign })

@@ -313,6 +313,13 @@ impl Storage {
         Ok(Err(now))
     }
 
+    /// Puts `value` at `key` attached to `lease`, whatever was there (the key goes when the lease does).
+    pub async fn put_leased(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<i64, StorageError> {
+        let put = PutRequest { key: key.as_bytes().to_vec(), value, lease, ..Default::default() };
+        let resp = self.kv.clone().put(put).await?.into_inner();
+        Ok(resp.header.map_or(0, |h| h.revision))
+    }
+
     /// A new lease of `ttl` seconds; its id.
     pub async fn grant_lease(&self, ttl: i64) -> Result<i64, StorageError> {
         Ok(self.lease.clone().lease_grant(LeaseGrantRequest { ttl, id: 0 }).await?.into_inner().id)

@@ -205,8 +205,17 @@ async fn renew_leases(client: Client, names: Vec<String>) {
             .for_each_concurrent(32, |name| {
                 let leases = leases.clone();
                 async move {
-                    if let Err(e) = renew(&leases, name).await {
-                        tracing::debug!(node = %name, error = %e, "lease renewal failed");
+                    // Tried again soon after a failure (200 ms, doubling), as the kubelet does.
+                    let mut retry = Duration::from_millis(200);
+                    for attempt in 1..=5 {
+                        match renew(&leases, name).await {
+                            Ok(()) => break,
+                            Err(e) => {
+                                tracing::debug!(node = %name, attempt, error = %e, "lease renewal failed");
+                                tokio::time::sleep(retry).await;
+                                retry *= 2;
+                            }
+                        }
                     }
                 }
             })

@@ -13,6 +13,8 @@ pub struct AgentArgs {
     /// The kubeconfig to reach the cluster with.
     #[arg(long)]
     kubeconfig: PathBuf,
+    #[command(flatten)]
+    masters: crate::lb::MastersArgs,
     /// The Node's name (default: the machine's hostname).
     #[arg(long)]
     node_name: Option<String>,
@@ -147,7 +149,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         client_ca: Vec::new(),
     };
     let kubeconfig = args.kubeconfig;
-    crate::server::run_with_config(&kubeconfig.clone(), |kube_config| async move {
+    crate::server::run_with_config(&kubeconfig.clone(), &args.masters, |kube_config| async move {
         // The cluster CA the kubeconfig trusts also signs the API server's client certificate.
         let client_ca = kube_config.root_cert.clone().unwrap_or_default();
         if client_ca.is_empty() {

@@ -11,6 +11,8 @@ pub struct HollowArgs {
     /// The kubeconfig to reach the cluster with.
     #[arg(long)]
     kubeconfig: PathBuf,
+    #[command(flatten)]
+    masters: crate::lb::MastersArgs,
     /// How many nodes.
     #[arg(long, default_value_t = 3)]
     count: usize,
@@ -45,7 +47,7 @@ pub fn run(args: HollowArgs) -> anyhow::Result<()> {
         labels: Default::default(),
         ignore_pods: args.ignore_pods,
     };
-    crate::server::run_with_client(&args.kubeconfig, "hollow nodes failed", |client| {
+    crate::server::run_with_client(&args.kubeconfig, &args.masters, "hollow nodes failed", |client| {
         keel_bench::hollow::run(client, config)
     })
 }

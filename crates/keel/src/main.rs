@@ -5,6 +5,7 @@ mod agent;
 mod bench;
 mod hollow;
 mod kv;
+mod lb;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Command {
     /// Write a container's output to its log file as CRI lines (run by containerd's shim for the agent's
     /// containers; the pipes are fds 3 and 4, fd 5 is closed when ready).
     ContainerLog(agent::ContainerLogArgs),
+    /// A local endpoint to the masters that fails over between them (for kubectl and other clients).
+    Lb(lb::LbArgs),
     /// Benchmarks (of keel or of etcd, through the same API).
     Bench(bench::BenchArgs),
     /// Run hollow nodes: Nodes without machines whose pods are reported Running (for tests and benchmarks).
@@ -54,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Images(args) => agent::images(args),
         Command::ContainerLog(args) => agent::container_log(args),
+        Command::Lb(args) => lb::run(args),
         Command::Bench(args) => bench::run(args),
         Command::HollowNodes(args) => hollow::run(args),
     };

@@ -137,6 +137,7 @@ pub(crate) async fn client_config(path: &std::path::Path) -> anyhow::Result<kube
 /// (the hollow nodes, the agent).
 pub(crate) fn run_with_client<F, Fut, E>(
     kubeconfig: &std::path::Path,
+    masters: &crate::lb::MastersArgs,
     what: &'static str,
     daemon: F,
 ) -> anyhow::Result<()>
@@ -145,15 +146,20 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    run_with_config(kubeconfig, |config| async move {
+    run_with_config(kubeconfig, masters, |config| async move {
         let client = kube::Client::try_from(config).context("cannot build an API client")?;
         daemon(client).await.context(what)
     })
 }
 
 /// Runs `daemon` with the client configuration of `kubeconfig` until it ends or the process gets SIGINT or
-/// SIGTERM.
-pub(crate) fn run_with_config<F, Fut>(kubeconfig: &std::path::Path, daemon: F) -> anyhow::Result<()>
+/// SIGTERM. Unless `masters` says `--no-lb`, the configuration goes through a load balancer of the
+/// process's own that fails over between the masters.
+pub(crate) fn run_with_config<F, Fut>(
+    kubeconfig: &std::path::Path,
+    masters: &crate::lb::MastersArgs,
+    daemon: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(kube::Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -161,6 +167,7 @@ where
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let config = client_config(kubeconfig).await?;
+        let (config, _balancer) = crate::lb::balanced(config, masters).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => Ok(()),

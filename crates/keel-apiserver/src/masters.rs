@@ -1,0 +1,245 @@
+//! Who the masters are, for clients: every master keeps its API address under
+//! `/registry/masterleases/<host:port>` alive with a store lease (as kube-apiserver's lease endpoint
+//! reconciler keeps `/registry/masterleases/<ip>`), and every master keeps the `kubernetes` Service in
+//! `default` (the first address of the service range, port 443) and its Endpoints equal to the live
+//! masters' addresses. Node agents and `keel lb` follow those Endpoints to know every master.
+//!
+//! The Service and Endpoints are written through this master's own API router (admission, the cluster-IP
+//! allocator and compare-and-swap included), as any client would write them; the writes are not fenced:
+//! every master computes the same Endpoints from the same leases, so their writes agree.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::storage::Storage;
+
+/// Where the masters' addresses live.
+pub const MASTER_LEASES: &str = "/registry/masterleases/";
+/// Seconds a dead master's address stays listed (at most, plus a store failover).
+const LEASE_TTL: i64 = 6;
+/// How often the Service and Endpoints are compared with the leases.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+const SERVICE: &str = "/api/v1/namespaces/default/services/kubernetes";
+const ENDPOINTS: &str = "/api/v1/namespaces/default/endpoints/kubernetes";
+
+/// `(ip, port)` of `host:port` when the host is an IP address (Endpoints hold addresses only).
+fn ip_and_port(addr: &str) -> Option<(IpAddr, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((host.trim_matches(['[', ']']).parse().ok()?, port.parse().ok().filter(|p| *p > 0)?))
+}
+
+/// The `kubernetes` Endpoints' subsets for these master addresses: one subset per port (masters normally
+/// share one), addresses sorted, so that every master computes the same object.
+pub fn subsets(addresses: &[String]) -> Value {
+    let mut by_port: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
+    for (ip, port) in addresses.iter().filter_map(|a| ip_and_port(a)) {
+        let ips = by_port.entry(port).or_default();
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    Value::Array(
+        by_port
+            .into_iter()
+            .map(|(port, mut ips)| {
+                ips.sort();
+                json!({
+                    "addresses": ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The `kubernetes` Service, as kube-apiserver creates it.
+pub fn service(cluster_ip: &str, target_port: u16) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": cluster_ip,
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": target_port}],
+            "sessionAffinity": "None",
+        },
+    })
+}
+
+/// Resolves once `shutdown` says stop (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Keeps this master's address registered until `shutdown`, then withdraws it.
+pub async fn register(storage: Storage, advertise: String, mut shutdown: watch::Receiver<bool>) {
+    if ip_and_port(&advertise).is_none_or(|(ip, _)| ip.is_unspecified()) {
+        tracing::warn!(%advertise, "not listed in the kubernetes Endpoints: the advertised host is not an IP address");
+        return;
+    }
+    let key = format!("{MASTER_LEASES}{advertise}");
+    let every = Duration::from_millis(LEASE_TTL as u64 * 1000 / 3);
+    loop {
+        let lease = match storage.grant_lease(LEASE_TTL).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::debug!(error = %e, "registering this master: no lease yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    _ = stopped(&mut shutdown) => return,
+                }
+            }
+        };
+        if let Err(e) = storage.put_leased(&key, advertise.clone().into_bytes(), lease).await {
+            tracing::debug!(error = %e, "registering this master failed; trying again");
+            let _ = storage.revoke_lease(lease).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        tokio::select! {
+            lost = storage.keep_alive(lease, every) => {
+                tracing::warn!(error = %lost, "this master's address lease was lost; registering again");
+            }
+            _ = stopped(&mut shutdown) => {
+                let _ = storage.revoke_lease(lease).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps the `kubernetes` Service and Endpoints equal to the registered masters until `shutdown`.
+pub async fn reconcile(
+    storage: Storage,
+    router: Router,
+    cluster_ip: String,
+    target_port: u16,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        if let Err(e) = reconcile_once(&storage, &router, &cluster_ip, target_port).await {
+            tracing::debug!(error = %e, "reconciling the kubernetes Service");
+        }
+    }
+}
+
+async fn call(
+    router: &Router,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(StatusCode, Value), String> {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .map_err(|e| e.to_string())?;
+    let response = router.clone().oneshot(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 4 << 20).await.map_err(|e| e.to_string())?;
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+async fn reconcile_once(storage: &Storage, router: &Router, cluster_ip: &str, target_port: u16) -> Result<(), String> {
+    let (status, _) = call(router, Method::GET, SERVICE, None).await?;
+    if status == StatusCode::NOT_FOUND {
+        let (status, body) =
+            call(router, Method::POST, "/api/v1/namespaces/default/services", Some(&service(cluster_ip, target_port)))
+                .await?;
+        if !status.is_success() && status != StatusCode::CONFLICT {
+            return Err(format!("creating the kubernetes Service: {status} {body}"));
+        }
+        if status.is_success() {
+            tracing::info!(%cluster_ip, "created the kubernetes Service");
+        }
+    }
+    // The Endpoints are read before the leases, so the leases are at least as new as what is replaced.
+    let (status, current) = call(router, Method::GET, ENDPOINTS, None).await?;
+    let leases = storage.list(MASTER_LEASES, None, 0, 0).await.map_err(|e| e.to_string())?;
+    let addresses: Vec<String> = leases.items.iter().map(|s| String::from_utf8_lossy(&s.value).into_owned()).collect();
+    let wanted = subsets(&addresses);
+    if wanted.as_array().is_none_or(Vec::is_empty) {
+        return Ok(());
+    }
+    match status {
+        StatusCode::NOT_FOUND => {
+            let object = json!({
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": "kubernetes", "namespace": "default",
+                             "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                "subsets": wanted,
+            });
+            let (status, body) =
+                call(router, Method::POST, "/api/v1/namespaces/default/endpoints", Some(&object)).await?;
+            if !status.is_success() && status != StatusCode::CONFLICT {
+                return Err(format!("creating the kubernetes Endpoints: {status} {body}"));
+            }
+        }
+        s if s.is_success() => {
+            if current.get("subsets").unwrap_or(&Value::Null) != &wanted {
+                let mut object = current;
+                object["subsets"] = wanted;
+                let (status, body) = call(router, Method::PUT, ENDPOINTS, Some(&object)).await?;
+                if status.is_success() {
+                    tracing::info!(masters = ?addresses, "the kubernetes Endpoints now list the live masters");
+                } else if status != StatusCode::CONFLICT {
+                    return Err(format!("updating the kubernetes Endpoints: {status} {body}"));
+                }
+            }
+        }
+        s => return Err(format!("reading the kubernetes Endpoints: {s}")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_group_addresses_by_port_in_order() {
+        let addrs =
+            ["10.0.0.2:6443", "10.0.0.1:6443", "127.0.0.1:26443", "[fd00::1]:6443", "m4.example:6443", "10.0.0.1:6443"]
+                .map(String::from);
+        assert_eq!(
+            subsets(&addrs),
+            json!([
+                {"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "fd00::1"}],
+                 "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]},
+                {"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": 26443, "protocol": "TCP"}]},
+            ])
+        );
+        assert_eq!(subsets(&[]), json!([]));
+    }
+
+    #[test]
+    fn only_ip_addresses_with_a_port_are_listed() {
+        assert_eq!(ip_and_port("10.0.0.1:6443"), Some(("10.0.0.1".parse().unwrap(), 6443)));
+        assert_eq!(ip_and_port("[::1]:443"), Some(("::1".parse().unwrap(), 443)));
+        for bad in ["m1:6443", "10.0.0.1", "10.0.0.1:0", "10.0.0.1:x"] {
+            assert_eq!(ip_and_port(bad), None, "{bad}");
+        }
+    }
+}

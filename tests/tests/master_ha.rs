@@ -1,0 +1,234 @@
+//! No single master: nodes and kubectl users reach the cluster through a load balancer (`keel-lb`, inside
+//! every agent and hollow node, and `keel lb` for anyone else) that fails over between the masters and learns
+//! them from the `kubernetes` Endpoints, which every master keeps equal to the live masters' addresses.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_tests::masters::{json, Api, Hollow};
+use keel_tests::{free_port, keel_bin, wait_for, Cluster, Options};
+use serde_json::Value;
+
+async fn three_masters() -> Cluster {
+    let c = Cluster::start_with(3, Options { masters: true, ..Default::default() }).await.unwrap();
+    for i in 0..3 {
+        c.api(i).wait_ready(Duration::from_secs(60)).await.unwrap();
+    }
+    c
+}
+
+/// The `kubernetes` Endpoints' addresses as `ip:port`, sorted.
+fn endpoint_addresses(api: &Api) -> Vec<String> {
+    let out = api.kubectl(&["-n", "default", "get", "endpoints", "kubernetes", "-o", "json"], None).unwrap();
+    if !out.status.success() {
+        return vec![];
+    }
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut list: Vec<String> = e["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| {
+            let port = s["ports"][0]["port"].as_i64().unwrap_or(0);
+            s["addresses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |a| format!("{}:{port}", a["ip"].as_str().unwrap_or("")))
+        })
+        .collect();
+    list.sort();
+    list
+}
+
+fn master_addresses(c: &Cluster, which: &[usize]) -> Vec<String> {
+    let mut list: Vec<String> = which.iter().map(|i| format!("127.0.0.1:{}", c.api(*i).port)).collect();
+    list.sort();
+    list
+}
+
+/// name → (uid, node, ready, restarts) of every pod; and whether any is being deleted.
+fn pods(api: &Api) -> (BTreeMap<String, (String, String, bool)>, bool) {
+    let list = json(api, &["get", "pods", "-A"]);
+    let mut out = BTreeMap::new();
+    let mut deleting = false;
+    for p in list["items"].as_array().unwrap() {
+        deleting |= !p["metadata"]["deletionTimestamp"].is_null();
+        let ready = p["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        out.insert(
+            p["metadata"]["name"].as_str().unwrap().to_string(),
+            (
+                p["metadata"]["uid"].as_str().unwrap().to_string(),
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                ready,
+            ),
+        );
+    }
+    (out, deleting)
+}
+
+/// name → Ready condition status of every node.
+fn nodes_ready(api: &Api) -> BTreeMap<String, String> {
+    let list = json(api, &["get", "nodes"]);
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let ready = n["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"].as_str().unwrap_or("").to_string())
+                .unwrap_or_default();
+            (n["metadata"]["name"].as_str().unwrap().to_string(), ready)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_kubernetes_service_lists_the_live_masters() {
+    let mut c = three_masters().await;
+    let api = c.api(1);
+    let svc = json(&api, &["-n", "default", "get", "service", "kubernetes"]);
+    assert_eq!(svc["spec"]["clusterIP"], "10.96.0.1", "{svc}");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 443);
+    assert_eq!(svc["metadata"]["labels"]["component"], "apiserver");
+    let all = master_addresses(&c, &[0, 1, 2]);
+    wait_for("the Endpoints list the three masters", Duration::from_secs(20), || {
+        let now = endpoint_addresses(&api);
+        (now == all, now)
+    })
+    .await;
+
+    // A master killed leaves the list once its address lease expires (6 s, plus a store failover at most).
+    c.kill(0);
+    let killed = Instant::now();
+    let rest = master_addresses(&c, &[1, 2]);
+    wait_for("the killed master leaves the Endpoints", Duration::from_secs(30), || {
+        let now = endpoint_addresses(&api);
+        (now == rest, now)
+    })
+    .await;
+    eprintln!("the killed master left the Endpoints after {:?}", killed.elapsed());
+    c.restart(0).unwrap();
+    wait_for("the restarted master is listed again", Duration::from_secs(30), || {
+        let now = endpoint_addresses(&api);
+        (now == all, now)
+    })
+    .await;
+}
+
+/// Hollow nodes whose kubeconfig names one master: kill -9 of that master leaves every node Ready and every
+/// pod untouched, well past the node grace period (20 s), because their load balancer moved to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_master_in_the_nodes_kubeconfig_disturbs_no_node_and_no_pod() {
+    let mut c = three_masters().await;
+    let first = c.api(0);
+    let other = first.at(&c.api(1));
+    wait_for("the Endpoints list the three masters", Duration::from_secs(20), || {
+        let now = endpoint_addresses(&first);
+        (now.len() == 3, now)
+    })
+    .await;
+    let hollow = Hollow::start(&first, "n-", 3, &[]).unwrap();
+    wait_for("3 nodes Ready", Duration::from_secs(30), || {
+        let nodes = nodes_ready(&first);
+        (nodes.len() == 3 && nodes.values().all(|r| r == "True"), nodes)
+    })
+    .await;
+    first.ok(&["create", "deployment", "web", "--image=busybox:1", "--replicas=6"], None).unwrap();
+    first.ok(&["rollout", "status", "deployment/web", "--timeout=90s"], None).unwrap();
+    let (before, _) = pods(&first);
+    assert_eq!(before.len(), 6);
+    // The balancer learned the other masters from the Endpoints.
+    wait_for("the hollow nodes' balancer knows all masters", Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(&hollow.log).unwrap_or_default();
+        let learned = log.lines().any(|l| l.contains("the masters changed") && l.matches("127.0.0.1:").count() == 3);
+        (learned, ())
+    })
+    .await;
+
+    c.kill(0);
+    let killed = Instant::now();
+    // Past the grace period (20 s) and the node monitor's period, with margin: nothing may move.
+    while killed.elapsed() < Duration::from_secs(35) {
+        let nodes = nodes_ready(&other);
+        assert!(nodes.values().all(|r| r == "True"), "a node went NotReady after its master died: {nodes:?}");
+        let (now, deleting) = pods(&other);
+        assert!(!deleting, "a pod is being deleted after a master died: {now:?}");
+        assert_eq!(now, before, "pods changed after a master died");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let log = std::fs::read_to_string(&hollow.log).unwrap_or_default();
+    assert!(log.contains("master down"), "the balancer saw the master go: {log}");
+}
+
+struct Lb {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- keel lb log ---\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+/// `keel lb` gives kubectl one address that keeps working when the master behind it dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_through_keel_lb_survives_the_loss_of_a_master() {
+    let mut c = three_masters().await;
+    let first = c.api(0);
+    let port = free_port();
+    let kubeconfig = c.dir.path().join("lb.kubeconfig");
+    let log = c.dir.path().join("lb.log");
+    let child = Command::new(keel_bin())
+        .args(["lb", "--kubeconfig"])
+        .arg(&first.kubeconfig)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--write-kubeconfig"])
+        .arg(&kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _lb = Lb { child, log };
+    let through = Api { kubeconfig: kubeconfig.clone(), port };
+    wait_for("kubectl through keel lb", Duration::from_secs(20), || {
+        let ok = kubeconfig.exists()
+            && through.kubectl(&["get", "namespace", "default"], None).is_ok_and(|o| o.status.success());
+        (ok, ())
+    })
+    .await;
+    let written = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(written.contains(&format!("https://127.0.0.1:{port}")), "{written}");
+    wait_for("the Endpoints list the three masters", Duration::from_secs(20), || {
+        let now = endpoint_addresses(&first);
+        (now.len() == 3, now)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the balancer follows the Endpoints
+
+    through.ok(&["create", "configmap", "before"], None).unwrap();
+    c.kill(0);
+    let killed = Instant::now();
+    let mut failures = 0;
+    for i in 0..10 {
+        let out = through.kubectl(&["create", "configmap", &format!("after-{i}")], None).unwrap();
+        if !out.status.success() {
+            failures += 1;
+            eprintln!("kubectl failed {:?} after the kill: {}", killed.elapsed(), String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    assert!(failures <= 1, "kubectl through keel lb failed {failures} times of 10 after a master died");
+    let names = through.ok(&["get", "configmaps", "-o", "name"], None).unwrap();
+    assert!(names.contains("configmap/before") && names.contains("configmap/after-9"), "{names}");
+}
