@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Several keel nodes on one machine: each node's "host" network is a network namespace, joined to the others
-# through a hub namespace's bridge, with routes so that pods on different nodes reach each other by pod IP.
+# Several keel machines on one machine: each node's, master's or store member's "host" network is a network
+# namespace, joined to the others through a hub namespace's bridge, with routes so that pods on different
+# nodes reach each other by pod IP.
 #
-#   deploy/hosts.sh up N     make hosts 1..N      deploy/hosts.sh down     remove them
-#   deploy/hosts.sh env I    print the `keel agent` flags for host I
+#   deploy/hosts.sh up N [--masters M] [--stores S]   make node hosts 1..N (and master, store hosts)
+#   deploy/hosts.sh down                               remove them all
+#   deploy/hosts.sh env I                              print the `keel agent` flags for node host I
+#   deploy/hosts.sh ip I|mI|sI                         print host I's (master I's, store member I's) address
 #
-# Host I is the namespace ${PREFIX}I (default kh1, kh2, ...) at 10.200.0.(10+I)/24 on the hub's bridge; its
-# pods get 10.244.I.0/24 (the agent's --pod-cidr), and every other host's pod CIDR is routed through that
-# host's address. Nothing is added to the machine's own network namespace: an agent keeps running in the
-# machine's namespace (it talks to the masters on 127.0.0.1) and runs the CNI plugins in its host with
-# `--cni-netns /run/netns/${PREFIX}I`. Needs root and iproute2.
+# Node host I is the namespace ${PREFIX}I (default kh1, kh2, ...) at 10.200.0.(10+I)/24 on the hub's bridge;
+# its pods get 10.244.I.0/24 (the agent's --pod-cidr), and every other node's pod CIDR is routed through that
+# node's address. Master host I is ${PREFIX}mI at 10.200.0.(100+I), store host I ${PREFIX}sI at
+# 10.200.0.(150+I). The hub's bridge has 10.200.0.1, so that a program on the machine can reach the hosts by
+# making its sockets inside the hub (`keel lb --netns /run/netns/${PREFIX}hub`). Nothing is added to the
+# machine's own network namespace. Run a program in a host with `nsenter --net=/run/netns/NAME` (not
+# `ip netns exec`, whose private mount namespace and /sys would hide the agent's mounts from containerd).
+# A partition between two hosts is one nftables rule in either (see chaos/). Needs root and iproute2.
 #
 # KEEL_HOSTS_PREFIX changes the namespace prefix (tests use their own, so runs never collide); the hub is
 # ${PREFIX}hub and its bridge ${PREFIX}br.
@@ -19,39 +25,62 @@ PREFIX=${KEEL_HOSTS_PREFIX:-kh}
 HUB="${PREFIX}hub"
 BRIDGE="${PREFIX}br"
 
-host_ip() { echo "10.200.0.$((10 + $1))"; }
+host_ip() {
+  case "$1" in
+    m*) echo "10.200.0.$((100 + ${1#m}))" ;;
+    s*) echo "10.200.0.$((150 + ${1#s}))" ;;
+    *) echo "10.200.0.$((10 + $1))" ;;
+  esac
+}
+
+# One host: namespace ${PREFIX}$1 with eth0 at its address on the hub's bridge ($2 names its hub-side link).
+add_host() {
+  local name=$1 link=$2 ns="${PREFIX}$1"
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link add eth0 type veth peer name "$link" netns "$HUB"
+  ip -n "$HUB" link set "$link" master "$BRIDGE" up
+  ip -n "$ns" addr add "$(host_ip "$name")/24" dev eth0
+  ip -n "$ns" link set eth0 up
+}
 
 up() {
-  local n=$1
-  [[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= 200)) || { echo "hosts.sh: N must be 1..200, got '$n'" >&2; exit 2; }
+  local n=$1 masters=0 stores=0
+  shift
+  while (($#)); do
+    case "$1" in
+      --masters) masters=${2:-}; shift 2 ;;
+      --stores) stores=${2:-}; shift 2 ;;
+      *) echo "hosts.sh: unknown option '$1'" >&2; exit 2 ;;
+    esac
+  done
+  [[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= 80)) || { echo "hosts.sh: N must be 1..80, got '$n'" >&2; exit 2; }
+  [[ $masters =~ ^[0-9]+$ ]] && ((masters <= 40)) || { echo "hosts.sh: --masters must be 0..40" >&2; exit 2; }
+  [[ $stores =~ ^[0-9]+$ ]] && ((stores <= 40)) || { echo "hosts.sh: --stores must be 0..40" >&2; exit 2; }
   ip netns add "$HUB"
   ip -n "$HUB" link set lo up
   ip -n "$HUB" link add "$BRIDGE" type bridge
+  ip -n "$HUB" addr add 10.200.0.1/24 dev "$BRIDGE"
   ip -n "$HUB" link set "$BRIDGE" up
   for i in $(seq 1 "$n"); do
-    local ns="${PREFIX}${i}"
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-    # eth0 in the host, its peer on the hub's bridge.
-    ip -n "$ns" link add eth0 type veth peer name "h${i}" netns "$HUB"
-    ip -n "$HUB" link set "h${i}" master "$BRIDGE" up
-    ip -n "$ns" addr add "$(host_ip "$i")/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    ip netns exec "$ns" sysctl -q -w net.ipv4.ip_forward=1
+    add_host "$i" "h${i}"
+    ip netns exec "${PREFIX}${i}" sysctl -q -w net.ipv4.ip_forward=1
   done
+  for i in $(seq 1 "$masters"); do add_host "m$i" "hm${i}"; done
+  for i in $(seq 1 "$stores"); do add_host "s$i" "hs${i}"; done
   for i in $(seq 1 "$n"); do
     for j in $(seq 1 "$n"); do
       [[ $i == "$j" ]] && continue
       ip -n "${PREFIX}${i}" route add "10.244.${j}.0/24" via "$(host_ip "$j")"
     done
   done
-  echo "hosts.sh: ${n} hosts up (${PREFIX}1..${PREFIX}${n}, hub ${HUB})"
+  echo "hosts.sh: ${n} node hosts (${PREFIX}1..${PREFIX}${n}), ${masters} master hosts, ${stores} store hosts up (hub ${HUB})"
 }
 
 down() {
   local found=0
   for ns in $(ip netns list | awk '{print $1}'); do
-    if [[ $ns =~ ^${PREFIX}[0-9]+$ || $ns == "$HUB" ]]; then
+    if [[ $ns =~ ^${PREFIX}[ms]?[0-9]+$ || $ns == "$HUB" ]]; then
       ip netns delete "$ns"
       found=$((found + 1))
     fi
@@ -65,8 +94,9 @@ env_for() {
 }
 
 case "${1:-}" in
-  up) up "${2:-}" ;;
+  up) shift; up "${1:-}" "${@:2}" ;;
   down) down ;;
   env) env_for "${2:?host number}" ;;
-  *) echo "usage: hosts.sh up N | down | env I" >&2; exit 2 ;;
+  ip) host_ip "${2:?host: I, mI or sI}" ;;
+  *) echo "usage: hosts.sh up N [--masters M] [--stores S] | down | env I | ip I|mI|sI" >&2; exit 2 ;;
 esac

@@ -1,8 +1,10 @@
-//! The README's first command, `deploy/local-cluster.sh`, as root (CI): 3 masters, 2 agents on containerd
-//! in hosts of their own, and the sample app rolled out; then `kubectl exec` serves the sample's page and
-//! `deploy/local-cluster.sh stop` leaves no process, namespace or mount behind. The script's ports are
-//! fixed (6443…, 2379…, 10250…): the test reserves them from the other tests' free ports, and when
-//! something already listens there (a developer's own local cluster) it says so and does nothing.
+//! The README's first command, `deploy/local-cluster.sh`, as root (CI): 3 masters and 2 agents on containerd,
+//! each machine in a host (network namespace) of its own, and the sample app rolled out; `kubectl exec`
+//! serves the sample's page through `keel lb`; kill -9 of the master every agent uses first leaves every
+//! node Ready and every pod untouched past the node grace period; and `deploy/local-cluster.sh stop` leaves
+//! no process, namespace or mount behind. The only port the script takes on the machine itself is `keel lb`'s
+//! 127.0.0.1:6443: the test reserves it from the other tests' free ports, and when something already listens
+//! there (a developer's own local cluster) it says so and does nothing.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -10,8 +12,8 @@ use std::process::{Command, Output};
 use keel_tests::agent::repo_root;
 use keel_tests::keel_bin;
 
-/// The script's ports: APIs, store clients and peers, agents.
-const PORTS: [u16; 11] = [6443, 26443, 36443, 2379, 2380, 22379, 22380, 32379, 32380, 10250, 10251];
+/// The script's ports on the machine: `keel lb`.
+const PORTS: [u16; 1] = [6443];
 
 struct Script {
     dir: tempfile::TempDir,
@@ -34,7 +36,7 @@ impl Script {
     }
 
     fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("m1/admin.kubeconfig")
+        self.dir.path().join("admin.kubeconfig")
     }
 }
 
@@ -67,6 +69,41 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     let page =
         script.kubectl(&["-n", "sample", "exec", "deployment/web", "--", "wget", "-qO-", "localhost:8080/index.html"]);
     assert!(page.status.success() && text(&page).contains("hello from keel"), "{}", text(&page));
+
+    // Every agent's load balancer starts with m1: kill it. Nothing on the nodes may notice, past the node
+    // grace period (20 s) and then some.
+    let pods_before = script.kubectl(&[
+        "-n",
+        "sample",
+        "get",
+        "pods",
+        "-o",
+        "custom-columns=N:.metadata.name,U:.metadata.uid,R:.status.containerStatuses[0].restartCount",
+    ]);
+    assert!(pods_before.status.success(), "{}", text(&pods_before));
+    let m1 = format!("server --name m1 --data-dir {}/m1", script.dir.path().display());
+    let killed = Command::new("pkill").args(["-9", "-f", &m1]).status().unwrap();
+    assert!(killed.success(), "no process matches {m1:?}");
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let nodes = script.kubectl(&["get", "nodes", "--no-headers"]);
+        let nodes = text(&nodes);
+        assert!(
+            nodes.lines().count() == 2 && nodes.lines().all(|l| l.split_whitespace().nth(1) == Some("Ready")),
+            "{:?} after m1 died: {nodes}",
+            start.elapsed()
+        );
+    }
+    let pods_after = script.kubectl(&[
+        "-n",
+        "sample",
+        "get",
+        "pods",
+        "-o",
+        "custom-columns=N:.metadata.name,U:.metadata.uid,R:.status.containerStatuses[0].restartCount",
+    ]);
+    assert_eq!(text(&pods_after), text(&pods_before), "pods changed after m1 died");
 
     let stopped = script.run(&["stop"]);
     assert!(stopped.status.success(), "{}", text(&stopped));
