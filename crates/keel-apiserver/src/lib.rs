@@ -10,7 +10,7 @@ mod failure;
 mod health;
 pub mod leadership;
 pub mod masters;
-mod metrics;
+pub mod metrics;
 pub mod namespaces;
 mod node_proxy;
 mod request;
@@ -43,6 +43,8 @@ pub struct AppState {
     /// The client certificate for calls to node agents (`pods/log`); `None` where there is no cluster CA
     /// (tests of the router alone), and such calls are answered 503.
     pub node_client: Option<std::sync::Arc<NodeClient>>,
+    /// More figures for `/metrics` (a stacked master's store member).
+    pub extra_metrics: Option<metrics::ExtraMetrics>,
 }
 
 /// This master's name and its part in running the control loops.
@@ -57,7 +59,14 @@ impl AppState {
     pub fn new(advertise: impl Into<String>, storage: storage::Storage) -> AppState {
         let service_cidr = keel_api::services::ServiceCidr::parse(keel_api::services::DEFAULT_SERVICE_CIDR)
             .expect("the default service range parses");
-        AppState { advertise: advertise.into(), storage, service_cidr, leadership: None, node_client: None }
+        AppState {
+            advertise: advertise.into(),
+            storage,
+            service_cidr,
+            leadership: None,
+            node_client: None,
+            extra_metrics: None,
+        }
     }
 }
 

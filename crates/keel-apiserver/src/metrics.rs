@@ -55,5 +55,21 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Err(e) = encode(&mut body, &registry) {
         return Failure(keel_api::status::ApiError::Internal(format!("cannot encode metrics: {e}"))).into_response();
     }
+    if let Some(extra) = &state.extra_metrics {
+        // One exposition: the first one's end-of-file marker goes.
+        body.truncate(body.trim_end_matches("# EOF\n").len());
+        body.push_str(&(extra.0)());
+    }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+/// More figures for `/metrics` from outside the API server (a stacked master's store member, under etcd's
+/// names), as a complete exposition in Prometheus' text format.
+#[derive(Clone)]
+pub struct ExtraMetrics(pub std::sync::Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraMetrics")
+    }
 }

@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub identity: String,
     /// How it campaigns to run the control loops.
     pub campaign: Campaign,
+    /// More figures for `/metrics` (a stacked master's store member).
+    pub extra_metrics: Option<crate::metrics::ExtraMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +174,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         service_cidr: config.service_cidr,
         leadership: Some(Leadership { identity: config.identity, role: role.clone() }),
         node_client: Some(node_client),
+        extra_metrics: config.extra_metrics,
         ..AppState::new(config.advertise.clone(), storage.clone())
     };
     // Clients learn every master from the `kubernetes` Endpoints.

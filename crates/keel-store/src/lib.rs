@@ -20,6 +20,7 @@ pub mod lessor;
 pub mod log_store;
 pub mod maintenance;
 pub mod membership;
+pub mod metrics;
 pub mod network;
 pub mod peer;
 pub mod snapshot_data;

@@ -164,6 +164,7 @@ impl LogStore {
                     batch.extend(rx.try_iter());
                     let started = std::time::Instant::now();
                     let res = sync_db.db.flush_wal(true);
+                    crate::metrics::METRICS.observe_fsync(started.elapsed());
                     warn_if_slow(started, "fsync");
                     for cb in batch {
                         cb.log_io_completed(res.clone().map_err(|e| std::io::Error::other(e.to_string())));
@@ -234,6 +235,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(c) = &committed {
+            crate::metrics::METRICS.proposals_committed.set(c.index as i64);
+        }
         self.db.put_json(META_COMMITTED, &committed, false).map_err(write_err)
     }
 

@@ -117,6 +117,19 @@ impl StateDb {
         self.db.as_ref().expect("state db is open until dropped")
     }
 
+    /// Bytes the state takes: its files on disk plus what its memtables hold (etcd's
+    /// `etcd_mvcc_db_total_size_in_bytes`).
+    pub fn total_size(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for name in CFS {
+            for property in ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
+                total +=
+                    self.db().property_int_value_cf(self.cf(name), property).map_err(|e| self.db_err(e))?.unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db().cf_handle(name).expect("column families are created at open")
     }
@@ -197,7 +210,10 @@ impl StateDb {
     fn write(&self, b: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
-        self.db().write_opt(b, &wo).map_err(|e| self.db_err(e))
+        let started = std::time::Instant::now();
+        let written = self.db().write_opt(b, &wo).map_err(|e| self.db_err(e));
+        crate::metrics::METRICS.observe_backend_commit(started.elapsed());
+        written
     }
 
     /// Makes every write so far durable (before a snapshot lets the Raft log be purged behind it).

@@ -329,6 +329,7 @@ impl Store {
         }
         tasks.push(tokio::spawn(publish_member(self.clone(), rx.clone())));
         tasks.push(tokio::spawn(watch_stalls(rx.clone())));
+        tasks.push(tokio::spawn(follow_raft_metrics(self.clone(), rx.clone())));
         tasks.push(tokio::spawn(crate::leases::expire_leases(self.clone(), rx.clone())));
         tasks.push(tokio::spawn(crate::auto_compaction::run(self.clone(), rx.clone())));
         let check = self.inner.config.corrupt_check_interval;
@@ -380,12 +381,30 @@ impl Store {
     /// Proposes a write and returns what applying it returned, from whichever member leads. Concurrent writes
     /// are proposed together (see [`batch_proposals`]).
     pub async fn write(&self, req: WriteRequest) -> Result<WriteResponse, ApiError> {
+        let pending = crate::metrics::Pending::start();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .proposals
             .send((req, tx))
             .map_err(|_| ApiError::Internal(StoreError::Raft("proposer stopped".into())))?;
-        rx.await.map_err(|_| ApiError::Internal(StoreError::Raft("proposer stopped".into())))?
+        let written = rx.await.map_err(|_| ApiError::Internal(StoreError::Raft("proposer stopped".into())))?;
+        // A refused request (a failed compare is not an error) was proposed and applied; these were not.
+        if matches!(
+            written,
+            Err(ApiError::Timeout | ApiError::NoLeader | ApiError::LeaderChanged | ApiError::Internal(_))
+        ) {
+            pending.failed();
+        }
+        written
+    }
+
+    /// The member's figures under etcd's metric names, in Prometheus' text format.
+    pub fn metrics_text(&self) -> String {
+        let m = &crate::metrics::METRICS;
+        if let Ok(size) = self.inner.shared.current().total_size() {
+            m.db_total_size.set(size as i64);
+        }
+        m.encode()
     }
 
     /// Proposes writes as one log entry, through the leader; retried only while nothing was proposed.
@@ -1080,4 +1099,24 @@ fn is_plain_page(r: &RangeRequest) -> bool {
         && r.max_mod_revision <= 0
         && r.min_create_revision <= 0
         && r.max_create_revision <= 0
+}
+
+/// Keeps the leadership and applied figures of [`crate::metrics`] up to date from openraft's metrics.
+async fn follow_raft_metrics(store: Store, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut raft = store.raft().metrics();
+    loop {
+        {
+            let m = raft.borrow_and_update();
+            let me = store.member_id();
+            let learner = m.membership_config.membership().learner_ids().any(|id| id == me);
+            crate::metrics::METRICS.observe_leader(m.current_leader, me, m.current_term, learner);
+            if let Some(applied) = &m.last_applied {
+                crate::metrics::METRICS.proposals_applied.set(applied.index as i64);
+            }
+        }
+        tokio::select! {
+            changed = raft.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
 }

@@ -84,6 +84,9 @@ pub(crate) struct MemberArgs {
     /// How often the leader compares members' hashes to detect divergence, in seconds (0: never).
     #[arg(long, default_value_t = 60)]
     corrupt_check_interval: u64,
+    /// URLs to serve /metrics (etcd's metric names) and /health on, over plain HTTP (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) listen_metrics_urls: Vec<String>,
 }
 
 impl MemberArgs {
@@ -133,6 +136,7 @@ fn restore(snapshot: &std::path::Path, member: MemberArgs) -> anyhow::Result<()>
 }
 
 fn serve(member: MemberArgs) -> anyhow::Result<()> {
+    let metrics_urls = member.listen_metrics_urls.clone();
     let config = member.into_config()?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
@@ -142,6 +146,7 @@ fn serve(member: MemberArgs) -> anyhow::Result<()> {
         let running = Store::start(config).await.map_err(|e| anyhow::anyhow!(keel_store::error_chain(&e)))
             .with_context(|| format!("cannot start member {name:?} with data dir {}", dir.display()))?;
         tracing::info!(member = %name, id = format!("{:x}", running.store.member_id()), clients, "keel kv member serving");
+        serve_metrics(&metrics_urls, running.store.clone()).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -151,4 +156,45 @@ fn serve(member: MemberArgs) -> anyhow::Result<()> {
         running.shutdown().await;
         Ok(())
     })
+}
+
+/// Serves `/metrics` (the member's figures under etcd's names) and `/health` (etcd's `{"health":"true"}` while
+/// the member sees a leader) on each of `urls` (`http://host:port`), as etcd's `--listen-metrics-urls`.
+pub(crate) async fn serve_metrics(urls: &[String], store: Store) -> anyhow::Result<()> {
+    use axum::routing::get;
+    for url in urls {
+        let addr = url
+            .strip_prefix("http://")
+            .with_context(|| format!("--listen-metrics-urls: {url:?} is not an http:// URL"))?
+            .trim_end_matches('/');
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {url} for metrics"))?;
+        let (m, h) = (store.clone(), store.clone());
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let text = m.metrics_text();
+                    async move { ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text) }
+                }),
+            )
+            .route(
+                "/health",
+                get(move || {
+                    let ok = h.raft().metrics().borrow().current_leader.is_some();
+                    async move {
+                        let code =
+                            if ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+                        (code, format!("{{\"health\":\"{ok}\",\"reason\":\"\"}}"))
+                    }
+                }),
+            );
+        tracing::info!(%url, "serving metrics");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "the metrics server stopped");
+            }
+        });
+    }
+    Ok(())
 }

@@ -66,6 +66,7 @@ fn channel(urls: &[String]) -> anyhow::Result<Channel> {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let metrics_urls = args.member.listen_metrics_urls.clone();
     let config = args.member.into_config()?;
     let mut server = ServerConfig {
         listen: args.api_listen,
@@ -78,6 +79,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         identity: config.name.clone(),
         // Stacked masters follow their members' Raft leadership (set below once the member runs).
         campaign: Campaign::Lease { ttl: LEADER_LEASE_TTL },
+        extra_metrics: None,
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
@@ -90,6 +92,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(keel_store::error_chain(&e)))
                 .with_context(|| format!("cannot start member {name:?} with data dir {}", dir.display()))?;
             server.campaign = Campaign::Raft(running.store.leadership());
+            crate::kv::serve_metrics(&metrics_urls, running.store.clone()).await?;
+            let store = running.store.clone();
+            server.extra_metrics =
+                Some(keel_apiserver::metrics::ExtraMetrics(std::sync::Arc::new(move || store.metrics_text())));
             (Some(running), urls)
         } else {
             (None, args.store_endpoints)
