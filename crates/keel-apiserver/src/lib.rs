@@ -42,6 +42,8 @@ pub struct AppState {
     /// The client certificate for calls to node agents (`pods/log`); `None` where there is no cluster CA
     /// (tests of the router alone), and such calls are answered 503.
     pub node_client: Option<std::sync::Arc<NodeClient>>,
+    /// What the node lifecycle controller says about the zones (`None` where nothing reports it).
+    pub node_lifecycle: Option<tokio::sync::watch::Receiver<String>>,
 }
 
 /// This master's name and its part in running the control loops.
@@ -56,7 +58,14 @@ impl AppState {
     pub fn new(advertise: impl Into<String>, storage: storage::Storage) -> AppState {
         let service_cidr = keel_api::services::ServiceCidr::parse(keel_api::services::DEFAULT_SERVICE_CIDR)
             .expect("the default service range parses");
-        AppState { advertise: advertise.into(), storage, service_cidr, leadership: None, node_client: None }
+        AppState {
+            advertise: advertise.into(),
+            storage,
+            service_cidr,
+            leadership: None,
+            node_client: None,
+            node_lifecycle: None,
+        }
     }
 }
 

@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub identity: String,
     /// How it campaigns to run the control loops.
     pub campaign: Campaign,
+    /// What the node lifecycle controller reports (from `keel-controllers`, wired by the binary), shown by
+    /// `/readyz`'s `node-lifecycle` check.
+    pub node_lifecycle: Option<tokio::sync::watch::Receiver<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +174,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         service_cidr: config.service_cidr,
         leadership: Some(Leadership { identity: config.identity, role: role.clone() }),
         node_client: Some(node_client),
+        node_lifecycle: config.node_lifecycle,
         ..AppState::new(config.advertise.clone(), storage)
     };
     let router = require_token(app(state), tokens);
