@@ -268,6 +268,103 @@ fn node_ready(api: &Api, node: &str) -> String {
     ready.map(|c| c["status"].as_str().unwrap().to_string()).unwrap_or_default()
 }
 
+/// A Deployment of `replicas` pods of `app` that tolerate their node being not ready or unreachable for 5 s
+/// only (not Kubernetes' default 300 s), created from JSON.
+fn create_short_tolerance_deployment(api: &Api, app: &str, replicas: u32) {
+    let toleration = |key: &str| serde_json::json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5});
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": app},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {
+                    "containers": [{"name": "c", "image": "busybox:1"}],
+                    "tolerations": [toleration("node.kubernetes.io/unreachable"), toleration("node.kubernetes.io/not-ready")],
+                },
+            },
+        },
+    });
+    api.ok(&["create", "-f", "-"], Some(&deployment.to_string())).unwrap();
+}
+
+fn readyz_line(api: &Api, check: &str) -> String {
+    let out = api.ok(&["get", "--raw", "/readyz?verbose"], None).unwrap_or_default();
+    out.lines().find(|l| l.contains(check)).unwrap_or_default().to_string()
+}
+
+/// Every node stops reporting at once (the hollow nodes' process dies: as when the nodes lose their masters):
+/// kube-controller-manager's "master disruption mode". The nodes go Unknown, but no NoExecute taint is set and
+/// no pod is evicted, well past the pods' 5 s tolerations; the API server's /readyz and an Event say why. When
+/// the nodes come back the mode ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_every_node_goes_silent_at_once_nothing_is_evicted() {
+    let options = Options {
+        masters: true,
+        extra_args: vec!["--node-monitor-grace-period".into(), "15s".into()],
+        ..Default::default()
+    };
+    let c = Cluster::start_with(1, options).await.unwrap();
+    ready_masters(&c, 1).await;
+    let api = c.api(0);
+    let mut nodes = Hollow::start(&api, "all-", 3, &[]).unwrap();
+    ready_nodes(&api, 3).await;
+    create_short_tolerance_deployment(&api, "steady", 6);
+    rollout_status(&api, "steady");
+    let before: Vec<String> = live_pods(&api, "steady").into_iter().map(|p| p.0).collect();
+    assert_eq!(before.len(), 6);
+    assert!(readyz_line(&api, "node-lifecycle").contains("normal (1 zone)"), "{}", readyz_line(&api, "node-lifecycle"));
+
+    nodes.kill();
+    let killed = Instant::now();
+    let names = ["all-0", "all-1", "all-2"];
+    wait_for("every node Unknown", Duration::from_secs(40), || {
+        let ready: Vec<String> = names.iter().map(|n| node_ready(&api, n)).collect();
+        (ready.iter().all(|r| r == "Unknown"), ready)
+    })
+    .await;
+    let unknown_after = killed.elapsed();
+    // Well past the 5 s the pods tolerate a NoExecute taint: none is set, none is evicted.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(9) {
+        for n in names {
+            let t = taints(&api, n);
+            assert!(!t.iter().any(|t| t.ends_with(":NoExecute")), "{n} has a NoExecute taint: {t:?}");
+        }
+        let pods: Vec<String> = live_pods(&api, "steady").into_iter().map(|p| p.0).collect();
+        assert_eq!(pods, before, "no pod evicted or replaced");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for n in names {
+        assert!(taints(&api, n).contains(&"node.kubernetes.io/unreachable:NoSchedule".to_string()));
+    }
+    let line = readyz_line(&api, "node-lifecycle");
+    assert_eq!(line, "[+]node-lifecycle ok: full disruption: evictions stopped in zone \"\"");
+    let events = api
+        .ok(&["get", "events", "-n", "kube-system", "--field-selector", "reason=EnteringMasterDisruptionMode"], None)
+        .unwrap();
+    assert!(events.contains("Entering master disruption mode"), "{events}");
+    let evictions = api.ok(&["get", "events", "--field-selector", "reason=TaintManagerEviction"], None).unwrap();
+    assert!(!evictions.contains("steady-"), "{evictions}");
+
+    // The nodes come back: the mode ends, and the pods were never touched.
+    let _back = Hollow::start(&api, "all-", 3, &[]).unwrap();
+    wait_for("the node lifecycle back to normal", Duration::from_secs(20), || {
+        let line = readyz_line(&api, "node-lifecycle");
+        (line.contains("normal (1 zone)"), line)
+    })
+    .await;
+    let events = api
+        .ok(&["get", "events", "-n", "kube-system", "--field-selector", "reason=ExitingMasterDisruptionMode"], None)
+        .unwrap();
+    assert!(events.contains("Exiting master disruption mode"), "{events}");
+    let pods: Vec<String> = live_pods(&api, "steady").into_iter().map(|p| p.0).collect();
+    assert_eq!(pods, before);
+    eprintln!("every node Unknown {unknown_after:?} after the hollow nodes died; nothing evicted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_stops_heartbeating_has_its_pods_recreated_elsewhere() {
     let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();

@@ -49,6 +49,11 @@ pub enum ApiError {
     /// The detail is for the server's log; the client sees a generic message.
     #[error("Internal error occurred: the server could not complete the request")]
     Internal(String),
+    /// The store refused the request for what it is ("etcdserver: request is too large"). kube-apiserver
+    /// passes such an etcd error through as it is: a 500 whose message is etcd's, with no reason
+    /// (`responsewriters.ErrorToAPIStatus` on an error that is not a Status).
+    #[error("{0}")]
+    StoreRefused(String),
 }
 
 /// `pods`, or `deployments.apps`: how Kubernetes names a resource in messages.
@@ -97,13 +102,13 @@ impl ApiError {
             ApiError::TooLarge => 413,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Invalid { .. } => 422,
-            ApiError::Internal(_) => 500,
+            ApiError::Internal(_) | ApiError::StoreRefused(_) => 500,
             ApiError::Unavailable => 503,
             ApiError::Timeout => 504,
         }
     }
 
-    /// The `reason` of the Status (Kubernetes' `StatusReason`).
+    /// The `reason` of the Status (Kubernetes' `StatusReason`; "" is `StatusReasonUnknown`, left out).
     pub fn reason(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "BadRequest",
@@ -119,6 +124,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::Internal(_) => "InternalError",
+            ApiError::StoreRefused(_) => "",
             ApiError::Unavailable => "ServiceUnavailable",
             ApiError::Timeout => "Timeout",
         }
@@ -156,7 +162,7 @@ impl ApiError {
         Status {
             status: Some("Failure".to_string()),
             message: Some(self.to_string()),
-            reason: Some(self.reason().to_string()),
+            reason: Some(self.reason().to_string()).filter(|r| !r.is_empty()),
             code: Some(i32::from(self.code())),
             details,
             metadata: ListMeta::default(),
@@ -189,6 +195,15 @@ mod tests {
         };
         assert!(e.to_string().starts_with("Operation cannot be fulfilled on pods \"web\": the object has been"));
         assert_eq!(ApiError::Gone { requested: 5, oldest: 10 }.to_string(), "too old resource version: 5 (10)");
+    }
+
+    #[test]
+    fn a_store_refusal_is_a_500_with_the_stores_words_and_no_reason() {
+        let s = ApiError::StoreRefused("etcdserver: request is too large".into()).to_status();
+        assert_eq!(s.code, Some(500));
+        assert_eq!(s.message.as_deref(), Some("etcdserver: request is too large"));
+        assert_eq!(s.reason, None);
+        assert_eq!(s.status.as_deref(), Some("Failure"));
     }
 
     #[test]

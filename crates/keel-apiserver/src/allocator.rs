@@ -19,7 +19,11 @@ fn random() -> u64 {
 
 fn unavailable(e: StorageError) -> ApiError {
     tracing::warn!(error = %e, "cannot reserve a service address");
-    ApiError::Unavailable
+    match e {
+        StorageError::Refused { message, .. } => ApiError::StoreRefused(message),
+        StorageError::Internal(detail) => ApiError::Internal(detail),
+        _ => ApiError::Unavailable,
+    }
 }
 
 /// The reservation keys a Service holds.

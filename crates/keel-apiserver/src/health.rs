@@ -6,7 +6,9 @@
 //! or endpoints, so a master whose store cannot reach a Raft leader is not ready). `/livez` runs `ping`
 //! only: a master waiting for its store to elect a leader is alive and must not be restarted for it.
 //! `/readyz` also has `controller-leader`, which never fails and says in its verbose line who runs the
-//! control loops (`[+]controller-leader ok: m1 (this master)`).
+//! control loops (`[+]controller-leader ok: m1 (this master)`), and `node-lifecycle`, which never fails
+//! either and says what the node lifecycle controller's zones are in
+//! (`[+]node-lifecycle ok: full disruption: evictions stopped in zone ""`).
 
 use std::time::Duration;
 
@@ -45,7 +47,7 @@ impl Endpoint {
         match self {
             Endpoint::Livez => &[Check::Ping],
             Endpoint::Healthz => &[Check::Ping, Check::Etcd],
-            Endpoint::Readyz => &[Check::Ping, Check::Etcd, Check::ControllerLeader],
+            Endpoint::Readyz => &[Check::Ping, Check::Etcd, Check::ControllerLeader, Check::NodeLifecycle],
         }
     }
 }
@@ -55,6 +57,7 @@ enum Check {
     Ping,
     Etcd,
     ControllerLeader,
+    NodeLifecycle,
 }
 
 impl Check {
@@ -63,6 +66,7 @@ impl Check {
             Check::Ping => "ping",
             Check::Etcd => "etcd",
             Check::ControllerLeader => "controller-leader",
+            Check::NodeLifecycle => "node-lifecycle",
         }
     }
 
@@ -78,6 +82,7 @@ impl Check {
                 Role::Follower { leader: Some(other) } => other.clone(),
                 Role::Follower { leader: None } => "none yet".to_string(),
             })),
+            Check::NodeLifecycle => Ok(state.node_lifecycle.as_ref().map(|s| s.borrow().clone())),
             Check::Etcd => {
                 match tokio::time::timeout(STORE_TIMEOUT, state.storage.read(PROBE_KEY, Read::Linearizable)).await {
                     Ok(Ok(_)) | Ok(Err(StorageError::NotFound)) => Ok(None),

@@ -45,6 +45,8 @@ pub struct AppState {
     pub node_client: Option<std::sync::Arc<NodeClient>>,
     /// More figures for `/metrics` (a stacked master's store member).
     pub extra_metrics: Option<metrics::ExtraMetrics>,
+    /// What the node lifecycle controller says about the zones (`None` where nothing reports it).
+    pub node_lifecycle: Option<tokio::sync::watch::Receiver<String>>,
 }
 
 /// This master's name and its part in running the control loops.
@@ -66,6 +68,7 @@ impl AppState {
             leadership: None,
             node_client: None,
             extra_metrics: None,
+            node_lifecycle: None,
         }
     }
 }

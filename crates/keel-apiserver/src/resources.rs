@@ -737,6 +737,11 @@ pub(crate) fn store_error(resource: &Resource, name: &str, e: StorageError) -> A
             tracing::warn!(%detail, "store unavailable");
             ApiError::Unavailable
         }
+        StorageError::Refused { code, message } => {
+            tracing::info!(?code, %message, "the store refused a request");
+            ApiError::StoreRefused(message)
+        }
+        StorageError::Internal(detail) => ApiError::Internal(detail),
     }
 }
 

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub campaign: Campaign,
     /// More figures for `/metrics` (a stacked master's store member).
     pub extra_metrics: Option<crate::metrics::ExtraMetrics>,
+    /// What the node lifecycle controller reports (from `keel-controllers`, wired by the binary), shown by
+    /// `/readyz`'s `node-lifecycle` check.
+    pub node_lifecycle: Option<tokio::sync::watch::Receiver<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +178,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         leadership: Some(Leadership { identity: config.identity, role: role.clone() }),
         node_client: Some(node_client),
         extra_metrics: config.extra_metrics,
+        node_lifecycle: config.node_lifecycle,
         ..AppState::new(config.advertise.clone(), storage.clone())
     };
     // Clients learn every master from the `kubernetes` Endpoints.

@@ -35,16 +35,34 @@ pub enum StorageError {
     Conflict { current: i64 },
     #[error("revision {requested} has been compacted")]
     Compacted { requested: i64 },
+    /// The store cannot serve the request now (no leader, a timeout, a lost connection): a retry may work.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the request for what it is (etcd's InvalidArgument, OutOfRange, FailedPrecondition,
+    /// ResourceExhausted…, such as "etcdserver: request is too large"): sent again, it fails again. The
+    /// message is the store's own (etcd's fixed words), fit for the client.
+    #[error("store refused the request: {message}")]
+    Refused { code: tonic::Code, message: String },
+    /// The store failed on its side (Internal, DataLoss): for the server's log, not the client.
+    #[error("store error: {0}")]
+    Internal(String),
     /// A fenced write (see [`Storage::fenced`]) found the leader key moved on: its leader was deposed.
     #[error("fenced: the control-loop leader key is at revision {current}, not {fence}")]
     Fenced { fence: i64, current: i64 },
 }
 
+/// A failed store call, by its gRPC code (how etcd's client sorts them: transient or not).
 impl From<tonic::Status> for StorageError {
     fn from(s: tonic::Status) -> Self {
-        StorageError::Unavailable(format!("{}: {}", s.code(), s.message()))
+        use tonic::Code as C;
+        match s.code() {
+            // Unknown: what tonic makes of a connection that broke mid-call.
+            C::Unavailable | C::DeadlineExceeded | C::Cancelled | C::Aborted | C::Unknown => {
+                StorageError::Unavailable(format!("{}: {}", s.code(), s.message()))
+            }
+            C::Internal | C::DataLoss => StorageError::Internal(format!("{}: {}", s.code(), s.message())),
+            code => StorageError::Refused { code, message: s.message().to_string() },
+        }
     }
 }
 
@@ -526,7 +544,32 @@ impl Storage {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{prefix_end, StorageError};
+    use tonic::{Code, Status};
+
+    #[test]
+    fn store_errors_by_code() {
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled, Code::Aborted, Code::Unknown] {
+            let e = StorageError::from(Status::new(code, "etcdserver: no leader"));
+            assert!(matches!(e, StorageError::Unavailable(_)), "{code:?}: {e:?}");
+        }
+        // What keel's store (as etcd) answers a put over --max-request-bytes, and gRPC's own limit above it.
+        let e = StorageError::from(Status::invalid_argument("etcdserver: request is too large"));
+        assert!(
+            matches!(&e, StorageError::Refused { code: Code::InvalidArgument, message } if message == "etcdserver: request is too large"),
+            "{e:?}"
+        );
+        for code in [Code::OutOfRange, Code::ResourceExhausted, Code::FailedPrecondition, Code::PermissionDenied] {
+            let e = StorageError::from(Status::new(code, "some etcd words"));
+            assert!(
+                matches!(&e, StorageError::Refused { code: c, message } if *c == code && message == "some etcd words")
+            );
+        }
+        for code in [Code::Internal, Code::DataLoss] {
+            let e = StorageError::from(Status::new(code, "etcdserver: internal error"));
+            assert!(matches!(e, StorageError::Internal(_)), "{code:?}: {e:?}");
+        }
+    }
 
     #[test]
     fn prefix_ends() {

@@ -12,6 +12,7 @@ pub mod cronjobs;
 pub mod daemonset;
 pub mod daemonsets;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 mod error;
 pub mod events;
@@ -33,6 +34,7 @@ pub mod service_endpoints;
 pub mod statefulset;
 pub mod statefulsets;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -52,7 +54,15 @@ pub struct Settings {
     pub node_monitor_grace_period: Duration,
     /// How often the node lifecycle controller looks at every node and its pods.
     pub node_monitor_period: Duration,
+    /// Zone disruption and eviction rates (kube-controller-manager's flags).
+    pub disruption: disruption::DisruptionSettings,
+    /// Where the node lifecycle controller publishes what the zones are in (for `/readyz?verbose`); it says
+    /// [`NOT_LEADING`] while this master does not run the loops.
+    pub node_lifecycle_status: Option<Arc<watch::Sender<String>>>,
 }
+
+/// The node lifecycle status of a master that does not run the control loops.
+pub const NOT_LEADING: &str = "not run on this master (it does not lead the control loops)";
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -60,6 +70,8 @@ impl Default for Settings {
             scheduler: keel_scheduler::Config::default(),
             node_monitor_grace_period: Duration::from_secs(20),
             node_monitor_period: Duration::from_secs(1),
+            disruption: Default::default(),
+            node_lifecycle_status: None,
         }
     }
 }
@@ -92,8 +104,12 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(daemonset::run(client.clone()));
         loops.spawn(statefulset::run(client.clone()));
         loops.spawn(namespace::run(client.clone()));
-        let timing =
-            node_lifecycle::Timing { grace: settings.node_monitor_grace_period, period: settings.node_monitor_period };
+        let timing = node_lifecycle::Timing {
+            grace: settings.node_monitor_grace_period,
+            period: settings.node_monitor_period,
+            disruption: settings.disruption,
+            status: settings.node_lifecycle_status.clone(),
+        };
         loops.spawn(node_lifecycle::run(client.clone(), timing));
         let deposed = tokio::select! {
             r = leading.wait_for(|l| *l != Some(fence)) => { let _ = r; true }
@@ -107,6 +123,9 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
             }
         };
         loops.shutdown().await;
+        if let Some(status) = &settings.node_lifecycle_status {
+            status.send_replace(NOT_LEADING.to_string());
+        }
         if deposed {
             tracing::info!(fence, "no longer leading: control loops stopped");
         } else {

@@ -1,8 +1,9 @@
 //! The node lifecycle controller's decisions, pure: when a node has been silent (no Lease renewal, no status
 //! heartbeat) for longer than the grace period, its conditions become Unknown; a node's Ready condition sets
 //! its `not-ready` / `unreachable` taints (NoSchedule and NoExecute, as Kubernetes' TaintNodesByCondition
-//! and taint-based eviction do); and a pod on a node with NoExecute taints is evicted at once when it does not
-//! tolerate one, after its tolerationSeconds when it does, or never when it tolerates them for good.
+//! and taint-based eviction do; the NoExecute one when the node's zone lets it, [`NoExecute`]); and a pod on a
+//! node with NoExecute taints is evicted at once when it does not tolerate one, after its tolerationSeconds
+//! when it does, or never when it tolerates them for good.
 
 use std::time::Duration;
 
@@ -42,37 +43,92 @@ fn conditions(node: &Node) -> &[NodeCondition] {
     node.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default()
 }
 
+/// What may happen to a not-Ready node's NoExecute taint this pass (decided by its zone: [`crate::disruption`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoExecute {
+    /// Add the NoExecute taint the node's Ready condition calls for: its turn in its zone's queue came.
+    Add,
+    /// Keep (or swap between `not-ready` and `unreachable`) one already there, but add none: the node waits
+    /// its turn.
+    Wait,
+    /// Remove this controller's NoExecute taints and add none: every zone is fully disrupted.
+    Lift,
+}
+
 /// One pass over `node`, which this controller has heard nothing new from for `silent_for`.
-pub fn plan(node: &Node, silent_for: Duration, grace: Duration, now: jiff::Timestamp) -> NodePlan {
-    let mut plan = NodePlan::default();
-    let mut ready = ready_status(node).to_string();
+pub fn plan(
+    node: &Node,
+    silent_for: Duration,
+    grace: Duration,
+    now: jiff::Timestamp,
+    no_execute: NoExecute,
+) -> NodePlan {
+    let conditions = silent_conditions(node, silent_for, grace, now);
+    let ready = if conditions.is_some() { "Unknown" } else { ready_status(node) };
+    let taints = plan_taints(current_taints(node), ready, now, no_execute);
+    NodePlan { conditions, taints }
+}
+
+/// The node's conditions set to Unknown, when it has been silent longer than `grace` and they are not
+/// already (or it never reported).
+pub fn silent_conditions(
+    node: &Node,
+    silent_for: Duration,
+    grace: Duration,
+    now: jiff::Timestamp,
+) -> Option<Vec<NodeCondition>> {
     let never_reported = !conditions(node).iter().any(|c| c.type_ == "Ready");
-    if silent_for > grace && (ready != "Unknown" || never_reported) {
-        plan.conditions = Some(unknown_conditions(conditions(node), now));
-        ready = "Unknown".into();
-    }
-    let wanted: &[(&str, &str)] = match ready.as_str() {
-        "True" => &[],
-        "False" => &[(NOT_READY, "NoSchedule"), (NOT_READY, "NoExecute")],
-        _ => &[(UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")],
+    (silent_for > grace && (ready_status(node) != "Unknown" || never_reported))
+        .then(|| unknown_conditions(conditions(node), now))
+}
+
+pub fn current_taints(node: &Node) -> &[Taint] {
+    node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default()
+}
+
+fn is_ours(t: &Taint) -> bool {
+    t.key == UNREACHABLE || t.key == NOT_READY
+}
+
+/// Whether a node whose Ready condition is `ready` waits for its NoExecute taint: not Ready, and none of
+/// this controller's NoExecute taints yet.
+pub fn wants_no_execute(taints: &[Taint], ready: &str) -> bool {
+    ready != "True" && !taints.iter().any(|t| is_ours(t) && t.effect == "NoExecute")
+}
+
+/// The node's taints for its Ready condition `ready` (None when unchanged): the NoSchedule taint at once
+/// (TaintNodesByCondition), the NoExecute one as `no_execute` allows.
+pub fn plan_taints(current: &[Taint], ready: &str, now: jiff::Timestamp, no_execute: NoExecute) -> Option<Vec<Taint>> {
+    let key = match ready {
+        "True" => None,
+        "False" => Some(NOT_READY),
+        _ => Some(UNREACHABLE),
     };
-    let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    let is_ours = |t: &Taint| t.key == UNREACHABLE || t.key == NOT_READY;
+    let has_no_execute = current.iter().any(|t| is_ours(t) && t.effect == "NoExecute");
+    let mut wanted: Vec<(&str, &str)> = Vec::new();
+    if let Some(key) = key {
+        wanted.push((key, "NoSchedule"));
+        let add = match no_execute {
+            NoExecute::Add => true,
+            NoExecute::Wait => has_no_execute,
+            NoExecute::Lift => false,
+        };
+        if add {
+            wanted.push((key, "NoExecute"));
+        }
+    }
     let mut taints: Vec<Taint> = current
         .iter()
         .filter(|t| !is_ours(t) || wanted.iter().any(|(k, e)| t.key == *k && t.effect == *e))
         .cloned()
         .collect();
     for (key, effect) in wanted {
-        if !taints.iter().any(|t| t.key == *key && t.effect == *effect) {
-            let time_added = (*effect == "NoExecute").then_some(Time(now));
+        if !taints.iter().any(|t| t.key == key && t.effect == effect) {
+            let time_added = (effect == "NoExecute").then_some(Time(now));
             taints.push(Taint { key: key.to_string(), effect: effect.to_string(), time_added, value: None });
         }
     }
-    if taints != current {
-        plan.taints = Some(taints);
-    }
-    plan
+    (taints != current).then_some(taints)
 }
 
 /// The kubelet-reported conditions set to Unknown, as Kubernetes' node lifecycle controller sets them
@@ -168,13 +224,15 @@ mod tests {
 
     #[test]
     fn a_node_heard_from_within_grace_is_left_alone() {
-        let plan = plan(&node("True", json!([])), Duration::from_secs(19), Duration::from_secs(20), t(NOW));
+        let plan =
+            plan(&node("True", json!([])), Duration::from_secs(19), Duration::from_secs(20), t(NOW), NoExecute::Add);
         assert!(plan.is_empty());
     }
 
     #[test]
     fn a_silent_node_goes_unknown_and_is_tainted_unreachable() {
-        let plan = plan(&node("True", json!([])), Duration::from_secs(21), Duration::from_secs(20), t(NOW));
+        let plan =
+            plan(&node("True", json!([])), Duration::from_secs(21), Duration::from_secs(20), t(NOW), NoExecute::Add);
         let conditions = plan.conditions.unwrap();
         let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "Unknown");
@@ -199,7 +257,8 @@ mod tests {
             {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "2026-01-01T00:00:30Z"},
             {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
         ]);
-        let plan = plan(&node("Unknown", taints), Duration::from_secs(90), Duration::from_secs(20), t(NOW));
+        let plan =
+            plan(&node("Unknown", taints), Duration::from_secs(90), Duration::from_secs(20), t(NOW), NoExecute::Add);
         assert!(plan.is_empty(), "{plan:?}");
     }
 
@@ -210,7 +269,7 @@ mod tests {
             {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "2026-01-01T00:00:30Z"},
             {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
         ]);
-        let plan = plan(&node("True", taints), Duration::ZERO, Duration::from_secs(20), t(NOW));
+        let plan = plan(&node("True", taints), Duration::ZERO, Duration::from_secs(20), t(NOW), NoExecute::Add);
         assert_eq!(plan.conditions, None);
         let taints = plan.taints.unwrap();
         assert_eq!(taints.len(), 1);
@@ -220,10 +279,49 @@ mod tests {
     #[test]
     fn a_not_ready_node_is_tainted_not_ready_in_place_of_unreachable() {
         let taints = json!([{"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "2026-01-01T00:00:30Z"}]);
-        let plan = plan(&node("False", taints), Duration::ZERO, Duration::from_secs(20), t(NOW));
+        let plan = plan(&node("False", taints), Duration::ZERO, Duration::from_secs(20), t(NOW), NoExecute::Add);
         let taints = plan.taints.unwrap();
         let keys: Vec<_> = taints.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
         assert_eq!(keys, [(NOT_READY, "NoSchedule"), (NOT_READY, "NoExecute")]);
+    }
+
+    #[test]
+    fn a_node_waiting_its_turn_gets_only_its_no_schedule_taint() {
+        let plan =
+            plan(&node("True", json!([])), Duration::from_secs(21), Duration::from_secs(20), t(NOW), NoExecute::Wait);
+        let taints = plan.taints.unwrap();
+        let keys: Vec<_> = taints.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
+        assert_eq!(keys, [(UNREACHABLE, "NoSchedule")]);
+        assert!(wants_no_execute(&taints, "Unknown"));
+        assert!(!wants_no_execute(&taints, "True"));
+    }
+
+    #[test]
+    fn waiting_keeps_a_no_execute_taint_already_there_and_swaps_its_key() {
+        let taints: Vec<Taint> = serde_json::from_value(json!([
+            {"key": UNREACHABLE, "effect": "NoSchedule"},
+            {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "2026-01-01T00:00:30Z"},
+        ]))
+        .unwrap();
+        assert_eq!(plan_taints(&taints, "Unknown", t(NOW), NoExecute::Wait), None);
+        assert!(!wants_no_execute(&taints, "Unknown"));
+        let swapped = plan_taints(&taints, "False", t(NOW), NoExecute::Wait).unwrap();
+        let keys: Vec<_> = swapped.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
+        assert_eq!(keys, [(NOT_READY, "NoSchedule"), (NOT_READY, "NoExecute")]);
+    }
+
+    #[test]
+    fn lifting_removes_only_the_no_execute_taints_of_this_controller() {
+        let taints: Vec<Taint> = serde_json::from_value(json!([
+            {"key": UNREACHABLE, "effect": "NoSchedule"},
+            {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "2026-01-01T00:00:30Z"},
+            {"key": "dedicated", "effect": "NoExecute"},
+        ]))
+        .unwrap();
+        let lifted = plan_taints(&taints, "Unknown", t(NOW), NoExecute::Lift).unwrap();
+        let keys: Vec<_> = lifted.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
+        assert_eq!(keys, [(UNREACHABLE, "NoSchedule"), ("dedicated", "NoExecute")]);
+        assert_eq!(plan_taints(&lifted, "Unknown", t(NOW), NoExecute::Lift), None);
     }
 
     fn pod(tolerations: serde_json::Value) -> Pod {

@@ -22,7 +22,9 @@ pub mod maintenance;
 pub mod membership;
 pub mod metrics;
 pub mod network;
+pub mod openraft_noise;
 pub mod peer;
+pub mod peer_health;
 pub mod snapshot_data;
 pub mod state_db;
 pub mod state_machine;
@@ -32,6 +34,7 @@ pub mod watch;
 
 pub use config::{ClusterState, StoreConfig};
 pub use error::StoreError;
+pub use openraft_noise::QuietOpenraftTransport;
 pub use store::{ApiError, RunningStore, Store};
 
 /// An error and its sources on one line ("a: b: c"), for logs.

@@ -1,14 +1,19 @@
 //! Raft transport, client side: openraft's RPCs to other members over gRPC (`proto/keel/raft.proto`).
 //! openraft's message types travel bincode-encoded inside a protobuf envelope that carries the cluster id.
+//!
+//! Every call's outcome feeds the peer's [`PeerHealth`]: a peer that cannot take part is answered
+//! `Unreachable` (so openraft backs off, [`peer_health::backoff`]), calls to it are let through only once per
+//! growing delay, and its state is logged once per change plus a periodic summary (openraft's own line per
+//! failed call is dropped by [`QuietOpenraftTransport`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_proto::raftpb::raft_peer_client::RaftPeerClient;
 use keel_proto::raftpb::RaftMessage;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
@@ -17,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::peer_health::{self, Failure, PeerHealth, Report};
 use crate::types::{Member, NodeId, TypeConfig};
 
 /// Largest message between members (a batch of log entries or a snapshot chunk).
@@ -68,24 +74,126 @@ impl PeerPool {
 
 pub struct NetworkFactory {
     pub pool: PeerPool,
+    pub health: PeerHealths,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerNetwork {
-        let client = node.peer_urls.first().and_then(|u| self.pool.client(u));
-        PeerNetwork { target, client, cluster_id: self.pool.cluster_id }
+        let url = node.peer_urls.first().cloned().unwrap_or_default();
+        let client = self.pool.client(&url);
+        PeerNetwork { target, url, client, cluster_id: self.pool.cluster_id, health: self.health.clone() }
+    }
+}
+
+/// The health of every peer this member calls, shared by all of openraft's clients of it (replication,
+/// read-index rounds and votes each make their own).
+#[derive(Clone, Default)]
+pub struct PeerHealths(Arc<Mutex<HashMap<(NodeId, String), PeerHealth>>>);
+
+impl PeerHealths {
+    fn with<R>(&self, target: NodeId, url: &str, f: impl FnOnce(&mut PeerHealth) -> R) -> R {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(map.entry((target, url.to_string())).or_default())
+    }
+
+    fn may_call(&self, target: NodeId, url: &str) -> bool {
+        self.with(target, url, |h| h.may_call(Instant::now()))
+    }
+
+    fn succeeded(&self, target: NodeId, url: &str) {
+        if let Some(r) = self.with(target, url, |h| h.succeeded(Instant::now())) {
+            log(target, url, r);
+        }
+    }
+
+    /// Records a failure; true when the peer is (now) unreachable.
+    fn failed(&self, target: NodeId, url: &str, failure: Failure) -> bool {
+        let (report, unreachable) = self.with(target, url, |h| {
+            let r = h.failed(Instant::now(), failure);
+            (r, h.is_unreachable())
+        });
+        if let Some(r) = report {
+            log(target, url, r);
+        }
+        unreachable
+    }
+}
+
+fn log(target: NodeId, url: &str, report: Report) {
+    let peer = format!("{target:x}");
+    match report {
+        Report::Unreachable { reason } => {
+            tracing::warn!(%peer, url, "peer {peer} unreachable: {reason} (retrying with backoff)")
+        }
+        Report::StillUnreachable { for_, failed, reason } => tracing::warn!(
+            %peer,
+            url,
+            "peer {peer} still unreachable: {failed} failed calls in {}s; last error: {reason}",
+            for_.as_secs()
+        ),
+        Report::ReachableAgain { after, failed } => tracing::info!(
+            %peer,
+            url,
+            "peer {peer} reachable again after {:.1}s ({failed} failed calls)",
+            after.as_secs_f64()
+        ),
+    }
+}
+
+/// A status as a log reason: its code, message and sources ("Unavailable: tcp connect error: Connection
+/// refused (os error 111)").
+fn describe(s: &tonic::Status) -> String {
+    let mut out = format!("{:?}: {}", s.code(), s.message());
+    let mut cur = std::error::Error::source(s);
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// A call in flight: when openraft drops it on its own timeout before it ends, that counts as a timeout.
+struct Attempt<'a> {
+    network: &'a PeerNetwork,
+    ended: bool,
+}
+
+impl Attempt<'_> {
+    fn succeeded(mut self) {
+        self.ended = true;
+        self.network.health.succeeded(self.network.target, &self.network.url);
+    }
+
+    fn failed(mut self, failure: Failure) -> bool {
+        self.ended = true;
+        self.network.health.failed(self.network.target, &self.network.url, failure)
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let failure = Failure::Soft("no answer in time".into());
+            self.network.health.failed(self.network.target, &self.network.url, failure);
+        }
     }
 }
 
 pub struct PeerNetwork {
     target: NodeId,
+    url: String,
     client: Option<RaftPeerClient<Channel>>,
     cluster_id: u64,
+    health: PeerHealths,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Rpc {
     Append,
     Vote,
@@ -108,11 +216,17 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let Some(client) = self.client.as_mut() else {
-            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
-                "member has no usable peer URL",
-            ))));
+        let unreachable = |reason: String| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(reason)));
+        let Some(mut client) = self.client.clone() else {
+            let reason = format!("member has no usable peer URL ({:?})", self.url);
+            self.health.failed(self.target, &self.url, Failure::Hard(reason.clone()));
+            return Err(unreachable(reason));
         };
+        // Votes always go out: an election must not wait for a backoff to expire.
+        if rpc != Rpc::Vote && !self.health.may_call(self.target, &self.url) {
+            return Err(unreachable(format!("member {:x} is unreachable; waiting before the next try", self.target)));
+        }
+        let attempt = Attempt { network: self, ended: false };
         let mut request = tonic::Request::new(RaftMessage { cluster_id: self.cluster_id, payload: encode(req) });
         request.set_timeout(ttl);
         let resp = match rpc {
@@ -122,11 +236,24 @@ impl PeerNetwork {
         };
         let msg = match resp {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable => return Err(RPCError::Unreachable(Unreachable::new(&s))),
-            Err(s) => return Err(RPCError::Network(NetworkError::new(&s))),
+            Err(s) => {
+                let reason = describe(&s);
+                return Err(if attempt.failed(peer_health::classify(s.code(), reason.clone())) {
+                    unreachable(reason)
+                } else {
+                    RPCError::Network(NetworkError::new(&s))
+                });
+            }
         };
-        let res: Result<Resp, E> =
-            bincode::deserialize(&msg.payload).map_err(|e| RPCError::Network(NetworkError::new(&*e)))?;
+        let res: Result<Resp, E> = match bincode::deserialize(&msg.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("undecodable answer: {e}");
+                attempt.failed(Failure::Hard(reason.clone()));
+                return Err(unreachable(reason));
+            }
+        };
+        attempt.succeeded();
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -165,5 +292,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(peer_health::backoff())
     }
 }

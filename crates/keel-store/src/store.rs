@@ -272,7 +272,7 @@ impl Store {
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config(&config).validate().map_err(|e| StoreError::Config(e.to_string()))?),
-            NetworkFactory { pool: pool.clone() },
+            NetworkFactory { pool: pool.clone(), health: Default::default() },
             log_store,
             sm,
         )

@@ -42,14 +42,18 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
-        )
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into());
+    // openraft's line per failed call to a peer is dropped: the store's transport reports each peer's
+    // reachability once per change instead.
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter(keel_store::QuietOpenraftTransport);
+    tracing_subscriber::registry().with(filter).with(output).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Kv(args) => kv::run(args),

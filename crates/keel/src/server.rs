@@ -40,6 +40,20 @@ pub struct ServerArgs {
     /// (its pods are evicted after their tolerationSeconds, 30 s unless they say otherwise).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     node_monitor_grace_period: Duration,
+    /// The share of not-Ready nodes (more than 2) that makes a zone partially disrupted: its evictions slow
+    /// down (large zones) or stop (small ones).
+    #[arg(long, default_value_t = 0.55)]
+    unhealthy_zone_threshold: f32,
+    /// Above this many nodes, a partially disrupted zone still evicts, at --secondary-node-eviction-rate.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: u32,
+    /// Nodes per second whose pods are evicted (given their NoExecute taint) in a healthy zone.
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f32,
+    /// Nodes per second whose pods are evicted in a large, partially disrupted zone. When every zone is
+    /// fully disrupted (no node Ready anywhere) nothing is evicted.
+    #[arg(long, default_value_t = 0.01)]
+    secondary_node_eviction_rate: f32,
     #[command(flatten)]
     member: MemberArgs,
 }
@@ -80,6 +94,16 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         // Stacked masters follow their members' Raft leadership (set below once the member runs).
         campaign: Campaign::Lease { ttl: LEADER_LEASE_TTL },
         extra_metrics: None,
+        node_lifecycle: None,
+    };
+    // The node lifecycle controller's report, from keel-controllers to the API server's /readyz.
+    let (lifecycle_tx, lifecycle_rx) = watch::channel(keel_controllers::NOT_LEADING.to_string());
+    server.node_lifecycle = Some(lifecycle_rx);
+    let disruption = keel_controllers::disruption::DisruptionSettings {
+        unhealthy_zone_threshold: args.unhealthy_zone_threshold,
+        large_cluster_size_threshold: args.large_cluster_size_threshold,
+        node_eviction_rate: args.node_eviction_rate,
+        secondary_node_eviction_rate: args.secondary_node_eviction_rate,
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
@@ -106,6 +130,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             client_config(&master.kubeconfig).await.context("the controllers cannot use the admin kubeconfig")?;
         let settings = keel_controllers::Settings {
             node_monitor_grace_period: args.node_monitor_grace_period,
+            disruption,
+            node_lifecycle_status: Some(std::sync::Arc::new(lifecycle_tx)),
             ..Default::default()
         };
         let controllers =
