@@ -315,7 +315,12 @@ async fn when_every_node_goes_silent_at_once_nothing_is_evicted() {
     rollout_status(&api, "steady");
     let before: Vec<String> = live_pods(&api, "steady").into_iter().map(|p| p.0).collect();
     assert_eq!(before.len(), 6);
-    assert!(readyz_line(&api, "node-lifecycle").contains("normal (1 zone)"), "{}", readyz_line(&api, "node-lifecycle"));
+    // The controller looks at the nodes once a second: its report may still predate them.
+    wait_for("the node lifecycle controller reports a normal zone", Duration::from_secs(10), || {
+        let line = readyz_line(&api, "node-lifecycle");
+        (line.contains("normal (1 zone)"), line)
+    })
+    .await;
 
     nodes.kill();
     let killed = Instant::now();

@@ -72,14 +72,11 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
 
     // Every agent's load balancer starts with m1: kill it. Nothing on the nodes may notice, past the node
     // grace period (20 s) and then some.
-    let pods_before = script.kubectl(&[
-        "-n",
-        "sample",
-        "get",
-        "pods",
-        "-o",
-        "custom-columns=N:.metadata.name,U:.metadata.uid,R:.status.containerStatuses[0].restartCount",
-    ]);
+    let pods = || {
+        let columns = "custom-columns=N:.metadata.name,U:.metadata.uid,R:.status.containerStatuses[0].restartCount";
+        script.kubectl(&["-n", "sample", "get", "pods", "-o", columns])
+    };
+    let pods_before = pods();
     assert!(pods_before.status.success(), "{}", text(&pods_before));
     let m1 = format!("server --name m1 --data-dir {}/m1", script.dir.path().display());
     let killed = Command::new("pkill").args(["-9", "-f", &m1]).status().unwrap();
@@ -95,14 +92,7 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
             start.elapsed()
         );
     }
-    let pods_after = script.kubectl(&[
-        "-n",
-        "sample",
-        "get",
-        "pods",
-        "-o",
-        "custom-columns=N:.metadata.name,U:.metadata.uid,R:.status.containerStatuses[0].restartCount",
-    ]);
+    let pods_after = pods();
     assert_eq!(text(&pods_after), text(&pods_before), "pods changed after m1 died");
 
     let stopped = script.run(&["stop"]);

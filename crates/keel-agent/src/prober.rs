@@ -141,7 +141,10 @@ async fn check(
     }
     if let Some(tcp) = &probe.tcp_socket {
         let addr = address(shared, pod, container, tcp.host.as_deref(), &tcp.port)?;
-        return connect(netns(shared, pod), addr, timeout).await.map(drop).map_err(|e| format!("dial tcp {addr}: {e}"));
+        return keel_lb::connect_in(netns(shared, pod), addr, timeout)
+            .await
+            .map(drop)
+            .map_err(|e| format!("dial tcp {addr}: {e}"));
     }
     if let Some(grpc) = &probe.grpc {
         return grpc_check(shared, pod, container, grpc, timeout).await;
@@ -163,7 +166,7 @@ async fn grpc_check(
     let ns = netns(shared, pod);
     let connector = tower::service_fn(move |_: http::Uri| {
         let ns = ns.clone();
-        async move { connect(ns, addr, timeout).await.map(hyper_util::rt::TokioIo::new) }
+        async move { keel_lb::connect_in(ns, addr, timeout).await.map(hyper_util::rt::TokioIo::new) }
     });
     let service = grpc.service.clone().unwrap_or_default();
     let check = async {
@@ -239,7 +242,9 @@ pub(crate) async fn http_get(
     let headers: Vec<(&str, &str)> =
         http.http_headers.iter().flatten().map(|h| (h.name.as_str(), h.value.as_str())).collect();
     let request = async {
-        let stream = connect(netns(shared, pod), addr, timeout).await.map_err(|e| format!("dial tcp {addr}: {e}"))?;
+        let stream = keel_lb::connect_in(netns(shared, pod), addr, timeout)
+            .await
+            .map_err(|e| format!("dial tcp {addr}: {e}"))?;
         if https {
             let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
             let tls = tokio_rustls::TlsConnector::from(probe_tls())
@@ -372,22 +377,4 @@ fn address(
         None => shared.pod_ip(pod.metadata.uid.as_deref().unwrap_or_default()).unwrap_or(IpAddr::from([127, 0, 0, 1])),
     };
     Ok(SocketAddr::new(ip, port))
-}
-
-/// A TCP connection made from inside the network namespace `netns` (the socket belongs to the namespace it
-/// was created in; a short-lived thread enters it, so no runtime thread changes namespace).
-async fn connect(netns: PathBuf, addr: SocketAddr, timeout: Duration) -> std::io::Result<tokio::net::TcpStream> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let connected = (|| {
-            let ns = std::fs::File::open(&netns)?;
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-            let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-            stream.set_nonblocking(true)?;
-            Ok::<_, std::io::Error>(stream)
-        })();
-        tx.send(connected).ok();
-    });
-    let stream = rx.await.map_err(|_| std::io::Error::other("the connecting thread died"))??;
-    tokio::net::TcpStream::from_std(stream)
 }

@@ -165,7 +165,7 @@ async fn resolve(server: &str) -> std::io::Result<SocketAddr> {
 
 /// A TCP connection made from inside the network namespace `netns` (a socket belongs to the namespace it
 /// was created in; a short-lived thread enters it, so no runtime thread changes namespace).
-async fn connect_in(netns: PathBuf, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+pub async fn connect_in(netns: PathBuf, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let connected = (|| {
