@@ -232,3 +232,87 @@ async fn kubectl_through_keel_lb_survives_the_loss_of_a_master() {
     let names = through.ok(&["get", "configmaps", "-o", "name"], None).unwrap();
     assert!(names.contains("configmap/before") && names.contains("configmap/after-9"), "{names}");
 }
+
+struct Proc(Child, std::path::PathBuf);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.1.display(), std::fs::read_to_string(&self.1).unwrap_or_default());
+        }
+    }
+}
+
+/// The store's members as (name, learner) through `api`'s `/keel/v1/members`, sorted.
+fn members(api: &Api) -> Vec<(String, bool)> {
+    let Ok(out) = api.ok(&["get", "--raw", "/keel/v1/members"], None) else { return vec![] };
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let mut list: Vec<(String, bool)> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_string(), m["isLearner"].as_bool().unwrap()))
+        .collect();
+    list.sort();
+    list
+}
+
+/// `keel server --join https://<a master>` adds a fourth master in one command (learner, then voter); it
+/// serves the API, is listed in the `kubernetes` Endpoints, and leaves again by `kubectl delete --raw`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_joins_with_one_command_and_leaves_with_another() {
+    let c = three_masters().await;
+    let first = c.api(0);
+    let (client, peer, api_port) = (free_port(), free_port(), free_port());
+    let dir = c.dir.path().join("m4");
+    let log = c.dir.path().join("m4.log");
+    let child = Command::new(keel_bin())
+        .args(["server", "--name", "m4", "--api-listen", &format!("127.0.0.1:{api_port}")])
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+        .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--join", &first.url(), "--join-kubeconfig"])
+        .arg(&first.kubeconfig)
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut m4 = Proc(child, log);
+    let fourth = Api { kubeconfig: dir.join("admin.kubeconfig"), port: api_port };
+    fourth.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let all: Vec<(String, bool)> = ["m1", "m2", "m3", "m4"].iter().map(|n| (n.to_string(), false)).collect();
+    wait_for("m4 a voter", Duration::from_secs(60), || {
+        let now = members(&first);
+        (now == all, now)
+    })
+    .await;
+    fourth.ok(&["create", "configmap", "through-m4"], None).unwrap();
+    assert!(first.ok(&["get", "configmap", "through-m4"], None).is_ok());
+    wait_for("the Endpoints list four masters", Duration::from_secs(20), || {
+        let now = endpoint_addresses(&first);
+        (now.len() == 4, now)
+    })
+    .await;
+
+    // Leaving: the member goes first (refused if it would cost the quorum), then the process.
+    let listed: Value = serde_json::from_str(&first.ok(&["get", "--raw", "/keel/v1/members"], None).unwrap()).unwrap();
+    let id = listed["members"].as_array().unwrap().iter().find(|m| m["name"] == "m4").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    first.ok(&["delete", "--raw", &format!("/keel/v1/members/{id}")], None).unwrap();
+    let _ = m4.0.kill();
+    let three: Vec<(String, bool)> = ["m1", "m2", "m3"].iter().map(|n| (n.to_string(), false)).collect();
+    assert_eq!(members(&first), three);
+    first.ok(&["create", "configmap", "after-m4-left"], None).unwrap();
+    // A bad id is a clear 400.
+    let bad = first.kubectl(&["delete", "--raw", "/keel/v1/members/m4"], None).unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not a member id"), "{bad:?}");
+}

@@ -10,6 +10,7 @@ mod failure;
 mod health;
 pub mod leadership;
 pub mod masters;
+mod members;
 pub mod metrics;
 pub mod namespaces;
 mod node_proxy;
@@ -81,6 +82,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/version", get(discovery::version))
         .route("/metrics", get(metrics::metrics))
+        .route(members::PATH, get(members::list).post(members::add))
+        .route("/keel/v1/members/{id}/promote", axum::routing::post(members::promote))
+        .route("/keel/v1/members/{id}", axum::routing::delete(members::remove))
         .route("/healthz", get(health::healthz))
         .route("/healthz/{check}", get(health::healthz_one))
         .route("/livez", get(health::livez))

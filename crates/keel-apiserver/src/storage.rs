@@ -4,6 +4,7 @@
 //! key's mod revision. Writes are compare-and-swap transactions, so a create never overwrites and an update
 //! or delete from an old resourceVersion changes nothing.
 
+use keel_proto::etcdserverpb::cluster_client::ClusterClient;
 use keel_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::lease_client::LeaseClient;
@@ -12,8 +13,9 @@ use keel_proto::etcdserverpb::response_op::Response as OpResponse;
 use keel_proto::etcdserverpb::watch_client::WatchClient;
 use keel_proto::etcdserverpb::watch_request::RequestUnion;
 use keel_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest,
-    RangeRequest, RequestOp, TxnRequest, TxnResponse, WatchCreateRequest, WatchProgressRequest, WatchRequest,
+    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, Member,
+    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest, TxnResponse, WatchCreateRequest, WatchProgressRequest, WatchRequest,
 };
 use keel_proto::mvccpb::event::EventType;
 use prometheus_client::metrics::counter::Counter;
@@ -104,6 +106,7 @@ pub struct Storage {
     kv: KvClient<Channel>,
     watch: WatchClient<Channel>,
     lease: LeaseClient<Channel>,
+    cluster: ClusterClient<Channel>,
     /// When set, every write also requires [`LEADER_KEY`] to be at this mod revision.
     fence: Option<i64>,
     /// What fenced writes through this storage (and its clones) came to.
@@ -263,7 +266,8 @@ impl Storage {
         Storage {
             kv: KvClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE),
             watch: WatchClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE),
-            lease: LeaseClient::new(channel),
+            lease: LeaseClient::new(channel.clone()),
+            cluster: ClusterClient::new(channel),
             fence: None,
             fenced_writes: FencedWrites::default(),
         }
@@ -336,6 +340,33 @@ impl Storage {
         let put = PutRequest { key: key.as_bytes().to_vec(), value, lease, ..Default::default() };
         let resp = self.kv.clone().put(put).await?.into_inner();
         Ok(resp.header.map_or(0, |h| h.revision))
+    }
+
+    /// The store's members (etcd's Cluster service).
+    pub async fn members(&self) -> Result<Vec<Member>, StorageError> {
+        Ok(self.cluster.clone().member_list(MemberListRequest { linearizable: true }).await?.into_inner().members)
+    }
+
+    /// Adds a member (a learner when `learner`); returns it and the members now.
+    pub async fn add_member(
+        &self,
+        peer_urls: Vec<String>,
+        learner: bool,
+    ) -> Result<(Member, Vec<Member>), StorageError> {
+        let r =
+            self.cluster.clone().member_add(MemberAddRequest { peer_ur_ls: peer_urls, is_learner: learner }).await?;
+        let r = r.into_inner();
+        Ok((r.member.unwrap_or_default(), r.members))
+    }
+
+    /// Makes a learner a voter (refused until it has caught up).
+    pub async fn promote_member(&self, id: u64) -> Result<Vec<Member>, StorageError> {
+        Ok(self.cluster.clone().member_promote(MemberPromoteRequest { id }).await?.into_inner().members)
+    }
+
+    /// Removes a member (refused when the voters left could not form a quorum).
+    pub async fn remove_member(&self, id: u64) -> Result<Vec<Member>, StorageError> {
+        Ok(self.cluster.clone().member_remove(MemberRemoveRequest { id }).await?.into_inner().members)
     }
 
     /// A new lease of `ttl` seconds; its id.
