@@ -4,9 +4,13 @@
 //! key-value history ([`linearizability`]), revisions that agree with real time and with reads
 //! ([`revisions`]), the guarantees of watches ([`watch`]) and lease safety ([`lease`]).
 //!
+//! The whole-cluster mode's checkers ([`cluster_checks`]: lost API writes, duplicate StatefulSet identities,
+//! pods disturbed by master faults) come first; the run against the launcher's cluster comes next.
+//!
 //! The checkers are pure functions over recorded histories, tested on known-good and known-bad histories so
 //! that a checker which accepts everything cannot pass its own tests.
 
+pub mod cluster_checks;
 pub mod delay;
 pub mod history;
 pub mod hosts;
