@@ -141,13 +141,15 @@ pub struct PodSighting {
     pub running: bool,
 }
 
+/// Where one pod ran and from when to when it was seen running: (node, first ms, last ms).
+type Span<'a> = (&'a str, u64, u64);
+
 /// StatefulSet identities that ran twice at once: for each pod name, the time spans in which each uid was
 /// seen running (from its first running sighting to its first sighting not running, or its last sighting);
 /// two uids of one name whose spans overlap are a violation (Kubernetes' at-most-one guarantee for
 /// StatefulSets).
 pub fn duplicate_identities(sightings: &[PodSighting]) -> Vec<Violation> {
-    // (namespace, name) → uid → (node, first running, last running)
-    let mut spans: BTreeMap<(&str, &str), BTreeMap<&str, (&str, u64, u64)>> = BTreeMap::new();
+    let mut spans: BTreeMap<(&str, &str), BTreeMap<&str, Span<'_>>> = BTreeMap::new();
     let mut ended: HashMap<&str, u64> = HashMap::new();
     let mut ordered: Vec<&PodSighting> = sightings.iter().collect();
     ordered.sort_by_key(|s| s.at);
@@ -165,7 +167,7 @@ pub fn duplicate_identities(sightings: &[PodSighting]) -> Vec<Violation> {
     }
     let mut out = Vec::new();
     for ((ns, name), by_uid) in &spans {
-        let list: Vec<(&&str, &(&str, u64, u64))> = by_uid.iter().collect();
+        let list: Vec<(&&str, &Span)> = by_uid.iter().collect();
         for (i, (uid_a, (node_a, from_a, to_a))) in list.iter().enumerate() {
             for (uid_b, (node_b, from_b, to_b)) in &list[i + 1..] {
                 if from_a <= to_b && from_b <= to_a {
