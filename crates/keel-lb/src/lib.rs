@@ -263,22 +263,6 @@ impl Balancer {
         self.local
     }
 
-    /// The masters and their health, in order.
-    pub fn servers(&self) -> Vec<(String, Health)> {
-        let pool = self.shared.pool.lock().expect("pool");
-        pool.servers().iter().map(|s| (s.clone(), pool.health(s).unwrap_or(Health::Unknown))).collect()
-    }
-
-    /// The master new connections go to first.
-    pub fn current(&self) -> Option<String> {
-        self.shared.pool.lock().expect("pool").candidates().into_iter().next()
-    }
-
-    /// Replaces the list of masters (`host:port`); the connections of masters no longer listed are closed.
-    pub fn set_servers(&self, servers: &[String]) {
-        set_servers(&self.shared, servers);
-    }
-
     /// Follows the `kubernetes` Endpoints in `default` with `client` (normally a client through this very
     /// balancer) and keeps the list of masters equal to them.
     pub fn follow_endpoints(&self, client: kube::Client) {
