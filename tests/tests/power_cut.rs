@@ -29,11 +29,25 @@ async fn reads_after_a_whole_cluster_power_cut_see_every_acknowledged_write() ->
     c.start_all().await?;
 
     for round in 0..5 {
-        let leader = c.wait_leader(Duration::from_secs(30)).await?;
-        // Writes through the leader, the last one acknowledged at `acked`.
+        let mut leader = c.wait_leader(Duration::from_secs(30)).await?;
+        // Writes through the leader, the last one acknowledged at `acked`. A write refused because the
+        // leader changed under it (right after a restart the old leader may lose an election it did not
+        // start) is retried through the new leader, as an etcd client does; only answers count.
         let mut acked = 0;
         for k in 0..200 {
-            acked = put(&c, leader, &format!("k{}", k % 20), &format!("{round}-{k}")).await?;
+            let mut tries = 0;
+            acked = loop {
+                match put(&c, leader, &format!("k{}", k % 20), &format!("{round}-{k}")).await {
+                    Ok(rev) => break rev,
+                    Err(e) if tries < 10 => {
+                        tries += 1;
+                        eprintln!("round {round}: write {k} failed ({e:#}); retrying through the leader");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        leader = c.wait_leader(Duration::from_secs(30)).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
         }
         for i in 0..3 {
             c.kill(i);
