@@ -45,11 +45,15 @@ done
 
 # Stops what a detached run left (the pids it recorded), the nodes' containers and the hosts.
 stop() {
-  if [ -f "$data/pids" ]; then
+  local more=()
+  # A process restarted by someone else (the chaos harness) has its new pid in procs/<name>/pid.
+  [ -d "$data/procs" ] && more=($(cat "$data"/procs/*/pid 2>/dev/null || true))
+  if [ -f "$data/pids" ] || ((${#more[@]})); then
     # shellcheck disable=SC2046
-    stop_pids $(cat "$data/pids")
+    stop_pids $(cat "$data/pids" 2>/dev/null || true) "${more[@]}"
     rm -f "$data/pids"
   fi
+  rm -rf "$data/procs"
   stop_nodes
 }
 
@@ -137,7 +141,9 @@ cleanup() {
 }
 if [ -z "${KEEL_CLUSTER_DETACH:-}" ]; then trap cleanup EXIT INT TERM; else trap 'echo "${pids[*]}" > "$data/pids"' EXIT; fi
 
-# Starts a program in the background, in its own session, recording its pid, name and log.
+# Starts a program in the background, in its own session, recording its pid, name and log; and, under
+# $data/procs/<name>/, its command line (argv, NUL-separated), pid and log, so that a tool that kills it
+# (the chaos harness's cluster mode) can start it again as it was, and `stop` finds it then too.
 launch() {
   local name=$1 log=$2
   shift 2
@@ -145,6 +151,11 @@ launch() {
   pids+=($!)
   names+=("$name")
   logs+=("$log")
+  local proc="$data/procs/${name// /-}"
+  mkdir -p "$proc"
+  printf '%s\0' "$@" >"$proc/argv"
+  echo "$!" >"$proc/pid"
+  echo "$log" >"$proc/log"
 }
 
 # Every process started is still running; else the cluster is stopped, with the failed one's log tail.

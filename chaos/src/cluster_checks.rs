@@ -200,6 +200,89 @@ pub fn disturbed_pods(before: &PodSnapshot, after: &PodSnapshot) -> Vec<Violatio
     out
 }
 
+/// One look at a Deployment and its pods: its spec's replicas and maxSurge then, how many of its pods were
+/// active (not terminating, not finished), and how many of those were new since the previous look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SurgeSample {
+    pub at: u64,
+    pub key: ObjectKey,
+    /// The Deployment's uid: a Deployment deleted and created again under its name starts afresh.
+    pub uid: String,
+    pub replicas: u32,
+    pub max_surge: u32,
+    pub pods: u32,
+    pub new_pods: u32,
+}
+
+/// Pods created beyond `replicas + maxSurge`: a look in which new pods appeared while the Deployment had more
+/// active pods than the most replicas its spec asked for in the `window_ms` before, plus maxSurge. (Extra pods
+/// left over from a scale-down the controllers have not carried out yet are not surge: nobody created them.)
+pub fn surge_violations(samples: &[SurgeSample], window_ms: u64) -> Vec<Violation> {
+    let mut by_uid: BTreeMap<&str, Vec<&SurgeSample>> = BTreeMap::new();
+    for s in samples {
+        by_uid.entry(&s.uid).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for list in by_uid.values_mut() {
+        list.sort_by_key(|s| s.at);
+        for (i, s) in list.iter().enumerate() {
+            if s.new_pods == 0 {
+                continue;
+            }
+            let recent_max = list[..=i]
+                .iter()
+                .filter(|p| p.at + window_ms >= s.at)
+                .map(|p| p.replicas)
+                .max()
+                .unwrap_or(s.replicas);
+            if s.pods > recent_max + s.max_surge {
+                out.push(violation(format!(
+                    "{:?} at {} ms: {} active pods ({} new) with replicas {} and maxSurge {}",
+                    s.key, s.at, s.pods, s.new_pods, recent_max, s.max_surge
+                )));
+            }
+        }
+    }
+    out
+}
+
+/// A workload at the end, as the API shows it: what its spec asks for and what its status reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadState {
+    pub key: ObjectKey,
+    pub generation: i64,
+    pub observed_generation: i64,
+    /// Deployments and StatefulSets: spec.replicas; Jobs: completions.
+    pub want: i32,
+    /// Deployments: updated, available and total replicas; StatefulSets: updated, ready and total replicas;
+    /// Jobs: succeeded pods (twice) and active pods.
+    pub updated: i32,
+    pub ready: i32,
+    pub total: i32,
+    /// Jobs: the Complete condition.
+    pub complete: bool,
+}
+
+/// The workloads that have not converged to their spec: why, one line each.
+pub fn not_converged(states: &[WorkloadState]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in states {
+        let why = if s.key.resource == "jobs" {
+            (!s.complete || s.ready < s.want).then(|| format!("{} of {} completions", s.ready, s.want))
+        } else if s.observed_generation < s.generation {
+            Some(format!("generation {} observed {}", s.generation, s.observed_generation))
+        } else if (s.updated, s.ready, s.total) != (s.want, s.want, s.want) {
+            Some(format!("want {}: {} updated, {} ready, {} in all", s.want, s.updated, s.ready, s.total))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            out.push(format!("{}/{} {}: {why}", s.key.resource, s.key.namespace, s.key.name));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +399,70 @@ mod tests {
         after.insert("u2".into(), ("chaos/web-b".into(), 2));
         let found = disturbed_pods(&before, &after);
         assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    fn sample(at: u64, replicas: u32, pods: u32, new_pods: u32) -> SurgeSample {
+        SurgeSample { at, key: key("d"), uid: "u1".into(), replicas, max_surge: 1, pods, new_pods }
+    }
+
+    #[test]
+    fn surge_within_bounds_and_scale_down_lag_pass() {
+        let samples = [
+            sample(0, 2, 2, 2),
+            // A rollout: one extra pod.
+            sample(1000, 2, 3, 1),
+            sample(2000, 2, 2, 0),
+            // Scaled down to 0: pods linger, nobody creates new ones.
+            sample(3000, 0, 2, 0),
+            // Scaled 3 → 1 a moment ago and a pod created for the 3: within the window.
+            sample(4000, 3, 2, 0),
+            sample(5000, 1, 3, 1),
+        ];
+        assert!(surge_violations(&samples, 5000).is_empty());
+    }
+
+    #[test]
+    fn pods_created_past_max_surge_are_found() {
+        let samples = [sample(0, 2, 2, 2), sample(1000, 2, 4, 2)];
+        let v = surge_violations(&samples, 5000);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].what.contains("4 active pods"));
+        // Another Deployment (uid) under the same name does not inherit the first one's replicas.
+        let mut other = sample(1500, 0, 2, 2);
+        other.uid = "u2".into();
+        assert_eq!(surge_violations(&[sample(0, 3, 3, 3), other], 5000).len(), 1);
+    }
+
+    fn workload(resource: &str, want: i32, (updated, ready, total): (i32, i32, i32), gens: (i64, i64), complete: bool) -> WorkloadState {
+        WorkloadState {
+            key: ObjectKey { resource: resource.into(), namespace: "chaos".into(), name: "w".into() },
+            generation: gens.0,
+            observed_generation: gens.1,
+            want,
+            updated,
+            ready,
+            total,
+            complete,
+        }
+    }
+
+    #[test]
+    fn converged_workloads_pass_and_the_others_say_why() {
+        let good = [
+            workload("deployments", 2, (2, 2, 2), (3, 3), false),
+            workload("statefulsets", 0, (0, 0, 0), (1, 1), false),
+            workload("jobs", 1, (1, 1, 0), (1, 1), true),
+        ];
+        assert!(not_converged(&good).is_empty());
+        let bad = [
+            workload("deployments", 2, (2, 2, 2), (4, 3), false),
+            workload("deployments", 2, (1, 2, 3), (3, 3), false),
+            workload("statefulsets", 2, (2, 1, 2), (1, 1), false),
+            workload("jobs", 1, (0, 0, 1), (1, 1), false),
+        ];
+        let why = not_converged(&bad);
+        assert_eq!(why.len(), 4, "{why:?}");
+        assert!(why[0].contains("generation 4 observed 3"));
+        assert!(why[3].contains("0 of 1 completions"));
     }
 }

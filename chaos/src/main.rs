@@ -1,19 +1,25 @@
-//! `keel-chaos`: one robustness run against `keel kv` (or etcd) members (see chaos/README.md).
+//! `keel-chaos`: one robustness run against `keel kv` (or etcd) members, or with `keel-chaos cluster`
+//! against a whole cluster started by deploy/local-cluster.sh (see chaos/README.md).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use keel_chaos::cluster_faults::ClusterFault;
+use keel_chaos::cluster_run::ClusterRunConfig;
 use keel_chaos::members::Server;
 use keel_chaos::nemesis::{Fault, MAX_TOGETHER};
 use keel_chaos::run::{run, RunConfig};
 
 #[derive(Parser)]
 #[command(
-    about = "Runs traffic against keel kv members in network namespaces, injects faults, checks what the clients saw"
+    about = "Runs traffic against keel kv members in network namespaces, injects faults, checks what the clients saw",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// The keel binary.
     #[arg(long, default_value = "target/debug/keel")]
     keel: PathBuf,
@@ -56,6 +62,106 @@ struct Args {
     recheck: Option<PathBuf>,
 }
 
+#[derive(clap::Subcommand)]
+enum Mode {
+    /// The whole cluster: deploy/local-cluster.sh's masters, store and real agents (as root), Deployments,
+    /// StatefulSets and Jobs driven through keel lb, masters, store members, nodes and links broken.
+    Cluster(ClusterArgs),
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// The keel binary.
+    #[arg(long, default_value = "target/debug/keel")]
+    keel: PathBuf,
+    /// The repository (its deploy/ scripts).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// 3 or 5.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(3..=5))]
+    masters: u16,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=20))]
+    nodes: u16,
+    /// Three `keel kv` members of their own instead of members stacked in the masters.
+    #[arg(long)]
+    external_store: bool,
+    /// How long the traffic runs: seconds, or with a unit (90s, 10m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Faults to inject, comma-separated, or "all" (or "none").
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// How long each fault lasts.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    fault_duration: Duration,
+    /// Pause between faults (after the cluster recovered from the last one).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Traffic clients, each with a Deployment, a StatefulSet and a Job of its own.
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How long the workloads have to converge after the last fault.
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    converge_within: Duration,
+    /// Where the cluster's data and logs, the history and the report go (default: a new temporary
+    /// directory, kept).
+    #[arg(long)]
+    work: Option<PathBuf>,
+}
+
+fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
+    use clap::ValueEnum;
+    let faults = match a.nemesis.as_str() {
+        "all" => ClusterFault::ALL.to_vec(),
+        "none" => vec![],
+        spec => spec
+            .split(',')
+            .map(|f| {
+                ClusterFault::from_str(f.trim(), true).map_err(|_| {
+                    let names: Vec<String> = ClusterFault::ALL
+                        .iter()
+                        .filter_map(|f| f.to_possible_value())
+                        .map(|v| v.get_name().to_string())
+                        .collect();
+                    anyhow::anyhow!("unknown fault {f:?}: use all, none, or some of {}", names.join(", "))
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    if a.masters == 4 {
+        bail!("--masters must be 3 or 5");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the cluster mode needs root: its machines are network namespaces, its nodes run containerd");
+    }
+    let work = a.work.unwrap_or_else(|| std::env::temp_dir().join(format!("keel-chaos-cluster-{}", std::process::id())));
+    let cfg = ClusterRunConfig {
+        repo: std::fs::canonicalize(&a.repo).with_context(|| format!("repository {}", a.repo.display()))?,
+        keel: std::fs::canonicalize(&a.keel).with_context(|| format!("keel binary {}", a.keel.display()))?,
+        masters: usize::from(a.masters),
+        nodes: usize::from(a.nodes),
+        external_store: a.external_store,
+        duration: a.duration,
+        faults,
+        fault_duration: a.fault_duration,
+        interval: a.interval,
+        clients: a.clients,
+        seed: a.seed,
+        converge_within: a.converge_within,
+        work: work.clone(),
+    };
+    let report = keel_chaos::cluster_run::run(&cfg).context("whole-cluster chaos run")?;
+    println!("{}", report.summary());
+    println!("cluster logs, history and report: {}", work.display());
+    if !report.ok() {
+        bail!("violations found (see above)");
+    }
+    Ok(())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
     let n: u64 = n.parse().map_err(|_| format!("not a duration: {s:?} (try 90s or 10m)"))?;
@@ -90,6 +196,9 @@ fn faults(spec: &str) -> anyhow::Result<Vec<Fault>> {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    if let Some(Mode::Cluster(c)) = a.mode {
+        return cluster(c);
+    }
     if let Some(dir) = a.recheck {
         let r = keel_chaos::run::recheck(&dir, keel_chaos::linearizability::DEFAULT_BUDGET)?;
         println!(
