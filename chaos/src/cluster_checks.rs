@@ -229,12 +229,8 @@ pub fn surge_violations(samples: &[SurgeSample], window_ms: u64) -> Vec<Violatio
             if s.new_pods == 0 {
                 continue;
             }
-            let recent_max = list[..=i]
-                .iter()
-                .filter(|p| p.at + window_ms >= s.at)
-                .map(|p| p.replicas)
-                .max()
-                .unwrap_or(s.replicas);
+            let recent_max =
+                list[..=i].iter().filter(|p| p.at + window_ms >= s.at).map(|p| p.replicas).max().unwrap_or(s.replicas);
             if s.pods > recent_max + s.max_surge {
                 out.push(violation(format!(
                     "{:?} at {} ms: {} active pods ({} new) with replicas {} and maxSurge {}",
@@ -433,7 +429,13 @@ mod tests {
         assert_eq!(surge_violations(&[sample(0, 3, 3, 3), other], 5000).len(), 1);
     }
 
-    fn workload(resource: &str, want: i32, (updated, ready, total): (i32, i32, i32), gens: (i64, i64), complete: bool) -> WorkloadState {
+    fn workload(
+        resource: &str,
+        want: i32,
+        (updated, ready, total): (i32, i32, i32),
+        gens: (i64, i64),
+        complete: bool,
+    ) -> WorkloadState {
         WorkloadState {
             key: ObjectKey { resource: resource.into(), namespace: "chaos".into(), name: "w".into() },
             generation: gens.0,

@@ -235,7 +235,11 @@ pub fn plan(fault: ClusterFault, topo: &Topology, leaders: &Leaders, rng: &mut R
 
 /// Every master and store member but `h`.
 fn control_plane_except(topo: &Topology, h: Host) -> Vec<Host> {
-    (0..topo.masters.len()).map(Host::Master).chain((0..topo.stores.len()).map(Host::Store)).filter(|x| *x != h).collect()
+    (0..topo.masters.len())
+        .map(Host::Master)
+        .chain((0..topo.stores.len()).map(Host::Store))
+        .filter(|x| *x != h)
+        .collect()
 }
 
 fn partition(topo: &Topology, h: Host, peers: Vec<Host>) -> Action {
@@ -260,8 +264,12 @@ impl Procs {
 
     pub fn pid(&self, name: &str) -> Result<i32, HostError> {
         let f = self.dir.join(name).join("pid");
-        let s = std::fs::read_to_string(&f).map_err(|source| HostError::Spawn { command: format!("read {}", f.display()), source })?;
-        s.trim().parse().map_err(|_| HostError::Command { command: format!("read {}", f.display()), stderr: format!("not a pid: {s:?}") })
+        let s = std::fs::read_to_string(&f)
+            .map_err(|source| HostError::Spawn { command: format!("read {}", f.display()), source })?;
+        s.trim().parse().map_err(|_| HostError::Command {
+            command: format!("read {}", f.display()),
+            stderr: format!("not a pid: {s:?}"),
+        })
     }
 
     fn signal(&self, name: &str, sig: i32) -> Result<i32, HostError> {
@@ -321,8 +329,11 @@ impl Procs {
         let proc = self.dir.join(name);
         let err = |what: &str, source| HostError::Spawn { command: format!("{what} {}", proc.display()), source };
         let argv = std::fs::read(proc.join("argv")).map_err(|e| err("read argv of", e))?;
-        let args: Vec<String> =
-            argv.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let args: Vec<String> = argv
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         let log_path = std::fs::read_to_string(proc.join("log")).map_err(|e| err("read log of", e))?;
         let log = std::fs::OpenOptions::new()
             .append(true)
@@ -417,7 +428,8 @@ mod tests {
     fn a_minority_is_killed_never_a_majority() {
         for (m, want) in [(3, 1), (5, 2)] {
             for seed in 0..30 {
-                let Action::Kill(v) = plan(ClusterFault::KillMinority, &topo(m, 0), &Leaders::default(), &mut Rng::new(seed))
+                let Action::Kill(v) =
+                    plan(ClusterFault::KillMinority, &topo(m, 0), &Leaders::default(), &mut Rng::new(seed))
                 else {
                     panic!()
                 };
@@ -434,8 +446,14 @@ mod tests {
         let t = topo(3, 3);
         let leaders = Leaders { control: Some(1), store: Some(Host::Store(2)), agent_master: Some(0) };
         let mut rng = Rng::new(1);
-        assert_eq!(plan(ClusterFault::KillControlLeader, &t, &leaders, &mut rng), Action::Kill(vec!["master-m2".into()]));
-        assert_eq!(plan(ClusterFault::PauseStoreLeader, &t, &leaders, &mut rng), Action::Pause(vec!["store-member-s3".into()]));
+        assert_eq!(
+            plan(ClusterFault::KillControlLeader, &t, &leaders, &mut rng),
+            Action::Kill(vec!["master-m2".into()])
+        );
+        assert_eq!(
+            plan(ClusterFault::PauseStoreLeader, &t, &leaders, &mut rng),
+            Action::Pause(vec!["store-member-s3".into()])
+        );
         assert_eq!(plan(ClusterFault::KillAgentMaster, &t, &leaders, &mut rng), Action::Kill(vec!["master-m1".into()]));
         assert_eq!(
             plan(ClusterFault::PartitionLeaders, &t, &leaders, &mut rng),
@@ -449,14 +467,18 @@ mod tests {
         let t = topo(3, 0);
         for seed in 0..20 {
             let mut rng = Rng::new(seed);
-            let Action::Partition { host, peers, .. } = plan(ClusterFault::PartitionMaster, &t, &Leaders::default(), &mut rng)
+            let Action::Partition { host, peers, .. } =
+                plan(ClusterFault::PartitionMaster, &t, &Leaders::default(), &mut rng)
             else {
                 panic!()
             };
             // The other two masters, never itself.
             assert_eq!(peers.len(), 2);
-            assert!(!peers.iter().any(|p| p.to_string() == format!("10.200.0.{}", 100 + host[1..].parse::<u8>().unwrap())));
-            let Action::Partition { host, peers, .. } = plan(ClusterFault::PartitionNode, &t, &Leaders::default(), &mut rng)
+            assert!(!peers
+                .iter()
+                .any(|p| p.to_string() == format!("10.200.0.{}", 100 + host[1..].parse::<u8>().unwrap())));
+            let Action::Partition { host, peers, .. } =
+                plan(ClusterFault::PartitionNode, &t, &Leaders::default(), &mut rng)
             else {
                 panic!()
             };
@@ -465,7 +487,8 @@ mod tests {
         }
         // Stacked, one master leading both: it is cut from the other masters.
         let leaders = Leaders { control: Some(0), store: Some(Host::Master(0)), agent_master: None };
-        let Action::Partition { host, peers, .. } = plan(ClusterFault::PartitionLeaders, &t, &leaders, &mut Rng::new(3))
+        let Action::Partition { host, peers, .. } =
+            plan(ClusterFault::PartitionLeaders, &t, &leaders, &mut Rng::new(3))
         else {
             panic!()
         };

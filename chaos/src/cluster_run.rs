@@ -135,6 +135,9 @@ pub struct ClusterReport {
     pub refused: usize,
     pub unknown: usize,
     pub node_sightings: usize,
+    /// The API probe through keel lb (every 200 ms): how many, and how many got no answer within 2 s.
+    pub api_probes: usize,
+    pub api_probes_failed: usize,
     pub rounds: Vec<RoundReport>,
     /// From the end of the last fault until every workload matched its spec.
     pub converged_after_ms: Option<u64>,
@@ -149,7 +152,7 @@ impl ClusterReport {
     /// The report as a short Markdown summary: one line per fault kind and the violations.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} masters ({}), {} nodes, {} s: {} writes ({} acknowledged, {} refused, {} unknown), {} rounds of faults\n\n",
+            "{} masters ({}), {} nodes, {} s: {} writes ({} acknowledged, {} refused, {} unknown), {} API probes ({} unanswered), {} rounds of faults\n\n",
             self.masters,
             if self.external_store { "external store" } else { "stacked store" },
             self.nodes,
@@ -158,6 +161,8 @@ impl ClusterReport {
             self.acked,
             self.refused,
             self.unknown,
+            self.api_probes,
+            self.api_probes_failed,
             self.rounds.len()
         );
         s.push_str("| fault | rounds | control loops acting p50 / max ms | API unavailable p50 / max ms | longest outage max ms | recovered p50 ms | disturbed pods |\n|---|---:|---:|---:|---:|---:|---:|\n");
@@ -168,7 +173,8 @@ impl ClusterReport {
             let rounds: Vec<&RoundReport> = self.rounds.iter().filter(|r| r.fault == k).collect();
             let acting: Vec<u64> = rounds.iter().filter_map(|r| r.control_acting_ms).collect();
             let unavailable: Vec<u64> = rounds.iter().map(|r| r.api_unavailable_ms).collect();
-            let recovered: Vec<u64> = rounds.iter().filter_map(|r| r.recovered.map(|t| t.saturating_sub(r.healed))).collect();
+            let recovered: Vec<u64> =
+                rounds.iter().filter_map(|r| r.recovered.map(|t| t.saturating_sub(r.healed))).collect();
             let longest = rounds.iter().map(|r| r.api_longest_outage_ms).max().unwrap_or(0);
             let disturbed: usize = rounds.iter().map(|r| r.disturbed.len()).sum();
             s.push_str(&format!(
@@ -251,7 +257,8 @@ pub fn run(cfg: &ClusterRunConfig) -> Result<ClusterReport, ClusterRunError> {
     }
     std::fs::create_dir_all(&cfg.work)?;
     let cluster_dir = cfg.work.join("cluster");
-    let launched = launcher(cfg, &cluster_dir, &["--masters", &cfg.masters.to_string(), "--nodes", &cfg.nodes.to_string()]);
+    let launched =
+        launcher(cfg, &cluster_dir, &["--masters", &cfg.masters.to_string(), "--nodes", &cfg.nodes.to_string()]);
     let result = match launched {
         Ok(()) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -447,6 +454,8 @@ async fn drive(cfg: &ClusterRunConfig, cluster_dir: &Path) -> Result<ClusterRepo
         refused: count(|o| *o == WriteOutcome::Refused),
         unknown: count(|o| *o == WriteOutcome::Unknown),
         node_sightings: r.sightings.len(),
+        api_probes: r.probes.len(),
+        api_probes_failed: r.probes.iter().filter(|(_, ok)| !ok).count(),
         rounds,
         converged_after_ms,
         violations,
@@ -502,7 +511,10 @@ async fn probe_api(client: Client, clock: Clock, rec: Arc<Mutex<Recorded>>, stop
     let api: Api<Namespace> = Api::all(client);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let at = clock.ms();
-        let ok = matches!(tokio::time::timeout(Duration::from_secs(2), api.list(&ListParams::default().limit(1))).await, Ok(Ok(_)));
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(2), api.list(&ListParams::default().limit(1))).await,
+            Ok(Ok(_))
+        );
         rec.lock().expect("not poisoned").probes.push((at, ok));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -588,7 +600,12 @@ fn pod_of(info: &str) -> Option<(String, String, String)> {
 }
 
 /// Every second, each Deployment of the traffic with its active pods (checker c's maxSurge).
-async fn sample_surge(client: Client, clock: Clock, rec: Arc<Mutex<Recorded>>, stop: Arc<std::sync::atomic::AtomicBool>) {
+async fn sample_surge(
+    client: Client,
+    clock: Clock,
+    rec: Arc<Mutex<Recorded>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
     let (deps, rss, pods): (Api<Deployment>, Api<ReplicaSet>, Api<Pod>) =
         (Api::namespaced(client.clone(), NS), Api::namespaced(client.clone(), NS), Api::namespaced(client, NS));
     let mut seen: HashSet<String> = HashSet::new();
@@ -614,7 +631,9 @@ async fn sample_surge(client: Client, clock: Clock, rec: Arc<Mutex<Recorded>>, s
             if pod.metadata.deletion_timestamp.is_some() || phase == "Succeeded" || phase == "Failed" {
                 continue;
             }
-            let Some(dep) = owner(pod.metadata.owner_references.as_ref()).and_then(|rs| rs_to_dep.get(&rs)) else { continue };
+            let Some(dep) = owner(pod.metadata.owner_references.as_ref()).and_then(|rs| rs_to_dep.get(&rs)) else {
+                continue;
+            };
             active.entry(dep.clone()).or_default().push(pod.uid().unwrap_or_default());
         }
         let mut r = rec.lock().expect("not poisoned");
@@ -725,16 +744,19 @@ async fn recovery(client: &Client, topo: &Topology, kubeconfig: &Path, within: D
     while Instant::now() < deadline {
         let mut ok = true;
         for ip in &topo.masters {
-            if hub_command("kubectl", &[
-                "--kubeconfig",
-                &kubeconfig.to_string_lossy(),
-                "--server",
-                &format!("https://{ip}:6443"),
-                "--request-timeout=2s",
-                "get",
-                "--raw",
-                "/readyz",
-            ])
+            if hub_command(
+                "kubectl",
+                &[
+                    "--kubeconfig",
+                    &kubeconfig.to_string_lossy(),
+                    "--server",
+                    &format!("https://{ip}:6443"),
+                    "--request-timeout=2s",
+                    "get",
+                    "--raw",
+                    "/readyz",
+                ],
+            )
             .await
             .is_none()
             {
@@ -793,8 +815,13 @@ async fn find_leaders(client: &Client, topo: &Topology) -> Leaders {
     } else {
         topo.stores.iter().enumerate().map(|(i, a)| (Host::Store(i), *a)).collect()
     };
-    let endpoints = members.iter().map(|(_, a)| format!("http://{a}:2379")).collect::<Vec<_>>().join(",");
-    if let Some(out) = hub_command("etcdctl", &["--endpoints", &endpoints, "--command-timeout=2s", "endpoint", "status", "-w", "json"]).await {
+    // Without a scheme: etcdctl 3.4 sends an endpoint given with one as the :authority of its per-endpoint
+    // calls (`endpoint status`), which HTTP/2 servers other than grpc-go's refuse.
+    let endpoints = members.iter().map(|(_, a)| format!("{a}:2379")).collect::<Vec<_>>().join(",");
+    if let Some(out) =
+        hub_command("etcdctl", &["--endpoints", &endpoints, "--command-timeout=2s", "endpoint", "status", "-w", "json"])
+            .await
+    {
         leaders.store = store_leader(&out, &members);
     }
     if let Some(out) = in_netns("kh1", "ss", &["-tnH", "state", "established", "( dport = :6443 )"]).await {
@@ -818,7 +845,7 @@ fn store_leader(json: &str, members: &[(Host, Ipv4Addr)]) -> Option<Host> {
         let id = status.get("header")?.get("member_id")?.as_u64()?;
         if status.get("leader")?.as_u64()? == id {
             let endpoint = e.get("Endpoint")?.as_str()?;
-            return members.iter().find(|(_, a)| endpoint.contains(&format!("//{a}:"))).map(|(h, _)| *h);
+            return members.iter().find(|(_, a)| endpoint.contains(&format!("{a}:"))).map(|(h, _)| *h);
         }
     }
     None
@@ -864,12 +891,22 @@ async fn traffic_client(client: Client, c: usize, seed: u64, clock: Clock, rec: 
         let replicas = rng.below(3) as i64;
         let invoked = clock.ms();
         let outcome = match (o, kind) {
-            (0, WriteKind::Create) => write(deps.create(&PostParams::default(), &deployment(name, replicas, &marker))).await,
-            (1, WriteKind::Create) => write(sts.create(&PostParams::default(), &statefulset(name, replicas, &marker))).await,
+            (0, WriteKind::Create) => {
+                write(deps.create(&PostParams::default(), &deployment(name, replicas, &marker))).await
+            }
+            (1, WriteKind::Create) => {
+                write(sts.create(&PostParams::default(), &statefulset(name, replicas, &marker))).await
+            }
             (_, WriteKind::Create) => write(jobs.create(&PostParams::default(), &job(name, &marker))).await,
-            (0, WriteKind::Update) => write(deps.patch(name, &PatchParams::default(), &Patch::Merge(update(o, r, replicas, &marker)))).await,
-            (1, WriteKind::Update) => write(sts.patch(name, &PatchParams::default(), &Patch::Merge(update(o, r, replicas, &marker)))).await,
-            (_, WriteKind::Update) => write(jobs.patch(name, &PatchParams::default(), &Patch::Merge(update(o, r, replicas, &marker)))).await,
+            (0, WriteKind::Update) => {
+                write(deps.patch(name, &PatchParams::default(), &Patch::Merge(update(o, r, replicas, &marker)))).await
+            }
+            (1, WriteKind::Update) => {
+                write(sts.patch(name, &PatchParams::default(), &Patch::Merge(update(o, r, replicas, &marker)))).await
+            }
+            (_, WriteKind::Update) => {
+                write(jobs.patch(name, &PatchParams::default(), &Patch::Merge(update(o, r, replicas, &marker)))).await
+            }
             (0, WriteKind::Delete) => delete(deps.delete(name, &DeleteParams::background()), last_rv[o]).await,
             (1, WriteKind::Delete) => delete(sts.delete(name, &DeleteParams::background()), last_rv[o]).await,
             (_, WriteKind::Delete) => delete(jobs.delete(name, &DeleteParams::background()), last_rv[o]).await,
@@ -932,7 +969,9 @@ async fn delete<K: Resource + DeserializeOwned>(
 /// outcome is not known.
 fn refused(e: &kube::Error) -> Answer {
     match e {
-        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 408 && s.code != 429 => Answer::Refused(s.code),
+        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 408 && s.code != 429 => {
+            Answer::Refused(s.code)
+        }
         _ => Answer::Unknown,
     }
 }
@@ -947,7 +986,9 @@ fn update(o: usize, r: u64, replicas: i64, marker: &str) -> serde_json::Value {
     let meta = json!({"labels": {MARKER: marker}});
     match (o, r) {
         (0 | 1, 0..=3) => json!({"metadata": meta, "spec": {"replicas": replicas}}),
-        (0 | 1, 4..=6) => json!({"metadata": meta, "spec": {"template": {"metadata": {"annotations": {"chaos/rev": marker}}}}}),
+        (0 | 1, 4..=6) => {
+            json!({"metadata": meta, "spec": {"template": {"metadata": {"annotations": {"chaos/rev": marker}}}}})
+        }
         _ => json!({"metadata": meta}),
     }
 }
@@ -1036,7 +1077,8 @@ async fn workload_states(client: &Client) -> Result<Vec<WorkloadState>, kube::Er
     }
     for j in Api::<Job>::namespaced(client.clone(), NS).list(&lp).await? {
         let s = j.status.clone().unwrap_or_default();
-        let complete = s.conditions.as_ref().is_some_and(|c| c.iter().any(|c| c.type_ == "Complete" && c.status == "True"));
+        let complete =
+            s.conditions.as_ref().is_some_and(|c| c.iter().any(|c| c.type_ == "Complete" && c.status == "True"));
         out.push(WorkloadState {
             key: key("jobs", &j.name_any()),
             generation: j.metadata.generation.unwrap_or(0),
@@ -1062,10 +1104,20 @@ async fn final_state(client: &Client) -> Result<FinalState, ClusterRunError> {
     };
     fn fields<K: Resource>(k: &K) -> (String, Option<String>, Option<String>) {
         let m = k.meta();
-        (m.name.clone().unwrap_or_default(), m.resource_version.clone(), m.labels.as_ref().and_then(|l| l.get(MARKER).cloned()))
+        (
+            m.name.clone().unwrap_or_default(),
+            m.resource_version.clone(),
+            m.labels.as_ref().and_then(|l| l.get(MARKER).cloned()),
+        )
     }
-    add("deployments", Api::<Deployment>::namespaced(client.clone(), NS).list(&lp).await?.items.iter().map(fields).collect());
-    add("statefulsets", Api::<StatefulSet>::namespaced(client.clone(), NS).list(&lp).await?.items.iter().map(fields).collect());
+    add(
+        "deployments",
+        Api::<Deployment>::namespaced(client.clone(), NS).list(&lp).await?.items.iter().map(fields).collect(),
+    );
+    add(
+        "statefulsets",
+        Api::<StatefulSet>::namespaced(client.clone(), NS).list(&lp).await?.items.iter().map(fields).collect(),
+    );
     add("jobs", Api::<Job>::namespaced(client.clone(), NS).list(&lp).await?.items.iter().map(fields).collect());
     Ok(end)
 }

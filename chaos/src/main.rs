@@ -137,7 +137,8 @@ fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the cluster mode needs root: its machines are network namespaces, its nodes run containerd");
     }
-    let work = a.work.unwrap_or_else(|| std::env::temp_dir().join(format!("keel-chaos-cluster-{}", std::process::id())));
+    let work =
+        a.work.unwrap_or_else(|| std::env::temp_dir().join(format!("keel-chaos-cluster-{}", std::process::id())));
     let cfg = ClusterRunConfig {
         repo: std::fs::canonicalize(&a.repo).with_context(|| format!("repository {}", a.repo.display()))?,
         keel: std::fs::canonicalize(&a.keel).with_context(|| format!("keel binary {}", a.keel.display()))?,
