@@ -177,6 +177,11 @@ impl ExternalMasters {
         }
     }
 
+    /// Master `i`'s whole log.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.masters[i].log).unwrap_or_default()
+    }
+
     fn log_tail(&self, i: usize) -> String {
         let s = std::fs::read_to_string(&self.masters[i].log).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();

@@ -126,6 +126,19 @@ async fn etcdctl_works_against_every_member() {
     assert!(ids.contains(&leaders[0]));
     let out = ok_stdout(etcdctl(&all, &["endpoint", "health"], None).unwrap()).unwrap_or_default();
     assert!(!out.contains("unhealthy"), "{out}");
+
+    // Endpoints written as URLs, as etcd's docs write them: etcdctl 3.4's per-endpoint calls then send
+    // `http://host:port` as the HTTP/2 :authority (refused as malformed until keel-store's authority.rs).
+    let urls = c.members.iter().map(|m| m.client_url()).collect::<Vec<_>>().join(",");
+    let out = ok_stdout(etcdctl(&urls, &["endpoint", "status", "-w", "json"], None).unwrap()).unwrap();
+    let statuses: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(statuses.as_array().map(Vec::len), Some(3), "{out}");
+    let out = ok_stdout(etcdctl(&urls, &["endpoint", "hashkv"], None).unwrap()).unwrap();
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let out = ok_stdout(etcdctl(&urls, &["defrag"], None).unwrap()).unwrap();
+    assert_eq!(out.matches("Finished defragmenting").count(), 3, "{out}");
+    let out = ok_stdout(etcdctl(&urls, &["put", "via-url", "yes"], None).unwrap()).unwrap();
+    assert_eq!(out.trim(), "OK");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,9 @@
 //! Which master runs the control loops (docs/adr/002), as each master reports it in `/readyz?verbose`
 //! (`[+]controller-leader ok: <name>`, `(this master)` on the leader): exactly one master leads; stacked,
 //! it is the master whose member leads Raft, and a kill -9 of it moves the lead to the next Raft leader
-//! with a newer fence; on an external store, a killed leader's lease runs out and another master takes
-//! over, and a leader stopped cleanly resigns so that another takes over.
+//! with a newer fence; on an external store, a killed leader's lease is revoked by the others as soon as
+//! its address refuses connections and another master takes over, and a leader stopped cleanly resigns so
+//! that another takes over.
 
 use std::time::{Duration, Instant};
 
@@ -106,13 +107,18 @@ async fn masters_on_an_external_store_hand_over_by_lease() {
     let first = agreed_leader(&apis, &name_of, Duration::from_secs(20));
     let (_, first_fence) = leader_key(&store, 0).await;
 
-    // kill -9: the lease (3 s) runs out, then another master leads.
+    // kill -9: its address refuses connections, so the others revoke its lease without waiting out the
+    // TTL (3 s), and another master leads.
     masters.kill(first);
     let rest: Vec<(usize, Api)> = apis.into_iter().filter(|(i, _)| *i != first).collect();
     let second = agreed_leader(&rest, &name_of, Duration::from_secs(30));
     let (holder, second_fence) = leader_key(&store, 0).await;
     assert_eq!(holder, names[second]);
     assert!(second_fence > first_fence);
+    let deposed = rest
+        .iter()
+        .any(|(i, _)| masters.log(*i).contains("refuses connections (its process is gone): revoking its lease"));
+    assert!(deposed, "no master revoked the dead leader's lease; the handover waited for the TTL");
 
     // A clean stop resigns: the last master leads.
     masters.stop(second);

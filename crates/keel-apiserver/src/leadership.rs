@@ -4,7 +4,11 @@
 //! write of its loops carries ([`Storage::fenced`]). Stacked, the master whose store member leads Raft
 //! claims the key for its term (a write that succeeds only if the stored term is lower, so a deposed
 //! leader's late claim changes nothing); external, the masters race to create the key with a lease, keep it
-//! alive while they lead, and revoke it on a clean shutdown.
+//! alive while they lead, and revoke it on a clean shutdown. An external leader also writes its API address
+//! in the key: the others dial it, and when it refuses connections (no process listens there: it died, and
+//! its host did not) they revoke its lease at once instead of waiting out the TTL. A leader that is merely
+//! silent (paused, partitioned, its machine gone) is left to the lease: a connection refused is the only
+//! sign taken as certain, and fencing keeps even a wrong guess safe.
 //!
 //! [`spawn`] runs the campaign and an observer of the key, and publishes this master's [`Role`]; while this
 //! master leads, it also renews the coordination.k8s.io Lease `kube-system/keel-controller-manager` (for
@@ -34,8 +38,8 @@ pub enum Role {
 pub enum Campaign {
     /// Stacked: lead while the master's own store member leads Raft (`Some(term)`).
     Raft(watch::Receiver<Option<u64>>),
-    /// External: hold the leader key under a lease of `ttl` seconds.
-    Lease { ttl: i64 },
+    /// External: hold the leader key under a lease of `ttl` seconds, naming the API `address` in it.
+    Lease { ttl: i64, address: String },
 }
 
 /// The leader key's value: the term, zero-padded so that values sort as terms do (0 for leased keys), and
@@ -44,12 +48,29 @@ pub fn key_value(term: u64, holder: &str) -> String {
     format!("{term:020} {holder}")
 }
 
+/// An external leader's key value: [`key_value`] and the API address it serves on.
+pub fn key_value_at(holder: &str, address: &str) -> String {
+    format!("{} {address}", key_value(0, holder))
+}
+
 /// The holder named by a leader key's value.
 pub fn holder(value: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(value).ok()?;
-    let (_, name) = text.split_once(' ')?;
+    let name = text.split(' ').nth(1)?;
     Some(name.to_string())
 }
+
+/// The API address a leader key's value names, if any.
+pub fn holder_address(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?;
+    text.split(' ').nth(2).map(String::from)
+}
+
+/// How often a follower dials an external leader's API, how long it waits, and how many refusals in a row
+/// mean the leader's process is gone.
+const DIAL_EVERY: Duration = Duration::from_millis(150);
+const DIAL_TIMEOUT: Duration = Duration::from_millis(500);
+const REFUSALS: u32 = 2;
 
 /// What the observer last saw of the leader key: its holder and mod revision (`None`: no key).
 type Observed = Option<(String, i64)>;
@@ -79,9 +100,14 @@ pub fn spawn(
     tokio::spawn(observe(storage.clone(), observed_tx, shutdown.clone()));
     match campaign {
         Campaign::Raft(terms) => tokio::spawn(by_raft(storage, identity, terms, claim_tx, shutdown.clone())),
-        Campaign::Lease { ttl } => {
-            tokio::spawn(by_lease(storage, identity, ttl, observed_rx.clone(), claim_tx, shutdown.clone()))
-        }
+        Campaign::Lease { ttl, address } => tokio::spawn(by_lease(
+            storage,
+            identity,
+            Held { ttl, address },
+            observed_rx.clone(),
+            claim_tx,
+            shutdown.clone(),
+        )),
     };
     tokio::spawn(publish(claim_rx, observed_rx, role_tx, shutdown.clone()));
     tokio::spawn(mirror_lease(storage_for_lease, identity_for_lease, role_rx.clone(), shutdown));
@@ -285,16 +311,59 @@ async fn by_raft(
     }
 }
 
+/// An external campaign's lease TTL and the API address the leader key names.
+struct Held {
+    ttl: i64,
+    address: String,
+}
+
+/// Reads the leader key; when another master holds it and names its address, dials that address until it
+/// refuses [`REFUSALS`] times in a row, then revokes the key's lease (the key goes with it) and returns.
+/// Never returns while the holder answers, is silent, or names no address.
+async fn depose_if_gone(storage: &Storage, identity: &str) {
+    let key = match storage.list(LEADER_KEY, None, 1, 0).await {
+        Ok(page) => page.items.into_iter().find(|kv| kv.key == LEADER_KEY),
+        Err(_) => None,
+    };
+    let Some(kv) = key else { return std::future::pending().await };
+    let (Some(holder), Some(address)) = (holder(&kv.value), holder_address(&kv.value)) else {
+        return std::future::pending().await;
+    };
+    if holder == identity || kv.lease == 0 {
+        return std::future::pending().await;
+    }
+    let mut refused = 0;
+    loop {
+        tokio::time::sleep(DIAL_EVERY).await;
+        match tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect(&address)).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+            _ => refused = 0,
+        }
+        if refused >= REFUSALS {
+            tracing::info!(
+                leader = %holder,
+                %address,
+                "the control-loop leader's API refuses connections (its process is gone): revoking its lease"
+            );
+            match storage.revoke_lease(kv.lease).await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(error = %e, "revoking the gone leader's lease failed; trying again"),
+            }
+        }
+    }
+}
+
 /// External: creates the key under a lease when there is none, holds it while the lease lives, and
 /// revokes the lease on shutdown (so that another master takes over at once).
 async fn by_lease(
     storage: Storage,
     identity: String,
-    ttl: i64,
+    held: Held,
     mut observed: watch::Receiver<Observed>,
     claim: watch::Sender<Option<i64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Held { ttl, address } = held;
     let every = Duration::from_millis((ttl.max(1) as u64) * 1000 / 3);
     loop {
         if *shutdown.borrow() {
@@ -302,7 +371,7 @@ async fn by_lease(
         }
         let attempt = async {
             let lease = storage.grant_lease(ttl).await?;
-            match storage.create_leased(LEADER_KEY, key_value(0, &identity).into_bytes(), lease).await {
+            match storage.create_leased(LEADER_KEY, key_value_at(&identity, &address).into_bytes(), lease).await {
                 Ok(Ok(fence)) => Ok(Some((lease, fence))),
                 Ok(Err(_)) => {
                     let _ = storage.revoke_lease(lease).await;
@@ -334,12 +403,14 @@ async fn by_lease(
                 claim.send_replace(None);
             }
             Ok(None) => {
-                // Someone holds the key: wait until it is gone (deleted or expired with its lease).
+                // Someone holds the key: wait until it is gone (deleted or expired with its lease), or until
+                // its holder refuses connections (then revoke its lease).
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 tokio::select! {
                     _ = observed.wait_for(Option::is_none) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                     _ = tokio::time::sleep(every * 3) => {}
+                    _ = depose_if_gone(&storage, &identity) => {}
                 }
             }
             Err(e) => {
@@ -353,6 +424,16 @@ async fn by_lease(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_external_leader_names_its_address_and_older_values_still_parse() {
+        let v = key_value_at("m2", "10.200.0.102:6443");
+        assert_eq!(holder(v.as_bytes()).as_deref(), Some("m2"));
+        assert_eq!(holder_address(v.as_bytes()).as_deref(), Some("10.200.0.102:6443"));
+        let old = key_value(0, "m1");
+        assert_eq!(holder(old.as_bytes()).as_deref(), Some("m1"));
+        assert_eq!(holder_address(old.as_bytes()), None);
+    }
 
     #[test]
     fn key_values_sort_by_term() {

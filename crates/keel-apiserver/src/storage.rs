@@ -75,6 +75,8 @@ pub struct Stored {
     pub value: Vec<u8>,
     pub mod_revision: i64,
     pub create_revision: i64,
+    /// The lease the key is attached to (0: none).
+    pub lease: i64,
 }
 
 /// A page of a list, all of it read at `revision`.
@@ -253,6 +255,7 @@ fn stored(kv: keel_proto::mvccpb::KeyValue) -> Stored {
         value: kv.value,
         mod_revision: kv.mod_revision,
         create_revision: kv.create_revision,
+        lease: kv.lease,
     }
 }
 

@@ -62,6 +62,10 @@ pub struct Settings {
     pub probe_period: Duration,
     /// How long a probe (connect, TLS, `/readyz`) may take before it counts as no answer.
     pub probe_timeout: Duration,
+    /// How long a probe's TCP connect may take: the kernel completes it even when the master's process is
+    /// busy, so on a LAN anything slower is a host or link that is gone (a partition is found within two
+    /// of these, not two whole probe timeouts).
+    pub probe_connect_timeout: Duration,
     /// How long a client's connection waits for one master before the next is tried.
     pub dial_timeout: Duration,
 }
@@ -75,6 +79,7 @@ impl Settings {
             netns: None,
             probe_period: Duration::from_millis(250),
             probe_timeout: Duration::from_millis(800),
+            probe_connect_timeout: Duration::from_millis(300),
             dial_timeout: Duration::from_secs(1),
         }
     }
@@ -192,7 +197,7 @@ fn probe_outcome(e: &std::io::Error) -> Probe {
 /// One probe: TLS to the master, `GET /readyz`, the status.
 async fn probe(shared: &Shared, server: &str) -> Probe {
     let attempt = async {
-        let tcp = shared.dial(server, shared.settings.probe_timeout).await.map_err(|e| probe_outcome(&e))?;
+        let tcp = shared.dial(server, shared.settings.probe_connect_timeout).await.map_err(|e| probe_outcome(&e))?;
         tcp.set_nodelay(true).ok();
         let host = server.rsplit_once(':').map_or(server, |(h, _)| h).trim_matches(['[', ']']);
         let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| Probe::Silent)?;

@@ -7,6 +7,7 @@
 //! read index, serializable reads are local.
 
 pub mod apply;
+pub mod authority;
 pub mod auto_compaction;
 pub mod config;
 pub mod error;

@@ -320,12 +320,12 @@ impl Store {
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE);
             let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc);
-            tasks.push(spawn_server(router, listener, rx.clone(), url.clone()));
+            tasks.push(spawn_server(router, listener, rx.clone(), url.clone(), false));
         }
         for url in &c.listen_client_urls {
             let listener = bind(url).await?;
             let router = crate::etcd_api::router(self.clone());
-            tasks.push(spawn_server(router, listener, rx.clone(), url.clone()));
+            tasks.push(spawn_server(router, listener, rx.clone(), url.clone(), true));
         }
         tasks.push(tokio::spawn(publish_member(self.clone(), rx.clone())));
         tasks.push(tokio::spawn(watch_stalls(rx.clone())));
@@ -1005,20 +1005,41 @@ async fn bind(url: &str) -> Result<tokio::net::TcpListener, StoreError> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| StoreError::Listen { addr: url.to_string(), source: e })
 }
 
+/// Serves `router` on `listener`; with `fix_authority` (client URLs), each connection goes through
+/// [`crate::authority::AuthorityFix`] so that etcdctl 3.4's `:authority` with a scheme is taken.
 fn spawn_server(
     router: tonic::transport::server::Router,
     listener: tokio::net::TcpListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+    url: String,
+    fix_authority: bool,
+) -> JoinHandle<()> {
+    // The server's own tcp_nodelay applies only to listeners it binds: set it on each accepted socket, or
+    // Nagle holds back the last frames of a response until the client's delayed ACK (~10-40 ms a call).
+    let accepted = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        conn.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
+    if fix_authority {
+        let fixed = tokio_stream::StreamExt::map(accepted, |conn| conn.map(crate::authority::AuthorityFix::new));
+        serve_incoming(router, fixed, stop, url)
+    } else {
+        serve_incoming(router, accepted, stop, url)
+    }
+}
+
+fn serve_incoming<IO, S>(
+    router: tonic::transport::server::Router,
+    incoming: S,
     mut stop: tokio::sync::watch::Receiver<bool>,
     url: String,
-) -> JoinHandle<()> {
+) -> JoinHandle<()>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
-        // The server's own tcp_nodelay applies only to listeners it binds: set it on each accepted socket, or
-        // Nagle holds back the last frames of a response until the client's delayed ACK (~10-40 ms a call).
-        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-            conn.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        });
         let res = router
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;

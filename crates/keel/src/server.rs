@@ -90,9 +90,12 @@ fn channel(urls: &[String]) -> anyhow::Result<Channel> {
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let metrics_urls = args.member.listen_metrics_urls.clone();
     let mut config = args.member.into_config()?;
+    let advertise = args.api_advertise.unwrap_or_else(|| args.api_listen.to_string());
+    // The address other masters dial to see whether this one, leading, is gone (host:port, no scheme).
+    let dial = advertise.trim_start_matches("https://").trim_end_matches('/').to_string();
     let mut server = ServerConfig {
         listen: args.api_listen,
-        advertise: args.api_advertise.unwrap_or_else(|| args.api_listen.to_string()),
+        advertise,
         tls_sans: args.tls_san,
         data_dir: config.data_dir.clone(),
         service_cidr: keel_api::services::ServiceCidr::parse(&args.service_cluster_ip_range)
@@ -100,7 +103,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             .context("bad --service-cluster-ip-range")?,
         identity: config.name.clone(),
         // Stacked masters follow their members' Raft leadership (set below once the member runs).
-        campaign: Campaign::Lease { ttl: LEADER_LEASE_TTL },
+        campaign: Campaign::Lease { ttl: LEADER_LEASE_TTL, address: dial },
         extra_metrics: None,
         node_lifecycle: None,
     };
