@@ -102,6 +102,11 @@ pub struct RoundReport {
     pub api_longest_outage_ms: u64,
     /// Sample-app pods disturbed across this fault (violations for control-plane faults).
     pub disturbed: Vec<String>,
+    /// With the traffic held after the recovery: how long until every workload matched its spec (None: not
+    /// within the bound; then `not_converged` says which).
+    pub converged_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_converged: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -165,7 +170,7 @@ impl ClusterReport {
             self.api_probes_failed,
             self.rounds.len()
         );
-        s.push_str("| fault | rounds | control loops acting p50 / max ms | API unavailable p50 / max ms | longest outage max ms | recovered p50 ms | disturbed pods |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("| fault | rounds | control loops acting p50 / max ms | API unavailable p50 / max ms | longest outage max ms | recovered p50 ms | converged p50 / max ms | disturbed pods |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
         let mut kinds: Vec<ClusterFault> = self.rounds.iter().map(|r| r.fault).collect();
         kinds.sort();
         kinds.dedup();
@@ -177,8 +182,10 @@ impl ClusterReport {
                 rounds.iter().filter_map(|r| r.recovered.map(|t| t.saturating_sub(r.healed))).collect();
             let longest = rounds.iter().map(|r| r.api_longest_outage_ms).max().unwrap_or(0);
             let disturbed: usize = rounds.iter().map(|r| r.disturbed.len()).sum();
+            let converged: Vec<u64> = rounds.iter().filter_map(|r| r.converged_ms).collect();
+            let unconverged = rounds.len() - converged.len();
             s.push_str(&format!(
-                "| {} | {} | {} / {} | {} / {} | {} | {} | {} |\n",
+                "| {} | {} | {} / {} | {} / {} | {} | {} | {} / {}{} | {} |\n",
                 serde_json::to_value(k).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
                 rounds.len(),
                 fmt_opt(percentile(&acting, 50)),
@@ -187,6 +194,9 @@ impl ClusterReport {
                 fmt_opt(unavailable.iter().max().copied()),
                 longest,
                 fmt_opt(percentile(&recovered, 50)),
+                fmt_opt(percentile(&converged, 50)),
+                fmt_opt(converged.iter().max().copied()),
+                if unconverged > 0 { format!(" ({unconverged} never)") } else { String::new() },
                 disturbed
             ));
         }
@@ -324,9 +334,19 @@ async fn drive(cfg: &ClusterRunConfig, cluster_dir: &Path) -> Result<ClusterRepo
     tasks.push(tokio::spawn(watch_nodes(cfg.nodes, clock, recorded.clone(), stop.clone())));
     tasks.push(tokio::spawn(sample_surge(client.clone(), clock, recorded.clone(), stop.clone())));
     let traffic_end = Instant::now() + cfg.duration;
+    // Held after each fault's recovery, so that the workloads can be seen converging (checker c).
+    let (hold, hold_rx) = tokio::sync::watch::channel(false);
     let mut traffic = Vec::new();
     for c in 0..cfg.clients {
-        traffic.push(tokio::spawn(traffic_client(client.clone(), c, cfg.seed, clock, recorded.clone(), traffic_end)));
+        traffic.push(tokio::spawn(traffic_client(
+            client.clone(),
+            c,
+            cfg.seed,
+            clock,
+            recorded.clone(),
+            traffic_end,
+            hold_rx.clone(),
+        )));
     }
 
     let mut procs = Procs::new(cluster_dir);
@@ -370,8 +390,14 @@ async fn drive(cfg: &ClusterRunConfig, cluster_dir: &Path) -> Result<ClusterRepo
             Ok(Ok(ms)) => ms,
             _ => None,
         };
+        // Converged: the traffic held (and its writes in flight done), every workload matches its spec.
+        hold.send_replace(true);
+        let held = Instant::now();
+        let (converged_ms, not_converged) = converge(&client, Duration::from_secs(90)).await;
+        let converged_ms = converged_ms.map(|_| held.elapsed().as_millis() as u64);
+        hold.send_replace(false);
         // Settled: a pod a fault disturbed has been seen so by now.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let after = steady_pods(&client).await;
         let disturbed = match (&before, &after) {
             (Some(b), Some(a)) => checks::disturbed_pods(b, a).into_iter().map(|v| v.what).collect(),
@@ -385,7 +411,7 @@ async fn drive(cfg: &ClusterRunConfig, cluster_dir: &Path) -> Result<ClusterRepo
             outage(&r.probes, injected, recovered.unwrap_or(clock.ms()))
         };
         eprintln!(
-            "[{:>6} ms] round {round}: healed at {healed}, recovered {recovered:?}, control loops acting after {control_acting_ms:?} ms, API out {api_unavailable_ms} ms, disturbed {disturbed:?} {problems:?}",
+            "[{:>6} ms] round {round}: healed at {healed}, recovered {recovered:?}, control loops acting after {control_acting_ms:?} ms, API out {api_unavailable_ms} ms, converged after {converged_ms:?} ms {not_converged:?}, disturbed {disturbed:?} {problems:?}",
             clock.ms()
         );
         rounds.push(RoundReport {
@@ -400,26 +426,20 @@ async fn drive(cfg: &ClusterRunConfig, cluster_dir: &Path) -> Result<ClusterRepo
             api_unavailable_ms,
             api_longest_outage_ms,
             disturbed,
+            converged_ms,
+            not_converged,
             problems,
         });
     }
     for t in traffic {
         let _ = t.await;
     }
-    let last_fault_end = clock.ms();
-    // (c) convergence within the bound.
-    let deadline = Instant::now() + cfg.converge_within;
-    let mut not_converged = vec!["never looked".to_string()];
-    let mut converged_after_ms = None;
-    while Instant::now() < deadline {
-        if let Ok(states) = workload_states(&client).await {
-            not_converged = checks::not_converged(&states);
-            if not_converged.is_empty() {
-                converged_after_ms = Some(clock.ms() - last_fault_end);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    // (c) convergence within the bound, after the last fault too.
+    let (converged_after_ms, mut not_converged) = converge(&client, cfg.converge_within).await;
+    for round in &rounds {
+        not_converged.extend(
+            round.not_converged.iter().map(|n| format!("after round {} ({:?}): {n}", round.round, round.fault)),
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
@@ -460,6 +480,24 @@ async fn drive(cfg: &ClusterRunConfig, cluster_dir: &Path) -> Result<ClusterRepo
         converged_after_ms,
         violations,
     })
+}
+
+/// Polls the workloads until they all match their specs: (ms taken, None if not within `within`), and
+/// what had not converged at the last look.
+async fn converge(client: &Client, within: Duration) -> (Option<u64>, Vec<String>) {
+    let start = Instant::now();
+    let mut not_converged = vec!["the workloads could not be listed".to_string()];
+    while start.elapsed() < within {
+        // Writes sent just before the hold may still be in flight: look from the second round on.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(Ok(states)) = tokio::time::timeout(Duration::from_secs(5), workload_states(client)).await {
+            not_converged = checks::not_converged(&states);
+            if not_converged.is_empty() {
+                return (Some(start.elapsed().as_millis() as u64), vec![]);
+            }
+        }
+    }
+    (None, not_converged)
 }
 
 fn writes_json(writes: &[ApiWrite]) -> serde_json::Value {
@@ -866,7 +904,15 @@ fn agent_master(ss: &str, masters: &[Ipv4Addr]) -> Option<usize> {
 
 /// One traffic client: a Deployment, a StatefulSet and a Job of its own, created, scaled, updated and
 /// deleted at random, each write recorded with its outcome.
-async fn traffic_client(client: Client, c: usize, seed: u64, clock: Clock, rec: Arc<Mutex<Recorded>>, end: Instant) {
+async fn traffic_client(
+    client: Client,
+    c: usize,
+    seed: u64,
+    clock: Clock,
+    rec: Arc<Mutex<Recorded>>,
+    end: Instant,
+    mut hold: tokio::sync::watch::Receiver<bool>,
+) {
     let mut rng = Rng::new(seed.wrapping_mul(31).wrapping_add(c as u64 + 1));
     let deps: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
@@ -876,6 +922,10 @@ async fn traffic_client(client: Client, c: usize, seed: u64, clock: Clock, rec: 
     let mut last_rv: [u64; 3] = [0; 3];
     let mut seq = 0u64;
     while Instant::now() < end {
+        // Held while the harness watches the workloads converge.
+        if hold.wait_for(|h| !*h).await.is_err() {
+            return;
+        }
         let o = rng.below(3) as usize;
         seq += 1;
         let marker = format!("c{c}-{seq}");

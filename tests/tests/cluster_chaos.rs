@@ -36,7 +36,7 @@ fn a_short_whole_cluster_run_with_every_fault_finds_no_violation() {
         masters: 3,
         nodes: 2,
         external_store: false,
-        duration: Duration::from_secs(150),
+        duration: Duration::from_secs(210),
         faults: ClusterFault::ALL.to_vec(),
         fault_duration: Duration::from_secs(3),
         interval: Duration::from_secs(2),

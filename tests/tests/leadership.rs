@@ -120,8 +120,9 @@ async fn masters_on_an_external_store_hand_over_by_lease() {
         .any(|(i, _)| masters.log(*i).contains("refuses connections (its process is gone): revoking its lease"));
     assert!(deposed, "no master revoked the dead leader's lease; the handover waited for the TTL");
 
-    // A clean stop resigns: the last master leads.
+    // A clean stop resigns (revokes its lease before the process exits): the last master leads.
     masters.stop(second);
+    assert!(masters.log(second).contains("resigned the control loops"), "the stopped leader did not resign");
     let last: Vec<(usize, Api)> = rest.into_iter().filter(|(i, _)| *i != second).collect();
     let third = agreed_leader(&last, &name_of, Duration::from_secs(30));
     assert_eq!(leader_key(&store, 0).await.0, names[third]);

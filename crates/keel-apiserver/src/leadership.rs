@@ -48,22 +48,23 @@ pub fn key_value(term: u64, holder: &str) -> String {
     format!("{term:020} {holder}")
 }
 
-/// An external leader's key value: [`key_value`] and the API address it serves on.
+/// An external leader's key value: [`key_value`], then on a line of its own the API address it serves on.
 pub fn key_value_at(holder: &str, address: &str) -> String {
-    format!("{} {address}", key_value(0, holder))
+    format!("{}\n{address}", key_value(0, holder))
 }
 
 /// The holder named by a leader key's value.
 pub fn holder(value: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(value).ok()?;
-    let name = text.split(' ').nth(1)?;
+    let first = text.split('\n').next()?;
+    let (_, name) = first.split_once(' ')?;
     Some(name.to_string())
 }
 
 /// The API address a leader key's value names, if any.
 pub fn holder_address(value: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(value).ok()?;
-    text.split(' ').nth(2).map(String::from)
+    text.split_once('\n').map(|(_, address)| address.to_string())
 }
 
 /// How often a follower dials an external leader's API, how long it waits, and how many refusals in a row
@@ -209,8 +210,11 @@ async fn publish(
     mut claim: watch::Receiver<Option<i64>>,
     mut observed: watch::Receiver<Observed>,
     role_tx: watch::Sender<Role>,
-    mut shutdown: watch::Receiver<bool>,
+    _shutdown: watch::Receiver<bool>,
 ) {
+    // Runs until the campaign ends (its claim sender dropped), so that a resignation on shutdown is
+    // published too; the observer may stop first.
+    let mut observing = true;
     loop {
         let now = role(*claim.borrow_and_update(), &observed.borrow_and_update());
         role_tx.send_if_modified(|was| {
@@ -223,8 +227,7 @@ async fn publish(
         });
         tokio::select! {
             r = claim.changed() => if r.is_err() { return },
-            r = observed.changed() => if r.is_err() { return },
-            _ = shutdown.changed() => return,
+            r = observed.changed(), if observing => if r.is_err() { observing = false },
         }
     }
 }
@@ -373,9 +376,19 @@ async fn by_lease(
             let lease = storage.grant_lease(ttl).await?;
             match storage.create_leased(LEADER_KEY, key_value_at(&identity, &address).into_bytes(), lease).await {
                 Ok(Ok(fence)) => Ok(Some((lease, fence))),
-                Ok(Err(_)) => {
+                Ok(Err(existing)) => {
                     let _ = storage.revoke_lease(lease).await;
-                    Ok(None)
+                    // This master's own key (its claim dropped on a store error, or it restarted at once):
+                    // take it up again while its lease lives; nobody else can have led since.
+                    Ok(match existing {
+                        Some(kv) if holder(&kv.value).as_deref() == Some(identity.as_str()) && kv.lease != 0 => {
+                            match storage.keep_alive_once(kv.lease).await {
+                                Ok(t) if t > 0 => Some((kv.lease, kv.mod_revision)),
+                                _ => None,
+                            }
+                        }
+                        _ => None,
+                    })
                 }
                 Err(e) => {
                     let _ = storage.revoke_lease(lease).await;
@@ -388,15 +401,22 @@ async fn by_lease(
                 tracing::info!(fence, lease, "leading the control loops");
                 claim.send_replace(Some(fence));
                 let resigned = tokio::select! {
-                    lost = storage.keep_alive(lease, every) => {
+                    // Shutdown first: the observer stops with it, and its ending must not read as a loss.
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => true,
+                    lost = storage.keep_alive(lease, ttl, every) => {
                         tracing::warn!(error = %lost, "lost the leader key's lease");
                         false
                     }
                     _ = observed.wait_for(|o| o.as_ref().is_some_and(|(_, rev)| *rev > fence)) => false,
-                    _ = shutdown.wait_for(|s| *s) => true,
                 };
-                if resigned {
-                    let _ = storage.revoke_lease(lease).await;
+                if resigned || *shutdown.borrow() {
+                    match storage.revoke_lease(lease).await {
+                        Ok(()) => {
+                            tracing::info!(lease, "resigned the control loops: the leader key's lease is revoked")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "resigning: the lease could not be revoked; it runs out"),
+                    }
                     claim.send_replace(None);
                     return;
                 }
@@ -427,8 +447,8 @@ mod tests {
 
     #[test]
     fn an_external_leader_names_its_address_and_older_values_still_parse() {
-        let v = key_value_at("m2", "10.200.0.102:6443");
-        assert_eq!(holder(v.as_bytes()).as_deref(), Some("m2"));
+        let v = key_value_at("m 2", "10.200.0.102:6443");
+        assert_eq!(holder(v.as_bytes()).as_deref(), Some("m 2"));
         assert_eq!(holder_address(v.as_bytes()).as_deref(), Some("10.200.0.102:6443"));
         let old = key_value(0, "m1");
         assert_eq!(holder(old.as_bytes()).as_deref(), Some("m1"));

@@ -111,7 +111,7 @@ pub async fn register(storage: Storage, advertise: String, mut shutdown: watch::
             continue;
         }
         tokio::select! {
-            lost = storage.keep_alive(lease, every) => {
+            lost = storage.keep_alive(lease, LEASE_TTL, every) => {
                 tracing::warn!(error = %lost, "this master's address lease was lost; registering again");
             }
             _ = stopped(&mut shutdown) => {

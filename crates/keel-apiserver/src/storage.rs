@@ -377,27 +377,41 @@ impl Storage {
         Ok(self.lease.clone().lease_grant(LeaseGrantRequest { ttl, id: 0 }).await?.into_inner().id)
     }
 
-    /// Keeps `id` alive, one refresh per `every`, until the lease is gone or the store is unreachable (then
-    /// returns). The caller must treat its hold on anything leased as lost when this returns.
-    pub async fn keep_alive(&self, id: i64, every: std::time::Duration) -> StorageError {
-        let (tx, rx) = mpsc::channel(1);
-        let mut responses = match self.lease.clone().lease_keep_alive(ReceiverStream::new(rx)).await {
-            Ok(r) => r.into_inner(),
-            Err(s) => return s.into(),
-        };
+    /// Keeps lease `id` (of `ttl` seconds) alive every `every`; returns only once it is gone or has not been
+    /// renewed for nearly its TTL. A keep-alive that fails (the member answering it died or paused, a new
+    /// Raft leader being elected) is retried at once, through the client's other members: the lease lives
+    /// on meanwhile, so its holder need not give up what it holds and wait out its own key.
+    pub async fn keep_alive(&self, id: i64, ttl: i64, every: std::time::Duration) -> StorageError {
+        let ttl = std::time::Duration::from_secs(ttl.max(1) as u64);
+        let mut renewed = tokio::time::Instant::now();
         loop {
-            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
-                return StorageError::Unavailable("keep-alive stream closed".into());
+            match tokio::time::timeout(every, self.keep_alive_once(id)).await {
+                Ok(Ok(t)) if t > 0 => {
+                    renewed = tokio::time::Instant::now();
+                    tokio::time::sleep(every).await;
+                    continue;
+                }
+                Ok(Ok(_)) | Ok(Err(StorageError::NotFound)) => return StorageError::NotFound,
+                Ok(Err(e)) if renewed.elapsed() + every >= ttl => return e,
+                Err(_) if renewed.elapsed() + every >= ttl => {
+                    return StorageError::Unavailable("no keep-alive answer for nearly the lease's TTL".into())
+                }
+                Ok(Err(e)) => tracing::debug!(lease = id, error = %e, "keep-alive failed; trying again"),
+                Err(_) => tracing::debug!(lease = id, "keep-alive unanswered; trying again"),
             }
-            match tokio::time::timeout(every * 2, responses.message()).await {
-                Ok(Ok(Some(r))) if r.ttl > 0 => {}
-                Ok(Ok(Some(_))) => return StorageError::NotFound,
-                Ok(Ok(None)) => return StorageError::Unavailable("keep-alive stream ended".into()),
-                Ok(Err(s)) => return s.into(),
-                Err(_) => return StorageError::Unavailable("no keep-alive answer".into()),
-            }
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+
+    /// One keep-alive of lease `id`: the TTL it was renewed for (0 or less: the lease is gone).
+    pub async fn keep_alive_once(&self, id: i64) -> Result<i64, StorageError> {
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(LeaseKeepAliveRequest { id }).await.map_err(|_| StorageError::Unavailable("keep-alive".into()))?;
+        let mut responses = self.lease.clone().lease_keep_alive(ReceiverStream::new(rx)).await?.into_inner();
+        let answer = responses.message().await?;
+        // The request side stays open until the answer came (a member may end the stream with it).
+        drop(tx);
+        answer.map(|r| r.ttl).ok_or_else(|| StorageError::Unavailable("keep-alive stream ended".into()))
     }
 
     /// Revokes `id` (its keys go with it).

@@ -165,6 +165,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         let controllers =
             tokio::spawn(keel_controllers::run(client_config, leading_fence(master.role.clone()), settings));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut role = master.role.clone();
         let api = tokio::spawn(master.serve(async {
             let _ = stop_rx.await;
         }));
@@ -177,6 +178,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         controllers.abort();
         let _ = stop_tx.send(());
+        // A leader on an external store resigns (revokes its lease) so that another master leads at once;
+        // the API server's own shutdown waits for open watches, so that is not what this waits for.
+        if member.is_none() {
+            let resigned = role.wait_for(|r| !matches!(r, keel_apiserver::leadership::Role::Leader { .. }));
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), resigned).await;
+        }
         if let Some(m) = member {
             m.shutdown().await;
         }
