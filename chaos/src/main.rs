@@ -112,24 +112,7 @@ struct ClusterArgs {
 }
 
 fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
-    use clap::ValueEnum;
-    let faults = match a.nemesis.as_str() {
-        "all" => ClusterFault::ALL.to_vec(),
-        "none" => vec![],
-        spec => spec
-            .split(',')
-            .map(|f| {
-                ClusterFault::from_str(f.trim(), true).map_err(|_| {
-                    let names: Vec<String> = ClusterFault::ALL
-                        .iter()
-                        .filter_map(|f| f.to_possible_value())
-                        .map(|v| v.get_name().to_string())
-                        .collect();
-                    anyhow::anyhow!("unknown fault {f:?}: use all, none, or some of {}", names.join(", "))
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
+    let faults = parse_faults(&a.nemesis, &ClusterFault::ALL)?;
     if a.masters == 4 {
         bail!("--masters must be 3 or 5");
     }
@@ -174,20 +157,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn faults(spec: &str) -> anyhow::Result<Vec<Fault>> {
-    use clap::ValueEnum;
+/// A comma-separated list of faults, "all" or "none".
+fn parse_faults<F: clap::ValueEnum + Clone + std::fmt::Debug>(spec: &str, all: &[F]) -> anyhow::Result<Vec<F>> {
     match spec {
-        "all" => Ok(Fault::ALL.to_vec()),
+        "all" => Ok(all.to_vec()),
         "none" => Ok(vec![]),
         _ => spec
             .split(',')
             .map(|f| {
-                Fault::from_str(f.trim(), true).map_err(|_| {
-                    let names: Vec<String> = Fault::ALL
-                        .iter()
-                        .filter_map(|f| f.to_possible_value())
-                        .map(|v| v.get_name().to_string())
-                        .collect();
+                F::from_str(f.trim(), true).map_err(|_| {
+                    let names: Vec<String> =
+                        all.iter().filter_map(|f| f.to_possible_value()).map(|v| v.get_name().to_string()).collect();
                     anyhow::anyhow!("unknown fault {f:?}: use all, none, or some of {}", names.join(", "))
                 })
             })
@@ -238,7 +218,7 @@ fn main() -> anyhow::Result<()> {
         fault_duration: a.fault_duration,
         members: a.members,
         duration: a.duration,
-        faults: faults(&a.nemesis)?,
+        faults: parse_faults(&a.nemesis, &Fault::ALL)?,
         interval: a.interval,
         clients: a.clients,
         keys: a.keys,

@@ -81,6 +81,19 @@ pub fn reserve_port(port: u16) -> bool {
     true
 }
 
+/// The command lines of running processes that mention `text` (a test's temp dir: what it left behind).
+pub fn processes_mentioning(text: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .filter(|c| c.contains(text))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Polls `check` until it holds, or fails with `what` and the last value seen.
 pub async fn wait_for<T: std::fmt::Debug>(what: &str, within: Duration, mut check: impl FnMut() -> (bool, T)) -> T {
     let deadline = Instant::now() + within;

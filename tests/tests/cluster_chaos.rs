@@ -66,12 +66,6 @@ fn a_short_whole_cluster_run_with_every_fault_finds_no_violation() {
     let namespaces = String::from_utf8_lossy(&namespaces.stdout);
     assert!(!namespaces.lines().any(|l| l.starts_with("kh")), "{namespaces}");
     let dir = cfg.work.display().to_string();
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&dir))
-        .collect();
+    let left = keel_tests::processes_mentioning(&dir);
     assert!(left.is_empty(), "processes left: {left:?}");
 }

@@ -103,12 +103,6 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&script.dir.path().display().to_string()), "mounts left under the cluster's dir");
     let dir = script.dir.path().display().to_string();
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&dir))
-        .collect();
+    let left = keel_tests::processes_mentioning(&dir);
     assert!(left.is_empty(), "processes left: {left:?}");
 }
