@@ -201,7 +201,9 @@ pub fn disturbed_pods(before: &PodSnapshot, after: &PodSnapshot) -> Vec<Violatio
 }
 
 /// One look at a Deployment and its pods: its spec's replicas and maxSurge then, how many of its pods were
-/// active (not terminating, not finished), and how many of those were new since the previous look.
+/// active (not terminating, not finished), and how many of those were new since the previous look. An
+/// acknowledged write of the spec is a look too, with no pods: the replicas it asked for count for the
+/// window even if they changed again before the pods were next looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SurgeSample {
     pub at: u64,
@@ -419,6 +421,11 @@ mod tests {
 
     #[test]
     fn pods_created_past_max_surge_are_found() {
+        // Created with 2 replicas and scaled to 0 before the first look at its pods: the write's own look
+        // (no pods) says what was asked for.
+        let samples = [sample(0, 2, 0, 0), sample(300, 0, 2, 2)];
+        assert!(surge_violations(&samples, 5000).is_empty());
+        assert_eq!(surge_violations(&samples[1..], 5000).len(), 1);
         let samples = [sample(0, 2, 2, 2), sample(1000, 2, 4, 2)];
         let v = surge_violations(&samples, 5000);
         assert_eq!(v.len(), 1, "{v:?}");

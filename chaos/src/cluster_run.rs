@@ -942,14 +942,20 @@ async fn traffic_client(
         let invoked = clock.ms();
         let outcome = match (o, kind) {
             (0, WriteKind::Create) => {
-                write(deps.create(&PostParams::default(), &deployment(name, replicas, &marker))).await
+                let r = timed(deps.create(&PostParams::default(), &deployment(name, replicas, &marker))).await;
+                spec_seen(&r, &rec, clock);
+                answer(r)
             }
             (1, WriteKind::Create) => {
                 write(sts.create(&PostParams::default(), &statefulset(name, replicas, &marker))).await
             }
             (_, WriteKind::Create) => write(jobs.create(&PostParams::default(), &job(name, &marker))).await,
             (0, WriteKind::Update) => {
-                write(deps.patch(name, &PatchParams::default(), &Patch::Merge(update(o, r, replicas, &marker)))).await
+                let r =
+                    timed(deps.patch(name, &PatchParams::default(), &Patch::Merge(update(o, r, replicas, &marker))))
+                        .await;
+                spec_seen(&r, &rec, clock);
+                answer(r)
             }
             (1, WriteKind::Update) => {
                 write(sts.patch(name, &PatchParams::default(), &Patch::Merge(update(o, r, replicas, &marker)))).await
@@ -995,10 +1001,36 @@ enum Answer {
 }
 
 async fn write<K: Resource + DeserializeOwned>(f: impl std::future::Future<Output = kube::Result<K>>) -> Answer {
-    match tokio::time::timeout(WRITE_TIMEOUT, f).await {
-        Ok(Ok(obj)) => Answer::Acked(rv(obj.meta().resource_version.as_deref())),
-        Ok(Err(e)) => refused(&e),
-        Err(_) => Answer::Unknown,
+    answer(timed(f).await)
+}
+
+/// A write's result, or None when it did not answer within [`WRITE_TIMEOUT`].
+async fn timed<K>(f: impl std::future::Future<Output = kube::Result<K>>) -> Option<kube::Result<K>> {
+    tokio::time::timeout(WRITE_TIMEOUT, f).await.ok()
+}
+
+fn answer<K: Resource>(r: Option<kube::Result<K>>) -> Answer {
+    match r {
+        Some(Ok(obj)) => Answer::Acked(rv(obj.meta().resource_version.as_deref())),
+        Some(Err(e)) => refused(&e),
+        None => Answer::Unknown,
+    }
+}
+
+/// A Deployment's spec as an acknowledged write left it: a look with no pods, so that the surge check
+/// knows the replicas asked for even when they changed again before the next look at the pods.
+fn spec_seen(r: &Option<kube::Result<Deployment>>, rec: &Arc<Mutex<Recorded>>, clock: Clock) {
+    if let Some(Ok(d)) = r {
+        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
+        rec.lock().expect("not poisoned").surge.push(SurgeSample {
+            at: clock.ms(),
+            key: key("deployments", &d.name_any()),
+            uid: d.uid().unwrap_or_default(),
+            replicas,
+            max_surge: 1,
+            pods: 0,
+            new_pods: 0,
+        });
     }
 }
 

@@ -75,18 +75,16 @@ fn channel(urls: &[String]) -> anyhow::Result<Channel> {
     let endpoints = urls
         .iter()
         .map(|u| {
-            Endpoint::from_shared(dialable(u))
-                .with_context(|| format!("bad store endpoint {u:?}"))
-                .map(|e| {
-                    // HTTP/2 pings find a store member that stopped answering (paused, cut off) within
-                    // ~1.5 s; its connection is then closed and the balancer sends requests to the others
-                    // instead of letting a third of them hang until their deadline.
-                    e.connect_timeout(Duration::from_secs(1))
-                        .tcp_nodelay(true)
-                        .http2_keep_alive_interval(Duration::from_millis(500))
-                        .keep_alive_timeout(Duration::from_secs(1))
-                        .keep_alive_while_idle(true)
-                })
+            Endpoint::from_shared(dialable(u)).with_context(|| format!("bad store endpoint {u:?}")).map(|e| {
+                // HTTP/2 pings find a store member that stopped answering (paused, cut off) within
+                // ~1.5 s; its connection is then closed and the balancer sends requests to the others
+                // instead of letting a third of them hang until their deadline.
+                e.connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_millis(500))
+                    .keep_alive_timeout(Duration::from_secs(1))
+                    .keep_alive_while_idle(true)
+            })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     match endpoints.as_slice() {
