@@ -329,10 +329,11 @@ async fn drive(cfg: &ClusterRunConfig, cluster_dir: &Path) -> Result<ClusterRepo
     }
     let recorded: Arc<Mutex<Recorded>> = Default::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(probe_api(client.clone(), clock, recorded.clone(), stop.clone())));
-    tasks.push(tokio::spawn(watch_nodes(cfg.nodes, clock, recorded.clone(), stop.clone())));
-    tasks.push(tokio::spawn(sample_surge(client.clone(), clock, recorded.clone(), stop.clone())));
+    let tasks = vec![
+        tokio::spawn(probe_api(client.clone(), clock, recorded.clone(), stop.clone())),
+        tokio::spawn(watch_nodes(cfg.nodes, clock, recorded.clone(), stop.clone())),
+        tokio::spawn(sample_surge(client.clone(), clock, recorded.clone(), stop.clone())),
+    ];
     let traffic_end = Instant::now() + cfg.duration;
     // Held after each fault's recovery, so that the workloads can be seen converging (checker c).
     let (hold, hold_rx) = tokio::sync::watch::channel(false);
