@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::hosts::{run_in, HostError};
+use crate::nemesis::load_nft_table;
 use crate::traffic::Rng;
 
 /// What the nemesis can do to the cluster.
@@ -374,15 +375,8 @@ pub fn inject(action: &Action, procs: &mut Procs) -> Result<(), HostError> {
         Action::Crash(v) => v.iter().try_for_each(|p| procs.kill(p).and_then(|()| procs.start(p))),
         Action::Partition { netns, peers, .. } => {
             let set = peers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
-            let rules = format!(
-                "table inet {TABLE} {{\n  chain input {{ type filter hook input priority 0; policy accept; ip saddr {{ {set} }} drop; }}\n  chain output {{ type filter hook output priority 0; policy accept; ip daddr {{ {set} }} drop; }}\n}}\n"
-            );
-            let file = std::env::temp_dir().join(format!("{netns}-{TABLE}.conf"));
-            std::fs::write(&file, rules)
-                .map_err(|source| HostError::Spawn { command: format!("write {}", file.display()), source })?;
-            let r = run_in(netns, "nft", &["-f", &file.to_string_lossy()]);
-            let _ = std::fs::remove_file(&file);
-            r
+            let (input, output) = (format!("ip saddr {{ {set} }} drop;"), format!("ip daddr {{ {set} }} drop;"));
+            load_nft_table(netns, TABLE, &input, &output)
         }
         Action::Skip(_) => Ok(()),
     }

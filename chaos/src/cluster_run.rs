@@ -828,15 +828,11 @@ async fn hub_command(program: &str, args: &[&str]) -> Option<String> {
     in_netns("khhub", program, args).await
 }
 
+/// `program args…` in host (namespace) `ns`, through the harness's [`crate::hosts::in_ns`].
 async fn in_netns(ns: &str, program: &str, args: &[&str]) -> Option<String> {
-    let out = tokio::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
-        .arg(program)
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .output()
-        .await
-        .ok()?;
+    let mut cmd = crate::hosts::in_ns(ns, program);
+    cmd.args(args).env("ETCDCTL_API", "3");
+    let out = tokio::process::Command::from(cmd).output().await.ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -305,14 +305,19 @@ pub fn clear_network_faults(m: &Member) {
 /// Loads an nftables table of the harness's own (one per slot) into `m`'s namespace, with these rules on
 /// incoming and outgoing packets.
 fn nft_table(m: &Member, slot: usize, input: &str, output: &str) -> Result<(), HostError> {
-    let name = table(slot);
+    load_nft_table(&m.host.ns, &table(slot), input, output)
+}
+
+/// Loads table `name` (inet) into namespace `ns`, with `input` and `output` as the rules of its two
+/// chains (accept by default); `nft -f` applies it in one transaction.
+pub fn load_nft_table(ns: &str, name: &str, input: &str, output: &str) -> Result<(), HostError> {
     let rules = format!(
         "table inet {name} {{\n  chain input {{ type filter hook input priority 0; policy accept; {input} }}\n  chain output {{ type filter hook output priority 0; policy accept; {output} }}\n}}\n"
     );
-    let file = std::env::temp_dir().join(format!("{}-{name}.conf", m.host.ns));
+    let file = std::env::temp_dir().join(format!("{ns}-{name}.conf"));
     std::fs::write(&file, rules)
         .map_err(|source| HostError::Spawn { command: format!("write {}", file.display()), source })?;
-    let r = run_in(&m.host.ns, "nft", &["-f", &file.to_string_lossy()]);
+    let r = run_in(ns, "nft", &["-f", &file.to_string_lossy()]);
     let _ = std::fs::remove_file(&file);
     r
 }

@@ -208,12 +208,14 @@ fn without_scheme(value: Vec<u8>) -> Vec<u8> {
 pub struct AuthorityFix<S> {
     inner: S,
     rewriter: Rewriter,
+    /// Where reads from the client land before the rewriter takes them (one per connection).
+    scratch: Vec<u8>,
     eof: bool,
 }
 
 impl<S> AuthorityFix<S> {
     pub fn new(inner: S) -> AuthorityFix<S> {
-        AuthorityFix { inner, rewriter: Rewriter::default(), eof: false }
+        AuthorityFix { inner, rewriter: Rewriter::default(), scratch: vec![0; 16 * 1024], eof: false }
     }
 }
 
@@ -231,8 +233,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let mut read = ReadBuf::new(&mut chunk);
+            // Nothing to rewrite on this connection: the client's bytes go straight to the caller.
+            if matches!(this.rewriter.mode, Mode::Passthrough) && this.rewriter.input.is_empty() {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            let mut read = ReadBuf::new(&mut this.scratch);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => {
                     // The client is done: whatever is still gathered goes out as it came.

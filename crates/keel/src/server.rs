@@ -99,7 +99,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut config = args.member.into_config()?;
     let advertise = args.api_advertise.unwrap_or_else(|| args.api_listen.to_string());
     // The address other masters dial to see whether this one, leading, is gone (host:port, no scheme).
-    let dial = advertise.trim_start_matches("https://").trim_end_matches('/').to_string();
+    let dial = keel_lb::server_address(&advertise).unwrap_or_else(|_| advertise.clone());
     let mut server = ServerConfig {
         listen: args.api_listen,
         advertise,
