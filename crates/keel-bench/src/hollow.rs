@@ -147,22 +147,46 @@ pub async fn register(client: &Client, config: &HollowConfig) -> Result<(), Holl
             async move {
                 let node = node_object(config, i);
                 let name = node.name_any();
-                let err = |source| HollowError::Register { node: name.clone(), source };
-                match nodes.create(&PostParams::default(), &node).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(err(e)),
+                // Registration is retried, as the kubelet retries it: a master lost or a connection closed
+                // while the cluster starts is not a reason for the node to give up.
+                let mut wait = Duration::from_millis(200);
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let attempt = async {
+                        match nodes.create(&PostParams::default(), &node).await {
+                            Ok(_) => {}
+                            Err(kube::Error::Api(s)) if s.code == 409 => {}
+                            Err(e) => return Err(e),
+                        }
+                        // Report the status again: a node that comes back is Ready again.
+                        let patch = json!({"status": node_status(config)});
+                        nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
+                    };
+                    match attempt.await {
+                        Ok(()) => return Ok(()),
+                        Err(e) if attempts < 20 && transient(&e) => {
+                            tracing::debug!(node = %name, error = %e, "registering: trying again");
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(Duration::from_secs(2));
+                        }
+                        Err(source) => return Err(HollowError::Register { node: name.clone(), source }),
+                    }
                 }
-                // Report the status again: a node that comes back is Ready again.
-                let patch = json!({"status": node_status(config)});
-                nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(err)?;
-                Ok(())
             }
         })
         .buffer_unordered(32)
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// An error worth trying again: no answer, or the API's 429 and 5xx.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        _ => true,
+    }
 }
 
 /// Reports a node of ours Ready again when its Ready condition says otherwise, as a kubelet's next status
