@@ -4,6 +4,7 @@
 # nodes reach each other by pod IP.
 #
 #   deploy/hosts.sh up N [--masters M] [--stores S]   make node hosts 1..N (and master, store hosts)
+#   deploy/hosts.sh add mI|sI                          add one master (store) host to hosts that are up
 #   deploy/hosts.sh down                               remove them all
 #   deploy/hosts.sh env I                              print the `keel agent` flags for node host I
 #   deploy/hosts.sh ip I|mI|sI                         print host I's (master I's, store member I's) address
@@ -96,7 +97,12 @@ env_for() {
 case "${1:-}" in
   up) shift; up "${1:-}" "${@:2}" ;;
   down) down ;;
+  add)
+    [[ ${2:-} =~ ^[ms][0-9]+$ ]] || { echo "hosts.sh: add takes mI or sI" >&2; exit 2; }
+    ip netns list | grep -q "^${HUB}\b" || { echo "hosts.sh: the hosts are not up" >&2; exit 1; }
+    ip netns list | grep -q "^${PREFIX}$2\b" || add_host "$2" "h$2" # there already: nothing to do
+    ;;
   env) env_for "${2:?host number}" ;;
   ip) host_ip "${2:?host: I, mI or sI}" ;;
-  *) echo "usage: hosts.sh up N [--masters M] [--stores S] | down | env I | ip I|mI|sI" >&2; exit 2 ;;
+  *) echo "usage: hosts.sh up N [--masters M] [--stores S] | add mI|sI | down | env I | ip I|mI|sI" >&2; exit 2 ;;
 esac

@@ -4,6 +4,7 @@
 #
 #   deploy/local-cluster.sh [--masters 3|5] [--external-store] [--nodes N]    build (debug) and start
 #   deploy/local-cluster.sh stop                                              stop a detached cluster
+#   deploy/local-cluster.sh add-master        a new master joins the running cluster with a join token
 #   KEEL=/path/to/keel ...             use an existing binary
 #   KEEL_CLUSTER_DETACH=1 ...          return once the app runs, leaving the cluster up
 #
@@ -33,10 +34,11 @@ command=start
 while (($#)); do
   case "$1" in
     stop) command=stop; shift ;;
+    add-master) command=add-master; shift ;;
     --masters) masters=${2:-}; shift 2 ;;
     --nodes) nodes=${2:-}; shift 2 ;;
     --external-store) external=1; shift ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "local-cluster.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -101,7 +103,7 @@ if [ -z "${KEEL:-}" ]; then
 fi
 KEEL="$(realpath "$KEEL")"
 mkdir -p "$data"
-stop # whatever an earlier run left
+[ "$command" = start ] && stop # whatever an earlier run left
 
 # Where each machine is: its address, its ports, and how to run a program on it.
 client_ports=(2379 22379 32379 42379 52379)
@@ -109,7 +111,7 @@ store_ports=(3379 23379 33379)
 if [ -n "$root" ]; then
   stores=0
   [ -n "$external" ] && stores=3
-  bash deploy/hosts.sh up "$nodes" --masters "$masters" --stores "$stores" >/dev/null
+  [ "$command" = start ] && bash deploy/hosts.sh up "$nodes" --masters "$masters" --stores "$stores" >/dev/null
   m_ip() { bash deploy/hosts.sh ip "m$1"; }
   s_ip() { bash deploy/hosts.sh ip "s$1"; }
   m_client() { echo 2379; }
@@ -134,12 +136,21 @@ fi
 pids=()
 names=() # what each pid is, for the health checks
 logs=()
+# What this run started goes; a starting run also takes the masters added since and the nodes' hosts.
 cleanup() {
-  stop_pids "${pids[@]}"
+  if [ "$command" = start ]; then
+    # shellcheck disable=SC2046
+    stop_pids "${pids[@]}" $(cat "$data"/procs/*/pid 2>/dev/null || true)
+  else
+    stop_pids "${pids[@]}"
+  fi
   wait 2>/dev/null || true
-  stop_nodes
+  [ "$command" = start ] && stop_nodes
+  return 0
 }
-if [ -z "${KEEL_CLUSTER_DETACH:-}" ]; then trap cleanup EXIT INT TERM; else trap 'echo "${pids[*]}" > "$data/pids"' EXIT; fi
+if [ "$command" = start ]; then
+  if [ -z "${KEEL_CLUSTER_DETACH:-}" ]; then trap cleanup EXIT INT TERM; else trap 'echo "${pids[*]}" > "$data/pids"' EXIT; fi
+fi
 
 # Starts a program in the background, in its own session, recording its pid, name and log; and, under
 # $data/procs/<name>/, its command line (argv, NUL-separated), pid and log, so that a tool that kills it
@@ -176,9 +187,65 @@ fail() {
   fi
   cleanup
   trap - EXIT
-  rm -f "$data/pids"
+  [ "$command" = start ] && rm -f "$data/pids"
   exit 1
 }
+
+# Waits up to 60 s for master $1 to answer /readyz (so its store works) and, given "voter", for its store
+# member to be a voter; else the run fails with its log's tail.
+wait_master() {
+  local i=$1 voter=${2:-}
+  for _ in $(seq 1 300); do
+    check_alive
+    if [ -f "$data/m$i/admin.kubeconfig" ] &&
+      "${hub[@]}" kubectl --kubeconfig "$data/m$i/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1 &&
+      { [ -z "$voter" ] || kubectl get --raw /keel/v1/members 2>/dev/null | tr '{' '\n' |
+        grep "\"name\":\"m$i\"" | grep -q '"isLearner":false'; }; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  fail "master m$i is not ready${voter:+ as a voter} after 60 s" "$data/m$i.log"
+}
+
+# `add-master`: the next master (m4, m5, …) on a host of its own joins the running cluster in one command,
+# `keel server --join` with a join token from `keel server token create`, and is left running.
+add_master() {
+  export KUBECONFIG="$data/admin.kubeconfig"
+  [ -f "$KUBECONFIG" ] && kubectl get --raw /readyz >/dev/null 2>&1 ||
+    { echo "local-cluster.sh: no cluster is running here (start one first)" >&2; exit 1; }
+  [ -d "$data/s1" ] && { echo "local-cluster.sh: masters on an external store need no join (docs/operations.md)" >&2; exit 1; }
+  local i=1
+  while [ -d "$data/m$i" ]; do i=$((i + 1)); done
+  if [ -z "$root" ] && ((i > ${#client_ports[@]})); then
+    echo "local-cluster.sh: at most ${#client_ports[@]} masters when not root" >&2
+    exit 1
+  fi
+  [ -n "$root" ] && bash deploy/hosts.sh add "m$i" >/dev/null
+  local ip port api join
+  ip=$(m_ip "$i") port=$(m_client "$i") api=$(m_api "$i")
+  # "keel server --join <a master> --join-token <token> --join-ca-hash sha256:<pin>"
+  read -ra join < <("$KEEL" server token create --for master --ttl 10m --description "local-cluster.sh add-master m$i" \
+    --print-join-command --kubeconfig "$KUBECONFIG" 2>/dev/null)
+  [ "${join[1]:-}" = server ] || { echo "local-cluster.sh: keel server token create failed" >&2; exit 1; }
+  echo "${join[*]}" | sed 's/--join-token [^ ]*/--join-token <token>/'
+  # shellcheck disable=SC2046
+  launch "master m$i" "$data/m$i.log" $(on "m$i") "$KEEL" "${join[@]:1}" --name "m$i" --data-dir "$data/m$i" \
+    --api-listen "$ip:$api" --listen-client-urls "http://$ip:$port" --advertise-client-urls "http://$ip:$port" \
+    --listen-peer-urls "http://$ip:$((port + 1))" --initial-advertise-peer-urls "http://$ip:$((port + 1))"
+  wait_master "$i" voter
+  cat <<EOT
+master m$i joined at https://$ip:$api (log $data/m$i.log): its store member is a voter, and the
+kubernetes Endpoints, keel lb and every agent's load balancer now use it too.
+  kubectl get --raw /keel/v1/members          # m$i listed, "isLearner": false
+  kubectl get endpoints kubernetes
+To remove it: kubectl delete --raw /keel/v1/members/<its id>, then kill it (docs/operations.md, section 5).
+EOT
+}
+if [ "$command" = add-master ]; then
+  add_master
+  exit 0
+fi
 
 # The store: stacked members in the masters, or 3 members of their own.
 state=new
@@ -219,19 +286,7 @@ for i in $(seq 1 "$masters"); do
 done
 
 # Every master up and ready (its API answers /readyz, so its store works), within 60 s.
-for i in $(seq 1 "$masters"); do
-  ready=
-  for _ in $(seq 1 300); do
-    check_alive
-    if [ -f "$data/m$i/admin.kubeconfig" ] &&
-      "${hub[@]}" kubectl --kubeconfig "$data/m$i/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; then
-      ready=1
-      break
-    fi
-    sleep 0.2
-  done
-  [ -n "$ready" ] || fail "master m$i is not ready after 60 s" "$data/m$i.log"
-done
+for i in $(seq 1 "$masters"); do wait_master "$i"; done
 
 # kubectl's way in: a load balancer to every master, on this machine's loopback.
 export KUBECONFIG="$data/admin.kubeconfig"
@@ -304,6 +359,7 @@ the sample app in namespace sample. kubectl goes through keel lb ($lb_listen) to
   kubectl -n sample set env deployment/web GREETING=hi && kubectl -n sample rollout status deployment/web
   kubectl get --raw '/readyz?verbose'      # which master runs the control loops
   kubectl get endpoints kubernetes         # the live masters (what every node's load balancer follows)
+  deploy/local-cluster.sh add-master       # one more master joins, with a join token
   $etcdctl get --prefix /registry/pods --keys-only
 EOT
 if [ -n "$root" ]; then

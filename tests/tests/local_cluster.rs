@@ -1,7 +1,8 @@
 //! The README's first command, `deploy/local-cluster.sh`, as root (CI): 3 masters and 2 agents on containerd,
 //! each machine in a host (network namespace) of its own, and the sample app rolled out; `kubectl exec`
 //! serves the sample's page through `keel lb`; kill -9 of the master every agent uses first leaves every
-//! node Ready and every pod untouched past the node grace period; and `deploy/local-cluster.sh stop` leaves
+//! node Ready and every pod untouched past the node grace period; `deploy/local-cluster.sh add-master`
+//! replaces it (a join token, the CA pinned); and `deploy/local-cluster.sh stop` leaves
 //! no process, namespace or mount behind. The only port the script takes on the machine itself is `keel lb`'s
 //! 127.0.0.1:6443: the test reserves it from the other tests' free ports, and when something already listens
 //! there (a developer's own local cluster) it says so and does nothing.
@@ -94,6 +95,16 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     }
     let pods_after = pods();
     assert_eq!(text(&pods_after), text(&pods_before), "pods changed after m1 died");
+
+    // The dead master is replaced: a fourth joins with a join token, through the live masters, as a voter.
+    let added = script.run(&["add-master"]);
+    let shown = text(&added);
+    assert!(added.status.success() && shown.contains("master m4 joined"), "{shown}");
+    assert!(shown.contains("--join-token <token>") && shown.contains("--join-ca-hash sha256:"), "{shown}");
+    let members = script.kubectl(&["get", "--raw", "/keel/v1/members"]);
+    let members: serde_json::Value = serde_json::from_slice(&members.stdout).unwrap();
+    let m4 = members["members"].as_array().unwrap().iter().find(|m| m["name"] == "m4").cloned();
+    assert_eq!(m4.map(|m| m["isLearner"].clone()), Some(serde_json::json!(false)), "{members}");
 
     let stopped = script.run(&["stop"]);
     assert!(stopped.status.success(), "{}", text(&stopped));

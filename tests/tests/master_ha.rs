@@ -259,12 +259,42 @@ fn members(api: &Api) -> Vec<(String, bool)> {
     list
 }
 
-/// `keel server --join https://<a master>` adds a fourth master in one command (learner, then voter); it
-/// serves the API, is listed in the `kubernetes` Endpoints, and leaves again by `kubectl delete --raw`.
+/// `keel server token create --for master --print-join-command`, run with an admin kubeconfig: the
+/// (`--join`, `--join-token`, `--join-ca-hash`) it prints.
+fn join_command(api: &Api) -> (String, String, String) {
+    let out = Command::new(keel_bin())
+        .args(["server", "token", "create", "--for", "master", "--print-join-command", "--kubeconfig"])
+        .arg(&api.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[..2], ["keel", "server"], "{line}");
+    let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1].to_string();
+    (after("--join"), after("--join-token"), after("--join-ca-hash"))
+}
+
+/// `curl -k` to a master with an optional bearer token: the status code and the JSON answered.
+fn curl(api: &Api, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sk", "-X", method, "-w", "\n%{http_code}", &format!("{}{path}", api.url())]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// `keel server --join https://<a master> --join-token T --join-ca-hash H` adds a fourth master in one
+/// command (learner, then voter); it serves the API, is listed in the `kubernetes` Endpoints, and leaves
+/// again by `kubectl delete --raw`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_joins_with_one_command_and_leaves_with_another() {
     let c = three_masters().await;
     let first = c.api(0);
+    let (join_url, token, ca_hash) = join_command(&first);
     let (client, peer, api_port) = (free_port(), free_port(), free_port());
     let dir = c.dir.path().join("m4");
     let log = c.dir.path().join("m4.log");
@@ -276,8 +306,7 @@ async fn a_master_joins_with_one_command_and_leaves_with_another() {
         .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
         .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
         .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--join", &first.url(), "--join-kubeconfig"])
-        .arg(&first.kubeconfig)
+        .args(["--join", &join_url, "--join-token", &token, "--join-ca-hash", &ca_hash])
         .env("RUST_LOG", "info,openraft=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -315,4 +344,90 @@ async fn a_master_joins_with_one_command_and_leaves_with_another() {
     // A bad id is a clear 400.
     let bad = first.kubectl(&["delete", "--raw", "/keel/v1/members/m4"], None).unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not a member id"), "{bad:?}");
+}
+
+/// A join token is checked as Kubernetes checks bootstrap tokens, and a joiner checks the cluster's CA
+/// against its pin before it sends the token anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn join_tokens_are_scoped_revocable_and_never_sent_to_a_stranger() {
+    let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    let api = c.api(0);
+    api.wait_ready(Duration::from_secs(60)).await.unwrap();
+
+    // Anonymous users may read the CA (kubeadm's cluster-info), and nothing else.
+    let (code, info) = curl(&api, "GET", "/api/v1/namespaces/kube-public/configmaps/cluster-info", None);
+    assert_eq!(code, 200, "{info}");
+    assert!(info["data"]["kubeconfig"].as_str().unwrap().contains("certificate-authority-data"), "{info}");
+    assert_eq!(curl(&api, "GET", "/api/v1/namespaces/kube-system/secrets", None).0, 401);
+
+    // A master token may list and add members, and nothing else: 403 worded as kube-apiserver words it.
+    let (join_url, token, ca_hash) = join_command(&api);
+    assert_eq!(join_url, api.url());
+    let id = token.split('.').next().unwrap();
+    assert_eq!(curl(&api, "GET", "/keel/v1/members", Some(&token)).0, 200);
+    let (code, status) = curl(&api, "GET", "/api/v1/namespaces/kube-system/secrets", Some(&token));
+    assert_eq!((code, status["reason"].as_str()), (403, Some("Forbidden")), "{status}");
+    assert_eq!(
+        status["message"],
+        format!(
+            "secrets is forbidden: User \"system:bootstrap:{id}\" cannot list resource \"secrets\" in API group \"\" \
+             in the namespace \"kube-system\""
+        )
+    );
+    let listed = Command::new(keel_bin())
+        .args(["server", "token", "list", "--kubeconfig"])
+        .arg(&api.kubeconfig)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.lines().any(|l| l.starts_with(id) && l.contains("system:bootstrappers:keel:masters")), "{listed}");
+    assert!(!listed.contains(&token), "a list shows no secret: {listed}");
+
+    // A token without the masters' group may not touch the members; an expired one is not a token at all.
+    let secret = |id: &str, expiration: &str, groups: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: bootstrap-token-{id}, namespace: kube-system}}\n\
+             type: bootstrap.kubernetes.io/token\nstringData: {{token-id: {id}, token-secret: 0123456789abcdef, \
+             usage-bootstrap-authentication: \"true\", expiration: \"{expiration}\", auth-extra-groups: \"{groups}\"}}\n"
+        )
+    };
+    api.ok(&["apply", "-f", "-"], Some(&secret("nodeaa", "2999-01-01T00:00:00Z", ""))).unwrap();
+    api.ok(&["apply", "-f", "-"], Some(&secret("oldaaa", "2020-01-01T00:00:00Z", "system:bootstrappers:keel:masters")))
+        .unwrap();
+    let (code, status) = curl(&api, "POST", "/keel/v1/members", Some("nodeaa.0123456789abcdef"));
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(status["message"], "forbidden: User \"system:bootstrap:nodeaa\" cannot post path \"/keel/v1/members\"");
+    assert_eq!(curl(&api, "GET", "/keel/v1/members", Some("oldaaa.0123456789abcdef")).0, 401);
+    assert_eq!(curl(&api, "GET", "/keel/v1/members", Some("nodeaa.0123456789abcdee")).0, 401, "wrong secret");
+
+    // A joiner pinning another CA stops before it sends the token: no member is added.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let dir = c.dir.path().join("stranger");
+    let (client, peer) = (free_port(), free_port());
+    let out = Command::new(keel_bin())
+        .args(["server", "--name", "m9", "--api-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--join", &join_url, "--join-token", &token, "--join-ca-hash", &wrong])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("refusing to send it the join token"), "{err}");
+    assert!(err.contains(&ca_hash), "the error names the CA presented: {err}");
+    assert_eq!(members(&api).len(), 1);
+
+    // Revoked: refused at once.
+    let deleted = Command::new(keel_bin())
+        .args(["server", "token", "delete", &token, "--kubeconfig"])
+        .arg(&api.kubeconfig)
+        .output();
+    assert!(deleted.unwrap().status.success());
+    assert_eq!(curl(&api, "GET", "/keel/v1/members", Some(&token)).0, 401);
+    let again =
+        Command::new(keel_bin()).args(["server", "token", "delete", id, "--kubeconfig"]).arg(&api.kubeconfig).output();
+    let again = again.unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("not found"), "{again:?}");
 }

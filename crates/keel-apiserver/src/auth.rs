@@ -1,7 +1,10 @@
-//! Bearer-token authentication, as kube-apiserver's static token file does it: a request presents
-//! `Authorization: Bearer <token>`, a known token names its user, an unknown one gets 401 whatever the path.
+//! Authentication and the authorization that stands until RBAC. A request presents
+//! `Authorization: Bearer <token>`: a static token (kube-apiserver's token file: the admin's) or a bootstrap
+//! token ([`crate::bootstrap_tokens`]) names its user and groups; an unknown one gets 401 whatever the path.
 //! A request without credentials may only read the public endpoints anonymous users may read in Kubernetes
-//! (`/version`, `/healthz`, `/livez`, `/readyz` and what is under them); anything else gets 401.
+//! (`/version`, `/healthz`, `/livez`, `/readyz` and what is under them, and kubeadm's
+//! `kube-public/cluster-info`); anything else gets 401. What an authenticated user may then do is
+//! [`crate::authz`]'s: 403 with kube-apiserver's wording otherwise.
 //!
 //! The user (or [`User::anonymous`]) goes into the request's extensions for audit and authorization later,
 //! and the `Authorization` header is removed, so that handlers never see a credential.
@@ -15,31 +18,55 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use keel_api::status::ApiError;
 
-use crate::Failure;
+use crate::bootstrap_tokens::{self, Token};
+use crate::storage::Storage;
+use crate::{authz, Failure};
+
+/// The group of every user with credentials.
+pub const AUTHENTICATED: &str = "system:authenticated";
+/// The group of the cluster's administrators (every request allowed), as in Kubernetes.
+pub const MASTERS: &str = "system:masters";
 
 /// The user a request was authenticated as; in the request's extensions after [`require_token`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub name: String,
+    pub groups: Vec<String>,
 }
 
 impl User {
-    /// Who a request without credentials is (Kubernetes' name for it).
+    /// Who a request without credentials is (Kubernetes' names for it).
     pub fn anonymous() -> User {
-        User { name: "system:anonymous".to_string() }
+        User { name: "system:anonymous".to_string(), groups: vec!["system:unauthenticated".to_string()] }
+    }
+
+    /// A user who presented credentials: `groups` and [`AUTHENTICATED`].
+    pub fn authenticated(name: impl Into<String>, groups: impl IntoIterator<Item = String>) -> User {
+        let mut groups: Vec<String> = groups.into_iter().collect();
+        groups.push(AUTHENTICATED.to_string());
+        User { name: name.into(), groups }
+    }
+
+    /// A cluster administrator named `name` (in [`MASTERS`]).
+    pub fn admin(name: impl Into<String>) -> User {
+        User::authenticated(name, [MASTERS.to_string()])
+    }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
     }
 }
 
-/// The known bearer tokens and the user each stands for.
+/// The known static bearer tokens and the user each stands for.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    entries: Vec<(String, String)>,
+    entries: Vec<(String, User)>,
 }
 
 impl std::fmt::Debug for Tokens {
     /// The users only; tokens never go into logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.entries.iter().map(|(_, user)| user)).finish()
+        f.debug_list().entries(self.entries.iter().map(|(_, user)| &user.name)).finish()
     }
 }
 
@@ -50,8 +77,8 @@ impl Tokens {
 
     /// Accept `token` as `user` (replacing what `token` meant before). An empty token is ignored: it could
     /// never be presented.
-    pub fn insert(&mut self, token: impl Into<String>, user: impl Into<String>) {
-        let (token, user) = (token.into(), user.into());
+    pub fn insert(&mut self, token: impl Into<String>, user: User) {
+        let token = token.into();
         if token.is_empty() {
             return;
         }
@@ -60,18 +87,18 @@ impl Tokens {
     }
 
     /// Builder form of [`Tokens::insert`].
-    pub fn with(mut self, token: impl Into<String>, user: impl Into<String>) -> Tokens {
+    pub fn with(mut self, token: impl Into<String>, user: User) -> Tokens {
         self.insert(token, user);
         self
     }
 
     /// The user `token` stands for. Every known token is compared, each in constant time, so the time taken
     /// tells nothing about how much of a guess was right.
-    pub fn user(&self, token: &str) -> Option<&str> {
+    pub fn user(&self, token: &str) -> Option<&User> {
         let mut found = None;
         for (known, user) in &self.entries {
             if constant_time_eq(known.as_bytes(), token.as_bytes()) {
-                found = Some(user.as_str());
+                found = Some(user);
             }
         }
         found
@@ -79,7 +106,7 @@ impl Tokens {
 }
 
 /// Equality whose time depends only on the lengths (tokens' lengths are not secret).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -114,36 +141,89 @@ fn credential(headers: &HeaderMap) -> Credential<'_> {
     }
 }
 
-/// Whether anonymous users may make this request: reads of the version and health endpoints.
-fn is_public(method: &Method, path: &str) -> bool {
+/// Whether anonymous users may make this request: reads of the version and health endpoints, and of
+/// `kube-public/cluster-info` (the CA a joiner checks against its pin).
+pub(crate) fn is_public(method: &Method, path: &str) -> bool {
     let readable = *method == Method::GET || *method == Method::HEAD;
+    let cluster_info = format!("/api/v1/namespaces/kube-public/configmaps/{}", bootstrap_tokens::CLUSTER_INFO);
     readable
-        && ["/version", "/healthz", "/livez", "/readyz"]
-            .iter()
-            .any(|public| path.strip_prefix(public).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+        && (path == cluster_info
+            || ["/version", "/healthz", "/livez", "/readyz"]
+                .iter()
+                .any(|public| path.strip_prefix(public).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))))
 }
 
-/// Who the request is from, or `None` for a request to refuse with 401.
-fn authenticate(tokens: &Tokens, method: &Method, path: &str, headers: &HeaderMap) -> Option<User> {
+/// Who a request is from, as far as its headers alone tell.
+#[derive(Debug, PartialEq, Eq)]
+enum Claim {
+    User(User),
+    /// A bootstrap token: its Secret decides.
+    Bootstrap(Token),
+    /// 401.
+    Refused,
+}
+
+fn claim(tokens: &Tokens, method: &Method, path: &str, headers: &HeaderMap) -> Claim {
     match credential(headers) {
-        Credential::Bearer(token) => tokens.user(token).map(|name| User { name: name.to_string() }),
-        Credential::None if is_public(method, path) => Some(User::anonymous()),
-        Credential::None | Credential::Malformed => None,
+        Credential::Bearer(token) => match (tokens.user(token), Token::parse(token)) {
+            (Some(user), _) => Claim::User(user.clone()),
+            (None, Some(bootstrap)) => Claim::Bootstrap(bootstrap),
+            (None, None) => Claim::Refused,
+        },
+        Credential::None if is_public(method, path) => Claim::User(User::anonymous()),
+        Credential::None | Credential::Malformed => Claim::Refused,
     }
 }
 
-/// `router` behind bearer-token authentication (see the module docs); refused requests get kube-apiserver's
-/// 401 `Status` (reason `Unauthorized`).
-pub fn require_token(router: Router, tokens: Tokens) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(Arc::new(tokens), check))
+/// Who may present credentials: the static tokens, and bootstrap tokens when there is a store to find them
+/// in.
+#[derive(Clone)]
+pub struct Authenticator {
+    tokens: Tokens,
+    storage: Option<Storage>,
 }
 
-async fn check(State(tokens): State<Arc<Tokens>>, mut request: Request, next: Next) -> Response {
-    let user = authenticate(&tokens, request.method(), request.uri().path(), request.headers());
-    let Some(user) = user else {
-        tracing::debug!(method = %request.method(), path = request.uri().path(), "unauthenticated request");
+impl Authenticator {
+    pub fn new(tokens: Tokens, storage: Option<Storage>) -> Authenticator {
+        Authenticator { tokens, storage }
+    }
+
+    /// Who the request is from, or `None` for a request to refuse with 401.
+    async fn authenticate(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<User> {
+        match claim(&self.tokens, method, path, headers) {
+            Claim::User(user) => Some(user),
+            Claim::Refused => None,
+            Claim::Bootstrap(token) => {
+                let storage = self.storage.as_ref()?;
+                match bootstrap_tokens::authenticate(storage, &token).await {
+                    Ok(user) => Some(user),
+                    Err(why) => {
+                        tracing::info!(token = ?token, %why, "bootstrap token refused");
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `router` behind authentication and authorization (see the module docs); refused requests get
+/// kube-apiserver's 401 `Status` (reason `Unauthorized`) or 403 (reason `Forbidden`).
+pub fn require_token(router: Router, authenticator: Authenticator) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(Arc::new(authenticator), check))
+}
+
+async fn check(State(authenticator): State<Arc<Authenticator>>, mut request: Request, next: Next) -> Response {
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    let Some(user) = authenticator.authenticate(&method, uri.path(), request.headers()).await else {
+        tracing::debug!(%method, path = uri.path(), "unauthenticated request");
         return Failure(ApiError::Unauthorized).into_response();
     };
+    let attributes = authz::Attributes::of(&method, uri.path(), uri.query());
+    if !authz::allows(&user, &attributes) {
+        tracing::debug!(%method, path = uri.path(), user = user.name, "forbidden request");
+        return Failure(authz::forbidden(&user, &attributes)).into_response();
+    }
     request.headers_mut().remove(header::AUTHORIZATION);
     request.extensions_mut().insert(user);
     next.run(request).await
@@ -177,11 +257,27 @@ mod tests {
 
     #[test]
     fn only_reads_of_version_and_health_are_public() {
-        for path in ["/version", "/version/", "/healthz", "/healthz/etcd", "/livez", "/readyz/ping"] {
+        for path in [
+            "/version",
+            "/version/",
+            "/healthz",
+            "/healthz/etcd",
+            "/livez",
+            "/readyz/ping",
+            "/api/v1/namespaces/kube-public/configmaps/cluster-info",
+        ] {
             assert!(is_public(&Method::GET, path), "{path}");
         }
         assert!(is_public(&Method::HEAD, "/healthz"));
-        for path in ["/api", "/versions", "/healthzz", "/", "/apis/apps/v1"] {
+        for path in [
+            "/api",
+            "/versions",
+            "/healthzz",
+            "/",
+            "/apis/apps/v1",
+            "/api/v1/namespaces/kube-public/configmaps",
+            "/api/v1/namespaces/kube-system/configmaps/cluster-info",
+        ] {
             assert!(!is_public(&Method::GET, path), "{path}");
         }
         assert!(!is_public(&Method::POST, "/version"));
@@ -189,9 +285,16 @@ mod tests {
 
     #[test]
     fn tokens_name_their_users() {
-        let tokens = Tokens::new().with("t1", "admin").with("t2", "bob").with("", "nobody").with("t2", "carol");
-        assert_eq!(tokens.user("t1"), Some("admin"));
-        assert_eq!(tokens.user("t2"), Some("carol"));
+        let tokens = Tokens::new()
+            .with("t1", User::admin("admin"))
+            .with("t2", User::admin("bob"))
+            .with("", User::admin("nobody"))
+            .with("t2", User::authenticated("carol", []));
+        assert_eq!(tokens.user("t1"), Some(&User::admin("admin")));
+        assert_eq!(
+            tokens.user("t2").map(|u| (u.name.as_str(), u.groups.clone())),
+            Some(("carol", vec![AUTHENTICATED.into()]))
+        );
         assert_eq!(tokens.user("t"), None);
         assert_eq!(tokens.user(""), None);
         assert_eq!(format!("{tokens:?}"), r#"["admin", "carol"]"#);
@@ -202,14 +305,16 @@ mod tests {
 
     #[test]
     fn a_wrong_token_is_refused_even_where_anonymous_may_read() {
-        let tokens = Tokens::new().with("t1", "admin");
+        let tokens = Tokens::new().with("t1", User::admin("admin"));
         let get = Method::GET;
-        assert_eq!(authenticate(&tokens, &get, "/version", &HeaderMap::new()), Some(User::anonymous()));
-        assert_eq!(authenticate(&tokens, &get, "/version", &headers("Bearer nope")), None);
-        assert_eq!(authenticate(&tokens, &get, "/version", &headers("Bearer")), None);
-        assert_eq!(authenticate(&tokens, &get, "/api", &HeaderMap::new()), None);
-        let admin = Some(User { name: "admin".into() });
-        assert_eq!(authenticate(&tokens, &Method::DELETE, "/api/v1/x", &headers("Bearer t1")), admin);
+        assert_eq!(claim(&tokens, &get, "/version", &HeaderMap::new()), Claim::User(User::anonymous()));
+        assert_eq!(claim(&tokens, &get, "/version", &headers("Bearer nope")), Claim::Refused);
+        assert_eq!(claim(&tokens, &get, "/version", &headers("Bearer")), Claim::Refused);
+        assert_eq!(claim(&tokens, &get, "/api", &HeaderMap::new()), Claim::Refused);
+        let admin = Claim::User(User::admin("admin"));
+        assert_eq!(claim(&tokens, &Method::DELETE, "/api/v1/x", &headers("Bearer t1")), admin);
+        let bootstrap = claim(&tokens, &get, "/api", &headers("Bearer abcdef.0123456789abcdef"));
+        assert_eq!(bootstrap, Claim::Bootstrap(Token::parse("abcdef.0123456789abcdef").unwrap()));
     }
 
     async fn call(router: &Router, path: &str, authorization: Option<&str>) -> (StatusCode, String) {
@@ -229,7 +334,8 @@ mod tests {
             format!("{} {}", user.name, headers.contains_key(header::AUTHORIZATION))
         };
         let router = Router::new().route("/whoami", get(whoami)).route("/healthz", get(whoami));
-        let router = require_token(router, Tokens::new().with("t1", "admin"));
+        let tokens = Tokens::new().with("t1", User::admin("admin")).with("t3", User::authenticated("bob", []));
+        let router = require_token(router, Authenticator::new(tokens, None));
 
         assert_eq!(call(&router, "/whoami", Some("Bearer t1")).await, (StatusCode::OK, "admin false".into()));
         assert_eq!(call(&router, "/healthz", None).await, (StatusCode::OK, "system:anonymous false".into()));
@@ -242,5 +348,13 @@ mod tests {
         );
         assert_eq!(status["message"], "Unauthorized");
         assert_eq!(call(&router, "/nowhere", None).await.0, StatusCode::UNAUTHORIZED, "before routing");
+        // Without a store, a bootstrap token finds no Secret.
+        assert_eq!(call(&router, "/whoami", Some("Bearer abcdef.0123456789abcdef")).await.0, StatusCode::UNAUTHORIZED);
+        // Known, but not allowed: kube-apiserver's 403.
+        let (code, body) = call(&router, "/whoami", Some("Bearer t3")).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["reason"], "Forbidden");
+        assert_eq!(status["message"], r#"forbidden: User "bob" cannot get path "/whoami""#);
     }
 }

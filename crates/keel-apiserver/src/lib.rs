@@ -5,6 +5,8 @@
 
 mod allocator;
 pub mod auth;
+mod authz;
+pub mod bootstrap_tokens;
 mod discovery;
 mod failure;
 mod health;
@@ -27,6 +29,8 @@ use axum::routing::{any, get};
 use axum::Router;
 
 pub use failure::Failure;
+/// Where the store's members are listed and added (`keel server --join`).
+pub use members::PATH as MEMBERS_PATH;
 pub use node_proxy::NodeClient;
 
 /// What every handler shares.

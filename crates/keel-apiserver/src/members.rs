@@ -1,5 +1,6 @@
-//! The store's membership through the API (admin only, like everything outside the public health paths), so
-//! that a new master can join with nothing but an API address and credentials (`keel server --join`), and an
+//! The store's membership through the API (for admins; a master's bootstrap token may list and add, see
+//! `authz`), so that a new master can join with nothing but an API address and a join token
+//! (`keel server --join`), and an
 //! operator can list and remove members with kubectl (`kubectl get --raw /keel/v1/members`,
 //! `kubectl delete --raw /keel/v1/members/<id>`). Each call is etcd's Cluster service on this master's store;
 //! its rules apply (a learner is promoted only once caught up; a removal that would cost the quorum is

@@ -4,7 +4,7 @@
 
 use keel_api::meta::{self, Fresh};
 use keel_api::resources;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::storage::{Storage, StorageError};
 
@@ -14,25 +14,38 @@ pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public
 /// Creates the system namespaces that do not exist yet (every master does this at start; the store's
 /// create-if-absent makes it safe to race).
 pub async fn ensure_system(storage: &Storage) -> Result<(), StorageError> {
-    let Some(namespaces) = resources::find("", "v1", "namespaces") else { return Ok(()) };
     for name in SYSTEM_NAMESPACES {
-        let key = namespaces.key("", name);
-        match storage.get(&key).await {
-            Ok(_) => continue,
-            Err(StorageError::NotFound) => {}
-            Err(e) => return Err(e),
-        }
-        let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        let fresh = Fresh { now: jiff::Timestamp::now(), uid: uuid::Uuid::new_v4().to_string(), random: 0 };
-        if meta::prepare_create(namespaces, &mut ns, None, &fresh).is_err() {
-            continue;
-        }
-        ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": name});
-        let value = serde_json::to_vec(&ns).unwrap_or_default();
-        match storage.create(&key, value).await {
-            Ok(_) | Err(StorageError::AlreadyExists) => {}
-            Err(e) => return Err(e),
-        }
+        let ns = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+        });
+        create_if_absent(storage, "namespaces", ns).await?;
     }
     Ok(())
+}
+
+/// Stores `object`, a core/v1 `plural` the masters make themselves, with the metadata a create gives it,
+/// unless an object of its name exists (every master does this at start; the store's create-if-absent
+/// makes it safe to race).
+pub async fn create_if_absent(storage: &Storage, plural: &str, mut object: Value) -> Result<(), StorageError> {
+    let Some(resource) = resources::find("", "v1", plural) else { return Ok(()) };
+    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+    let key = resource.key(&namespace, &name);
+    match storage.get(&key).await {
+        Ok(_) => return Ok(()),
+        Err(StorageError::NotFound) => {}
+        Err(e) => return Err(e),
+    }
+    let fresh = Fresh { now: jiff::Timestamp::now(), uid: uuid::Uuid::new_v4().to_string(), random: 0 };
+    let in_namespace = resource.namespaced.then_some(namespace.as_str());
+    if meta::prepare_create(resource, &mut object, in_namespace, &fresh).is_err() {
+        return Ok(());
+    }
+    let value = serde_json::to_vec(&object).unwrap_or_default();
+    match storage.create(&key, value).await {
+        Ok(_) | Err(StorageError::AlreadyExists) => Ok(()),
+        Err(e) => Err(e),
+    }
 }

@@ -1,7 +1,7 @@
 //! One master's API server from start to stop: the cluster's shared secrets (CA and admin token, created
 //! by the first master and kept in the store, so that every master's certificate chains to one CA and one
 //! kubeconfig works against any master), this master's serving certificate, the admin kubeconfig in its
-//! data dir, the system namespaces, and HTTPS with bearer tokens until shutdown.
+//! data dir, the system namespaces and `kube-public/cluster-info`, and HTTPS with bearer tokens until shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::auth::{require_token, Tokens};
+use crate::auth::{require_token, Authenticator, Tokens, User};
 use crate::leadership::{self, Campaign, Role};
 use crate::storage::{Storage, StorageError};
 use crate::tls::{self, Authority, TlsError, TlsListener};
@@ -142,6 +142,12 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     let wait = Duration::from_secs(60);
     let secrets = patiently(wait, || cluster_secrets(&storage)).await?;
     patiently(wait, || async { namespaces::ensure_system(&storage).await.map_err(ServerError::from) }).await?;
+    let server_url = format!("https://{}", config.advertise);
+    let ca_pem = secrets.authority.cert_pem();
+    patiently(wait, || async {
+        crate::bootstrap_tokens::ensure_cluster_info(&storage, &server_url, ca_pem).await.map_err(ServerError::from)
+    })
+    .await?;
 
     let mut hosts = vec![host_of(&config.advertise), config.listen.ip().to_string()];
     hosts.extend(config.tls_sans.iter().cloned());
@@ -156,20 +162,15 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     let ca_path = config.data_dir.join("ca.crt");
     std::fs::write(&ca_path, secrets.authority.cert_pem())
         .map_err(io(format!("cannot write {}", ca_path.display())))?;
-    let kubeconfig = tls::kubeconfig(
-        "keel",
-        &format!("https://{}", config.advertise),
-        secrets.authority.cert_pem(),
-        "admin",
-        &secrets.admin_token,
-    );
+    let kubeconfig = tls::kubeconfig("keel", &server_url, ca_pem, "admin", &secrets.admin_token);
     let kc_path = config.data_dir.join("admin.kubeconfig");
     write_private(&kc_path, kubeconfig.as_bytes()).map_err(io(format!("cannot write {}", kc_path.display())))?;
 
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("cannot listen on {}", config.listen)))?;
-    let tokens = Tokens::new().with(secrets.admin_token.clone(), "admin");
+    let tokens = Tokens::new().with(secrets.admin_token.clone(), User::admin("admin"));
+    let authenticator = Authenticator::new(tokens, Some(storage.clone()));
     let (stop_campaign, stop_rx) = tokio::sync::watch::channel(false);
     let role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx.clone());
     let cluster_ip = config.service_cidr.nth(0).to_string();
@@ -185,7 +186,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     let api_port = config.advertise.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(config.listen.port());
     tokio::spawn(masters::register(storage.clone(), config.advertise.clone(), stop_rx.clone()));
     tokio::spawn(masters::reconcile(storage, app(state.clone()), cluster_ip, api_port, stop_rx));
-    let router = require_token(app(state), tokens);
+    let router = require_token(app(state), authenticator);
     tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");
     Ok(Master { role, kubeconfig: kc_path, tcp, tls, router, stop_campaign })
 }

@@ -363,6 +363,38 @@ preferences: {{}}
     )
 }
 
+/// The cluster's address and CA as a kubeconfig without users (kubeadm's `cluster-info`), for joiners to
+/// learn the CA from.
+pub fn cluster_kubeconfig(server_url: &str, ca_pem: &str) -> String {
+    let ca_data = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let server_url = quoted(server_url);
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: \"\"
+  cluster:
+    server: {server_url}
+    certificate-authority-data: {ca_data}
+contexts: []
+current-context: \"\"
+users: []
+preferences: {{}}
+"
+    )
+}
+
+/// The pin of a CA as kubeadm's `--discovery-token-ca-cert-hash` writes it: `sha256:` and the hex SHA-256
+/// of the first certificate's SubjectPublicKeyInfo in `cert_pem`.
+pub fn ca_cert_hash(cert_pem: &str) -> Result<String, TlsError> {
+    use sha2::Digest as _;
+    let cert = certificates(cert_pem)?.into_iter().next().ok_or(TlsError::NoCertificate)?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&cert).map_err(|_| TlsError::UnsupportedCa("malformed certificate"))?;
+    let digest = sha2::Sha256::digest(parsed.tbs_certificate.subject_pki.raw);
+    Ok(format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
 /// `s` as a YAML double-quoted scalar (JSON's string syntax is a subset of it), so that no name can turn
 /// into a number, a boolean or YAML syntax.
 fn quoted(s: &str) -> String {
@@ -477,6 +509,26 @@ mod tests {
         set_validity(&mut params, jiff::civil::date(2025, 3, 1), 365);
         assert_eq!(params.not_before, rcgen::date_time_ymd(2025, 2, 28));
         assert_eq!(params.not_after, rcgen::date_time_ymd(2026, 3, 1));
+    }
+
+    /// The pin is what kubeadm's documentation computes with openssl (the public key as DER, hashed).
+    #[test]
+    fn ca_pins_are_kubeadms() {
+        let ca = Authority::generate("pin-test").unwrap();
+        let pin = ca_cert_hash(ca.cert_pem()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crt");
+        std::fs::write(&path, ca.cert_pem()).unwrap();
+        let script = format!(
+            "openssl x509 -pubkey -in {} | openssl pkey -pubin -outform der | openssl dgst -sha256 -hex",
+            path.display()
+        );
+        let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+        let openssl = String::from_utf8(out.stdout).unwrap();
+        let hex = openssl.trim().rsplit(' ').next().unwrap();
+        assert_eq!(pin, format!("sha256:{hex}"));
+        assert_ne!(pin, ca_cert_hash(Authority::generate("pin-test").unwrap().cert_pem()).unwrap());
+        assert!(ca_cert_hash("not pem").is_err());
     }
 
     #[test]

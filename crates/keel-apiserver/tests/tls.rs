@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_apiserver::auth::{require_token, Tokens};
+use keel_apiserver::auth::{require_token, Authenticator, Tokens, User};
 use keel_apiserver::tls::{kubeconfig, random_token, server_config, Authority, TlsListener};
 use keel_apiserver::{app, AppState};
 use rustls::pki_types::pem::PemObject as _;
@@ -40,8 +40,10 @@ async fn serve(handshake_timeout: Duration) -> Server {
     let addr = tcp.local_addr().unwrap();
     let listener = TlsListener::new(tcp, server_config(&cert, &key).unwrap()).with_handshake_timeout(handshake_timeout);
     let token = random_token().unwrap();
-    let router =
-        require_token(app(AppState::new(addr.to_string(), unreachable_store())), Tokens::new().with(&token, "admin"));
+    let router = require_token(
+        app(AppState::new(addr.to_string(), unreachable_store())),
+        Authenticator::new(Tokens::new().with(&token, User::admin("admin")), None),
+    );
     let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     Server { addr, ca, token, task }
 }

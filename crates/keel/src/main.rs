@@ -4,9 +4,11 @@
 mod agent;
 mod bench;
 mod hollow;
+mod join;
 mod kv;
 mod lb;
 mod server;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -24,7 +26,9 @@ struct Cli {
 enum Command {
     /// Run one member of a keel store (etcd v3 API; flags use etcd's names).
     Kv(kv::KvArgs),
-    /// Run one master: the Kubernetes API over HTTPS, on its own store member or an external store.
+    /// Run one master: the Kubernetes API over HTTPS, on its own store member or an external store
+    /// (`keel server token ...`: join tokens).
+    #[command(args_conflicts_with_subcommands = true)]
     Server(server::ServerArgs),
     /// Run the node agent: register the Node and run the pods bound to it on containerd.
     Agent(agent::AgentArgs),

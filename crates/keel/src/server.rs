@@ -33,13 +33,21 @@ pub struct ServerArgs {
     /// The range Services' cluster IPs come from (IPv4 CIDR).
     #[arg(long, default_value = keel_api::services::DEFAULT_SERVICE_CIDR)]
     service_cluster_ip_range: String,
-    /// Join a running cluster through any of its masters (https://host:port): this master's store member is
-    /// added as a learner, started, and promoted to a voter once it has caught up. Needs --join-kubeconfig.
-    /// Ignored once this master's data dir holds a member (a restart).
-    #[arg(long, requires = "join_kubeconfig", conflicts_with = "store_endpoints")]
-    join: Option<String>,
-    /// The credentials and CA --join uses (an existing master's admin.kubeconfig).
-    #[arg(long)]
+    /// Join a running cluster through any of its masters (https://host:port; several, comma-separated, are
+    /// tried in turn): this master's store member is added as a learner, started, and promoted to a voter
+    /// once it has caught up. Needs --join-token and --join-ca-hash (from `keel server token create --for
+    /// master`), or --join-kubeconfig. Ignored once this master's data dir holds a member (a restart).
+    #[arg(long, value_delimiter = ',', conflicts_with = "store_endpoints")]
+    join: Vec<String>,
+    /// A bootstrap token for masters (`keel server token create --for master`).
+    #[arg(long, requires_all = ["join", "join_ca_hash"], conflicts_with = "join_kubeconfig", value_parser = crate::join::parse_token)]
+    join_token: Option<keel_apiserver::bootstrap_tokens::Token>,
+    /// The cluster CA's pin, sha256:<hex> (printed with the token): a master presenting another CA is
+    /// never sent the token.
+    #[arg(long, requires = "join_token", value_parser = crate::join::parse_ca_hash)]
+    join_ca_hash: Option<String>,
+    /// Instead of a token: an existing master's admin.kubeconfig (its credentials and CA).
+    #[arg(long, requires = "join")]
     join_kubeconfig: Option<std::path::PathBuf>,
     /// Client URLs of an external keel store (comma-separated); without it the master runs its own member.
     #[arg(long, value_delimiter = ',')]
@@ -64,6 +72,8 @@ pub struct ServerArgs {
     secondary_node_eviction_rate: f32,
     #[command(flatten)]
     member: MemberArgs,
+    #[command(subcommand)]
+    command: Option<crate::token::ServerCommand>,
 }
 
 /// A client URL to dial: a wildcard listen address is reached on loopback.
@@ -95,6 +105,17 @@ fn channel(urls: &[String]) -> anyhow::Result<Channel> {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    if let Some(command) = args.command {
+        return crate::token::run(command);
+    }
+    let join_credentials = match (args.join_token, args.join_ca_hash, args.join_kubeconfig) {
+        (Some(token), Some(ca_hash), _) => Some(crate::join::Credentials::Token { token, ca_hash }),
+        (_, _, Some(path)) => Some(crate::join::Credentials::Kubeconfig(path)),
+        _ if !args.join.is_empty() => {
+            anyhow::bail!("--join needs --join-token and --join-ca-hash, or --join-kubeconfig")
+        }
+        _ => None,
+    };
     let metrics_urls = args.member.listen_metrics_urls.clone();
     let mut config = args.member.into_config()?;
     let advertise = args.api_advertise.unwrap_or_else(|| args.api_listen.to_string());
@@ -126,12 +147,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         // Joining: the member's place in the store comes from the cluster, not from the flags.
-        let joining = match (&args.join, &args.join_kubeconfig) {
-            (Some(url), Some(kubeconfig)) if !config.data_dir.join("raft-log").exists() => {
-                join::add_member(url, kubeconfig, &mut config).await?;
+        let joining = match &join_credentials {
+            Some(credentials) if !config.data_dir.join("raft-log").exists() => {
+                crate::join::add_member(&args.join, credentials, &mut config).await?;
                 true
             }
-            (Some(_), _) => {
+            Some(_) => {
                 tracing::info!("this master's data dir holds a member already: --join is not needed again");
                 config.initial_cluster_state = keel_store::ClusterState::Existing;
                 true
@@ -161,7 +182,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         let client_config =
             client_config(&master.kubeconfig).await.context("the controllers cannot use the admin kubeconfig")?;
         if joining {
-            tokio::spawn(join::promote(client_config.clone(), my_peer_urls));
+            tokio::spawn(crate::join::promote(client_config.clone(), my_peer_urls));
         }
         let settings = keel_controllers::Settings {
             node_monitor_grace_period: args.node_monitor_grace_period,
@@ -196,106 +217,6 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
         result
     })
-}
-
-/// `keel server --join`: a new master's store member added to a running cluster through its API
-/// (keel-apiserver's `/keel/v1/members`), then promoted once it has caught up.
-mod join {
-    use std::time::Duration;
-
-    use anyhow::Context;
-    use serde_json::{json, Value};
-
-    /// A request to the API through `client`; the JSON it answered.
-    async fn call(client: &kube::Client, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/json")
-            .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
-            .context("building a request")?;
-        Ok(client.request::<Value>(request).await?)
-    }
-
-    fn peer_urls(member: &Value) -> Vec<String> {
-        member["peerURLs"].as_array().into_iter().flatten().filter_map(|u| u.as_str().map(str::to_string)).collect()
-    }
-
-    /// Adds this master's member as a learner through the master at `url` (unless an earlier attempt did),
-    /// and points `config` at the cluster as it now is.
-    pub async fn add_member(
-        url: &str,
-        kubeconfig: &std::path::Path,
-        config: &mut keel_store::StoreConfig,
-    ) -> anyhow::Result<()> {
-        let mut kc = super::client_config(kubeconfig).await?;
-        kc.cluster_url = url.parse().with_context(|| format!("--join {url:?} is not a URL"))?;
-        let client = kube::Client::try_from(kc).context("cannot build an API client")?;
-        let path = "/keel/v1/members";
-        let mine = config.initial_advertise_peer_urls.clone();
-        let listed =
-            call(&client, "GET", path, None).await.with_context(|| format!("cannot list the members through {url}"))?;
-        let mut members = listed["members"].as_array().cloned().unwrap_or_default();
-        if !members.iter().any(|m| peer_urls(m) == mine) {
-            if let Some(other) = members.iter().find(|m| m["name"] == config.name.as_str()) {
-                anyhow::bail!(
-                    "the cluster has a member named {:?} already, with peer URLs {:?}",
-                    config.name,
-                    peer_urls(other)
-                );
-            }
-            let added = call(&client, "POST", path, Some(json!({"peerURLs": mine, "isLearner": true})))
-                .await
-                .with_context(|| format!("cannot add this member through {url}"))?;
-            tracing::info!(id = %added["member"]["id"], "added to the cluster as a learner");
-            members = added["members"].as_array().cloned().unwrap_or_default();
-        }
-        let mut cluster = Vec::new();
-        for m in &members {
-            let urls = peer_urls(m);
-            let name = if urls == mine {
-                config.name.clone()
-            } else {
-                m["name"]
-                    .as_str()
-                    .filter(|n| !n.is_empty())
-                    .map_or_else(|| format!("member-{}", m["id"].as_str().unwrap_or("")), str::to_string)
-            };
-            cluster.extend(urls.into_iter().map(|u| format!("{name}={u}")));
-        }
-        config.initial_cluster = keel_store::config::parse_initial_cluster(&cluster.join(","))?;
-        config.initial_cluster_state = keel_store::ClusterState::Existing;
-        Ok(())
-    }
-
-    /// Promotes this master's member to a voter once the store allows it (it has caught up), asking through
-    /// this master's own API; gives up after ten minutes.
-    pub async fn promote(config: kube::Config, mine: Vec<String>) {
-        let Ok(client) = kube::Client::try_from(config) else { return };
-        for _ in 0..600 {
-            let listed = call(&client, "GET", "/keel/v1/members", None).await;
-            let me = listed.ok().and_then(|l| l["members"].as_array()?.iter().find(|m| peer_urls(m) == mine).cloned());
-            match me {
-                Some(m) if m["isLearner"] == false => {
-                    tracing::info!(id = %m["id"], "this master's store member is a voter");
-                    return;
-                }
-                Some(m) => {
-                    let id = m["id"].as_str().unwrap_or_default();
-                    match call(&client, "POST", &format!("/keel/v1/members/{id}/promote"), None).await {
-                        Ok(_) => {
-                            tracing::info!(%id, "promoted this master's store member to a voter");
-                            return;
-                        }
-                        Err(e) => tracing::debug!(error = %e, "not promoted yet"),
-                    }
-                }
-                None => tracing::debug!("this master's member is not listed yet"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        tracing::warn!("this master's store member is still a learner after ten minutes: promote it by hand");
-    }
 }
 
 /// A kube-rs client configuration from a kubeconfig file.
