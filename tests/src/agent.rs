@@ -471,6 +471,20 @@ impl Hosts {
             .expect("bash runs")
     }
 
+    /// The address of host `host` (`1`, `m2`, …).
+    pub fn ip(&self, host: &str) -> String {
+        String::from_utf8_lossy(&self.script(&["ip", host]).stdout).trim().to_string()
+    }
+
+    /// Runs a command on host `host` (in its network namespace).
+    pub fn exec(&self, host: &str, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}{host}", self.prefix))
+            .args(args)
+            .output()
+            .expect("nsenter runs")
+    }
+
     /// The `keel agent` flags for host `i`.
     pub fn flags(&self, i: u32) -> Vec<String> {
         let out = self.script(&["env", &i.to_string()]);

@@ -43,6 +43,27 @@ fn endpoint_addresses(api: &Api) -> Vec<String> {
     list
 }
 
+/// The `kubernetes` EndpointSlices' endpoints as `ip:port`, sorted (what Service proxies read).
+fn slice_addresses(api: &Api) -> Vec<String> {
+    let args = ["-n", "default", "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes", "-o", "json"];
+    let out = api.kubectl(&args, None).unwrap();
+    let Ok(list) = serde_json::from_slice::<Value>(&out.stdout) else { return vec![] };
+    let mut all: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| {
+            let port = s["ports"][0]["port"].as_i64().unwrap_or(0);
+            s["endpoints"].as_array().cloned().unwrap_or_default().into_iter().map(move |e| {
+                assert_eq!(e["conditions"]["ready"], true, "{e}");
+                format!("{}:{port}", e["addresses"][0].as_str().unwrap_or(""))
+            })
+        })
+        .collect();
+    all.sort();
+    all
+}
+
 fn master_addresses(c: &Cluster, which: &[usize]) -> Vec<String> {
     let mut list: Vec<String> = which.iter().map(|i| format!("127.0.0.1:{}", c.api(*i).port)).collect();
     list.sort();
@@ -98,9 +119,9 @@ async fn the_kubernetes_service_lists_the_live_masters() {
     assert_eq!(svc["spec"]["ports"][0]["port"], 443);
     assert_eq!(svc["metadata"]["labels"]["component"], "apiserver");
     let all = master_addresses(&c, &[0, 1, 2]);
-    wait_for("the Endpoints list the three masters", Duration::from_secs(20), || {
-        let now = endpoint_addresses(&api);
-        (now == all, now)
+    wait_for("the Endpoints and EndpointSlices list the three masters", Duration::from_secs(20), || {
+        let now = (endpoint_addresses(&api), slice_addresses(&api));
+        (now.0 == all && now.1 == all, now)
     })
     .await;
 
@@ -108,9 +129,9 @@ async fn the_kubernetes_service_lists_the_live_masters() {
     c.kill(0);
     let killed = Instant::now();
     let rest = master_addresses(&c, &[1, 2]);
-    wait_for("the killed master leaves the Endpoints", Duration::from_secs(30), || {
-        let now = endpoint_addresses(&api);
-        (now == rest, now)
+    wait_for("the killed master leaves the Endpoints and EndpointSlices", Duration::from_secs(30), || {
+        let now = (endpoint_addresses(&api), slice_addresses(&api));
+        (now.0 == rest && now.1 == rest, now)
     })
     .await;
     eprintln!("the killed master left the Endpoints after {:?}", killed.elapsed());

@@ -122,7 +122,8 @@ pub async fn register(storage: Storage, advertise: String, mut shutdown: watch::
     }
 }
 
-/// Keeps the `kubernetes` Service and Endpoints equal to the registered masters until `shutdown`.
+/// Keeps the `kubernetes` Service, Endpoints and EndpointSlices equal to the registered masters until
+/// `shutdown`.
 pub async fn reconcile(
     storage: Storage,
     router: Router,
@@ -176,42 +177,113 @@ async fn reconcile_once(storage: &Storage, router: &Router, cluster_ip: &str, ta
     }
     // The Endpoints are read before the leases, so the leases are at least as new as what is replaced.
     let (status, current) = call(router, Method::GET, ENDPOINTS, None).await?;
+    let (slices_status, current_slices) = call(router, Method::GET, &slices_path(), None).await?;
     let leases = storage.list(MASTER_LEASES, None, 0, 0).await.map_err(|e| e.to_string())?;
     let addresses: Vec<String> = leases.items.iter().map(|s| String::from_utf8_lossy(&s.value).into_owned()).collect();
     let wanted = subsets(&addresses);
     if wanted.as_array().is_none_or(Vec::is_empty) {
         return Ok(());
     }
-    match status {
-        StatusCode::NOT_FOUND => {
-            let object = json!({
-                "apiVersion": "v1",
-                "kind": "Endpoints",
-                "metadata": {"name": "kubernetes", "namespace": "default",
-                             "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-                "subsets": wanted,
-            });
-            let (status, body) =
-                call(router, Method::POST, "/api/v1/namespaces/default/endpoints", Some(&object)).await?;
-            if !status.is_success() && status != StatusCode::CONFLICT {
-                return Err(format!("creating the kubernetes Endpoints: {status} {body}"));
-            }
+    let endpoints = json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": wanted,
+    });
+    if ensure(router, ENDPOINTS, (status, current), endpoints, &["subsets"]).await? {
+        tracing::info!(masters = ?addresses, "the kubernetes Endpoints now list the live masters");
+    }
+    // The EndpointSlices (what Service proxies read): one per port, the others deleted.
+    if !slices_status.is_success() {
+        return Err(format!("listing the kubernetes EndpointSlices: {slices_status}"));
+    }
+    let wanted = endpoint_slices(&addresses);
+    for slice in &wanted {
+        let name = slice["metadata"]["name"].as_str().unwrap_or_default();
+        let path = format!("{}/{name}", slices_path().split('?').next().unwrap_or_default());
+        let found = call(router, Method::GET, &path, None).await?;
+        ensure(router, &path, found, slice.clone(), &["endpoints", "ports"]).await?;
+    }
+    for stale in current_slices["items"].as_array().into_iter().flatten() {
+        let name = stale["metadata"]["name"].as_str().unwrap_or_default();
+        if !wanted.iter().any(|w| w["metadata"]["name"] == name) {
+            let path = format!("{}/{name}", slices_path().split('?').next().unwrap_or_default());
+            call(router, Method::DELETE, &path, None).await?;
         }
-        s if s.is_success() => {
-            if current.get("subsets").unwrap_or(&Value::Null) != &wanted {
-                let mut object = current;
-                object["subsets"] = wanted;
-                let (status, body) = call(router, Method::PUT, ENDPOINTS, Some(&object)).await?;
-                if status.is_success() {
-                    tracing::info!(masters = ?addresses, "the kubernetes Endpoints now list the live masters");
-                } else if status != StatusCode::CONFLICT {
-                    return Err(format!("updating the kubernetes Endpoints: {status} {body}"));
-                }
-            }
-        }
-        s => return Err(format!("reading the kubernetes Endpoints: {s}")),
     }
     Ok(())
+}
+
+/// The `kubernetes` EndpointSlices of `default`.
+fn slices_path() -> String {
+    "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dkubernetes"
+        .to_string()
+}
+
+/// The `kubernetes` EndpointSlices for these master addresses, as kube-apiserver writes its own: the
+/// IPv4 masters of each port (normally one: `kubernetes`; more ports get `kubernetes-<port>`).
+pub fn endpoint_slices(addresses: &[String]) -> Vec<Value> {
+    let mut by_port: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
+    for (ip, port) in addresses.iter().filter_map(|a| ip_and_port(a)).filter(|(ip, _)| ip.is_ipv4()) {
+        let ips = by_port.entry(port).or_default();
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    by_port
+        .into_iter()
+        .enumerate()
+        .map(|(i, (port, mut ips))| {
+            ips.sort();
+            let name = if i == 0 { "kubernetes".to_string() } else { format!("kubernetes-{port}") };
+            json!({
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {"name": name, "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                "addressType": "IPv4",
+                "endpoints": ips.iter().map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}}))
+                    .collect::<Vec<_>>(),
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            })
+        })
+        .collect()
+}
+
+/// Makes the object at `path` (found as `found`) equal `wanted` in `fields`: created if absent, replaced
+/// if different. Returns whether it wrote. A conflict (another master wrote first) is not an error.
+async fn ensure(
+    router: &Router,
+    path: &str,
+    found: (StatusCode, Value),
+    wanted: Value,
+    fields: &[&str],
+) -> Result<bool, String> {
+    let (status, current) = found;
+    let (method, path, object) = match status {
+        StatusCode::NOT_FOUND => {
+            let collection = path.rsplit_once('/').map_or(path, |(c, _)| c);
+            (Method::POST, collection.to_string(), wanted)
+        }
+        s if s.is_success() => {
+            if fields.iter().all(|f| current.get(*f) == wanted.get(*f)) {
+                return Ok(false);
+            }
+            let mut object = current;
+            for f in fields {
+                object[*f] = wanted[*f].clone();
+            }
+            (Method::PUT, path.to_string(), object)
+        }
+        s => return Err(format!("reading {path}: {s}")),
+    };
+    let (status, body) = call(router, method, &path, Some(&object)).await?;
+    match status {
+        s if s.is_success() => Ok(true),
+        StatusCode::CONFLICT => Ok(false),
+        s => Err(format!("writing {path}: {s} {body}")),
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +304,23 @@ mod tests {
             ])
         );
         assert_eq!(subsets(&[]), json!([]));
+    }
+
+    #[test]
+    fn slices_list_the_ipv4_masters_of_each_port() {
+        let addrs = ["10.0.0.2:6443", "10.0.0.1:6443", "127.0.0.1:26443", "[fd00::1]:6443"].map(String::from);
+        let slices = endpoint_slices(&addrs);
+        assert_eq!(slices.len(), 2);
+        assert_eq!(slices[0]["metadata"]["name"], "kubernetes");
+        assert_eq!(slices[0]["metadata"]["labels"]["kubernetes.io/service-name"], "kubernetes");
+        assert_eq!(
+            slices[0]["endpoints"],
+            json!([{"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+                   {"addresses": ["10.0.0.2"], "conditions": {"ready": true}}])
+        );
+        assert_eq!(slices[0]["ports"], json!([{"name": "https", "port": 6443, "protocol": "TCP"}]));
+        assert_eq!(slices[1]["metadata"]["name"], "kubernetes-26443");
+        assert!(endpoint_slices(&[]).is_empty());
     }
 
     #[test]

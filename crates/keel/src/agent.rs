@@ -38,6 +38,14 @@ pub struct AgentArgs {
     /// Run the CNI plugins in this network namespace (e.g. /run/netns/NAME) instead of the agent's own.
     #[arg(long)]
     cni_netns: Option<PathBuf>,
+    /// Every pod address in the cluster (all nodes' pod CIDRs): traffic to a Service from outside it is
+    /// masqueraded, so that replies come back through this node.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: keel_proxy::Cidr,
+    /// Do not run the Service proxy (its nftables table `ip keel-proxy` in the pods' network namespace).
+    /// Without --pod-cidr there is no pod network and no proxy either.
+    #[arg(long)]
+    no_proxy: bool,
     #[command(flatten)]
     containerd: ContainerdArgs,
     /// A registry (host:port) to pull from over plain HTTP instead of HTTPS, repeatable.
@@ -148,6 +156,17 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         listen: args.listen,
         client_ca: Vec::new(),
     };
+    let proxy = match (&config.pod_cidr, args.no_proxy) {
+        (Some(pods), false) => Some(keel_proxy::Config {
+            node_name: config.node_name.clone(),
+            network: keel_proxy::NodeNetwork {
+                cluster_cidr: Some(args.cluster_cidr),
+                pod_cidr: Some(pods.parse().map_err(anyhow::Error::msg).context("bad --pod-cidr")?),
+            },
+            netns: config.cni_netns.clone(),
+        }),
+        _ => None,
+    };
     let kubeconfig = args.kubeconfig;
     crate::server::run_with_config(&kubeconfig.clone(), &args.masters, |kube_config| async move {
         // The cluster CA the kubeconfig trusts also signs the API server's client certificate.
@@ -159,7 +178,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             );
         }
         let client = kube::Client::try_from(kube_config).context("cannot build an API client")?;
-        keel_agent::run(client, Config { client_ca, ..config }).await.context("the agent failed")
+        let agent = keel_agent::run(client.clone(), Config { client_ca, ..config });
+        match proxy {
+            None => agent.await.context("the agent failed"),
+            Some(proxy) => tokio::select! {
+                r = agent => r.context("the agent failed"),
+                r = keel_proxy::run(client, proxy) => r.context("the service proxy failed"),
+            },
+        }
     })
 }
 

@@ -1,0 +1,141 @@
+//! Services that route, on two nodes of their own (as root: `deploy/hosts.sh` hosts, a containerd and an
+//! agent each, the agents' Service proxy in each host): a cluster IP spreads a client's requests over ready
+//! backends on both nodes, a pod reaches itself through its Service, a backend that stops being ready
+//! leaves the rotation, a node port answers on each node's address, a Service without endpoints refuses at
+//! once, and the rules outlive their agent. Traffic goes only to addresses inside the test's hosts.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use keel_tests::agent::{pod_ready, sleeping_pod, TwoNodes, BUSYBOX};
+use keel_tests::masters::{json, Api};
+use keel_tests::wait_for;
+
+/// A web server pod on `node` that answers with its name while /www/ready exists (its readiness probe).
+fn backend(name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: web}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {BUSYBOX}
+    command: ["sh", "-c", "mkdir /www; echo {name} > /www/index.html; touch /www/ready; exec httpd -f -p 8080 -h /www"]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe:
+      exec: {{command: ["test", "-f", "/www/ready"]}}
+      periodSeconds: 1
+"#
+    )
+}
+
+const SERVICES: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: empty
+spec:
+  selector: {app: nothing}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+/// `wget` of `url` from pod `pod`, `n` times (each within 2 s): the answers, one per line ("-" for a failure).
+fn fetch(api: &Api, pod: &str, url: &str, n: u32) -> Vec<String> {
+    let script = format!("for i in $(seq 1 {n}); do timeout 2 wget -q -O - {url} 2>/dev/null || echo -; done");
+    let out = api.kubectl(&["exec", pod, "--", "sh", "-c", &script], None).unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+fn answers(list: &[String]) -> BTreeSet<String> {
+    list.iter().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
+    let mut nodes = TwoNodes::start().await;
+    let api = nodes.api.clone();
+    for (name, node) in [("web-1", "agent-1"), ("web-2", "agent-2")] {
+        api.ok(&["apply", "-f", "-"], Some(&backend(name, node))).unwrap();
+    }
+    let client = sleeping_pod("client", BUSYBOX, "Never").replace("spec:\n", "spec:\n  nodeName: agent-1\n");
+    api.ok(&["apply", "-f", "-"], Some(&client)).unwrap();
+    api.ok(&["apply", "-f", "-"], Some(SERVICES)).unwrap();
+    for pod in ["web-1", "web-2", "client"] {
+        pod_ready(&api, pod, Duration::from_secs(60)).await;
+    }
+    let service = json(&api, &["get", "service", "web"]);
+    let ip = service["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = service["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    let both: BTreeSet<String> = ["web-1".to_string(), "web-2".to_string()].into();
+
+    // A client on node 1 reaches both backends through the cluster IP (the slices may take a moment).
+    let url = format!("http://{ip}/");
+    wait_for("both backends through the cluster IP", Duration::from_secs(30), || {
+        let got = answers(&fetch(&api, "client", &url, 12));
+        (got == both, got)
+    })
+    .await;
+
+    // A backend reaches its own Service, itself included (hairpin).
+    let from_web1 = answers(&fetch(&api, "web-1", &url, 16));
+    assert_eq!(from_web1, both, "web-1 through its own Service");
+
+    // The node port answers on each node's address, from the other node's host.
+    let node_port_answers = |from: &str, to: &str| -> BTreeSet<String> {
+        let url = format!("http://{}:{node_port}/", nodes.hosts.ip(to));
+        (0..12)
+            .map(|_| {
+                let out = nodes.hosts.exec(from, &["curl", "-s", "-m", "2", &url]);
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            })
+            .collect()
+    };
+    assert_eq!(node_port_answers("2", "1"), both, "node port {node_port} on node 1");
+    assert_eq!(node_port_answers("1", "2"), both, "node port {node_port} on node 2");
+
+    // A Service without endpoints refuses at once.
+    let empty = json(&api, &["get", "service", "empty"]);
+    let empty_url = format!("http://{}/", empty["spec"]["clusterIP"].as_str().unwrap());
+    let started = Instant::now();
+    let refused = fetch(&api, "client", &empty_url, 1);
+    assert_eq!(refused, ["-"], "{refused:?}");
+    assert!(started.elapsed() < Duration::from_millis(1500), "refusing took {:?}", started.elapsed());
+
+    // web-2 stops being ready: it leaves the rotation within a few probe periods.
+    api.ok(&["exec", "web-2", "--", "rm", "/www/ready"], None).unwrap();
+    wait_for("web-2 out of the rotation", Duration::from_secs(15), || {
+        let got = answers(&fetch(&api, "client", &url, 12));
+        (got == ["web-1".to_string()].into(), got)
+    })
+    .await;
+    api.ok(&["exec", "web-2", "--", "touch", "/www/ready"], None).unwrap();
+    wait_for("web-2 back in the rotation", Duration::from_secs(15), || {
+        let got = answers(&fetch(&api, "client", &url, 12));
+        (got == both, got)
+    })
+    .await;
+
+    // The rules are the kernel's: with agent-1 gone node 1 still routes (its node port, reached from node
+    // 2), and its successor replaces them without losing a beat.
+    nodes.agent1.kill();
+    assert_eq!(node_port_answers("2", "1"), both, "node 1's node port with agent-1 down");
+    let flags = nodes.hosts.flags(1);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    nodes.agent1.restart(&api, &nodes.containerd1, &flags).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(answers(&fetch(&api, "client", &url, 12)), both, "after agent-1's restart");
+    assert_eq!(node_port_answers("2", "1"), both, "node 1's node port after agent-1's restart");
+}
