@@ -2,7 +2,8 @@
 //! agent each, the agents' Service proxy in each host): a cluster IP spreads a client's requests over ready
 //! backends on both nodes, a pod reaches itself through its Service, a backend that stops being ready
 //! leaves the rotation, a node port answers on each node's address, a Service without endpoints refuses at
-//! once, and the rules outlive their agent. Traffic goes only to addresses inside the test's hosts.
+//! once, and the rules outlive their agent; pods find Services by name through their node's DNS server
+//! (A, headless, SRV, NXDOMAIN). Traffic goes only to addresses inside the test's hosts.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -42,6 +43,15 @@ spec:
   type: NodePort
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: db
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 8080}]
 ---
 apiVersion: v1
 kind: Service
@@ -88,6 +98,34 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
         (got == both, got)
     })
     .await;
+
+    // By name, through the node's DNS server behind the kube-dns Service.
+    let resolv = api.ok(&["exec", "client", "--", "cat", "/etc/resolv.conf"], None).unwrap();
+    assert_eq!(
+        resolv,
+        "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+    );
+    for by_name in ["http://web/", "http://web.default.svc.cluster.local/"] {
+        let got = answers(&fetch(&api, "client", by_name, 12));
+        assert_eq!(got, both, "{by_name}");
+    }
+    let lookup = |args: &[&str]| {
+        let mut cmd = vec!["exec", "client", "--", "nslookup"];
+        cmd.extend(args);
+        String::from_utf8_lossy(&api.kubectl(&cmd, None).unwrap().stdout).to_string()
+    };
+    let web_ips: Vec<String> = ["web-1", "web-2"]
+        .iter()
+        .map(|p| json(&api, &["get", "pod", p])["status"]["podIP"].as_str().unwrap().to_string())
+        .collect();
+    let headless = lookup(&["db.default.svc.cluster.local"]);
+    assert!(web_ips.iter().all(|ip| headless.contains(&format!("Address: {ip}"))), "{headless}");
+    let srv = lookup(&["-type=SRV", "_http._tcp.web.default.svc.cluster.local"]);
+    assert!(srv.contains("0 100 80 web.default.svc.cluster.local"), "{srv}");
+    let missing = lookup(&["nope.default.svc.cluster.local"]);
+    assert!(missing.contains("NXDOMAIN"), "{missing}");
+    let dns = json(&api, &["-n", "kube-system", "get", "endpointslices", "-l", "kubernetes.io/service-name=kube-dns"]);
+    assert_eq!(dns["items"].as_array().map(Vec::len), Some(2), "one kube-dns endpoint per node: {dns}");
 
     // A backend reaches its own Service, itself included (hairpin).
     let from_web1 = answers(&fetch(&api, "web-1", &url, 16));

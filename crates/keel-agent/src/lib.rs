@@ -16,6 +16,7 @@ pub mod names;
 pub mod node;
 pub mod probe;
 pub mod prober;
+pub mod resolv;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
@@ -79,6 +80,8 @@ pub struct Config {
     /// The cluster CA's certificates (DER): the endpoint's clients (the API server) must present a
     /// certificate one of them signed.
     pub client_ca: Vec<Vec<u8>>,
+    /// The cluster DNS pods resolve through (`None`: pods get the node's resolv.conf).
+    pub dns: Option<resolv::ClusterDns>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -132,7 +132,13 @@ pub fn projected_files(
 
 /// Makes the pod's volumes and /etc files ready (idempotent; configMap and secret files are rewritten when
 /// their content changed). The error is the message for the pod's status.
-pub fn prepare(pod: &Pod, pod_dir: &Path, sources: &Sources, pod_ip: Option<&str>) -> Result<(), String> {
+pub fn prepare(
+    pod: &Pod,
+    pod_dir: &Path,
+    sources: &Sources,
+    pod_ip: Option<&str>,
+    dns: Option<&crate::resolv::ClusterDns>,
+) -> Result<(), String> {
     let io = |what: &str, e: io::Error| format!("{what}: {e}");
     std::fs::create_dir_all(pod_dir).map_err(|e| io("pod directory", e))?;
     let hostname = pod.metadata.name.clone().unwrap_or_default();
@@ -142,7 +148,8 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, sources: &Sources, pod_ip: Option<&str
     if let Some(ip) = pod_ip {
         hosts.push_str(&format!("{ip}\t{hostname}\n"));
     }
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = crate::resolv::resolv_conf(pod, dns, &host_resolv);
     let [(hosts_path, _), (hostname_path, _), (resolv_path, _)] = pod_files(pod_dir);
     write_if_changed(&hosts_path, hosts.as_bytes()).map_err(|e| io("/etc/hosts", e))?;
     write_if_changed(&hostname_path, format!("{hostname}\n").as_bytes()).map_err(|e| io("/etc/hostname", e))?;

@@ -550,7 +550,7 @@ async fn start(
         pod.status.get_or_insert_with(Default::default).pod_ip = Some(ip.clone());
     }
     let pod = &pod;
-    volumes::prepare(pod, &pod_dir, &sources, pod_ip.as_deref()).map_err(config_error)?;
+    volumes::prepare(pod, &pod_dir, &sources, pod_ip.as_deref(), shared.config.dns.as_ref()).map_err(config_error)?;
     let extras = spec::Extras {
         env: env::resolve(pod, container, &sources).map_err(config_error)?,
         mounts: volumes::container_mounts(pod, container, &pod_dir).map_err(config_error)?,
@@ -656,7 +656,7 @@ async fn refresh_volumes(shared: &Shared, pod: &Pod) {
         }
     };
     let ip = shared.pod_ip(&uid).map(|ip| ip.to_string());
-    if let Err(e) = volumes::prepare(pod, &pod_dir, &sources, ip.as_deref()) {
+    if let Err(e) = volumes::prepare(pod, &pod_dir, &sources, ip.as_deref(), shared.config.dns.as_ref()) {
         tracing::debug!(pod = %pod_name(pod), error = %e, "cannot refresh the pod's volumes; files kept");
     }
 }

@@ -30,6 +30,7 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 const SERVICE: &str = "/api/v1/namespaces/default/services/kubernetes";
 const ENDPOINTS: &str = "/api/v1/namespaces/default/endpoints/kubernetes";
+const DNS_SERVICE: &str = "/api/v1/namespaces/kube-system/services/kube-dns";
 
 /// `(ip, port)` of `host:port` when the host is an IP address (Endpoints hold addresses only).
 fn ip_and_port(addr: &str) -> Option<(IpAddr, u16)> {
@@ -76,6 +77,30 @@ pub fn service(cluster_ip: &str, target_port: u16) -> Value {
             "clusterIP": cluster_ip,
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": target_port}],
             "sessionAffinity": "None",
+        },
+    })
+}
+
+/// The `kube-dns` Service every node's DNS server stands behind (kubeadm's address: the tenth of the range):
+/// no selector (each node agent publishes its own EndpointSlice), and `internalTrafficPolicy: Local`, so
+/// that a pod's queries stay on its node.
+pub fn dns_service(cluster_ip: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": cluster_ip,
+            "internalTrafficPolicy": "Local",
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
         },
     })
 }
@@ -128,6 +153,7 @@ pub async fn reconcile(
     storage: Storage,
     router: Router,
     cluster_ip: String,
+    dns_ip: String,
     target_port: u16,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -138,7 +164,7 @@ pub async fn reconcile(
             _ = tick.tick() => {}
             _ = stopped(&mut shutdown) => return,
         }
-        if let Err(e) = reconcile_once(&storage, &router, &cluster_ip, target_port).await {
+        if let Err(e) = reconcile_once(&storage, &router, &cluster_ip, &dns_ip, target_port).await {
             tracing::debug!(error = %e, "reconciling the kubernetes Service");
         }
     }
@@ -162,17 +188,17 @@ async fn call(
     Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
 }
 
-async fn reconcile_once(storage: &Storage, router: &Router, cluster_ip: &str, target_port: u16) -> Result<(), String> {
-    let (status, _) = call(router, Method::GET, SERVICE, None).await?;
-    if status == StatusCode::NOT_FOUND {
-        let (status, body) =
-            call(router, Method::POST, "/api/v1/namespaces/default/services", Some(&service(cluster_ip, target_port)))
-                .await?;
-        if !status.is_success() && status != StatusCode::CONFLICT {
-            return Err(format!("creating the kubernetes Service: {status} {body}"));
-        }
-        if status.is_success() {
-            tracing::info!(%cluster_ip, "created the kubernetes Service");
+async fn reconcile_once(
+    storage: &Storage,
+    router: &Router,
+    cluster_ip: &str,
+    dns_ip: &str,
+    target_port: u16,
+) -> Result<(), String> {
+    for (path, object) in [(SERVICE, service(cluster_ip, target_port)), (DNS_SERVICE, dns_service(dns_ip))] {
+        let found = call(router, Method::GET, path, None).await?;
+        if found.0 == StatusCode::NOT_FOUND && ensure(router, path, found, object, &[]).await? {
+            tracing::info!(%path, "created a Service every cluster has");
         }
     }
     // The Endpoints are read before the leases, so the leases are at least as new as what is replaced.

@@ -174,6 +174,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     let (stop_campaign, stop_rx) = tokio::sync::watch::channel(false);
     let role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx.clone());
     let cluster_ip = config.service_cidr.nth(0).to_string();
+    let dns_ip = config.service_cidr.nth(9).to_string(); // 10.96.0.10
     let state = AppState {
         service_cidr: config.service_cidr,
         leadership: Some(Leadership { identity: config.identity, role: role.clone() }),
@@ -185,7 +186,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     // Clients learn every master from the `kubernetes` Endpoints.
     let api_port = config.advertise.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(config.listen.port());
     tokio::spawn(masters::register(storage.clone(), config.advertise.clone(), stop_rx.clone()));
-    tokio::spawn(masters::reconcile(storage, app(state.clone()), cluster_ip, api_port, stop_rx));
+    tokio::spawn(masters::reconcile(storage, app(state.clone()), cluster_ip, dns_ip, api_port, stop_rx));
     let router = require_token(app(state), authenticator);
     tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");
     Ok(Master { role, kubeconfig: kc_path, tcp, tls, router, stop_campaign })

@@ -6,8 +6,9 @@
 //! - [`model`]: the API's objects → the Service ports and the endpoints this node uses (pure);
 //! - [`rules`]: that model → the table, and the `nft` transaction that gets there from the last (pure);
 //! - [`nft`]: applying a transaction (`nft -f -`), behind the [`nft::Nftables`] trait;
-//! - [`run`]: the loop: one watch per kind, a sync at most every [`MIN_SYNC_INTERVAL`] after a change, and
-//!   a full re-application every [`RESYNC_INTERVAL`] (a table someone flushed comes back).
+//! - [`ServiceState`]: one watch of Services and one of EndpointSlices, shared with the node's DNS server;
+//! - [`run`]: the loop: a sync at most every [`MIN_SYNC_INTERVAL`] after a change, and a full
+//!   re-application every [`RESYNC_INTERVAL`] (a table someone flushed comes back).
 
 pub mod model;
 pub mod nft;
@@ -108,33 +109,63 @@ where
     store
 }
 
-/// Runs the proxy until the process ends: watches Services and EndpointSlices through `client` and keeps
-/// the node's table current. Fails at once only if nft cannot run.
-pub async fn run(client: kube::Client, config: Config) -> Result<(), ProxyError> {
+/// The cluster's Services and EndpointSlices as this node sees them: one watch of each, shared by the
+/// proxy and the node's DNS server.
+#[derive(Clone)]
+pub struct ServiceState {
+    services: reflector::Store<Service>,
+    slices: reflector::Store<EndpointSlice>,
+    changed: tokio::sync::watch::Receiver<()>,
+}
+
+impl ServiceState {
+    /// Starts the watches; returns once both have listed.
+    pub async fn follow(client: kube::Client) -> ServiceState {
+        let (changed_tx, changed) = tokio::sync::watch::channel(());
+        let services = follow::<Service>(client.clone(), changed_tx.clone()).await;
+        let slices = follow::<EndpointSlice>(client, changed_tx).await;
+        ServiceState { services, slices, changed }
+    }
+
+    /// Every Service and EndpointSlice now.
+    pub fn snapshot(&self) -> (Vec<Service>, Vec<EndpointSlice>) {
+        (cloned(self.services.state()), cloned(self.slices.state()))
+    }
+
+    /// Resolves at the next change after the last one seen (after gathering changes for
+    /// [`MIN_SYNC_INTERVAL`]); `false` once the watches are gone.
+    pub async fn changed(&mut self) -> bool {
+        if self.changed.changed().await.is_err() {
+            return false;
+        }
+        tokio::time::sleep(MIN_SYNC_INTERVAL).await;
+        self.changed.borrow_and_update();
+        true
+    }
+}
+
+/// Runs the proxy until the process ends, keeping the node's table equal to what `state` says. Fails at
+/// once only if nft cannot run.
+pub async fn run(mut state: ServiceState, config: Config) -> Result<(), ProxyError> {
     let nft = nft::Nft { netns: config.netns.clone() };
     nft.check()?;
-    let (changed_tx, mut changed) = tokio::sync::watch::channel(());
-    let services = follow::<Service>(client.clone(), changed_tx.clone()).await;
-    let slices = follow::<EndpointSlice>(client, changed_tx).await;
     tracing::info!(node = config.node_name, network = ?config.network, "service proxy running");
 
     let mut syncer = Syncer::new(nft, config.node_name, config.network);
     let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC_INTERVAL, RESYNC_INTERVAL);
     let mut force = true;
     loop {
-        let (s, e) = (cloned(services.state()), cloned(slices.state()));
+        let (s, e) = state.snapshot();
         if let Err(e) = tokio::task::block_in_place(|| syncer.sync(&s, &e, force)) {
             tracing::error!(error = %e, "cannot apply the service rules; trying again in a second");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
         force = tokio::select! {
-            r = changed.changed() => {
-                if r.is_err() {
+            more = state.changed() => {
+                if !more {
                     return Ok(());
                 }
-                tokio::time::sleep(MIN_SYNC_INTERVAL).await;
-                changed.borrow_and_update();
                 false
             }
             _ = resync.tick() => true,

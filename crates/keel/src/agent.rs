@@ -46,6 +46,16 @@ pub struct AgentArgs {
     /// Without --pod-cidr there is no pod network and no proxy either.
     #[arg(long)]
     no_proxy: bool,
+    /// The cluster DNS address pods are told (the `kube-dns` Service's cluster IP).
+    #[arg(long, default_value = "10.96.0.10")]
+    cluster_dns: std::net::Ipv4Addr,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Do not serve cluster DNS on this node (pods then get the node's resolv.conf). Without --pod-cidr
+    /// there is no node DNS either.
+    #[arg(long)]
+    no_dns: bool,
     #[command(flatten)]
     containerd: ContainerdArgs,
     /// A registry (host:port) to pull from over plain HTTP instead of HTTPS, repeatable.
@@ -155,17 +165,35 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         resync: args.resync,
         listen: args.listen,
         client_ca: Vec::new(),
+        dns: None,
     };
-    let proxy = match (&config.pod_cidr, args.no_proxy) {
+    let pods: Option<keel_proxy::Cidr> =
+        config.pod_cidr.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg).context("bad --pod-cidr")?;
+    let proxy = match (pods, args.no_proxy) {
         (Some(pods), false) => Some(keel_proxy::Config {
             node_name: config.node_name.clone(),
-            network: keel_proxy::NodeNetwork {
-                cluster_cidr: Some(args.cluster_cidr),
-                pod_cidr: Some(pods.parse().map_err(anyhow::Error::msg).context("bad --pod-cidr")?),
-            },
+            network: keel_proxy::NodeNetwork { cluster_cidr: Some(args.cluster_cidr), pod_cidr: Some(pods) },
             netns: config.cni_netns.clone(),
         }),
         _ => None,
+    };
+    // The node's DNS answers on its pod network's gateway (the bridge's address), port 53.
+    let dns = match (pods, args.no_dns) {
+        (Some(pods), false) => Some(keel_dns::Config {
+            domain: args.cluster_domain.clone(),
+            listen: std::net::SocketAddr::new(std::net::Ipv4Addr::from(u32::from(pods.addr) + 1).into(), 53),
+            netns: config.cni_netns.clone(),
+            upstream: keel_dns::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+            node_name: config.node_name.clone(),
+        }),
+        _ => None,
+    };
+    let config = Config {
+        dns: dns.as_ref().map(|_| keel_agent::resolv::ClusterDns {
+            server: args.cluster_dns.to_string(),
+            domain: args.cluster_domain.clone(),
+        }),
+        ..config
     };
     let kubeconfig = args.kubeconfig;
     crate::server::run_with_config(&kubeconfig.clone(), &args.masters, |kube_config| async move {
@@ -179,14 +207,40 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         let client = kube::Client::try_from(kube_config).context("cannot build an API client")?;
         let agent = keel_agent::run(client.clone(), Config { client_ca, ..config });
-        match proxy {
-            None => agent.await.context("the agent failed"),
-            Some(proxy) => tokio::select! {
-                r = agent => r.context("the agent failed"),
-                r = keel_proxy::run(client, proxy) => r.context("the service proxy failed"),
-            },
+        tokio::select! {
+            r = agent => r.context("the agent failed"),
+            r = services(client, proxy, dns) => r,
         }
     })
+}
+
+/// The node's Service proxy and DNS server on one watch of Services and EndpointSlices; runs until one
+/// fails (never, without either).
+async fn services(
+    client: kube::Client,
+    proxy: Option<keel_proxy::Config>,
+    dns: Option<keel_dns::Config>,
+) -> anyhow::Result<()> {
+    if proxy.is_none() && dns.is_none() {
+        return std::future::pending().await;
+    }
+    let state = keel_proxy::ServiceState::follow(client.clone()).await;
+    let proxy = async {
+        match proxy {
+            Some(config) => keel_proxy::run(state.clone(), config).await.context("the service proxy failed"),
+            None => std::future::pending().await,
+        }
+    };
+    let dns = async {
+        match dns {
+            Some(config) => keel_dns::run(client, state.clone(), config).await.context("cluster DNS failed"),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = proxy => r,
+        r = dns => r,
+    }
 }
 
 #[derive(Args, Debug)]
