@@ -70,6 +70,13 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     let page =
         script.kubectl(&["-n", "sample", "exec", "deployment/web", "--", "wget", "-qO-", "localhost:8080/index.html"]);
     assert!(page.status.success() && text(&page).contains("hello from keel"), "{}", text(&page));
+    // Through the Service, by name (the node's DNS and proxy), and the API through the kubernetes Service.
+    let by_name =
+        script.kubectl(&["-n", "sample", "exec", "deployment/web", "--", "wget", "-qO-", "http://web.sample/"]);
+    assert!(by_name.status.success() && text(&by_name).contains("hello from keel"), "{}", text(&by_name));
+    let api = "echo | timeout 3 nc $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT >/dev/null && echo reached";
+    let api = script.kubectl(&["-n", "sample", "exec", "deployment/web", "--", "sh", "-c", api]);
+    assert!(text(&api).contains("reached"), "{}", text(&api));
 
     // Every agent's load balancer starts with m1: kill it. Nothing on the nodes may notice, past the node
     // grace period (20 s) and then some.

@@ -80,9 +80,10 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
     for (name, node) in [("web-1", "agent-1"), ("web-2", "agent-2")] {
         api.ok(&["apply", "-f", "-"], Some(&backend(name, node))).unwrap();
     }
+    // The Services first: a container gets the variables of the Services that exist when it starts.
+    api.ok(&["apply", "-f", "-"], Some(SERVICES)).unwrap();
     let client = sleeping_pod("client", BUSYBOX, "Never").replace("spec:\n", "spec:\n  nodeName: agent-1\n");
     api.ok(&["apply", "-f", "-"], Some(&client)).unwrap();
-    api.ok(&["apply", "-f", "-"], Some(SERVICES)).unwrap();
     for pod in ["web-1", "web-2", "client"] {
         pod_ready(&api, pod, Duration::from_secs(60)).await;
     }
@@ -98,6 +99,14 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
         (got == both, got)
     })
     .await;
+
+    // The Services' variables, as the kubelet sets them.
+    let env = api.ok(&["exec", "client", "--", "env"], None).unwrap();
+    for want in ["KUBERNETES_SERVICE_HOST=10.96.0.1", "KUBERNETES_SERVICE_PORT=443", &format!("WEB_SERVICE_HOST={ip}")]
+    {
+        assert!(env.lines().any(|l| l == want), "{want} not in {env}");
+    }
+    assert!(env.lines().any(|l| l == format!("WEB_PORT=tcp://{ip}:80")), "{env}");
 
     // By name, through the node's DNS server behind the kube-dns Service.
     let resolv = api.ok(&["exec", "client", "--", "cat", "/etc/resolv.conf"], None).unwrap();

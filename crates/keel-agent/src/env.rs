@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Service};
 
 /// The ConfigMaps (data and binaryData) and Secrets (decoded) of the pod's namespace that its containers
 /// and volumes refer to, by name; absent when the API has none of that name.
@@ -13,6 +13,62 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 pub struct Sources {
     pub config_maps: HashMap<String, BTreeMap<String, Vec<u8>>>,
     pub secrets: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    /// The Services whose variables the containers get ([`visible_services`]).
+    pub services: Vec<Service>,
+}
+
+/// The Services a pod's containers get variables for, as the kubelet chooses them: the `kubernetes`
+/// Service of `default` always, and every Service of the pod's namespace unless `enableServiceLinks` is
+/// false; a name in the pod's namespace wins over `default`'s.
+pub fn visible_services(pod: &Pod, all: &[Service]) -> Vec<Service> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    let mut by_name: BTreeMap<String, Service> = BTreeMap::new();
+    for s in all {
+        let (ns, name) = (s.metadata.namespace.as_deref().unwrap_or(""), s.metadata.name.clone().unwrap_or_default());
+        if ns == "default" && name == "kubernetes" && !by_name.contains_key(&name) {
+            by_name.insert(name, s.clone());
+        } else if links && ns == namespace {
+            by_name.insert(name, s.clone());
+        }
+    }
+    by_name.into_values().collect()
+}
+
+/// The Docker-links-style variables of `services` (kubelet's `envvars.FromServices`): for a Service
+/// `web-db` with cluster IP 10.96.0.5 and port 5432/TCP named `pg`, `WEB_DB_SERVICE_HOST=10.96.0.5`,
+/// `WEB_DB_SERVICE_PORT=5432`, `WEB_DB_SERVICE_PORT_PG=5432`, `WEB_DB_PORT=tcp://10.96.0.5:5432`, and
+/// `WEB_DB_PORT_5432_TCP{,_PROTO,_PORT,_ADDR}`. Services without a cluster IP (headless, ExternalName) get
+/// none.
+pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    let upper = |s: &str| s.to_ascii_uppercase().replace('-', "_");
+    for service in services {
+        let Some(spec) = &service.spec else { continue };
+        let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") else { continue };
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        let name = upper(service.metadata.name.as_deref().unwrap_or_default());
+        let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+        vars.push((format!("{name}_SERVICE_HOST"), ip.to_string()));
+        vars.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for port in ports {
+            if let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+                vars.push((format!("{name}_SERVICE_PORT_{}", upper(port_name)), port.port.to_string()));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        vars.push((format!("{name}_PORT"), format!("{}://{host}:{}", proto(first).to_ascii_lowercase(), first.port)));
+        for port in ports {
+            let (p, number) = (proto(port), port.port);
+            let prefix = format!("{name}_PORT_{number}_{}", p.to_ascii_uppercase());
+            vars.push((prefix.clone(), format!("{}://{host}:{number}", p.to_ascii_lowercase())));
+            vars.push((format!("{prefix}_PROTO"), p.to_ascii_lowercase()));
+            vars.push((format!("{prefix}_PORT"), number.to_string()));
+            vars.push((format!("{prefix}_ADDR"), ip.to_string()));
+        }
+    }
+    vars
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -112,7 +168,8 @@ pub fn expand(s: &str, vars: &[(String, String)]) -> String {
 
 /// The container's own environment (before the image's), in order: envFrom, then env (later wins).
 pub fn resolve(pod: &Pod, container: &Container, sources: &Sources) -> Result<Vec<(String, String)>, String> {
-    let mut vars: Vec<(String, String)> = Vec::new();
+    // The Services' variables first: the container's own override them and may refer to them.
+    let mut vars: Vec<(String, String)> = service_env(&sources.services);
     let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars.iter_mut().find(|(n, _)| *n == k) {
         Some(entry) => entry.1 = v,
         None => vars.push((k, v)),
@@ -215,7 +272,53 @@ mod tests {
         Sources {
             config_maps: HashMap::from([("settings".into(), BTreeMap::from([("mode".into(), "fast".into())]))]),
             secrets: HashMap::from([("creds".into(), BTreeMap::from([("password".into(), "s3cret".into())]))]),
+            services: vec![],
         }
+    }
+
+    fn service(ns: &str, name: &str, spec: serde_json::Value) -> Service {
+        serde_json::from_value(json!({"metadata": {"namespace": ns, "name": name}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn services_give_the_kubelets_variables() {
+        let all = vec![
+            service(
+                "default",
+                "kubernetes",
+                json!({"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}),
+            ),
+            service(
+                "shop",
+                "web-db",
+                json!({"clusterIP": "10.96.0.5",
+                "ports": [{"name": "pg", "port": 5432}, {"name": "metrics", "port": 9187, "protocol": "UDP"}]}),
+            ),
+            service("shop", "headless", json!({"clusterIP": "None", "ports": [{"port": 80}]})),
+            service("other", "elsewhere", json!({"clusterIP": "10.96.0.9", "ports": [{"port": 80}]})),
+        ];
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"namespace": "shop"}, "spec": {"containers": []}})).unwrap();
+        let visible = visible_services(&pod, &all);
+        let names: Vec<&str> = visible.iter().map(|s| s.metadata.name.as_deref().unwrap()).collect();
+        assert_eq!(names, ["headless", "kubernetes", "web-db"]);
+        let env: BTreeMap<String, String> = service_env(&visible).into_iter().collect();
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "10.96.0.1");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"], "443");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT_HTTPS"], "443");
+        assert_eq!(env["KUBERNETES_PORT"], "tcp://10.96.0.1:443");
+        assert_eq!(env["KUBERNETES_PORT_443_TCP_ADDR"], "10.96.0.1");
+        assert_eq!(env["WEB_DB_SERVICE_PORT_PG"], "5432");
+        assert_eq!(env["WEB_DB_PORT_9187_UDP"], "udp://10.96.0.5:9187");
+        assert_eq!(env["WEB_DB_PORT_9187_UDP_PROTO"], "udp");
+        assert!(!env.keys().any(|k| k.starts_with("HEADLESS") || k.starts_with("ELSEWHERE")));
+        let unlinked: Pod = serde_json::from_value(
+            json!({"metadata": {"namespace": "shop"}, "spec": {"containers": [], "enableServiceLinks": false}}),
+        )
+        .unwrap();
+        let names: Vec<String> =
+            visible_services(&unlinked, &all).iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+        assert_eq!(names, ["kubernetes"]);
     }
 
     #[test]

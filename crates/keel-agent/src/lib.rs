@@ -38,6 +38,16 @@ use kube::{Api, Client};
 
 pub use runtime::{Containerd, RuntimeError};
 
+/// Every Service in the cluster now (from a watch the caller keeps), for the containers' variables.
+#[derive(Clone)]
+pub struct ServiceLister(pub Arc<dyn Fn() -> Vec<k8s_openapi::api::core::v1::Service> + Send + Sync>);
+
+impl std::fmt::Debug for ServiceLister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceLister")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_name: String,
@@ -82,6 +92,8 @@ pub struct Config {
     pub client_ca: Vec<Vec<u8>>,
     /// The cluster DNS pods resolve through (`None`: pods get the node's resolv.conf).
     pub dns: Option<resolv::ClusterDns>,
+    /// The Services, for the containers' `<SVC>_SERVICE_HOST` variables (`None`: no such variables).
+    pub services: Option<ServiceLister>,
 }
 
 #[derive(Debug, thiserror::Error)]

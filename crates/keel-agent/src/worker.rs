@@ -616,6 +616,9 @@ async fn fetch_sources(shared: &Shared, pod: &Pod, container: &Container) -> Res
     secrets.sort();
     secrets.dedup();
     let mut sources = Sources::default();
+    if let Some(list) = &shared.config.services {
+        sources.services = env::visible_services(pod, &(list.0)());
+    }
     let api: Api<ConfigMap> = Api::namespaced(shared.client.clone(), namespace);
     for name in config_maps {
         if let Some(cm) = api.get_opt(&name).await? {

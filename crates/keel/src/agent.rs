@@ -166,6 +166,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         listen: args.listen,
         client_ca: Vec::new(),
         dns: None,
+        services: None,
     };
     let pods: Option<keel_proxy::Cidr> =
         config.pod_cidr.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg).context("bad --pod-cidr")?;
@@ -206,25 +207,25 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             );
         }
         let client = kube::Client::try_from(kube_config).context("cannot build an API client")?;
-        let agent = keel_agent::run(client.clone(), Config { client_ca, ..config });
+        // One watch of Services and EndpointSlices: the containers' variables, the proxy, the DNS server.
+        let state = keel_proxy::ServiceState::follow(client.clone()).await;
+        let lister = state.clone();
+        let services = keel_agent::ServiceLister(std::sync::Arc::new(move || lister.snapshot().0));
+        let agent = keel_agent::run(client.clone(), Config { client_ca, services: Some(services), ..config });
         tokio::select! {
             r = agent => r.context("the agent failed"),
-            r = services(client, proxy, dns) => r,
+            r = node_services(client, state, proxy, dns) => r,
         }
     })
 }
 
-/// The node's Service proxy and DNS server on one watch of Services and EndpointSlices; runs until one
-/// fails (never, without either).
-async fn services(
+/// The node's Service proxy and DNS server on `state`; runs until one fails (never, without either).
+async fn node_services(
     client: kube::Client,
+    state: keel_proxy::ServiceState,
     proxy: Option<keel_proxy::Config>,
     dns: Option<keel_dns::Config>,
 ) -> anyhow::Result<()> {
-    if proxy.is_none() && dns.is_none() {
-        return std::future::pending().await;
-    }
-    let state = keel_proxy::ServiceState::follow(client.clone()).await;
     let proxy = async {
         match proxy {
             Some(config) => keel_proxy::run(state.clone(), config).await.context("the service proxy failed"),
