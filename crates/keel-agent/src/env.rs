@@ -26,9 +26,8 @@ pub fn visible_services(pod: &Pod, all: &[Service]) -> Vec<Service> {
     let mut by_name: BTreeMap<String, Service> = BTreeMap::new();
     for s in all {
         let (ns, name) = (s.metadata.namespace.as_deref().unwrap_or(""), s.metadata.name.clone().unwrap_or_default());
-        if ns == "default" && name == "kubernetes" && !by_name.contains_key(&name) {
-            by_name.insert(name, s.clone());
-        } else if links && ns == namespace {
+        let master = ns == "default" && name == "kubernetes" && !by_name.contains_key(&name);
+        if master || (links && ns == namespace) {
             by_name.insert(name, s.clone());
         }
     }
