@@ -316,6 +316,8 @@ impl Agent {
             .arg("--log-dir")
             .arg(&self.log_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            // The masters reach the agent on loopback here, not at the machine's own address.
+            .args(if extra.contains(&"--node-ip") { &[][..] } else { &["--node-ip", "127.0.0.1"][..] })
             .args(extra)
             .env("RUST_LOG", "info,keel_agent=debug")
             .stdin(Stdio::null())

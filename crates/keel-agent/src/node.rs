@@ -39,6 +39,42 @@ fn read_trimmed(path: &str) -> String {
 }
 
 /// The machine's memory in bytes, from /proc/meminfo.
+/// The address this machine reaches others from: the source address of its default route (a UDP socket
+/// "connected" to a documentation address sends nothing, it only picks the route), else its first
+/// non-loopback IPv4 address, else 127.0.0.1. What a node reports as its InternalIP unless told.
+pub fn default_address() -> std::net::IpAddr {
+    let routed = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").and(s.local_addr()))
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback());
+    routed.or_else(first_interface_address).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+/// The first non-loopback IPv4 address of an interface that is up (from /proc/net/fib_trie's local
+/// routes, which need no netlink).
+fn first_interface_address() -> Option<std::net::IpAddr> {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    local_addresses(&trie).into_iter().find(|ip| !ip.is_loopback()).map(std::net::IpAddr::V4)
+}
+
+/// The addresses /proc/net/fib_trie lists as this host's own (`/32 host LOCAL`), in order.
+fn local_addresses(trie: &str) -> Vec<std::net::Ipv4Addr> {
+    let mut found = Vec::new();
+    let mut last: Option<std::net::Ipv4Addr> = None;
+    for line in trie.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("|-- ") {
+            last = rest.trim().parse().ok();
+        } else if line.contains("/32 host LOCAL") {
+            if let Some(ip) = last.filter(|ip| !found.contains(ip)) {
+                found.push(ip);
+            }
+        }
+    }
+    found
+}
+
 pub fn machine_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = info.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
@@ -204,5 +240,20 @@ async fn renew(leases: &Api<Lease>, nodes: &Api<Node>, node: &str) -> Result<(),
             leases.create(&PostParams::default(), &lease).await.map(drop)
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_addresses_come_from_the_fib_trie() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     \
+                    +-- 10.200.0.0/24 2 0 2\n        |-- 10.200.0.11\n           /32 host LOCAL\n     \
+                    |-- 127.0.0.1\n        /32 host LOCAL\nLocal:\n        |-- 10.200.0.11\n           /32 host LOCAL\n";
+        let want: Vec<std::net::Ipv4Addr> = vec!["10.200.0.11".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+        assert_eq!(local_addresses(trie), want);
+        assert!(!default_address().is_unspecified());
     }
 }

@@ -18,9 +18,11 @@ pub struct AgentArgs {
     /// The Node's name (default: the machine's hostname).
     #[arg(long)]
     node_name: Option<String>,
-    /// The node's InternalIP, where the masters reach it.
-    #[arg(long, default_value = "127.0.0.1")]
-    node_ip: String,
+    /// The node's InternalIP, where the masters and the other nodes reach it (its node ports answer there
+    /// too). Default: the source address of this machine's default route, else its first non-loopback
+    /// address.
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
     /// Where the agent's HTTPS endpoint (containers' logs, for the API server) listens; its port is
     /// published on the Node.
     #[arg(long, default_value = "0.0.0.0:10250")]
@@ -140,7 +142,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let config = Config {
         node_name: args.node_name.unwrap_or_else(hostname),
-        node_ip: args.node_ip,
+        node_ip: args.node_ip.unwrap_or_else(keel_agent::node::default_address).to_string(),
         pod_cidr: args.pod_cidr,
         cni_bin_dir: args.cni_bin_dir,
         cni_bridge: args.cni_bridge,
