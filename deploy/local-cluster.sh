@@ -354,6 +354,15 @@ the sample app in namespace sample. kubectl goes through keel lb ($lb_listen) to
   kubectl -n sample get pods -o wide
   kubectl -n sample logs deployment/web                       # httpd's request log (the probes)
   kubectl -n sample exec deployment/web -- wget -qO- localhost:8080/index.html
+  kubectl -n sample exec deployment/web -- wget -qO- http://web.sample/      # the Service, by name
+EOT
+if [ -n "$root" ]; then
+  cat <<EOT
+  ${hub[*]} curl -H 'Host: web.sample.test' http://$(bash deploy/hosts.sh ip 1)/   # the Ingress, any node
+  ${hub[*]} curl http://$(bash deploy/hosts.sh ip 2):30080/                   # the NodePort, any node
+EOT
+fi
+cat <<EOT
   kubectl -n sample exec -it deployment/web -- sh
   kubectl -n sample scale deployment/web --replicas=6
   kubectl -n sample set env deployment/web GREETING=hi && kubectl -n sample rollout status deployment/web

@@ -74,6 +74,16 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     let by_name =
         script.kubectl(&["-n", "sample", "exec", "deployment/web", "--", "wget", "-qO-", "http://web.sample/"]);
     assert!(by_name.status.success() && text(&by_name).contains("hello from keel"), "{}", text(&by_name));
+    // From the machine, as the launcher prints it: the sample's Ingress and NodePort on either node.
+    for (args, what) in [
+        (vec!["-H", "Host: web.sample.test", "http://10.200.0.11/"], "the Ingress on node-1"),
+        (vec!["http://10.200.0.12:30080/"], "the NodePort on node-2"),
+    ] {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["--net=/run/netns/khhub", "curl", "-s", "-m", "5"]).args(&args);
+        let out = cmd.output().unwrap();
+        assert!(text(&out).contains("hello from keel"), "{what}: {}", text(&out));
+    }
     let api = "echo | timeout 3 nc $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT >/dev/null && echo reached";
     let api = script.kubectl(&["-n", "sample", "exec", "deployment/web", "--", "sh", "-c", api]);
     assert!(text(&api).contains("reached"), "{}", text(&api));

@@ -175,6 +175,9 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
     })
     .await;
 
+    // An Ingress routes two hosts to two Services on every node's port 80, one of them over TLS (443).
+    ingress_routes_hosts_to_services(&api, &nodes.hosts, &both).await;
+
     // The rules are the kernel's: with agent-1 gone node 1 still routes (its node port, reached from node
     // 2), and its successor replaces them without losing a beat.
     nodes.agent1.kill();
@@ -185,4 +188,86 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(answers(&fetch(&api, "client", &url, 12)), both, "after agent-1's restart");
     assert_eq!(node_port_answers("2", "1"), both, "node 1's node port after agent-1's restart");
+}
+
+const INGRESS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: other
+  labels: {app: other}
+spec:
+  nodeName: agent-2
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: keel.test/busybox:1
+    command: ["sh", "-c", "mkdir /www; echo other > /www/index.html; exec httpd -f -p 8080 -h /www"]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: other
+spec:
+  selector: {app: other}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: two-hosts
+spec:
+  tls: [{hosts: [secure.test], secretName: secure-tls}]
+  rules:
+  - host: web.test
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}]}
+  - host: secure.test
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: other, port: {number: 80}}}}]}
+"#;
+
+/// `curl` on host `from` with `args`: what it printed.
+fn curl_on(hosts: &keel_tests::agent::Hosts, from: &str, args: &[&str]) -> String {
+    let mut all = vec!["curl", "-s", "-m", "3"];
+    all.extend(args);
+    String::from_utf8_lossy(&hosts.exec(from, &all).stdout).trim().to_string()
+}
+
+async fn ingress_routes_hosts_to_services(api: &Api, hosts: &keel_tests::agent::Hosts, both: &BTreeSet<String>) {
+    // A certificate for secure.test, in a TLS Secret.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=secure.test", "-addext", "subjectAltName=DNS:secure.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    api.ok(&["create", "secret", "tls", "secure-tls", "--cert", &cert_s, "--key", &key_s], None).unwrap();
+    api.ok(&["apply", "-f", "-"], Some(INGRESS)).unwrap();
+    pod_ready(api, "other", Duration::from_secs(60)).await;
+    let class = json(api, &["get", "ingressclass", "keel"]);
+    assert_eq!(class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"], "true", "{class}");
+
+    for node in ["1", "2"] {
+        let address = hosts.ip(node);
+        let web = format!("http://{address}/");
+        wait_for(&format!("web.test through node {node}'s ingress"), Duration::from_secs(20), || {
+            let got: BTreeSet<String> = (0..10)
+                .map(|_| curl_on(hosts, if node == "1" { "2" } else { "1" }, &["-H", "Host: web.test", &web]))
+                .collect();
+            (got == *both, got)
+        })
+        .await;
+        let resolve = format!("secure.test:443:{address}");
+        let secure = curl_on(hosts, "1", &["--cacert", &cert_s, "--resolve", &resolve, "https://secure.test/"]);
+        assert_eq!(secure, "other", "secure.test over TLS through node {node}");
+        let unknown = curl_on(hosts, "1", &["-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: nowhere.test", &web]);
+        assert_eq!(unknown, "404");
+    }
+    let listed = api.ok(&["get", "ingress", "two-hosts"], None).unwrap();
+    assert!(listed.contains("web.test,secure.test") && listed.contains("80, 443"), "{listed}");
 }

@@ -12,11 +12,12 @@ mod config;
 mod cron;
 mod decode;
 mod fields;
+mod networking;
 mod pod;
 mod service;
 mod workloads;
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, networking as net};
 use serde_json::Value;
 
 use crate::validation::Cause;
@@ -46,6 +47,8 @@ pub fn decode(kind: &str, object: &Value) -> Result<Vec<String>, String> {
         "Lease" => decode_as::<coordination::v1::Lease>(object),
         "HorizontalPodAutoscaler" => decode_as::<autoscaling::v2::HorizontalPodAutoscaler>(object),
         "EndpointSlice" => decode_as::<discovery::v1::EndpointSlice>(object),
+        "Ingress" => decode_as::<net::v1::Ingress>(object),
+        "IngressClass" => decode_as::<net::v1::IngressClass>(object),
         other => return Err(format!("no kind {other:?} is registered")),
     };
     let version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
@@ -82,6 +85,7 @@ pub fn validate(kind: &str, object: &Value) -> Vec<Cause> {
         "Service" | "Endpoints" | "EndpointSlice" => service::validate(kind, object),
         "ConfigMap" | "Secret" | "ServiceAccount" => config::validate(kind, object),
         "Namespace" | "Node" | "Event" | "Lease" => cluster::validate(kind, object),
+        "Ingress" | "IngressClass" => networking::validate(kind, object),
         _ => vec![],
     }
 }
@@ -98,6 +102,7 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
         "Service" | "EndpointSlice" => service::validate_update(kind, old, new),
         "ConfigMap" | "Secret" => config::validate_update(kind, old, new),
         "Node" => cluster::validate_update(kind, old, new),
+        "IngressClass" => networking::validate_update(kind, old, new),
         _ => vec![],
     }
 }

@@ -172,7 +172,10 @@ fn initial_status(kind: &str, object: &mut Value) {
     let Some(map) = object.as_object_mut() else { return };
     match kind {
         "Node" | "Event" | "Lease" | "ConfigMap" | "Secret" | "ServiceAccount" | "Endpoints" | "EndpointSlice"
-        | "ControllerRevision" => {}
+        | "ControllerRevision" | "IngressClass" => {}
+        "Ingress" => {
+            map.insert("status".into(), json!({"loadBalancer": {}}));
+        }
         "Namespace" => {
             map.insert("status".into(), json!({"phase": "Active"}));
             let spec = map.entry("spec").or_insert_with(|| json!({}));

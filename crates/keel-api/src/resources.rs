@@ -80,6 +80,7 @@ const BATCH: Resource = group("batch", "v1");
 const COORDINATION: Resource = group("coordination.k8s.io", "v1");
 const AUTOSCALING: Resource = group("autoscaling", "v2");
 const DISCOVERY: Resource = group("discovery.k8s.io", "v1");
+const NETWORKING: Resource = group("networking.k8s.io", "v1");
 
 /// Every resource served, in discovery order.
 pub const RESOURCES: &[Resource] = &[
@@ -228,6 +229,21 @@ pub const RESOURCES: &[Resource] = &[
         ..AUTOSCALING
     },
     Resource { kind: "EndpointSlice", plural: "endpointslices", singular: "endpointslice", ..DISCOVERY },
+    Resource {
+        kind: "IngressClass",
+        plural: "ingressclasses",
+        singular: "ingressclass",
+        namespaced: false,
+        ..NETWORKING
+    },
+    Resource {
+        kind: "Ingress",
+        plural: "ingresses",
+        singular: "ingress",
+        short_names: &["ing"],
+        subresources: STATUS,
+        ..NETWORKING
+    },
 ];
 
 /// The resource at `/api/v1/<plural>` (group "") or `/apis/<group>/<version>/<plural>`.
@@ -290,6 +306,7 @@ mod tests {
         let g = group_versions();
         assert_eq!(g[0], ("", "v1"));
         assert!(g.contains(&("apps", "v1")) && g.contains(&("autoscaling", "v2")));
-        assert_eq!(g.len(), 6);
+        assert!(g.contains(&("networking.k8s.io", "v1")));
+        assert_eq!(g.len(), 7);
     }
 }

@@ -61,6 +61,8 @@ pub fn columns(kind: &str) -> &'static [Column] {
         "Lease" => LEASE,
         "HorizontalPodAutoscaler" => HPA,
         "EndpointSlice" => ENDPOINT_SLICE,
+        "Ingress" => INGRESS,
+        "IngressClass" => INGRESS_CLASS,
         _ => DEFAULT,
     }
 }
@@ -133,8 +135,47 @@ pub fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
             format_slice_endpoints(list(o, "/endpoints")).into(),
             age(),
         ],
+        "Ingress" => ingress_cells(o, age()),
+        "IngressClass" => {
+            let params = match o.pointer("/spec/parameters") {
+                Some(p) if p.is_object() => {
+                    let kind = p.get("kind").and_then(Value::as_str).unwrap_or("");
+                    let group = p.get("apiGroup").and_then(Value::as_str).filter(|g| !g.is_empty());
+                    let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+                    match group {
+                        Some(g) => format!("{kind}.{g}/{name}"),
+                        None => format!("{kind}/{name}"),
+                    }
+                }
+                _ => "<none>".to_string(),
+            };
+            vec![name(), text(o, "/spec/controller").into(), params.into(), age()]
+        }
         _ => vec![name(), created_at(time(o, "/metadata/creationTimestamp")).into()],
     }
+}
+
+/// kube's Ingress printer: the class, the rules' hosts (`*` for a rule without one), the load balancer's
+/// addresses, and `80` or `80, 443` with TLS.
+fn ingress_cells(o: &Value, age: Value) -> Vec<Value> {
+    let class = o.pointer("/spec/ingressClassName").and_then(Value::as_str).unwrap_or("<none>");
+    let hosts: Vec<&str> = list(o, "/spec/rules")
+        .iter()
+        .map(|r| r.get("host").and_then(Value::as_str).filter(|h| !h.is_empty()).unwrap_or("*"))
+        .collect();
+    let addresses: Vec<&str> = list(o, "/status/loadBalancer/ingress")
+        .iter()
+        .filter_map(|i| i.get("ip").or_else(|| i.get("hostname")).and_then(Value::as_str))
+        .collect();
+    let ports = if list(o, "/spec/tls").is_empty() { "80" } else { "80, 443" };
+    vec![
+        json!(o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")),
+        json!(class),
+        json!(if hosts.is_empty() { "*".to_string() } else { hosts.join(",") }),
+        json!(addresses.join(",")),
+        json!(ports),
+        age,
+    ]
 }
 
 /// The `TableRowCondition`s of one row: a pod that succeeded or failed is `Completed`.
@@ -390,6 +431,26 @@ const CRON_JOB: &[Column] = &[
     CONTAINERS,
     IMAGES,
     wide("Selector", "string", D_JOB_SELECTOR),
+];
+
+const INGRESS: &[Column] = &[
+    NAME,
+    col("Class", "string", "ingressClassName is the name of an IngressClass cluster resource."),
+    col(
+        "Hosts",
+        "string",
+        "Hosts that incoming requests are matched against before the HTTPIngressRuleValue is matched.",
+    ),
+    col("Address", "string", "Address is a list containing ingress points for the load-balancer."),
+    col("Ports", "string", "Ports of TLS configurations that open."),
+    AGE,
+];
+
+const INGRESS_CLASS: &[Column] = &[
+    NAME,
+    col("Controller", "string", "Controller that is responsible for handling this class."),
+    col("Parameters", "string", "A reference to a resource with additional parameters."),
+    AGE,
 ];
 
 const LEASE: &[Column] = &[
@@ -1129,7 +1190,7 @@ mod tests {
 
     use super::*;
 
-    const KINDS: [&str; 19] = [
+    const KINDS: [&str; 21] = [
         "Namespace",
         "Pod",
         "Service",
@@ -1149,6 +1210,8 @@ mod tests {
         "Lease",
         "HorizontalPodAutoscaler",
         "EndpointSlice",
+        "Ingress",
+        "IngressClass",
     ];
 
     fn now() -> Timestamp {

@@ -31,6 +31,17 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 const SERVICE: &str = "/api/v1/namespaces/default/services/kubernetes";
 const ENDPOINTS: &str = "/api/v1/namespaces/default/endpoints/kubernetes";
 const DNS_SERVICE: &str = "/api/v1/namespaces/kube-system/services/kube-dns";
+const INGRESS_CLASS: &str = "/apis/networking.k8s.io/v1/ingressclasses/keel";
+
+/// The IngressClass every node's ingress proxy serves, the cluster's default.
+pub fn ingress_class() -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": {"name": "keel", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": {"controller": "keel.dev/ingress"},
+    })
+}
 
 /// `(ip, port)` of `host:port` when the host is an IP address (Endpoints hold addresses only).
 fn ip_and_port(addr: &str) -> Option<(IpAddr, u16)> {
@@ -195,10 +206,15 @@ async fn reconcile_once(
     dns_ip: &str,
     target_port: u16,
 ) -> Result<(), String> {
-    for (path, object) in [(SERVICE, service(cluster_ip, target_port)), (DNS_SERVICE, dns_service(dns_ip))] {
+    let every_cluster_has = [
+        (SERVICE, service(cluster_ip, target_port)),
+        (DNS_SERVICE, dns_service(dns_ip)),
+        (INGRESS_CLASS, ingress_class()),
+    ];
+    for (path, object) in every_cluster_has {
         let found = call(router, Method::GET, path, None).await?;
         if found.0 == StatusCode::NOT_FOUND && ensure(router, path, found, object, &[]).await? {
-            tracing::info!(%path, "created a Service every cluster has");
+            tracing::info!(%path, "created an object every cluster has");
         }
     }
     // The Endpoints are read before the leases, so the leases are at least as new as what is replaced.

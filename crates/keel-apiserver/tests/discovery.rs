@@ -38,7 +38,7 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
     let (_, groups) = get("/apis").await;
     assert_eq!(groups["kind"], "APIGroupList");
     let names: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["apps", "batch", "coordination.k8s.io", "autoscaling", "discovery.k8s.io"]);
+    assert_eq!(names, ["apps", "batch", "coordination.k8s.io", "autoscaling", "discovery.k8s.io", "networking.k8s.io"]);
     assert_eq!(groups["groups"][3]["preferredVersion"]["groupVersion"], "autoscaling/v2");
 
     let (_, core) = get("/api/v1").await;

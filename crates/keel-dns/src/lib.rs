@@ -9,8 +9,7 @@
 //! Node), so every node's proxy sends the cluster IP to the node's own server.
 //!
 //! - [`zone`]: Services and EndpointSlices → names and records (pure);
-//! - [`server`]: the hickory-server handler (answers from the zone, forwards the rest upstream), and
-//!   binding inside the pods' network namespace.
+//! - [`server`]: the hickory-server handler (answers from the zone, forwards the rest upstream).
 
 pub mod server;
 pub mod zone;
@@ -122,11 +121,9 @@ async fn publish(client: kube::Client, node: String, address: String) {
 
 /// Serves the cluster's names from `state` on `config.listen` until the process ends.
 pub async fn run(client: kube::Client, mut state: ServiceState, config: Config) -> Result<(), DnsError> {
-    let (udp, tcp) = server::bind_in(config.netns.clone(), config.listen)
-        .map_err(|source| DnsError::Listen { addr: config.listen, source })?;
     let listen_err = |source| DnsError::Listen { addr: config.listen, source };
-    let udp = tokio::net::UdpSocket::from_std(udp).map_err(listen_err)?;
-    let tcp = tokio::net::TcpListener::from_std(tcp).map_err(listen_err)?;
+    let udp = keel_proxy::netns::udp_socket_in(config.netns.clone(), config.listen).map_err(listen_err)?;
+    let tcp = keel_proxy::netns::tcp_listener_in(config.netns.clone(), config.listen).map_err(listen_err)?;
 
     let build = |state: &ServiceState| {
         let (services, slices) = state.snapshot();

@@ -3,7 +3,6 @@
 //! first that answers within [`UPSTREAM_TIMEOUT`]), relaying their answer.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,34 +114,4 @@ async fn send<'a, R: ResponseHandler>(
             ResponseInfo::from(hickory_proto::op::Header { metadata, counts: Default::default() })
         }
     }
-}
-
-/// A UDP socket and a TCP listener on `addr`, made inside the network namespace `netns` (or this
-/// process's). The address need not exist yet (IP_FREEBIND): a node's bridge gets its address with its
-/// first pod.
-pub fn bind_in(
-    netns: Option<PathBuf>,
-    addr: SocketAddr,
-) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
-    std::thread::spawn(move || {
-        if let Some(ns) = netns {
-            let file = std::fs::File::open(&ns)?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-        }
-        let domain = socket2::Domain::for_address(addr);
-        let udp = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-        let tcp = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-        for s in [&udp, &tcp] {
-            if addr.is_ipv4() {
-                s.set_freebind_v4(true)?;
-            }
-            s.set_reuse_address(true)?;
-            s.set_nonblocking(true)?;
-            s.bind(&addr.into())?;
-        }
-        tcp.listen(128)?;
-        Ok((udp.into(), tcp.into()))
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("the thread binding the DNS sockets panicked"))?
 }

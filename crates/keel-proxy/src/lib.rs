@@ -11,6 +11,7 @@
 //!   re-application every [`RESYNC_INTERVAL`] (a table someone flushed comes back).
 
 pub mod model;
+pub mod netns;
 pub mod nft;
 pub mod rules;
 
@@ -84,26 +85,29 @@ impl<N: nft::Nftables> Syncer<N> {
     }
 }
 
-fn cloned<K: Clone>(items: Vec<Arc<K>>) -> Vec<K> {
+/// Owned copies of a store's objects.
+pub fn cloned<K: Clone>(items: Vec<Arc<K>>) -> Vec<K> {
     items.iter().map(|k| K::clone(k)).collect()
 }
 
-/// A store of every `K` in the cluster, kept by a watch in its own task that says on `changed` whenever
-/// something arrives; ready once the first list is in.
-async fn follow<K>(client: kube::Client, changed: tokio::sync::watch::Sender<()>) -> reflector::Store<K>
+/// A store of every `K` in the cluster that `selected` selects, kept by a watch in its own task that says
+/// on `changed` whenever something arrives; ready once the first list is in.
+pub async fn follow<K>(
+    client: kube::Client,
+    selected: watcher::Config,
+    changed: tokio::sync::watch::Sender<()>,
+) -> reflector::Store<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let events = watcher(Api::<K>::all(client), watcher::Config::default()).default_backoff().reflect(writer).for_each(
-        move |event| {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying");
-            }
-            changed.send_replace(());
-            futures::future::ready(())
-        },
-    );
+    let events = watcher(Api::<K>::all(client), selected).default_backoff().reflect(writer).for_each(move |event| {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying");
+        }
+        changed.send_replace(());
+        futures::future::ready(())
+    });
     tokio::spawn(events);
     let _ = store.wait_until_ready().await;
     store
@@ -122,8 +126,8 @@ impl ServiceState {
     /// Starts the watches; returns once both have listed.
     pub async fn follow(client: kube::Client) -> ServiceState {
         let (changed_tx, changed) = tokio::sync::watch::channel(());
-        let services = follow::<Service>(client.clone(), changed_tx.clone()).await;
-        let slices = follow::<EndpointSlice>(client, changed_tx).await;
+        let services = follow::<Service>(client.clone(), Default::default(), changed_tx.clone()).await;
+        let slices = follow::<EndpointSlice>(client, Default::default(), changed_tx).await;
         ServiceState { services, slices, changed }
     }
 

@@ -54,6 +54,18 @@ pub struct AgentArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// Where the node's Ingress proxy listens (ports 80 and 443, in the pods' network namespace).
+    #[arg(long, default_value = "0.0.0.0")]
+    ingress_address: std::net::IpAddr,
+    /// The Ingress proxy's plain HTTP port.
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// The Ingress proxy's HTTPS port.
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
+    /// Do not serve Ingresses on this node. Without --pod-cidr there is no Ingress proxy either.
+    #[arg(long)]
+    no_ingress: bool,
     /// Do not serve cluster DNS on this node (pods then get the node's resolv.conf). Without --pod-cidr
     /// there is no node DNS either.
     #[arg(long)]
@@ -191,6 +203,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
+    let ingress = match (pods, args.no_ingress) {
+        (Some(_), false) => Some(keel_ingress::Config {
+            http: std::net::SocketAddr::new(args.ingress_address, args.ingress_http_port),
+            https: std::net::SocketAddr::new(args.ingress_address, args.ingress_https_port),
+            netns: config.cni_netns.clone(),
+        }),
+        _ => None,
+    };
     let config = Config {
         dns: dns.as_ref().map(|_| keel_agent::resolv::ClusterDns {
             server: args.cluster_dns.to_string(),
@@ -216,17 +236,19 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let agent = keel_agent::run(client.clone(), Config { client_ca, services: Some(services), ..config });
         tokio::select! {
             r = agent => r.context("the agent failed"),
-            r = node_services(client, state, proxy, dns) => r,
+            r = node_services(client, state, proxy, dns, ingress) => r,
         }
     })
 }
 
-/// The node's Service proxy and DNS server on `state`; runs until one fails (never, without either).
+/// The node's Service proxy, DNS server and Ingress proxy on `state`; runs until one fails (never, without
+/// any).
 async fn node_services(
     client: kube::Client,
     state: keel_proxy::ServiceState,
     proxy: Option<keel_proxy::Config>,
     dns: Option<keel_dns::Config>,
+    ingress: Option<keel_ingress::Config>,
 ) -> anyhow::Result<()> {
     let proxy = async {
         match proxy {
@@ -236,13 +258,22 @@ async fn node_services(
     };
     let dns = async {
         match dns {
-            Some(config) => keel_dns::run(client, state.clone(), config).await.context("cluster DNS failed"),
+            Some(config) => keel_dns::run(client.clone(), state.clone(), config).await.context("cluster DNS failed"),
+            None => std::future::pending().await,
+        }
+    };
+    let ingress = async {
+        match ingress {
+            Some(config) => {
+                keel_ingress::run(client.clone(), state.clone(), config).await.context("the ingress failed")
+            }
             None => std::future::pending().await,
         }
     };
     tokio::select! {
         r = proxy => r,
         r = dns => r,
+        r = ingress => r,
     }
 }
 
