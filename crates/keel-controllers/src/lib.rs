@@ -20,6 +20,7 @@ pub mod gc;
 pub mod history;
 pub mod job;
 pub mod jobs;
+pub mod load_balancers;
 pub mod namespace;
 pub mod namespaces;
 pub mod node_health;
@@ -101,6 +102,7 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(job::run(client.clone()));
         loops.spawn(cronjob::run(client.clone()));
         loops.spawn(service_endpoints::run(client.clone()));
+        loops.spawn(load_balancers::run(client.clone()));
         loops.spawn(daemonset::run(client.clone()));
         loops.spawn(statefulset::run(client.clone()));
         loops.spawn(namespace::run(client.clone()));
