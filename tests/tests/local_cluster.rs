@@ -85,7 +85,8 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
         assert!(text(&out).contains("hello from keel"), "{what}: {}", text(&out));
     }
     // A LoadBalancer Service gets the nodes' addresses, and answers on each.
-    let lb = "apiVersion: v1\nkind: Service\nmetadata: {name: web-lb, namespace: sample}\nspec:\n  type: LoadBalancer\n  \
+    let lb =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web-lb, namespace: sample}\nspec:\n  type: LoadBalancer\n  \
               selector: {app: web}\n  ports: [{port: 8081, targetPort: http}]\n";
     let applied = Command::new("kubectl")
         .arg("--kubeconfig")
@@ -102,7 +103,15 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     assert!(applied.status.success(), "{}", text(&applied));
     let mut addresses = String::new();
     for _ in 0..50 {
-        let out = script.kubectl(&["-n", "sample", "get", "svc", "web-lb", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"]);
+        let out = script.kubectl(&[
+            "-n",
+            "sample",
+            "get",
+            "svc",
+            "web-lb",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ]);
         addresses = text(&out);
         if addresses.split_whitespace().count() == 2 {
             break;
@@ -117,7 +126,15 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
             .unwrap();
         assert!(text(&out).contains("hello from keel"), "the LoadBalancer on {ip}: {}", text(&out));
     }
-    let ingress = script.kubectl(&["-n", "sample", "get", "ingress", "web", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"]);
+    let ingress = script.kubectl(&[
+        "-n",
+        "sample",
+        "get",
+        "ingress",
+        "web",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[*].ip}",
+    ]);
     assert_eq!(text(&ingress).trim(), "10.200.0.11 10.200.0.12", "the Ingress's address");
     let api = "echo | timeout 3 nc $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT >/dev/null && echo reached";
     let api = script.kubectl(&["-n", "sample", "exec", "deployment/web", "--", "sh", "-c", api]);

@@ -271,3 +271,118 @@ async fn ingress_routes_hosts_to_services(api: &Api, hosts: &keel_tests::agent::
     let listed = api.ok(&["get", "ingress", "two-hosts"], None).unwrap();
     assert!(listed.contains("web.test,secure.test") && listed.contains("80, 443"), "{listed}");
 }
+
+const TWO_TIERS: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: app}
+data:
+  value: |
+    #!/bin/sh
+    echo "Content-Type: text/plain"
+    echo
+    echo "$(hostname) read $(nc db 6379 </dev/null)"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: db}
+spec:
+  replicas: 1
+  selector: {matchLabels: {tier: db}}
+  template:
+    metadata: {labels: {tier: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: keel.test/busybox:1
+        command: ["sh", "-c", "while true; do echo stored-value-42 | nc -l -p 6379; done"]
+        readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  selector: {tier: db}
+  ports: [{port: 6379}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: front}
+spec:
+  replicas: 2
+  selector: {matchLabels: {tier: front}}
+  template:
+    metadata: {labels: {tier: front}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {tier: front}}}
+      volumes: [{name: cgi, configMap: {name: app, defaultMode: 0755}}]
+      containers:
+      - name: web
+        image: keel.test/busybox:1
+        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        volumeMounts: [{name: cgi, mountPath: /www/cgi-bin}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front}
+spec:
+  type: NodePort
+  selector: {tier: front}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: front}
+spec:
+  rules:
+  - host: app.test
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: front, port: {number: 80}}}}]}
+"#;
+
+/// The issue's two-tier app: a web tier that reads a value from a database Service by name, deployed with
+/// `kubectl apply`, reached from another host through the Ingress and a NodePort on each node, the load
+/// spread over both web replicas (one per node).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_tier_app_works_across_two_nodes() {
+    let nodes = TwoNodes::start().await;
+    let api = nodes.api.clone();
+    api.ok(&["apply", "-f", "-"], Some(TWO_TIERS)).unwrap();
+    for deployment in ["db", "front"] {
+        api.ok(&["rollout", "status", &format!("deployment/{deployment}"), "--timeout=90s"], None).unwrap();
+    }
+    let fronts = json(&api, &["get", "pods", "-l", "tier=front"]);
+    let on: BTreeSet<String> = fronts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(on.len(), 2, "one web replica per node: {on:?}");
+    let node_port = json(&api, &["get", "service", "front"])["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    for (from, to) in [("2", "1"), ("1", "2")] {
+        let address = nodes.hosts.ip(to);
+        let urls = [
+            vec!["-H".to_string(), "Host: app.test".to_string(), format!("http://{address}/cgi-bin/value")],
+            vec![format!("http://{address}:{node_port}/cgi-bin/value")],
+        ];
+        for url in urls {
+            let writers = wait_for("both web replicas answer with the stored value", Duration::from_secs(30), || {
+                let mut writers = BTreeSet::new();
+                for _ in 0..12 {
+                    let mut args = vec!["curl", "-s", "-m", "3"];
+                    args.extend(url.iter().map(String::as_str));
+                    let answer = String::from_utf8_lossy(&nodes.hosts.exec(from, &args).stdout).trim().to_string();
+                    if let Some(writer) = answer.strip_suffix(" read stored-value-42") {
+                        writers.insert(writer.to_string());
+                    }
+                }
+                (writers.len() == 2, writers)
+            })
+            .await;
+            assert!(writers.iter().all(|w| w.starts_with("front-")), "{writers:?}");
+        }
+    }
+}

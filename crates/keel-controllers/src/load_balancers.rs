@@ -28,9 +28,10 @@ pub fn node_addresses(nodes: &[Node]) -> Vec<String> {
     let mut ips: Vec<String> = nodes
         .iter()
         .filter(|n| {
-            n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-            })
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .filter_map(|n| {
             n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone())
@@ -45,9 +46,7 @@ pub fn node_addresses(nodes: &[Node]) -> Vec<String> {
 /// traffic to them as addressed to the Service).
 pub fn ingress_points(ips: &[String], vip_mode: bool) -> Value {
     Value::Array(
-        ips.iter()
-            .map(|ip| if vip_mode { json!({"ip": ip, "ipMode": "VIP"}) } else { json!({"ip": ip}) })
-            .collect(),
+        ips.iter().map(|ip| if vip_mode { json!({"ip": ip, "ipMode": "VIP"}) } else { json!({"ip": ip}) }).collect(),
     )
 }
 
@@ -76,8 +75,10 @@ async fn reconcile_service(service: Arc<Service>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
     let wanted = ingress_points(&node_addresses(&nodes_now(&ctx)), true);
-    let current = serde_json::to_value(service.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()))
-        .unwrap_or(Value::Null);
+    let current = serde_json::to_value(
+        service.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()),
+    )
+    .unwrap_or(Value::Null);
     if current == wanted || (current.is_null() && wanted.as_array().is_some_and(Vec::is_empty)) {
         return Ok(Action::await_change());
     }
@@ -93,8 +94,10 @@ async fn reconcile_ingress(ingress: Arc<Ingress>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
     let wanted = ingress_points(&node_addresses(&nodes_now(&ctx)), false);
-    let current = serde_json::to_value(ingress.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()))
-        .unwrap_or(Value::Null);
+    let current = serde_json::to_value(
+        ingress.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()),
+    )
+    .unwrap_or(Value::Null);
     if current == wanted || (current.is_null() && wanted.as_array().is_some_and(Vec::is_empty)) {
         return Ok(Action::await_change());
     }
@@ -120,9 +123,8 @@ pub async fn run(client: Client) -> Result<(), Error> {
         });
     tokio::spawn(node_events);
     let _ = nodes.wait_until_ready().await;
-    let trigger = |rx: tokio::sync::broadcast::Receiver<()>| {
-        tokio_stream::wrappers::BroadcastStream::new(rx).map(|_| ())
-    };
+    let trigger =
+        |rx: tokio::sync::broadcast::Receiver<()>| tokio_stream::wrappers::BroadcastStream::new(rx).map(|_| ());
     let ctx = Arc::new(Context { client: client.clone(), nodes });
     let services = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default())
         .reconcile_all_on(trigger(rx.resubscribe()))
