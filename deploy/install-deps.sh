@@ -6,12 +6,13 @@
 #   etcd-server           etcd 3.4, the anchor of the benchmarks
 #   iproute2, nftables    network namespaces and partitions for the chaos harness (chaos/)
 #   iptables              its NFQUEUE target, for the harness's packet delay (the kernel has no nft queue)
+#   conntrack             the agent's Service proxy deletes stale UDP flows with it
 #   containerd, runc      the node agent's container runtime (tests start a containerd of their own)
 #   containernetworking-plugins  the CNI plugins the agent gives pods their network with
 #   busybox-static        the test images (deploy/build-test-images.sh; no downloads from the internet)
 #   skopeo, docker-registry  a loopback registry for the agent's image pull tests
 set -euo pipefail
-packages=(clang libclang-dev protobuf-compiler etcd-client etcd-server iproute2 nftables iptables
+packages=(clang libclang-dev protobuf-compiler etcd-client etcd-server iproute2 nftables iptables conntrack
   containerd runc containernetworking-plugins busybox-static skopeo docker-registry)
 missing=()
 for p in "${packages[@]}"; do

@@ -482,11 +482,16 @@ async fn a_leader_paused_mid_rollout_and_resumed_after_a_new_one_took_over_chang
     })
     .await;
     rollout_status(&api, "web");
-    let quiet = wait_for("the cluster at rest under the new leader", Duration::from_secs(30), || {
+    // At rest: nothing changed for 2 s and no pod still terminating (a node finishing a deletion later is
+    // not the deposed leader's doing).
+    let quiet = wait_for("the cluster at rest under the new leader", Duration::from_secs(60), || {
         let before = versions(&api);
         std::thread::sleep(Duration::from_secs(2));
         let after = versions(&api);
-        (before == after, after)
+        let pods = json(&api, &["get", "pods"]);
+        let terminating =
+            pods["items"].as_array().unwrap().iter().any(|p| !p["metadata"]["deletionTimestamp"].is_null());
+        (before == after && !terminating, after)
     })
     .await;
 

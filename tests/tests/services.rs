@@ -47,6 +47,15 @@ spec:
 apiVersion: v1
 kind: Service
 metadata:
+  name: sticky
+spec:
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
   name: db
 spec:
   clusterIP: None
@@ -99,6 +108,13 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
         (got == both, got)
     })
     .await;
+
+    // Under ClientIP affinity a client keeps its backend.
+    let sticky = json(&api, &["get", "service", "sticky"]);
+    let sticky_url = format!("http://{}/", sticky["spec"]["clusterIP"].as_str().unwrap());
+    let got = answers(&fetch(&api, "client", &sticky_url, 12));
+    assert_eq!(got.len(), 1, "one backend for one client under ClientIP affinity: {got:?}");
+    assert!(got.is_subset(&both), "{got:?}");
 
     // The Services' variables, as the kubelet sets them.
     let env = api.ok(&["exec", "client", "--", "env"], None).unwrap();
@@ -182,12 +198,74 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
     // 2), and its successor replaces them without losing a beat.
     nodes.agent1.kill();
     assert_eq!(node_port_answers("2", "1"), both, "node 1's node port with agent-1 down");
-    let flags = nodes.hosts.flags(1);
+    // It comes back with an upstream resolver of the test's own (on loopback) for names outside the cluster.
+    let upstream = FakeUpstream::start().await;
+    let mut flags = nodes.hosts.flags(1);
+    flags.extend(["--dns-upstream".to_string(), upstream.addr.to_string()]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     nodes.agent1.restart(&api, &nodes.containerd1, &flags).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(answers(&fetch(&api, "client", &url, 12)), both, "after agent-1's restart");
     assert_eq!(node_port_answers("2", "1"), both, "node 1's node port after agent-1's restart");
+    let outside = wait_for("a name outside the cluster, forwarded", Duration::from_secs(20), || {
+        let out = api.kubectl(&["exec", "client", "--", "nslookup", "example.org"], None).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (text.contains(FakeUpstream::ANSWER), text)
+    })
+    .await;
+    assert!(outside.contains("example.org"), "{outside}");
+}
+
+/// A DNS server on loopback that answers every A query with [`FakeUpstream::ANSWER`] (and every other
+/// type with no records): the upstream a node's DNS server forwards names outside the cluster to.
+struct FakeUpstream {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeUpstream {
+    const ANSWER: &'static str = "192.0.2.7";
+
+    async fn start() -> FakeUpstream {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                if let Some(reply) = Self::reply(&buf[..n]) {
+                    let _ = socket.send_to(&reply, from).await;
+                }
+            }
+        });
+        FakeUpstream { addr, task }
+    }
+
+    /// The answer to one query: its header and question echoed, flags of a recursive answer, and one A
+    /// record pointing back at the question's name when it asked for A.
+    fn reply(query: &[u8]) -> Option<Vec<u8>> {
+        let mut end = 12;
+        while *query.get(end)? != 0 {
+            end += 1 + usize::from(query[end]);
+        }
+        let question_end = end + 5;
+        let qtype = u16::from_be_bytes([*query.get(end + 1)?, *query.get(end + 2)?]);
+        let mut reply = query.get(..question_end)?.to_vec();
+        reply[2] = 0x81; // response, recursion desired
+        reply[3] = 0x80; // recursion available, NOERROR
+        let answers: u16 = if qtype == 1 { 1 } else { 0 };
+        reply[6..8].copy_from_slice(&answers.to_be_bytes());
+        reply[8..12].fill(0);
+        if qtype == 1 {
+            reply.extend([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+        }
+        Some(reply)
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 const INGRESS: &str = r#"apiVersion: v1

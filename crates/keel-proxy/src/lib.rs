@@ -10,6 +10,7 @@
 //! - [`run`]: the loop: a sync at most every [`MIN_SYNC_INTERVAL`] after a change, and a full
 //!   re-application every [`RESYNC_INTERVAL`] (a table someone flushed comes back).
 
+pub mod conntrack;
 pub mod model;
 pub mod netns;
 pub mod nft;
@@ -55,11 +56,13 @@ pub struct Syncer<N: nft::Nftables> {
     /// What the last successful transaction made; `None` until the first, and after a failure (the next
     /// replaces the table whole).
     applied: Option<rules::Ruleset>,
+    /// The Service ports it was made for (for the UDP conntrack entries a change leaves stale).
+    ports: Vec<model::ServicePort>,
 }
 
 impl<N: nft::Nftables> Syncer<N> {
     pub fn new(nft: N, node: String, network: NodeNetwork) -> Syncer<N> {
-        Syncer { nft, node, network, applied: None }
+        Syncer { nft, node, network, applied: None, ports: Vec::new() }
     }
 
     /// Brings the table to what `services` and `slices` want; `force` applies it even if nothing changed.
@@ -74,7 +77,9 @@ impl<N: nft::Nftables> Syncer<N> {
         match self.nft.apply(&script) {
             Ok(()) => {
                 tracing::debug!(ports = ports.len(), size = desired.size(), "service rules applied");
+                self.nft.flush(&conntrack::stale(&self.ports, &ports));
                 self.applied = Some(desired);
+                self.ports = ports;
                 Ok(true)
             }
             Err(e) => {
@@ -199,6 +204,8 @@ mod tests {
             self.scripts.lock().unwrap().push(script.to_string());
             Ok(())
         }
+
+        fn flush(&self, _: &[conntrack::Flush]) {}
     }
 
     #[test]

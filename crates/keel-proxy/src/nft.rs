@@ -9,9 +9,12 @@ use std::process::{Command, Stdio};
 
 use crate::ProxyError;
 
-/// Something that applies an nft script as one transaction.
+/// Something that applies an nft script as one transaction, and deletes stale UDP conntrack entries.
 pub trait Nftables: Send + Sync + 'static {
     fn apply(&self, script: &str) -> Result<(), ProxyError>;
+
+    /// Deletes the conntrack entries `flushes` name (best effort: an entry already gone is no error).
+    fn flush(&self, flushes: &[crate::conntrack::Flush]);
 }
 
 /// The real one: `nft -f -`, in the network namespace `netns` (a path under /run/netns) or this process's.
@@ -22,13 +25,18 @@ pub struct Nft {
 
 impl Nft {
     fn command(&self) -> Command {
+        self.tool("nft")
+    }
+
+    /// `program` run in the proxy's network namespace.
+    fn tool(&self, program: &str) -> Command {
         match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", ns.display())).arg("nft");
+                c.arg(format!("--net={}", ns.display())).arg(program);
                 c
             }
-            None => Command::new("nft"),
+            None => Command::new(program),
         }
     }
 
@@ -62,5 +70,17 @@ impl Nftables for Nft {
             return Err(ProxyError::Nft(err.lines().take(6).collect::<Vec<_>>().join("\n")));
         }
         Ok(())
+    }
+
+    fn flush(&self, flushes: &[crate::conntrack::Flush]) {
+        for f in flushes {
+            // conntrack exits 1 when nothing matched: not a failure.
+            match self.tool("conntrack").args(f.args()).output() {
+                Ok(_) => tracing::debug!(flush = ?f, "stale UDP conntrack entries deleted"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot run conntrack (apt install conntrack): stale UDP flows stay")
+                }
+            }
+        }
     }
 }

@@ -66,6 +66,10 @@ pub struct AgentArgs {
     /// Do not serve Ingresses on this node. Without --pod-cidr there is no Ingress proxy either.
     #[arg(long)]
     no_ingress: bool,
+    /// Where the node's DNS server sends names outside the cluster (ip or ip:port, comma-separated; default:
+    /// the nameservers of /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',', value_parser = parse_upstream)]
+    dns_upstream: Vec<std::net::SocketAddr>,
     /// Do not serve cluster DNS on this node (pods then get the node's resolv.conf). Without --pod-cidr
     /// there is no node DNS either.
     #[arg(long)]
@@ -118,6 +122,13 @@ pub struct ContainerdArgs {
     /// The containerd namespace the agent's images and containers live in.
     #[arg(long, default_value = "keel")]
     containerd_namespace: String,
+}
+
+/// A DNS server: `ip:port`, or an IP on port 53.
+fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{s:?} is not an IP address or ip:port"))
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -198,7 +209,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             domain: args.cluster_domain.clone(),
             listen: std::net::SocketAddr::new(std::net::Ipv4Addr::from(u32::from(pods.addr) + 1).into(), 53),
             netns: config.cni_netns.clone(),
-            upstream: keel_dns::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+            upstream: if args.dns_upstream.is_empty() {
+                keel_dns::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+            } else {
+                args.dns_upstream.clone()
+            },
             node_name: config.node_name.clone(),
         }),
         _ => None,
