@@ -1,6 +1,8 @@
 //! Benchmarks of a key-value store that speaks the etcd v3 API — keel or etcd itself, so both are measured
 //! by the same code. Each workload returns a [`Report`]: throughput and latency percentiles.
 //!
+//! [`proxy_rules`] times the node Service proxy's rule programming next to kube-proxy's iptables layout.
+//!
 //! [`hollow`] runs hollow nodes (Nodes without machines) for tests and benchmarks of the control plane.
 //!
 //! [`api`] benchmarks a Kubernetes API server over HTTPS (create, get, list of ConfigMaps);
@@ -12,6 +14,7 @@ pub mod control;
 pub mod hollow;
 pub mod kube_storage;
 pub mod pods;
+pub mod proxy_rules;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -73,7 +73,11 @@ impl<N: nft::Nftables> Syncer<N> {
         if !force && self.applied.as_ref() == Some(&desired) {
             return Ok(false);
         }
-        let script = rules::script(&desired, self.applied.as_ref());
+        let script = match (&self.applied, force) {
+            (None, _) => rules::script(&desired, &rules::Ruleset::default(), rules::Mode::Replace),
+            (Some(applied), true) => rules::script(&desired, applied, rules::Mode::Refresh),
+            (Some(applied), false) => rules::script(&desired, applied, rules::Mode::Update),
+        };
         match self.nft.apply(&script) {
             Ok(()) => {
                 tracing::debug!(ports = ports.len(), size = desired.size(), "service rules applied");

@@ -9,10 +9,11 @@
 //! `kubernetes` Service, another host) are masqueraded too, as ip-masq-agent does, since only the pod
 //! network routes pod addresses.
 //!
-//! [`script`] turns the wanted [`Ruleset`] into one `nft -f` transaction: applied atomically, and, after
-//! the first, incremental: chains and sets are kept (so that session-affinity entries survive), emptied and
-//! refilled, and those no longer wanted are deleted. Established connections never depend on the rules
-//! (their DNAT lives in conntrack), so a restarted agent rebuilding the table drops none.
+//! [`script`] turns the wanted [`Ruleset`] into one `nft -f` transaction, applied atomically: the whole
+//! table the first time, then only what changed (new chains, changed chains refilled, map elements added
+//! and deleted, stale objects removed; sets are kept, so session-affinity entries survive), and a refresh
+//! of every chain and map on resyncs. Established connections never depend on the rules (their DNAT lives
+//! in conntrack), so a restarted agent rebuilding the table drops none.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -119,13 +120,19 @@ fn endpoint_id(port: &ServicePort, e: &Endpoint) -> String {
     format!("{}__{}/{}", port.id(), e.ip, e.port)
 }
 
+/// The set of clients stuck to endpoint `e` (named with its timeout too: a new timeout is a new set, as an
+/// existing set's timeout cannot change).
+fn affinity_set(port: &ServicePort, e: &Endpoint) -> String {
+    name("aff", &format!("{}__t{}", endpoint_id(port, e), port.affinity_seconds.unwrap_or_default()))
+}
+
 /// The rules that pick one of `endpoints` (their chains by `ep_chain`), under session affinity when the
 /// port has it.
 fn dispatch(port: &ServicePort, endpoints: &[Endpoint], ep_chain: &dyn Fn(&Endpoint) -> String) -> Vec<String> {
     let mut rules = Vec::new();
     if port.affinity_seconds.is_some() {
         for e in endpoints {
-            rules.push(format!("ip saddr @{} goto {}", name("aff", &endpoint_id(port, e)), ep_chain(e)));
+            rules.push(format!("ip saddr @{} goto {}", affinity_set(port, e), ep_chain(e)));
         }
     }
     match endpoints {
@@ -205,7 +212,7 @@ pub fn ruleset(ports: &[ServicePort], net: &NodeNetwork) -> Ruleset {
                 rules.push(format!("ip saddr {pods} jump mark-for-masquerade"));
             }
             if let Some(seconds) = port.affinity_seconds {
-                let set = name("aff", &endpoint_id(port, e));
+                let set = affinity_set(port, e);
                 r.sets.insert(set.clone(), format!("type ipv4_addr; flags dynamic,timeout; timeout {seconds}s;"));
                 rules.push(format!("update @{set} {{ ip saddr }}"));
             }
@@ -261,62 +268,112 @@ pub fn ruleset(ports: &[ServicePort], net: &NodeNetwork) -> Ruleset {
     r
 }
 
+/// How a transaction gets the table from what was applied to what is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Nothing is known of the table (a start, or after a failure): it is deleted and made whole.
+    Replace,
+    /// Every chain and map is emptied and refilled, the sets kept (affinity entries survive): what a
+    /// periodic resync does, so that a table someone changed comes back.
+    Refresh,
+    /// Only what changed: new chains and sets declared, changed chains refilled, map elements added and
+    /// deleted one by one, what is gone deleted. A change of one endpoint touches a few lines, whatever the
+    /// number of Services.
+    Update,
+}
+
 /// One `nft -f` transaction that makes the table `desired`, given what the last applied one made
-/// (`None`: unknown, as after a start, so the table is replaced whole).
-pub fn script(desired: &Ruleset, applied: Option<&Ruleset>) -> String {
+/// (`applied`; ignored for [`Mode::Replace`]).
+pub fn script(desired: &Ruleset, applied: &Ruleset, mode: Mode) -> String {
     let t = format!("ip {TABLE}");
     let mut s = String::new();
     let _ = writeln!(s, "add table {t}");
-    let empty = Ruleset::default();
-    let applied = match applied {
-        Some(a) => a,
-        None => {
-            let _ = writeln!(s, "delete table {t}");
-            let _ = writeln!(s, "add table {t}");
-            &empty
+    if mode == Mode::Replace {
+        // One block: nft reads it far faster than as many separate commands.
+        let _ = writeln!(s, "delete table {t}");
+        let _ = writeln!(s, "table {t} {{");
+        for (name, decl) in &desired.sets {
+            let _ = writeln!(s, "  set {name} {{ {decl} }}");
         }
-    };
+        for (name, (decl, elements)) in &desired.maps {
+            if elements.is_empty() {
+                let _ = writeln!(s, "  map {name} {{ {decl} }}");
+            } else {
+                let _ = writeln!(s, "  map {name} {{ {decl} elements = {{ {} }} }}", elements.join(", "));
+            }
+        }
+        for (name, chain) in &desired.chains {
+            let _ = writeln!(s, "  chain {name} {{");
+            if let Some(hook) = chain.base {
+                let _ = writeln!(s, "    {hook}");
+            }
+            for rule in &chain.rules {
+                let _ = writeln!(s, "    {rule}");
+            }
+            let _ = writeln!(s, "  }}");
+        }
+        let _ = writeln!(s, "}}");
+        return s;
+    }
+    let everything = mode == Mode::Refresh;
     // Declarations (adding what exists already changes nothing).
-    for (name, chain) in &desired.chains {
+    for (name, chain) in desired.chains.iter().filter(|(n, _)| everything || !applied.chains.contains_key(*n)) {
         match chain.base {
             Some(hook) => writeln!(s, "add chain {t} {name} {{ {hook} }}"),
             None => writeln!(s, "add chain {t} {name}"),
         }
         .ok();
     }
-    for (name, decl) in &desired.sets {
+    for (name, decl) in desired.sets.iter().filter(|(n, _)| everything || !applied.sets.contains_key(*n)) {
         let _ = writeln!(s, "add set {t} {name} {{ {decl} }}");
     }
-    for (name, (decl, _)) in &desired.maps {
+    for (name, (decl, _)) in desired.maps.iter().filter(|(n, _)| everything || !applied.maps.contains_key(*n)) {
         let _ = writeln!(s, "add map {t} {name} {{ {decl} }}");
     }
-    // Empty every chain and map there is, so that nothing refers to what goes.
-    let chains: BTreeSet<&String> = desired.chains.keys().chain(applied.chains.keys()).collect();
-    for name in &chains {
-        let _ = writeln!(s, "flush chain {t} {name}");
+    // Chains that go, or change, are emptied first, so that nothing refers to what goes.
+    for (name, chain) in &applied.chains {
+        if everything || desired.chains.get(name) != Some(chain) {
+            let _ = writeln!(s, "flush chain {t} {name}");
+        }
     }
-    let maps: BTreeSet<&String> = desired.maps.keys().chain(applied.maps.keys()).collect();
-    for name in &maps {
-        let _ = writeln!(s, "flush map {t} {name}");
-    }
+    let empty_elements = Vec::new();
     for (name, (_, elements)) in &desired.maps {
-        if !elements.is_empty() {
-            let _ = writeln!(s, "add element {t} {name} {{ {} }}", elements.join(", "));
+        let before = match applied.maps.get(name) {
+            Some((_, old)) if !everything => old,
+            Some(_) => {
+                let _ = writeln!(s, "flush map {t} {name}");
+                &empty_elements
+            }
+            None => &empty_elements,
+        };
+        let gone: Vec<&str> = before
+            .iter()
+            .filter(|e| !elements.contains(e))
+            .map(|e| e.split_once(" : ").map_or(e.as_str(), |(key, _)| key))
+            .collect();
+        if !gone.is_empty() {
+            let _ = writeln!(s, "delete element {t} {name} {{ {} }}", gone.join(", "));
+        }
+        let new: Vec<&str> = elements.iter().filter(|e| !before.contains(e)).map(String::as_str).collect();
+        if !new.is_empty() {
+            let _ = writeln!(s, "add element {t} {name} {{ {} }}", new.join(", "));
         }
     }
     for (name, chain) in &desired.chains {
-        for rule in &chain.rules {
-            let _ = writeln!(s, "add rule {t} {name} {rule}");
+        if everything || applied.chains.get(name) != Some(chain) {
+            for rule in &chain.rules {
+                let _ = writeln!(s, "add rule {t} {name} {rule}");
+            }
         }
+    }
+    for name in applied.maps.keys().filter(|n| !desired.maps.contains_key(*n)) {
+        let _ = writeln!(s, "delete map {t} {name}");
     }
     for name in applied.chains.keys().filter(|n| !desired.chains.contains_key(*n)) {
         let _ = writeln!(s, "delete chain {t} {name}");
     }
     for name in applied.sets.keys().filter(|n| !desired.sets.contains_key(*n)) {
         let _ = writeln!(s, "delete set {t} {name}");
-    }
-    for name in applied.maps.keys().filter(|n| !desired.maps.contains_key(*n)) {
-        let _ = writeln!(s, "delete map {t} {name}");
     }
     s
 }
@@ -411,7 +468,7 @@ mod tests {
         port.external = vec![];
         port.external_ips = vec!["10.200.0.50".parse().unwrap()];
         let r = ruleset(&[port], &net());
-        let set = name("aff", "ns/web/tcp/http__10.244.2.5/8080");
+        let set = name("aff", "ns/web/tcp/http__10.244.2.5/8080__t60");
         let ep = name("ep", "ns/web/tcp/http__10.244.2.5/8080");
         assert_eq!(r.sets[&set], "type ipv4_addr; flags dynamic,timeout; timeout 60s;");
         assert_eq!(r.chains[&name("svc", "ns/web/tcp/http")].rules[1], format!("ip saddr @{set} goto {ep}"));
@@ -422,24 +479,37 @@ mod tests {
     }
 
     #[test]
-    fn the_first_script_replaces_the_table_and_later_ones_change_it_in_place() {
+    fn the_first_script_replaces_the_table_and_later_ones_change_only_what_changed() {
         let before = ruleset(&[web(vec![ep("10.244.2.5", 8080, false)])], &net());
-        let first = script(&before, None);
-        assert!(first.starts_with("add table ip keel-proxy\ndelete table ip keel-proxy\nadd table ip keel-proxy\n"));
-        assert!(first.contains(
-            "add chain ip keel-proxy nat-prerouting { type nat hook prerouting priority dstnat; policy accept; }"
-        ));
+        let first = script(&before, &Ruleset::default(), Mode::Replace);
+        assert!(first.starts_with("add table ip keel-proxy\ndelete table ip keel-proxy\ntable ip keel-proxy {\n"));
+        assert!(first.contains("  chain nat-prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }"));
         assert!(!first.contains("delete chain"));
 
         let after = ruleset(&[web(vec![ep("10.244.2.6", 8080, false)])], &net());
-        let next = script(&after, Some(&before));
-        assert!(!next.contains("delete table"));
+        let next = script(&after, &before, Mode::Update);
+        assert!(!next.contains("delete table") && !next.contains("element"), "no map changed: {next}");
         let gone = name("ep", "ns/web/tcp/http__10.244.2.5/8080");
+        let svc = name("svc", "ns/web/tcp/http");
         let flush = next.find(&format!("flush chain ip keel-proxy {gone}\n")).unwrap();
+        let refill = next.find(&format!("add rule ip keel-proxy {svc} ")).unwrap();
         let delete = next.find(&format!("delete chain ip keel-proxy {gone}\n")).unwrap();
-        let elements = next.find("add element ip keel-proxy service-ips").unwrap();
-        assert!(flush < elements && elements < delete, "{next}");
-        assert_eq!(script(&after, Some(&after)).matches("delete ").count(), 0);
+        assert!(flush < refill && refill < delete, "{next}");
+        assert!(!next.contains("nat-prerouting"), "unchanged chains are left alone: {next}");
+        assert_eq!(script(&after, &after, Mode::Update), "add table ip keel-proxy\n");
+
+        // A Service losing its last endpoint moves between maps: one element deleted, one added.
+        let none = ruleset(&[web(vec![])], &net());
+        let emptied = script(&none, &after, Mode::Update);
+        assert!(emptied.contains("delete element ip keel-proxy service-ips { 10.96.0.10 . tcp . 80 }"), "{emptied}");
+        assert!(emptied
+            .contains("add element ip keel-proxy no-endpoint-services { 10.96.0.10 . tcp . 80 : goto reject-chain }"));
+        let refresh = script(&after, &after, Mode::Refresh);
+        assert!(
+            refresh.contains("flush chain ip keel-proxy nat-prerouting")
+                && refresh.contains("flush map ip keel-proxy service-ips")
+        );
+        assert!(!refresh.contains("delete"), "{refresh}");
     }
 
     #[test]

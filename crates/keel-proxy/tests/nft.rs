@@ -6,7 +6,7 @@ use std::process::Command;
 
 use keel_proxy::model::{Endpoint, Protocol, ServicePort};
 use keel_proxy::nft::{Nft, Nftables as _};
-use keel_proxy::rules::{self, NodeNetwork};
+use keel_proxy::rules::{self, Mode, NodeNetwork, Ruleset};
 
 struct Netns(String);
 
@@ -67,20 +67,26 @@ fn transactions_apply_whole_then_in_place_then_go() {
         &[port("web", &[("10.244.1.5", true), ("10.244.2.5", false)], Some(60)), port("empty", &[], None)],
         &net,
     );
-    nft.apply(&rules::script(&first, None)).unwrap();
+    nft.apply(&rules::script(&first, &Ruleset::default(), Mode::Replace)).unwrap();
     let listed = ns.list();
     assert!(listed.contains("dnat to 10.244.2.5:8080") && listed.contains("numgen random mod 2"), "{listed}");
     assert!(listed.contains("goto reject-chain"), "{listed}");
 
     // An endpoint goes, another comes, affinity goes: changed in place, the stale chains and sets deleted.
     let second = rules::ruleset(&[port("web", &[("10.244.2.6", false)], None)], &net);
-    nft.apply(&rules::script(&second, Some(&first))).unwrap();
+    nft.apply(&rules::script(&second, &first, Mode::Update)).unwrap();
     let listed = ns.list();
     assert!(listed.contains("dnat to 10.244.2.6:8080") && !listed.contains("10.244.2.5"), "{listed}");
     assert!(!listed.contains("aff-"), "{listed}");
     // The same again is accepted (nothing to change), and the whole table replaced is too (a restart).
-    nft.apply(&rules::script(&second, Some(&second))).unwrap();
-    nft.apply(&rules::script(&second, None)).unwrap();
+    nft.apply(&rules::script(&second, &second, Mode::Update)).unwrap();
+    nft.apply(&rules::script(&second, &second, Mode::Refresh)).unwrap();
+    // The empty Service gets an endpoint, the other loses its: elements move between maps in place.
+    let third = rules::ruleset(&[port("web", &[], None), port("empty", &[("10.244.1.9", true)], Some(30))], &net);
+    nft.apply(&rules::script(&third, &second, Mode::Update)).unwrap();
+    let listed = ns.list();
+    assert!(listed.contains("dnat to 10.244.1.9:8080") && !listed.contains("10.244.2.6"), "{listed}");
+    nft.apply(&rules::script(&second, &Ruleset::default(), Mode::Replace)).unwrap();
 
     nft.apply(&rules::removal()).unwrap();
     assert!(!ns.list().contains("keel-proxy"));

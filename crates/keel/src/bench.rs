@@ -28,6 +28,19 @@ enum BenchWhat {
     /// One trial: kill -9 the master leading the control loops; time until a write, a binding and a
     /// controller's action go through another master.
     ControlFailover(ControlFailoverBench),
+    /// The node Service proxy's rule programming (as root, in a network namespace of its own): S Services
+    /// of E endpoints, then changes of one endpoint, next to kube-proxy's iptables layout.
+    ProxyRules(ProxyRulesBench),
+}
+
+#[derive(Args, Debug)]
+struct ProxyRulesBench {
+    #[arg(long, default_value_t = 1000)]
+    services: usize,
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    #[arg(long, default_value_t = 100)]
+    changes: usize,
 }
 
 #[derive(Args, Debug)]
@@ -234,6 +247,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let kv = match args.what {
         BenchWhat::Kv(kv) => kv,
+        BenchWhat::ProxyRules(a) => {
+            let report = keel_bench::proxy_rules::run(a.services, a.endpoints, a.changes)?;
+            print!("{report}");
+            return Ok(());
+        }
         BenchWhat::Scheduler(a) => {
             return rt.block_on(async move {
                 let client = kube::Client::try_from(crate::server::client_config(&a.kubeconfig).await?)?;
