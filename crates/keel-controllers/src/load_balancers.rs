@@ -70,40 +70,39 @@ fn nodes_now(ctx: &Context) -> Vec<Node> {
     ctx.nodes.state().iter().map(|n| Node::clone(n)).collect()
 }
 
-async fn reconcile_service(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !wants_addresses(&service) {
-        return Ok(Action::await_change());
-    }
-    let wanted = ingress_points(&node_addresses(&nodes_now(&ctx)), true);
-    let current = serde_json::to_value(
-        service.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()),
-    )
-    .unwrap_or(Value::Null);
+/// Makes `status.loadBalancer.ingress` of `name` (now `current`) the addresses of the Ready nodes;
+/// returns whether it wrote.
+async fn set_addresses<K>(api: Api<K>, name: &str, current: Value, ctx: &Context, vip_mode: bool) -> Result<bool, Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let wanted = ingress_points(&node_addresses(&nodes_now(ctx)), vip_mode);
     if current == wanted || (current.is_null() && wanted.as_array().is_some_and(Vec::is_empty)) {
-        return Ok(Action::await_change());
+        return Ok(false);
     }
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &service.namespace().unwrap_or_default());
     let patch = json!({"status": {"loadBalancer": {"ingress": wanted}}});
-    api.patch_status(&service.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    tracing::info!(service = %service.name_any(), addresses = %wanted, "load balancer addresses set");
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    tracing::info!(name, addresses = %wanted, "load balancer addresses set");
+    Ok(true)
+}
+
+async fn reconcile_service(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if wants_addresses(&service) {
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &service.namespace().unwrap_or_default());
+        let status = service.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
+        let current = serde_json::to_value(status).unwrap_or(Value::Null);
+        set_addresses(api, &service.name_any(), current, &ctx, true).await?;
+    }
     Ok(Action::await_change())
 }
 
 async fn reconcile_ingress(ingress: Arc<Ingress>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !ingress_is_ours(&ingress) {
-        return Ok(Action::await_change());
+    if ingress_is_ours(&ingress) {
+        let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), &ingress.namespace().unwrap_or_default());
+        let status = ingress.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
+        let current = serde_json::to_value(status).unwrap_or(Value::Null);
+        set_addresses(api, &ingress.name_any(), current, &ctx, false).await?;
     }
-    let wanted = ingress_points(&node_addresses(&nodes_now(&ctx)), false);
-    let current = serde_json::to_value(
-        ingress.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()),
-    )
-    .unwrap_or(Value::Null);
-    if current == wanted || (current.is_null() && wanted.as_array().is_some_and(Vec::is_empty)) {
-        return Ok(Action::await_change());
-    }
-    let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), &ingress.namespace().unwrap_or_default());
-    let patch = json!({"status": {"loadBalancer": {"ingress": wanted}}});
-    api.patch_status(&ingress.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(Action::await_change())
 }
 
