@@ -1,7 +1,8 @@
 //! Benchmarks of a key-value store that speaks the etcd v3 API — keel or etcd itself, so both are measured
 //! by the same code. Each workload returns a [`Report`]: throughput and latency percentiles.
 //!
-//! [`proxy_rules`] times the node Service proxy's rule programming next to kube-proxy's iptables layout.
+//! [`proxy_rules`] times the node Service proxy's rule programming next to kube-proxy's iptables layout;
+//! [`service_path`] compares requests through a cluster IP with requests straight to a pod.
 //!
 //! [`hollow`] runs hollow nodes (Nodes without machines) for tests and benchmarks of the control plane.
 //!
@@ -15,6 +16,7 @@ pub mod hollow;
 pub mod kube_storage;
 pub mod pods;
 pub mod proxy_rules;
+pub mod service_path;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

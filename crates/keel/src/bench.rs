@@ -31,6 +31,29 @@ enum BenchWhat {
     /// The node Service proxy's rule programming (as root, in a network namespace of its own): S Services
     /// of E endpoints, then changes of one endpoint, next to kube-proxy's iptables layout.
     ProxyRules(ProxyRulesBench),
+    /// Requests (a new connection each) through a Service's cluster IP next to the same requests straight
+    /// to one of its pods, from inside a network namespace (a pod's).
+    ServicePath(ServicePathBench),
+}
+
+#[derive(Args, Debug)]
+struct ServicePathBench {
+    /// The network namespace to send from (e.g. a pod's, /proc/<pid>/ns/net).
+    #[arg(long)]
+    netns: Option<PathBuf>,
+    /// The Service's cluster IP and port.
+    #[arg(long)]
+    service: std::net::SocketAddr,
+    /// One of its pods' IP and port.
+    #[arg(long)]
+    direct: std::net::SocketAddr,
+    /// Requests per round and target.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +270,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let kv = match args.what {
         BenchWhat::Kv(kv) => kv,
+        BenchWhat::ServicePath(a) => {
+            let (via, straight) =
+                keel_bench::service_path::run(a.netns, a.service, a.direct, a.requests, a.clients, a.rounds)?;
+            print!("{}", keel_bench::service_path::report(&via, &straight));
+            return Ok(());
+        }
         BenchWhat::ProxyRules(a) => {
             let report = keel_bench::proxy_rules::run(a.services, a.endpoints, a.changes)?;
             print!("{report}");
