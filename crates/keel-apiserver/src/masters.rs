@@ -241,26 +241,32 @@ async fn reconcile_once(
         return Err(format!("listing the kubernetes EndpointSlices: {slices_status}"));
     }
     let wanted = endpoint_slices(&addresses);
+    let current: Vec<&Value> = current_slices["items"].as_array().into_iter().flatten().collect();
+    let named = |v: &Value, name: &str| v["metadata"]["name"] == name;
     for slice in &wanted {
         let name = slice["metadata"]["name"].as_str().unwrap_or_default();
-        let path = format!("{}/{name}", slices_path().split('?').next().unwrap_or_default());
-        let found = call(router, Method::GET, &path, None).await?;
-        ensure(router, &path, found, slice.clone(), &["endpoints", "ports"]).await?;
+        // The list just read holds what is stored; a slice not in it is created.
+        let found = match current.iter().find(|c| named(c, name)) {
+            Some(c) => (StatusCode::OK, Value::clone(c)),
+            None => (StatusCode::NOT_FOUND, Value::Null),
+        };
+        ensure(router, &format!("{SLICES}/{name}"), found, slice.clone(), &["endpoints", "ports"]).await?;
     }
-    for stale in current_slices["items"].as_array().into_iter().flatten() {
+    for stale in
+        current.iter().filter(|c| !wanted.iter().any(|w| named(c, w["metadata"]["name"].as_str().unwrap_or(""))))
+    {
         let name = stale["metadata"]["name"].as_str().unwrap_or_default();
-        if !wanted.iter().any(|w| w["metadata"]["name"] == name) {
-            let path = format!("{}/{name}", slices_path().split('?').next().unwrap_or_default());
-            call(router, Method::DELETE, &path, None).await?;
-        }
+        call(router, Method::DELETE, &format!("{SLICES}/{name}"), None).await?;
     }
     Ok(())
 }
 
+/// Where the EndpointSlices of `default` are.
+const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+
 /// The `kubernetes` EndpointSlices of `default`.
 fn slices_path() -> String {
-    "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dkubernetes"
-        .to_string()
+    format!("{SLICES}?labelSelector=kubernetes.io%2Fservice-name%3Dkubernetes")
 }
 
 /// The `kubernetes` EndpointSlices for these master addresses, as kube-apiserver writes its own: the

@@ -62,8 +62,7 @@ fn round(netns: &Option<PathBuf>, target: SocketAddr, requests: usize, clients: 
         let netns = netns.clone();
         threads.push(std::thread::spawn(move || -> std::io::Result<(Vec<Duration>, usize)> {
             if let Some(ns) = netns {
-                let file = std::fs::File::open(ns)?;
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                keel_proxy::netns::enter(&ns)?;
             }
             let mut latencies = Vec::with_capacity(per_client);
             let mut failures = 0;

@@ -108,9 +108,7 @@ async fn serve_in(
             let result = (|| {
                 let enter = |e: std::io::Error| IngressError::Listen { addr: config.http, source: e };
                 if let Some(ns) = &config.netns {
-                    let file = std::fs::File::open(ns).map_err(enter)?;
-                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| enter(std::io::Error::from(e)))?;
+                    keel_proxy::netns::enter(ns).map_err(enter)?;
                 }
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)

@@ -5,6 +5,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Moves the calling thread into the network namespace `netns` (a path under /run/netns or
+/// /proc/<pid>/ns/net); threads it starts afterwards are born there too.
+pub fn enter(netns: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(netns)?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+}
+
 /// Makes sockets of `kinds` bound to `addr` inside `netns` (or this process's namespace). The address
 /// need not exist yet (IP_FREEBIND): a node's bridge gets its address with its first pod.
 fn bind_in(
@@ -14,8 +21,7 @@ fn bind_in(
 ) -> std::io::Result<Vec<socket2::Socket>> {
     std::thread::spawn(move || {
         if let Some(ns) = netns {
-            let file = std::fs::File::open(&ns)?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            enter(&ns)?;
         }
         let domain = socket2::Domain::for_address(addr);
         let mut out = Vec::new();
