@@ -524,6 +524,10 @@ async fn admin_client(kubeconfig: &Path) -> Result<Client, ClusterRunError> {
         .map_err(|e| ClusterRunError::Kubeconfig(e.to_string()))?;
     config.connect_timeout = Some(Duration::from_secs(3));
     config.read_timeout = Some(Duration::from_secs(15));
+    // One request per write, so that what is recorded is what the API answered: kube's default retry of a
+    // 503 or 504 would send a create again after a first attempt of unknown outcome had taken effect, and
+    // record the second attempt's 409 as "refused, changed nothing" (a false lost write, seen in CI).
+    config.default_retry = false;
     Ok(Client::try_from(config)?)
 }
 
