@@ -1,7 +1,8 @@
 //! Probes and stop hooks on a real agent and containerd (as root): a readiness probe (exec) holds Ready at
 //! False until it passes; httpGet and tcpSocket probes reach the pod's IP over CNI (the node's network is a
 //! namespace the test made); a failing liveness probe restarts the container with an `Unhealthy` event;
-//! a preStop hook runs before SIGTERM when the pod is deleted. HTTPS probes accept a self-signed server's
+//! a postStart hook runs before the container counts as Running, and one that fails kills it; a preStop
+//! hook runs before SIGTERM when the pod is deleted. HTTPS probes accept a self-signed server's
 //! certificate (as the kubelet's) and fail against a server that does not speak TLS. gRPC probes ask a
 //! keel store member in the pod (`grpc.health.v1.Health`): SERVING passes, an unknown service fails.
 
@@ -59,8 +60,24 @@ spec:
       httpGet: {{path: /healthz, port: 8080}}
       periodSeconds: 1
     lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "echo started $HOSTNAME > /out/post-start"]}}
       preStop:
         exec: {{command: ["sh", "-c", "echo stopping $HOSTNAME > /out/pre-stop"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hooked
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "exit 3"]}}
 ---
 apiVersion: v1
 kind: Pod
@@ -112,6 +129,20 @@ spec:
     assert_eq!(status["started"], true, "{status}");
     assert_eq!(status["restartCount"], 0, "{status}");
     assert!(web["status"]["podIP"].as_str().unwrap().starts_with("10.244.8."), "{}", web["status"]);
+    // Its postStart hook ran (through a hostPath volume) before it was reported Running.
+    let said = std::fs::read_to_string(hooks.join("post-start")).unwrap_or_default();
+    assert_eq!(said.trim(), "started web");
+
+    // A postStart hook that fails kills its container, which restarts, with a FailedPostStartHook event.
+    let hooked = wait_for("hooked restarted", Duration::from_secs(60), || {
+        let pod = json(&api, &["get", "pod", "hooked"]);
+        (pod["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1, pod)
+    })
+    .await;
+    assert_eq!(hooked["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137);
+    let events = json(&api, &["get", "events", "--field-selector", "involvedObject.name=hooked"]);
+    let failed = events["items"].as_array().into_iter().flatten().find(|e| e["reason"] == "FailedPostStartHook");
+    assert_eq!(failed.map(|e| e["message"].clone()), Some("PostStartHook failed".into()), "{events}");
 
     // A readiness probe nobody answers keeps the pod not Ready (and never restarts it).
     let deaf = wait_for("deaf probed", Duration::from_secs(30), || {

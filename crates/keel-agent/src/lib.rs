@@ -10,10 +10,12 @@ pub mod cni;
 pub mod env;
 pub mod events;
 pub mod exec;
+pub mod handlers;
 pub mod image;
 pub mod logs;
 pub mod names;
 pub mod node;
+pub mod pod_network;
 pub mod probe;
 pub mod prober;
 pub mod resolv;
@@ -142,13 +144,15 @@ pub async fn run(client: Client, config: Config) -> Result<(), AgentError> {
         .await
         .map_err(|source| AgentError::Register { node: config.node_name.clone(), source })?;
     tracing::info!(node = %config.node_name, containerd = %version, listen = %config.listen, "node registered");
-    let shared = Arc::new(worker::Shared::new(client.clone(), runtime, config.clone()));
-    let runner = exec::Runner::new(shared.runtime.clone(), config.data_dir.join("exec"));
+    let network = pod_network::HostNetwork::new(config.data_dir.clone(), network(&config));
+    let shared =
+        Arc::new(worker::Shared::new(client.clone(), Arc::new(runtime.clone()), Arc::new(network), config.clone()));
+    let runner = exec::Runner::new(runtime.clone(), config.data_dir.join("exec"));
     let app = server::app(shared.clone(), Some(runner), config.log_dir.clone(), config.node_name.clone());
     tokio::select! {
         () = node::heartbeat(client, config, version, endpoint) => Ok(()),
         () = watch_pods(shared.clone()) => Ok(()),
-        () = watch_exits(shared) => Ok(()),
+        () = watch_exits(shared, runtime) => Ok(()),
         r = server::serve(tcp, tls, app) => r.map_err(AgentError::Serve),
     }
 }
@@ -215,9 +219,9 @@ async fn node_only_pods(shared: &worker::Shared, listed: &HashSet<String>) -> Ha
 
 /// Wakes the worker of a pod whose container exited. The subscription is made again when it breaks, and every
 /// worker is woken then (exits may have been missed).
-async fn watch_exits(shared: Arc<worker::Shared>) {
+async fn watch_exits(shared: Arc<worker::Shared>, runtime: Containerd) {
     loop {
-        match shared.runtime.exits().await {
+        match runtime.exits().await {
             Ok(stream) => {
                 shared.wake_all();
                 let mut stream = std::pin::pin!(stream);

@@ -15,16 +15,21 @@ use tokio::sync::Notify;
 use crate::env::{self, Sources};
 use crate::events::{Recorder, Type};
 use crate::names::{self, PodRef};
-use crate::prober::{self, Probers};
-use crate::runtime::{Containerd, ImageInfo, Registry, RuntimeError};
+use crate::pod_network::{self, NetworkError, PodNetwork};
+use crate::prober::Probers;
+use crate::runtime::{ContainerRuntime, ImageInfo, Registry, RuntimeError};
 use crate::spec::{self, SandboxPaths};
 use crate::sync::{self, Action, Memory, Observed, StartError, StopReason};
-use crate::{cni, logs, sandbox, volumes, Config};
+use crate::{handlers, logs, sandbox, volumes, Config};
+
+/// How long a postStart hook may run before it counts as failed (the kubelet sets no bound; a hook that
+/// never ends would hold the pod's worker forever).
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// State shared by the pod workers.
 pub struct Shared {
     pub client: Client,
-    pub runtime: Containerd,
+    pub runtime: Arc<dyn ContainerRuntime>,
     pub config: Config,
     /// The pods bound to this node, by uid, as the watch last saw them.
     pub pods: Mutex<HashMap<String, Pod>>,
@@ -34,8 +39,8 @@ pub struct Shared {
     pub containers: Mutex<HashMap<String, String>>,
     /// Images resolved in containerd, by normalized name.
     images: Mutex<HashMap<String, ImageInfo>>,
-    /// The pods' network (CNI), when the node has a pod CIDR.
-    network: Option<cni::Network>,
+    /// The pods' namespaces and their place on the pod network.
+    network: Arc<dyn PodNetwork>,
     pub events: Recorder,
     pub probers: Probers,
     registry: Registry,
@@ -44,9 +49,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(client: Client, runtime: Containerd, config: Config) -> Shared {
+    pub fn new(
+        client: Client,
+        runtime: Arc<dyn ContainerRuntime>,
+        network: Arc<dyn PodNetwork>,
+        config: Config,
+    ) -> Shared {
         Shared {
-            network: crate::network(&config),
+            network,
             events: Recorder::new(client.clone(), config.node_name.clone()),
             probers: Probers::default(),
             registry: Registry::new(config.insecure_registries.clone()),
@@ -81,7 +91,7 @@ impl Shared {
     }
 
     fn sandbox_paths(&self, uid: &str) -> SandboxPaths {
-        SandboxPaths::under(&sandbox::ns_dir(&names::pod_dir(&self.config.data_dir, uid)))
+        pod_network::paths(&self.config.data_dir, uid)
     }
 
     /// The pod's network namespace file.
@@ -193,20 +203,15 @@ enum SyncError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Network(#[from] cni::CniError),
+    Network(#[from] NetworkError),
 }
 
-/// The pod's addresses from its CNI attachment (none without a pod network or before it is attached).
-fn pod_ips(shared: &Shared, uid: &str) -> Result<Option<Vec<String>>, cni::CniError> {
-    let Some(network) = &shared.network else { return Ok(None) };
-    Ok(network.cached(uid)?.map(|a| a.ips.iter().map(|ip| ip.to_string()).collect()))
+/// The pod's addresses on the pod network (none without one or before the pod is attached).
+fn pod_ips(shared: &Shared, uid: &str) -> Result<Option<Vec<String>>, NetworkError> {
+    Ok(shared.network.addresses(uid)?.map(|ips| ips.iter().map(|ip| ip.to_string()).collect()))
 }
 
-async fn observe(
-    shared: &Arc<Shared>,
-    pod: &Pod,
-    attached: bool,
-) -> Result<(Observed, HashMap<String, ImageInfo>), SyncError> {
+async fn observe(shared: &Arc<Shared>, pod: &Pod) -> Result<(Observed, HashMap<String, ImageInfo>), SyncError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut containers = shared.runtime.containers(Some(&uid)).await?;
     for c in &mut containers {
@@ -243,7 +248,7 @@ async fn observe(
         }
     }
     // The sandbox is whole once its namespaces exist and, with a pod network, it is attached.
-    let sandbox = sandbox::exists(&shared.sandbox_paths(&uid)) && (shared.network.is_none() || attached);
+    let sandbox = shared.network.ready(&uid)?;
     Ok((Observed { sandbox, containers, images }, infos))
 }
 
@@ -260,19 +265,17 @@ async fn sync_pod(
     for _round in 0..3 {
         // The pod's IPs come from its attachment (the API may not have them yet): for the status, the
         // downward API and /etc/hosts.
-        let ips = pod_ips(shared, &uid)?;
-        let attached = ips.is_some();
-        if let Some(ips) = ips {
+        if let Some(ips) = pod_ips(shared, &uid)? {
             let status = pod.status.get_or_insert_with(Default::default);
             status.pod_ip = ips.first().cloned();
             status.pod_ips = Some(ips.into_iter().map(|ip| PodIP { ip }).collect());
         }
         let pod = &pod;
-        let (observed, images) = observe(shared, pod, attached).await?;
+        let (observed, images) = observe(shared, pod).await?;
         let plan = sync::plan(pod, &observed, memory, &shared.config.settings, jiff::Timestamp::now());
         *memory = plan.memory.clone();
         requeue = plan.requeue_after;
-        let mut status = plan.status.clone();
+        let mut status = as_stored(plan.status.clone());
         status.host_ip = Some(shared.config.node_ip.clone());
         status.host_ips = Some(vec![HostIP { ip: shared.config.node_ip.clone() }]);
         let finishing = plan.actions.contains(&Action::FinishDeletion);
@@ -292,6 +295,12 @@ async fn sync_pod(
         }
     }
     Ok(requeue)
+}
+
+/// A status as the API stores it (times to the second), so that one equal to the stored status compares
+/// equal to it and is not sent again.
+fn as_stored(status: PodStatus) -> PodStatus {
+    serde_json::to_value(&status).and_then(serde_json::from_value).unwrap_or(status)
 }
 
 /// A Warning for each container that went into CrashLoopBackOff since the last report.
@@ -343,25 +352,7 @@ async fn act(
     let name = pod_name(pod);
     match action {
         Action::EnsureSandbox => {
-            let paths = shared.sandbox_paths(&uid);
-            let hostname = pod.metadata.name.clone().unwrap_or_default();
-            let netns = paths.net.clone();
-            let fresh = !sandbox::exists(&paths);
-            tokio::task::spawn_blocking(move || sandbox::create(&paths, &hostname))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))??;
-            if let Some(network) = &shared.network {
-                // New namespaces (the node restarted, or they were lost) have no interface: an attachment
-                // cached for the old ones is released first, then the pod is attached again.
-                if fresh && network.cached(&uid)?.is_some() {
-                    tracing::info!(pod = %name, "pod namespaces made again; attaching the pod network again");
-                    network.del(&uid, None).await?;
-                }
-                if network.cached(&uid)?.is_none() {
-                    let attachment = network.add(&uid, &netns).await?;
-                    tracing::info!(pod = %name, ips = ?attachment.ips, "pod network attached");
-                }
-            }
+            shared.network.ensure(&uid, pod.metadata.name.as_deref().unwrap_or_default()).await?;
             tracing::debug!(pod = %name, "sandbox made");
         }
         Action::Start { container, attempt } => match start(shared, pod, images, &container, attempt).await {
@@ -379,6 +370,7 @@ async fn act(
                 }
                 normal("Created", format!("Created container: {container}"));
                 normal("Started", format!("Started container {container}"));
+                post_start(shared, pod, &container, &id).await;
             }
             Err((reason, message)) => {
                 tracing::warn!(pod = %name, container, attempt, reason, error = %message, "cannot start a container");
@@ -459,13 +451,7 @@ async fn act(
                 tracing::warn!(pod = %name, id, error = %e, "cannot remove a removed container's logs");
             }
         }
-        Action::TeardownSandbox => {
-            let paths = shared.sandbox_paths(&uid);
-            if let Some(network) = &shared.network {
-                network.del(&uid, Some(&paths.net)).await?;
-            }
-            sandbox::remove(&paths)?;
-        }
+        Action::TeardownSandbox => shared.network.remove(&uid).await?,
         Action::FinishDeletion => {
             remove_pod_dirs(shared, &uid)?;
             let api: Api<Pod> =
@@ -482,6 +468,24 @@ async fn act(
     Ok(())
 }
 
+/// Runs a container's postStart hook, right after the container started (the worker waits, as the kubelet
+/// does: the container is not reported Running before its hook is done). A hook that fails kills the
+/// container, which then restarts per the pod's restart policy.
+async fn post_start(shared: &Shared, pod: &Pod, container: &str, id: &str) {
+    let spec = all_containers(pod).find(|c| c.name == container);
+    let Some((spec, hook)) = spec.and_then(|c| Some((c, c.lifecycle.as_ref()?.post_start.as_ref()?))) else {
+        return;
+    };
+    if let Err(message) = handlers::lifecycle(shared, pod, spec, id, hook, POST_START_TIMEOUT).await {
+        tracing::warn!(pod = %pod_name(pod), container, error = %message, "postStart hook failed; killing the container");
+        // As the kubelet's, the event leaves the handler's output out (it may hold secrets).
+        shared.events.pod(pod, Some(container), Type::Warning, "FailedPostStartHook", "PostStartHook failed".into());
+        if let Err(e) = shared.runtime.kill(id, sync::Signal::Kill.number()).await {
+            tracing::warn!(pod = %pod_name(pod), id, error = %e, "cannot kill a container whose postStart hook failed");
+        }
+    }
+}
+
 /// Runs a container's preStop hook (bounded by the grace period), then sends it SIGTERM.
 async fn pre_stop_then_term(
     shared: &Shared,
@@ -493,27 +497,10 @@ async fn pre_stop_then_term(
 ) {
     let spec = all_containers(pod).find(|c| c.name == container).cloned().unwrap_or_default();
     let grace = grace.max(Duration::from_secs(1));
-    let ran = async {
-        if let Some(exec) = &hook.exec {
-            prober::exec_command(shared, id, exec.command.clone().unwrap_or_default(), grace).await
-        } else if let Some(http) = &hook.http_get {
-            prober::http_get(shared, pod, &spec, http, grace).await
-        } else if let Some(sleep) = &hook.sleep {
-            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(grace)).await;
-            Ok(())
-        } else {
-            Err("the hook has no handler (exec, httpGet or sleep)".into())
-        }
-    };
-    if let Err(message) = ran.await {
+    if let Err(message) = handlers::lifecycle(shared, pod, &spec, id, hook, grace).await {
         tracing::warn!(pod = %pod_name(pod), container, error = %message, "preStop hook failed");
-        shared.events.pod(
-            pod,
-            Some(container),
-            Type::Warning,
-            "FailedPreStopHook",
-            format!("PreStopHook failed: {message}"),
-        );
+        // As the kubelet's, the event leaves the handler's output out (it may hold secrets).
+        shared.events.pod(pod, Some(container), Type::Warning, "FailedPreStopHook", "PreStopHook failed".into());
     }
     if let Err(e) = shared.runtime.kill(id, sync::Signal::Term.number()).await {
         tracing::warn!(pod = %pod_name(pod), id, error = %e, "cannot signal a container");
@@ -719,11 +706,10 @@ async fn clean_up(shared: &Shared, uid: &str) -> Result<bool, SyncError> {
             "removed the containers of a pod the API no longer has"
         );
     }
-    let paths = shared.sandbox_paths(uid);
-    if let Some(network) = &shared.network {
-        network.del(uid, Some(&paths.net)).await?;
-    }
-    sandbox::remove(&paths)?;
+    shared.network.remove(uid).await?;
     remove_pod_dirs(shared, uid)?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests;
