@@ -360,6 +360,9 @@ if [ -n "$root" ]; then
   cat <<EOT
   ${hub[*]} curl -H 'Host: web.sample.test' http://$(bash deploy/hosts.sh ip 1)/   # the Ingress, any node
   ${hub[*]} curl http://$(bash deploy/hosts.sh ip 2):30080/                   # the NodePort, any node
+  # a two-tier app: a web tier reading from a Redis-like db by Service name, through its Ingress
+  kubectl create namespace demo && kubectl apply -n demo -f deploy/sample/two-tier.yaml
+  ${hub[*]} curl -H 'Host: app.test' http://$(bash deploy/hosts.sh ip 2)/cgi-bin/value
 EOT
 fi
 cat <<EOT

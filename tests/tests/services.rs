@@ -350,75 +350,7 @@ async fn ingress_routes_hosts_to_services(api: &Api, hosts: &keel_tests::agent::
     assert!(listed.contains("web.test,secure.test") && listed.contains("80, 443"), "{listed}");
 }
 
-const TWO_TIERS: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata: {name: app}
-data:
-  value: |
-    #!/bin/sh
-    echo "Content-Type: text/plain"
-    echo
-    echo "$(hostname) read $(nc db 6379 </dev/null)"
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: db}
-spec:
-  replicas: 1
-  selector: {matchLabels: {tier: db}}
-  template:
-    metadata: {labels: {tier: db}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: db
-        image: keel.test/busybox:1
-        command: ["sh", "-c", "while true; do echo stored-value-42 | nc -l -p 6379; done"]
-        readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: db}
-spec:
-  selector: {tier: db}
-  ports: [{port: 6379}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: front}
-spec:
-  replicas: 2
-  selector: {matchLabels: {tier: front}}
-  template:
-    metadata: {labels: {tier: front}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      topologySpreadConstraints:
-      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {tier: front}}}
-      volumes: [{name: cgi, configMap: {name: app, defaultMode: 0755}}]
-      containers:
-      - name: web
-        image: keel.test/busybox:1
-        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-        volumeMounts: [{name: cgi, mountPath: /www/cgi-bin}]
-        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: front}
-spec:
-  type: NodePort
-  selector: {tier: front}
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: front}
-spec:
-  rules:
-  - host: app.test
-    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: front, port: {number: 80}}}}]}
-"#;
+const TWO_TIERS: &str = include_str!("../../deploy/sample/two-tier.yaml");
 
 /// The issue's two-tier app: a web tier that reads a value from a database Service by name, deployed with
 /// `kubectl apply`, reached from another host through the Ingress and a NodePort on each node, the load

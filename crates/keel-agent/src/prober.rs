@@ -197,4 +197,3 @@ async fn grpc_check(
     let name = ServingStatus::try_from(status).map_or_else(|_| status.to_string(), |s| s.as_str_name().to_string());
     Err(format!("service unhealthy (responded with {name:?})"))
 }
-

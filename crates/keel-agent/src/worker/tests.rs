@@ -286,7 +286,8 @@ async fn a_pod_is_attached_started_reported_and_torn_down_after_its_deletion() {
     // Deleted: the preStop hook runs before SIGTERM; once the container has stopped it is removed, the
     // pod detached, and the pod deleted for good (grace 0, on the uid's precondition).
     let mut deleting = pod.clone();
-    deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
     deleting.metadata.deletion_grace_period_seconds = Some(30);
     sync(&node, &deleting, &mut memory, &mut reported).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
