@@ -14,10 +14,11 @@ mod decode;
 mod fields;
 mod networking;
 mod pod;
+pub mod rbac;
 mod service;
 mod workloads;
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, networking as net};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, networking as net, rbac as authz};
 use serde_json::Value;
 
 use crate::validation::Cause;
@@ -49,6 +50,10 @@ pub fn decode(kind: &str, object: &Value) -> Result<Vec<String>, String> {
         "EndpointSlice" => decode_as::<discovery::v1::EndpointSlice>(object),
         "Ingress" => decode_as::<net::v1::Ingress>(object),
         "IngressClass" => decode_as::<net::v1::IngressClass>(object),
+        "Role" => decode_as::<authz::v1::Role>(object),
+        "ClusterRole" => decode_as::<authz::v1::ClusterRole>(object),
+        "RoleBinding" => decode_as::<authz::v1::RoleBinding>(object),
+        "ClusterRoleBinding" => decode_as::<authz::v1::ClusterRoleBinding>(object),
         other => return Err(format!("no kind {other:?} is registered")),
     };
     let version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
@@ -66,6 +71,7 @@ pub fn default(kind: &str, object: &mut Value) {
         "Service" | "Endpoints" | "EndpointSlice" => service::default(kind, object),
         "Secret" => config::default_secret(object),
         "Namespace" | "Node" => cluster::default(kind, object),
+        "RoleBinding" | "ClusterRoleBinding" => rbac::default(kind, object),
         _ => {}
     }
 }
@@ -86,6 +92,7 @@ pub fn validate(kind: &str, object: &Value) -> Vec<Cause> {
         "ConfigMap" | "Secret" | "ServiceAccount" => config::validate(kind, object),
         "Namespace" | "Node" | "Event" | "Lease" => cluster::validate(kind, object),
         "Ingress" | "IngressClass" => networking::validate(kind, object),
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => rbac::validate(kind, object),
         _ => vec![],
     }
 }
@@ -103,6 +110,7 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
         "ConfigMap" | "Secret" => config::validate_update(kind, old, new),
         "Node" => cluster::validate_update(kind, old, new),
         "IngressClass" => networking::validate_update(kind, old, new),
+        "RoleBinding" | "ClusterRoleBinding" => rbac::validate_update(kind, old, new),
         _ => vec![],
     }
 }

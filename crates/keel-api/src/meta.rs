@@ -172,7 +172,7 @@ fn initial_status(kind: &str, object: &mut Value) {
     let Some(map) = object.as_object_mut() else { return };
     match kind {
         "Node" | "Event" | "Lease" | "ConfigMap" | "Secret" | "ServiceAccount" | "Endpoints" | "EndpointSlice"
-        | "ControllerRevision" | "IngressClass" => {}
+        | "ControllerRevision" | "IngressClass" | "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => {}
         "Ingress" => {
             map.insert("status".into(), json!({"loadBalancer": {}}));
         }
@@ -244,6 +244,7 @@ pub fn validate_metadata(resource: &Resource, object: &Value) -> Vec<Cause> {
     } else {
         let problems = match resource.kind {
             "Namespace" | "Service" => validation::dns1123_label(name),
+            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => crate::kinds::rbac::path_segment(name),
             _ => validation::dns1123_subdomain(name),
         };
         causes.extend(problems.iter().map(|p| Cause::invalid("metadata.name", name, p)));

@@ -81,6 +81,7 @@ const COORDINATION: Resource = group("coordination.k8s.io", "v1");
 const AUTOSCALING: Resource = group("autoscaling", "v2");
 const DISCOVERY: Resource = group("discovery.k8s.io", "v1");
 const NETWORKING: Resource = group("networking.k8s.io", "v1");
+const RBAC: Resource = group("rbac.authorization.k8s.io", "v1");
 
 /// Every resource served, in discovery order.
 pub const RESOURCES: &[Resource] = &[
@@ -244,6 +245,50 @@ pub const RESOURCES: &[Resource] = &[
         subresources: STATUS,
         ..NETWORKING
     },
+    Resource { kind: "ClusterRole", plural: "clusterroles", singular: "clusterrole", namespaced: false, ..RBAC },
+    Resource {
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        namespaced: false,
+        ..RBAC
+    },
+    Resource { kind: "Role", plural: "roles", singular: "role", ..RBAC },
+    Resource { kind: "RoleBinding", plural: "rolebindings", singular: "rolebinding", ..RBAC },
+];
+
+const AUTHORIZATION: Resource = group("authorization.k8s.io", "v1");
+
+/// Requests rather than objects: only created (POST), answered at once, never stored or listed.
+pub const REVIEWS: &[Resource] = &[
+    Resource {
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        namespaced: false,
+        ..group("authentication.k8s.io", "v1")
+    },
+    Resource {
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        namespaced: false,
+        ..AUTHORIZATION
+    },
+    Resource {
+        kind: "SelfSubjectRulesReview",
+        plural: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        namespaced: false,
+        ..AUTHORIZATION
+    },
+    Resource {
+        kind: "SubjectAccessReview",
+        plural: "subjectaccessreviews",
+        singular: "subjectaccessreview",
+        namespaced: false,
+        ..AUTHORIZATION
+    },
 ];
 
 /// The resource at `/api/v1/<plural>` (group "") or `/apis/<group>/<version>/<plural>`.
@@ -307,6 +352,7 @@ mod tests {
         assert_eq!(g[0], ("", "v1"));
         assert!(g.contains(&("apps", "v1")) && g.contains(&("autoscaling", "v2")));
         assert!(g.contains(&("networking.k8s.io", "v1")));
-        assert_eq!(g.len(), 7);
+        assert!(g.contains(&("rbac.authorization.k8s.io", "v1")));
+        assert_eq!(g.len(), 8);
     }
 }

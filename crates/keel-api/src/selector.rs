@@ -235,6 +235,35 @@ impl LabelSelector {
         Ok(LabelSelector { requirements })
     }
 
+    /// An API object's `LabelSelector` (matchLabels and matchExpressions, all of which must hold; an empty
+    /// one matches everything), or why it is not one (Kubernetes' `LabelSelectorAsSelector`): an unknown
+    /// operator, or `In`/`NotIn` without values.
+    pub fn from_api(
+        selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> Result<LabelSelector, SelectorError> {
+        let mut requirements: Vec<Requirement> = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| Requirement { key: k.clone(), op: Operator::Equals, values: vec![v.clone()] })
+            .collect();
+        for e in selector.match_expressions.iter().flatten() {
+            let values = e.values.clone().unwrap_or_default();
+            let op = match e.operator.as_str() {
+                "In" if !values.is_empty() => Operator::In,
+                "NotIn" if !values.is_empty() => Operator::NotIn,
+                "In" | "NotIn" => {
+                    return Err(SelectorError::Label("for 'in', 'notin' operators, values set can't be empty".into()))
+                }
+                "Exists" => Operator::Exists,
+                "DoesNotExist" => Operator::DoesNotExist,
+                other => return Err(SelectorError::Label(format!("{other:?} is not a valid label selector operator"))),
+            };
+            requirements.push(Requirement { key: e.key.clone(), op, values });
+        }
+        Ok(LabelSelector { requirements })
+    }
+
     /// Every requirement holds (none: everything matches).
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
@@ -356,6 +385,23 @@ impl FieldSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_label_selectors_match_as_kubernetes_matches_them() {
+        let s: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "old", "operator": "DoesNotExist"}],
+        }))
+        .unwrap();
+        let s = LabelSelector::from_api(&s).unwrap();
+        assert!(s.matches(&labels(&[("app", "web"), ("tier", "b")])));
+        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "c")])));
+        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "a"), ("old", "")])));
+        assert!(LabelSelector::from_api(&Default::default()).unwrap().matches(&labels(&[])));
+        let odd =
+            serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "k", "operator": "Gt"}]})).unwrap();
+        assert!(LabelSelector::from_api(&odd).is_err());
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

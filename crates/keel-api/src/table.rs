@@ -63,6 +63,7 @@ pub fn columns(kind: &str) -> &'static [Column] {
         "EndpointSlice" => ENDPOINT_SLICE,
         "Ingress" => INGRESS,
         "IngressClass" => INGRESS_CLASS,
+        "RoleBinding" | "ClusterRoleBinding" => ROLE_BINDING,
         _ => DEFAULT,
     }
 }
@@ -136,6 +137,25 @@ pub fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
             age(),
         ],
         "Ingress" => ingress_cells(o, age()),
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let role = format!("{}/{}", text(o, "/roleRef/kind"), text(o, "/roleRef/name"));
+            let subjects = |kind: &str| {
+                let names: Vec<String> = list(o, "/subjects")
+                    .iter()
+                    .filter(|s| s.get("kind").and_then(Value::as_str) == Some(kind))
+                    .map(|s| {
+                        let name = s.get("name").and_then(Value::as_str).unwrap_or("");
+                        match s.get("namespace").and_then(Value::as_str) {
+                            Some(ns) if kind == "ServiceAccount" => format!("{ns}/{name}"),
+                            _ if kind == "ServiceAccount" => format!("/{name}"),
+                            _ => name.to_string(),
+                        }
+                    })
+                    .collect();
+                Value::from(names.join(", "))
+            };
+            vec![name(), role.into(), age(), subjects("User"), subjects("Group"), subjects("ServiceAccount")]
+        }
         "IngressClass" => {
             let params = match o.pointer("/spec/parameters") {
                 Some(p) if p.is_object() => {
@@ -467,6 +487,15 @@ const HPA: &[Column] = &[
     col("MaxPods", "string", "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up. It cannot be less that minReplicas."),
     col("Replicas", "string", "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler."),
     AGE,
+];
+
+const ROLE_BINDING: &[Column] = &[
+    NAME,
+    col("Role", "string", "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error. This field is immutable."),
+    AGE,
+    wide("Users", "string", "Users in the roleBinding"),
+    wide("Groups", "string", "Groups in the roleBinding"),
+    wide("ServiceAccounts", "string", "ServiceAccounts in the roleBinding"),
 ];
 
 const ENDPOINT_SLICE: &[Column] = &[
@@ -1190,7 +1219,7 @@ mod tests {
 
     use super::*;
 
-    const KINDS: [&str; 21] = [
+    const KINDS: [&str; 25] = [
         "Namespace",
         "Pod",
         "Service",
@@ -1212,6 +1241,10 @@ mod tests {
         "EndpointSlice",
         "Ingress",
         "IngressClass",
+        "Role",
+        "ClusterRole",
+        "RoleBinding",
+        "ClusterRoleBinding",
     ];
 
     fn now() -> Timestamp {
@@ -1286,6 +1319,14 @@ mod tests {
             ["Name", "Reference", "Targets", "MinPods", "MaxPods", "Replicas", "Age"]
         );
         assert_eq!(names("EndpointSlice"), ["Name", "AddressType", "Ports", "Endpoints", "Age"]);
+        assert_eq!(names("Role"), ["Name", "Created At"]);
+        assert_eq!(names("ClusterRoleBinding"), ["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"]);
+        let binding = serde_json::json!({"metadata": {"name": "b"}, "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "bob"}, {"kind": "Group", "name": "ops"}, {"kind": "User", "name": "eve"},
+                {"kind": "ServiceAccount", "name": "robot", "namespace": "a"}]});
+        let row = cells("RoleBinding", &binding, now());
+        assert_eq!(row[1], "ClusterRole/view");
+        assert_eq!(&row[3..], ["bob, eve", "ops", "a/robot"]);
         let wide: Vec<&str> = columns("Node").iter().filter(|c| c.priority == 1).map(|c| c.name).collect();
         assert_eq!(wide, ["Internal-IP", "External-IP", "OS-Image", "Kernel-Version", "Container-Runtime"]);
         let shown: Vec<&str> = columns("Event").iter().filter(|c| c.priority == 0).map(|c| c.name).collect();

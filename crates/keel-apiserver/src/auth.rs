@@ -181,11 +181,19 @@ fn claim(tokens: &Tokens, method: &Method, path: &str, headers: &HeaderMap) -> C
 pub struct Authenticator {
     tokens: Tokens,
     storage: Option<Storage>,
+    /// RBAC's policy, when the cluster has one (the fixed rules alone otherwise).
+    rbac: Option<crate::rbac::Rbac>,
 }
 
 impl Authenticator {
     pub fn new(tokens: Tokens, storage: Option<Storage>) -> Authenticator {
-        Authenticator { tokens, storage }
+        Authenticator { tokens, storage, rbac: None }
+    }
+
+    /// Authorizes by `rbac`'s policy too.
+    pub fn with_rbac(mut self, rbac: crate::rbac::Rbac) -> Authenticator {
+        self.rbac = Some(rbac);
+        self
     }
 
     /// Who the request is from, or `None` for a request to refuse with 401.
@@ -219,14 +227,86 @@ async fn check(State(authenticator): State<Arc<Authenticator>>, mut request: Req
         tracing::debug!(%method, path = uri.path(), "unauthenticated request");
         return Failure(ApiError::Unauthorized).into_response();
     };
+    let policy = authenticator.rbac.as_ref().map(crate::rbac::Rbac::policy);
+    let user = match impersonated(&user, request.headers(), policy.as_deref()) {
+        Ok(Some(as_user)) => {
+            tracing::debug!(user = user.name, as_user = as_user.name, "impersonating");
+            as_user
+        }
+        Ok(None) => user,
+        Err(e) => return Failure(e).into_response(),
+    };
     let attributes = authz::Attributes::of(&method, uri.path(), uri.query());
-    if !authz::allows(&user, &attributes) {
+    if authz::decide(&user, &attributes, policy.as_deref()).is_none() {
         tracing::debug!(%method, path = uri.path(), user = user.name, "forbidden request");
         return Failure(authz::forbidden(&user, &attributes)).into_response();
+    }
+    let impersonation: Vec<header::HeaderName> =
+        request.headers().keys().filter(|k| k.as_str().starts_with("impersonate-")).cloned().collect();
+    for name in impersonation {
+        request.headers_mut().remove(name);
     }
     request.headers_mut().remove(header::AUTHORIZATION);
     request.extensions_mut().insert(user);
     next.run(request).await
+}
+
+/// The user `real` asks to act as (`Impersonate-User`, `Impersonate-Group`, as kubectl's `--as` and
+/// `--as-group` send them), once `real` may `impersonate` each of them; `None` without those headers.
+/// The impersonated user is exactly who the headers name: a service account's groups when no group is
+/// given, and `system:authenticated`.
+fn impersonated(
+    real: &User,
+    headers: &HeaderMap,
+    policy: Option<&crate::rbac::Policy>,
+) -> Result<Option<User>, ApiError> {
+    let values = |name: &str| -> Vec<String> {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
+    };
+    let (users, groups) = (values("impersonate-user"), values("impersonate-group"));
+    let Some(name) = users.first() else {
+        if !groups.is_empty() {
+            return Err(ApiError::Internal(format!("requested groups {groups:?} without impersonating a user")));
+        }
+        return Ok(None);
+    };
+    let service_account = name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .filter(|(ns, sa)| !ns.is_empty() && !sa.is_empty() && !sa.contains(':'));
+    let mut wanted: Vec<authz::ResourceAttributes> = Vec::new();
+    let item = |resource: &str, namespace: Option<&str>, name: &str| authz::ResourceAttributes {
+        group: String::new(),
+        resource: resource.to_string(),
+        subresource: None,
+        namespace: namespace.map(str::to_string),
+        name: Some(name.to_string()),
+    };
+    match service_account {
+        Some((ns, sa)) => wanted.push(item("serviceaccounts", Some(ns), sa)),
+        None => wanted.push(item("users", None, name)),
+    }
+    wanted.extend(groups.iter().map(|g| item("groups", None, g)));
+    for resource in wanted {
+        let a = authz::Attributes { verb: "impersonate".into(), path: String::new(), resource: Some(resource) };
+        if authz::decide(real, &a, policy).is_none() {
+            return Err(authz::forbidden(real, &a));
+        }
+    }
+    let mut as_groups = groups;
+    if as_groups.is_empty() {
+        if let Some((ns, _)) = service_account {
+            as_groups = vec!["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")];
+        }
+    }
+    if name == "system:anonymous" {
+        if !as_groups.iter().any(|g| g == "system:unauthenticated") {
+            as_groups.push("system:unauthenticated".into());
+        }
+    } else if !as_groups.iter().any(|g| g == AUTHENTICATED || g == "system:unauthenticated") {
+        as_groups.push(AUTHENTICATED.into());
+    }
+    Ok(Some(User { name: name.clone(), groups: as_groups }))
 }
 
 #[cfg(test)]
@@ -356,5 +436,36 @@ mod tests {
         let status: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(status["reason"], "Forbidden");
         assert_eq!(status["message"], r#"forbidden: User "bob" cannot get path "/whoami""#);
+    }
+
+    #[test]
+    fn impersonation_needs_the_impersonate_verb_and_names_exactly_the_user() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let admin = User::admin("admin");
+        assert_eq!(impersonated(&admin, &HeaderMap::new(), None), Ok(None));
+        let sa = impersonated(&admin, &headers(&[("impersonate-user", "system:serviceaccount:ns:robot")]), None);
+        assert_eq!(sa.unwrap().unwrap().groups, ["system:serviceaccounts", "system:serviceaccounts:ns", AUTHENTICATED]);
+        let eve = impersonated(
+            &admin,
+            &headers(&[("impersonate-user", "eve"), ("impersonate-group", "a"), ("impersonate-group", "b")]),
+            None,
+        );
+        assert_eq!(
+            eve.unwrap().unwrap(),
+            User { name: "eve".into(), groups: vec!["a".into(), "b".into(), AUTHENTICATED.into()] }
+        );
+        let bob = User::authenticated("bob", []);
+        let refused = impersonated(&bob, &headers(&[("impersonate-user", "admin")]), None).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            r#"users "admin" is forbidden: User "bob" cannot impersonate resource "users" in API group "" at the cluster scope"#
+        );
+        assert_eq!(impersonated(&admin, &headers(&[("impersonate-group", "a")]), None).unwrap_err().code(), 500);
     }
 }

@@ -2,10 +2,11 @@
 //! kube-apiserver's request-info resolver reads them (verb; group, resource, subresource, namespace and
 //! name, or a non-resource path), and a denial is worded as kube-apiserver words it.
 //!
-//! Until RBAC, the rules are fixed: the cluster's administrators (`system:masters`) may do anything;
-//! anonymous users only what [`crate::auth`] lets them reach; a bootstrap token's user may read
-//! `kube-public/cluster-info`, and one in [`MASTERS_GROUP`] may also list the store's members and add one
-//! (`keel server --join`). Nobody else is allowed anything.
+//! [`decide`] asks, in kube-apiserver's order, fixed rules first: the cluster's administrators
+//! (`system:masters`) may do anything; anonymous users only what [`crate::auth`] lets them reach; a
+//! bootstrap token's user may read `kube-public/cluster-info`, and one in [`MASTERS_GROUP`] may also list
+//! the store's members and add one (`keel server --join`). Then RBAC ([`crate::rbac`]): what the roles
+//! bound to the user allow.
 
 use axum::http::Method;
 use keel_api::status::ApiError;
@@ -103,7 +104,16 @@ impl Attributes {
     }
 }
 
-/// Whether `user` may make the request `a` (the fixed rules in the module docs).
+/// Why `user` may make the request `a` (`""` for the fixed rules), or `None`: the fixed rules, then RBAC's
+/// `policy` when there is one.
+pub fn decide(user: &User, a: &Attributes, policy: Option<&crate::rbac::Policy>) -> Option<String> {
+    if allows(user, a) {
+        return Some(String::new());
+    }
+    policy?.allows(user, a)
+}
+
+/// Whether `user` may make the request `a` by the fixed rules in the module docs.
 pub fn allows(user: &User, a: &Attributes) -> bool {
     if user.in_group(MASTERS) || *user == User::anonymous() {
         // Anonymous users only got this far on a public path.

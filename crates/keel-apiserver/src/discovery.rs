@@ -9,7 +9,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     ServerAddressByClientCIDR,
 };
 use k8s_openapi::apimachinery::pkg::version::Info;
-use keel_api::resources::{group_versions, Resource, RESOURCES, VERBS};
+use keel_api::resources::{Resource, RESOURCES, REVIEWS, VERBS};
+
+/// The group versions discovery lists: those of stored resources, then the reviews' groups.
+fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out = keel_api::resources::group_versions();
+    for r in REVIEWS {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
 use keel_api::status::ApiError;
 
 use crate::{AppState, Failure, KUBERNETES_MINOR};
@@ -121,7 +132,14 @@ fn entries(r: &Resource) -> Vec<APIResource> {
 }
 
 fn resource_list(group: &str, version: &str) -> APIResourceList {
-    let resources = RESOURCES.iter().filter(|r| r.group == group && r.version == version).flat_map(entries).collect();
+    let mut resources: Vec<APIResource> =
+        RESOURCES.iter().filter(|r| r.group == group && r.version == version).flat_map(entries).collect();
+    resources.extend(
+        REVIEWS
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+            .map(|r| APIResource { verbs: strings(&["create"]), ..entries(r).remove(0) }),
+    );
     let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     APIResourceList { group_version, resources }
 }

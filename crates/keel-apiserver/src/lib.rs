@@ -16,8 +16,10 @@ mod members;
 pub mod metrics;
 pub mod namespaces;
 mod node_proxy;
+pub mod rbac;
 mod request;
 mod resources;
+mod reviews;
 pub mod server;
 pub mod storage;
 pub mod tls;
@@ -25,7 +27,7 @@ mod watch;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 pub use failure::Failure;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub extra_metrics: Option<metrics::ExtraMetrics>,
     /// What the node lifecycle controller says about the zones (`None` where nothing reports it).
     pub node_lifecycle: Option<tokio::sync::watch::Receiver<String>>,
+    /// The RBAC policy the escalation check reads (`None`: no check, as in tests of the router alone).
+    pub rbac: Option<rbac::Rbac>,
 }
 
 /// This master's name and its part in running the control loops.
@@ -74,6 +78,7 @@ impl AppState {
             node_client: None,
             extra_metrics: None,
             node_lifecycle: None,
+            rbac: None,
         }
     }
 }
@@ -100,6 +105,10 @@ pub fn app(state: AppState) -> Router {
         .route("/apis", get(discovery::groups))
         .route("/apis/{group}", get(discovery::group))
         .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route(&format!("{}/selfsubjectaccessreviews", reviews::AUTHORIZATION), post(reviews::self_subject_access))
+        .route(&format!("{}/subjectaccessreviews", reviews::AUTHORIZATION), post(reviews::subject_access))
+        .route(&format!("{}/selfsubjectrulesreviews", reviews::AUTHORIZATION), post(reviews::self_subject_rules))
+        .route(&format!("{}/selfsubjectreviews", reviews::AUTHENTICATION), post(reviews::self_subject))
         .route("/api/v1/{*rest}", any(resources::core))
         .route("/apis/{group}/{version}/{*rest}", any(resources::grouped))
         .route("/openapi/v3", get(openapi_index))

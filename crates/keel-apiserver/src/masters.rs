@@ -181,7 +181,7 @@ pub async fn reconcile(
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     router: &Router,
     method: Method,
     path: &str,

@@ -18,6 +18,7 @@ use keel_api::{kinds, strategic_merge, table};
 use serde_json::{json, Value};
 
 use crate::allocator;
+use crate::auth::User;
 use crate::request::{self, FieldValidation, IncludeObject, Output, Params};
 use crate::storage::{Read, StorageError, Stored};
 use crate::{AppState, Failure};
@@ -35,7 +36,8 @@ pub(crate) async fn core(
     let (mut parts, body) = request.into_parts();
     // The client's connection, for a subresource that upgrades it (pods/exec).
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    serve(state, "", "v1", &rest, method, query, parts.headers, body, upgrade)
+    let user = parts.extensions.remove::<User>();
+    serve(state, "", "v1", &rest, method, query, parts.headers, body, upgrade, user)
         .await
         .unwrap_or_else(|e| e.into_response())
 }
@@ -45,10 +47,11 @@ pub(crate) async fn grouped(
     method: Method,
     Path((group, version, rest)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
-    serve(state, &group, &version, &rest, method, query, headers, body, None)
+    let (mut parts, body) = request.into_parts();
+    let user = parts.extensions.remove::<User>();
+    serve(state, &group, &version, &rest, method, query, parts.headers, body, None, user)
         .await
         .unwrap_or_else(|e| e.into_response())
 }
@@ -64,6 +67,7 @@ async fn serve(
     headers: HeaderMap,
     body: Body,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    user: Option<User>,
 ) -> Result<Response, Failure> {
     let target = paths::parse(group, version, rest)?;
     let params = Params::parse(query.as_deref(), &target)?;
@@ -71,7 +75,7 @@ async fn serve(
     if let Some(fence) = request::fence(&headers)? {
         state.storage = state.storage.fenced(fence);
     }
-    let call = Call { state, target, params };
+    let call = Call { state, target, params, user };
     let sub = call.target.subresource.as_deref();
     let response = match (method, call.target.name.is_some(), sub) {
         (Method::GET, false, None) if call.params.watch => {
@@ -109,6 +113,8 @@ pub(crate) struct Call {
     pub state: AppState,
     pub target: Target,
     pub params: Params,
+    /// Who asked (`None`: the masters' own calls through their router).
+    pub user: Option<User>,
 }
 
 /// The object in a stored value, with its resourceVersion (the key's mod revision).
@@ -380,6 +386,8 @@ impl Call {
         if !causes.is_empty() {
             return Err(self.invalid(&name, causes));
         }
+        let namespace = self.target.namespace.as_deref();
+        crate::rbac::admit(self.user.as_ref(), self.state.rbac.as_ref(), resource, namespace, &object, None)?;
         if let Some(ns) = self.target.namespace.as_deref() {
             self.check_namespace(ns).await?;
         }
@@ -533,6 +541,8 @@ impl Call {
             if new == old {
                 return Ok(self.updated(&current, &warnings));
             }
+            let namespace = self.target.namespace.as_deref();
+            crate::rbac::admit(self.user.as_ref(), self.state.rbac.as_ref(), resource, namespace, &new, Some(&old))?;
             if self.params.dry_run {
                 set_resource_version(&mut new, stored.mod_revision);
                 return Ok(self.updated(&new, &warnings));
@@ -629,7 +639,12 @@ impl Call {
         for item in items {
             let name = meta::name(&item).to_string();
             let target = Target { name: Some(name), ..self.target.clone() };
-            let call = Call { state: self.state.clone(), target, params: Params { ..self.params_for_item() } };
+            let call = Call {
+                state: self.state.clone(),
+                target,
+                params: Params { ..self.params_for_item() },
+                user: self.user.clone(),
+            };
             match call.delete(body).await {
                 Ok(_) => deleted.push(item),
                 Err(ApiError::NotFound { .. }) => {}

@@ -170,8 +170,9 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         .await
         .map_err(io(format!("cannot listen on {}", config.listen)))?;
     let tokens = Tokens::new().with(secrets.admin_token.clone(), User::admin("admin"));
-    let authenticator = Authenticator::new(tokens, Some(storage.clone()));
     let (stop_campaign, stop_rx) = tokio::sync::watch::channel(false);
+    let rbac = crate::rbac::Rbac::follow(storage.clone(), stop_rx.clone());
+    let authenticator = Authenticator::new(tokens, Some(storage.clone())).with_rbac(rbac.clone());
     let role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx.clone());
     let cluster_ip = config.service_cidr.nth(0).to_string();
     let dns_ip = config.service_cidr.nth(9).to_string(); // 10.96.0.10
@@ -181,11 +182,13 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         node_client: Some(node_client),
         extra_metrics: config.extra_metrics,
         node_lifecycle: config.node_lifecycle,
+        rbac: Some(rbac),
         ..AppState::new(config.advertise.clone(), storage.clone())
     };
     // Clients learn every master from the `kubernetes` Endpoints.
     let api_port = config.advertise.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(config.listen.port());
     tokio::spawn(masters::register(storage.clone(), config.advertise.clone(), stop_rx.clone()));
+    tokio::spawn(crate::rbac::defaults::ensure(app(state.clone()), stop_rx.clone()));
     tokio::spawn(masters::reconcile(storage, app(state.clone()), cluster_ip, dns_ip, api_port, stop_rx));
     let router = require_token(app(state), authenticator);
     tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");

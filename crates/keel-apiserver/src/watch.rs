@@ -32,7 +32,7 @@ pub(crate) async fn serve(
     params: &Params,
     output: Output,
 ) -> Result<Response, ApiError> {
-    let call = Call { state: state.clone(), target: target.clone(), params: clone_params(params) };
+    let call = Call { state: state.clone(), target: target.clone(), params: clone_params(params), user: None };
     let (initial, start) = match params.revision()? {
         Some(rv) => (vec![], rv),
         None => {

@@ -38,7 +38,24 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
     let (_, groups) = get("/apis").await;
     assert_eq!(groups["kind"], "APIGroupList");
     let names: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["apps", "batch", "coordination.k8s.io", "autoscaling", "discovery.k8s.io", "networking.k8s.io"]);
+    assert_eq!(
+        names,
+        [
+            "apps",
+            "batch",
+            "coordination.k8s.io",
+            "autoscaling",
+            "discovery.k8s.io",
+            "networking.k8s.io",
+            "rbac.authorization.k8s.io",
+            "authentication.k8s.io",
+            "authorization.k8s.io"
+        ]
+    );
+    // The reviews are created, never listed.
+    let (_, authorization) = get("/apis/authorization.k8s.io/v1").await;
+    let ssar = authorization["resources"].as_array().unwrap().iter().find(|r| r["name"] == "selfsubjectaccessreviews");
+    assert_eq!(ssar.map(|r| r["verbs"].clone()), Some(serde_json::json!(["create"])), "{authorization}");
     assert_eq!(groups["groups"][3]["preferredVersion"]["groupVersion"], "autoscaling/v2");
 
     let (_, core) = get("/api/v1").await;

@@ -24,7 +24,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use keel_api::selector::{self, Operator, Requirement};
+use keel_api::selector;
 
 use conditions::{AVAILABLE, FALSE, PROGRESSING, REPLICA_FAILURE, TRUE, UNKNOWN};
 pub use template::{equal_ignore_hash, pod_template_hash, POD_TEMPLATE_HASH};
@@ -237,24 +237,7 @@ fn observe_only(deployment: &Deployment) -> Plan {
 
 /// The Deployment's selector as keel-api's; `None` when it selects everything or is invalid.
 fn compile_selector(selector: &LabelSelector) -> Option<selector::LabelSelector> {
-    let mut requirements: Vec<Requirement> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| Requirement { key: k.clone(), op: Operator::Equals, values: vec![v.clone()] })
-        .collect();
-    for expression in selector.match_expressions.iter().flatten() {
-        let values = expression.values.clone().unwrap_or_default();
-        let op = match expression.operator.as_str() {
-            "In" if !values.is_empty() => Operator::In,
-            "NotIn" if !values.is_empty() => Operator::NotIn,
-            "Exists" => Operator::Exists,
-            "DoesNotExist" => Operator::DoesNotExist,
-            _ => return None,
-        };
-        requirements.push(Requirement { key: expression.key.clone(), op, values });
-    }
-    (!requirements.is_empty()).then_some(selector::LabelSelector { requirements })
+    selector::LabelSelector::from_api(selector).ok().filter(|s| !s.is_empty())
 }
 
 fn desired_replicas(spec: &DeploymentSpec) -> i32 {
