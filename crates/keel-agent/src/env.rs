@@ -15,6 +15,8 @@ pub struct Sources {
     pub secrets: HashMap<String, BTreeMap<String, Vec<u8>>>,
     /// The Services whose variables the containers get ([`visible_services`]).
     pub services: Vec<Service>,
+    /// Service-account tokens of projected volumes, by `<volume>/<path>`.
+    pub tokens: HashMap<String, Vec<u8>>,
 }
 
 /// The Services a pod's containers get variables for, as the kubelet chooses them: the `kubernetes`
@@ -272,6 +274,7 @@ mod tests {
             config_maps: HashMap::from([("settings".into(), BTreeMap::from([("mode".into(), "fast".into())]))]),
             secrets: HashMap::from([("creds".into(), BTreeMap::from([("password".into(), "s3cret".into())]))]),
             services: vec![],
+            tokens: HashMap::new(),
         }
     }
 

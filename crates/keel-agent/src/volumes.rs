@@ -1,5 +1,6 @@
-//! A pod's volumes: emptyDir (a directory of the pod, or tmpfs for medium Memory), hostPath, configMap and
-//! secret (on a tmpfs of their own; files written atomically, kubelet-style: a `..data` symlink swapped onto a new directory, each key
+//! A pod's volumes: emptyDir (a directory of the pod, or tmpfs for medium Memory), hostPath, configMap,
+//! secret and projected (a service-account token, configMap and secret keys, downward-API fields: the
+//! `kube-api-access` volume) (secrets and projected on a tmpfs of their own; files written atomically, kubelet-style: a `..data` symlink swapped onto a new directory, each key
 //! a symlink through it, so a container never sees a half-written update). Which mounts a container gets is
 //! pure ([`container_mounts`]); [`prepare`] does the IO.
 
@@ -29,6 +30,8 @@ pub fn volume_dir(pod_dir: &Path, volume: &Volume) -> PathBuf {
         "configmap"
     } else if volume.secret.is_some() {
         "secret"
+    } else if volume.projected.is_some() {
+        "projected"
     } else {
         "empty-dir"
     };
@@ -60,9 +63,10 @@ pub fn container_mounts(pod: &Pod, container: &Container, pod_dir: &Path) -> Res
             && volume.host_path.is_none()
             && volume.config_map.is_none()
             && volume.secret.is_none()
+            && volume.projected.is_none()
         {
             return Err(format!(
-                "volume {:?}: only emptyDir, hostPath, configMap and secret volumes are supported",
+                "volume {:?}: only emptyDir, hostPath, configMap, secret and projected volumes are supported",
                 m.name
             ));
         }
@@ -76,7 +80,10 @@ pub fn container_mounts(pod: &Pod, container: &Container, pod_dir: &Path) -> Res
             }
             source = source.join(sub);
         }
-        let read_only = m.read_only.unwrap_or(false) || volume.config_map.is_some() || volume.secret.is_some();
+        let read_only = m.read_only.unwrap_or(false)
+            || volume.config_map.is_some()
+            || volume.secret.is_some()
+            || volume.projected.is_some();
         out.push(BindMount { source, destination: m.mount_path.clone(), read_only });
     }
     for (source, destination) in pod_files(pod_dir) {
@@ -97,6 +104,10 @@ pub fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {
         }
         if let Some(s) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
             secrets.push(s);
+        }
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            config_maps.extend(source.config_map.as_ref().map(|c| c.name.clone()));
+            secrets.extend(source.secret.as_ref().map(|s| s.name.clone()));
         }
     }
     (config_maps, secrets)
@@ -202,9 +213,78 @@ pub fn prepare(
                 mount_tmpfs(&dir, "mode=0755", &what)?;
             }
             write_atomically(&dir, &files).map_err(|e| io(&what, e))?;
+        } else if let Some(p) = &v.projected {
+            let files = projected_volume(pod, &v.name, p, sources, &what)?;
+            // It holds a token: in memory, as a secret's files.
+            std::fs::create_dir_all(&dir).map_err(|e| io(&what, e))?;
+            if !is_mount_point(&dir).map_err(|e| io(&what, e))? {
+                mount_tmpfs(&dir, "mode=0755", &what)?;
+            }
+            write_atomically(&dir, &files).map_err(|e| io(&what, e))?;
         }
     }
     Ok(())
+}
+
+/// The service-account token sources of the pod's projected volumes: (volume, path, audience, seconds).
+pub fn token_sources(pod: &Pod) -> Vec<(String, String, Option<String>, i64)> {
+    let mut out = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(t) = &source.service_account_token {
+                let seconds = t.expiration_seconds.unwrap_or(3600);
+                out.push((v.name.clone(), t.path.clone(), t.audience.clone().filter(|a| !a.is_empty()), seconds));
+            }
+        }
+    }
+    out
+}
+
+/// The files of a projected volume: its sources' files together, each source's with the volume's
+/// default mode unless it says otherwise. A token not fetched yet is an error (the start is retried).
+fn projected_volume(
+    pod: &Pod,
+    volume: &str,
+    p: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
+    sources: &Sources,
+    what: &str,
+) -> Result<BTreeMap<String, (Vec<u8>, u32)>, String> {
+    let mode = p.default_mode.unwrap_or(0o644);
+    let mut files = BTreeMap::new();
+    for source in p.sources.iter().flatten() {
+        if let Some(c) = &source.config_map {
+            let data = match sources.config_maps.get(&c.name) {
+                Some(d) => d.clone(),
+                None if c.optional == Some(true) => BTreeMap::new(),
+                None => return Err(format!("configmap \"{}\" not found", c.name)),
+            };
+            files.extend(projected_files(&data, c.items.as_ref(), Some(mode), what)?);
+        }
+        if let Some(s) = &source.secret {
+            let data = match sources.secrets.get(&s.name) {
+                Some(d) => d.clone(),
+                None if s.optional == Some(true) => BTreeMap::new(),
+                None => return Err(format!("secret \"{}\" not found", s.name)),
+            };
+            files.extend(projected_files(&data, s.items.as_ref(), Some(mode), what)?);
+        }
+        for item in source.downward_api.iter().flat_map(|d| d.items.iter().flatten()) {
+            let Some(field) = &item.field_ref else { continue };
+            let value = crate::env::field(pod, &field.field_path).unwrap_or_default();
+            if !relative(&item.path) {
+                return Err(format!("{what}: item path {:?} must be relative", item.path));
+            }
+            files.insert(item.path.clone(), (value.into_bytes(), item.mode.unwrap_or(mode) as u32));
+        }
+        if let Some(t) = &source.service_account_token {
+            let token = sources
+                .tokens
+                .get(&format!("{volume}/{}", t.path))
+                .ok_or_else(|| format!("{what}: the service-account token is not available yet"))?;
+            files.insert(t.path.clone(), (token.clone(), mode as u32));
+        }
+    }
+    Ok(files)
 }
 
 fn mount_tmpfs(dir: &Path, options: &str, what: &str) -> Result<(), String> {
@@ -287,6 +367,32 @@ pub fn write_atomically(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) ->
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_projected_volume_holds_its_token_ca_and_namespace() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
+            "spec": {"containers": [], "volumes": [{"name": "kube-api-access-x", "projected": {"defaultMode": 0o644, "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+            ]}}]},
+        }))
+        .unwrap();
+        assert_eq!(token_sources(&pod), [("kube-api-access-x".to_string(), "token".to_string(), None, 3607)]);
+        let volume = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0].clone();
+        let p = volume.projected.as_ref().unwrap();
+        let mut sources = Sources::default();
+        sources.config_maps.insert("kube-root-ca.crt".into(), BTreeMap::from([("ca.crt".into(), b"PEM".to_vec())]));
+        let missing = projected_volume(&pod, "kube-api-access-x", p, &sources, "v").unwrap_err();
+        assert!(missing.contains("token is not available yet"), "{missing}");
+        sources.tokens.insert("kube-api-access-x/token".into(), b"jwt".to_vec());
+        let files = projected_volume(&pod, "kube-api-access-x", p, &sources, "v").unwrap();
+        assert_eq!(files.get("token"), Some(&(b"jwt".to_vec(), 0o644)));
+        assert_eq!(files.get("ca.crt"), Some(&(b"PEM".to_vec(), 0o644)));
+        assert_eq!(files.get("namespace"), Some(&(b"shop".to_vec(), 0o644)));
+        assert_eq!(volume_dir(Path::new("/p"), &volume), Path::new("/p/volumes/projected/kube-api-access-x"));
+    }
 
     fn pod() -> Pod {
         serde_json::from_value(json!({

@@ -46,7 +46,13 @@ pub struct Shared {
     registry: Registry,
     /// One pull at a time per image (pods sharing an image wait for the first pull).
     pulling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Service-account tokens of the pods' projected volumes, by (pod uid, `<volume>/<path>`): the token
+    /// and when to ask for a new one.
+    tokens: Mutex<HashMap<(String, String), Token>>,
 }
+
+/// A service-account token and when to ask for a new one.
+type Token = (Vec<u8>, std::time::Instant);
 
 impl Shared {
     pub fn new(
@@ -61,6 +67,7 @@ impl Shared {
             probers: Probers::default(),
             registry: Registry::new(config.insecure_registries.clone()),
             pulling: Mutex::default(),
+            tokens: Mutex::default(),
             client,
             runtime,
             config,
@@ -606,6 +613,7 @@ async fn fetch_sources(shared: &Shared, pod: &Pod, container: &Container) -> Res
     if let Some(list) = &shared.config.services {
         sources.services = env::visible_services(pod, &(list.0)());
     }
+    sources.tokens = service_account_tokens(shared, pod).await?;
     let api: Api<ConfigMap> = Api::namespaced(shared.client.clone(), namespace);
     for name in config_maps {
         if let Some(cm) = api.get_opt(&name).await? {
@@ -627,6 +635,42 @@ async fn fetch_sources(shared: &Shared, pod: &Pod, container: &Container) -> Res
     Ok(sources)
 }
 
+/// The tokens of the pod's projected volumes, by `<volume>/<path>`: each asked for (bound to the pod) when
+/// there is none yet or 80% of its life is gone, as the kubelet's token manager does.
+async fn service_account_tokens(shared: &Shared, pod: &Pod) -> Result<HashMap<String, Vec<u8>>, kube::Error> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let mut out = HashMap::new();
+    for (volume, path, audience, seconds) in volumes::token_sources(pod) {
+        let key = format!("{volume}/{path}");
+        let cached = shared.tokens.lock().expect("tokens lock").get(&(uid.clone(), key.clone())).cloned();
+        if let Some((token, _)) = cached.filter(|(_, renew)| std::time::Instant::now() < *renew) {
+            out.insert(key, token);
+            continue;
+        }
+        let request: TokenRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": audience.map(|a| vec![a]).unwrap_or_default(),
+                "expirationSeconds": seconds,
+                "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name, "uid": uid},
+            },
+        }))
+        .expect("a TokenRequest");
+        let api: Api<ServiceAccount> = Api::namespaced(shared.client.clone(), namespace);
+        let answer: TokenRequest = api.create_subresource("token", &account, &Default::default(), &request).await?;
+        let token = answer.status.map(|s| s.token.into_bytes()).unwrap_or_default();
+        let renew = std::time::Instant::now() + Duration::from_secs((seconds.max(600) as u64) * 8 / 10);
+        shared.tokens.lock().expect("tokens lock").insert((uid.clone(), key.clone()), (token.clone(), renew));
+        out.insert(key, token);
+    }
+    Ok(out)
+}
+
 /// Brings a running pod's configMap and secret volumes up to date with the API (each swapped atomically,
 /// only when its content changed), as the kubelet does periodically. A source that is gone or unreadable
 /// leaves the files as they are.
@@ -634,7 +678,10 @@ async fn refresh_volumes(shared: &Shared, pod: &Pod) {
     let (config_maps, secrets) = volumes::referenced(pod);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let pod_dir = names::pod_dir(&shared.config.data_dir, &uid);
-    if (config_maps.is_empty() && secrets.is_empty()) || pod.metadata.deletion_timestamp.is_some() || !pod_dir.exists()
+    let tokens = volumes::token_sources(pod);
+    if (config_maps.is_empty() && secrets.is_empty() && tokens.is_empty())
+        || pod.metadata.deletion_timestamp.is_some()
+        || !pod_dir.exists()
     {
         return;
     }
@@ -653,6 +700,7 @@ async fn refresh_volumes(shared: &Shared, pod: &Pod) {
 
 /// The pod's directory and its log directory go once the pod is gone.
 fn remove_pod_dirs(shared: &Shared, uid: &str) -> std::io::Result<()> {
+    shared.tokens.lock().expect("tokens lock").retain(|(pod, _), _| pod != uid);
     let dir = names::pod_dir(&shared.config.data_dir, uid);
     // Namespace files and tmpfs emptyDirs are mounts: unmounted first.
     sandbox::unmount_under(&dir)?;

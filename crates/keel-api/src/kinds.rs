@@ -14,6 +14,7 @@ mod decode;
 mod fields;
 mod networking;
 mod pod;
+pub use pod::{mount_service_account_token, SERVICE_ACCOUNT_DIR};
 pub mod rbac;
 mod service;
 mod workloads;

@@ -161,6 +161,7 @@ pub const RESOURCES: &[Resource] = &[
         plural: "serviceaccounts",
         singular: "serviceaccount",
         short_names: &["sa"],
+        subresources: &["token"],
         ..CORE
     },
     Resource {
@@ -281,6 +282,13 @@ pub const REVIEWS: &[Resource] = &[
         singular: "selfsubjectrulesreview",
         namespaced: false,
         ..AUTHORIZATION
+    },
+    Resource {
+        kind: "TokenReview",
+        plural: "tokenreviews",
+        singular: "tokenreview",
+        namespaced: false,
+        ..group("authentication.k8s.io", "v1")
     },
     Resource {
         kind: "SubjectAccessReview",

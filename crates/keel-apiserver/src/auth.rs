@@ -159,6 +159,8 @@ enum Claim {
     User(User),
     /// A bootstrap token: its Secret decides.
     Bootstrap(Token),
+    /// A JWT: a service-account token if this cluster signed it and its service account lives.
+    ServiceAccount(String),
     /// 401.
     Refused,
 }
@@ -168,6 +170,7 @@ fn claim(tokens: &Tokens, method: &Method, path: &str, headers: &HeaderMap) -> C
         Credential::Bearer(token) => match (tokens.user(token), Token::parse(token)) {
             (Some(user), _) => Claim::User(user.clone()),
             (None, Some(bootstrap)) => Claim::Bootstrap(bootstrap),
+            (None, None) if crate::service_accounts::looks_like_jwt(token) => Claim::ServiceAccount(token.to_string()),
             (None, None) => Claim::Refused,
         },
         Credential::None if is_public(method, path) => Claim::User(User::anonymous()),
@@ -183,11 +186,19 @@ pub struct Authenticator {
     storage: Option<Storage>,
     /// RBAC's policy, when the cluster has one (the fixed rules alone otherwise).
     rbac: Option<crate::rbac::Rbac>,
+    /// The keys service-account tokens are checked with, when the cluster issues them.
+    service_accounts: Option<Arc<crate::service_accounts::ServiceAccountKeys>>,
 }
 
 impl Authenticator {
     pub fn new(tokens: Tokens, storage: Option<Storage>) -> Authenticator {
-        Authenticator { tokens, storage, rbac: None }
+        Authenticator { tokens, storage, rbac: None, service_accounts: None }
+    }
+
+    /// Accepts the service-account tokens `keys` signed.
+    pub fn with_service_accounts(mut self, keys: Arc<crate::service_accounts::ServiceAccountKeys>) -> Authenticator {
+        self.service_accounts = Some(keys);
+        self
     }
 
     /// Authorizes by `rbac`'s policy too.
@@ -201,6 +212,18 @@ impl Authenticator {
         match claim(&self.tokens, method, path, headers) {
             Claim::User(user) => Some(user),
             Claim::Refused => None,
+            Claim::ServiceAccount(token) => {
+                let (keys, storage) = (self.service_accounts.as_ref()?, self.storage.as_ref()?);
+                match crate::service_accounts::authenticate(keys, storage, &token, crate::service_accounts::ISSUER)
+                    .await
+                {
+                    Ok((user, _)) => Some(user),
+                    Err(why) => {
+                        tracing::info!(%why, "service-account token refused");
+                        None
+                    }
+                }
+            }
             Claim::Bootstrap(token) => {
                 let storage = self.storage.as_ref()?;
                 match bootstrap_tokens::authenticate(storage, &token).await {

@@ -115,6 +115,7 @@ fn entries(r: &Resource) -> Vec<APIResource> {
             "log" => ("Pod", &["get"]),
             "exec" => ("PodExecOptions", &["create", "get"]),
             "finalize" => (r.kind, &["update"]),
+            "token" => ("TokenRequest", &["create"]),
             _ => (r.kind, &["get", "patch", "update"]),
         };
         APIResource {
@@ -122,8 +123,12 @@ fn entries(r: &Resource) -> Vec<APIResource> {
             singular_name: String::new(),
             namespaced: r.namespaced,
             kind: kind.into(),
-            group: (*sub == "scale").then(|| "autoscaling".to_string()),
-            version: (*sub == "scale").then(|| "v1".to_string()),
+            group: match *sub {
+                "scale" => Some("autoscaling".to_string()),
+                "token" => Some("authentication.k8s.io".to_string()),
+                _ => None,
+            },
+            version: matches!(*sub, "scale" | "token").then(|| "v1".to_string()),
             verbs: strings(verbs),
             ..Default::default()
         }

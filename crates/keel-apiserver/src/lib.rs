@@ -21,6 +21,7 @@ mod request;
 mod resources;
 mod reviews;
 pub mod server;
+pub mod service_accounts;
 pub mod storage;
 pub mod tls;
 mod watch;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub node_lifecycle: Option<tokio::sync::watch::Receiver<String>>,
     /// The RBAC policy the escalation check reads (`None`: no check, as in tests of the router alone).
     pub rbac: Option<rbac::Rbac>,
+    /// The service-account token keys (`None`: no tokens are issued, as in tests of the router alone).
+    pub service_accounts: Option<std::sync::Arc<service_accounts::ServiceAccountKeys>>,
 }
 
 /// This master's name and its part in running the control loops.
@@ -79,6 +82,7 @@ impl AppState {
             extra_metrics: None,
             node_lifecycle: None,
             rbac: None,
+            service_accounts: None,
         }
     }
 }
@@ -109,6 +113,9 @@ pub fn app(state: AppState) -> Router {
         .route(&format!("{}/subjectaccessreviews", reviews::AUTHORIZATION), post(reviews::subject_access))
         .route(&format!("{}/selfsubjectrulesreviews", reviews::AUTHORIZATION), post(reviews::self_subject_rules))
         .route(&format!("{}/selfsubjectreviews", reviews::AUTHENTICATION), post(reviews::self_subject))
+        .route(&format!("{}/tokenreviews", reviews::AUTHENTICATION), post(reviews::token_review))
+        .route("/.well-known/openid-configuration", get(reviews::openid_configuration))
+        .route("/openid/v1/jwks", get(reviews::jwks))
         .route("/api/v1/{*rest}", any(resources::core))
         .route("/apis/{group}/{version}/{*rest}", any(resources::grouped))
         .route("/openapi/v3", get(openapi_index))

@@ -95,6 +95,9 @@ async fn serve(
         }
         (Method::DELETE, true, None) => call.delete(request::read(body).await?.as_ref()).await?,
         (Method::POST, true, Some("binding")) => call.bind(request::object_body(&headers, body).await?).await?,
+        (Method::POST, true, Some("token")) if call.resource().kind == "ServiceAccount" => {
+            call.token_request(request::object_body(&headers, body).await?).await?
+        }
         (Method::GET, true, Some("log")) => {
             let namespace = call.target.namespace.as_deref().unwrap_or("default");
             crate::node_proxy::pod_log(&call.state, namespace, call.name(), query.as_deref()).await
@@ -380,6 +383,9 @@ impl Call {
         meta::prepare_create(resource, &mut object, self.target.namespace.as_deref(), &fresh)?;
         let warnings = self.check_fields(&mut object)?;
         kinds::default(resource.kind, &mut object);
+        if resource.kind == "Pod" {
+            self.mount_service_account_token(&mut object, fresh.random).await?;
+        }
         let name = meta::name(&object).to_string();
         let mut causes = meta::validate_metadata(resource, &object);
         causes.extend(kinds::validate(resource.kind, &object));
@@ -432,6 +438,55 @@ impl Call {
             )));
         }
         Ok(())
+    }
+
+    /// The ServiceAccount admission of a new pod: its token volume, unless its service account (when it
+    /// exists) says not to automount.
+    async fn mount_service_account_token(&self, pod: &mut Value, random: u64) -> Result<(), ApiError> {
+        if self.state.service_accounts.is_none() {
+            return Ok(());
+        }
+        let account = pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default");
+        let key = format!("/registry/serviceaccounts/{}/{account}", self.target.namespace.as_deref().unwrap_or(""));
+        let automounts = match self.state.storage.get(&key).await {
+            Ok(stored) => object(&stored)?.get("automountServiceAccountToken").and_then(Value::as_bool).unwrap_or(true),
+            Err(StorageError::NotFound) => true,
+            Err(e) => return Err(self.store_error(e)),
+        };
+        // kube-apiserver's random suffix alphabet (no vowels, no look-alikes).
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let suffix: String =
+            (0..5).map(|i| ALPHABET[((random >> (i * 8)) % ALPHABET.len() as u64) as usize] as char).collect();
+        kinds::mount_service_account_token(pod, &suffix, automounts);
+        Ok(())
+    }
+
+    /// `serviceaccounts/{name}/token`: a TokenRequest answered with a token for the service account,
+    /// bound to the pod or secret it names (which must exist).
+    async fn token_request(&self, body: Value) -> Result<Response, ApiError> {
+        let keys = self.state.service_accounts.as_ref().ok_or(ApiError::Unavailable)?;
+        let sa = object(&self.state.storage.get(&self.key()).await.map_err(|e| self.store_error(e))?)?;
+        let bound = match body.pointer("/spec/boundObjectRef") {
+            Some(r) if r.is_object() => {
+                let kind = r.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+                let name = r.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let plural = match kind.as_str() {
+                    "Pod" => "pods",
+                    "Secret" => "secrets",
+                    _ => "",
+                };
+                let key = format!("/registry/{plural}/{}/{name}", self.target.namespace.as_deref().unwrap_or(""));
+                let uid = match self.state.storage.get(&key).await {
+                    Ok(stored) => object(&stored)?.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string),
+                    Err(StorageError::NotFound) => None,
+                    Err(e) => return Err(self.store_error(e)),
+                };
+                Some((kind, name, uid))
+            }
+            _ => None,
+        };
+        let answer = crate::service_accounts::token_request(keys, &sa, &body, bound, jiff::Timestamp::now())?;
+        Ok(json_response(StatusCode::CREATED, &answer, &[]))
     }
 
     async fn get_scale(&self) -> Result<Response, ApiError> {

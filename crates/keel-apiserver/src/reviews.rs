@@ -163,3 +163,50 @@ pub async fn self_subject(
     let user = requester(user);
     Ok(answered(review, json!({"userInfo": {"username": user.name, "groups": user.groups}})))
 }
+
+/// `POST tokenreviews`: who a token authenticates as (for the audiences the spec names, else the API's).
+pub async fn token_review(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, Failure> {
+    let review = request::object_body(&headers, body).await?;
+    let token = str_at(&review, "/spec/token");
+    let audiences: Vec<String> = review
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    let audience = audiences.first().cloned().unwrap_or_else(|| crate::service_accounts::ISSUER.to_string());
+    let Some(keys) = state.service_accounts.as_ref() else {
+        return Ok(answered(review.clone(), json!({"authenticated": false, "error": "no service-account keys"})));
+    };
+    let status = match crate::service_accounts::authenticate(keys, &state.storage, token, &audience).await {
+        Ok((user, claims)) => {
+            let mut extra = serde_json::Map::new();
+            if let Some(pod) = &claims.kubernetes.pod {
+                extra.insert("authentication.kubernetes.io/pod-name".into(), json!([pod.name]));
+                extra.insert("authentication.kubernetes.io/pod-uid".into(), json!([pod.uid]));
+            }
+            json!({
+                "authenticated": true,
+                "user": {"username": user.name, "uid": claims.kubernetes.serviceaccount.uid, "groups": user.groups, "extra": extra},
+                "audiences": claims.aud.iter().filter(|a| **a == audience).collect::<Vec<_>>(),
+            })
+        }
+        Err(why) => json!({"authenticated": false, "error": why}),
+    };
+    Ok(answered(review.clone(), status))
+}
+
+/// `GET /.well-known/openid-configuration`.
+pub async fn openid_configuration(State(state): State<AppState>) -> Result<axum::Json<Value>, Failure> {
+    let keys = state.service_accounts.as_ref().ok_or(ApiError::UnknownPath)?;
+    Ok(axum::Json(keys.openid_configuration(&state.advertise)))
+}
+
+/// `GET /openid/v1/jwks`.
+pub async fn jwks(State(state): State<AppState>) -> Result<axum::Json<Value>, Failure> {
+    let keys = state.service_accounts.as_ref().ok_or(ApiError::UnknownPath)?;
+    Ok(axum::Json(keys.jwks()))
+}

@@ -172,7 +172,17 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     let tokens = Tokens::new().with(secrets.admin_token.clone(), User::admin("admin"));
     let (stop_campaign, stop_rx) = tokio::sync::watch::channel(false);
     let rbac = crate::rbac::Rbac::follow(storage.clone(), stop_rx.clone());
-    let authenticator = Authenticator::new(tokens, Some(storage.clone())).with_rbac(rbac.clone());
+    let keys = Arc::new(
+        patiently(wait, || async {
+            crate::service_accounts::ServiceAccountKeys::load(&storage).await.map_err(|e| match e {
+                crate::service_accounts::KeyError::Store(e) => ServerError::Store(e),
+                other => ServerError::Bootstrap(other.to_string()),
+            })
+        })
+        .await?,
+    );
+    let authenticator =
+        Authenticator::new(tokens, Some(storage.clone())).with_rbac(rbac.clone()).with_service_accounts(keys.clone());
     let role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx.clone());
     let cluster_ip = config.service_cidr.nth(0).to_string();
     let dns_ip = config.service_cidr.nth(9).to_string(); // 10.96.0.10
@@ -183,6 +193,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         extra_metrics: config.extra_metrics,
         node_lifecycle: config.node_lifecycle,
         rbac: Some(rbac),
+        service_accounts: Some(keys),
         ..AppState::new(config.advertise.clone(), storage.clone())
     };
     // Clients learn every master from the `kubernetes` Endpoints.

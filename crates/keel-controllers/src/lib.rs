@@ -31,6 +31,7 @@ pub mod replicas;
 pub mod replicaset;
 pub mod rollout;
 pub mod scheduling;
+pub mod service_accounts;
 pub mod service_endpoints;
 pub mod statefulset;
 pub mod statefulsets;
@@ -106,6 +107,8 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(daemonset::run(client.clone()));
         loops.spawn(statefulset::run(client.clone()));
         loops.spawn(namespace::run(client.clone()));
+        let ca = service_accounts::pem(base.root_cert.as_deref().unwrap_or_default());
+        loops.spawn(service_accounts::run(client.clone(), ca));
         let timing = node_lifecycle::Timing {
             grace: settings.node_monitor_grace_period,
             period: settings.node_monitor_period,

@@ -16,6 +16,51 @@ use crate::validation::{self, Cause};
 /// The defaults of a Pod: its spec's, then those only pods get (requests from limits, service links), and
 /// those of the API server's admission (the default service account, priority, and the not-ready and
 /// unreachable tolerations of [`DEFAULT_TOLERATION_SECONDS`]).
+/// Where a pod's service-account token, CA and namespace are mounted in each container.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// kube-apiserver's ServiceAccount admission: unless the pod (or, `account_automounts` false, its
+/// service account) opts out, a projected volume `kube-api-access-<suffix>` with a token bound to the pod,
+/// the cluster CA (`kube-root-ca.crt`) and the namespace, mounted read-only at [`SERVICE_ACCOUNT_DIR`] in
+/// every container that mounts nothing there itself.
+pub fn mount_service_account_token(pod: &mut Value, suffix: &str, account_automounts: bool) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let automount = spec.get("automountServiceAccountToken").and_then(Value::as_bool).unwrap_or(account_automounts);
+    if !automount {
+        return;
+    }
+    let name = format!("kube-api-access-{suffix}");
+    let volume = json!({
+        "name": name,
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+        },
+    });
+    let mut mounted = false;
+    for list in ["initContainers", "containers"] {
+        for c in each_obj_mut(spec, list) {
+            let mounts = c.entry("volumeMounts").or_insert_with(|| json!([]));
+            let Some(mounts) = mounts.as_array_mut() else { continue };
+            if mounts.iter().any(|m| m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_DIR)) {
+                continue;
+            }
+            mounts.push(json!({"name": name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_DIR}));
+            mounted = true;
+        }
+    }
+    if mounted {
+        let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
+        if let Some(volumes) = volumes.as_array_mut() {
+            volumes.push(volume);
+        }
+    }
+}
+
 pub fn default_pod(pod: &mut Value) {
     let Some(pod) = pod.as_object_mut() else { return };
     let Some(spec) = ensure_obj(pod, "spec") else { return };

@@ -393,3 +393,38 @@ fn pod_updates_may_change_images_deadline_and_add_tolerations() {
         .starts_with("Forbidden: pod updates may not change fields other than `spec.containers[*].image`"));
     assert!(c[0].message.ends_with("changed: spec.containers[0].ports[0].containerPort"), "{}", c[0].message);
 }
+
+#[test]
+fn service_account_admission_mounts_the_token_volume_unless_told_not_to() {
+    let mut pod = json!({"spec": {
+        "initContainers": [{"name": "init", "image": "x"}],
+        "containers": [
+            {"name": "app", "image": "x"},
+            {"name": "own", "image": "x", "volumeMounts": [{"name": "mine", "mountPath": SERVICE_ACCOUNT_DIR}]},
+        ],
+    }});
+    mount_service_account_token(&mut pod, "abcde", true);
+    assert_eq!(pod["spec"]["volumes"][0]["name"], "kube-api-access-abcde");
+    let sources = &pod["spec"]["volumes"][0]["projected"]["sources"];
+    assert_eq!(sources[0]["serviceAccountToken"], json!({"expirationSeconds": 3607, "path": "token"}));
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"], "metadata.namespace");
+    let mount = json!({"name": "kube-api-access-abcde", "readOnly": true, "mountPath": SERVICE_ACCOUNT_DIR});
+    assert_eq!(pod["spec"]["initContainers"][0]["volumeMounts"], json!([mount]));
+    assert_eq!(pod["spec"]["containers"][0]["volumeMounts"], json!([mount]));
+    assert_eq!(pod["spec"]["containers"][1]["volumeMounts"].as_array().unwrap().len(), 1, "its own mount stays");
+    assert!(validate_pod(&pod).iter().all(|c| !c.field.starts_with("spec.volumes")), "{:?}", validate_pod(&pod));
+
+    for (pod_says, account_says) in [(Some(false), true), (None, false)] {
+        let mut pod = json!({"spec": {"containers": [{"name": "app", "image": "x"}]}});
+        if let Some(v) = pod_says {
+            pod["spec"]["automountServiceAccountToken"] = json!(v);
+        }
+        mount_service_account_token(&mut pod, "abcde", account_says);
+        assert!(pod["spec"].get("volumes").is_none(), "{pod}");
+    }
+    let mut pod =
+        json!({"spec": {"automountServiceAccountToken": true, "containers": [{"name": "app", "image": "x"}]}});
+    mount_service_account_token(&mut pod, "abcde", false);
+    assert!(pod["spec"]["volumes"].is_array(), "the pod's say wins over its account's");
+}
