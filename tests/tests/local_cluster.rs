@@ -140,6 +140,51 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     let api = script.kubectl(&["-n", "sample", "exec", "deployment/web", "--", "sh", "-c", api]);
     assert!(text(&api).contains("reached"), "{}", text(&api));
 
+    // An in-cluster client (the official Python client's load_incluster_config, the interpreter mounted
+    // from the machine) lists its namespace's pods with its service-account token, through the kubernetes
+    // Service, checking the API's certificate against the mounted CA; a Secret elsewhere is refused.
+    for args in [
+        vec!["create", "namespace", "incluster"],
+        vec![
+            "create",
+            "rolebinding",
+            "viewers",
+            "-n",
+            "incluster",
+            "--clusterrole=view",
+            "--serviceaccount=incluster:default",
+        ],
+    ] {
+        let out = script.kubectl(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    let applied = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(script.kubeconfig())
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().expect("stdin").write_all(in_cluster_client().as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(applied.status.success(), "{}", text(&applied));
+    let mut phase = String::new();
+    for _ in 0..60 {
+        phase = text(&script.kubectl(&["-n", "incluster", "get", "pod", "client", "-o", "jsonpath={.status.phase}"]));
+        if phase == "Succeeded" || phase == "Failed" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    let logs = text(&script.kubectl(&["-n", "incluster", "logs", "client"]));
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("pods 1") && logs.contains("secrets 403"), "{logs}");
+
     // Every agent's load balancer starts with m1: kill it. Nothing on the nodes may notice, past the node
     // grace period (20 s) and then some.
     let pods = || {
@@ -185,4 +230,51 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     let dir = script.dir.path().display().to_string();
     let left = keel_tests::processes_mentioning(&dir);
     assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+/// A pod running the machine's Python with the official client in-cluster: its interpreter, libraries
+/// and packages mounted read-only from the machine (as the probe tests mount binaries).
+fn in_cluster_client() -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys, kubernetes\nprint(os.path.realpath(sys.executable))\nprint(sys.prefix)\n\
+             print(os.path.dirname(os.path.dirname(kubernetes.__file__)))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let found = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = found.lines().collect();
+    assert_eq!(lines.len(), 3, "python3 and its kubernetes package: {found}{}", String::from_utf8_lossy(&out.stderr));
+    let (python, prefix, packages) = (lines[0], lines[1], lines[2]);
+    let mut mounts = vec![("/usr", "/usr".to_string()), ("/usr/lib64", "/lib64".into()), ("/usr/lib", "/lib".into())];
+    for dir in [prefix, packages] {
+        if !dir.starts_with("/usr/") && dir != "/usr" && !mounts.iter().any(|(_, m)| dir.starts_with(m.as_str())) {
+            mounts.push((dir, dir.to_string()));
+        }
+    }
+    let volumes: Vec<String> = mounts
+        .iter()
+        .enumerate()
+        .map(|(i, (host, _))| format!("  - {{name: m{i}, hostPath: {{path: {host}}}}}"))
+        .collect();
+    let volume_mounts: Vec<String> = mounts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, at))| format!("    - {{name: m{i}, mountPath: {at}, readOnly: true}}"))
+        .collect();
+    let script = "import kubernetes as k\n\
+        k.config.load_incluster_config()\n\
+        v = k.client.CoreV1Api()\n\
+        ns = open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read()\n\
+        print('pods', len(v.list_namespaced_pod(ns).items))\n\
+        try:\n  v.list_namespaced_secret('kube-system')\n\
+        except k.client.ApiException as e:\n  print('secrets', e.status)\n";
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: incluster}}\nspec:\n  restartPolicy: Never\n\
+         \x20 volumes:\n{}\n  containers:\n  - name: client\n    image: keel.test/busybox:1\n\
+         \x20   command: [{python:?}, \"-c\", {script:?}]\n    volumeMounts:\n{}\n",
+        volumes.join("\n"),
+        volume_mounts.join("\n")
+    )
 }

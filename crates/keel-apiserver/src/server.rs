@@ -149,7 +149,9 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     })
     .await?;
 
-    let mut hosts = vec![host_of(&config.advertise), config.listen.ip().to_string()];
+    // In-cluster clients check the certificate against the `kubernetes` Service's address.
+    let service_ip = config.service_cidr.nth(0).to_string();
+    let mut hosts = vec![host_of(&config.advertise), config.listen.ip().to_string(), service_ip];
     hosts.extend(config.tls_sans.iter().cloned());
     hosts.retain(|h| !h.is_empty() && h != "0.0.0.0" && h != "::");
     let (cert, key) = secrets.authority.issue_serving(&hosts)?;

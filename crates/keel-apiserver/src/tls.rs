@@ -35,7 +35,17 @@ const SERVING_VALIDITY_DAYS: i64 = 365;
 /// The subject of every serving certificate (kubeadm uses `kube-apiserver`).
 const SERVING_COMMON_NAME: &str = "keel-apiserver";
 /// Names every serving certificate carries, so that local clients always verify.
-const ALWAYS_SERVED: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+/// Besides loopback, the names pods reach the API by through the `kubernetes` Service (its cluster IP is
+/// the server's to add: it depends on the service range).
+const ALWAYS_SERVED: [&str; 7] = [
+    "localhost",
+    "127.0.0.1",
+    "::1",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+];
 /// How long a client may take to complete its TLS handshake before its connection is dropped.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -487,7 +497,18 @@ mod tests {
         let dns = |s: &str| SanType::DnsName(s.try_into().unwrap());
         assert_eq!(
             sans,
-            [ip("fd00::1"), dns("node.example"), ip("127.0.0.1"), dns("*.svc.local"), dns("localhost"), ip("::1")]
+            [
+                ip("fd00::1"),
+                dns("node.example"),
+                ip("127.0.0.1"),
+                dns("*.svc.local"),
+                dns("localhost"),
+                ip("::1"),
+                dns("kubernetes"),
+                dns("kubernetes.default"),
+                dns("kubernetes.default.svc"),
+                dns("kubernetes.default.svc.cluster.local")
+            ]
         );
         for bad in ["bad host", "-x.example", "a..b", "x_y", "ünï"] {
             assert!(matches!(subject_alt_names(&[bad.into()]), Err(TlsError::InvalidHost(_))), "{bad}");
