@@ -155,3 +155,61 @@ async fn roles_and_bindings_decide_what_a_user_may_do() {
     assert!(err.contains("rules[0].verbs: Required value: verbs must contain at least one value"), "{err}");
     assert!(api.kubectl(&["get", "role", "bad", "-n", "a"], None).unwrap().status.code() == Some(1));
 }
+
+/// `keel server kubeconfig --user U --group G` makes a kubeconfig with a client certificate the cluster CA
+/// signed (through a CertificateSigningRequest); stock kubectl authenticates with it as U in G, and gets
+/// what RBAC grants G. A request `kubectl certificate approve` approves is signed the same way; a denied
+/// one never is.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_authenticate_with_client_certificates_the_cluster_signed() {
+    let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    let api = c.api(0);
+    api.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let out = std::process::Command::new(keel_tests::keel_bin())
+        .args(["server", "kubeconfig", "--user", "carol", "--group", "ops", "--kubeconfig"])
+        .arg(&api.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kubeconfig = c.dir.path().join("carol.kubeconfig");
+    std::fs::write(&kubeconfig, &out.stdout).unwrap();
+    let carol = Api { kubeconfig, port: api.port };
+    let whoami = carol.ok(&["auth", "whoami"], None).unwrap();
+    assert!(whoami.contains("carol") && whoami.contains("[ops system:authenticated]"), "{whoami}");
+    let denied = carol.kubectl(&["get", "nodes"], None).unwrap();
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains(r#"User "carol" cannot list resource "nodes""#),
+        "{denied:?}"
+    );
+    api.ok(&["create", "clusterrolebinding", "ops-view", "--clusterrole=view", "--group=ops"], None).unwrap();
+    wait_for("ops may view", Duration::from_secs(10), || {
+        (carol.kubectl(&["get", "pods", "-A"], None).unwrap().status.success(), ())
+    })
+    .await;
+    let csrs = api.ok(&["get", "csr"], None).unwrap();
+    assert!(csrs.contains("kubernetes.io/kube-apiserver-client") && csrs.contains("Approved,Issued"), "{csrs}");
+
+    // kubectl certificate approve / deny.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "dave");
+    let request = params.serialize_request(&key).unwrap().pem().unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(request);
+    for name in ["dave", "mallory"] {
+        let csr = format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: {name}}}\n\
+             spec: {{request: {b64}, signerName: kubernetes.io/kube-apiserver-client, usages: [client auth]}}\n"
+        );
+        api.ok(&["apply", "-f", "-"], Some(&csr)).unwrap();
+    }
+    let pending = api.ok(&["get", "csr", "dave"], None).unwrap();
+    assert!(pending.contains("Pending") && pending.contains("admin"), "the requestor is who asked: {pending}");
+    api.ok(&["certificate", "approve", "dave"], None).unwrap();
+    api.ok(&["certificate", "deny", "mallory"], None).unwrap();
+    let dave = json(&api, &["get", "csr", "dave"]);
+    assert!(dave["status"]["certificate"].as_str().is_some_and(|c| !c.is_empty()), "{dave}");
+    let mallory = json(&api, &["get", "csr", "mallory"]);
+    assert!(mallory["status"].get("certificate").is_none(), "{mallory}");
+    assert_eq!(mallory["status"]["conditions"][0]["type"], "Denied");
+}

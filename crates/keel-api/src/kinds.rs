@@ -7,6 +7,7 @@
 //! On an update the server runs [`default`] and [`validate`] on the new object, then [`validate_update`]
 //! for what may not change.
 
+pub mod certificates;
 mod cluster;
 mod config;
 mod cron;
@@ -19,7 +20,9 @@ pub mod rbac;
 mod service;
 mod workloads;
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, networking as net, rbac as authz};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, certificates as certs, coordination, core, discovery, networking as net, rbac as authz,
+};
 use serde_json::Value;
 
 use crate::validation::Cause;
@@ -55,6 +58,7 @@ pub fn decode(kind: &str, object: &Value) -> Result<Vec<String>, String> {
         "ClusterRole" => decode_as::<authz::v1::ClusterRole>(object),
         "RoleBinding" => decode_as::<authz::v1::RoleBinding>(object),
         "ClusterRoleBinding" => decode_as::<authz::v1::ClusterRoleBinding>(object),
+        "CertificateSigningRequest" => decode_as::<certs::v1::CertificateSigningRequest>(object),
         other => return Err(format!("no kind {other:?} is registered")),
     };
     let version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
@@ -94,6 +98,7 @@ pub fn validate(kind: &str, object: &Value) -> Vec<Cause> {
         "Namespace" | "Node" | "Event" | "Lease" => cluster::validate(kind, object),
         "Ingress" | "IngressClass" => networking::validate(kind, object),
         "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => rbac::validate(kind, object),
+        "CertificateSigningRequest" => certificates::validate(object),
         _ => vec![],
     }
 }
@@ -112,6 +117,7 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
         "Node" => cluster::validate_update(kind, old, new),
         "IngressClass" => networking::validate_update(kind, old, new),
         "RoleBinding" | "ClusterRoleBinding" => rbac::validate_update(kind, old, new),
+        "CertificateSigningRequest" => certificates::validate_update(old, new),
         _ => vec![],
     }
 }

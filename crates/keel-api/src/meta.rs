@@ -315,6 +315,12 @@ pub fn prepare_update(
     }
     let has_status = resource.subresources.contains(&"status");
     let mut merged = match subresource {
+        // A CertificateSigningRequest's approval: its conditions, nothing else.
+        Some("approval") => {
+            let mut m = old.clone();
+            m["status"]["conditions"] = new.pointer("/status/conditions").cloned().unwrap_or(json!([]));
+            m
+        }
         Some("status") => {
             let mut m = old.clone();
             match new.get("status") {

@@ -256,9 +256,19 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource { kind: "Role", plural: "roles", singular: "role", ..RBAC },
     Resource { kind: "RoleBinding", plural: "rolebindings", singular: "rolebinding", ..RBAC },
+    Resource {
+        kind: "CertificateSigningRequest",
+        plural: "certificatesigningrequests",
+        singular: "certificatesigningrequest",
+        namespaced: false,
+        short_names: &["csr"],
+        subresources: &["status", "approval"],
+        ..CERTIFICATES
+    },
 ];
 
 const AUTHORIZATION: Resource = group("authorization.k8s.io", "v1");
+const CERTIFICATES: Resource = group("certificates.k8s.io", "v1");
 
 /// Requests rather than objects: only created (POST), answered at once, never stored or listed.
 pub const REVIEWS: &[Resource] = &[
@@ -361,6 +371,7 @@ mod tests {
         assert!(g.contains(&("apps", "v1")) && g.contains(&("autoscaling", "v2")));
         assert!(g.contains(&("networking.k8s.io", "v1")));
         assert!(g.contains(&("rbac.authorization.k8s.io", "v1")));
-        assert_eq!(g.len(), 8);
+        assert!(g.contains(&("certificates.k8s.io", "v1")));
+        assert_eq!(g.len(), 9);
     }
 }

@@ -64,6 +64,7 @@ pub fn columns(kind: &str) -> &'static [Column] {
         "Ingress" => INGRESS,
         "IngressClass" => INGRESS_CLASS,
         "RoleBinding" | "ClusterRoleBinding" => ROLE_BINDING,
+        "CertificateSigningRequest" => CSR,
         _ => DEFAULT,
     }
 }
@@ -137,6 +138,28 @@ pub fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
             age(),
         ],
         "Ingress" => ingress_cells(o, age()),
+        "CertificateSigningRequest" => {
+            let duration = o
+                .pointer("/spec/expirationSeconds")
+                .and_then(Value::as_u64)
+                .map_or_else(|| "<none>".to_string(), |s| human_duration(std::time::Duration::from_secs(s)));
+            let mut conditions: Vec<&str> =
+                list(o, "/status/conditions").iter().filter_map(|c| c.get("type").and_then(Value::as_str)).collect();
+            if conditions.is_empty() {
+                conditions.push("Pending");
+            }
+            if o.pointer("/status/certificate").and_then(Value::as_str).is_some_and(|c| !c.is_empty()) {
+                conditions.push("Issued");
+            }
+            vec![
+                name(),
+                age(),
+                text(o, "/spec/signerName").into(),
+                text(o, "/spec/username").into(),
+                duration.into(),
+                conditions.join(",").into(),
+            ]
+        }
         "RoleBinding" | "ClusterRoleBinding" => {
             let role = format!("{}/{}", text(o, "/roleRef/kind"), text(o, "/roleRef/name"));
             let subjects = |kind: &str| {
@@ -487,6 +510,15 @@ const HPA: &[Column] = &[
     col("MaxPods", "string", "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up. It cannot be less that minReplicas."),
     col("Replicas", "string", "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler."),
     AGE,
+];
+
+const CSR: &[Column] = &[
+    NAME,
+    AGE,
+    col("SignerName", "string", "signerName indicates the requested signer, and is a qualified name."),
+    col("Requestor", "string", "request contains an x509 certificate signing request encoded in a \"CERTIFICATE REQUEST\" PEM block. When serialized as JSON or YAML, the data is additionally base64-encoded."),
+    col("RequestedDuration", "string", "expirationSeconds is the requested duration of validity of the issued certificate."),
+    col("Condition", "string", "conditions applied to the request. Known conditions are \"Approved\", \"Denied\", and \"Failed\"."),
 ];
 
 const ROLE_BINDING: &[Column] = &[
@@ -1219,7 +1251,7 @@ mod tests {
 
     use super::*;
 
-    const KINDS: [&str; 25] = [
+    const KINDS: [&str; 26] = [
         "Namespace",
         "Pod",
         "Service",
@@ -1245,6 +1277,7 @@ mod tests {
         "ClusterRole",
         "RoleBinding",
         "ClusterRoleBinding",
+        "CertificateSigningRequest",
     ];
 
     fn now() -> Timestamp {

@@ -246,7 +246,17 @@ pub fn require_token(router: Router, authenticator: Authenticator) -> Router {
 
 async fn check(State(authenticator): State<Arc<Authenticator>>, mut request: Request, next: Next) -> Response {
     let (method, uri) = (request.method().clone(), request.uri().clone());
-    let Some(user) = authenticator.authenticate(&method, uri.path(), request.headers()).await else {
+    // A client certificate the cluster CA signed comes first, as in kube-apiserver (x509 before tokens).
+    let certified = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::tls::ClientCertificate>>()
+        .and_then(|c| c.0.identity())
+        .map(|(name, groups)| User::authenticated(name, groups));
+    let user = match certified {
+        Some(user) => Some(user),
+        None => authenticator.authenticate(&method, uri.path(), request.headers()).await,
+    };
+    let Some(user) = user else {
         tracing::debug!(%method, path = uri.path(), "unauthenticated request");
         return Failure(ApiError::Unauthorized).into_response();
     };

@@ -7,6 +7,7 @@ mod allocator;
 pub mod auth;
 mod authz;
 pub mod bootstrap_tokens;
+mod certificates;
 mod discovery;
 mod failure;
 mod health;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub rbac: Option<rbac::Rbac>,
     /// The service-account token keys (`None`: no tokens are issued, as in tests of the router alone).
     pub service_accounts: Option<std::sync::Arc<service_accounts::ServiceAccountKeys>>,
+    /// The cluster CA, which signs approved client certificate requests (`None`: nothing is signed).
+    pub authority: Option<std::sync::Arc<tls::Authority>>,
 }
 
 /// This master's name and its part in running the control loops.
@@ -83,6 +86,7 @@ impl AppState {
             node_lifecycle: None,
             rbac: None,
             service_accounts: None,
+            authority: None,
         }
     }
 }

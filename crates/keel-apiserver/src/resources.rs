@@ -86,10 +86,10 @@ async fn serve(
         (Method::DELETE, false, None) => call.delete_collection(request::read(body).await?.as_ref()).await?,
         (Method::GET, true, None | Some("status")) => call.get(request::output(&headers)?).await?,
         (Method::GET, true, Some("scale")) => call.get_scale().await?,
-        (Method::PUT, true, None | Some("status" | "scale" | "finalize")) => {
+        (Method::PUT, true, None | Some("status" | "scale" | "finalize" | "approval")) => {
             call.update(request::object_body(&headers, body).await?).await?
         }
-        (Method::PATCH, true, None | Some("status" | "scale")) => {
+        (Method::PATCH, true, None | Some("status" | "scale" | "approval")) => {
             let media = request::content_type(&headers);
             call.patch(&media, request::read(body).await?.as_ref()).await?
         }
@@ -386,6 +386,9 @@ impl Call {
         if resource.kind == "Pod" {
             self.mount_service_account_token(&mut object, fresh.random).await?;
         }
+        if resource.kind == "CertificateSigningRequest" {
+            crate::certificates::set_requester(&mut object, self.user.as_ref());
+        }
         let name = meta::name(&object).to_string();
         let mut causes = meta::validate_metadata(resource, &object);
         causes.extend(kinds::validate(resource.kind, &object));
@@ -567,6 +570,7 @@ impl Call {
         let key = self.key();
         let sub = match self.target.subresource.as_deref() {
             Some("status") => Some("status"),
+            Some("approval") => Some("approval"),
             _ => None,
         };
         for _ in 0..WRITE_ATTEMPTS {
@@ -598,6 +602,9 @@ impl Call {
             }
             let namespace = self.target.namespace.as_deref();
             crate::rbac::admit(self.user.as_ref(), self.state.rbac.as_ref(), resource, namespace, &new, Some(&old))?;
+            if resource.kind == "CertificateSigningRequest" {
+                crate::certificates::sign_if_approved(self.state.authority.as_deref(), &mut new)?;
+            }
             if self.params.dry_run {
                 set_resource_version(&mut new, stored.mod_revision);
                 return Ok(self.updated(&new, &warnings));

@@ -155,7 +155,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     hosts.extend(config.tls_sans.iter().cloned());
     hosts.retain(|h| !h.is_empty() && h != "0.0.0.0" && h != "::");
     let (cert, key) = secrets.authority.issue_serving(&hosts)?;
-    let tls = tls::server_config(&cert, &key)?;
+    let tls = tls::server_config_with_clients(&cert, &key, secrets.authority.cert_pem())?;
     // What this master presents to node agents (they trust the cluster CA for clients).
     let (client_cert, client_key) = secrets.authority.issue_client(keel_api::agent_api::APISERVER_CLIENT_NAME)?;
     let node_client = Arc::new(crate::NodeClient::new(&client_cert, &client_key)?);
@@ -196,6 +196,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         node_lifecycle: config.node_lifecycle,
         rbac: Some(rbac),
         service_accounts: Some(keys),
+        authority: Some(Arc::new(secrets.authority)),
         ..AppState::new(config.advertise.clone(), storage.clone())
     };
     // Clients learn every master from the `kubernetes` Endpoints.
@@ -213,6 +214,7 @@ impl Master {
     /// lease) before returning.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
         let Master { mut role, tcp, tls, router, stop_campaign, .. } = self;
+        let router = router.into_make_service_with_connect_info::<tls::ClientCertificate>();
         let served = axum::serve(TlsListener::new(tcp, tls), router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -110,6 +110,21 @@ impl Authority {
         Ok(Authority { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), issuer })
     }
 
+    /// A client certificate (PEM) for the PEM certificate request `csr_pem` (its signature checked), with
+    /// the subject it asks for, valid for `days`: what the CA signs for an approved
+    /// CertificateSigningRequest.
+    pub fn sign_client_request(&self, csr_pem: &str, days: i64) -> Result<String, TlsError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let params = &mut csr.params;
+        params.subject_alt_names.clear();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(params, today(), days);
+        Ok(csr.signed_by(&self.issuer)?.pem())
+    }
+
     /// The CA certificate (PEM), for clients to trust.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
@@ -232,6 +247,58 @@ pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::Server
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// [`server_config`] that also asks clients for a certificate the cluster CA `ca_pem` signed, for client
+/// authentication: a client without one still connects (and authenticates otherwise).
+pub fn server_config_with_clients(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = certificates(cert_pem)?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certificates(ca_pem)? {
+        roots.add(ca)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The verified client certificate (DER) of a connection, if its client presented one: the connection
+/// info handlers get from a [`TlsListener`] (`into_make_service_with_connect_info::<ClientCertificate>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCertificate(pub Option<Vec<u8>>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for ClientCertificate {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        let (_, connection) = stream.io().get_ref();
+        ClientCertificate(connection.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()))
+    }
+}
+
+impl ClientCertificate {
+    /// The user a client certificate names, as Kubernetes reads it: CN the name, each O a group.
+    pub fn identity(&self) -> Option<(String, Vec<String>)> {
+        let der = self.0.as_ref()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let subject = cert.subject();
+        let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+        let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+        Some((name, groups))
+    }
 }
 
 /// An [`axum::serve::Listener`] that accepts TCP connections and completes each TLS handshake in a task of
@@ -362,6 +429,43 @@ users:
 - name: {user}
   user:
     token: {token}
+contexts:
+- name: {context}
+  context:
+    cluster: {cluster}
+    user: {user}
+current-context: {context}
+preferences: {{}}
+"
+    )
+}
+
+/// A user's kubeconfig (YAML) with a client certificate and its key instead of a token.
+pub fn client_certificate_kubeconfig(
+    cluster: &str,
+    server_url: &str,
+    ca_pem: &str,
+    user: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let context = format!("{user}@{cluster}");
+    let (ca_data, cert_data, key_data) = (b64(ca_pem), b64(cert_pem), b64(key_pem));
+    let (cluster, server_url, user, context) = (quoted(cluster), quoted(server_url), quoted(user), quoted(&context));
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: {cluster}
+  cluster:
+    server: {server_url}
+    certificate-authority-data: {ca_data}
+users:
+- name: {user}
+  user:
+    client-certificate-data: {cert_data}
+    client-key-data: {key_data}
 contexts:
 - name: {context}
   context:

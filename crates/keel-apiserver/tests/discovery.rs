@@ -48,6 +48,7 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
             "discovery.k8s.io",
             "networking.k8s.io",
             "rbac.authorization.k8s.io",
+            "certificates.k8s.io",
             "authentication.k8s.io",
             "authorization.k8s.io"
         ]

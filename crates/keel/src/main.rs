@@ -9,6 +9,7 @@ mod kv;
 mod lb;
 mod server;
 mod token;
+mod user;
 
 use clap::{Parser, Subcommand};
 

@@ -18,6 +18,9 @@ pub enum ServerCommand {
     /// Bootstrap tokens, for joining the cluster (`keel server --join <url> --join-token ...`).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a kubeconfig for a user, with a client certificate the cluster CA signed (CN the user, O the
+    /// group): the request goes through a CertificateSigningRequest the admin kubeconfig approves.
+    Kubeconfig(crate::user::KubeconfigArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -71,18 +74,18 @@ pub struct DeleteArgs {
 }
 
 pub fn run(command: ServerCommand) -> anyhow::Result<()> {
-    let ServerCommand::Token(command) = command;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         match command {
-            TokenCommand::Create(args) => create(args).await,
-            TokenCommand::List(args) => list(args).await,
-            TokenCommand::Delete(args) => delete(args).await,
+            ServerCommand::Token(TokenCommand::Create(args)) => create(args).await,
+            ServerCommand::Token(TokenCommand::List(args)) => list(args).await,
+            ServerCommand::Token(TokenCommand::Delete(args)) => delete(args).await,
+            ServerCommand::Kubeconfig(args) => crate::user::kubeconfig(args).await,
         }
     })
 }
 
-async fn client_config(args: &ClientArgs) -> anyhow::Result<kube::Config> {
+pub async fn client_config(args: &ClientArgs) -> anyhow::Result<kube::Config> {
     match &args.kubeconfig {
         Some(path) => crate::server::client_config(path).await,
         None => kube::Config::from_kubeconfig(&Default::default()).await.context("cannot read the kubeconfig"),
