@@ -52,6 +52,13 @@ async fn roles_and_bindings_decide_what_a_user_may_do() {
         )
     })
     .await;
+    // The aggregated roles show what they grant (kube-controller-manager's aggregation controller).
+    wait_for("admin aggregated", Duration::from_secs(30), || {
+        let admin = json(&api, &["get", "clusterrole", "admin"]);
+        let rules = admin["rules"].as_array().map_or(0, Vec::len);
+        (rules > 20 && admin["rules"].to_string().contains("rolebindings"), rules)
+    })
+    .await;
     let table = api.ok(&["get", "clusterrolebinding", "cluster-admin", "-o", "wide"], None).unwrap();
     assert!(table.contains("ClusterRole/cluster-admin") && table.contains("system:masters"), "{table}");
 

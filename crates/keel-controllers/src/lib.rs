@@ -7,6 +7,7 @@
 //! Each controller splits into a pure decision (what must change, given the objects: [`replicas`],
 //! [`rollout`]) and a thin loop that reads and writes through the API.
 
+pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod cronjobs;
 pub mod daemonset;
@@ -109,6 +110,7 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(namespace::run(client.clone()));
         let ca = service_accounts::pem(base.root_cert.as_deref().unwrap_or_default());
         loops.spawn(service_accounts::run(client.clone(), ca));
+        loops.spawn(clusterrole_aggregation::run(client.clone()));
         let timing = node_lifecycle::Timing {
             grace: settings.node_monitor_grace_period,
             period: settings.node_monitor_period,
