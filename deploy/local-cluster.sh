@@ -305,6 +305,11 @@ if [ -n "$root" ]; then
   node_kind="$nodes nodes running containers (keel agent + containerd; logs in $data/node-*/)"
   tar=$(bash deploy/build-test-images.sh "$data/images")
   mkdir -p "$run"
+  # Nodes join as themselves: a node join token, the CA pinned (keel agent --join … --join-token …
+  # --join-ca-hash …); each agent gets a client certificate for system:node:<name> and uses nothing else.
+  join=$("$KEEL" server token create --for node --print-join-command --kubeconfig "$KUBECONFIG" 2>/dev/null) ||
+    fail "cannot make a node join token" "$data/lb.log"
+  read -r _ _ _ join_url _ join_token _ join_hash <<<"$join"
   for n in $(seq 1 "$nodes"); do
     dir="$data/node-$n/containerd" sock="$run/node-$n.sock" ip=$(bash deploy/hosts.sh ip "$n")
     mkdir -p "$dir"
@@ -315,7 +320,8 @@ if [ -n "$root" ]; then
     "$KEEL" images import --containerd-socket "$sock" --containerd-namespace keel "$tar" >/dev/null
     # shellcheck disable=SC2046
     launch "agent of node-$n" "$data/node-$n/agent.log" $(on "$n") "$KEEL" agent \
-      --kubeconfig "$data/m1/admin.kubeconfig" --server "$servers" --node-name "node-$n" --node-ip "$ip" \
+      --join "$join_url" --join-token "$join_token" --join-ca-hash "$join_hash" \
+      --server "$servers" --node-name "node-$n" --node-ip "$ip" \
       --listen "$ip:10250" --containerd-socket "$sock" --containerd-namespace keel \
       --data-dir "$data/node-$n/agent" --log-dir "$data/node-$n/logs" $(bash deploy/hosts.sh env "$n")
   done

@@ -304,10 +304,13 @@ impl Agent {
 
     fn spawn(&mut self, api: &Api, containerd: &Containerd, extra: &[&str]) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(keel_bin())
-            .arg("agent")
-            .arg("--kubeconfig")
-            .arg(&api.kubeconfig)
+        let mut command = Command::new(keel_bin());
+        command.arg("agent");
+        // A joining agent makes a kubeconfig of its own.
+        if !extra.contains(&"--join") {
+            command.arg("--kubeconfig").arg(&api.kubeconfig);
+        }
+        let child = command
             .args(["--node-name", &self.node, "--containerd-namespace", NAMESPACE])
             .arg("--containerd-socket")
             .arg(&containerd.socket)

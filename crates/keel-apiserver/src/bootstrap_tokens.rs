@@ -25,6 +25,8 @@ pub const SECRET_PREFIX: &str = "bootstrap-token-";
 pub const GROUP: &str = "system:bootstrappers";
 /// The extra group of tokens that may add a master (a store member) to the cluster.
 pub const MASTERS_GROUP: &str = "system:bootstrappers:keel:masters";
+/// The extra group of node join tokens: it may ask for a node client certificate (`keel agent --join`).
+pub const NODES_GROUP: &str = "system:bootstrappers:keel:nodes";
 /// The ConfigMap in `kube-public` that tells a joiner the cluster's CA.
 pub const CLUSTER_INFO: &str = "cluster-info";
 

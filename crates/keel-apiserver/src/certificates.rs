@@ -24,6 +24,31 @@ pub fn set_requester(csr: &mut Value, user: Option<&User>) {
     }
 }
 
+/// kube-controller-manager's csrapproving for node client certificates: a request to the kubelet signer
+/// for `system:node:<name>` in `system:nodes` is approved at once when a node join token asks (a new
+/// node) or when that node itself asks (a renewal).
+pub fn auto_approve(csr: &mut Value) {
+    let signer = csr.pointer("/spec/signerName").and_then(Value::as_str).unwrap_or_default();
+    let requester = csr.pointer("/spec/username").and_then(Value::as_str).unwrap_or_default().to_string();
+    let groups: Vec<&str> =
+        csr.pointer("/spec/groups").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let Some((name, orgs)) = certificates::request_pem(csr).as_deref().and_then(subject) else { return };
+    let for_a_node = signer == KUBELET_SIGNER && name.starts_with("system:node:") && orgs == ["system:nodes"];
+    let joining = groups.contains(&crate::bootstrap_tokens::NODES_GROUP);
+    let renewing = groups.contains(&"system:nodes") && requester == name;
+    if !for_a_node || !(joining || renewing) {
+        return;
+    }
+    let now = jiff::Timestamp::now().to_string();
+    let (reason, message) = if joining {
+        ("AutoApproved", "Auto approving kubelet client certificate after SubjectAccessReview.")
+    } else {
+        ("AutoApproved", "Auto approving self kubelet client certificate after SubjectAccessReview.")
+    };
+    csr["status"]["conditions"] = json!([{"type": "Approved", "status": "True", "reason": reason, "message": message,
+        "lastUpdateTime": now, "lastTransitionTime": now}]);
+}
+
 /// Signs `csr` if it is approved, not denied, not yet signed, and for a signer keel signs for.
 pub fn sign_if_approved(authority: Option<&Authority>, csr: &mut Value) -> Result<(), ApiError> {
     let signer = csr.pointer("/spec/signerName").and_then(Value::as_str).unwrap_or_default().to_string();

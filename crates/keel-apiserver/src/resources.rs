@@ -388,6 +388,8 @@ impl Call {
         }
         if resource.kind == "CertificateSigningRequest" {
             crate::certificates::set_requester(&mut object, self.user.as_ref());
+            crate::certificates::auto_approve(&mut object);
+            crate::certificates::sign_if_approved(self.state.authority.as_deref(), &mut object)?;
         }
         let name = meta::name(&object).to_string();
         let mut causes = meta::validate_metadata(resource, &object);

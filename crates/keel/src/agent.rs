@@ -10,9 +10,21 @@ use keel_agent::{sync::Settings, Config, Containerd};
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// The kubeconfig to reach the cluster with.
-    #[arg(long)]
-    kubeconfig: PathBuf,
+    /// The kubeconfig to reach the cluster with (or, with --join, where the node's own is kept; default
+    /// `<data-dir>/node.kubeconfig`).
+    #[arg(long, required_unless_present = "join")]
+    kubeconfig: Option<PathBuf>,
+    /// Join the cluster through these masters (comma-separated; each tried in turn) with a node join token
+    /// (`keel server token create --for node --print-join-command`): the node gets a client certificate of
+    /// its own (`system:node:<name>`) and uses nothing else from then on.
+    #[arg(long, value_delimiter = ',', requires_all = ["join_token", "join_ca_hash"])]
+    join: Vec<String>,
+    /// The node join token.
+    #[arg(long, requires = "join", value_parser = crate::join::parse_token)]
+    join_token: Option<keel_apiserver::bootstrap_tokens::Token>,
+    /// The cluster CA's pin (`sha256:<hex>`), checked before the token is sent.
+    #[arg(long, requires = "join", value_parser = crate::join::parse_ca_hash)]
+    join_ca_hash: Option<String>,
     #[command(flatten)]
     masters: crate::lb::MastersArgs,
     /// The Node's name (default: the machine's hostname).
@@ -233,7 +245,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         }),
         ..config
     };
-    let kubeconfig = args.kubeconfig;
+    let kubeconfig = match (&args.join_token, &args.join_ca_hash) {
+        (Some(token), Some(ca_hash)) => {
+            let path = args.kubeconfig.clone().unwrap_or_else(|| config.data_dir.join("node.kubeconfig"));
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(crate::node_join::credentials(&args.join, token, ca_hash, &config.node_name, &path))?;
+            path
+        }
+        _ => args.kubeconfig.clone().context("--kubeconfig or --join is needed")?,
+    };
     crate::server::run_with_config(&kubeconfig.clone(), &args.masters, |kube_config| async move {
         // The cluster CA the kubeconfig trusts also signs the API server's client certificate.
         let client_ca = kube_config.root_cert.clone().unwrap_or_default();

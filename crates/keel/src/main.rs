@@ -7,6 +7,7 @@ mod hollow;
 mod join;
 mod kv;
 mod lb;
+mod node_join;
 mod server;
 mod token;
 mod user;

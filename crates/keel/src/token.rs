@@ -45,6 +45,8 @@ pub struct ClientArgs {
 pub enum Purpose {
     /// Add a master (a store member) to the cluster: `keel server --join`.
     Master,
+    /// Add a node: `keel agent --join` (the token may only ask for a node client certificate).
+    Node,
 }
 
 #[derive(Args, Debug)]
@@ -109,6 +111,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     };
     let groups = match args.purpose {
         Purpose::Master => [bootstrap_tokens::MASTERS_GROUP],
+        Purpose::Node => [bootstrap_tokens::NODES_GROUP],
     };
     let description =
         if args.description.is_empty() { "made by keel server token create".to_string() } else { args.description };
@@ -125,8 +128,16 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let endpoints =
         call(&client, "GET", "/api/v1/namespaces/default/endpoints/kubernetes", None).await.unwrap_or_default();
     let url = join_url(&cluster_url, &endpoints, &info);
-    println!("keel server --join {url} --join-token {token} --join-ca-hash {ca_hash}");
-    eprintln!("(add the new master's own flags: --name, --data-dir, its API, client and peer addresses)");
+    match args.purpose {
+        Purpose::Master => {
+            println!("keel server --join {url} --join-token {token} --join-ca-hash {ca_hash}");
+            eprintln!("(add the new master's own flags: --name, --data-dir, its API, client and peer addresses)");
+        }
+        Purpose::Node => {
+            println!("keel agent --join {url} --join-token {token} --join-ca-hash {ca_hash}");
+            eprintln!("(add the node's own flags: --node-name, --data-dir, --pod-cidr, containerd's socket)");
+        }
+    }
     Ok(())
 }
 

@@ -164,6 +164,17 @@ pub fn cluster_roles() -> Vec<Value> {
                 r("node.k8s.io", "runtimeclasses", READ),
             ],
         ),
+        // What keel's agent does besides the kubelet's: the Service proxy and DNS (the kube-dns slice of
+        // its node) and the Ingress proxy (Ingresses and the TLS Secrets they name).
+        role(
+            "keel:node",
+            none.clone(),
+            vec![
+                r("discovery.k8s.io", "endpointslices", "create,delete,get,list,patch,update,watch"),
+                r("networking.k8s.io", "ingresses,ingressclasses", READ),
+                r("core", "secrets", "list,watch"),
+            ],
+        ),
         role(
             "system:node-proxier",
             none.clone(),
@@ -254,6 +265,25 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding("system:node-proxier", vec![subject("User", "system:kube-proxy")]),
         binding("system:node", vec![]),
     ]
+    .into_iter()
+    .chain([
+        named_binding("keel:node-bootstrapper", "system:node-bootstrapper", crate::bootstrap_tokens::NODES_GROUP),
+        named_binding("keel:nodes", "system:node", "system:nodes"),
+        named_binding("keel:node-proxiers", "system:node-proxier", "system:nodes"),
+        named_binding("keel:node", "keel:node", "system:nodes"),
+    ])
+    .collect()
+}
+
+/// A ClusterRoleBinding `name` of the ClusterRole `role` to the group `group`.
+fn named_binding(name: &str, role: &str, group: &str) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": meta(name, json!({})),
+        "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+        "subjects": [subject("Group", group)],
+    })
 }
 
 /// What `current` lacks of `wanted` (rules, aggregation selectors or subjects) added to it; `None` when it

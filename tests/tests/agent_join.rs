@@ -1,0 +1,80 @@
+//! A node joins with one command (issue 24, item 3), as root with a real containerd: `keel server token
+//! create --for node --print-join-command` prints `keel agent --join … --join-token … --join-ca-hash …`;
+//! the agent checks the CA against the pin (a wrong pin: it refuses to send the token and exits), gets a
+//! client certificate for `system:node:<name>` through an auto-approved CertificateSigningRequest, keeps
+//! it in its own kubeconfig, and runs pods with it. The node's identity is not an admin's, and the token
+//! alone reaches nothing else.
+
+use std::process::Command;
+use std::time::Duration;
+
+use keel_tests::agent::{pod_ready, sleeping_pod, Agent, Containerd, BUSYBOX};
+use keel_tests::masters::Api;
+use keel_tests::{keel_bin, wait_for, Cluster, Options};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_joins_with_a_token_and_runs_pods_as_itself() {
+    let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    let api = c.api(0);
+    api.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let containerd = Containerd::start().await.unwrap();
+    containerd.import_busybox().unwrap();
+
+    let out = Command::new(keel_bin())
+        .args(["server", "token", "create", "--for", "node", "--print-join-command", "--kubeconfig"])
+        .arg(&api.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[..2], ["keel", "agent"], "{line}");
+    let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1].to_string();
+    let (url, token, ca_hash) = (after("--join"), after("--join-token"), after("--join-ca-hash"));
+
+    // The token alone: nothing but joining.
+    let denied = api.kubectl(&["--token", &token, "get", "pods"], None).unwrap();
+    assert!(!denied.status.success());
+
+    // A wrong pin: the agent refuses to send the token, and stops.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let refused = Command::new(keel_bin())
+        .args(["agent", "--node-name", "impostor", "--join", &url, "--join-token", &token, "--join-ca-hash", &wrong])
+        .arg("--data-dir")
+        .arg(c.dir.path().join("impostor"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refusing to send it the join token"), "{refused:?}");
+
+    // The right one: the node joins, with an identity of its own, and runs a pod.
+    let flags = ["--join", url.as_str(), "--join-token", token.as_str(), "--join-ca-hash", ca_hash.as_str()];
+    let agent = Agent::start(&api, &containerd, "joined", &flags).unwrap();
+    wait_for("the joined node Ready", Duration::from_secs(60), || {
+        let out = api.ok(&["get", "node", "joined", "--no-headers"], None).unwrap_or_default();
+        (out.split_whitespace().nth(1) == Some("Ready"), out)
+    })
+    .await;
+    api.ok(&["apply", "-f", "-"], Some(&sleeping_pod("on-joined", BUSYBOX, "IfNotPresent"))).unwrap();
+    pod_ready(&api, "on-joined", Duration::from_secs(60)).await;
+    let csrs = api.ok(&["get", "csr"], None).unwrap();
+    let id = token.split('.').next().unwrap();
+    assert!(
+        csrs.lines().any(|l| l.contains("kube-apiserver-client-kubelet")
+            && l.contains(&format!("system:bootstrap:{id}"))
+            && l.contains("Approved,Issued")),
+        "{csrs}"
+    );
+    let node = Api { kubeconfig: agent.data_dir.join("node.kubeconfig"), port: api.port };
+    let whoami = node.ok(&["auth", "whoami"], None).unwrap();
+    assert!(whoami.contains("system:node:joined") && whoami.contains("system:nodes"), "{whoami}");
+    let escalate = node
+        .kubectl(&["create", "clusterrolebinding", "mine", "--clusterrole=cluster-admin", "--user=me"], None)
+        .unwrap();
+    assert!(!escalate.status.success(), "a node is no admin");
+    let mode = std::fs::metadata(agent.data_dir.join("node.kubeconfig")).map(|m| {
+        use std::os::unix::fs::PermissionsExt as _;
+        m.permissions().mode() & 0o777
+    });
+    assert_eq!(mode.unwrap(), 0o600);
+}
