@@ -192,20 +192,12 @@ pub fn prepare(
                 _ => {}
             }
         } else if let Some(c) = &v.config_map {
-            let data = match sources.config_maps.get(&c.name) {
-                Some(d) => d.clone(),
-                None if c.optional == Some(true) => BTreeMap::new(),
-                None => return Err(format!("configmap \"{}\" not found", c.name)),
-            };
+            let data = source_data(&sources.config_maps, "configmap", &c.name, c.optional)?;
             let files = projected_files(&data, c.items.as_ref(), c.default_mode, &what)?;
             write_atomically(&dir, &files).map_err(|e| io(&what, e))?;
         } else if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
-            let data = match sources.secrets.get(&name) {
-                Some(d) => d.clone(),
-                None if s.optional == Some(true) => BTreeMap::new(),
-                None => return Err(format!("secret \"{name}\" not found")),
-            };
+            let data = source_data(&sources.secrets, "secret", &name, s.optional)?;
             let files = projected_files(&data, s.items.as_ref(), s.default_mode, &what)?;
             // As the kubelet does: a secret's files live in memory, never on the node's disk.
             std::fs::create_dir_all(&dir).map_err(|e| io(&what, e))?;
@@ -253,19 +245,11 @@ fn projected_volume(
     let mut files = BTreeMap::new();
     for source in p.sources.iter().flatten() {
         if let Some(c) = &source.config_map {
-            let data = match sources.config_maps.get(&c.name) {
-                Some(d) => d.clone(),
-                None if c.optional == Some(true) => BTreeMap::new(),
-                None => return Err(format!("configmap \"{}\" not found", c.name)),
-            };
+            let data = source_data(&sources.config_maps, "configmap", &c.name, c.optional)?;
             files.extend(projected_files(&data, c.items.as_ref(), Some(mode), what)?);
         }
         if let Some(s) = &source.secret {
-            let data = match sources.secrets.get(&s.name) {
-                Some(d) => d.clone(),
-                None if s.optional == Some(true) => BTreeMap::new(),
-                None => return Err(format!("secret \"{}\" not found", s.name)),
-            };
+            let data = source_data(&sources.secrets, "secret", &s.name, s.optional)?;
             files.extend(projected_files(&data, s.items.as_ref(), Some(mode), what)?);
         }
         for item in source.downward_api.iter().flat_map(|d| d.items.iter().flatten()) {
@@ -285,6 +269,20 @@ fn projected_volume(
         }
     }
     Ok(files)
+}
+
+/// The data of the ConfigMap or Secret `name` (`kind`) a volume names: none when it is optional and missing.
+fn source_data(
+    found: &std::collections::HashMap<String, BTreeMap<String, Vec<u8>>>,
+    kind: &str,
+    name: &str,
+    optional: Option<bool>,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    match found.get(name) {
+        Some(d) => Ok(d.clone()),
+        None if optional == Some(true) => Ok(BTreeMap::new()),
+        None => Err(format!("{kind} \"{name}\" not found")),
+    }
 }
 
 fn mount_tmpfs(dir: &Path, options: &str, what: &str) -> Result<(), String> {

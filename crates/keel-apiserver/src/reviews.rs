@@ -22,14 +22,19 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// The request a review's spec asks about.
-fn attributes(spec: &Value, kind: &str) -> Result<Attributes, ApiError> {
-    let invalid = |field: &str, detail: &str| ApiError::Invalid {
+/// A review refused for what its spec says (422).
+fn invalid(kind: &str, field: &str, value: &str, detail: &str) -> ApiError {
+    ApiError::Invalid {
         kind: kind.into(),
         resource: keel_api::status::GroupResource { group: "authorization.k8s.io".into(), resource: String::new() },
         name: String::new(),
-        causes: vec![Cause::invalid(field, "null", detail)],
-    };
+        causes: vec![Cause::invalid(field, value, detail)],
+    }
+}
+
+/// The request a review's spec asks about.
+fn attributes(spec: &Value, kind: &str) -> Result<Attributes, ApiError> {
+    let invalid = |field: &str, detail: &str| invalid(kind, field, "null", detail);
     match (spec.get("resourceAttributes"), spec.get("nonResourceAttributes")) {
         (Some(r), None) if r.is_object() => Ok(Attributes {
             verb: str_at(r, "/verb").to_string(),
@@ -111,13 +116,8 @@ pub async fn subject_access(
         .map(str::to_string)
         .collect();
     if name.is_empty() && groups.is_empty() {
-        return Err(ApiError::Invalid {
-            kind: "SubjectAccessReview".into(),
-            resource: keel_api::status::GroupResource { group: "authorization.k8s.io".into(), resource: String::new() },
-            name: String::new(),
-            causes: vec![Cause::invalid("spec.user", "", "at least one of user or group must be specified")],
-        }
-        .into());
+        let detail = "at least one of user or group must be specified";
+        return Err(invalid("SubjectAccessReview", "spec.user", "", detail).into());
     }
     Ok(answered(review.clone(), access(&state, &User { name, groups }, &a)))
 }

@@ -229,7 +229,8 @@ impl Master {
 }
 
 /// Writes a file only its owner can read (the kubeconfig holds the admin token).
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+/// Writes `data` to `path` readable by its owner only (0600), whole or not at all (a rename).
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

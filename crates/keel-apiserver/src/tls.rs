@@ -236,15 +236,26 @@ fn provider() -> Arc<CryptoProvider> {
 /// A rustls server configuration from a certificate chain (leaf first) and its key, offering HTTP/2 and
 /// HTTP/1.1 by ALPN.
 pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    serving(cert_pem, key_pem, None)
+}
+
+/// The server configuration, asking clients for a certificate `clients` verifies, if given.
+fn serving(
+    cert_pem: &str,
+    key_pem: &str,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = certificates(cert_pem)?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate);
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -256,11 +267,6 @@ pub fn server_config_with_clients(
     key_pem: &str,
     ca_pem: &str,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let chain = certificates(cert_pem)?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate);
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in certificates(ca_pem)? {
         roots.add(ca)?;
@@ -269,12 +275,7 @@ pub fn server_config_with_clients(
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    serving(cert_pem, key_pem, Some(verifier))
 }
 
 /// The verified client certificate (DER) of a connection, if its client presented one: the connection

@@ -3,6 +3,7 @@
 
 mod agent;
 mod bench;
+mod csr;
 mod hollow;
 mod join;
 mod kv;

@@ -7,14 +7,9 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use base64::Engine as _;
 use clap::Args;
-use serde_json::{json, Value};
 
-use crate::join::call;
 use crate::token::{client_config, ClientArgs};
-
-const CSRS: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
 
 #[derive(Args, Debug)]
 pub struct KubeconfigArgs {
@@ -31,77 +26,28 @@ pub struct KubeconfigArgs {
     ttl: Duration,
 }
 
-/// The CA certificates of a client configuration, as PEM.
-fn ca_pem(config: &kube::Config) -> anyhow::Result<String> {
-    let certs = config.root_cert.as_ref().context("the kubeconfig names no certificate authority")?;
-    let mut out = String::new();
-    for der in certs {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
-    }
-    Ok(out)
-}
-
 pub async fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
     if args.user.is_empty() {
         bail!("--user must name someone");
     }
     let config = client_config(&args.client).await?;
-    let (server, ca) = (config.cluster_url.to_string(), ca_pem(&config)?);
+    let server = config.cluster_url.to_string();
+    let ca = keel_controllers::service_accounts::pem(config.root_cert.as_deref().unwrap_or_default());
+    if ca.is_empty() {
+        bail!("the kubeconfig names no certificate authority");
+    }
     let client = kube::Client::try_from(config).context("cannot build an API client")?;
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("cannot make a key")?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::CommonName, args.user.as_str());
-    if let Some(g) = &args.group {
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, g.as_str());
-    }
-    let request = params.serialize_request(&key).context("cannot make a certificate request")?;
-    let request = request.pem().context("cannot encode the certificate request")?;
-    let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-    let name =
-        format!("keel-user-{}-{suffix}", args.user.replace(|c: char| !c.is_ascii_alphanumeric(), "-").to_lowercase());
-    let csr = json!({
-        "apiVersion": "certificates.k8s.io/v1",
-        "kind": "CertificateSigningRequest",
-        "metadata": {"name": name},
-        "spec": {
-            "request": base64::engine::general_purpose::STANDARD.encode(&request),
-            "signerName": "kubernetes.io/kube-apiserver-client",
-            "usages": ["digital signature", "key encipherment", "client auth"],
-            "expirationSeconds": args.ttl.as_secs().max(600),
-        },
-    });
-    let mut created = call(&client, "POST", CSRS, Some(csr)).await.context("cannot make the certificate request")?;
-    let now = jiff::Timestamp::now().to_string();
-    created["status"]["conditions"] = json!([{
-        "type": "Approved", "status": "True", "reason": "KeelServerKubeconfig",
-        "message": "Approved by keel server kubeconfig.", "lastUpdateTime": now, "lastTransitionTime": now,
-    }]);
-    let mut answer = call(&client, "PUT", &format!("{CSRS}/{name}/approval"), Some(created))
-        .await
-        .context("cannot approve the certificate request")?;
-    for _ in 0..50 {
-        if answer.pointer("/status/certificate").and_then(Value::as_str).is_some_and(|c| !c.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        answer = call(&client, "GET", &format!("{CSRS}/{name}"), None).await?;
-    }
-    let cert = answer.pointer("/status/certificate").and_then(Value::as_str).context("the request was not signed")?;
-    let cert = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(cert)?)?;
-    let text = keel_apiserver::tls::client_certificate_kubeconfig(
-        "keel",
-        server.trim_end_matches('/'),
-        &ca,
-        &args.user,
-        &cert,
-        &key.serialize_pem(),
-    );
-    print!("{text}");
+    let slug = args.user.replace(|c: char| !c.is_ascii_alphanumeric(), "-").to_lowercase();
+    let request = crate::csr::Request {
+        name: format!("keel-user-{slug}-{}", crate::csr::suffix()),
+        common_name: &args.user,
+        organization: args.group.as_deref(),
+        signer: "kubernetes.io/kube-apiserver-client",
+        expiration_seconds: Some(args.ttl.as_secs()),
+        approve: true,
+    };
+    let (cert, key) = crate::csr::client_certificate(&client, request).await?;
+    let server = server.trim_end_matches('/');
+    print!("{}", keel_apiserver::tls::client_certificate_kubeconfig("keel", server, &ca, &args.user, &cert, &key));
     Ok(())
 }
