@@ -2,8 +2,8 @@
 //! create --for node --print-join-command` prints `keel agent --join … --join-token … --join-ca-hash …`;
 //! the agent checks the CA against the pin (a wrong pin: it refuses to send the token and exits), gets a
 //! client certificate for `system:node:<name>` through an auto-approved CertificateSigningRequest, keeps
-//! it in its own kubeconfig, and runs pods with it. The node's identity is not an admin's, and the token
-//! alone reaches nothing else.
+//! it in its own kubeconfig, and runs pods with it. The node's identity is not an admin's: it reads only
+//! the Secrets its pods use and changes only its own Node; the token alone reaches nothing else.
 
 use std::process::Command;
 use std::time::Duration;
@@ -72,6 +72,17 @@ async fn a_node_joins_with_a_token_and_runs_pods_as_itself() {
         .kubectl(&["create", "clusterrolebinding", "mine", "--clusterrole=cluster-admin", "--user=me"], None)
         .unwrap();
     assert!(!escalate.status.success(), "a node is no admin");
+    // The node authorizer: a node reads the Secrets its pods use and no other, and changes only its own
+    // Node.
+    api.ok(&["create", "secret", "generic", "unused", "--from-literal=k=v"], None).unwrap();
+    let secret = node.kubectl(&["get", "secret", "unused"], None).unwrap();
+    assert!(String::from_utf8_lossy(&secret.stderr).contains("cannot get resource \"secrets\""), "{secret:?}");
+    let listed = node.kubectl(&["get", "secrets", "-A"], None).unwrap();
+    assert!(!listed.status.success(), "{listed:?}");
+    api.ok(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Node\nmetadata: {name: other}\n")).unwrap();
+    let other = node.kubectl(&["label", "node", "other", "stolen=yes"], None).unwrap();
+    assert!(!other.status.success(), "{other:?}");
+    node.ok(&["label", "node", "joined", "mine=yes"], None).unwrap();
     let mode = std::fs::metadata(agent.data_dir.join("node.kubeconfig")).map(|m| {
         use std::os::unix::fs::PermissionsExt as _;
         m.permissions().mode() & 0o777

@@ -188,11 +188,19 @@ pub struct Authenticator {
     rbac: Option<crate::rbac::Rbac>,
     /// The keys service-account tokens are checked with, when the cluster issues them.
     service_accounts: Option<Arc<crate::service_accounts::ServiceAccountKeys>>,
+    /// The pods by node, for the node authorizer (`None`: nodes are RBAC's alone).
+    nodes: Option<crate::node_authz::NodeGraph>,
 }
 
 impl Authenticator {
     pub fn new(tokens: Tokens, storage: Option<Storage>) -> Authenticator {
-        Authenticator { tokens, storage, rbac: None, service_accounts: None }
+        Authenticator { tokens, storage, rbac: None, service_accounts: None, nodes: None }
+    }
+
+    /// Authorizes nodes by the pods bound to them first ([`crate::node_authz`]).
+    pub fn with_node_authorizer(mut self, nodes: crate::node_authz::NodeGraph) -> Authenticator {
+        self.nodes = Some(nodes);
+        self
     }
 
     /// Accepts the service-account tokens `keys` signed.
@@ -270,7 +278,16 @@ async fn check(State(authenticator): State<Arc<Authenticator>>, mut request: Req
         Err(e) => return Failure(e).into_response(),
     };
     let attributes = authz::Attributes::of(&method, uri.path(), uri.query());
-    if authz::decide(&user, &attributes, policy.as_deref()).is_none() {
+    let node_decision = match &authenticator.nodes {
+        Some(nodes) => crate::node_authz::decide(&user, &attributes, uri.query(), &nodes.graph()),
+        None => crate::node_authz::Decision::NoOpinion,
+    };
+    let allowed = match node_decision {
+        crate::node_authz::Decision::Allow => true,
+        crate::node_authz::Decision::Deny => false,
+        crate::node_authz::Decision::NoOpinion => authz::decide(&user, &attributes, policy.as_deref()).is_some(),
+    };
+    if !allowed {
         tracing::debug!(%method, path = uri.path(), user = user.name, "forbidden request");
         return Failure(authz::forbidden(&user, &attributes)).into_response();
     }

@@ -16,6 +16,7 @@ pub mod masters;
 mod members;
 pub mod metrics;
 pub mod namespaces;
+mod node_authz;
 mod node_proxy;
 pub mod rbac;
 mod request;

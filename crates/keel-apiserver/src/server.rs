@@ -183,8 +183,10 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         })
         .await?,
     );
-    let authenticator =
-        Authenticator::new(tokens, Some(storage.clone())).with_rbac(rbac.clone()).with_service_accounts(keys.clone());
+    let authenticator = Authenticator::new(tokens, Some(storage.clone()))
+        .with_rbac(rbac.clone())
+        .with_service_accounts(keys.clone())
+        .with_node_authorizer(crate::node_authz::NodeGraph::follow(storage.clone(), stop_rx.clone()));
     let role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx.clone());
     let cluster_ip = config.service_cidr.nth(0).to_string();
     let dns_ip = config.service_cidr.nth(9).to_string(); // 10.96.0.10

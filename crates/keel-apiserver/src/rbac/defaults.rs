@@ -136,45 +136,8 @@ pub fn cluster_roles() -> Vec<Value> {
             vec![urls("/.well-known/openid-configuration,/openid/v1/jwks", "get")],
         ),
         role("system:node-bootstrapper", none.clone(), vec![r("certificates.k8s.io", "certificatesigningrequests", "create,get,list,watch")]),
-        role(
-            "system:node",
-            none.clone(),
-            vec![
-                r("authentication.k8s.io", "tokenreviews", "create"),
-                r("authorization.k8s.io", "localsubjectaccessreviews,subjectaccessreviews", "create"),
-                r("core", "services", READ),
-                r("core", "nodes", "create,get,list,watch"),
-                r("core", "nodes/status", "patch,update"),
-                r("core", "nodes", "patch,update"),
-                r("core", "events", "create,patch,update"),
-                r("core", "pods", READ),
-                r("core", "pods", "create,delete"),
-                r("core", "pods/status", "patch,update"),
-                r("core", "pods/eviction", "create"),
-                r("core", "configmaps,secrets", READ),
-                r("core", "persistentvolumeclaims,persistentvolumes", "get"),
-                r("core", "endpoints", "get"),
-                r("certificates.k8s.io", "certificatesigningrequests", "create,get,list,watch"),
-                r("coordination.k8s.io", "leases", "create,delete,get,patch,update"),
-                r("storage.k8s.io", "volumeattachments", "get"),
-                r("core", "serviceaccounts/token", "create"),
-                r("core", "persistentvolumeclaims/status", "get,patch,update"),
-                r("storage.k8s.io", "csidrivers", READ),
-                r("storage.k8s.io", "csinodes", "create,delete,get,patch,update"),
-                r("node.k8s.io", "runtimeclasses", READ),
-            ],
-        ),
-        // What keel's agent does besides the kubelet's: the Service proxy and DNS (the kube-dns slice of
-        // its node) and the Ingress proxy (Ingresses and the TLS Secrets they name).
-        role(
-            "keel:node",
-            none.clone(),
-            vec![
-                r("discovery.k8s.io", "endpointslices", "create,delete,get,list,patch,update,watch"),
-                r("networking.k8s.io", "ingresses,ingressclasses", READ),
-                r("core", "secrets", "list,watch"),
-            ],
-        ),
+        role("system:node", none.clone(), kubelet_rules()),
+        keel_node(),
         role(
             "system:node-proxier",
             none.clone(),
@@ -268,11 +231,54 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     .into_iter()
     .chain([
         named_binding("keel:node-bootstrapper", "system:node-bootstrapper", crate::bootstrap_tokens::NODES_GROUP),
-        named_binding("keel:nodes", "system:node", "system:nodes"),
         named_binding("keel:node-proxiers", "system:node-proxier", "system:nodes"),
         named_binding("keel:node", "keel:node", "system:nodes"),
     ])
     .collect()
+}
+
+/// The kubelet's rules (`system:node`).
+fn kubelet_rules() -> Vec<Value> {
+    vec![
+        r("authentication.k8s.io", "tokenreviews", "create"),
+        r("authorization.k8s.io", "localsubjectaccessreviews,subjectaccessreviews", "create"),
+        r("core", "services", READ),
+        r("core", "nodes", "create,get,list,watch"),
+        r("core", "nodes/status", "patch,update"),
+        r("core", "nodes", "patch,update"),
+        r("core", "events", "create,patch,update"),
+        r("core", "pods", READ),
+        r("core", "pods", "create,delete"),
+        r("core", "pods/status", "patch,update"),
+        r("core", "pods/eviction", "create"),
+        r("core", "configmaps,secrets", READ),
+        r("core", "persistentvolumeclaims,persistentvolumes", "get"),
+        r("core", "endpoints", "get"),
+        r("certificates.k8s.io", "certificatesigningrequests", "create,get,list,watch"),
+        r("coordination.k8s.io", "leases", "create,delete,get,patch,update"),
+        r("storage.k8s.io", "volumeattachments", "get"),
+        r("core", "serviceaccounts/token", "create"),
+        r("core", "persistentvolumeclaims/status", "get,patch,update"),
+        r("storage.k8s.io", "csidrivers", READ),
+        r("storage.k8s.io", "csinodes", "create,delete,get,patch,update"),
+        r("node.k8s.io", "runtimeclasses", READ),
+    ]
+}
+
+/// What keel's nodes may do by RBAC: the kubelet's `system:node` but for Secrets, ConfigMaps and volumes
+/// (the node authorizer gives each node those of its own pods, `crate::node_authz`), and what keel's agent
+/// does besides: the Service proxy and DNS (the kube-dns slice of its node), the Ingress proxy.
+fn keel_node() -> Value {
+    let by_graph = ["configmaps", "secrets", "persistentvolumeclaims", "persistentvolumes"];
+    let mut rules: Vec<Value> = kubelet_rules()
+        .into_iter()
+        .filter(|rule| {
+            !rule["resources"].as_array().into_iter().flatten().any(|x| by_graph.contains(&x.as_str().unwrap_or("")))
+        })
+        .collect();
+    rules.push(r("discovery.k8s.io", "endpointslices", "create,delete,get,list,patch,update,watch"));
+    rules.push(r("networking.k8s.io", "ingresses,ingressclasses", READ));
+    role("keel:node", json!({}), rules)
 }
 
 /// A ClusterRoleBinding `name` of the ClusterRole `role` to the group `group`.
