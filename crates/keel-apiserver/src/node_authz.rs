@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::watch;
@@ -180,21 +179,10 @@ pub struct NodeGraph {
 }
 
 impl NodeGraph {
-    pub fn follow(storage: Storage, mut stop: watch::Receiver<bool>) -> NodeGraph {
+    pub fn follow(storage: Storage, stop: watch::Receiver<bool>) -> NodeGraph {
         let (tx, rx) = watch::channel(Arc::new(Graph::default()));
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    r = sync(&storage, &tx) => {
-                        if let Err(e) = r {
-                            tracing::warn!(error = %e, "the node authorizer's pod watch failed; listing again");
-                        }
-                    }
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
+        let what = "the node authorizer's pods";
+        crate::storage::keep_following(what, storage, tx, stop, |storage, tx| async move { sync(&storage, &tx).await });
         NodeGraph { graph: rx }
     }
 

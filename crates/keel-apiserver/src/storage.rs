@@ -141,6 +141,34 @@ enum Written {
     Refused(Option<Stored>),
 }
 
+/// Publishes what `sync` derives from the store into `tx` for as long as `stop` allows: `sync` lists, publishes
+/// and follows a watch until it breaks; then, a second later, it starts over (`what` names it in the log).
+pub fn keep_following<T, F, Fut>(
+    what: &'static str,
+    storage: Storage,
+    tx: tokio::sync::watch::Sender<T>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    sync: F,
+) where
+    T: Send + Sync + 'static,
+    F: Fn(Storage, tokio::sync::watch::Sender<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), StorageError>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = sync(storage.clone(), tx.clone()) => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, what, "a watch of the store failed; listing again");
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+}
+
 /// One change a watch reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -29,21 +28,15 @@ pub struct Rbac {
 
 impl Rbac {
     /// Keeps a policy current from `storage` until `stop` says so.
-    pub fn follow(storage: Storage, mut stop: watch::Receiver<bool>) -> Rbac {
+    pub fn follow(storage: Storage, stop: watch::Receiver<bool>) -> Rbac {
         let (tx, rx) = watch::channel(Arc::new(Policy::default()));
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    r = sync(&storage, &tx) => {
-                        if let Err(e) = r {
-                            tracing::warn!(error = %e, "the RBAC watch failed; listing again");
-                        }
-                    }
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
+        crate::storage::keep_following(
+            "RBAC",
+            storage,
+            tx,
+            stop,
+            |storage, tx| async move { sync(&storage, &tx).await },
+        );
         Rbac { policy: rx }
     }
 
