@@ -89,6 +89,23 @@ impl Api {
     }
 }
 
+/// `keel server token create --for <purpose> --print-join-command` (`master` or `node`), run with `api`'s
+/// admin kubeconfig: the (`--join`, `--join-token`, `--join-ca-hash`) it prints.
+pub fn join_command(api: &Api, purpose: &str) -> (String, String, String) {
+    let out = Command::new(keel_bin())
+        .args(["server", "token", "create", "--for", purpose, "--print-join-command", "--kubeconfig"])
+        .arg(&api.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let program = if purpose == "node" { "agent" } else { "server" };
+    assert_eq!(words[..2], ["keel", program], "{line}");
+    let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1].to_string();
+    (after("--join"), after("--join-token"), after("--join-ca-hash"))
+}
+
 /// `kubectl <args> -o json` through `api`, parsed; panics (naming the command) when it fails.
 pub fn json(api: &Api, args: &[&str]) -> serde_json::Value {
     let mut all = args.to_vec();

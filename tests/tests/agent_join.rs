@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use keel_tests::agent::{pod_ready, sleeping_pod, Agent, Containerd, BUSYBOX};
-use keel_tests::masters::Api;
+use keel_tests::masters::{join_command, Api};
 use keel_tests::{keel_bin, wait_for, Cluster, Options};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -20,17 +20,7 @@ async fn a_node_joins_with_a_token_and_runs_pods_as_itself() {
     let containerd = Containerd::start().await.unwrap();
     containerd.import_busybox().unwrap();
 
-    let out = Command::new(keel_bin())
-        .args(["server", "token", "create", "--for", "node", "--print-join-command", "--kubeconfig"])
-        .arg(&api.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let line = String::from_utf8(out.stdout).unwrap();
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(words[..2], ["keel", "agent"], "{line}");
-    let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1].to_string();
-    let (url, token, ca_hash) = (after("--join"), after("--join-token"), after("--join-ca-hash"));
+    let (url, token, ca_hash) = join_command(&api, "node");
 
     // The token alone: nothing but joining.
     let denied = api.kubectl(&["--token", &token, "get", "pods"], None).unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_tests::masters::{json, Api, Hollow};
+use keel_tests::masters::{join_command, json, Api, Hollow};
 use keel_tests::{free_port, keel_bin, wait_for, Cluster, Options};
 use serde_json::Value;
 
@@ -280,22 +280,6 @@ fn members(api: &Api) -> Vec<(String, bool)> {
     list
 }
 
-/// `keel server token create --for master --print-join-command`, run with an admin kubeconfig: the
-/// (`--join`, `--join-token`, `--join-ca-hash`) it prints.
-fn join_command(api: &Api) -> (String, String, String) {
-    let out = Command::new(keel_bin())
-        .args(["server", "token", "create", "--for", "master", "--print-join-command", "--kubeconfig"])
-        .arg(&api.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let line = String::from_utf8(out.stdout).unwrap();
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(words[..2], ["keel", "server"], "{line}");
-    let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1].to_string();
-    (after("--join"), after("--join-token"), after("--join-ca-hash"))
-}
-
 /// `curl -k` to a master with an optional bearer token: the status code and the JSON answered.
 fn curl(api: &Api, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
     let mut cmd = Command::new("curl");
@@ -315,7 +299,7 @@ fn curl(api: &Api, method: &str, path: &str, token: Option<&str>) -> (u16, Value
 async fn a_master_joins_with_one_command_and_leaves_with_another() {
     let c = three_masters().await;
     let first = c.api(0);
-    let (join_url, token, ca_hash) = join_command(&first);
+    let (join_url, token, ca_hash) = join_command(&first, "master");
     let (client, peer, api_port) = (free_port(), free_port(), free_port());
     let dir = c.dir.path().join("m4");
     let log = c.dir.path().join("m4.log");
@@ -382,7 +366,7 @@ async fn join_tokens_are_scoped_revocable_and_never_sent_to_a_stranger() {
     assert_eq!(curl(&api, "GET", "/api/v1/namespaces/kube-system/secrets", None).0, 401);
 
     // A master token may list and add members, and nothing else: 403 worded as kube-apiserver words it.
-    let (join_url, token, ca_hash) = join_command(&api);
+    let (join_url, token, ca_hash) = join_command(&api, "master");
     assert_eq!(join_url, api.url());
     let id = token.split('.').next().unwrap();
     assert_eq!(curl(&api, "GET", "/keel/v1/members", Some(&token)).0, 200);

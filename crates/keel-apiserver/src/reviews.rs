@@ -22,6 +22,17 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The strings of the list at `pointer` (none when there is no list).
+fn strings_at(v: &Value, pointer: &str) -> Vec<String> {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
 /// A review refused for what its spec says (422).
 fn invalid(kind: &str, field: &str, value: &str, detail: &str) -> ApiError {
     ApiError::Invalid {
@@ -107,14 +118,7 @@ pub async fn subject_access(
     let spec = review.get("spec").unwrap_or(&Value::Null);
     let a = attributes(spec, "SubjectAccessReview")?;
     let name = str_at(spec, "/user").to_string();
-    let groups: Vec<String> = spec
-        .get("groups")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|g| g.as_str())
-        .map(str::to_string)
-        .collect();
+    let groups = strings_at(spec, "/groups");
     if name.is_empty() && groups.is_empty() {
         let detail = "at least one of user or group must be specified";
         return Err(invalid("SubjectAccessReview", "spec.user", "", detail).into());
@@ -172,11 +176,7 @@ pub async fn token_review(
 ) -> Result<Response, Failure> {
     let review = request::object_body(&headers, body).await?;
     let token = str_at(&review, "/spec/token");
-    let audiences: Vec<String> = review
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-        .unwrap_or_default();
+    let audiences = strings_at(&review, "/spec/audiences");
     let audience = audiences.first().cloned().unwrap_or_else(|| crate::service_accounts::ISSUER.to_string());
     let Some(keys) = state.service_accounts.as_ref() else {
         return Ok(answered(review.clone(), json!({"authenticated": false, "error": "no service-account keys"})));

@@ -414,31 +414,7 @@ pub fn random_token() -> Result<String, TlsError> {
 /// An administrator's kubeconfig (YAML): the cluster `cluster` at `server_url` trusting the CA `ca_pem`, the
 /// user `user` with bearer token `token`, and the context `user@cluster` joining them, set as current.
 pub fn kubeconfig(cluster: &str, server_url: &str, ca_pem: &str, user: &str, token: &str) -> String {
-    let ca_data = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let context = format!("{user}@{cluster}");
-    let (cluster, server_url, user, token, context) =
-        (quoted(cluster), quoted(server_url), quoted(user), quoted(token), quoted(&context));
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: {cluster}
-  cluster:
-    server: {server_url}
-    certificate-authority-data: {ca_data}
-users:
-- name: {user}
-  user:
-    token: {token}
-contexts:
-- name: {context}
-  context:
-    cluster: {cluster}
-    user: {user}
-current-context: {context}
-preferences: {{}}
-"
-    )
+    user_kubeconfig(cluster, server_url, ca_pem, user, &format!("token: {}", quoted(token)))
 }
 
 /// A user's kubeconfig (YAML) with a client certificate and its key instead of a token.
@@ -451,8 +427,15 @@ pub fn client_certificate_kubeconfig(
     key_pem: &str,
 ) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let credentials = format!("client-certificate-data: {}\n    client-key-data: {}", b64(cert_pem), b64(key_pem));
+    user_kubeconfig(cluster, server_url, ca_pem, user, &credentials)
+}
+
+/// A kubeconfig of one cluster, one user with `credentials` (the YAML lines under `user:`) and the
+/// context `user@cluster` joining them, set as current.
+fn user_kubeconfig(cluster: &str, server_url: &str, ca_pem: &str, user: &str, credentials: &str) -> String {
+    let ca_data = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let context = format!("{user}@{cluster}");
-    let (ca_data, cert_data, key_data) = (b64(ca_pem), b64(cert_pem), b64(key_pem));
     let (cluster, server_url, user, context) = (quoted(cluster), quoted(server_url), quoted(user), quoted(&context));
     format!(
         "apiVersion: v1
@@ -465,8 +448,7 @@ clusters:
 users:
 - name: {user}
   user:
-    client-certificate-data: {cert_data}
-    client-key-data: {key_data}
+    {credentials}
 contexts:
 - name: {context}
   context:

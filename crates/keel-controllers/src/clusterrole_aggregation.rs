@@ -11,11 +11,11 @@ use keel_api::selector::LabelSelector;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::{reflector, watcher, Controller, WatchStreamExt as _};
+use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::reconciling::{reconciled, retry};
+use crate::reconciling::{changes, reconciled, retry, store_and_changes};
 use crate::Error;
 
 /// The rules `role` aggregates: for each of its selectors in turn, the rules of the ClusterRoles it picks
@@ -61,21 +61,10 @@ async fn reconcile(role: Arc<ClusterRole>, ctx: Arc<Context>) -> Result<Action, 
 
 /// Keeps every aggregated ClusterRole's rules; any ClusterRole's change looks at all of them again.
 pub async fn run(client: Client) -> Result<(), Error> {
-    let (roles, writer) = reflector::store::<ClusterRole>();
-    let (tx, rx) = tokio::sync::broadcast::channel::<()>(16);
-    let events = watcher(Api::<ClusterRole>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .for_each(move |_| {
-            let _ = tx.send(());
-            futures::future::ready(())
-        });
-    tokio::spawn(events);
-    let _ = roles.wait_until_ready().await;
+    let (roles, role_changes) = store_and_changes(Api::<ClusterRole>::all(client.clone())).await;
     let ctx = Arc::new(Context { client: client.clone(), roles });
     Controller::new(Api::<ClusterRole>::all(client), watcher::Config::default())
-        .reconcile_all_on(tokio_stream::wrappers::BroadcastStream::new(rx).map(|_| ()))
+        .reconcile_all_on(changes(&role_changes))
         .run(reconcile, retry, ctx)
         .for_each(reconciled)
         .await;

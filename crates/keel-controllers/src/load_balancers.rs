@@ -13,11 +13,11 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::{reflector, watcher, Controller, WatchStreamExt as _};
+use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::reconciling::{reconciled, retry};
+use crate::reconciling::{changes, reconciled, retry, store_and_changes};
 use crate::Error;
 
 /// The IngressClass the nodes serve.
@@ -108,29 +108,16 @@ async fn reconcile_ingress(ingress: Arc<Ingress>, ctx: Arc<Context>) -> Result<A
 
 /// Runs both loops until the leadership ends.
 pub async fn run(client: Client) -> Result<(), Error> {
-    let (nodes, writer) = reflector::store::<Node>();
     // Every node change (a heartbeat included) looks at every Service and Ingress again; a look that
     // changes nothing writes nothing.
-    let (tx, rx) = tokio::sync::broadcast::channel::<()>(16);
-    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .for_each(move |_| {
-            let _ = tx.send(());
-            futures::future::ready(())
-        });
-    tokio::spawn(node_events);
-    let _ = nodes.wait_until_ready().await;
-    let trigger =
-        |rx: tokio::sync::broadcast::Receiver<()>| tokio_stream::wrappers::BroadcastStream::new(rx).map(|_| ());
+    let (nodes, node_changes) = store_and_changes(Api::<Node>::all(client.clone())).await;
     let ctx = Arc::new(Context { client: client.clone(), nodes });
     let services = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .reconcile_all_on(trigger(rx.resubscribe()))
+        .reconcile_all_on(changes(&node_changes))
         .run(reconcile_service, retry, ctx.clone())
         .for_each(reconciled);
     let ingresses = Controller::new(Api::<Ingress>::all(client), watcher::Config::default())
-        .reconcile_all_on(trigger(rx))
+        .reconcile_all_on(changes(&node_changes))
         .run(reconcile_ingress, retry, ctx)
         .for_each(reconciled);
     tokio::join!(services, ingresses);
