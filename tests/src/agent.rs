@@ -289,7 +289,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent for node `node` on `containerd`, registered through `api`'s kubeconfig, with more
+    /// An agent for node `node` on `containerd`, joined to `api`'s cluster with a bootstrap token, with more
     /// `keel agent` flags in `extra`.
     pub fn start(api: &Api, containerd: &Containerd, node: &str, extra: &[&str]) -> anyhow::Result<Agent> {
         containerd.nodes.lock().unwrap_or_else(|e| e.into_inner()).push(node.to_string());
@@ -306,9 +306,11 @@ impl Agent {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut command = Command::new(keel_bin());
         command.arg("agent");
-        // A joining agent makes a kubeconfig of its own.
-        if !extra.contains(&"--join") {
-            command.arg("--kubeconfig").arg(&api.kubeconfig);
+        // Agents join as a node does, with a bootstrap token, and use the node's own certificate from then
+        // on (its kubeconfig in the data dir), unless `extra` says how they reach the API.
+        if !extra.contains(&"--join") && !extra.contains(&"--kubeconfig") {
+            let (urls, token, ca_hash) = crate::masters::join_command(api, "node");
+            command.args(["--join", &urls, "--join-token", &token, "--join-ca-hash", &ca_hash]);
         }
         let child = command
             .args(["--node-name", &self.node, "--containerd-namespace", NAMESPACE])

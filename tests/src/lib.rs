@@ -485,6 +485,25 @@ pub async fn put(c: &Cluster, i: usize, key: &str, value: &str) -> anyhow::Resul
     Ok(r.header.map(|h| h.revision).unwrap_or(0))
 }
 
+/// Puts `key`=`value` through member `i`, trying again (a few times, on the next member) when the store answers
+/// Unavailable, as during an election that a loaded machine can cause. A retried put may have taken effect
+/// twice: callers must not count revisions.
+pub async fn put_retrying(c: &Cluster, i: usize, key: &str, value: &str) -> anyhow::Result<i64> {
+    let mut attempt = 0;
+    loop {
+        match put(c, (i + attempt) % c.members.len(), key, value).await {
+            Err(e)
+                if attempt < 20
+                    && e.downcast_ref::<tonic::Status>().is_some_and(|s| s.code() == tonic::Code::Unavailable) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Acknowledged writes (key → value) and when each was acknowledged.
 #[derive(Default)]
 pub struct Acked {

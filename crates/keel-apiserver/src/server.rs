@@ -130,10 +130,46 @@ pub struct Master {
     pub role: tokio::sync::watch::Receiver<Role>,
     /// The admin kubeconfig, reaching this master.
     pub kubeconfig: PathBuf,
+    /// Kubeconfigs (YAML) for this master's own clients, each with an identity of its own.
+    pub identities: Identities,
     tcp: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: axum::Router,
     stop_campaign: tokio::sync::watch::Sender<bool>,
+}
+
+/// Kubeconfigs (YAML) for the clients a master runs in its own process, reaching it with a client
+/// certificate each (issued at start, kept in memory only): the least each needs, as kube-controller-manager
+/// and kube-scheduler run with their own users and kube-apiserver with its loopback one.
+#[derive(Clone)]
+pub struct Identities {
+    /// `system:kube-controller-manager`: the control loops (`system:kube-controller-manager` and
+    /// `keel:controller-manager` by RBAC).
+    pub controller_manager: String,
+    /// `system:kube-scheduler`: the scheduler (`system:kube-scheduler` by RBAC).
+    pub scheduler: String,
+    /// `system:apiserver` in `system:masters`: what the master does to the cluster itself (promoting its store
+    /// member when it joins).
+    pub loopback: String,
+}
+
+impl Identities {
+    /// The users named by [`Identities`].
+    pub const CONTROLLER_MANAGER: &'static str = "system:kube-controller-manager";
+    pub const SCHEDULER: &'static str = "system:kube-scheduler";
+    pub const LOOPBACK: &'static str = "system:apiserver";
+
+    fn issue(authority: &Authority, server_url: &str) -> Result<Identities, ServerError> {
+        let kubeconfig = |user: &str, group: Option<&str>| -> Result<String, ServerError> {
+            let (cert, key) = authority.issue_client_in(user, group)?;
+            Ok(tls::client_certificate_kubeconfig("keel", server_url, authority.cert_pem(), user, &cert, &key))
+        };
+        Ok(Identities {
+            controller_manager: kubeconfig(Self::CONTROLLER_MANAGER, None)?,
+            scheduler: kubeconfig(Self::SCHEDULER, None)?,
+            loopback: kubeconfig(Self::LOOPBACK, Some(crate::auth::MASTERS))?,
+        })
+    }
 }
 
 /// Prepares a master: the cluster's secrets and system namespaces, its certificate and kubeconfig, its
@@ -165,6 +201,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     std::fs::write(&ca_path, secrets.authority.cert_pem())
         .map_err(io(format!("cannot write {}", ca_path.display())))?;
     let kubeconfig = tls::kubeconfig("keel", &server_url, ca_pem, "admin", &secrets.admin_token);
+    let identities = Identities::issue(&secrets.authority, &server_url)?;
     let kc_path = config.data_dir.join("admin.kubeconfig");
     write_private(&kc_path, kubeconfig.as_bytes()).map_err(io(format!("cannot write {}", kc_path.display())))?;
 
@@ -208,7 +245,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     tokio::spawn(masters::reconcile(storage, app(state.clone()), cluster_ip, dns_ip, api_port, stop_rx));
     let router = require_token(app(state), authenticator);
     tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");
-    Ok(Master { role, kubeconfig: kc_path, tcp, tls, router, stop_campaign })
+    Ok(Master { role, kubeconfig: kc_path, identities, tcp, tls, router, stop_campaign })
 }
 
 impl Master {

@@ -158,9 +158,17 @@ impl Authority {
     /// this CA, with a fresh ECDSA P-256 key: what the API server presents to node agents. Returns
     /// (certificate PEM, key PEM).
     pub fn issue_client(&self, common_name: &str) -> Result<(String, String), TlsError> {
+        self.issue_client_in(common_name, None)
+    }
+
+    /// [`Authority::issue_client`] for a user in `group` (the certificate's O), if any.
+    pub fn issue_client_in(&self, common_name: &str, group: Option<&str>) -> Result<(String, String), TlsError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, common_name);
+        if let Some(group) = group {
+            params.distinguished_name.push(DnType::OrganizationName, group);
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

@@ -79,15 +79,26 @@ impl Default for Settings {
     }
 }
 
+/// The credentials the loops reach this master's API with: the scheduler's and the other loops', each the
+/// least it needs (the API server's RBAC roles `system:kube-scheduler`, and `system:kube-controller-manager`
+/// with `keel:controller-manager`).
+#[derive(Clone)]
+pub struct Identities {
+    pub controllers: kube::Config,
+    pub scheduler: kube::Config,
+}
+
 /// Runs the control loops whenever `leading` holds `Some(fence)`, and stops them as soon as it changes;
-/// returns when the sender is dropped. `base` reaches this master's API with the controllers' credentials.
-pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, settings: Settings) {
+/// returns when the sender is dropped.
+pub async fn run(identities: Identities, mut leading: watch::Receiver<Option<i64>>, settings: Settings) {
     loop {
         let fence = match leading.wait_for(Option::is_some).await {
             Ok(f) => f.expect("waited for Some"),
             Err(_) => return,
         };
-        let client = match fenced_client(&base, fence) {
+        let clients = fenced_client(&identities.controllers, fence)
+            .and_then(|c| Ok((c, fenced_client(&identities.scheduler, fence)?)));
+        let (client, scheduler) = match clients {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the controllers' API client");
@@ -97,7 +108,7 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         };
         tracing::info!(fence, "leading: control loops starting");
         let mut loops = JoinSet::new();
-        loops.spawn(scheduling::run(client.clone(), settings.scheduler.clone()));
+        loops.spawn(scheduling::run(scheduler, settings.scheduler.clone()));
         loops.spawn(replicaset::run(client.clone()));
         loops.spawn(deployment::run(client.clone()));
         loops.spawn(gc::run(client.clone()));
@@ -108,7 +119,7 @@ pub async fn run(base: kube::Config, mut leading: watch::Receiver<Option<i64>>, 
         loops.spawn(daemonset::run(client.clone()));
         loops.spawn(statefulset::run(client.clone()));
         loops.spawn(namespace::run(client.clone()));
-        let ca = service_accounts::pem(base.root_cert.as_deref().unwrap_or_default());
+        let ca = service_accounts::pem(identities.controllers.root_cert.as_deref().unwrap_or_default());
         loops.spawn(service_accounts::run(client.clone(), ca));
         loops.spawn(clusterrole_aggregation::run(client.clone()));
         let timing = node_lifecycle::Timing {

@@ -179,11 +179,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         };
         let storage = Storage::new(channel(&urls)?);
         let master = keel_apiserver::server::start(server, storage).await?;
-        let client_config =
-            client_config(&master.kubeconfig).await.context("the controllers cannot use the admin kubeconfig")?;
+        let own = &master.identities;
         if joining {
-            tokio::spawn(crate::join::promote(client_config.clone(), my_peer_urls));
+            tokio::spawn(crate::join::promote(config_from_yaml(&own.loopback).await?, my_peer_urls));
         }
+        let identities = keel_controllers::Identities {
+            controllers: config_from_yaml(&own.controller_manager).await?,
+            scheduler: config_from_yaml(&own.scheduler).await?,
+        };
         let settings = keel_controllers::Settings {
             node_monitor_grace_period: args.node_monitor_grace_period,
             disruption,
@@ -191,7 +194,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         let controllers =
-            tokio::spawn(keel_controllers::run(client_config, leading_fence(master.role.clone()), settings));
+            tokio::spawn(keel_controllers::run(identities, leading_fence(master.role.clone()), settings));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut role = master.role.clone();
         let api = tokio::spawn(master.serve(async {
@@ -226,6 +229,12 @@ pub(crate) async fn client_config(path: &std::path::Path) -> anyhow::Result<kube
     kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .with_context(|| format!("cannot use {}", path.display()))
+}
+
+/// A kube-rs client configuration from a kubeconfig's text.
+async fn config_from_yaml(yaml: &str) -> anyhow::Result<kube::Config> {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(yaml).context("a master's own kubeconfig")?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.context("a master's own kubeconfig")
 }
 
 /// Runs `daemon` with an API client from `kubeconfig` until it ends or the process gets SIGINT or SIGTERM

@@ -139,6 +139,22 @@ pub fn cluster_roles() -> Vec<Value> {
         role("system:node", none.clone(), kubelet_rules()),
         keel_node(),
         role(
+            "keel:controller-manager",
+            none.clone(),
+            vec![
+                // The garbage collector and the namespace controller act on objects of every kind.
+                r("*", "*", "delete,deletecollection,get,list,patch,update,watch"),
+                r("core", "configmaps,endpoints,events,pods,serviceaccounts", "create"),
+                r("core", "pods/eviction,serviceaccounts/token", "create"),
+                r("apps", "controllerrevisions,replicasets", "create"),
+                r("batch", "jobs", "create"),
+                r("discovery.k8s.io", "endpointslices", "create"),
+                r("events.k8s.io", "events", "create"),
+                // ClusterRole aggregation writes rules its user does not hold.
+                r("rbac.authorization.k8s.io", "clusterroles", "escalate"),
+            ],
+        ),
+        role(
             "system:node-proxier",
             none.clone(),
             vec![
@@ -233,6 +249,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         named_binding("keel:node-bootstrapper", "system:node-bootstrapper", crate::bootstrap_tokens::NODES_GROUP),
         named_binding("keel:node-proxiers", "system:node-proxier", "system:nodes"),
         named_binding("keel:node", "keel:node", "system:nodes"),
+        user_binding("keel:controller-manager", "keel:controller-manager", "system:kube-controller-manager"),
     ])
     .collect()
 }
@@ -283,12 +300,21 @@ fn keel_node() -> Value {
 
 /// A ClusterRoleBinding `name` of the ClusterRole `role` to the group `group`.
 fn named_binding(name: &str, role: &str, group: &str) -> Value {
+    binding_of(name, role, subject("Group", group))
+}
+
+/// A ClusterRoleBinding `name` of the ClusterRole `role` to the user `user`.
+fn user_binding(name: &str, role: &str, user: &str) -> Value {
+    binding_of(name, role, subject("User", user))
+}
+
+fn binding_of(name: &str, role: &str, subject: Value) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
         "metadata": meta(name, json!({})),
         "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
-        "subjects": [subject("Group", group)],
+        "subjects": [subject],
     })
 }
 
