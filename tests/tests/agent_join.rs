@@ -79,3 +79,66 @@ async fn a_node_joins_with_a_token_and_runs_pods_as_itself() {
     });
     assert_eq!(mode.unwrap(), 0o600);
 }
+
+/// The client certificate in a node's kubeconfig.
+fn node_certificate(agent: &Agent) -> String {
+    let text = std::fs::read_to_string(agent.data_dir.join("node.kubeconfig")).unwrap_or_default();
+    let line = text.lines().find(|l| l.trim_start().starts_with("client-certificate-data:")).unwrap_or_default();
+    line.trim().to_string()
+}
+
+/// A node renews its certificate at 70–90% of its life (certificates of 40 s here), with a request of its
+/// own that the masters approve, and goes on working, in the same process and after a restart, once the
+/// certificate it joined with has expired (an expired certificate is refused on every request).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_renews_its_certificate_before_it_expires() {
+    let options = Options {
+        masters: true,
+        extra_args: vec!["--cluster-signing-duration".into(), "40s".into()],
+        ..Default::default()
+    };
+    let c = Cluster::start_with(1, options).await.unwrap();
+    let api = c.api(0);
+    api.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let containerd = Containerd::start().await.unwrap();
+    containerd.import_busybox().unwrap();
+    let joined_at = std::time::Instant::now();
+    let mut agent = Agent::start(&api, &containerd, "renewing", &[]).unwrap();
+    wait_for("the node Ready", Duration::from_secs(60), || {
+        let out = api.ok(&["get", "node", "renewing", "--no-headers"], None).unwrap_or_default();
+        (out.split_whitespace().nth(1) == Some("Ready"), out)
+    })
+    .await;
+    let first = node_certificate(&agent);
+    assert!(!first.is_empty());
+    // The first kubeconfig, kept: its certificate expires 40 s after the join.
+    let old = c.dir.path().join("old.kubeconfig");
+    std::fs::copy(agent.data_dir.join("node.kubeconfig"), &old).unwrap();
+
+    wait_for("a renewed certificate", Duration::from_secs(60), || {
+        let now = node_certificate(&agent);
+        (!now.is_empty() && now != first, now)
+    })
+    .await;
+    let csrs = api.ok(&["get", "csr"], None).unwrap();
+    assert!(
+        csrs.lines().any(|l| l.contains("system:node:renewing") && l.contains("Approved,Issued")),
+        "the node asked for its renewal itself: {csrs}"
+    );
+
+    // Past the first certificate's life: refused, while the node goes on with its new one.
+    let expired = joined_at + Duration::from_secs(45);
+    tokio::time::sleep(expired.saturating_duration_since(std::time::Instant::now())).await;
+    let stale = Api { kubeconfig: old, port: api.port };
+    let refused = stale.kubectl(&["auth", "whoami"], None).unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthorized"), "{refused:?}");
+    api.ok(&["apply", "-f", "-"], Some(&sleeping_pod("after-expiry", BUSYBOX, "IfNotPresent"))).unwrap();
+    pod_ready(&api, "after-expiry", Duration::from_secs(60)).await;
+
+    // A restarted agent starts from the renewed certificate.
+    agent.restart(&api, &containerd, &[]).unwrap();
+    api.ok(&["apply", "-f", "-"], Some(&sleeping_pod("after-restart", BUSYBOX, "IfNotPresent"))).unwrap();
+    pod_ready(&api, "after-restart", Duration::from_secs(60)).await;
+    let node = Api { kubeconfig: agent.data_dir.join("node.kubeconfig"), port: api.port };
+    assert!(node.ok(&["auth", "whoami"], None).unwrap().contains("system:node:renewing"));
+}

@@ -4,6 +4,8 @@
 //! write, so `status.certificate` appears with the Approved condition. A request the signer will not sign
 //! (a node certificate that does not name a node) gets a Failed condition instead.
 
+use std::time::Duration;
+
 use keel_api::kinds::certificates::{self, CLIENT_SIGNER, KUBELET_SIGNER};
 use keel_api::status::ApiError;
 use serde_json::{json, Value};
@@ -11,8 +13,12 @@ use serde_json::{json, Value};
 use crate::auth::User;
 use crate::tls::Authority;
 
-/// The longest certificate the signers issue (kube-controller-manager's `--cluster-signing-duration`).
-const MAX_DAYS: i64 = 365;
+/// The longest certificate the signers issue unless told otherwise (kube-controller-manager's
+/// `--cluster-signing-duration`: a year).
+pub const DEFAULT_SIGNING_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The shortest `spec.expirationSeconds` honoured (kube-controller-manager's).
+const MIN_EXPIRATION: Duration = Duration::from_secs(600);
 
 /// Records who asks: `spec.username`, `groups` (and no uid: keel's users have none).
 pub fn set_requester(csr: &mut Value, user: Option<&User>) {
@@ -49,8 +55,9 @@ pub fn auto_approve(csr: &mut Value) {
         "lastUpdateTime": now, "lastTransitionTime": now}]);
 }
 
-/// Signs `csr` if it is approved, not denied, not yet signed, and for a signer keel signs for.
-pub fn sign_if_approved(authority: Option<&Authority>, csr: &mut Value) -> Result<(), ApiError> {
+/// Signs `csr` if it is approved, not denied, not yet signed, and for a signer keel signs for: valid for its
+/// `expirationSeconds` (at least 10 minutes), at most `longest`.
+pub fn sign_if_approved(authority: Option<&Authority>, longest: Duration, csr: &mut Value) -> Result<(), ApiError> {
     let signer = csr.pointer("/spec/signerName").and_then(Value::as_str).unwrap_or_default().to_string();
     let signed = csr.pointer("/status/certificate").and_then(Value::as_str).is_some_and(|c| !c.is_empty());
     if signed
@@ -63,11 +70,10 @@ pub fn sign_if_approved(authority: Option<&Authority>, csr: &mut Value) -> Resul
     }
     let Some(authority) = authority else { return Ok(()) };
     let pem = certificates::request_pem(csr).unwrap_or_default();
-    let days = csr
+    let validity = csr
         .pointer("/spec/expirationSeconds")
-        .and_then(Value::as_i64)
-        .map_or(MAX_DAYS, |s| (s + 86_399) / 86_400)
-        .clamp(1, MAX_DAYS);
+        .and_then(Value::as_u64)
+        .map_or(longest, |s| Duration::from_secs(s).max(MIN_EXPIRATION).min(longest));
     let refusal = match subject(&pem) {
         None => Some("the request cannot be parsed".to_string()),
         // The signer (rcgen) keeps one value per attribute of a subject: more groups would be lost.
@@ -96,7 +102,7 @@ pub fn sign_if_approved(authority: Option<&Authority>, csr: &mut Value) -> Resul
         None => {
             use base64::Engine as _;
             let cert = authority
-                .sign_client_request(&pem, days)
+                .sign_client_request(&pem, validity)
                 .map_err(|e| ApiError::BadRequest(format!("cannot sign the request: {e}")))?;
             status["certificate"] = json!(base64::engine::general_purpose::STANDARD.encode(cert));
         }

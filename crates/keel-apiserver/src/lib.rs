@@ -63,6 +63,8 @@ pub struct AppState {
     pub service_accounts: Option<std::sync::Arc<service_accounts::ServiceAccountKeys>>,
     /// The cluster CA, which signs approved client certificate requests (`None`: nothing is signed).
     pub authority: Option<std::sync::Arc<tls::Authority>>,
+    /// The longest client certificate the CA signs (`--cluster-signing-duration`).
+    pub signing_duration: std::time::Duration,
 }
 
 /// This master's name and its part in running the control loops.
@@ -88,6 +90,7 @@ impl AppState {
             rbac: None,
             service_accounts: None,
             authority: None,
+            signing_duration: certificates::DEFAULT_SIGNING_DURATION,
         }
     }
 }

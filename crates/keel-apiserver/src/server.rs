@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// What the node lifecycle controller reports (from `keel-controllers`, wired by the binary), shown by
     /// `/readyz`'s `node-lifecycle` check.
     pub node_lifecycle: Option<tokio::sync::watch::Receiver<String>>,
+    /// The longest client certificate the CA signs for a CertificateSigningRequest (nodes renew theirs
+    /// before they expire).
+    pub cluster_signing_duration: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +239,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         rbac: Some(rbac),
         service_accounts: Some(keys),
         authority: Some(Arc::new(secrets.authority)),
+        signing_duration: config.cluster_signing_duration,
         ..AppState::new(config.advertise.clone(), storage.clone())
     };
     // Clients learn every master from the `kubernetes` Endpoints.

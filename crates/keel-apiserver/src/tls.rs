@@ -111,9 +111,9 @@ impl Authority {
     }
 
     /// A client certificate (PEM) for the PEM certificate request `csr_pem` (its signature checked), with
-    /// the subject it asks for, valid for `days`: what the CA signs for an approved
+    /// the subject it asks for, valid for `validity` from now: what the CA signs for an approved
     /// CertificateSigningRequest.
-    pub fn sign_client_request(&self, csr_pem: &str, days: i64) -> Result<String, TlsError> {
+    pub fn sign_client_request(&self, csr_pem: &str, validity: Duration) -> Result<String, TlsError> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
         let params = &mut csr.params;
         params.subject_alt_names.clear();
@@ -121,7 +121,7 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
-        set_validity(params, today(), days);
+        set_validity_from_now(params, validity);
         Ok(csr.signed_by(&self.issuer)?.pem())
     }
 
@@ -194,6 +194,16 @@ fn set_validity(params: &mut CertificateParams, today: Date, days: i64) {
     let until = today.checked_add(days.days()).unwrap_or(Date::MAX);
     params.not_before = ymd(from);
     params.not_after = ymd(until);
+}
+
+/// Valid for `validity` from now, and from a little before now (a tenth of it, at most 5 minutes, as
+/// kube-controller-manager's signer backdates) for clients whose clocks lag.
+fn set_validity_from_now(params: &mut CertificateParams, validity: Duration) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    let backdate = (validity / 10).min(Duration::from_secs(300));
+    params.not_before = epoch + now.saturating_sub(backdate);
+    params.not_after = epoch + now + validity;
 }
 
 /// The SANs for `hosts` plus [`ALWAYS_SERVED`], without duplicates: IP addresses (an IPv6 one may be
@@ -283,7 +293,64 @@ pub fn server_config_with_clients(
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
-    serving(cert_pem, key_pem, Some(verifier))
+    serving(cert_pem, key_pem, Some(Arc::new(ExpiredLater(verifier))))
+}
+
+/// A client verifier that lets a certificate the CA signed through the handshake even when it has expired
+/// (or is not yet valid), so that its request gets kube-apiserver's 401 from authentication
+/// ([`ClientCertificate::identity`] checks the time on every request) rather than a reset connection.
+#[derive(Debug)]
+struct ExpiredLater(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for ExpiredLater {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        use rustls::CertificateError::{Expired, ExpiredContext, NotValidYet, NotValidYetContext};
+        match self.0.verify_client_cert(end_entity, intermediates, now) {
+            Err(rustls::Error::InvalidCertificate(Expired | ExpiredContext { .. } | NotValidYet | NotValidYetContext { .. })) => {
+                Ok(rustls::server::danger::ClientCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// The verified client certificate (DER) of a connection, if its client presented one: the connection
@@ -299,10 +366,15 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 }
 
 impl ClientCertificate {
-    /// The user a client certificate names, as Kubernetes reads it: CN the name, each O a group.
+    /// The user a client certificate names, as Kubernetes reads it: CN the name, each O a group; `None`
+    /// once it has expired (checked on each request, as kube-apiserver does, not only at the handshake, so a
+    /// connection outlives its certificate only for the requests it had started).
     pub fn identity(&self) -> Option<(String, Vec<String>)> {
         let der = self.0.as_ref()?;
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        if !cert.validity().is_valid() {
+            return None;
+        }
         let subject = cert.subject();
         let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
         let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();

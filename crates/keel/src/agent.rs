@@ -254,7 +254,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         _ => args.kubeconfig.clone().context("--kubeconfig or --join is needed")?,
     };
-    crate::server::run_with_config(&kubeconfig.clone(), &args.masters, |kube_config| async move {
+    crate::server::run_with_config(&kubeconfig.clone(), &args.masters, |kube_config, client| async move {
         // The cluster CA the kubeconfig trusts also signs the API server's client certificate.
         let client_ca = kube_config.root_cert.clone().unwrap_or_default();
         if client_ca.is_empty() {
@@ -263,7 +263,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 kubeconfig.display()
             );
         }
-        let client = kube::Client::try_from(kube_config).context("cannot build an API client")?;
         // One watch of Services and EndpointSlices: the containers' variables, the proxy, the DNS server.
         let state = keel_proxy::ServiceState::follow(client.clone()).await;
         let lister = state.clone();

@@ -26,15 +26,14 @@ pub struct MastersArgs {
 }
 
 /// Starts a balancer for `config`'s cluster and returns the configuration that goes through it (and the
-/// balancer, which must be kept alive); `None` with `--no-lb`.
+/// balancer, which must be kept alive, and be given a client to follow the masters with); `None` with
+/// `--no-lb`.
 pub async fn balanced(config: kube::Config, args: &MastersArgs) -> anyhow::Result<(kube::Config, Option<Balancer>)> {
     if args.no_lb {
         return Ok((config, None));
     }
     let balancer = start(&config, args.servers.clone(), args.lb_listen, None).await?;
     let through = via(config, &balancer)?;
-    let client = kube::Client::try_from(through.clone()).context("cannot build an API client")?;
-    balancer.follow_endpoints(client);
     Ok((through, Some(balancer)))
 }
 

@@ -8,6 +8,7 @@ mod hollow;
 mod join;
 mod kv;
 mod lb;
+mod node_cert;
 mod node_join;
 mod server;
 mod token;

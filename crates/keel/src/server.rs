@@ -56,6 +56,10 @@ pub struct ServerArgs {
     /// (its pods are evicted after their tolerationSeconds, 30 s unless they say otherwise).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     node_monitor_grace_period: Duration,
+    /// The longest client certificate the cluster CA signs for a CertificateSigningRequest (nodes renew
+    /// theirs at 70–90% of their life).
+    #[arg(long, default_value = "8760h", value_parser = humantime::parse_duration)]
+    cluster_signing_duration: Duration,
     /// The share of not-Ready nodes (more than 2) that makes a zone partially disrupted: its evictions slow
     /// down (large zones) or stop (small ones).
     #[arg(long, default_value_t = 0.55)]
@@ -134,6 +138,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         campaign: Campaign::Lease { ttl: LEADER_LEASE_TTL, address: dial },
         extra_metrics: None,
         node_lifecycle: None,
+        cluster_signing_duration: args.cluster_signing_duration,
     };
     // The node lifecycle controller's report, from keel-controllers to the API server's /readyz.
     let (lifecycle_tx, lifecycle_rx) = watch::channel(keel_controllers::NOT_LEADING.to_string());
@@ -250,33 +255,35 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    run_with_config(kubeconfig, masters, |config| async move {
-        let client = kube::Client::try_from(config).context("cannot build an API client")?;
-        daemon(client).await.context(what)
-    })
+    run_with_config(kubeconfig, masters, |_, client| async move { daemon(client).await.context(what) })
 }
 
-/// Runs `daemon` with the client configuration of `kubeconfig` until it ends or the process gets SIGINT or
-/// SIGTERM. Unless `masters` says `--no-lb`, the configuration goes through a load balancer of the
-/// process's own that fails over between the masters.
+/// Runs `daemon` with the client configuration of `kubeconfig` and a client of it until it ends or the
+/// process gets SIGINT or SIGTERM. Unless `masters` says `--no-lb`, the configuration goes through a load
+/// balancer of the process's own that fails over between the masters. A node's client certificate in
+/// `kubeconfig` is renewed before it expires (`crate::node_cert`).
 pub(crate) fn run_with_config<F, Fut>(
     kubeconfig: &std::path::Path,
     masters: &crate::lb::MastersArgs,
     daemon: F,
 ) -> anyhow::Result<()>
 where
-    F: FnOnce(kube::Config) -> Fut,
+    F: FnOnce(kube::Config, kube::Client) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let config = client_config(kubeconfig).await?;
-        let (config, _balancer) = crate::lb::balanced(config, masters).await?;
+        let (config, balancer) = crate::lb::balanced(config, masters).await?;
+        let client = crate::node_cert::client(kubeconfig, config.clone()).await?;
+        if let Some(balancer) = &balancer {
+            balancer.follow_endpoints(client.clone());
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
-            r = daemon(config) => r,
+            r = daemon(config, client) => r,
         }
     })
 }
