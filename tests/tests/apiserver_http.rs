@@ -289,12 +289,13 @@ async fn health_endpoints_report_the_store() {
         text(&r, "/readyz?verbose").await,
         (
             StatusCode::OK,
-            "[+]ping ok\n[+]etcd ok\n[+]controller-leader ok\n[+]node-lifecycle ok\nreadyz check passed\n".into()
+            "[+]ping ok\n[+]etcd ok\n[+]poststarthook/rbac/bootstrap-roles ok\n[+]controller-leader ok\n[+]node-lifecycle ok\nreadyz check passed\n"
+                .into()
         )
     );
     assert_eq!(
         text(&r, "/readyz?verbose&exclude=etcd").await.1,
-        "[+]ping ok\n[+]controller-leader ok\n[+]node-lifecycle ok\nreadyz check passed\n"
+        "[+]ping ok\n[+]poststarthook/rbac/bootstrap-roles ok\n[+]controller-leader ok\n[+]node-lifecycle ok\nreadyz check passed\n"
     );
     assert_eq!(text(&r, "/livez?verbose").await.1, "[+]ping ok\nlivez check passed\n");
     assert_eq!(text(&r, "/readyz/etcd").await, (StatusCode::OK, "ok".into()));
@@ -304,7 +305,10 @@ async fn health_endpoints_report_the_store() {
     c.kill(0);
     let (code, body) = text(&r, "/readyz").await;
     assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-    assert_eq!(body, "[+]ping ok\n[-]etcd failed: reason withheld\n[+]controller-leader ok\n[+]node-lifecycle ok\nreadyz check failed\n");
+    assert_eq!(
+        body,
+        "[+]ping ok\n[-]etcd failed: reason withheld\n[+]poststarthook/rbac/bootstrap-roles ok\n[+]controller-leader ok\n[+]node-lifecycle ok\nreadyz check failed\n"
+    );
     assert_eq!(text(&r, "/healthz").await.0, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(text(&r, "/readyz/etcd").await.0, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(text(&r, "/livez").await, (StatusCode::OK, "ok".into()));

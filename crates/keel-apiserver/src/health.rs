@@ -8,7 +8,9 @@
 //! `/readyz` also has `controller-leader`, which never fails and says in its verbose line who runs the
 //! control loops (`[+]controller-leader ok: m1 (this master)`), and `node-lifecycle`, which never fails
 //! either and says what the node lifecycle controller's zones are in
-//! (`[+]node-lifecycle ok: full disruption: evictions stopped in zone ""`).
+//! (`[+]node-lifecycle ok: full disruption: evictions stopped in zone ""`), and
+//! `poststarthook/rbac/bootstrap-roles`, which fails until the default RBAC roles and bindings are in place
+//! and this master's policy shows them.
 
 use std::time::Duration;
 
@@ -47,7 +49,9 @@ impl Endpoint {
         match self {
             Endpoint::Livez => &[Check::Ping],
             Endpoint::Healthz => &[Check::Ping, Check::Etcd],
-            Endpoint::Readyz => &[Check::Ping, Check::Etcd, Check::ControllerLeader, Check::NodeLifecycle],
+            Endpoint::Readyz => {
+                &[Check::Ping, Check::Etcd, Check::RbacBootstrap, Check::ControllerLeader, Check::NodeLifecycle]
+            }
         }
     }
 }
@@ -58,6 +62,7 @@ enum Check {
     Etcd,
     ControllerLeader,
     NodeLifecycle,
+    RbacBootstrap,
 }
 
 impl Check {
@@ -67,6 +72,7 @@ impl Check {
             Check::Etcd => "etcd",
             Check::ControllerLeader => "controller-leader",
             Check::NodeLifecycle => "node-lifecycle",
+            Check::RbacBootstrap => "poststarthook/rbac/bootstrap-roles",
         }
     }
 
@@ -83,6 +89,10 @@ impl Check {
                 Role::Follower { leader: None } => "none yet".to_string(),
             })),
             Check::NodeLifecycle => Ok(state.node_lifecycle.as_ref().map(|s| s.borrow().clone())),
+            Check::RbacBootstrap => match &state.rbac_bootstrapped {
+                Some(done) if !*done.borrow() => Err("the default RBAC roles and bindings are not in place yet".into()),
+                _ => Ok(None),
+            },
             Check::Etcd => {
                 match tokio::time::timeout(STORE_TIMEOUT, state.storage.read(PROBE_KEY, Read::Linearizable)).await {
                     Ok(Ok(_)) | Ok(Err(StorageError::NotFound)) => Ok(None),

@@ -59,6 +59,8 @@ pub struct AppState {
     pub node_lifecycle: Option<tokio::sync::watch::Receiver<String>>,
     /// The RBAC policy the escalation check reads (`None`: no check, as in tests of the router alone).
     pub rbac: Option<rbac::Rbac>,
+    /// True once the default RBAC objects are in place and `rbac` shows them (`None`: not checked).
+    pub rbac_bootstrapped: Option<tokio::sync::watch::Receiver<bool>>,
     /// The service-account token keys (`None`: no tokens are issued, as in tests of the router alone).
     pub service_accounts: Option<std::sync::Arc<service_accounts::ServiceAccountKeys>>,
     /// The cluster CA, which signs approved client certificate requests (`None`: nothing is signed).
@@ -88,6 +90,7 @@ impl AppState {
             extra_metrics: None,
             node_lifecycle: None,
             rbac: None,
+            rbac_bootstrapped: None,
             service_accounts: None,
             authority: None,
             signing_duration: certificates::DEFAULT_SIGNING_DURATION,

@@ -131,6 +131,9 @@ fn host_of(addr: &str) -> String {
 pub struct Master {
     /// Whether this master leads the control loops, and under which fence.
     pub role: tokio::sync::watch::Receiver<Role>,
+    /// True once the default RBAC roles and bindings are in place and this master's policy shows them (the
+    /// control loops wait for it).
+    pub bootstrapped: tokio::sync::watch::Receiver<bool>,
     /// The admin kubeconfig, reaching this master.
     pub kubeconfig: PathBuf,
     /// Kubeconfigs (YAML) for this master's own clients, each with an identity of its own.
@@ -228,6 +231,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         .with_service_accounts(keys.clone())
         .with_node_authorizer(crate::node_authz::NodeGraph::follow(storage.clone(), stop_rx.clone()));
     let role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx.clone());
+    let (bootstrapped_tx, bootstrapped) = tokio::sync::watch::channel(false);
     let cluster_ip = config.service_cidr.nth(0).to_string();
     let dns_ip = config.service_cidr.nth(9).to_string(); // 10.96.0.10
     let state = AppState {
@@ -236,7 +240,8 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         node_client: Some(node_client),
         extra_metrics: config.extra_metrics,
         node_lifecycle: config.node_lifecycle,
-        rbac: Some(rbac),
+        rbac: Some(rbac.clone()),
+        rbac_bootstrapped: Some(bootstrapped.clone()),
         service_accounts: Some(keys),
         authority: Some(Arc::new(secrets.authority)),
         signing_duration: config.cluster_signing_duration,
@@ -245,11 +250,11 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     // Clients learn every master from the `kubernetes` Endpoints.
     let api_port = config.advertise.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(config.listen.port());
     tokio::spawn(masters::register(storage.clone(), config.advertise.clone(), stop_rx.clone()));
-    tokio::spawn(crate::rbac::defaults::ensure(app(state.clone()), stop_rx.clone()));
+    tokio::spawn(crate::rbac::defaults::bootstrap(app(state.clone()), rbac.clone(), stop_rx.clone(), bootstrapped_tx));
     tokio::spawn(masters::reconcile(storage, app(state.clone()), cluster_ip, dns_ip, api_port, stop_rx));
     let router = require_token(app(state), authenticator);
     tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");
-    Ok(Master { role, kubeconfig: kc_path, identities, tcp, tls, router, stop_campaign })
+    Ok(Master { role, bootstrapped, kubeconfig: kc_path, identities, tcp, tls, router, stop_campaign })
 }
 
 impl Master {

@@ -199,7 +199,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         let controllers =
-            tokio::spawn(keel_controllers::run(identities, leading_fence(master.role.clone()), settings));
+            tokio::spawn(keel_controllers::run(identities, leading_fence(master.role.clone(), master.bootstrapped.clone()), settings));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut role = master.role.clone();
         let api = tokio::spawn(master.serve(async {
@@ -288,14 +288,20 @@ where
     })
 }
 
-/// `Some(fence)` while this master leads the control loops.
-fn leading_fence(mut role: watch::Receiver<Role>) -> watch::Receiver<Option<i64>> {
+/// `Some(fence)` while this master leads the control loops, from when its default RBAC roles are in place
+/// (`bootstrapped`), as kube-controller-manager waits for kube-apiserver's readiness.
+fn leading_fence(mut role: watch::Receiver<Role>, mut bootstrapped: watch::Receiver<bool>) -> watch::Receiver<Option<i64>> {
     let fence = |r: &Role| match r {
         Role::Leader { fence } => Some(*fence),
         Role::Follower { .. } => None,
     };
-    let (tx, rx) = watch::channel(fence(&role.borrow()));
+    let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
+        if bootstrapped.wait_for(|b| *b).await.is_err() {
+            return;
+        }
+        let now = fence(&role.borrow_and_update());
+        tx.send_replace(now);
         while role.changed().await.is_ok() {
             let now = fence(&role.borrow());
             tx.send_if_modified(|f| std::mem::replace(f, now) != now);

@@ -368,6 +368,27 @@ async fn ensure_one(router: &Router, collection: &str, wanted: &Value) -> Result
     }
 }
 
+/// [`ensure`], then waits for `rbac` (this master's copy of the policy) to show them, and says so on `done`:
+/// kube-apiserver's `rbac/bootstrap-roles` post-start hook, which `/readyz` and the control loops wait for.
+pub async fn bootstrap(
+    router: Router,
+    rbac: super::Rbac,
+    stop: tokio::sync::watch::Receiver<bool>,
+    done: tokio::sync::watch::Sender<bool>,
+) {
+    ensure(router, stop.clone()).await;
+    // The last binding written lets the controller manager list pods.
+    let controllers = crate::auth::User::authenticated("system:kube-controller-manager", []);
+    let list_pods = crate::authz::Attributes::of(&Method::GET, "/api/v1/pods", None);
+    while rbac.policy().allows(&controllers, &list_pods).is_none() {
+        if *stop.borrow() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done.send_replace(true);
+}
+
 /// Reconciles every default role and binding, retrying until all are in place (or `stop`).
 pub async fn ensure(router: Router, mut stop: tokio::sync::watch::Receiver<bool>) {
     let objects: Vec<(&str, Value)> = cluster_roles()
