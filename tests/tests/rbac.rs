@@ -110,6 +110,33 @@ async fn roles_and_bindings_decide_what_a_user_may_do() {
         (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     assert!(ok && out == "yes", "{out}");
+    // A LocalSubjectAccessReview asks within its namespace only.
+    let review = |kind: &str, ns: &str, user: &str, groups: &str, attributes: &str| {
+        let text = format!(
+            "apiVersion: authorization.k8s.io/v1\nkind: {kind}\nmetadata: {{namespace: {ns}}}\nspec: {{user: {user:?}, groups: [{groups}], resourceAttributes: {{{attributes}}}}}\n"
+        );
+        api.kubectl(&["create", "-f", "-", "-o", "json"], Some(&text)).unwrap()
+    };
+    let allowed = |out: std::process::Output| -> bool {
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["status"]["allowed"] == true
+    };
+    assert!(allowed(review("LocalSubjectAccessReview", "a", USER, "", "verb: list, resource: pods")));
+    assert!(!allowed(review("LocalSubjectAccessReview", "a", USER, "", "verb: list, resource: secrets")));
+    let out = review("LocalSubjectAccessReview", "a", USER, "", "verb: list, resource: pods, namespace: b");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.resourceAttributes.namespace"), "{out:?}");
+    // Access reviews answer for nodes as requests are decided: a node may read the Secret of a pod bound to it,
+    // and no other.
+    api.ok(&["create", "secret", "generic", "used", "-n", "a", "--from-literal=k=v"], None).unwrap();
+    api.ok(&["create", "secret", "generic", "unused", "-n", "a", "--from-literal=k=v"], None).unwrap();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: bound, namespace: a}\nspec: {nodeName: n1, containers: [{name: c, image: busybox}], volumes: [{name: s, secret: {secretName: used}}]}\n";
+    api.ok(&["create", "-f", "-"], Some(pod)).unwrap();
+    let node = |secret: &str| {
+        let attributes = format!("verb: get, resource: secrets, namespace: a, name: {secret}");
+        allowed(review("SubjectAccessReview", "a", "system:node:n1", "system:nodes", &attributes))
+    };
+    wait_for("the node authorizer sees the pod", Duration::from_secs(10), || (node("used"), ())).await;
+    assert!(!node("unused"));
 
     // Nobody grants what they do not hold: the user may make roles and bindings in a, but only of what
     // they may do themselves.

@@ -301,6 +301,13 @@ pub const REVIEWS: &[Resource] = &[
         ..group("authentication.k8s.io", "v1")
     },
     Resource {
+        kind: "LocalSubjectAccessReview",
+        plural: "localsubjectaccessreviews",
+        singular: "localsubjectaccessreview",
+        namespaced: true,
+        ..AUTHORIZATION
+    },
+    Resource {
         kind: "SubjectAccessReview",
         plural: "subjectaccessreviews",
         singular: "subjectaccessreview",

@@ -278,16 +278,8 @@ async fn check(State(authenticator): State<Arc<Authenticator>>, mut request: Req
         Err(e) => return Failure(e).into_response(),
     };
     let attributes = authz::Attributes::of(&method, uri.path(), uri.query());
-    let node_decision = match &authenticator.nodes {
-        Some(nodes) => crate::node_authz::decide(&user, &attributes, uri.query(), &nodes.graph()),
-        None => crate::node_authz::Decision::NoOpinion,
-    };
-    let allowed = match node_decision {
-        crate::node_authz::Decision::Allow => true,
-        crate::node_authz::Decision::Deny => false,
-        crate::node_authz::Decision::NoOpinion => authz::decide(&user, &attributes, policy.as_deref()).is_some(),
-    };
-    if !allowed {
+    let graph = authenticator.nodes.as_ref().map(crate::node_authz::NodeGraph::graph);
+    if authz::authorize(&user, &attributes, uri.query(), graph.as_deref(), policy.as_deref()).is_none() {
         tracing::debug!(%method, path = uri.path(), user = user.name, "forbidden request");
         return Failure(authz::forbidden(&user, &attributes)).into_response();
     }

@@ -104,6 +104,24 @@ impl Attributes {
     }
 }
 
+/// Why `user` may make the request `a` (with `query`), or `None`: what every request and every access review
+/// is decided by. A node is decided by the node authorizer first (`nodes`, its pods; `""`), then the fixed
+/// rules (`""`), then RBAC's `policy` when there is one.
+pub fn authorize(
+    user: &User,
+    a: &Attributes,
+    query: Option<&str>,
+    nodes: Option<&crate::node_authz::Graph>,
+    policy: Option<&crate::rbac::Policy>,
+) -> Option<String> {
+    use crate::node_authz::Decision;
+    match nodes.map_or(Decision::NoOpinion, |graph| crate::node_authz::decide(user, a, query, graph)) {
+        Decision::Allow => Some(String::new()),
+        Decision::Deny => None,
+        Decision::NoOpinion => decide(user, a, policy),
+    }
+}
+
 /// Why `user` may make the request `a` (`""` for the fixed rules), or `None`: the fixed rules, then RBAC's
 /// `policy` when there is one.
 pub fn decide(user: &User, a: &Attributes, policy: Option<&crate::rbac::Policy>) -> Option<String> {

@@ -59,6 +59,8 @@ pub struct AppState {
     pub node_lifecycle: Option<tokio::sync::watch::Receiver<String>>,
     /// The RBAC policy the escalation check reads (`None`: no check, as in tests of the router alone).
     pub rbac: Option<rbac::Rbac>,
+    /// The pods by node, for the node authorizer's part in access reviews (`None`: none).
+    pub nodes: Option<node_authz::NodeGraph>,
     /// True once the default RBAC objects are in place and `rbac` shows them (`None`: not checked).
     pub rbac_bootstrapped: Option<tokio::sync::watch::Receiver<bool>>,
     /// The service-account token keys (`None`: no tokens are issued, as in tests of the router alone).
@@ -90,6 +92,7 @@ impl AppState {
             extra_metrics: None,
             node_lifecycle: None,
             rbac: None,
+            nodes: None,
             rbac_bootstrapped: None,
             service_accounts: None,
             authority: None,
@@ -122,6 +125,10 @@ pub fn app(state: AppState) -> Router {
         .route("/apis/{group}/{version}", get(discovery::group_resources))
         .route(&format!("{}/selfsubjectaccessreviews", reviews::AUTHORIZATION), post(reviews::self_subject_access))
         .route(&format!("{}/subjectaccessreviews", reviews::AUTHORIZATION), post(reviews::subject_access))
+        .route(
+            &format!("{}/namespaces/{{namespace}}/localsubjectaccessreviews", reviews::AUTHORIZATION),
+            post(reviews::local_subject_access),
+        )
         .route(&format!("{}/selfsubjectrulesreviews", reviews::AUTHORIZATION), post(reviews::self_subject_rules))
         .route(&format!("{}/selfsubjectreviews", reviews::AUTHENTICATION), post(reviews::self_subject))
         .route(&format!("{}/tokenreviews", reviews::AUTHENTICATION), post(reviews::token_review))

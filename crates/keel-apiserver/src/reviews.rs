@@ -3,7 +3,7 @@
 //! and `SelfSubjectReview` (`kubectl auth whoami`), each a POST answered with the object and its status,
 //! as kube-apiserver answers them.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -85,7 +85,8 @@ fn answered(mut review: Value, status: Value) -> Response {
 
 fn access(state: &AppState, user: &User, a: &Attributes) -> Value {
     let policy = state.rbac.as_ref().map(crate::rbac::Rbac::policy);
-    match authz::decide(user, a, policy.as_deref()) {
+    let graph = state.nodes.as_ref().map(crate::node_authz::NodeGraph::graph);
+    match authz::authorize(user, a, None, graph.as_deref(), policy.as_deref()) {
         Some(reason) if reason.is_empty() => json!({"allowed": true}),
         Some(reason) => json!({"allowed": true, "reason": reason}),
         None => json!({"allowed": false}),
@@ -117,13 +118,54 @@ pub async fn subject_access(
     let review = request::object_body(&headers, body).await?;
     let spec = review.get("spec").unwrap_or(&Value::Null);
     let a = attributes(spec, "SubjectAccessReview")?;
+    let user = subject(spec, "SubjectAccessReview")?;
+    Ok(answered(review.clone(), access(&state, &user, &a)))
+}
+
+/// `POST namespaces/<ns>/localsubjectaccessreviews`: [`subject_access`] within one namespace (what a
+/// namespace's admins may ask): about resources in it only.
+pub async fn local_subject_access(
+    State(state): State<AppState>,
+    Path(namespace): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, Failure> {
+    const KIND: &str = "LocalSubjectAccessReview";
+    let mut review = request::object_body(&headers, body).await?;
+    let stated = str_at(&review, "/metadata/namespace").to_string();
+    if !stated.is_empty() && stated != namespace {
+        let detail = "must match the namespace of the request";
+        return Err(invalid(KIND, "metadata.namespace", &stated, detail).into());
+    }
+    review["metadata"]["namespace"] = json!(namespace);
+    let spec = review.get("spec").unwrap_or(&Value::Null);
+    if spec.get("nonResourceAttributes").is_some() {
+        return Err(invalid(KIND, "spec.nonResourceAttributes", "", "disallowed on this kind of request").into());
+    }
+    let mut a = attributes(spec, KIND)?;
+    if let Some(r) = a.resource.as_mut() {
+        match r.namespace.as_deref() {
+            None => r.namespace = Some(namespace.clone()),
+            Some(ns) if ns == namespace => {}
+            Some(ns) => {
+                let detail = "must match metadata.namespace";
+                return Err(invalid(KIND, "spec.resourceAttributes.namespace", ns, detail).into());
+            }
+        }
+    }
+    let user = subject(spec, KIND)?;
+    Ok(answered(review.clone(), access(&state, &user, &a)))
+}
+
+/// The user and groups a review's spec asks about.
+fn subject(spec: &Value, kind: &str) -> Result<User, ApiError> {
     let name = str_at(spec, "/user").to_string();
     let groups = strings_at(spec, "/groups");
     if name.is_empty() && groups.is_empty() {
         let detail = "at least one of user or group must be specified";
-        return Err(invalid("SubjectAccessReview", "spec.user", "", detail).into());
+        return Err(invalid(kind, "spec.user", "", detail));
     }
-    Ok(answered(review.clone(), access(&state, &User { name, groups }, &a)))
+    Ok(User { name, groups })
 }
 
 /// `POST selfsubjectrulesreviews`: every rule that applies to the caller in the spec's namespace.

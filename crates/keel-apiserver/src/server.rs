@@ -226,10 +226,11 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         })
         .await?,
     );
+    let nodes = crate::node_authz::NodeGraph::follow(storage.clone(), stop_rx.clone());
     let authenticator = Authenticator::new(tokens, Some(storage.clone()))
         .with_rbac(rbac.clone())
         .with_service_accounts(keys.clone())
-        .with_node_authorizer(crate::node_authz::NodeGraph::follow(storage.clone(), stop_rx.clone()));
+        .with_node_authorizer(nodes.clone());
     let role = leadership::spawn(storage.clone(), config.identity.clone(), config.campaign, stop_rx.clone());
     let (bootstrapped_tx, bootstrapped) = tokio::sync::watch::channel(false);
     let cluster_ip = config.service_cidr.nth(0).to_string();
@@ -241,6 +242,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         extra_metrics: config.extra_metrics,
         node_lifecycle: config.node_lifecycle,
         rbac: Some(rbac.clone()),
+        nodes: Some(nodes),
         rbac_bootstrapped: Some(bootstrapped.clone()),
         service_accounts: Some(keys),
         authority: Some(Arc::new(secrets.authority)),
