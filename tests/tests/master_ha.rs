@@ -404,6 +404,13 @@ async fn join_tokens_are_scoped_revocable_and_never_sent_to_a_stranger() {
     assert_eq!(status["message"], "forbidden: User \"system:bootstrap:nodeaa\" cannot post path \"/keel/v1/members\"");
     assert_eq!(curl(&api, "GET", "/keel/v1/members", Some("oldaaa.0123456789abcdef")).0, 401);
     assert_eq!(curl(&api, "GET", "/keel/v1/members", Some("nodeaa.0123456789abcdee")).0, 401, "wrong secret");
+    // The token cleaner deletes the expired one, and only that.
+    wait_for("the expired token deleted", Duration::from_secs(30), || {
+        let out = api.kubectl(&["get", "secret", "-n", "kube-system", "bootstrap-token-oldaaa"], None).unwrap();
+        (String::from_utf8_lossy(&out.stderr).contains("NotFound"), out)
+    })
+    .await;
+    api.ok(&["get", "secret", "-n", "kube-system", "bootstrap-token-nodeaa"], None).unwrap();
 
     // A joiner pinning another CA stops before it sends the token: no member is added.
     let wrong = format!("sha256:{}", "0".repeat(64));

@@ -36,6 +36,7 @@ pub mod service_accounts;
 pub mod service_endpoints;
 pub mod statefulset;
 pub mod statefulsets;
+pub mod token_cleaner;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,6 +123,7 @@ pub async fn run(identities: Identities, mut leading: watch::Receiver<Option<i64
         let ca = service_accounts::pem(identities.controllers.root_cert.as_deref().unwrap_or_default());
         loops.spawn(service_accounts::run(client.clone(), ca));
         loops.spawn(clusterrole_aggregation::run(client.clone()));
+        loops.spawn(token_cleaner::run(client.clone()));
         let timing = node_lifecycle::Timing {
             grace: settings.node_monitor_grace_period,
             period: settings.node_monitor_period,
