@@ -389,7 +389,11 @@ impl Call {
         if resource.kind == "CertificateSigningRequest" {
             crate::certificates::set_requester(&mut object, self.user.as_ref());
             crate::certificates::auto_approve(&mut object);
-            crate::certificates::sign_if_approved(self.state.authority.as_deref(), self.state.signing_duration, &mut object)?;
+            crate::certificates::sign_if_approved(
+                self.state.authority.as_deref(),
+                self.state.signing_duration,
+                &mut object,
+            )?;
         }
         let name = meta::name(&object).to_string();
         let mut causes = meta::validate_metadata(resource, &object);
@@ -605,7 +609,11 @@ impl Call {
             let namespace = self.target.namespace.as_deref();
             crate::rbac::admit(self.user.as_ref(), self.state.rbac.as_ref(), resource, namespace, &new, Some(&old))?;
             if resource.kind == "CertificateSigningRequest" {
-                crate::certificates::sign_if_approved(self.state.authority.as_deref(), self.state.signing_duration, &mut new)?;
+                crate::certificates::sign_if_approved(
+                    self.state.authority.as_deref(),
+                    self.state.signing_duration,
+                    &mut new,
+                )?;
             }
             if self.params.dry_run {
                 set_resource_version(&mut new, stored.mod_revision);

@@ -323,9 +323,9 @@ impl rustls::server::danger::ClientCertVerifier for ExpiredLater {
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
         use rustls::CertificateError::{Expired, ExpiredContext, NotValidYet, NotValidYetContext};
         match self.0.verify_client_cert(end_entity, intermediates, now) {
-            Err(rustls::Error::InvalidCertificate(Expired | ExpiredContext { .. } | NotValidYet | NotValidYetContext { .. })) => {
-                Ok(rustls::server::danger::ClientCertVerified::assertion())
-            }
+            Err(rustls::Error::InvalidCertificate(
+                Expired | ExpiredContext { .. } | NotValidYet | NotValidYetContext { .. },
+            )) => Ok(rustls::server::danger::ClientCertVerified::assertion()),
             other => other,
         }
     }

@@ -102,7 +102,11 @@ struct Renewal {
 impl Renewal {
     async fn run(self, mut certificate: NodeCertificate) {
         loop {
-            let at = renewal_time(certificate.not_before, certificate.not_after, rand::random_range(RENEW_FROM..RENEW_UNTIL));
+            let at = renewal_time(
+                certificate.not_before,
+                certificate.not_after,
+                rand::random_range(RENEW_FROM..RENEW_UNTIL),
+            );
             let wait = Duration::from_secs((at - now()).max(0) as u64);
             tracing::info!(user = %certificate.user, expires = certificate.not_after, in_seconds = wait.as_secs(),
                 "the node's client certificate will be renewed");

@@ -198,8 +198,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             node_lifecycle_status: Some(std::sync::Arc::new(lifecycle_tx)),
             ..Default::default()
         };
-        let controllers =
-            tokio::spawn(keel_controllers::run(identities, leading_fence(master.role.clone(), master.bootstrapped.clone()), settings));
+        let controllers = tokio::spawn(keel_controllers::run(
+            identities,
+            leading_fence(master.role.clone(), master.bootstrapped.clone()),
+            settings,
+        ));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut role = master.role.clone();
         let api = tokio::spawn(master.serve(async {
@@ -290,7 +293,10 @@ where
 
 /// `Some(fence)` while this master leads the control loops, from when its default RBAC roles are in place
 /// (`bootstrapped`), as kube-controller-manager waits for kube-apiserver's readiness.
-fn leading_fence(mut role: watch::Receiver<Role>, mut bootstrapped: watch::Receiver<bool>) -> watch::Receiver<Option<i64>> {
+fn leading_fence(
+    mut role: watch::Receiver<Role>,
+    mut bootstrapped: watch::Receiver<bool>,
+) -> watch::Receiver<Option<i64>> {
     let fence = |r: &Role| match r {
         Role::Leader { fence } => Some(*fence),
         Role::Follower { .. } => None,
