@@ -191,8 +191,13 @@ async fn a_rollout_completes_across_kill_9_of_the_leader_master() {
     c.restart(leader).unwrap();
     c.api(leader).wait_ready(Duration::from_secs(60)).await.unwrap();
     api.ok(&["scale", "deployment/web", "--replicas=4"], None).unwrap();
-    rollout_status(&api, "web");
-    assert_eq!(live_pods(&api, "web").len(), 4);
+    // (`rollout status` may pass before a scale-down is done, as on Kubernetes: the Deployment's status
+    // counts its ReplicaSet's pods as last reported.)
+    wait_for("scaled down to 4", Duration::from_secs(60), || {
+        let pods = live_pods(&api, "web");
+        (pods.len() == 4, pods)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
