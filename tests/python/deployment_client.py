@@ -187,6 +187,21 @@ def run(kubeconfig, namespace, pause):
     left = apps.list_namespaced_deployment(namespace)
     expect("deployments left in the namespace", left.items, [])
 
+    # The client checks the status fields Kubernetes always writes: a DaemonSet and a ReplicaSet come back
+    # with them (it raises ValueError otherwise).
+    template = deployment(namespace).spec.template
+    selector = client.V1LabelSelector(match_labels=template.metadata.labels)
+    ds = apps.create_namespaced_daemon_set(namespace, client.V1DaemonSet(
+        metadata=client.V1ObjectMeta(name="py-agent"),
+        spec=client.V1DaemonSetSpec(selector=selector, template=template)))
+    expect("new DaemonSet's numberReady", ds.status.number_ready, 0)
+    rs = apps.create_namespaced_replica_set(namespace, client.V1ReplicaSet(
+        metadata=client.V1ObjectMeta(name="py-set"),
+        spec=client.V1ReplicaSetSpec(replicas=0, selector=selector, template=template)))
+    expect("new ReplicaSet's status.replicas", rs.status.replicas, 0)
+    apps.delete_namespaced_daemon_set("py-agent", namespace)
+    apps.delete_namespaced_replica_set("py-set", namespace)
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -194,6 +194,25 @@ fn initial_status(kind: &str, object: &mut Value) {
             map.insert("status".into(), json!({}));
         }
     }
+    fill_required_status(kind, object);
+}
+
+/// Sets the status fields Kubernetes' Go types always write (no `omitempty`) to 0 where they are missing:
+/// clients that check for them, as the official Python client does, refuse an object without them.
+pub fn fill_required_status(kind: &str, object: &mut Value) {
+    let required: &[&str] = match kind {
+        "DaemonSet" => &["currentNumberScheduled", "desiredNumberScheduled", "numberMisscheduled", "numberReady"],
+        "ReplicaSet" | "StatefulSet" => &["replicas"],
+        "HorizontalPodAutoscaler" => &["desiredReplicas"],
+        _ => return,
+    };
+    let Some(map) = object.as_object_mut() else { return };
+    let status = map.entry("status").or_insert_with(|| json!({}));
+    if let Some(status) = status.as_object_mut() {
+        for field in required {
+            status.entry(*field).or_insert(json!(0));
+        }
+    }
 }
 
 /// A pod's quality-of-service class from its containers' requests and limits (cpu and memory).
@@ -360,6 +379,7 @@ pub fn prepare_update(
         let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
         metadata_mut(&mut merged)?.insert("generation".into(), json!(generation + 1));
     }
+    fill_required_status(resource.kind, &mut merged);
     Ok(merged)
 }
 
@@ -584,6 +604,18 @@ mod tests {
         prepare_create(deploy, &mut d, Some("a"), &fresh()).unwrap();
         assert_eq!(d["metadata"]["generation"], 1);
         assert_eq!(d["status"], json!({}));
+        // The status fields Kubernetes always writes are there from the start, and kept by updates.
+        let daemons = find("apps", "v1", "daemonsets").unwrap();
+        let mut ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"}});
+        prepare_create(daemons, &mut ds, Some("a"), &fresh()).unwrap();
+        assert_eq!(ds["status"]["numberReady"], 0);
+        assert_eq!(ds["status"]["desiredNumberScheduled"], 0);
+        let partial = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "status": {"numberReady": 3}});
+        let updated = prepare_update(daemons, Some("status"), &ds, partial).unwrap();
+        assert_eq!(
+            (updated["status"]["numberReady"].clone(), updated["status"]["numberMisscheduled"].clone()),
+            (json!(3), json!(0))
+        );
 
         let ns = find("", "v1", "namespaces").unwrap();
         let mut n = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x", "namespace": "y"}});
