@@ -16,6 +16,7 @@ mod fields;
 mod networking;
 mod pod;
 pub use pod::{mount_service_account_token, SERVICE_ACCOUNT_DIR};
+pub use service::carry_over_addresses;
 pub mod rbac;
 mod service;
 mod workloads;
@@ -25,101 +26,405 @@ use k8s_openapi::api::{
 };
 use serde_json::Value;
 
+use crate::table::{self, Printer};
 use crate::validation::Cause;
+use decode::decode_as;
+
+/// How the names of a kind's objects are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// A DNS subdomain (most kinds).
+    Subdomain,
+    /// A DNS label (Namespaces, Services).
+    Label,
+    /// Anything usable as a path segment (RBAC's kinds).
+    PathSegment,
+}
+
+/// What the API server does for a kind beyond its entry's pure rules, where it needs the store, the CA or a
+/// lookup: named here so that the server asks a kind's entry rather than its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// Cluster IPs and node ports allocated at create, carried over by updates, released at delete.
+    AllocateServiceAddresses,
+    /// The service-account token volume mounted, unless the service account says not to automount.
+    MountServiceAccountToken,
+    /// The requester recorded, node requests auto-approved, approved requests signed by the cluster CA.
+    SignCertificates,
+    /// A delete is graceful (the agent finishes it) and answers with the object.
+    GracefulDelete,
+    /// A delete marks the namespace Terminating; the namespace controller empties and finalizes it.
+    FinalizeNamespace,
+}
+
+/// One served kind's rules: everything kind-specific that admission, tables and the server's hooks need,
+/// in one place (kube-apiserver's registry strategy and printer for the kind).
+#[derive(Debug, Clone, Copy)]
+pub struct Kind {
+    pub name: &'static str,
+    /// Checks an object against the kind's k8s-openapi type; lists the fields the type does not know.
+    pub decode: fn(&Value) -> Result<Vec<String>, String>,
+    /// Kubernetes' defaults (its `SetDefaults_*` and the API server's admission defaults), in place.
+    pub default: fn(&mut Value),
+    /// Every problem with the kind's own fields of an object.
+    pub validate: fn(&Value) -> Vec<Cause>,
+    /// What an update (old, new) may not change, beyond [`Kind::validate`] of the new object.
+    pub validate_update: fn(&Value, &Value) -> Vec<Cause>,
+    pub names: NameRule,
+    /// Whether spec changes count in `metadata.generation`.
+    pub generation: bool,
+    /// What a new object's status (and anything else the server sets at create) starts as.
+    pub initial: fn(&mut Value),
+    /// The status fields Kubernetes' Go types always write (no `omitempty`), 0 when missing.
+    pub required_status: &'static [&'static str],
+    pub printer: Printer,
+    pub hooks: &'static [Hook],
+}
+
+impl Kind {
+    pub fn has(&self, hook: Hook) -> bool {
+        self.hooks.contains(&hook)
+    }
+}
+
+fn no_default(_: &mut Value) {}
+fn no_causes(_: &Value) -> Vec<Cause> {
+    vec![]
+}
+fn no_update_causes(_: &Value, _: &Value) -> Vec<Cause> {
+    vec![]
+}
+fn unregistered(_: &Value) -> Result<Vec<String>, String> {
+    Err(String::new())
+}
+
+/// The rules of a kind keel does not know: nothing to check, Kubernetes' default table.
+const UNKNOWN: Kind = Kind {
+    name: "",
+    decode: unregistered,
+    default: no_default,
+    validate: no_causes,
+    validate_update: no_update_causes,
+    names: NameRule::Subdomain,
+    generation: false,
+    initial: initial::empty_status,
+    required_status: &[],
+    printer: table::DEFAULT_PRINTER,
+    hooks: &[],
+};
+
+/// The kinds of workloads' controllers: generation tracked, a status of their controller's.
+const WORKLOAD: Kind = Kind { generation: true, ..UNKNOWN };
+
+/// Kinds whose status, if any, is the client's (nodes register with one; most have none).
+const KEPT: Kind = Kind { initial: initial::keep, ..UNKNOWN };
+
+/// Every kind keel serves, with its rules.
+pub static KINDS: &[Kind] = &[
+    Kind {
+        name: "Namespace",
+        decode: |o| decode_as::<core::v1::Namespace>(o),
+        default: |o| cluster::default("Namespace", o),
+        validate: |o| cluster::validate("Namespace", o),
+        names: NameRule::Label,
+        initial: initial::namespace,
+        printer: table::NAMESPACES,
+        hooks: &[Hook::FinalizeNamespace],
+        ..UNKNOWN
+    },
+    Kind {
+        name: "Pod",
+        decode: |o| decode_as::<core::v1::Pod>(o),
+        default: pod::default_pod,
+        validate: pod::validate_pod,
+        validate_update: pod::validate_pod_update,
+        initial: initial::pod,
+        printer: table::PODS,
+        hooks: &[Hook::MountServiceAccountToken, Hook::GracefulDelete],
+        ..UNKNOWN
+    },
+    Kind {
+        name: "Service",
+        decode: |o| decode_as::<core::v1::Service>(o),
+        default: |o| service::default("Service", o),
+        validate: |o| service::validate("Service", o),
+        validate_update: |old, new| service::validate_update("Service", old, new),
+        names: NameRule::Label,
+        initial: initial::load_balancer_status,
+        printer: table::SERVICES,
+        hooks: &[Hook::AllocateServiceAddresses],
+        ..UNKNOWN
+    },
+    Kind {
+        name: "Endpoints",
+        decode: |o| decode_as::<core::v1::Endpoints>(o),
+        default: |o| service::default("Endpoints", o),
+        validate: |o| service::validate("Endpoints", o),
+        printer: table::ENDPOINTS_PRINTER,
+        ..KEPT
+    },
+    Kind {
+        name: "ConfigMap",
+        decode: |o| decode_as::<core::v1::ConfigMap>(o),
+        validate: |o| config::validate("ConfigMap", o),
+        validate_update: |old, new| config::validate_update("ConfigMap", old, new),
+        printer: table::CONFIG_MAPS,
+        ..KEPT
+    },
+    Kind {
+        name: "Secret",
+        decode: |o| decode_as::<core::v1::Secret>(o),
+        default: config::default_secret,
+        validate: |o| config::validate("Secret", o),
+        validate_update: |old, new| config::validate_update("Secret", old, new),
+        printer: table::SECRETS,
+        ..KEPT
+    },
+    Kind {
+        name: "Node",
+        decode: |o| decode_as::<core::v1::Node>(o),
+        default: |o| cluster::default("Node", o),
+        validate: |o| cluster::validate("Node", o),
+        validate_update: |old, new| cluster::validate_update("Node", old, new),
+        printer: table::NODES,
+        ..KEPT
+    },
+    Kind {
+        name: "Event",
+        decode: |o| decode_as::<core::v1::Event>(o),
+        validate: |o| cluster::validate("Event", o),
+        printer: table::EVENTS,
+        ..KEPT
+    },
+    Kind {
+        name: "ServiceAccount",
+        decode: |o| decode_as::<core::v1::ServiceAccount>(o),
+        validate: |o| config::validate("ServiceAccount", o),
+        printer: table::SERVICE_ACCOUNTS,
+        ..KEPT
+    },
+    Kind {
+        name: "Deployment",
+        decode: |o| decode_as::<apps::v1::Deployment>(o),
+        default: |o| workloads::default("Deployment", o),
+        validate: |o| workloads::validate("Deployment", o),
+        validate_update: |old, new| workloads::validate_update("Deployment", old, new),
+        printer: table::DEPLOYMENTS,
+        ..WORKLOAD
+    },
+    Kind {
+        name: "ReplicaSet",
+        decode: |o| decode_as::<apps::v1::ReplicaSet>(o),
+        default: |o| workloads::default("ReplicaSet", o),
+        validate: |o| workloads::validate("ReplicaSet", o),
+        validate_update: |old, new| workloads::validate_update("ReplicaSet", old, new),
+        required_status: &["replicas"],
+        printer: table::REPLICA_SETS,
+        ..WORKLOAD
+    },
+    Kind {
+        name: "StatefulSet",
+        decode: |o| decode_as::<apps::v1::StatefulSet>(o),
+        default: |o| workloads::default("StatefulSet", o),
+        validate: |o| workloads::validate("StatefulSet", o),
+        validate_update: |old, new| workloads::validate_update("StatefulSet", old, new),
+        required_status: &["replicas"],
+        printer: table::STATEFUL_SETS,
+        ..WORKLOAD
+    },
+    Kind {
+        name: "DaemonSet",
+        decode: |o| decode_as::<apps::v1::DaemonSet>(o),
+        default: |o| workloads::default("DaemonSet", o),
+        validate: |o| workloads::validate("DaemonSet", o),
+        validate_update: |old, new| workloads::validate_update("DaemonSet", old, new),
+        required_status: &["currentNumberScheduled", "desiredNumberScheduled", "numberMisscheduled", "numberReady"],
+        printer: table::DAEMON_SETS,
+        ..WORKLOAD
+    },
+    Kind {
+        name: "ControllerRevision",
+        decode: |o| decode_as::<apps::v1::ControllerRevision>(o),
+        validate: |o| workloads::validate("ControllerRevision", o),
+        validate_update: |old, new| workloads::validate_update("ControllerRevision", old, new),
+        printer: table::CONTROLLER_REVISIONS,
+        ..KEPT
+    },
+    Kind {
+        name: "Job",
+        decode: |o| decode_as::<batch::v1::Job>(o),
+        default: |o| workloads::default("Job", o),
+        validate: |o| workloads::validate("Job", o),
+        validate_update: |old, new| workloads::validate_update("Job", old, new),
+        printer: table::JOBS,
+        ..WORKLOAD
+    },
+    Kind {
+        name: "CronJob",
+        decode: |o| decode_as::<batch::v1::CronJob>(o),
+        default: |o| workloads::default("CronJob", o),
+        validate: |o| workloads::validate("CronJob", o),
+        printer: table::CRON_JOBS,
+        ..WORKLOAD
+    },
+    Kind {
+        name: "Lease",
+        decode: |o| decode_as::<coordination::v1::Lease>(o),
+        validate: |o| cluster::validate("Lease", o),
+        printer: table::LEASES,
+        ..KEPT
+    },
+    Kind {
+        name: "HorizontalPodAutoscaler",
+        decode: |o| decode_as::<autoscaling::v2::HorizontalPodAutoscaler>(o),
+        default: |o| workloads::default("HorizontalPodAutoscaler", o),
+        validate: |o| workloads::validate("HorizontalPodAutoscaler", o),
+        required_status: &["desiredReplicas"],
+        printer: table::HPAS,
+        ..WORKLOAD
+    },
+    Kind {
+        name: "EndpointSlice",
+        decode: |o| decode_as::<discovery::v1::EndpointSlice>(o),
+        default: |o| service::default("EndpointSlice", o),
+        validate: |o| service::validate("EndpointSlice", o),
+        validate_update: |old, new| service::validate_update("EndpointSlice", old, new),
+        printer: table::ENDPOINT_SLICES,
+        ..KEPT
+    },
+    Kind {
+        name: "Ingress",
+        decode: |o| decode_as::<net::v1::Ingress>(o),
+        validate: |o| networking::validate("Ingress", o),
+        initial: initial::load_balancer_status,
+        printer: table::INGRESSES,
+        ..UNKNOWN
+    },
+    Kind {
+        name: "IngressClass",
+        decode: |o| decode_as::<net::v1::IngressClass>(o),
+        validate: |o| networking::validate("IngressClass", o),
+        validate_update: |old, new| networking::validate_update("IngressClass", old, new),
+        printer: table::INGRESS_CLASSES,
+        ..KEPT
+    },
+    Kind {
+        name: "Role",
+        decode: |o| decode_as::<authz::v1::Role>(o),
+        validate: |o| rbac::validate("Role", o),
+        names: NameRule::PathSegment,
+        ..KEPT
+    },
+    Kind {
+        name: "ClusterRole",
+        decode: |o| decode_as::<authz::v1::ClusterRole>(o),
+        validate: |o| rbac::validate("ClusterRole", o),
+        names: NameRule::PathSegment,
+        ..KEPT
+    },
+    Kind {
+        name: "RoleBinding",
+        decode: |o| decode_as::<authz::v1::RoleBinding>(o),
+        default: |o| rbac::default("RoleBinding", o),
+        validate: |o| rbac::validate("RoleBinding", o),
+        validate_update: |old, new| rbac::validate_update("RoleBinding", old, new),
+        names: NameRule::PathSegment,
+        printer: table::ROLE_BINDINGS,
+        ..KEPT
+    },
+    Kind {
+        name: "ClusterRoleBinding",
+        decode: |o| decode_as::<authz::v1::ClusterRoleBinding>(o),
+        default: |o| rbac::default("ClusterRoleBinding", o),
+        validate: |o| rbac::validate("ClusterRoleBinding", o),
+        validate_update: |old, new| rbac::validate_update("ClusterRoleBinding", old, new),
+        names: NameRule::PathSegment,
+        printer: table::ROLE_BINDINGS,
+        ..KEPT
+    },
+    Kind {
+        name: "CertificateSigningRequest",
+        decode: |o| decode_as::<certs::v1::CertificateSigningRequest>(o),
+        validate: certificates::validate,
+        validate_update: certificates::validate_update,
+        printer: table::CSRS,
+        hooks: &[Hook::SignCertificates],
+        ..UNKNOWN
+    },
+];
+
+/// The entry of `kind`, if keel serves it.
+pub fn find(kind: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == kind)
+}
+
+/// The rules of `kind`: its entry, or those of a kind keel does not know.
+pub fn rules(kind: &str) -> &'static Kind {
+    find(kind).unwrap_or(&UNKNOWN)
+}
+
+/// What the server sets on a new object besides metadata, per kind ([`Kind::initial`]).
+mod initial {
+    use serde_json::{json, Value};
+
+    /// The client's status, if any, stays.
+    pub fn keep(_: &mut Value) {}
+
+    pub fn empty_status(object: &mut Value) {
+        set(object, json!({}));
+    }
+
+    pub fn load_balancer_status(object: &mut Value) {
+        set(object, json!({"loadBalancer": {}}));
+    }
+
+    pub fn pod(object: &mut Value) {
+        let qos = crate::meta::qos_class(object.get("spec").unwrap_or(&Value::Null));
+        set(object, json!({"phase": "Pending", "qosClass": qos}));
+    }
+
+    /// Active, with the namespace controller's finalizer.
+    pub fn namespace(object: &mut Value) {
+        set(object, json!({"phase": "Active"}));
+        let Some(map) = object.as_object_mut() else { return };
+        let spec = map.entry("spec").or_insert_with(|| json!({}));
+        if let Some(spec) = spec.as_object_mut() {
+            spec.entry("finalizers").or_insert_with(|| json!(["kubernetes"]));
+        }
+    }
+
+    fn set(object: &mut Value, status: Value) {
+        if let Some(map) = object.as_object_mut() {
+            map.insert("status".into(), status);
+        }
+    }
+}
 
 /// Decodes `object` as the k8s-openapi type of `kind`. `Err` (for a 400 Bad Request) names the field that
 /// does not fit and why; `Ok` lists the fields the type does not know (`spec.containers[0].imagee`), which
 /// `fieldValidation=Strict` rejects and `Warn` reports.
 pub fn decode(kind: &str, object: &Value) -> Result<Vec<String>, String> {
-    use decode::decode_as;
-    let result = match kind {
-        "Namespace" => decode_as::<core::v1::Namespace>(object),
-        "Pod" => decode_as::<core::v1::Pod>(object),
-        "Service" => decode_as::<core::v1::Service>(object),
-        "Endpoints" => decode_as::<core::v1::Endpoints>(object),
-        "ConfigMap" => decode_as::<core::v1::ConfigMap>(object),
-        "Secret" => decode_as::<core::v1::Secret>(object),
-        "Node" => decode_as::<core::v1::Node>(object),
-        "Event" => decode_as::<core::v1::Event>(object),
-        "ServiceAccount" => decode_as::<core::v1::ServiceAccount>(object),
-        "Deployment" => decode_as::<apps::v1::Deployment>(object),
-        "ReplicaSet" => decode_as::<apps::v1::ReplicaSet>(object),
-        "StatefulSet" => decode_as::<apps::v1::StatefulSet>(object),
-        "DaemonSet" => decode_as::<apps::v1::DaemonSet>(object),
-        "ControllerRevision" => decode_as::<apps::v1::ControllerRevision>(object),
-        "Job" => decode_as::<batch::v1::Job>(object),
-        "CronJob" => decode_as::<batch::v1::CronJob>(object),
-        "Lease" => decode_as::<coordination::v1::Lease>(object),
-        "HorizontalPodAutoscaler" => decode_as::<autoscaling::v2::HorizontalPodAutoscaler>(object),
-        "EndpointSlice" => decode_as::<discovery::v1::EndpointSlice>(object),
-        "Ingress" => decode_as::<net::v1::Ingress>(object),
-        "IngressClass" => decode_as::<net::v1::IngressClass>(object),
-        "Role" => decode_as::<authz::v1::Role>(object),
-        "ClusterRole" => decode_as::<authz::v1::ClusterRole>(object),
-        "RoleBinding" => decode_as::<authz::v1::RoleBinding>(object),
-        "ClusterRoleBinding" => decode_as::<authz::v1::ClusterRoleBinding>(object),
-        "CertificateSigningRequest" => decode_as::<certs::v1::CertificateSigningRequest>(object),
-        other => return Err(format!("no kind {other:?} is registered")),
-    };
+    let Some(entry) = find(kind) else { return Err(format!("no kind {kind:?} is registered")) };
     let version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    result.map_err(|e| format!("{kind} in version {version:?} cannot be handled as a {kind}: {e}"))
+    (entry.decode)(object).map_err(|e| format!("{kind} in version {version:?} cannot be handled as a {kind}: {e}"))
 }
 
-/// Kubernetes' defaults for `kind` (its `SetDefaults_*` functions, and those the API server's admission
-/// adds), filled in place where the object leaves them unset. Unknown kinds are left alone.
+/// Kubernetes' defaults for `kind`, filled in place where the object leaves them unset. Unknown kinds are
+/// left alone.
 pub fn default(kind: &str, object: &mut Value) {
-    match kind {
-        "Pod" => pod::default_pod(object),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" | "HorizontalPodAutoscaler" => {
-            workloads::default(kind, object)
-        }
-        "Service" | "Endpoints" | "EndpointSlice" => service::default(kind, object),
-        "Secret" => config::default_secret(object),
-        "Namespace" | "Node" => cluster::default(kind, object),
-        "RoleBinding" | "ClusterRoleBinding" => rbac::default(kind, object),
-        _ => {}
-    }
+    (rules(kind).default)(object)
 }
 
 /// Every problem with the kind-specific fields of a new object (metadata is the server's to check).
 pub fn validate(kind: &str, object: &Value) -> Vec<Cause> {
-    match kind {
-        "Pod" => pod::validate_pod(object),
-        "Deployment"
-        | "ReplicaSet"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "Job"
-        | "CronJob"
-        | "HorizontalPodAutoscaler"
-        | "ControllerRevision" => workloads::validate(kind, object),
-        "Service" | "Endpoints" | "EndpointSlice" => service::validate(kind, object),
-        "ConfigMap" | "Secret" | "ServiceAccount" => config::validate(kind, object),
-        "Namespace" | "Node" | "Event" | "Lease" => cluster::validate(kind, object),
-        "Ingress" | "IngressClass" => networking::validate(kind, object),
-        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => rbac::validate(kind, object),
-        "CertificateSigningRequest" => certificates::validate(object),
-        _ => vec![],
-    }
+    (rules(kind).validate)(object)
 }
 
 /// What an update may not change, beyond [`validate`] of the new object: a pod's spec but for images,
 /// deadline and tolerations, workload selectors, a job's template, a service's cluster IP, immutable
 /// ConfigMaps and Secrets, …
 pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
-    match kind {
-        "Pod" => pod::validate_pod_update(old, new),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ControllerRevision" => {
-            workloads::validate_update(kind, old, new)
-        }
-        "Service" | "EndpointSlice" => service::validate_update(kind, old, new),
-        "ConfigMap" | "Secret" => config::validate_update(kind, old, new),
-        "Node" => cluster::validate_update(kind, old, new),
-        "IngressClass" => networking::validate_update(kind, old, new),
-        "RoleBinding" | "ClusterRoleBinding" => rbac::validate_update(kind, old, new),
-        "CertificateSigningRequest" => certificates::validate_update(old, new),
-        _ => vec![],
-    }
+    (rules(kind).validate_update)(old, new)
 }
 
 #[cfg(test)]
@@ -127,6 +432,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn every_served_kind_has_one_entry() {
+        for r in crate::resources::RESOURCES {
+            assert_eq!(KINDS.iter().filter(|k| k.name == r.kind).count(), 1, "{}", r.kind);
+        }
+        assert_eq!(KINDS.len(), crate::resources::RESOURCES.len());
+    }
 
     #[test]
     fn decode_knows_every_served_kind() {

@@ -3,6 +3,7 @@
 //! served resources, errors as `Status` objects, and the validation of names, labels and annotations —
 //! with Kubernetes' own wording, so that clients see the messages they know.
 
+pub mod admit;
 pub mod agent_api;
 pub mod kinds;
 pub mod meta;

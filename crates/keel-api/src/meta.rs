@@ -44,10 +44,7 @@ pub fn generate_name(prefix: &str, mut random: u64) -> String {
 
 /// Whether the server counts spec changes in `metadata.generation` for this kind.
 pub fn tracks_generation(kind: &str) -> bool {
-    matches!(
-        kind,
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" | "HorizontalPodAutoscaler"
-    )
+    crate::kinds::rules(kind).generation
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -167,45 +164,19 @@ pub fn prepare_create(
 }
 
 /// What a new object's status starts as: the server's, not the client's (nodes excepted: their agents
-/// register them with status).
+/// register them with status), as the kind's entry says.
 fn initial_status(kind: &str, object: &mut Value) {
-    let Some(map) = object.as_object_mut() else { return };
-    match kind {
-        "Node" | "Event" | "Lease" | "ConfigMap" | "Secret" | "ServiceAccount" | "Endpoints" | "EndpointSlice"
-        | "ControllerRevision" | "IngressClass" | "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => {}
-        "Ingress" => {
-            map.insert("status".into(), json!({"loadBalancer": {}}));
-        }
-        "Namespace" => {
-            map.insert("status".into(), json!({"phase": "Active"}));
-            let spec = map.entry("spec").or_insert_with(|| json!({}));
-            if let Some(spec) = spec.as_object_mut() {
-                spec.entry("finalizers").or_insert_with(|| json!(["kubernetes"]));
-            }
-        }
-        "Pod" => {
-            let qos = qos_class(map.get("spec").unwrap_or(&Value::Null));
-            map.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
-        }
-        "Service" => {
-            map.insert("status".into(), json!({"loadBalancer": {}}));
-        }
-        _ => {
-            map.insert("status".into(), json!({}));
-        }
-    }
+    (crate::kinds::rules(kind).initial)(object);
     fill_required_status(kind, object);
 }
 
 /// Sets the status fields Kubernetes' Go types always write (no `omitempty`) to 0 where they are missing:
 /// clients that check for them, as the official Python client does, refuse an object without them.
 pub fn fill_required_status(kind: &str, object: &mut Value) {
-    let required: &[&str] = match kind {
-        "DaemonSet" => &["currentNumberScheduled", "desiredNumberScheduled", "numberMisscheduled", "numberReady"],
-        "ReplicaSet" | "StatefulSet" => &["replicas"],
-        "HorizontalPodAutoscaler" => &["desiredReplicas"],
-        _ => return,
-    };
+    let required = crate::kinds::rules(kind).required_status;
+    if required.is_empty() {
+        return;
+    }
     let Some(map) = object.as_object_mut() else { return };
     let status = map.entry("status").or_insert_with(|| json!({}));
     if let Some(status) = status.as_object_mut() {
@@ -261,10 +232,10 @@ pub fn validate_metadata(resource: &Resource, object: &Value) -> Vec<Cause> {
             message: "Required value: name or generateName is required".into(),
         });
     } else {
-        let problems = match resource.kind {
-            "Namespace" | "Service" => validation::dns1123_label(name),
-            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => crate::kinds::rbac::path_segment(name),
-            _ => validation::dns1123_subdomain(name),
+        let problems = match crate::kinds::rules(resource.kind).names {
+            crate::kinds::NameRule::Label => validation::dns1123_label(name),
+            crate::kinds::NameRule::PathSegment => crate::kinds::rbac::path_segment(name),
+            crate::kinds::NameRule::Subdomain => validation::dns1123_subdomain(name),
         };
         causes.extend(problems.iter().map(|p| Cause::invalid("metadata.name", name, p)));
     }
@@ -483,7 +454,8 @@ pub fn delete(
         }
     }
     let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
-    let grace = if kind == "Pod" { pod_grace(object, grace_period) } else { 0 };
+    let graceful = crate::kinds::rules(kind).has(crate::kinds::Hook::GracefulDelete);
+    let grace = if graceful { pod_grace(object, grace_period) } else { 0 };
     if fins.is_empty() && grace == 0 {
         return Deletion::Now;
     }

@@ -39,34 +39,49 @@ impl Column {
     }
 }
 
+/// A kind's table: its columns and how one object fills them (each kind's entry in
+/// [`crate::kinds::Kind`] names its printer).
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub columns: &'static [Column],
+    pub cells: fn(&Value, Timestamp) -> Vec<Value>,
+}
+
+impl Printer {
+    const fn of(columns: &'static [Column], cells: fn(&Value, Timestamp) -> Vec<Value>) -> Printer {
+        Printer { columns, cells }
+    }
+}
+
+/// Kubernetes' default table (Name, Created At), for kinds without printers.
+pub const DEFAULT_PRINTER: Printer = Printer::of(DEFAULT, default_cells);
+pub const NAMESPACES: Printer = Printer::of(NAMESPACE, namespace_cells);
+pub const PODS: Printer = Printer::of(POD, pod_cells);
+pub const SERVICES: Printer = Printer::of(SERVICE, service_cells);
+pub const ENDPOINTS_PRINTER: Printer = Printer::of(ENDPOINTS, endpoints_cells);
+pub const CONFIG_MAPS: Printer = Printer::of(CONFIG_MAP, config_map_cells);
+pub const SECRETS: Printer = Printer::of(SECRET, secret_cells);
+pub const NODES: Printer = Printer::of(NODE, node_cells);
+pub const EVENTS: Printer = Printer::of(EVENT, event_cells);
+pub const SERVICE_ACCOUNTS: Printer = Printer::of(SERVICE_ACCOUNT, service_account_cells);
+pub const DEPLOYMENTS: Printer = Printer::of(DEPLOYMENT, deployment_cells);
+pub const REPLICA_SETS: Printer = Printer::of(REPLICA_SET, replica_set_cells);
+pub const STATEFUL_SETS: Printer = Printer::of(STATEFUL_SET, stateful_set_cells);
+pub const DAEMON_SETS: Printer = Printer::of(DAEMON_SET, daemon_set_cells);
+pub const CONTROLLER_REVISIONS: Printer = Printer::of(CONTROLLER_REVISION, controller_revision_cells);
+pub const JOBS: Printer = Printer::of(JOB, job_cells);
+pub const CRON_JOBS: Printer = Printer::of(CRON_JOB, cron_job_cells);
+pub const LEASES: Printer = Printer::of(LEASE, lease_cells);
+pub const HPAS: Printer = Printer::of(HPA, hpa_cells);
+pub const ENDPOINT_SLICES: Printer = Printer::of(ENDPOINT_SLICE, endpoint_slice_cells);
+pub const INGRESSES: Printer = Printer::of(INGRESS, ingress_cells);
+pub const INGRESS_CLASSES: Printer = Printer::of(INGRESS_CLASS, ingress_class_cells);
+pub const ROLE_BINDINGS: Printer = Printer::of(ROLE_BINDING, role_binding_cells);
+pub const CSRS: Printer = Printer::of(CSR, csr_cells);
+
 /// The columns of `kind`'s table, in order.
 pub fn columns(kind: &str) -> &'static [Column] {
-    match kind {
-        "Namespace" => NAMESPACE,
-        "Pod" => POD,
-        "Service" => SERVICE,
-        "Endpoints" => ENDPOINTS,
-        "ConfigMap" => CONFIG_MAP,
-        "Secret" => SECRET,
-        "Node" => NODE,
-        "Event" => EVENT,
-        "ServiceAccount" => SERVICE_ACCOUNT,
-        "Deployment" => DEPLOYMENT,
-        "ReplicaSet" => REPLICA_SET,
-        "StatefulSet" => STATEFUL_SET,
-        "DaemonSet" => DAEMON_SET,
-        "ControllerRevision" => CONTROLLER_REVISION,
-        "Job" => JOB,
-        "CronJob" => CRON_JOB,
-        "Lease" => LEASE,
-        "HorizontalPodAutoscaler" => HPA,
-        "EndpointSlice" => ENDPOINT_SLICE,
-        "Ingress" => INGRESS,
-        "IngressClass" => INGRESS_CLASS,
-        "RoleBinding" | "ClusterRoleBinding" => ROLE_BINDING,
-        "CertificateSigningRequest" => CSR,
-        _ => DEFAULT,
-    }
+    crate::kinds::rules(kind).printer.columns
 }
 
 /// The `TableColumnDefinition` JSON objects of `kind`'s table.
@@ -77,130 +92,173 @@ pub fn column_definitions(kind: &str) -> Vec<Value> {
 /// One row's cells for `object` (the object's JSON as stored), one per column of [`columns`], with ages
 /// measured at `now`.
 pub fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
-    let o = object;
-    let name = || Value::from(text(o, "/metadata/name"));
-    let age = || Value::from(since(time(o, "/metadata/creationTimestamp"), now));
-    match kind {
-        "Namespace" => vec![name(), or(text(o, "/status/phase"), "Active").into(), age()],
-        "Pod" => pod_cells(o, now),
-        "Service" => service_cells(o, now),
-        "Endpoints" => vec![name(), format_endpoints(o).into(), age()],
-        "ConfigMap" => vec![name(), (count(o, "/data") + count(o, "/binaryData")).into(), age()],
-        "Secret" => vec![name(), or(text(o, "/type"), "Opaque").into(), secret_keys(o).into(), age()],
-        "Node" => node_cells(o, now),
-        "Event" => event_cells(o, now),
-        "ServiceAccount" => vec![name(), list(o, "/secrets").len().into(), age()],
-        "Deployment" => deployment_cells(o, now),
-        "ReplicaSet" => {
-            let (names, images) = containers(o, "/spec/template/spec/containers");
-            vec![
-                name(),
-                int_or(o, "/spec/replicas", 1).into(),
-                int(o, "/status/replicas").into(),
-                int(o, "/status/readyReplicas").into(),
-                age(),
-                names.into(),
-                images.into(),
-                format_label_selector(o.pointer("/spec/selector")).into(),
-            ]
-        }
-        "StatefulSet" => {
-            let (names, images) = containers(o, "/spec/template/spec/containers");
-            let ready = format!("{}/{}", int(o, "/status/readyReplicas"), int_or(o, "/spec/replicas", 1));
-            vec![name(), ready.into(), age(), names.into(), images.into()]
-        }
-        "DaemonSet" => {
-            let (names, images) = containers(o, "/spec/template/spec/containers");
-            vec![
-                name(),
-                int(o, "/status/desiredNumberScheduled").into(),
-                int(o, "/status/currentNumberScheduled").into(),
-                int(o, "/status/numberReady").into(),
-                int(o, "/status/updatedNumberScheduled").into(),
-                int(o, "/status/numberAvailable").into(),
-                format_labels(o.pointer("/spec/template/spec/nodeSelector")).into(),
-                age(),
-                names.into(),
-                images.into(),
-                format_label_selector(o.pointer("/spec/selector")).into(),
-            ]
-        }
-        "ControllerRevision" => vec![name(), controller_of(o).into(), int(o, "/revision").into(), age()],
-        "Job" => job_cells(o, now),
-        "CronJob" => cron_job_cells(o, now),
-        "Lease" => vec![name(), text(o, "/spec/holderIdentity").into(), age()],
-        "HorizontalPodAutoscaler" => hpa_cells(o, now),
-        "EndpointSlice" => vec![
-            name(),
-            text(o, "/addressType").into(),
-            format_slice_ports(list(o, "/ports")).into(),
-            format_slice_endpoints(list(o, "/endpoints")).into(),
-            age(),
-        ],
-        "Ingress" => ingress_cells(o, age()),
-        "CertificateSigningRequest" => {
-            let duration = o
-                .pointer("/spec/expirationSeconds")
-                .and_then(Value::as_u64)
-                .map_or_else(|| "<none>".to_string(), |s| human_duration(std::time::Duration::from_secs(s)));
-            let mut conditions: Vec<&str> =
-                list(o, "/status/conditions").iter().filter_map(|c| c.get("type").and_then(Value::as_str)).collect();
-            if conditions.is_empty() {
-                conditions.push("Pending");
-            }
-            if o.pointer("/status/certificate").and_then(Value::as_str).is_some_and(|c| !c.is_empty()) {
-                conditions.push("Issued");
-            }
-            vec![
-                name(),
-                age(),
-                text(o, "/spec/signerName").into(),
-                text(o, "/spec/username").into(),
-                duration.into(),
-                conditions.join(",").into(),
-            ]
-        }
-        "RoleBinding" | "ClusterRoleBinding" => {
-            let role = format!("{}/{}", text(o, "/roleRef/kind"), text(o, "/roleRef/name"));
-            let subjects = |kind: &str| {
-                let names: Vec<String> = list(o, "/subjects")
-                    .iter()
-                    .filter(|s| s.get("kind").and_then(Value::as_str) == Some(kind))
-                    .map(|s| {
-                        let name = s.get("name").and_then(Value::as_str).unwrap_or("");
-                        match s.get("namespace").and_then(Value::as_str) {
-                            Some(ns) if kind == "ServiceAccount" => format!("{ns}/{name}"),
-                            _ if kind == "ServiceAccount" => format!("/{name}"),
-                            _ => name.to_string(),
-                        }
-                    })
-                    .collect();
-                Value::from(names.join(", "))
-            };
-            vec![name(), role.into(), age(), subjects("User"), subjects("Group"), subjects("ServiceAccount")]
-        }
-        "IngressClass" => {
-            let params = match o.pointer("/spec/parameters") {
-                Some(p) if p.is_object() => {
-                    let kind = p.get("kind").and_then(Value::as_str).unwrap_or("");
-                    let group = p.get("apiGroup").and_then(Value::as_str).filter(|g| !g.is_empty());
-                    let name = p.get("name").and_then(Value::as_str).unwrap_or("");
-                    match group {
-                        Some(g) => format!("{kind}.{g}/{name}"),
-                        None => format!("{kind}/{name}"),
-                    }
-                }
-                _ => "<none>".to_string(),
-            };
-            vec![name(), text(o, "/spec/controller").into(), params.into(), age()]
-        }
-        _ => vec![name(), created_at(time(o, "/metadata/creationTimestamp")).into()],
+    (crate::kinds::rules(kind).printer.cells)(object, now)
+}
+
+/// The NAME and AGE cells of `o`, as closures for a printer's `vec![…]`.
+fn name_and_age(o: &Value, now: Timestamp) -> (impl Fn() -> Value + '_, impl Fn() -> Value + '_) {
+    (
+        move || Value::from(text(o, "/metadata/name")),
+        move || Value::from(since(time(o, "/metadata/creationTimestamp"), now)),
+    )
+}
+
+fn default_cells(o: &Value, _: Timestamp) -> Vec<Value> {
+    vec![Value::from(text(o, "/metadata/name")), created_at(time(o, "/metadata/creationTimestamp")).into()]
+}
+
+fn namespace_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    vec![name(), or(text(o, "/status/phase"), "Active").into(), age()]
+}
+
+fn endpoints_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    vec![name(), format_endpoints(o).into(), age()]
+}
+
+fn config_map_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    vec![name(), (count(o, "/data") + count(o, "/binaryData")).into(), age()]
+}
+
+fn secret_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    vec![name(), or(text(o, "/type"), "Opaque").into(), secret_keys(o).into(), age()]
+}
+
+fn service_account_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    vec![name(), list(o, "/secrets").len().into(), age()]
+}
+
+fn replica_set_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let (names, images) = containers(o, "/spec/template/spec/containers");
+    vec![
+        name(),
+        int_or(o, "/spec/replicas", 1).into(),
+        int(o, "/status/replicas").into(),
+        int(o, "/status/readyReplicas").into(),
+        age(),
+        names.into(),
+        images.into(),
+        format_label_selector(o.pointer("/spec/selector")).into(),
+    ]
+}
+
+fn stateful_set_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let (names, images) = containers(o, "/spec/template/spec/containers");
+    let ready = format!("{}/{}", int(o, "/status/readyReplicas"), int_or(o, "/spec/replicas", 1));
+    vec![name(), ready.into(), age(), names.into(), images.into()]
+}
+
+fn daemon_set_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let (names, images) = containers(o, "/spec/template/spec/containers");
+    vec![
+        name(),
+        int(o, "/status/desiredNumberScheduled").into(),
+        int(o, "/status/currentNumberScheduled").into(),
+        int(o, "/status/numberReady").into(),
+        int(o, "/status/updatedNumberScheduled").into(),
+        int(o, "/status/numberAvailable").into(),
+        format_labels(o.pointer("/spec/template/spec/nodeSelector")).into(),
+        age(),
+        names.into(),
+        images.into(),
+        format_label_selector(o.pointer("/spec/selector")).into(),
+    ]
+}
+
+fn controller_revision_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    vec![name(), controller_of(o).into(), int(o, "/revision").into(), age()]
+}
+
+fn lease_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    vec![name(), text(o, "/spec/holderIdentity").into(), age()]
+}
+
+fn endpoint_slice_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    vec![
+        name(),
+        text(o, "/addressType").into(),
+        format_slice_ports(list(o, "/ports")).into(),
+        format_slice_endpoints(list(o, "/endpoints")).into(),
+        age(),
+    ]
+}
+
+fn csr_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let duration = o
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_u64)
+        .map_or_else(|| "<none>".to_string(), |s| human_duration(std::time::Duration::from_secs(s)));
+    let mut conditions: Vec<&str> =
+        list(o, "/status/conditions").iter().filter_map(|c| c.get("type").and_then(Value::as_str)).collect();
+    if conditions.is_empty() {
+        conditions.push("Pending");
     }
+    if o.pointer("/status/certificate").and_then(Value::as_str).is_some_and(|c| !c.is_empty()) {
+        conditions.push("Issued");
+    }
+    vec![
+        name(),
+        age(),
+        text(o, "/spec/signerName").into(),
+        text(o, "/spec/username").into(),
+        duration.into(),
+        conditions.join(",").into(),
+    ]
+}
+
+fn role_binding_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let role = format!("{}/{}", text(o, "/roleRef/kind"), text(o, "/roleRef/name"));
+    let subjects = |kind: &str| {
+        let names: Vec<String> = list(o, "/subjects")
+            .iter()
+            .filter(|s| s.get("kind").and_then(Value::as_str) == Some(kind))
+            .map(|s| {
+                let name = s.get("name").and_then(Value::as_str).unwrap_or("");
+                match s.get("namespace").and_then(Value::as_str) {
+                    Some(ns) if kind == "ServiceAccount" => format!("{ns}/{name}"),
+                    _ if kind == "ServiceAccount" => format!("/{name}"),
+                    _ => name.to_string(),
+                }
+            })
+            .collect();
+        Value::from(names.join(", "))
+    };
+    vec![name(), role.into(), age(), subjects("User"), subjects("Group"), subjects("ServiceAccount")]
+}
+
+fn ingress_class_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let params = match o.pointer("/spec/parameters") {
+        Some(p) if p.is_object() => {
+            let kind = p.get("kind").and_then(Value::as_str).unwrap_or("");
+            let group = p.get("apiGroup").and_then(Value::as_str).filter(|g| !g.is_empty());
+            let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+            match group {
+                Some(g) => format!("{kind}.{g}/{name}"),
+                None => format!("{kind}/{name}"),
+            }
+        }
+        _ => "<none>".to_string(),
+    };
+    vec![name(), text(o, "/spec/controller").into(), params.into(), age()]
 }
 
 /// kube's Ingress printer: the class, the rules' hosts (`*` for a rule without one), the load balancer's
 /// addresses, and `80` or `80, 443` with TLS.
-fn ingress_cells(o: &Value, age: Value) -> Vec<Value> {
+fn ingress_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let age = Value::from(since(time(o, "/metadata/creationTimestamp"), now));
     let class = o.pointer("/spec/ingressClassName").and_then(Value::as_str).unwrap_or("<none>");
     let hosts: Vec<&str> = list(o, "/spec/rules")
         .iter()

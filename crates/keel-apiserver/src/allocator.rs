@@ -171,31 +171,6 @@ pub async fn release(storage: &Storage, keys: &[String]) {
     }
 }
 
-/// On update: a Service keeps the cluster IP and node ports it has unless the update names them (they
-/// are immutable; kind-specific validation refuses changes).
-pub fn carry_over(old: &Value, new: &mut Value) {
-    for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
-        if new.pointer(&format!("/spec/{field}")).is_none_or(|v| v.is_null() || v == "") {
-            if let Some(v) = old.pointer(&format!("/spec/{field}")) {
-                new["spec"][field] = v.clone();
-            }
-        }
-    }
-    let old_ports = old.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
-    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
-        for p in ports.iter_mut() {
-            if p.get("nodePort").is_some_and(|n| n.as_u64().unwrap_or(0) != 0) {
-                continue;
-            }
-            let same =
-                old_ports.iter().find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"));
-            if let Some(n) = same.and_then(|o| o.get("nodePort")) {
-                p["nodePort"] = n.clone();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,7 +182,7 @@ mod tests {
         assert_eq!(held(&old), ["/keel/allocations/service-ips/10.96.0.10", "/keel/allocations/node-ports/30080"]);
         assert!(held(&json!({"spec": {"clusterIP": "None"}})).is_empty());
         let mut new = json!({"spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
-        carry_over(&old, &mut new);
+        keel_api::kinds::carry_over_addresses(&old, &mut new);
         assert_eq!(new["spec"]["clusterIP"], "10.96.0.10");
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
     }

@@ -19,15 +19,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
 }
 
-/// What `fieldValidation` asks for fields the object's type does not know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FieldValidation {
-    Ignore,
-    /// kube-apiserver's default when the parameter is absent: a `Warning` header per unknown field.
-    #[default]
-    Warn,
-    Strict,
-}
+pub use keel_api::admit::FieldValidation;
 
 /// A Table row's `object`: none, the object's metadata (the default), or the whole object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

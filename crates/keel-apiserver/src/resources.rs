@@ -9,17 +9,19 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use keel_api::admit::{self, Admitted};
+use keel_api::kinds::{self, Hook};
 use keel_api::meta::{self, Deletion, Fresh};
 use keel_api::paths::{self, Target};
 use keel_api::resources::{self, Resource};
 use keel_api::status::{ApiError, GroupResource};
 use keel_api::validation::Cause;
-use keel_api::{kinds, strategic_merge, table};
+use keel_api::{strategic_merge, table};
 use serde_json::{json, Value};
 
 use crate::allocator;
 use crate::auth::User;
-use crate::request::{self, FieldValidation, IncludeObject, Output, Params};
+use crate::request::{self, IncludeObject, Output, Params};
 use crate::storage::{Read, StorageError, Stored};
 use crate::{AppState, Failure};
 
@@ -254,20 +256,6 @@ impl Call {
     }
 
     /// Decodes against the kind's type; unknown fields are refused, warned about or ignored as asked.
-    fn check_fields(&self, object: &mut Value) -> Result<Vec<String>, ApiError> {
-        let unknown = kinds::decode(self.resource().kind, object).map_err(ApiError::BadRequest)?;
-        kinds::drop_unknown(object, &unknown);
-        Ok(match self.params.field_validation {
-            FieldValidation::Ignore => vec![],
-            FieldValidation::Warn => unknown.into_iter().map(|f| format!("unknown field {f:?}")).collect(),
-            FieldValidation::Strict if unknown.is_empty() => vec![],
-            FieldValidation::Strict => {
-                let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
-                return Err(ApiError::BadRequest(format!("strict decoding error: {}", list.join(", "))));
-            }
-        })
-    }
-
     async fn get(&self, output: Output) -> Result<Response, ApiError> {
         let read =
             if self.params.resource_version.as_deref() == Some("0") { Read::Serializable } else { Read::Linearizable };
@@ -373,20 +361,22 @@ impl Call {
         Ok(json_response(StatusCode::OK, &body, &[]))
     }
 
-    async fn create(&self, mut object: Value) -> Result<Response, ApiError> {
+    async fn create(&self, object: Value) -> Result<Response, ApiError> {
         let resource = self.resource();
+        let kind = kinds::rules(resource.kind);
         let fresh = Fresh {
             now: jiff::Timestamp::now(),
             uid: uuid::Uuid::new_v4().to_string(),
             random: uuid::Uuid::new_v4().as_u64_pair().0,
         };
-        meta::prepare_create(resource, &mut object, self.target.namespace.as_deref(), &fresh)?;
-        let warnings = self.check_fields(&mut object)?;
-        kinds::default(resource.kind, &mut object);
-        if resource.kind == "Pod" {
-            self.mount_service_account_token(&mut object, fresh.random).await?;
-        }
-        if resource.kind == "CertificateSigningRequest" {
+        let facts = admit::Facts {
+            service_account_automounts: match kind.has(Hook::MountServiceAccountToken) {
+                true => self.service_account_automounts(&object).await?,
+                false => None,
+            },
+        };
+        let Admitted { mut object, warnings } = admit::create(&self.admission(), object, &fresh, &facts)?;
+        if kind.has(Hook::SignCertificates) {
             crate::certificates::set_requester(&mut object, self.user.as_ref());
             crate::certificates::auto_approve(&mut object);
             crate::certificates::sign_if_approved(
@@ -396,11 +386,6 @@ impl Call {
             )?;
         }
         let name = meta::name(&object).to_string();
-        let mut causes = meta::validate_metadata(resource, &object);
-        causes.extend(kinds::validate(resource.kind, &object));
-        if !causes.is_empty() {
-            return Err(self.invalid(&name, causes));
-        }
         let namespace = self.target.namespace.as_deref();
         crate::rbac::admit(self.user.as_ref(), self.state.rbac.as_ref(), resource, namespace, &object, None)?;
         if let Some(ns) = self.target.namespace.as_deref() {
@@ -410,7 +395,7 @@ impl Call {
             return Ok(json_response(StatusCode::CREATED, &object, &warnings));
         }
         let key = resource.key(self.target.namespace.as_deref().unwrap_or(""), &name);
-        let reserved = if resource.kind == "Service" {
+        let reserved = if kind.has(Hook::AllocateServiceAddresses) {
             let owner = key.trim_start_matches("/registry/");
             allocator::allocate(&self.state.storage, &mut object, &self.state.service_cidr, owner).await?
         } else {
@@ -449,25 +434,28 @@ impl Call {
         Ok(())
     }
 
-    /// The ServiceAccount admission of a new pod: its token volume, unless its service account (when it
-    /// exists) says not to automount.
-    async fn mount_service_account_token(&self, pod: &mut Value, random: u64) -> Result<(), ApiError> {
+    /// For the ServiceAccount admission of a new pod: whether its service account (when it exists) lets its
+    /// token be mounted; `None` when the cluster issues no tokens.
+    async fn service_account_automounts(&self, pod: &Value) -> Result<Option<bool>, ApiError> {
         if self.state.service_accounts.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let account = pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default");
         let key = format!("/registry/serviceaccounts/{}/{account}", self.target.namespace.as_deref().unwrap_or(""));
-        let automounts = match self.state.storage.get(&key).await {
+        Ok(Some(match self.state.storage.get(&key).await {
             Ok(stored) => object(&stored)?.get("automountServiceAccountToken").and_then(Value::as_bool).unwrap_or(true),
             Err(StorageError::NotFound) => true,
             Err(e) => return Err(self.store_error(e)),
-        };
-        // kube-apiserver's random suffix alphabet (no vowels, no look-alikes).
-        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        let suffix: String =
-            (0..5).map(|i| ALPHABET[((random >> (i * 8)) % ALPHABET.len() as u64) as usize] as char).collect();
-        kinds::mount_service_account_token(pod, &suffix, automounts);
-        Ok(())
+        }))
+    }
+
+    /// The admission request of this call.
+    fn admission(&self) -> admit::Request<'_> {
+        admit::Request {
+            resource: self.resource(),
+            namespace: self.target.namespace.as_deref(),
+            field_validation: self.params.field_validation,
+        }
     }
 
     /// `serviceaccounts/{name}/token`: a TokenRequest answered with a token for the service account,
@@ -590,25 +578,13 @@ impl Call {
             if let Some(m) = old.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
             }
-            let mut new = meta::prepare_update(resource, sub, &old, requested)?;
-            let warnings = self.check_fields(&mut new)?;
-            if resource.kind == "Service" {
-                allocator::carry_over(&old, &mut new);
-            }
-            kinds::default(resource.kind, &mut new);
-            let mut causes = meta::validate_metadata(resource, &new);
-            causes.extend(kinds::validate(resource.kind, &new));
-            causes.extend(kinds::validate_update(resource.kind, &old, &new));
-            causes.extend(meta::validate_deleting_update(&old, &new));
-            if !causes.is_empty() {
-                return Err(self.invalid(self.name(), causes));
-            }
+            let Admitted { object: mut new, warnings } = admit::update(&self.admission(), sub, &old, requested)?;
             if new == old {
                 return Ok(self.updated(&current, &warnings));
             }
             let namespace = self.target.namespace.as_deref();
             crate::rbac::admit(self.user.as_ref(), self.state.rbac.as_ref(), resource, namespace, &new, Some(&old))?;
-            if resource.kind == "CertificateSigningRequest" {
+            if kinds::rules(resource.kind).has(Hook::SignCertificates) {
                 crate::certificates::sign_if_approved(
                     self.state.authority.as_deref(),
                     self.state.signing_duration,
@@ -667,7 +643,8 @@ impl Call {
                 }
             }
             let now = jiff::Timestamp::now();
-            let decision = if resource.kind == "Namespace" {
+            let kind = kinds::rules(resource.kind);
+            let decision = if kind.has(Hook::FinalizeNamespace) {
                 namespace_deletion(&current, now)
             } else {
                 meta::delete(&current, resource.kind, opts.grace_period, opts.propagation, now)
@@ -680,11 +657,11 @@ impl Call {
             };
             match result {
                 Ok(revision) => {
-                    if resource.kind == "Service" && decision == Deletion::Now && !opts.dry_run {
+                    if kind.has(Hook::AllocateServiceAddresses) && decision == Deletion::Now && !opts.dry_run {
                         allocator::release(&self.state.storage, &allocator::held(&current)).await;
                     }
                     return Ok(match decision {
-                        Deletion::Now if resource.kind == "Pod" => json_response(StatusCode::OK, &current, &[]),
+                        Deletion::Now if kind.has(Hook::GracefulDelete) => json_response(StatusCode::OK, &current, &[]),
                         Deletion::Now => json_response(StatusCode::OK, &success(resource, self.name(), &uid), &[]),
                         Deletion::Mark(mut marked) => {
                             set_resource_version(&mut marked, revision);

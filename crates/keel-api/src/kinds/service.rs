@@ -419,6 +419,31 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
     c
 }
 
+/// On update: a Service keeps the cluster IP and node ports it has unless the update names them (they
+/// are immutable; kind-specific validation refuses changes).
+pub fn carry_over_addresses(old: &Value, new: &mut Value) {
+    for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+        if new.pointer(&format!("/spec/{field}")).is_none_or(|v| v.is_null() || v == "") {
+            if let Some(v) = old.pointer(&format!("/spec/{field}")) {
+                new["spec"][field] = v.clone();
+            }
+        }
+    }
+    let old_ports = old.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut() {
+            if p.get("nodePort").is_some_and(|n| n.as_u64().unwrap_or(0) != 0) {
+                continue;
+            }
+            let same =
+                old_ports.iter().find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"));
+            if let Some(n) = same.and_then(|o| o.get("nodePort")) {
+                p["nodePort"] = n.clone();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "service_test.rs"]
 mod tests;
