@@ -64,6 +64,30 @@ pub struct LabelSelector {
     pub requirements: Vec<Requirement>,
 }
 
+/// The selector as `?labelSelector=` writes it (`app=web,tier in (a,b),!canary`), which [`LabelSelector::parse`]
+/// reads back.
+impl std::fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.requirements.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let (key, values) = (&r.key, r.values.join(","));
+            match r.op {
+                Operator::Exists => write!(f, "{key}")?,
+                Operator::DoesNotExist => write!(f, "!{key}")?,
+                Operator::Equals => write!(f, "{key}={values}")?,
+                Operator::NotEquals => write!(f, "{key}!={values}")?,
+                Operator::In => write!(f, "{key} in ({values})")?,
+                Operator::NotIn => write!(f, "{key} notin ({values})")?,
+                Operator::GreaterThan => write!(f, "{key}>{values}")?,
+                Operator::LessThan => write!(f, "{key}<{values}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Ident(String),
@@ -237,7 +261,9 @@ impl LabelSelector {
 
     /// An API object's `LabelSelector` (matchLabels and matchExpressions, all of which must hold; an empty
     /// one matches everything), or why it is not one (Kubernetes' `LabelSelectorAsSelector`): an unknown
-    /// operator, or `In`/`NotIn` without values.
+    /// operator, `In`/`NotIn` without values, `Exists`/`DoesNotExist` with some. The one conversion the
+    /// scheduler, the controllers and RBAC use; where Kubernetes treats a missing or malformed selector as
+    /// selecting nothing, so do they.
     pub fn from_api(
         selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
     ) -> Result<LabelSelector, SelectorError> {
@@ -255,8 +281,11 @@ impl LabelSelector {
                 "In" | "NotIn" => {
                     return Err(SelectorError::Label("for 'in', 'notin' operators, values set can't be empty".into()))
                 }
-                "Exists" => Operator::Exists,
-                "DoesNotExist" => Operator::DoesNotExist,
+                "Exists" if values.is_empty() => Operator::Exists,
+                "DoesNotExist" if values.is_empty() => Operator::DoesNotExist,
+                "Exists" | "DoesNotExist" => {
+                    return Err(SelectorError::Label("values set must be empty for exists and does not exist".into()))
+                }
                 other => return Err(SelectorError::Label(format!("{other:?} is not a valid label selector operator"))),
             };
             requirements.push(Requirement { key: e.key.clone(), op, values });
@@ -401,6 +430,15 @@ mod tests {
         let odd =
             serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "k", "operator": "Gt"}]})).unwrap();
         assert!(LabelSelector::from_api(&odd).is_err());
+        let odd = serde_json::from_value(
+            serde_json::json!({"matchExpressions": [{"key": "k", "operator": "Exists", "values": ["v"]}]}),
+        )
+        .unwrap();
+        assert!(LabelSelector::from_api(&odd).is_err());
+        // As a query, and back.
+        let query = s.to_string();
+        assert_eq!(query, "app=web,tier in (a,b),!old");
+        assert_eq!(LabelSelector::parse(&query).unwrap(), s);
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -90,26 +90,10 @@ pub fn selects(selector: Option<&LabelSelector>, labels: Option<&BTreeMap<String
     compile(selector).is_some_and(|(_, parsed)| parsed.matches(labels.unwrap_or(&BTreeMap::new())))
 }
 
-/// A selector as a query string and parsed from it.
+/// A selector as a query string and compiled (keel-api's one conversion).
 fn compile(selector: Option<&LabelSelector>) -> Option<(String, ParsedSelector)> {
-    let s = selector?;
-    let mut parts = Vec::new();
-    for (k, v) in s.match_labels.iter().flatten() {
-        parts.push(format!("{k}={v}"));
-    }
-    for e in s.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            "DoesNotExist" => format!("!{}", e.key),
-            _ => return None,
-        });
-    }
-    let query = parts.join(",");
-    let parsed = ParsedSelector::parse(&query).ok()?;
-    Some((query, parsed))
+    let parsed = ParsedSelector::from_api(selector?).ok()?;
+    Some((parsed.to_string(), parsed))
 }
 
 /// Kubernetes' order for giving pods up (controller.ActivePods): unassigned before assigned, Pending before

@@ -18,23 +18,10 @@ pub enum PodSelector {
 
 impl PodSelector {
     pub fn compile(selector: Option<&metav1::LabelSelector>) -> PodSelector {
-        let Some(s) = selector else { return PodSelector::Nothing };
-        let mut requirements = Vec::new();
-        for (k, v) in s.match_labels.iter().flatten() {
-            requirements.push(Requirement { key: k.clone(), op: Operator::In, values: vec![v.clone()] });
+        match selector.map(LabelSelector::from_api) {
+            Some(Ok(s)) => PodSelector::Labels(s),
+            None | Some(Err(_)) => PodSelector::Nothing,
         }
-        for e in s.match_expressions.iter().flatten() {
-            let values = e.values.clone().unwrap_or_default();
-            let op = match e.operator.as_str() {
-                "In" if !values.is_empty() => Operator::In,
-                "NotIn" if !values.is_empty() => Operator::NotIn,
-                "Exists" if values.is_empty() => Operator::Exists,
-                "DoesNotExist" if values.is_empty() => Operator::DoesNotExist,
-                _ => return PodSelector::Nothing,
-            };
-            requirements.push(Requirement { key: e.key.clone(), op, values });
-        }
-        PodSelector::Labels(LabelSelector { requirements })
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
