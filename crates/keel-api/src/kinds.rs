@@ -15,6 +15,7 @@ mod decode;
 mod fields;
 mod networking;
 mod pod;
+pub mod policy;
 pub use pod::{mount_service_account_token, SERVICE_ACCOUNT_DIR};
 pub use service::carry_over_addresses;
 pub mod rbac;
@@ -22,7 +23,8 @@ mod service;
 mod workloads;
 
 use k8s_openapi::api::{
-    apps, autoscaling, batch, certificates as certs, coordination, core, discovery, networking as net, rbac as authz,
+    apps, autoscaling, batch, certificates as certs, coordination, core, discovery, networking as net, policy as pdb,
+    rbac as authz,
 };
 use serde_json::Value;
 
@@ -350,6 +352,14 @@ pub static KINDS: &[Kind] = &[
         printer: table::CSRS,
         hooks: &[Hook::SignCertificates],
         ..UNKNOWN
+    },
+    Kind {
+        name: "PodDisruptionBudget",
+        decode: |o| decode_as::<pdb::v1::PodDisruptionBudget>(o),
+        validate: policy::validate,
+        required_status: &["currentHealthy", "desiredHealthy", "disruptionsAllowed", "expectedPods"],
+        printer: table::POD_DISRUPTION_BUDGETS,
+        ..WORKLOAD
     },
 ];
 

@@ -82,6 +82,7 @@ const AUTOSCALING: Resource = group("autoscaling", "v2");
 const DISCOVERY: Resource = group("discovery.k8s.io", "v1");
 const NETWORKING: Resource = group("networking.k8s.io", "v1");
 const RBAC: Resource = group("rbac.authorization.k8s.io", "v1");
+const POLICY: Resource = group("policy", "v1");
 
 /// Every resource served, in discovery order.
 pub const RESOURCES: &[Resource] = &[
@@ -101,7 +102,7 @@ pub const RESOURCES: &[Resource] = &[
         singular: "pod",
         short_names: &["po"],
         categories: ALL,
-        subresources: &["status", "binding", "log", "exec"],
+        subresources: &["status", "binding", "eviction", "log", "exec"],
         fields: &[
             "spec.nodeName",
             "spec.restartPolicy",
@@ -265,6 +266,14 @@ pub const RESOURCES: &[Resource] = &[
         subresources: &["status", "approval"],
         ..CERTIFICATES
     },
+    Resource {
+        kind: "PodDisruptionBudget",
+        plural: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        short_names: &["pdb"],
+        subresources: STATUS,
+        ..POLICY
+    },
 ];
 
 const AUTHORIZATION: Resource = group("authorization.k8s.io", "v1");
@@ -379,6 +388,7 @@ mod tests {
         assert!(g.contains(&("networking.k8s.io", "v1")));
         assert!(g.contains(&("rbac.authorization.k8s.io", "v1")));
         assert!(g.contains(&("certificates.k8s.io", "v1")));
-        assert_eq!(g.len(), 9);
+        assert!(g.contains(&("policy", "v1")));
+        assert_eq!(g.len(), 10);
     }
 }

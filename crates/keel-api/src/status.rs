@@ -42,6 +42,10 @@ pub enum ApiError {
     UnknownPath,
     #[error("the server is currently unable to handle the request")]
     Unavailable,
+    /// Refused for now, to be tried again (an eviction a disruption budget does not allow): the causes are
+    /// (reason, message) pairs.
+    #[error("{message}")]
+    TooManyRequests { message: String, causes: Vec<(String, String)> },
     #[error(
         "the server was unable to return a response in the time allotted, but may still be processing the request"
     )]
@@ -103,6 +107,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Invalid { .. } => 422,
             ApiError::Internal(_) | ApiError::StoreRefused(_) => 500,
+            ApiError::TooManyRequests { .. } => 429,
             ApiError::Unavailable => 503,
             ApiError::Timeout => 504,
         }
@@ -125,6 +130,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "Invalid",
             ApiError::Internal(_) => "InternalError",
             ApiError::StoreRefused(_) => "",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::Unavailable => "ServiceUnavailable",
             ApiError::Timeout => "Timeout",
         }
@@ -152,6 +158,19 @@ impl ApiError {
                             field: Some(c.field.clone()),
                             message: Some(c.message.clone()),
                             reason: Some(c.kind.reason().to_string()),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ApiError::TooManyRequests { causes, .. } => Some(StatusDetails {
+                causes: Some(
+                    causes
+                        .iter()
+                        .map(|(reason, message)| StatusCause {
+                            field: None,
+                            message: Some(message.clone()),
+                            reason: Some(reason.clone()),
                         })
                         .collect(),
                 ),

@@ -78,6 +78,7 @@ pub const INGRESSES: Printer = Printer::of(INGRESS, ingress_cells);
 pub const INGRESS_CLASSES: Printer = Printer::of(INGRESS_CLASS, ingress_class_cells);
 pub const ROLE_BINDINGS: Printer = Printer::of(ROLE_BINDING, role_binding_cells);
 pub const CSRS: Printer = Printer::of(CSR, csr_cells);
+pub const POD_DISRUPTION_BUDGETS: Printer = Printer::of(PDB, pdb_cells);
 
 /// The columns of `kind`'s table, in order.
 pub fn columns(kind: &str) -> &'static [Column] {
@@ -236,6 +237,22 @@ fn role_binding_cells(o: &Value, now: Timestamp) -> Vec<Value> {
         Value::from(names.join(", "))
     };
     vec![name(), role.into(), age(), subjects("User"), subjects("Group"), subjects("ServiceAccount")]
+}
+
+fn pdb_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let bound = |pointer: &str| match o.pointer(pointer) {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => "N/A".to_string(),
+    };
+    vec![
+        name(),
+        bound("/spec/minAvailable").into(),
+        bound("/spec/maxUnavailable").into(),
+        int(o, "/status/disruptionsAllowed").into(),
+        age(),
+    ]
 }
 
 fn ingress_class_cells(o: &Value, now: Timestamp) -> Vec<Value> {
@@ -586,6 +603,14 @@ const ROLE_BINDING: &[Column] = &[
     wide("Users", "string", "Users in the roleBinding"),
     wide("Groups", "string", "Groups in the roleBinding"),
     wide("ServiceAccounts", "string", "ServiceAccounts in the roleBinding"),
+];
+
+const PDB: &[Column] = &[
+    NAME,
+    col("Min Available", "string", "The minimum number of pods that must be available."),
+    col("Max Unavailable", "string", "The maximum number of pods that may be unavailable."),
+    col("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
+    AGE,
 ];
 
 const ENDPOINT_SLICE: &[Column] = &[

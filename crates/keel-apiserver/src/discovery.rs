@@ -116,6 +116,7 @@ fn entries(r: &Resource) -> Vec<APIResource> {
             "exec" => ("PodExecOptions", &["create", "get"]),
             "finalize" => (r.kind, &["update"]),
             "token" => ("TokenRequest", &["create"]),
+            "eviction" => ("Eviction", &["create"]),
             _ => (r.kind, &["get", "patch", "update"]),
         };
         APIResource {
@@ -126,9 +127,10 @@ fn entries(r: &Resource) -> Vec<APIResource> {
             group: match *sub {
                 "scale" => Some("autoscaling".to_string()),
                 "token" => Some("authentication.k8s.io".to_string()),
+                "eviction" => Some("policy".to_string()),
                 _ => None,
             },
-            version: matches!(*sub, "scale" | "token").then(|| "v1".to_string()),
+            version: matches!(*sub, "scale" | "token" | "eviction").then(|| "v1".to_string()),
             verbs: strings(verbs),
             ..Default::default()
         }

@@ -97,6 +97,9 @@ async fn serve(
         }
         (Method::DELETE, true, None) => call.delete(request::read(body).await?.as_ref()).await?,
         (Method::POST, true, Some("binding")) => call.bind(request::object_body(&headers, body).await?).await?,
+        (Method::POST, true, Some("eviction")) if call.resource().kind == "Pod" => {
+            call.evict(request::object_body(&headers, body).await?).await?
+        }
         (Method::POST, true, Some("token")) if call.resource().kind == "ServiceAccount" => {
             call.token_request(request::object_body(&headers, body).await?).await?
         }
@@ -716,6 +719,49 @@ impl Call {
             dry_run: self.params.dry_run,
             ..Params::default()
         }
+    }
+
+    /// pods/{name}/eviction (a policy/v1 Eviction): the pod deleted, with the eviction's delete options, once
+    /// the PodDisruptionBudget that picks it (if any) has a disruption to give, which is used up first (a
+    /// compare-and-swap of the budget's status, so concurrent evictions never take the same one); else 429.
+    async fn evict(&self, eviction: Value) -> Result<Response, ApiError> {
+        let named = meta::str_at(&eviction, &["metadata", "name"]).unwrap_or_default();
+        if !named.is_empty() && named != self.name() {
+            return Err(ApiError::BadRequest("name in URL does not match name in Eviction object".into()));
+        }
+        let budgets = resources::find("policy", "v1", "poddisruptionbudgets").ok_or(ApiError::UnknownPath)?;
+        let namespace = self.target.namespace.as_deref().unwrap_or_default();
+        let mut used = false;
+        for _ in 0..WRITE_ATTEMPTS {
+            let pod = object(&self.state.storage.get(&self.key()).await.map_err(|e| self.store_error(e))?)?;
+            let page = self.state.storage.list(&budgets.prefix(Some(namespace)), None, 0, 0).await;
+            let stored = page.map_err(|e| self.store_error(e))?.items;
+            let listed = stored.iter().map(object).collect::<Result<Vec<_>, _>>()?;
+            let Some(i) = kinds::policy::eviction(&pod, &listed)? else {
+                used = true;
+                break;
+            };
+            let now = meta::timestamp(jiff::Timestamp::now());
+            let taken = kinds::policy::use_disruption(&listed[i], self.name(), &now);
+            match self.state.storage.update(&stored[i].key, encode(&taken)?, stored[i].mod_revision).await {
+                Ok(_) => {
+                    used = true;
+                    break;
+                }
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(budgets, meta::name(&taken), e)),
+            }
+        }
+        if !used {
+            return Err(self.conflict());
+        }
+        let options = match eviction.get("deleteOptions").filter(|o| o.is_object()) {
+            Some(o) => serde_json::to_vec(o).map_err(|e| ApiError::Internal(e.to_string()))?,
+            None => Vec::new(),
+        };
+        self.delete(&options).await?;
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+        Ok(json_response(StatusCode::CREATED, &status, &[]))
     }
 
     /// pods/{name}/binding: assigns the pod to a node, once.

@@ -7,6 +7,8 @@
 //! Each controller splits into a pure decision (what must change, given the objects: [`replicas`],
 //! [`rollout`]) and a thin loop that reads and writes through the API.
 
+pub mod budget;
+pub mod budgets;
 pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod cronjobs;
@@ -124,6 +126,7 @@ pub async fn run(identities: Identities, mut leading: watch::Receiver<Option<i64
         loops.spawn(service_accounts::run(client.clone(), ca));
         loops.spawn(clusterrole_aggregation::run(client.clone()));
         loops.spawn(token_cleaner::run(client.clone()));
+        loops.spawn(budget::run(client.clone()));
         let timing = node_lifecycle::Timing {
             grace: settings.node_monitor_grace_period,
             period: settings.node_monitor_period,
