@@ -37,6 +37,9 @@ pub struct Facts {
     /// [`Hook::MountServiceAccountToken`]: whether the pod's service account automounts its token (`None`:
     /// the cluster issues no tokens; nothing is mounted).
     pub service_account_automounts: Option<bool>,
+    /// [`Hook::ResolvePriorityClass`]: the class the pod names, or the default one (`None`: it names none
+    /// and none is the default; `Err(name)`: the class it names does not exist).
+    pub priority_class: Option<Result<kinds::scheduling::PodClass, String>>,
 }
 
 /// What admission let through: the object to store and the warnings to send with the answer.
@@ -53,6 +56,9 @@ pub fn create(req: &Request, mut object: Value, fresh: &Fresh, facts: &Facts) ->
     let kind = kinds::rules(req.resource.kind);
     meta::prepare_create(req.resource, &mut object, req.namespace, fresh)?;
     let warnings = known_fields(req, &mut object)?;
+    if kind.has(Hook::ResolvePriorityClass) {
+        kinds::scheduling::admit_pod(&mut object, facts.priority_class.clone())?;
+    }
     (kind.default)(&mut object);
     if kind.has(Hook::MountServiceAccountToken) {
         if let Some(automounts) = facts.service_account_automounts {
@@ -134,7 +140,7 @@ mod tests {
         let req = Request { resource: pods, namespace: Some("a"), field_validation: FieldValidation::Warn };
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "image": "busybox", "imagee": "x"}]}});
-        let facts = Facts { service_account_automounts: Some(true) };
+        let facts = Facts { service_account_automounts: Some(true), ..Default::default() };
         let admitted = create(&req, pod.clone(), &fresh(), &facts).unwrap();
         assert_eq!(admitted.warnings, ["unknown field \"spec.containers[0].imagee\""]);
         let o = &admitted.object;

@@ -19,12 +19,13 @@ pub mod policy;
 pub use pod::{mount_service_account_token, SERVICE_ACCOUNT_DIR};
 pub use service::carry_over_addresses;
 pub mod rbac;
+pub mod scheduling;
 mod service;
 mod workloads;
 
 use k8s_openapi::api::{
     apps, autoscaling, batch, certificates as certs, coordination, core, discovery, networking as net, policy as pdb,
-    rbac as authz,
+    rbac as authz, scheduling as prio,
 };
 use serde_json::Value;
 
@@ -55,6 +56,9 @@ pub enum Hook {
     SignCertificates,
     /// A delete is graceful (the agent finishes it) and answers with the object.
     GracefulDelete,
+    /// The PriorityClass a pod names (or the default one) gives it its priority; one that does not exist
+    /// refuses the pod.
+    ResolvePriorityClass,
     /// A delete marks the namespace Terminating; the namespace controller empties and finalizes it.
     FinalizeNamespace,
 }
@@ -142,7 +146,7 @@ pub static KINDS: &[Kind] = &[
         validate_update: pod::validate_pod_update,
         initial: initial::pod,
         printer: table::PODS,
-        hooks: &[Hook::MountServiceAccountToken, Hook::GracefulDelete],
+        hooks: &[Hook::ResolvePriorityClass, Hook::MountServiceAccountToken, Hook::GracefulDelete],
         ..UNKNOWN
     },
     Kind {
@@ -352,6 +356,27 @@ pub static KINDS: &[Kind] = &[
         printer: table::CSRS,
         hooks: &[Hook::SignCertificates],
         ..UNKNOWN
+    },
+    Kind {
+        name: "PodTemplate",
+        decode: |o| decode_as::<core::v1::PodTemplate>(o),
+        default: |o| {
+            if let Some(template) = o.get_mut("template") {
+                pod::default_template(template)
+            }
+        },
+        validate: |o| pod::validate_template(o.get("template").unwrap_or(&Value::Null), "template"),
+        printer: table::POD_TEMPLATES,
+        ..KEPT
+    },
+    Kind {
+        name: "PriorityClass",
+        decode: |o| decode_as::<prio::v1::PriorityClass>(o),
+        default: scheduling::default,
+        validate: scheduling::validate,
+        validate_update: scheduling::validate_update,
+        printer: table::PRIORITY_CLASSES,
+        ..KEPT
     },
     Kind {
         name: "PodDisruptionBudget",

@@ -83,6 +83,7 @@ const DISCOVERY: Resource = group("discovery.k8s.io", "v1");
 const NETWORKING: Resource = group("networking.k8s.io", "v1");
 const RBAC: Resource = group("rbac.authorization.k8s.io", "v1");
 const POLICY: Resource = group("policy", "v1");
+const SCHEDULING: Resource = group("scheduling.k8s.io", "v1");
 
 /// Every resource served, in discovery order.
 pub const RESOURCES: &[Resource] = &[
@@ -266,6 +267,15 @@ pub const RESOURCES: &[Resource] = &[
         subresources: &["status", "approval"],
         ..CERTIFICATES
     },
+    Resource { kind: "PodTemplate", plural: "podtemplates", singular: "podtemplate", ..CORE },
+    Resource {
+        kind: "PriorityClass",
+        plural: "priorityclasses",
+        singular: "priorityclass",
+        namespaced: false,
+        short_names: &["pc"],
+        ..SCHEDULING
+    },
     Resource {
         kind: "PodDisruptionBudget",
         plural: "poddisruptionbudgets",
@@ -388,7 +398,7 @@ mod tests {
         assert!(g.contains(&("networking.k8s.io", "v1")));
         assert!(g.contains(&("rbac.authorization.k8s.io", "v1")));
         assert!(g.contains(&("certificates.k8s.io", "v1")));
-        assert!(g.contains(&("policy", "v1")));
-        assert_eq!(g.len(), 10);
+        assert!(g.contains(&("policy", "v1")) && g.contains(&("scheduling.k8s.io", "v1")));
+        assert_eq!(g.len(), 11);
     }
 }

@@ -79,6 +79,8 @@ pub const INGRESS_CLASSES: Printer = Printer::of(INGRESS_CLASS, ingress_class_ce
 pub const ROLE_BINDINGS: Printer = Printer::of(ROLE_BINDING, role_binding_cells);
 pub const CSRS: Printer = Printer::of(CSR, csr_cells);
 pub const POD_DISRUPTION_BUDGETS: Printer = Printer::of(PDB, pdb_cells);
+pub const POD_TEMPLATES: Printer = Printer::of(POD_TEMPLATE, pod_template_cells);
+pub const PRIORITY_CLASSES: Printer = Printer::of(PRIORITY_CLASS, priority_class_cells);
 
 /// The columns of `kind`'s table, in order.
 pub fn columns(kind: &str) -> &'static [Column] {
@@ -237,6 +239,23 @@ fn role_binding_cells(o: &Value, now: Timestamp) -> Vec<Value> {
         Value::from(names.join(", "))
     };
     vec![name(), role.into(), age(), subjects("User"), subjects("Group"), subjects("ServiceAccount")]
+}
+
+fn pod_template_cells(o: &Value, _: Timestamp) -> Vec<Value> {
+    let (names, images) = containers(o, "/template/spec/containers");
+    let labels = format_labels(o.pointer("/template/metadata/labels"));
+    vec![Value::from(text(o, "/metadata/name")), names.into(), images.into(), labels.into()]
+}
+
+fn priority_class_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    vec![
+        name(),
+        int(o, "/value").into(),
+        flag(o, "/globalDefault").into(),
+        age(),
+        or(text(o, "/preemptionPolicy"), "PreemptLowerPriority").into(),
+    ]
 }
 
 fn pdb_cells(o: &Value, now: Timestamp) -> Vec<Value> {
@@ -603,6 +622,21 @@ const ROLE_BINDING: &[Column] = &[
     wide("Users", "string", "Users in the roleBinding"),
     wide("Groups", "string", "Groups in the roleBinding"),
     wide("ServiceAccounts", "string", "ServiceAccounts in the roleBinding"),
+];
+
+const POD_TEMPLATE: &[Column] = &[
+    NAME,
+    col("Containers", "string", D_CONTAINERS),
+    col("Images", "string", D_IMAGES),
+    col("Pod Labels", "string", "The labels of the pods made from the template."),
+];
+
+const PRIORITY_CLASS: &[Column] = &[
+    NAME,
+    col("Value", "integer", "The priority of the pods of this class."),
+    col("Global-Default", "boolean", "Whether this class is the default for pods that name none."),
+    AGE,
+    col("PreemptionPolicy", "string", "Whether pods of this class may preempt pods of lower priority."),
 ];
 
 const PDB: &[Column] = &[

@@ -377,6 +377,10 @@ impl Call {
                 true => self.service_account_automounts(&object).await?,
                 false => None,
             },
+            priority_class: match kind.has(Hook::ResolvePriorityClass) {
+                true => self.priority_class(&object).await?,
+                false => None,
+            },
         };
         let Admitted { mut object, warnings } = admit::create(&self.admission(), object, &fresh, &facts)?;
         if kind.has(Hook::SignCertificates) {
@@ -450,6 +454,38 @@ impl Call {
             Err(StorageError::NotFound) => true,
             Err(e) => return Err(self.store_error(e)),
         }))
+    }
+
+    /// For the Priority admission of a new pod: the PriorityClass it names (`Err(name)` if there is none of
+    /// that name), or else the one marked `globalDefault`, if any.
+    async fn priority_class(
+        &self,
+        pod: &Value,
+    ) -> Result<Option<Result<kinds::scheduling::PodClass, String>>, ApiError> {
+        let classes = resources::find("scheduling.k8s.io", "v1", "priorityclasses").ok_or(ApiError::UnknownPath)?;
+        let of = |class: &Value| kinds::scheduling::PodClass {
+            name: meta::name(class).to_string(),
+            value: class.get("value").and_then(Value::as_i64).unwrap_or(0),
+            preemption_policy: class.get("preemptionPolicy").and_then(Value::as_str).map(str::to_string),
+        };
+        match pod.pointer("/spec/priorityClassName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            Some(name) => match self.state.storage.get(&classes.key("", name)).await {
+                Ok(stored) => Ok(Some(Ok(of(&object(&stored)?)))),
+                Err(StorageError::NotFound) => Ok(Some(Err(name.to_string()))),
+                Err(e) => Err(store_error(classes, name, e)),
+            },
+            None => {
+                let page = self.state.storage.list(&classes.prefix(None), None, 0, 0).await;
+                let listed = page.map_err(|e| store_error(classes, "", e))?.items;
+                for stored in &listed {
+                    let class = object(stored)?;
+                    if class.get("globalDefault").and_then(Value::as_bool) == Some(true) {
+                        return Ok(Some(Ok(of(&class))));
+                    }
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// The admission request of this call.

@@ -49,6 +49,7 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
             "networking.k8s.io",
             "rbac.authorization.k8s.io",
             "certificates.k8s.io",
+            "scheduling.k8s.io",
             "policy",
             "authentication.k8s.io",
             "authorization.k8s.io"
