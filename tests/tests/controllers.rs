@@ -854,3 +854,46 @@ async fn deleting_a_namespace_deletes_its_content_then_waits_for_finalizers() {
         fresh["items"].as_array().unwrap().iter().filter_map(|c| c["metadata"]["name"].as_str()).collect();
     assert!(names.iter().all(|n| *n == "kube-root-ca.crt"), "{fresh}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replication_controller_keeps_its_replicas() {
+    let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
+    ready_masters(&c, 1).await;
+    let api = c.api(0);
+    let _nodes = Hollow::start(&api, "hollow-", 1, &[]).unwrap();
+    ready_nodes(&api, 1).await;
+    // The selector and the controller's labels default to the template's labels.
+    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: legacy}\nspec:\n  replicas: 3\n  template:\n    metadata: {labels: {app: legacy}}\n    spec: {containers: [{name: c, image: busybox}]}\n";
+    api.ok(&["apply", "-f", "-"], Some(rc)).unwrap();
+    let stored = json(&api, &["get", "rc", "legacy"]);
+    assert_eq!(
+        (stored["spec"]["selector"]["app"].as_str(), stored["metadata"]["labels"]["app"].as_str()),
+        (Some("legacy"), Some("legacy"))
+    );
+    wait_for("three pods of the ReplicationController", Duration::from_secs(60), || {
+        let pods = live_pods(&api, "legacy");
+        (pods.len() == 3, pods)
+    })
+    .await;
+    let pod = &json(&api, &["get", "pods", "-l", "app=legacy"])["items"][0];
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "ReplicationController");
+    api.ok(&["scale", "rc", "legacy", "--replicas=1"], None).unwrap();
+    wait_for("scaled down to one", Duration::from_secs(60), || {
+        let pods = live_pods(&api, "legacy");
+        (pods.len() == 1, pods)
+    })
+    .await;
+    wait_for("its status and table", Duration::from_secs(30), || {
+        let table = api.ok(&["get", "rc", "legacy"], None).unwrap_or_default();
+        let row: Vec<String> =
+            table.lines().nth(1).unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        (row.get(1..4) == Some(&["1".to_string(), "1".to_string(), "1".to_string()][..]), table)
+    })
+    .await;
+    api.ok(&["delete", "rc", "legacy"], None).unwrap();
+    wait_for("its pods collected", Duration::from_secs(60), || {
+        let pods = live_pods(&api, "legacy");
+        (pods.is_empty(), pods)
+    })
+    .await;
+}

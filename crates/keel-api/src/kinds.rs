@@ -358,6 +358,16 @@ pub static KINDS: &[Kind] = &[
         ..UNKNOWN
     },
     Kind {
+        name: "ReplicationController",
+        decode: |o| decode_as::<core::v1::ReplicationController>(o),
+        default: |o| workloads::default("ReplicationController", o),
+        validate: |o| workloads::validate("ReplicationController", o),
+        validate_update: |old, new| workloads::validate_update("ReplicationController", old, new),
+        required_status: &["replicas"],
+        printer: table::REPLICATION_CONTROLLERS,
+        ..WORKLOAD
+    },
+    Kind {
         name: "PodTemplate",
         decode: |o| decode_as::<core::v1::PodTemplate>(o),
         default: |o| {

@@ -512,8 +512,11 @@ pub fn scale(object: &Value) -> Value {
             scale_meta.insert(k.into(), v.clone());
         }
     }
-    let selector = object
-        .pointer("/spec/selector/matchLabels")
+    // A LabelSelector's matchLabels, or a ReplicationController's plain map.
+    let labels = object.pointer("/spec/selector/matchLabels").or_else(|| {
+        object.pointer("/spec/selector").filter(|s| s.as_object().is_some_and(|m| m.values().all(Value::is_string)))
+    });
+    let selector = labels
         .map(|l| string_map(Some(l)).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
         .unwrap_or_default();
     json!({

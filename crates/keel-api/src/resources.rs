@@ -269,6 +269,15 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource { kind: "PodTemplate", plural: "podtemplates", singular: "podtemplate", ..CORE },
     Resource {
+        kind: "ReplicationController",
+        plural: "replicationcontrollers",
+        singular: "replicationcontroller",
+        short_names: &["rc"],
+        categories: ALL,
+        subresources: STATUS_SCALE,
+        ..CORE
+    },
+    Resource {
         kind: "PriorityClass",
         plural: "priorityclasses",
         singular: "priorityclass",

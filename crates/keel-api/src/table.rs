@@ -79,6 +79,7 @@ pub const INGRESS_CLASSES: Printer = Printer::of(INGRESS_CLASS, ingress_class_ce
 pub const ROLE_BINDINGS: Printer = Printer::of(ROLE_BINDING, role_binding_cells);
 pub const CSRS: Printer = Printer::of(CSR, csr_cells);
 pub const POD_DISRUPTION_BUDGETS: Printer = Printer::of(PDB, pdb_cells);
+pub const REPLICATION_CONTROLLERS: Printer = Printer::of(REPLICA_SET, replication_controller_cells);
 pub const POD_TEMPLATES: Printer = Printer::of(POD_TEMPLATE, pod_template_cells);
 pub const PRIORITY_CLASSES: Printer = Printer::of(PRIORITY_CLASS, priority_class_cells);
 
@@ -239,6 +240,15 @@ fn role_binding_cells(o: &Value, now: Timestamp) -> Vec<Value> {
         Value::from(names.join(", "))
     };
     vec![name(), role.into(), age(), subjects("User"), subjects("Group"), subjects("ServiceAccount")]
+}
+
+/// A ReplicaSet's cells, its selector a plain map.
+fn replication_controller_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let mut cells = replica_set_cells(o, now);
+    if let Some(last) = cells.last_mut() {
+        *last = format_labels(o.pointer("/spec/selector")).into();
+    }
+    cells
 }
 
 fn pod_template_cells(o: &Value, _: Timestamp) -> Vec<Value> {

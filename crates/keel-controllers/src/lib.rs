@@ -32,6 +32,7 @@ pub mod pods;
 mod reconciling;
 pub mod replicas;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod rollout;
 pub mod scheduling;
 pub mod service_accounts;
@@ -113,6 +114,7 @@ pub async fn run(identities: Identities, mut leading: watch::Receiver<Option<i64
         let mut loops = JoinSet::new();
         loops.spawn(scheduling::run(scheduler, settings.scheduler.clone()));
         loops.spawn(replicaset::run(client.clone()));
+        loops.spawn(replicationcontroller::run(client.clone()));
         loops.spawn(deployment::run(client.clone()));
         loops.spawn(gc::run(client.clone()));
         loops.spawn(job::run(client.clone()));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
@@ -33,17 +34,32 @@ pub async fn run(client: Client) -> Result<(), Error> {
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let owner = pods::controller_reference("apps/v1", "ReplicaSet", &rs.metadata);
+    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
+    sync(&ctx.client, &rs, owner, &sets).await
+}
+
+/// Brings the pods of `rs` to its spec ([`replicas::plan`]), creating them with `owner` as their controller,
+/// and writes its status through `status` (a ReplicaSet's, or the ReplicationController `rs` stands for).
+pub(crate) async fn sync<K>(
+    client: &Client,
+    rs: &ReplicaSet,
+    owner: OwnerReference,
+    status: &Api<K>,
+) -> Result<Action, Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let namespace = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let Some(spec) = rs.spec.as_ref() else { return Ok(Action::await_change()) };
     let Some(selector) = pods::selector_query(Some(&spec.selector)) else {
         return Ok(Action::await_change());
     };
-    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let found = pod_api.list(&ListParams::default().labels(&selector)).await?;
-    let plan = replicas::plan(&rs, &found.items, jiff::Timestamp::now());
+    let plan = replicas::plan(rs, &found.items, jiff::Timestamp::now());
 
-    let owner = pods::controller_reference("apps/v1", "ReplicaSet", &rs.metadata);
     for orphan in &plan.adopt {
         let Some(pod) = found.items.iter().find(|p| p.metadata.name.as_deref() == Some(orphan)) else { continue };
         let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
@@ -67,10 +83,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
     for victim in &plan.delete {
         ignore_gone(pod_api.delete(victim, &DeleteParams::default()).await.map(drop))?;
     }
-    if let Some(status) = &plan.status {
-        let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({"status": status});
-        ignore_gone(sets.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop))?;
+    if let Some(wanted) = &plan.status {
+        let patch = json!({"status": wanted});
+        ignore_gone(status.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop))?;
     }
     Ok(match plan.requeue_after {
         Some(after) => Action::requeue(after),

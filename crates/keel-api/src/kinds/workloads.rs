@@ -31,6 +31,30 @@ pub fn default(kind: &str, object: &mut Value) {
             default_to(spec, "progressDeadlineSeconds", json!(600));
         }
         "ReplicaSet" => default_to(spec, "replicas", json!(1)),
+        "ReplicationController" => {
+            default_to(spec, "replicas", json!(1));
+            // The selector, and the controller's own labels, default to its template's labels.
+            let template_labels = spec
+                .get("template")
+                .and_then(|t| t.get("metadata"))
+                .and_then(|m| m.get("labels"))
+                .filter(|l| l.is_object())
+                .cloned();
+            if let Some(labels) = &template_labels {
+                if spec.get("selector").and_then(Value::as_object).is_none_or(Map::is_empty) {
+                    spec.insert("selector".into(), labels.clone());
+                }
+            }
+            if let (Some(labels), Some(meta)) = (template_labels, ensure_obj(obj, "metadata")) {
+                if meta.get("labels").and_then(Value::as_object).is_none_or(Map::is_empty) {
+                    meta.insert("labels".into(), labels);
+                }
+            }
+            if let Some(t) = obj.get_mut("spec").and_then(|s| s.get_mut("template")) {
+                pod::default_template(t);
+            }
+            return;
+        }
         "DaemonSet" => {
             if let Some(strategy) = ensure_obj(spec, "updateStrategy") {
                 default_str(strategy, "type", "RollingUpdate");
@@ -192,6 +216,7 @@ pub fn validate(kind: &str, object: &Value) -> Vec<Cause> {
     match kind {
         "Deployment" => deployment(spec),
         "ReplicaSet" => replica_set(spec),
+        "ReplicationController" => replication_controller(spec),
         "StatefulSet" => stateful_set(spec),
         "DaemonSet" => daemon_set(spec),
         "Job" => job(spec, "spec"),
@@ -294,6 +319,19 @@ fn replica_set(spec: &Value) -> Vec<Cause> {
     selector_and_template(spec, "deployment", &mut c);
     always_restarting_template(spec, "ReplicaSet", &mut c);
     c
+}
+
+/// A ReplicationController's spec: a ReplicaSet's, with its selector a plain map of labels (required).
+fn replication_controller(spec: &Value) -> Vec<Cause> {
+    let selector = spec.get("selector").and_then(Value::as_object).filter(|m| !m.is_empty());
+    let Some(selector) = selector else {
+        let mut c = vec![required("spec.selector", "")];
+        c.extend(pod::validate_template(spec.get("template").unwrap_or(&Value::Null), "spec.template"));
+        return c;
+    };
+    let mut as_set = spec.clone();
+    as_set["selector"] = json!({"matchLabels": selector});
+    replica_set(&as_set)
 }
 
 fn stateful_set(spec: &Value) -> Vec<Cause> {
@@ -634,6 +672,8 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
     let (os, ns) = (old.get("spec").unwrap_or(&Value::Null), new.get("spec").unwrap_or(&Value::Null));
     match kind {
         "Deployment" | "ReplicaSet" | "DaemonSet" => immutable(os, ns, "selector", "spec", &mut c),
+        // A ReplicationController's selector may change (kube lets it; the controller adopts and releases).
+        "ReplicationController" => {}
         "StatefulSet" => {
             let mut rest = pod::without_nulls(ns);
             let mut old_rest = pod::without_nulls(os);
