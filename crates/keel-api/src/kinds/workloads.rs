@@ -40,19 +40,12 @@ pub fn default(kind: &str, object: &mut Value) {
                 .and_then(|m| m.get("labels"))
                 .filter(|l| l.is_object())
                 .cloned();
-            if let Some(labels) = &template_labels {
+            if let Some(labels) = template_labels {
                 if spec.get("selector").and_then(Value::as_object).is_none_or(Map::is_empty) {
-                    spec.insert("selector".into(), labels.clone());
+                    spec.insert("selector".into(), labels);
                 }
             }
-            if let (Some(labels), Some(meta)) = (template_labels, ensure_obj(obj, "metadata")) {
-                if meta.get("labels").and_then(Value::as_object).is_none_or(Map::is_empty) {
-                    meta.insert("labels".into(), labels);
-                }
-            }
-            if let Some(t) = obj.get_mut("spec").and_then(|s| s.get_mut("template")) {
-                pod::default_template(t);
-            }
+            labels_from_template(obj);
             return;
         }
         "DaemonSet" => {
@@ -73,17 +66,7 @@ pub fn default(kind: &str, object: &mut Value) {
             if !uid.is_empty() && spec.get("manualSelector").and_then(Value::as_bool) != Some(true) {
                 generate_job_selector(spec, &name, &uid);
             }
-            // The job's own labels default to its template's.
-            let template_labels =
-                spec.get("template").and_then(|t| t.get("metadata")).and_then(|m| m.get("labels")).cloned();
-            if let (Some(labels), Some(meta)) = (template_labels, ensure_obj(obj, "metadata")) {
-                if meta.get("labels").and_then(Value::as_object).is_none_or(Map::is_empty) {
-                    meta.insert("labels".into(), labels);
-                }
-            }
-            if let Some(t) = obj.get_mut("spec").and_then(|s| s.get_mut("template")) {
-                pod::default_template(t);
-            }
+            labels_from_template(obj);
             return;
         }
         "CronJob" => {
@@ -105,6 +88,26 @@ pub fn default(kind: &str, object: &mut Value) {
         _ => return,
     }
     if let Some(t) = spec.get_mut("template") {
+        pod::default_template(t);
+    }
+}
+
+/// The object's own labels default to its template's (Jobs, ReplicationControllers), and the template gets
+/// a pod template's defaults.
+fn labels_from_template(obj: &mut Map<String, Value>) {
+    let labels = obj
+        .get("spec")
+        .and_then(|s| s.get("template"))
+        .and_then(|t| t.get("metadata"))
+        .and_then(|m| m.get("labels"))
+        .filter(|l| l.is_object())
+        .cloned();
+    if let (Some(labels), Some(meta)) = (labels, ensure_obj(obj, "metadata")) {
+        if meta.get("labels").and_then(Value::as_object).is_none_or(Map::is_empty) {
+            meta.insert("labels".into(), labels);
+        }
+    }
+    if let Some(t) = obj.get_mut("spec").and_then(|s| s.get_mut("template")) {
         pod::default_template(t);
     }
 }
