@@ -109,12 +109,7 @@ fn refuse(req: &Request, object: &Value, causes: Vec<Cause>) -> Result<(), ApiEr
     if causes.is_empty() {
         return Ok(());
     }
-    Err(ApiError::Invalid {
-        kind: req.resource.kind.to_string(),
-        resource: req.resource.into(),
-        name: meta::name(object).to_string(),
-        causes,
-    })
+    Err(ApiError::invalid(req.resource, meta::name(object), causes))
 }
 
 /// kube-apiserver's random suffix of a token volume's name (`kube-api-access-<5>`: no vowels, no look-alikes).

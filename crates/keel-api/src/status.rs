@@ -93,6 +93,11 @@ fn invalid_message(kind: &str, resource: &GroupResource, name: &str, causes: &[C
 }
 
 impl ApiError {
+    /// A 422 for the object `name` of `resource`, naming every cause.
+    pub fn invalid(resource: &Resource, name: &str, causes: Vec<Cause>) -> ApiError {
+        ApiError::Invalid { kind: resource.kind.to_string(), resource: resource.into(), name: name.to_string(), causes }
+    }
+
     pub fn code(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) => 400,

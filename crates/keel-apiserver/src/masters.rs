@@ -32,6 +32,7 @@ const SERVICE: &str = "/api/v1/namespaces/default/services/kubernetes";
 const ENDPOINTS: &str = "/api/v1/namespaces/default/endpoints/kubernetes";
 const DNS_SERVICE: &str = "/api/v1/namespaces/kube-system/services/kube-dns";
 const INGRESS_CLASS: &str = "/apis/networking.k8s.io/v1/ingressclasses/keel";
+const PRIORITY_CLASSES: &str = "/apis/scheduling.k8s.io/v1/priorityclasses";
 
 /// The IngressClass every node's ingress proxy serves, the cluster's default.
 pub fn ingress_class() -> Value {
@@ -206,14 +207,19 @@ async fn reconcile_once(
     dns_ip: &str,
     target_port: u16,
 ) -> Result<(), String> {
-    let every_cluster_has = [
-        (SERVICE, service(cluster_ip, target_port)),
-        (DNS_SERVICE, dns_service(dns_ip)),
-        (INGRESS_CLASS, ingress_class()),
+    let mut every_cluster_has = vec![
+        (SERVICE.to_string(), service(cluster_ip, target_port)),
+        (DNS_SERVICE.to_string(), dns_service(dns_ip)),
+        (INGRESS_CLASS.to_string(), ingress_class()),
     ];
+    // The system PriorityClasses (`system-node-critical`, `system-cluster-critical`).
+    for class in keel_api::kinds::scheduling::system_classes() {
+        let path = format!("{PRIORITY_CLASSES}/{}", class["metadata"]["name"].as_str().unwrap_or_default());
+        every_cluster_has.push((path, class));
+    }
     for (path, object) in every_cluster_has {
-        let found = call(router, Method::GET, path, None).await?;
-        if found.0 == StatusCode::NOT_FOUND && ensure(router, path, found, object, &[]).await? {
+        let found = call(router, Method::GET, &path, None).await?;
+        if found.0 == StatusCode::NOT_FOUND && ensure(router, &path, found, object, &[]).await? {
             tracing::info!(%path, "created an object every cluster has");
         }
     }

@@ -241,12 +241,7 @@ impl Call {
     }
 
     fn invalid(&self, name: &str, causes: Vec<Cause>) -> ApiError {
-        ApiError::Invalid {
-            kind: self.resource().kind.to_string(),
-            resource: self.group_resource(),
-            name: name.to_string(),
-            causes,
-        }
+        ApiError::invalid(self.resource(), name, causes)
     }
 
     fn conflict(&self) -> ApiError {
@@ -425,11 +420,7 @@ impl Call {
     async fn check_namespace(&self, ns: &str) -> Result<(), ApiError> {
         let namespaces = resources::find("", "v1", "namespaces").ok_or(ApiError::UnknownPath)?;
         let key = namespaces.key("", ns);
-        let stored = match self.state.storage.read(&key, Read::Serializable).await {
-            Err(StorageError::NotFound) => self.state.storage.read(&key, Read::Linearizable).await,
-            other => other,
-        }
-        .map_err(|e| store_error(namespaces, ns, e))?;
+        let stored = self.read_own_first(&key).await.map_err(|e| store_error(namespaces, ns, e))?;
         let v = object(&stored)?;
         if v.pointer("/metadata/deletionTimestamp").is_some() {
             return Err(ApiError::Forbidden(format!(
@@ -439,6 +430,15 @@ impl Call {
             )));
         }
         Ok(())
+    }
+
+    /// `key` as this master's own store member has it, or, when it is not there (a follower a little behind
+    /// an object just created), as a linearizable read finds it.
+    async fn read_own_first(&self, key: &str) -> Result<Stored, StorageError> {
+        match self.state.storage.read(key, Read::Serializable).await {
+            Err(StorageError::NotFound) => self.state.storage.read(key, Read::Linearizable).await,
+            other => other,
+        }
     }
 
     /// For the ServiceAccount admission of a new pod: whether its service account (when it exists) lets its
@@ -469,13 +469,15 @@ impl Call {
             preemption_policy: class.get("preemptionPolicy").and_then(Value::as_str).map(str::to_string),
         };
         match pod.pointer("/spec/priorityClassName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            Some(name) => match self.state.storage.get(&classes.key("", name)).await {
+            // Read from this master's own member (a class just created is looked up again linearizably), as
+            // the namespace check reads: pod creates pay no read index for it.
+            Some(name) => match self.read_own_first(&classes.key("", name)).await {
                 Ok(stored) => Ok(Some(Ok(of(&object(&stored)?)))),
                 Err(StorageError::NotFound) => Ok(Some(Err(name.to_string()))),
                 Err(e) => Err(store_error(classes, name, e)),
             },
             None => {
-                let page = self.state.storage.list(&classes.prefix(None), None, 0, 0).await;
+                let page = self.state.storage.list_read(&classes.prefix(None), None, 0, 0, Read::Serializable).await;
                 let listed = page.map_err(|e| store_error(classes, "", e))?.items;
                 for stored in &listed {
                     let class = object(stored)?;

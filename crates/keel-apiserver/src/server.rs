@@ -253,7 +253,6 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     let api_port = config.advertise.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(config.listen.port());
     tokio::spawn(masters::register(storage.clone(), config.advertise.clone(), stop_rx.clone()));
     tokio::spawn(crate::rbac::defaults::bootstrap(app(state.clone()), rbac.clone(), stop_rx.clone(), bootstrapped_tx));
-    tokio::spawn(ensure_priority_classes(app(state.clone()), stop_rx.clone()));
     tokio::spawn(masters::reconcile(storage, app(state.clone()), cluster_ip, dns_ip, api_port, stop_rx));
     let router = require_token(app(state), authenticator);
     tracing::info!(listen = %config.listen, kubeconfig = %kc_path.display(), "API server serving");
@@ -276,25 +275,6 @@ impl Master {
         let _ =
             tokio::time::timeout(Duration::from_secs(2), role.wait_for(|r| !matches!(r, Role::Leader { .. }))).await;
         served
-    }
-}
-
-/// Creates the system PriorityClasses every cluster has (`system-node-critical`, `system-cluster-critical`)
-/// through the master's own router, unless they exist; retried until done (or `stop`).
-async fn ensure_priority_classes(router: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>) {
-    const CLASSES: &str = "/apis/scheduling.k8s.io/v1/priorityclasses";
-    for class in keel_api::kinds::scheduling::system_classes() {
-        loop {
-            match masters::call(&router, axum::http::Method::POST, CLASSES, Some(&class)).await {
-                Ok((status, _)) if status.is_success() || status == axum::http::StatusCode::CONFLICT => break,
-                Ok((status, answer)) => tracing::debug!(%status, %answer, "a system PriorityClass is not in place yet"),
-                Err(e) => tracing::debug!(error = %e, "a system PriorityClass is not in place yet"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
     }
 }
 
