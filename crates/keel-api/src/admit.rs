@@ -6,6 +6,7 @@
 
 use serde_json::Value;
 
+use crate::custom::Served;
 use crate::kinds::{self, Hook};
 use crate::meta::{self, Fresh};
 use crate::resources::Resource;
@@ -29,6 +30,8 @@ pub struct Request<'a> {
     /// The path's namespace (`None` for cluster-scoped resources).
     pub namespace: Option<&'a str>,
     pub field_validation: FieldValidation,
+    /// The served version, when the resource is a custom one: its schema decides instead of a kind's rules.
+    pub custom: Option<&'a Served>,
 }
 
 /// What only the server can know, looked up before admission for the kind's hooks.
@@ -40,6 +43,8 @@ pub struct Facts {
     /// [`Hook::ResolvePriorityClass`]: the class the pod names, or the default one (`None`: it names none
     /// and none is the default; `Err(name)`: the class it names does not exist).
     pub priority_class: Option<Result<kinds::scheduling::PodClass, String>>,
+    /// [`Hook::AcceptNames`]: every CustomResourceDefinition in the store.
+    pub definitions: Vec<Value>,
 }
 
 /// What admission let through: the object to store and the warnings to send with the answer.
@@ -53,38 +58,75 @@ pub struct Admitted {
 /// dropped (or refused, with `Strict`), defaults filled in, the kind's admission (a pod's token volume),
 /// then every problem with the metadata and the kind's fields refused together (422).
 pub fn create(req: &Request, mut object: Value, fresh: &Fresh, facts: &Facts) -> Result<Admitted, ApiError> {
-    let kind = kinds::rules(req.resource.kind);
+    let kind = kinds::of(req.resource);
+    if req.custom.is_some_and(|c| c.terminating) {
+        return Err(ApiError::NotAllowed("create not allowed while custom resource definition is terminating".into()));
+    }
     meta::prepare_create(req.resource, &mut object, req.namespace, fresh)?;
     let warnings = known_fields(req, &mut object)?;
     if kind.has(Hook::ResolvePriorityClass) {
         kinds::scheduling::admit_pod(&mut object, facts.priority_class.clone())?;
     }
-    (kind.default)(&mut object);
+    default(req, &mut object);
     if kind.has(Hook::MountServiceAccountToken) {
         if let Some(automounts) = facts.service_account_automounts {
             kinds::mount_service_account_token(&mut object, &token_volume_suffix(fresh.random), automounts);
         }
     }
+    if kind.has(Hook::AcceptNames) {
+        kinds::apiextensions::accept_names(&mut object, &facts.definitions, &meta::timestamp(fresh.now));
+    }
     let mut causes = meta::validate_metadata(req.resource, &object);
-    causes.extend((kind.validate)(&object));
+    causes.extend(validate(req, &object, None));
     refuse(req, &object, causes)?;
     Ok(Admitted { object, warnings })
+}
+
+/// The kind's defaults, or the custom resource's schema's.
+fn default(req: &Request, object: &mut Value) {
+    match req.custom {
+        Some(c) => c.schema.fill_defaults(object),
+        None => (kinds::of(req.resource).default)(object),
+    }
+}
+
+/// The kind's validation, or the custom resource's schema's (`old`: the stored object, on updates).
+fn validate(req: &Request, object: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let kind = kinds::of(req.resource);
+    match (req.custom, old) {
+        (Some(c), _) => c.schema.validate(object, old),
+        (None, None) => (kind.validate)(object),
+        (None, Some(old)) => {
+            let mut causes = (kind.validate)(object);
+            causes.extend((kind.validate_update)(old, object));
+            causes
+        }
+    }
 }
 
 /// An update of `old` (as stored, without its resourceVersion) to `requested` (of the main resource, or of
 /// the `subresource` it names): what the server owns carried over, unknown fields dropped, defaults filled
 /// in, a Service's addresses kept, then the new object and the change checked.
-pub fn update(req: &Request, subresource: Option<&str>, old: &Value, requested: Value) -> Result<Admitted, ApiError> {
-    let kind = kinds::rules(req.resource.kind);
+pub fn update(
+    req: &Request,
+    subresource: Option<&str>,
+    old: &Value,
+    requested: Value,
+    facts: &Facts,
+    now: jiff::Timestamp,
+) -> Result<Admitted, ApiError> {
+    let kind = kinds::of(req.resource);
     let mut object = meta::prepare_update(req.resource, subresource, old, requested)?;
     let warnings = known_fields(req, &mut object)?;
     if kind.has(Hook::AllocateServiceAddresses) {
         kinds::carry_over_addresses(old, &mut object);
     }
-    (kind.default)(&mut object);
+    default(req, &mut object);
+    if kind.has(Hook::AcceptNames) && subresource.is_none() {
+        kinds::apiextensions::accept_names(&mut object, &facts.definitions, &meta::timestamp(now));
+    }
     let mut causes = meta::validate_metadata(req.resource, &object);
-    causes.extend((kind.validate)(&object));
-    causes.extend((kind.validate_update)(old, &object));
+    causes.extend(validate(req, &object, Some(old)));
     causes.extend(meta::validate_deleting_update(old, &object));
     refuse(req, &object, causes)?;
     Ok(Admitted { object, warnings })
@@ -93,8 +135,14 @@ pub fn update(req: &Request, subresource: Option<&str>, old: &Value, requested: 
 /// Drops the fields the kind's type does not know, as `fieldValidation` says: the warnings to send, or a 400
 /// (the object does not decode, or `Strict` found unknown fields).
 fn known_fields(req: &Request, object: &mut Value) -> Result<Vec<String>, ApiError> {
-    let unknown = kinds::decode(req.resource.kind, object).map_err(ApiError::BadRequest)?;
-    kinds::drop_unknown(object, &unknown);
+    let unknown = match req.custom {
+        Some(c) => c.schema.prune(object),
+        None => {
+            let unknown = kinds::decode(req.resource.kind, object).map_err(ApiError::BadRequest)?;
+            kinds::drop_unknown(object, &unknown);
+            unknown
+        }
+    };
     let listed = || unknown.iter().map(|f| format!("unknown field {f:?}")).collect::<Vec<_>>();
     match req.field_validation {
         FieldValidation::Ignore => Ok(vec![]),
@@ -132,7 +180,8 @@ mod tests {
     #[test]
     fn a_create_is_prepared_defaulted_admitted_and_checked_in_one_call() {
         let pods = find("", "v1", "pods").unwrap();
-        let req = Request { resource: pods, namespace: Some("a"), field_validation: FieldValidation::Warn };
+        let req =
+            Request { resource: pods, namespace: Some("a"), field_validation: FieldValidation::Warn, custom: None };
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "image": "busybox", "imagee": "x"}]}});
         let facts = Facts { service_account_automounts: Some(true), ..Default::default() };
@@ -157,17 +206,21 @@ mod tests {
     #[test]
     fn an_update_keeps_what_the_server_owns_and_checks_the_change() {
         let services = find("", "v1", "services").unwrap();
-        let req = Request { resource: services, namespace: Some("a"), field_validation: FieldValidation::Warn };
+        let req =
+            Request { resource: services, namespace: Some("a"), field_validation: FieldValidation::Warn, custom: None };
         let old = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "a", "uid": "u"},
             "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7"],
                      "ports": [{"port": 80, "protocol": "TCP", "targetPort": 80}]}});
         let new = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "labels": {"a": "b"}},
             "spec": {"ports": [{"port": 80}]}});
-        let admitted = update(&req, None, &old, new).unwrap();
+        let admitted = update(&req, None, &old, new, &Facts::default(), fresh().now).unwrap();
         assert_eq!(admitted.object["spec"]["clusterIP"], "10.96.0.7");
         assert_eq!(admitted.object["metadata"]["uid"], "u");
         let moved = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
             "spec": {"clusterIP": "10.96.0.8", "ports": [{"port": 80}]}});
-        assert!(matches!(update(&req, None, &old, moved), Err(ApiError::Invalid { .. })));
+        assert!(matches!(
+            update(&req, None, &old, moved, &Facts::default(), fresh().now),
+            Err(ApiError::Invalid { .. })
+        ));
     }
 }

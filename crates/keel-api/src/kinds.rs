@@ -7,6 +7,7 @@
 //! On an update the server runs [`default`] and [`validate`] on the new object, then [`validate_update`]
 //! for what may not change.
 
+pub mod apiextensions;
 pub mod certificates;
 mod cluster;
 mod config;
@@ -27,6 +28,7 @@ use k8s_openapi::api::{
     apps, autoscaling, batch, certificates as certs, coordination, core, discovery, networking as net, policy as pdb,
     rbac as authz, scheduling as prio,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as crds;
 use serde_json::Value;
 
 use crate::table::{self, Printer};
@@ -61,6 +63,12 @@ pub enum Hook {
     ResolvePriorityClass,
     /// A delete marks the namespace Terminating; the namespace controller empties and finalizes it.
     FinalizeNamespace,
+    /// A CustomResourceDefinition's names are accepted (or found in conflict with another's) and it is
+    /// established, at every write of its spec; the other definitions are looked up first.
+    AcceptNames,
+    /// A CustomResourceDefinition's delete marks it Terminating, with a finalizer kept until its custom
+    /// objects are gone (the cleanup controller removes them, then the finalizer).
+    CleanUpCustomObjects,
 }
 
 /// One served kind's rules: everything kind-specific that admission, tables and the server's hooks need,
@@ -124,6 +132,10 @@ const WORKLOAD: Kind = Kind { generation: true, ..UNKNOWN };
 
 /// Kinds whose status, if any, is the client's (nodes register with one; most have none).
 const KEPT: Kind = Kind { initial: initial::keep, ..UNKNOWN };
+
+/// The rules of every custom resource: its schema ([`crate::custom::Served`]) does the rest; a status
+/// subresource's status is cleared at create ([`crate::meta::prepare_create`]).
+const CUSTOM: Kind = Kind { generation: true, ..KEPT };
 
 /// Every kind keel serves, with its rules.
 pub static KINDS: &[Kind] = &[
@@ -396,6 +408,17 @@ pub static KINDS: &[Kind] = &[
         printer: table::POD_DISRUPTION_BUDGETS,
         ..WORKLOAD
     },
+    Kind {
+        name: "CustomResourceDefinition",
+        decode: |o| decode_as::<crds::CustomResourceDefinition>(o),
+        default: apiextensions::default,
+        validate: apiextensions::validate,
+        validate_update: apiextensions::validate_update,
+        generation: true,
+        printer: table::DEFAULT_PRINTER,
+        hooks: &[Hook::AcceptNames, Hook::CleanUpCustomObjects],
+        ..UNKNOWN
+    },
 ];
 
 /// The entry of `kind`, if keel serves it.
@@ -406,6 +429,14 @@ pub fn find(kind: &str) -> Option<&'static Kind> {
 /// The rules of `kind`: its entry, or those of a kind keel does not know.
 pub fn rules(kind: &str) -> &'static Kind {
     find(kind).unwrap_or(&UNKNOWN)
+}
+
+/// The rules of a served resource's objects (a custom resource's kind may share a built-in kind's name).
+pub fn of(resource: &crate::resources::Resource) -> &'static Kind {
+    match resource.custom {
+        true => &CUSTOM,
+        false => rules(resource.kind),
+    }
 }
 
 /// What the server sets on a new object besides metadata, per kind ([`Kind::initial`]).

@@ -5,6 +5,7 @@
 
 pub mod admit;
 pub mod agent_api;
+pub mod custom;
 pub mod kinds;
 pub mod meta;
 pub mod openapi;

@@ -42,9 +42,9 @@ pub fn generate_name(prefix: &str, mut random: u64) -> String {
     name
 }
 
-/// Whether the server counts spec changes in `metadata.generation` for this kind.
-pub fn tracks_generation(kind: &str) -> bool {
-    crate::kinds::rules(kind).generation
+/// Whether the server counts spec changes in `metadata.generation` for this resource.
+pub fn tracks_generation(resource: &Resource) -> bool {
+    crate::kinds::of(resource).generation
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -154,26 +154,32 @@ pub fn prepare_create(
     meta.insert("creationTimestamp".into(), json!(timestamp(fresh.now)));
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
-    if tracks_generation(resource.kind) {
+    if tracks_generation(resource) {
         meta.insert("generation".into(), json!(1));
     } else {
         meta.remove("generation");
     }
-    initial_status(resource.kind, object);
+    initial_status(resource, object);
     Ok(())
 }
 
 /// What a new object's status starts as: the server's, not the client's (nodes excepted: their agents
 /// register them with status), as the kind's entry says.
-fn initial_status(kind: &str, object: &mut Value) {
-    (crate::kinds::rules(kind).initial)(object);
-    fill_required_status(kind, object);
+fn initial_status(resource: &Resource, object: &mut Value) {
+    (crate::kinds::of(resource).initial)(object);
+    if resource.custom && resource.subresources.contains(&"status") {
+        // A custom object's status is its status subresource's to write.
+        if let Some(map) = object.as_object_mut() {
+            map.remove("status");
+        }
+    }
+    fill_required_status(resource, object);
 }
 
 /// Sets the status fields Kubernetes' Go types always write (no `omitempty`) to 0 where they are missing:
 /// clients that check for them, as the official Python client does, refuse an object without them.
-pub fn fill_required_status(kind: &str, object: &mut Value) {
-    let required = crate::kinds::rules(kind).required_status;
+pub fn fill_required_status(resource: &Resource, object: &mut Value) {
+    let required = crate::kinds::of(resource).required_status;
     if required.is_empty() {
         return;
     }
@@ -232,7 +238,7 @@ pub fn validate_metadata(resource: &Resource, object: &Value) -> Vec<Cause> {
             message: "Required value: name or generateName is required".into(),
         });
     } else {
-        let problems = match crate::kinds::rules(resource.kind).names {
+        let problems = match crate::kinds::of(resource).names {
             crate::kinds::NameRule::Label => validation::dns1123_label(name),
             crate::kinds::NameRule::PathSegment => crate::kinds::rbac::path_segment(name),
             crate::kinds::NameRule::Subdomain => validation::dns1123_subdomain(name),
@@ -346,11 +352,11 @@ pub fn prepare_update(
         };
     }
     meta.remove("resourceVersion");
-    if tracks_generation(resource.kind) && spec_changed(old, &merged) {
+    if tracks_generation(resource) && spec_changed(old, &merged) {
         let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
         metadata_mut(&mut merged)?.insert("generation".into(), json!(generation + 1));
     }
-    fill_required_status(resource.kind, &mut merged);
+    fill_required_status(resource, &mut merged);
     Ok(merged)
 }
 
@@ -433,7 +439,7 @@ pub enum Deletion {
 /// is marked; anything else goes now.
 pub fn delete(
     object: &Value,
-    kind: &str,
+    resource: &Resource,
     grace_period: Option<i64>,
     propagation: Option<Propagation>,
     now: jiff::Timestamp,
@@ -454,7 +460,7 @@ pub fn delete(
         }
     }
     let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
-    let graceful = crate::kinds::rules(kind).has(crate::kinds::Hook::GracefulDelete);
+    let graceful = crate::kinds::of(resource).has(crate::kinds::Hook::GracefulDelete);
     let grace = if graceful { pod_grace(object, grace_period) } else { 0 };
     if fins.is_empty() && grace == 0 {
         return Deletion::Now;
@@ -533,6 +539,14 @@ pub fn scale(object: &Value) -> Value {
 
 /// The workload with the replicas a Scale asks for; Err if the Scale is not one.
 pub fn apply_scale(object: &Value, scale: &Value) -> Result<Value, ApiError> {
+    let replicas = scale_replicas(object, scale)?;
+    let mut out = object.clone();
+    out["spec"]["replicas"] = json!(replicas);
+    Ok(out)
+}
+
+/// The replicas a Scale (of `object`) asks for, checked.
+pub fn scale_replicas(object: &Value, scale: &Value) -> Result<i64, ApiError> {
     let replicas = match scale.pointer("/spec/replicas") {
         None | Some(Value::Null) => 0,
         Some(v) => v.as_i64().ok_or_else(|| bad("spec.replicas: expected an integer"))?,
@@ -545,9 +559,7 @@ pub fn apply_scale(object: &Value, scale: &Value) -> Result<Value, ApiError> {
             causes: vec![Cause::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0")],
         });
     }
-    let mut out = object.clone();
-    out["spec"]["replicas"] = json!(replicas);
-    Ok(out)
+    Ok(replicas)
 }
 
 #[cfg(test)]
@@ -678,15 +690,21 @@ mod tests {
     fn deletes_now_or_marked() {
         let now: jiff::Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
         let cm = json!({"metadata": {"name": "c"}});
-        assert_eq!(delete(&cm, "ConfigMap", None, None, now), Deletion::Now);
-        let Deletion::Mark(m) = delete(&cm, "ConfigMap", None, Some(Propagation::Foreground), now) else { panic!() };
+        assert_eq!(delete(&cm, find("", "v1", "configmaps").unwrap(), None, None, now), Deletion::Now);
+        let Deletion::Mark(m) =
+            delete(&cm, find("", "v1", "configmaps").unwrap(), None, Some(Propagation::Foreground), now)
+        else {
+            panic!()
+        };
         assert_eq!(m["metadata"]["finalizers"], json!(["foregroundDeletion"]));
         assert_eq!(m["metadata"]["deletionTimestamp"], "2026-11-24T10:00:00Z");
 
         let with_fin = json!({"metadata": {"name": "c", "finalizers": ["x/y"]}});
-        let Deletion::Mark(m) = delete(&with_fin, "ConfigMap", None, None, now) else { panic!() };
+        let Deletion::Mark(m) = delete(&with_fin, find("", "v1", "configmaps").unwrap(), None, None, now) else {
+            panic!()
+        };
         assert!(!deletion_complete(&m));
-        assert_eq!(delete(&m, "ConfigMap", None, None, now), Deletion::Pending);
+        assert_eq!(delete(&m, find("", "v1", "configmaps").unwrap(), None, None, now), Deletion::Pending);
         let mut done = m.clone();
         done["metadata"]["finalizers"] = json!([]);
         assert!(deletion_complete(&done));
@@ -702,16 +720,16 @@ mod tests {
         assert_eq!(validate_deleting_update(&m, &more).len(), 1);
 
         let pending_pod = json!({"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending"}});
-        assert_eq!(delete(&pending_pod, "Pod", None, None, now), Deletion::Now);
+        assert_eq!(delete(&pending_pod, find("", "v1", "pods").unwrap(), None, None, now), Deletion::Now);
         let running = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10},
                              "status": {"phase": "Running"}});
-        let Deletion::Mark(m) = delete(&running, "Pod", None, None, now) else { panic!() };
+        let Deletion::Mark(m) = delete(&running, find("", "v1", "pods").unwrap(), None, None, now) else { panic!() };
         assert_eq!(m["metadata"]["deletionGracePeriodSeconds"], 10);
         assert_eq!(m["metadata"]["deletionTimestamp"], "2026-11-24T10:00:10Z");
         // Its node's status updates while it stops do not delete it: the grace period runs.
         assert!(!deletion_complete(&m));
-        assert_eq!(delete(&m, "Pod", Some(0), None, now), Deletion::Now);
-        assert_eq!(delete(&running, "Pod", Some(0), None, now), Deletion::Now);
+        assert_eq!(delete(&m, find("", "v1", "pods").unwrap(), Some(0), None, now), Deletion::Now);
+        assert_eq!(delete(&running, find("", "v1", "pods").unwrap(), Some(0), None, now), Deletion::Now);
     }
 
     #[test]

@@ -12,14 +12,16 @@
 //!   the operation accepts `application/strategic-merge-patch+json`, and keel has no schemas to give. It
 //!   then falls back to v2 (empty) and to its compiled-in types, which know every kind keel serves and key
 //!   `containers` by `name` as they should.
-//! - `components.schemas` is present but empty, so `kubectl explain` says the kind is not found in the
-//!   schema instead of failing inside a template.
+//! - `components.schemas` is empty for built-in kinds, so `kubectl explain` says the kind is not found in
+//!   the schema instead of failing inside a template. A custom resource's document holds its schema (with
+//!   `x-kubernetes-group-version-kind`), so `kubectl explain` shows its fields.
 //! - `/openapi/v2` matters only for files of `kind: List`, which kubectl validates client-side against the
 //!   v2 document: a document without definitions lets it skip that (the server still validates each item).
 //!   kubectl asks for it as protobuf only.
 
 use serde_json::{json, Value};
 
+use crate::custom::Catalog;
 use crate::resources::{self, Resource};
 
 /// The Kubernetes version the documents describe.
@@ -31,11 +33,12 @@ pub const V2_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.
 /// `/openapi/v3`: every group version served, each with the URL of its document, e.g.
 /// `{"paths": {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=…"}, "apis/apps/v1": …}}`.
 /// The hash changes with the document, so clients may cache documents by URL.
-pub fn index() -> Value {
+pub fn index(catalog: &Catalog) -> Value {
     let mut paths = serde_json::Map::new();
-    for (group, version) in resources::group_versions() {
+    let custom = catalog.groups().into_iter().flat_map(|(g, vs)| vs.into_iter().map(move |v| (g, v)));
+    for (group, version) in resources::group_versions().into_iter().chain(custom) {
         let path = gv_path(group, version);
-        let hash = group_version(group, version).map(|doc| hash(&doc)).unwrap_or_default();
+        let hash = group_version(catalog, group, version).map(|doc| hash(&doc)).unwrap_or_default();
         paths.insert(path.clone(), json!({ "serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}") }));
     }
     json!({ "paths": paths })
@@ -43,10 +46,17 @@ pub fn index() -> Value {
 
 /// `/openapi/v3/api/v1`, `/openapi/v3/apis/{group}/{version}`: the group version's document (group "" for
 /// the core group), `None` if keel does not serve it.
-pub fn group_version(group: &str, version: &str) -> Option<Value> {
+pub fn group_version(catalog: &Catalog, group: &str, version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
     for r in resources::RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
         paths.insert(object_path(r), json!({ "patch": patch_operation(r) }));
+    }
+    for r in catalog.resources().filter(|r| r.group == group && r.version == version) {
+        paths.insert(object_path(r), json!({ "patch": patch_operation(r) }));
+        if let Some(served) = catalog.of(r) {
+            schemas.insert(schema_name(r), custom_schema(r, &served.openapi));
+        }
     }
     if paths.is_empty() {
         return None;
@@ -55,16 +65,36 @@ pub fn group_version(group: &str, version: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": { "title": "Kubernetes", "version": KUBERNETES_VERSION },
         "paths": paths,
-        "components": { "schemas": {} },
+        "components": { "schemas": schemas },
     }))
+}
+
+/// `com.example.v1.Widget`: the name Kubernetes gives a custom kind's schema (the group reversed).
+fn schema_name(r: &Resource) -> String {
+    let group: Vec<&str> = r.group.split('.').rev().collect();
+    format!("{}.{}.{}", group.join("."), r.version, r.kind)
+}
+
+/// A custom kind's schema as kube-apiserver publishes it: the CRD's, with the fields every object has.
+fn custom_schema(r: &Resource, schema: &Value) -> Value {
+    let mut out = schema.clone();
+    if !out.get("properties").is_some_and(Value::is_object) {
+        out["properties"] = json!({});
+    }
+    let props = &mut out["properties"];
+    props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
+    props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
+    props["metadata"] = json!({"type": "object", "description": "Standard object's metadata."});
+    out["x-kubernetes-group-version-kind"] = json!([{ "group": r.group, "version": r.version, "kind": r.kind }]);
+    out
 }
 
 /// The document at `/openapi/v3/<path>` for `path` as the index names it (`api/v1`, `apis/apps/v1`), `None`
 /// for any other path.
-pub fn by_path(path: &str) -> Option<Value> {
+pub fn by_path(catalog: &Catalog, path: &str) -> Option<Value> {
     match path.split('/').collect::<Vec<_>>().as_slice() {
-        ["api", version] => group_version("", version),
-        ["apis", group, version] if !group.is_empty() => group_version(group, version),
+        ["api", version] => group_version(catalog, "", version),
+        ["apis", group, version] if !group.is_empty() => group_version(catalog, group, version),
         _ => None,
     }
 }
@@ -138,11 +168,12 @@ mod tests {
 
     #[test]
     fn index_names_every_group_version_with_a_hashed_url() {
-        let idx = index();
+        let idx = index(&Catalog::default());
         let paths = idx["paths"].as_object().unwrap();
         assert_eq!(paths.len(), resources::group_versions().len());
         let core = paths["api/v1"]["serverRelativeURL"].as_str().unwrap();
-        assert_eq!(core, format!("/openapi/v3/api/v1?hash={}", hash(&group_version("", "v1").unwrap())));
+        let doc = group_version(&Catalog::default(), "", "v1").unwrap();
+        assert_eq!(core, format!("/openapi/v3/api/v1?hash={}", hash(&doc)));
         let apps = paths["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap();
         assert!(apps.starts_with("/openapi/v3/apis/apps/v1?hash="));
         assert!(paths.contains_key("apis/autoscaling/v2"));
@@ -152,7 +183,7 @@ mod tests {
     #[test]
     fn every_resource_has_a_patch_operation_with_its_kind_and_field_validation() {
         for r in resources::RESOURCES {
-            let doc = group_version(r.group, r.version).unwrap();
+            let doc = group_version(&Catalog::default(), r.group, r.version).unwrap();
             let op = &doc["paths"][object_path(r)]["patch"];
             let gvk = &op["x-kubernetes-group-version-kind"];
             assert_eq!((gvk["group"].as_str(), gvk["version"].as_str()), (Some(r.group), Some(r.version)));
@@ -166,31 +197,31 @@ mod tests {
 
     #[test]
     fn documents_hold_only_their_group_version() {
-        let apps = group_version("apps", "v1").unwrap();
+        let apps = group_version(&Catalog::default(), "apps", "v1").unwrap();
         let paths = apps["paths"].as_object().unwrap();
         assert!(paths.contains_key("/apis/apps/v1/namespaces/{namespace}/deployments/{name}"));
         assert!(paths.keys().all(|p| p.starts_with("/apis/apps/v1/")));
         assert_eq!(apps["openapi"], "3.0.0");
         assert_eq!(apps["components"], json!({ "schemas": {} }));
-        let core = group_version("", "v1").unwrap();
+        let core = group_version(&Catalog::default(), "", "v1").unwrap();
         assert!(core["paths"].get("/api/v1/namespaces/{name}").is_some(), "cluster-scoped path");
         assert!(core["paths"].get("/api/v1/namespaces/{namespace}/configmaps/{name}").is_some());
-        assert!(group_version("apps", "v2").is_none());
-        assert!(group_version("", "v2").is_none());
-        assert!(group_version("nope", "v1").is_none());
+        assert!(group_version(&Catalog::default(), "apps", "v2").is_none());
+        assert!(group_version(&Catalog::default(), "", "v2").is_none());
+        assert!(group_version(&Catalog::default(), "nope", "v1").is_none());
     }
 
     #[test]
     fn documents_are_found_by_the_paths_the_index_gives() {
-        assert_eq!(by_path("api/v1"), group_version("", "v1"));
-        assert_eq!(by_path("apis/apps/v1"), group_version("apps", "v1"));
+        assert_eq!(by_path(&Catalog::default(), "api/v1"), group_version(&Catalog::default(), "", "v1"));
+        assert_eq!(by_path(&Catalog::default(), "apis/apps/v1"), group_version(&Catalog::default(), "apps", "v1"));
         for bad in ["", "api", "apis/apps", "api/v1/x", "apis//v1", "apis/apps/v9", "v1"] {
-            assert!(by_path(bad).is_none(), "{bad}");
+            assert!(by_path(&Catalog::default(), bad).is_none(), "{bad}");
         }
-        for url in index()["paths"].as_object().unwrap().values() {
+        for url in index(&Catalog::default())["paths"].as_object().unwrap().values() {
             let url = url["serverRelativeURL"].as_str().unwrap();
             let path = url.trim_start_matches("/openapi/v3/").split('?').next().unwrap();
-            assert!(by_path(path).is_some(), "{url}");
+            assert!(by_path(&Catalog::default(), path).is_some(), "{url}");
         }
     }
 

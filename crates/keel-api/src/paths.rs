@@ -2,6 +2,9 @@
 //! subresource of one pod. The group version prefix (`/api/v1`, `/apis/{group}/{version}`) is the router's;
 //! this parses the segments after it, as kube-apiserver's request-info resolver does.
 
+use std::sync::Arc;
+
+use crate::custom::{Catalog, Served};
 use crate::resources::{self, Resource};
 use crate::status::ApiError;
 
@@ -9,6 +12,8 @@ use crate::status::ApiError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub resource: &'static Resource,
+    /// The served version of a custom resource (`None` for built-in ones).
+    pub custom: Option<Arc<Served>>,
     /// The namespace in the path (`None` for cluster-scoped resources and all-namespace lists).
     pub namespace: Option<String>,
     /// The object's name (`None` for a collection).
@@ -24,31 +29,42 @@ impl Target {
     }
 }
 
-/// Parses `rest`, the path after the group version, for `group`/`version`.
-pub fn parse(group: &str, version: &str, rest: &str) -> Result<Target, ApiError> {
+/// Parses `rest`, the path after the group version, for `group`/`version`: a built-in resource, or a
+/// custom one of `catalog`.
+pub fn parse(catalog: &Catalog, group: &str, version: &str, rest: &str) -> Result<Target, ApiError> {
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     if segments.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
         return Err(ApiError::UnknownPath);
     }
-    let find = |plural: &str| resources::find(group, version, plural).ok_or(ApiError::UnknownPath);
+    let find = |plural: &str| match resources::find(group, version, plural) {
+        Some(r) => Ok((r, None)),
+        None => {
+            catalog.find(group, version, plural).map(|s| (s.resource, Some(s.clone()))).ok_or(ApiError::UnknownPath)
+        }
+    };
     // namespaces/{ns}/{plural}[/{name}[/{sub}]] when {plural} is a namespaced resource of this group
     // version; otherwise the segments name a cluster-scoped object (namespaces/{name}/status included).
     if segments.len() >= 3 && segments[0] == "namespaces" {
-        if let Ok(resource) = find(segments[2]) {
+        if let Ok((resource, custom)) = find(segments[2]) {
             if resource.namespaced {
-                return target(resource, Some(segments[1]), &segments[3..]);
+                return target(resource, custom, Some(segments[1]), &segments[3..]);
             }
         }
     }
-    let resource = find(segments[0])?;
+    let (resource, custom) = find(segments[0])?;
     if resource.namespaced && segments.len() > 1 {
         // `/api/v1/pods/web`: namespaced objects are only addressed within their namespace.
         return Err(ApiError::UnknownPath);
     }
-    target(resource, None, &segments[1..])
+    target(resource, custom, None, &segments[1..])
 }
 
-fn target(resource: &'static Resource, namespace: Option<&str>, rest: &[&str]) -> Result<Target, ApiError> {
+fn target(
+    resource: &'static Resource,
+    custom: Option<Arc<Served>>,
+    namespace: Option<&str>,
+    rest: &[&str],
+) -> Result<Target, ApiError> {
     let (name, subresource) = match rest {
         [] => (None, None),
         [name] => (Some(*name), None),
@@ -57,6 +73,7 @@ fn target(resource: &'static Resource, namespace: Option<&str>, rest: &[&str]) -
     };
     Ok(Target {
         resource,
+        custom,
         namespace: namespace.map(str::to_string),
         name: name.map(str::to_string),
         subresource: subresource.map(str::to_string),
@@ -73,29 +90,29 @@ mod tests {
 
     #[test]
     fn collections_objects_and_subresources() {
-        let t = parse("", "v1", "pods").unwrap();
+        let t = parse(&Catalog::default(), "", "v1", "pods").unwrap();
         assert_eq!(parts(&t), ("pods", None, None, None));
-        let t = parse("", "v1", "namespaces/default/pods").unwrap();
+        let t = parse(&Catalog::default(), "", "v1", "namespaces/default/pods").unwrap();
         assert_eq!(parts(&t), ("pods", Some("default"), None, None));
-        let t = parse("", "v1", "namespaces/default/pods/web/status").unwrap();
+        let t = parse(&Catalog::default(), "", "v1", "namespaces/default/pods/web/status").unwrap();
         assert_eq!(parts(&t), ("pods", Some("default"), Some("web"), Some("status")));
         assert_eq!(t.key().unwrap(), "/registry/pods/default/web");
-        let t = parse("apps", "v1", "namespaces/a/deployments/web/scale").unwrap();
+        let t = parse(&Catalog::default(), "apps", "v1", "namespaces/a/deployments/web/scale").unwrap();
         assert_eq!(parts(&t), ("deployments", Some("a"), Some("web"), Some("scale")));
     }
 
     #[test]
     fn namespaces_themselves() {
-        let t = parse("", "v1", "namespaces").unwrap();
+        let t = parse(&Catalog::default(), "", "v1", "namespaces").unwrap();
         assert_eq!(parts(&t), ("namespaces", None, None, None));
-        let t = parse("", "v1", "namespaces/kube-system").unwrap();
+        let t = parse(&Catalog::default(), "", "v1", "namespaces/kube-system").unwrap();
         assert_eq!(parts(&t), ("namespaces", None, Some("kube-system"), None));
         assert_eq!(t.key().unwrap(), "/registry/namespaces/kube-system");
-        let t = parse("", "v1", "namespaces/kube-system/status").unwrap();
+        let t = parse(&Catalog::default(), "", "v1", "namespaces/kube-system/status").unwrap();
         assert_eq!(parts(&t), ("namespaces", None, Some("kube-system"), Some("status")));
-        let t = parse("", "v1", "namespaces/kube-system/finalize").unwrap();
+        let t = parse(&Catalog::default(), "", "v1", "namespaces/kube-system/finalize").unwrap();
         assert_eq!(parts(&t), ("namespaces", None, Some("kube-system"), Some("finalize")));
-        let t = parse("", "v1", "nodes/n1/status").unwrap();
+        let t = parse(&Catalog::default(), "", "v1", "nodes/n1/status").unwrap();
         assert_eq!(parts(&t), ("nodes", None, Some("n1"), Some("status")));
     }
 
@@ -111,7 +128,7 @@ mod tests {
             ("", "v1", "namespaces//pods"),
             ("", "v1", "namespaces/default/configmaps/.."),
         ] {
-            assert_eq!(parse(g, v, rest), Err(ApiError::UnknownPath), "{g}/{v}/{rest}");
+            assert_eq!(parse(&Catalog::default(), g, v, rest), Err(ApiError::UnknownPath), "{g}/{v}/{rest}");
         }
     }
 }

@@ -19,6 +19,9 @@ pub struct Resource {
     pub subresources: &'static [&'static str],
     /// Field selector keys beyond `metadata.name` and `metadata.namespace`.
     pub fields: &'static [&'static str],
+    /// Served for a CustomResourceDefinition ([`crate::custom`]): its objects are checked against the
+    /// definition's schema and stored under `/registry/<group>/<plural>/`.
+    pub custom: bool,
 }
 
 impl Resource {
@@ -39,17 +42,22 @@ impl Resource {
     /// The store key of one object (`namespace` is ignored for cluster-scoped resources).
     pub fn key(&self, namespace: &str, name: &str) -> String {
         if self.namespaced {
-            format!("/registry/{}/{namespace}/{name}", self.plural)
+            format!("{}{namespace}/{name}", self.prefix(None))
         } else {
-            format!("/registry/{}/{name}", self.plural)
+            format!("{}{name}", self.prefix(None))
         }
     }
 
-    /// The store prefix of a list: every object, or one namespace's.
+    /// The store prefix of a list: every object, or one namespace's. Built-in resources live at
+    /// `/registry/<plural>/`, custom ones at `/registry/<group>/<plural>/`, as in kube-apiserver's etcd.
     pub fn prefix(&self, namespace: Option<&str>) -> String {
+        let all = match self.custom {
+            true => format!("/registry/{}/{}/", self.group, self.plural),
+            false => format!("/registry/{}/", self.plural),
+        };
         match namespace {
-            Some(ns) if self.namespaced => format!("/registry/{}/{ns}/", self.plural),
-            _ => format!("/registry/{}/", self.plural),
+            Some(ns) if self.namespaced => format!("{all}{ns}/"),
+            _ => all,
         }
     }
 }
@@ -71,6 +79,7 @@ const fn group(group: &'static str, version: &'static str) -> Resource {
         categories: &[],
         subresources: &[],
         fields: &[],
+        custom: false,
     }
 }
 
@@ -84,6 +93,7 @@ const NETWORKING: Resource = group("networking.k8s.io", "v1");
 const RBAC: Resource = group("rbac.authorization.k8s.io", "v1");
 const POLICY: Resource = group("policy", "v1");
 const SCHEDULING: Resource = group("scheduling.k8s.io", "v1");
+const APIEXTENSIONS: Resource = group("apiextensions.k8s.io", "v1");
 
 /// Every resource served, in discovery order.
 pub const RESOURCES: &[Resource] = &[
@@ -293,6 +303,16 @@ pub const RESOURCES: &[Resource] = &[
         subresources: STATUS,
         ..POLICY
     },
+    Resource {
+        kind: "CustomResourceDefinition",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        namespaced: false,
+        short_names: &["crd", "crds"],
+        categories: &["api-extensions"],
+        subresources: STATUS,
+        ..APIEXTENSIONS
+    },
 ];
 
 const AUTHORIZATION: Resource = group("authorization.k8s.io", "v1");
@@ -347,6 +367,11 @@ pub const REVIEWS: &[Resource] = &[
 /// The resource at `/api/v1/<plural>` (group "") or `/apis/<group>/<version>/<plural>`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Whether the API server itself serves `group` (the core group is "").
+pub fn builtin_group(group: &str) -> bool {
+    RESOURCES.iter().chain(REVIEWS).any(|r| r.group == group)
 }
 
 /// The resource of objects with this `apiVersion` and `kind`.
@@ -408,6 +433,6 @@ mod tests {
         assert!(g.contains(&("rbac.authorization.k8s.io", "v1")));
         assert!(g.contains(&("certificates.k8s.io", "v1")));
         assert!(g.contains(&("policy", "v1")) && g.contains(&("scheduling.k8s.io", "v1")));
-        assert_eq!(g.len(), 11);
+        assert_eq!(g.len(), 12);
     }
 }

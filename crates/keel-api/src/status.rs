@@ -29,6 +29,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
+    /// 405 for a reason of the object's (a create of a custom object whose definition is being deleted).
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("{0}")]
     NotAcceptable(String),
     #[error("{0}")]
@@ -104,7 +107,7 @@ impl ApiError {
             ApiError::Unauthorized => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound { .. } | ApiError::UnknownPath => 404,
-            ApiError::MethodNotAllowed => 405,
+            ApiError::MethodNotAllowed | ApiError::NotAllowed(_) => 405,
             ApiError::NotAcceptable(_) => 406,
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Gone { .. } => 410,
@@ -125,7 +128,7 @@ impl ApiError {
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::NotFound { .. } | ApiError::UnknownPath => "NotFound",
-            ApiError::MethodNotAllowed => "MethodNotAllowed",
+            ApiError::MethodNotAllowed | ApiError::NotAllowed(_) => "MethodNotAllowed",
             ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict { .. } => "Conflict",

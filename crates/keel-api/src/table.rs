@@ -722,7 +722,7 @@ fn time(v: &Value, pointer: &str) -> Option<Timestamp> {
 const GO_ZERO_TIME: i64 = -62_135_596_800;
 
 /// How long ago `t` was ("<unknown>" when unset), as AGE and LAST SEEN show.
-fn since(t: Option<Timestamp>, now: Timestamp) -> String {
+pub(crate) fn since(t: Option<Timestamp>, now: Timestamp) -> String {
     match t {
         Some(t) => human_signed(now.duration_since(t)),
         None => "<unknown>".to_string(),

@@ -10,6 +10,7 @@ pub enum CauseType {
     Required,
     Duplicate,
     TooLong,
+    TooMany,
     NotSupported,
     Forbidden,
 }
@@ -22,6 +23,7 @@ impl CauseType {
             CauseType::Required => "FieldValueRequired",
             CauseType::Duplicate => "FieldValueDuplicate",
             CauseType::TooLong => "FieldValueTooLong",
+            CauseType::TooMany => "FieldValueTooMany",
             CauseType::NotSupported => "FieldValueNotSupported",
             CauseType::Forbidden => "FieldValueForbidden",
         }

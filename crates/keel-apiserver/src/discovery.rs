@@ -59,25 +59,40 @@ pub async fn core_versions(State(state): State<AppState>) -> Json<APIVersions> {
     })
 }
 
-fn api_group(name: &str, version: &str) -> APIGroup {
-    let gv = GroupVersionForDiscovery { group_version: format!("{name}/{version}"), version: version.into() };
+/// A group with its versions, the preferred one first.
+fn api_group(name: &str, versions: &[&str]) -> APIGroup {
+    let versions: Vec<GroupVersionForDiscovery> = versions
+        .iter()
+        .map(|v| GroupVersionForDiscovery { group_version: format!("{name}/{v}"), version: v.to_string() })
+        .collect();
     APIGroup {
         name: name.into(),
-        versions: vec![gv.clone()],
-        preferred_version: Some(gv),
+        preferred_version: versions.first().cloned(),
+        versions,
         server_address_by_client_cidrs: None,
     }
 }
 
-pub async fn groups() -> Json<APIGroupList> {
-    let groups = group_versions().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| api_group(g, v)).collect();
-    Json(APIGroupList { groups })
+/// Every group served: the built-in ones, then the custom ones.
+fn all_groups(state: &AppState) -> Vec<APIGroup> {
+    let builtin = group_versions().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| api_group(g, &[v]));
+    let custom =
+        state.custom.catalog().groups().into_iter().map(|(g, versions)| api_group(g, &versions)).collect::<Vec<_>>();
+    builtin.chain(custom).collect()
 }
 
-pub async fn group(Path(group): Path<String>) -> Result<Json<APIGroup>, Failure> {
-    match group_versions().into_iter().find(|(g, _)| !g.is_empty() && *g == group) {
-        Some((g, v)) => Ok(Json(api_group(g, v))),
-        None => Err(ApiError::UnknownPath.into()),
+pub async fn groups(State(state): State<AppState>) -> Json<APIGroupList> {
+    Json(APIGroupList { groups: all_groups(&state) })
+}
+
+pub async fn group(State(state): State<AppState>, Path(group): Path<String>) -> Result<Json<APIGroup>, Failure> {
+    let find = |state: &AppState| all_groups(state).into_iter().find(|g| g.name == group);
+    match find(&state) {
+        Some(g) => Ok(Json(g)),
+        None => {
+            refresh_custom(&state, &group).await;
+            find(&state).map(Json).ok_or_else(|| ApiError::UnknownPath.into())
+        }
     }
 }
 
@@ -85,11 +100,38 @@ pub async fn core_resources() -> Json<APIResourceList> {
     Json(resource_list("", "v1"))
 }
 
-pub async fn group_resources(Path((group, version)): Path<(String, String)>) -> Result<Json<APIResourceList>, Failure> {
-    if group.is_empty() || !group_versions().contains(&(group.as_str(), version.as_str())) {
+pub async fn group_resources(
+    State(state): State<AppState>,
+    Path((group, version)): Path<(String, String)>,
+) -> Result<Json<APIResourceList>, Failure> {
+    if group.is_empty() {
         return Err(ApiError::UnknownPath.into());
     }
-    Ok(Json(resource_list(&group, &version)))
+    if group_versions().contains(&(group.as_str(), version.as_str())) {
+        return Ok(Json(resource_list(&group, &version)));
+    }
+    let custom = |state: &AppState| {
+        let catalog = state.custom.catalog();
+        let resources: Vec<APIResource> =
+            catalog.resources().filter(|r| r.group == group && r.version == version).flat_map(entries).collect();
+        (!resources.is_empty()).then(|| APIResourceList { group_version: format!("{group}/{version}"), resources })
+    };
+    if let Some(list) = custom(&state) {
+        return Ok(Json(list));
+    }
+    refresh_custom(&state, &group).await;
+    custom(&state).map(Json).ok_or_else(|| ApiError::UnknownPath.into())
+}
+
+/// Before a 404 for a group the server does not serve itself: the custom resources read again (a CRD just
+/// created through another master).
+async fn refresh_custom(state: &AppState, group: &str) {
+    if keel_api::resources::builtin_group(group) {
+        return;
+    }
+    if let Err(e) = state.custom.refresh(&state.storage).await {
+        tracing::warn!(error = %e, "cannot read the custom resource definitions");
+    }
 }
 
 fn strings(v: &[&str]) -> Vec<String> {

@@ -8,6 +8,7 @@ pub mod auth;
 mod authz;
 pub mod bootstrap_tokens;
 mod certificates;
+pub mod crds;
 mod discovery;
 mod failure;
 mod health;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub authority: Option<std::sync::Arc<tls::Authority>>,
     /// The longest client certificate the CA signs (`--cluster-signing-duration`).
     pub signing_duration: std::time::Duration,
+    /// The custom resources served, from the CustomResourceDefinitions.
+    pub custom: crds::CustomResources,
 }
 
 /// This master's name and its part in running the control loops.
@@ -97,6 +100,7 @@ impl AppState {
             service_accounts: None,
             authority: None,
             signing_duration: certificates::DEFAULT_SIGNING_DURATION,
+            custom: crds::CustomResources::none(),
         }
     }
 }
@@ -143,12 +147,15 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn openapi_index() -> axum::Json<serde_json::Value> {
-    axum::Json(keel_api::openapi::index())
+async fn openapi_index(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(keel_api::openapi::index(&state.custom.catalog()))
 }
 
-async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>) -> axum::response::Response {
-    match keel_api::openapi::by_path(&path) {
+async fn openapi_document(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> axum::response::Response {
+    match keel_api::openapi::by_path(&state.custom.catalog(), &path) {
         Some(doc) => axum::Json(doc).into_response(),
         None => Failure(keel_api::status::ApiError::UnknownPath).into_response(),
     }

@@ -298,7 +298,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     fn target(plural: &str) -> Target {
-        keel_api::paths::parse("", "v1", &format!("namespaces/default/{plural}")).unwrap()
+        keel_api::paths::parse(&Default::default(), "", "v1", &format!("namespaces/default/{plural}")).unwrap()
     }
 
     #[test]

@@ -9,7 +9,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use std::sync::Arc;
+
 use keel_api::admit::{self, Admitted};
+use keel_api::custom::Served;
 use keel_api::kinds::{self, Hook};
 use keel_api::meta::{self, Deletion, Fresh};
 use keel_api::paths::{self, Target};
@@ -71,7 +74,18 @@ async fn serve(
     upgrade: Option<hyper::upgrade::OnUpgrade>,
     user: Option<User>,
 ) -> Result<Response, Failure> {
-    let target = paths::parse(group, version, rest)?;
+    let target = match paths::parse(&state.custom.catalog(), group, version, rest) {
+        // A custom resource this master does not serve yet may be one a CRD just created through another
+        // master defines: read the definitions again before answering 404.
+        Err(ApiError::UnknownPath) if !resources::builtin_group(group) => {
+            state.custom.refresh(&state.storage).await.map_err(|e| {
+                tracing::warn!(error = %e, "cannot read the custom resource definitions");
+                ApiError::Unavailable
+            })?;
+            paths::parse(&state.custom.catalog(), group, version, rest)?
+        }
+        other => other?,
+    };
     let params = Params::parse(query.as_deref(), &target)?;
     let mut state = state;
     if let Some(fence) = request::fence(&headers)? {
@@ -133,6 +147,18 @@ pub(crate) fn object(stored: &Stored) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// The object in a stored value as `target`'s version serves it: a custom object stored through another
+/// version of its definition is shown as this one's (conversion `None`: only `apiVersion` differs).
+pub(crate) fn served_object(target: &Target, stored: &Stored) -> Result<Value, ApiError> {
+    let mut v = object(stored)?;
+    if target.custom.is_some() {
+        if let Some(m) = v.as_object_mut() {
+            m.insert("apiVersion".into(), json!(target.resource.api_version()));
+        }
+    }
+    Ok(v)
+}
+
 pub(crate) fn set_resource_version(v: &mut Value, revision: i64) {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), json!(revision.to_string()));
@@ -166,9 +192,40 @@ fn success(resource: &Resource, name: &str, uid: &str) -> Value {
     })
 }
 
+/// How a resource's objects are shown as table rows: by the kind's printer, or by a custom resource's
+/// printer columns.
+#[derive(Clone)]
+pub(crate) enum Printer {
+    Kind(&'static str),
+    Custom(Arc<Served>),
+}
+
+impl Printer {
+    pub(crate) fn of(target: &Target) -> Printer {
+        match &target.custom {
+            Some(c) => Printer::Custom(c.clone()),
+            None => Printer::Kind(target.resource.kind),
+        }
+    }
+
+    fn definitions(&self) -> Vec<Value> {
+        match self {
+            Printer::Kind(kind) => table::column_definitions(kind),
+            Printer::Custom(c) => keel_api::custom::columns::definitions(&c.columns),
+        }
+    }
+
+    fn cells(&self, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        match self {
+            Printer::Kind(kind) => table::cells(kind, object, now),
+            Printer::Custom(c) => keel_api::custom::columns::cells(&c.columns, object, now),
+        }
+    }
+}
+
 /// A Table row for `object`.
-pub(crate) fn row(kind: &str, object: &Value, include: IncludeObject, now: jiff::Timestamp) -> Value {
-    let mut row = json!({"cells": table::cells(kind, object, now)});
+pub(crate) fn row(printer: &Printer, object: &Value, include: IncludeObject, now: jiff::Timestamp) -> Value {
+    let mut row = json!({"cells": printer.cells(object, now)});
     match include {
         IncludeObject::None => {}
         IncludeObject::Metadata => {
@@ -183,12 +240,12 @@ pub(crate) fn row(kind: &str, object: &Value, include: IncludeObject, now: jiff:
     row
 }
 
-pub(crate) fn table(kind: &str, rows: Vec<Value>, list_meta: Value) -> Value {
+pub(crate) fn table(printer: &Printer, rows: Vec<Value>, list_meta: Value) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_meta,
-        "columnDefinitions": table::column_definitions(kind),
+        "columnDefinitions": printer.definitions(),
         "rows": rows,
     })
 }
@@ -258,14 +315,15 @@ impl Call {
         let read =
             if self.params.resource_version.as_deref() == Some("0") { Read::Serializable } else { Read::Linearizable };
         let stored = self.state.storage.read(&self.key(), read).await.map_err(|e| self.store_error(e))?;
-        let v = object(&stored)?;
+        let v = served_object(&self.target, &stored)?;
         Ok(match output {
             Output::Json => json_response(StatusCode::OK, &v, &[]),
             Output::Metadata => json_response(StatusCode::OK, &meta::partial(&v), &[]),
             Output::Table => {
                 let now = jiff::Timestamp::now();
-                let rows = vec![row(self.resource().kind, &v, self.params.include_object, now)];
-                let t = table(self.resource().kind, rows, json!({"resourceVersion": stored.mod_revision.to_string()}));
+                let printer = Printer::of(&self.target);
+                let rows = vec![row(&printer, &v, self.params.include_object, now)];
+                let t = table(&printer, rows, json!({"resourceVersion": stored.mod_revision.to_string()}));
                 json_response(StatusCode::OK, &t, &[])
             }
         })
@@ -352,8 +410,9 @@ impl Call {
             }),
             Output::Table => {
                 let now = jiff::Timestamp::now();
-                let rows = items.iter().map(|o| row(kind, o, self.params.include_object, now)).collect();
-                table(kind, rows, list_meta)
+                let printer = Printer::of(&self.target);
+                let rows = items.iter().map(|o| row(&printer, o, self.params.include_object, now)).collect();
+                table(&printer, rows, list_meta)
             }
         };
         Ok(json_response(StatusCode::OK, &body, &[]))
@@ -361,7 +420,7 @@ impl Call {
 
     async fn create(&self, object: Value) -> Result<Response, ApiError> {
         let resource = self.resource();
-        let kind = kinds::rules(resource.kind);
+        let kind = kinds::of(resource);
         let fresh = Fresh {
             now: jiff::Timestamp::now(),
             uid: uuid::Uuid::new_v4().to_string(),
@@ -376,6 +435,7 @@ impl Call {
                 true => self.priority_class(&object).await?,
                 false => None,
             },
+            definitions: self.definitions(kind).await?,
         };
         let Admitted { mut object, warnings } = admit::create(&self.admission(), object, &fresh, &facts)?;
         if kind.has(Hook::SignCertificates) {
@@ -411,7 +471,26 @@ impl Call {
             }
         };
         set_resource_version(&mut object, revision);
+        self.refresh_custom(kind).await;
         Ok(json_response(StatusCode::CREATED, &object, &warnings))
+    }
+
+    /// For [`Hook::AcceptNames`]: every CustomResourceDefinition, to check a definition's names against.
+    async fn definitions(&self, kind: &kinds::Kind) -> Result<Vec<Value>, ApiError> {
+        if !kind.has(Hook::AcceptNames) {
+            return Ok(vec![]);
+        }
+        let page = self.state.storage.list(&self.resource().prefix(None), None, 0, 0).await;
+        page.map_err(|e| self.store_error(e))?.items.iter().map(object).collect()
+    }
+
+    /// After a write of a CustomResourceDefinition: this master serves what it now says before it answers.
+    async fn refresh_custom(&self, kind: &kinds::Kind) {
+        if kind.has(Hook::AcceptNames) {
+            if let Err(e) = self.state.custom.refresh(&self.state.storage).await {
+                tracing::warn!(error = %e, "cannot read the custom resource definitions again");
+            }
+        }
     }
 
     /// New objects need their namespace, and not one being deleted. The namespace is read from this master's
@@ -496,6 +575,7 @@ impl Call {
             resource: self.resource(),
             namespace: self.target.namespace.as_deref(),
             field_validation: self.params.field_validation,
+            custom: self.target.custom.as_deref(),
         }
     }
 
@@ -529,7 +609,23 @@ impl Call {
 
     async fn get_scale(&self) -> Result<Response, ApiError> {
         let stored = self.state.storage.get(&self.key()).await.map_err(|e| self.store_error(e))?;
-        Ok(json_response(StatusCode::OK, &meta::scale(&object(&stored)?), &[]))
+        Ok(json_response(StatusCode::OK, &self.scale_of(&object(&stored)?), &[]))
+    }
+
+    /// The Scale of an object: a workload's replicas, or where a custom resource's scale paths point.
+    fn scale_of(&self, object: &Value) -> Value {
+        match self.target.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+            Some(paths) => paths.scale(object),
+            None => meta::scale(object),
+        }
+    }
+
+    /// The object with the replicas `scale` asks for.
+    fn scaled(&self, object: &Value, scale: &Value) -> Result<Value, ApiError> {
+        match self.target.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+            Some(paths) => paths.apply(object, scale),
+            None => meta::apply_scale(object, scale),
+        }
     }
 
     /// PUT: the body replaces the object (or its status, or its replicas through a Scale).
@@ -543,7 +639,7 @@ impl Call {
         self.write(precondition, |call, old| match call.target.subresource.as_deref() {
             Some("scale") => {
                 meta::check_type(call.resource(), &body, "Scale")?;
-                meta::apply_scale(old, &body)
+                call.scaled(old, &body)
             }
             Some("finalize") => {
                 let mut new = old.clone();
@@ -575,17 +671,24 @@ impl Call {
             }
         };
         let scale = self.target.subresource.as_deref() == Some("scale");
+        if self.target.custom.is_some() && !scale && media == "application/strategic-merge-patch+json" {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+                    .into(),
+            ));
+        }
         let kind = if scale { "Scale" } else { self.resource().kind };
         let media = media.to_string();
         self.write(None, |call, old| {
-            let base = if scale { meta::scale(old) } else { old.clone() };
+            let base = if scale { call.scale_of(old) } else { old.clone() };
             let patched = apply_patch(&media, &base, &patch, kind)?;
             let before = base.pointer("/metadata/resourceVersion");
             if patched.pointer("/metadata/resourceVersion").is_some_and(|rv| Some(rv) != before) {
                 return Err(call.conflict());
             }
             if scale {
-                meta::apply_scale(old, &patched)
+                call.scaled(old, &patched)
             } else {
                 Ok(patched)
             }
@@ -619,13 +722,17 @@ impl Call {
             if let Some(m) = old.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
             }
-            let Admitted { object: mut new, warnings } = admit::update(&self.admission(), sub, &old, requested)?;
+            let kind = kinds::of(resource);
+            let facts = admit::Facts { definitions: self.definitions(kind).await?, ..Default::default() };
+            let now = jiff::Timestamp::now();
+            let Admitted { object: mut new, warnings } =
+                admit::update(&self.admission(), sub, &old, requested, &facts, now)?;
             if new == old {
                 return Ok(self.updated(&current, &warnings));
             }
             let namespace = self.target.namespace.as_deref();
             crate::rbac::admit(self.user.as_ref(), self.state.rbac.as_ref(), resource, namespace, &new, Some(&old))?;
-            if kinds::rules(resource.kind).has(Hook::SignCertificates) {
+            if kind.has(Hook::SignCertificates) {
                 crate::certificates::sign_if_approved(
                     self.state.authority.as_deref(),
                     self.state.signing_duration,
@@ -644,6 +751,7 @@ impl Call {
             match result {
                 Ok(revision) => {
                     set_resource_version(&mut new, revision);
+                    self.refresh_custom(kind).await;
                     return Ok(self.updated(&new, &warnings));
                 }
                 Err(StorageError::Conflict { .. }) if precondition.is_none() => continue,
@@ -656,7 +764,7 @@ impl Call {
 
     fn updated(&self, object: &Value, warnings: &[String]) -> Response {
         let body =
-            if self.target.subresource.as_deref() == Some("scale") { meta::scale(object) } else { object.clone() };
+            if self.target.subresource.as_deref() == Some("scale") { self.scale_of(object) } else { object.clone() };
         json_response(StatusCode::OK, &body, warnings)
     }
 
@@ -684,11 +792,14 @@ impl Call {
                 }
             }
             let now = jiff::Timestamp::now();
-            let kind = kinds::rules(resource.kind);
+            let kind = kinds::of(resource);
             let decision = if kind.has(Hook::FinalizeNamespace) {
                 namespace_deletion(&current, now)
+            } else if kind.has(Hook::CleanUpCustomObjects) {
+                let marked = kinds::apiextensions::terminating(&current, &meta::timestamp(now));
+                meta::delete(&marked, resource, opts.grace_period, opts.propagation, now)
             } else {
-                meta::delete(&current, resource.kind, opts.grace_period, opts.propagation, now)
+                meta::delete(&current, resource, opts.grace_period, opts.propagation, now)
             };
             let result = match &decision {
                 _ if opts.dry_run => Ok(stored.mod_revision),
@@ -701,6 +812,7 @@ impl Call {
                     if kind.has(Hook::AllocateServiceAddresses) && decision == Deletion::Now && !opts.dry_run {
                         allocator::release(&self.state.storage, &allocator::held(&current)).await;
                     }
+                    self.refresh_custom(kind).await;
                     return Ok(match decision {
                         Deletion::Now if kind.has(Hook::GracefulDelete) => json_response(StatusCode::OK, &current, &[]),
                         Deletion::Now => json_response(StatusCode::OK, &success(resource, self.name(), &uid), &[]),

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::request::{Output, Params};
-use crate::resources::{object, row, selected, set_resource_version, store_error, table, Call};
+use crate::resources::{row, selected, served_object, set_resource_version, store_error, table, Call, Printer};
 use crate::storage::{Change, Stored, Watched};
 use crate::AppState;
 
@@ -49,7 +49,8 @@ pub(crate) async fn serve(
     let bookmarks = params.bookmarks;
     let kind = target.resource.kind;
     let api_version = target.resource.api_version();
-    let encoder = Encoder { kind, output, include: params.include_object };
+    let encoder =
+        Encoder { target: target.clone(), printer: Printer::of(target), output, include: params.include_object };
     tokio::spawn(async move {
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
@@ -112,7 +113,8 @@ fn clone_params(p: &Params) -> Params {
 
 /// Turns objects into watch event lines.
 struct Encoder {
-    kind: &'static str,
+    target: Target,
+    printer: Printer,
     output: Output,
     include: crate::request::IncludeObject,
 }
@@ -125,8 +127,8 @@ impl Encoder {
             Output::Metadata => keel_api::meta::partial(object).to_string(),
             Output::Table => {
                 let rv = object.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
-                let r = row(self.kind, object, self.include, jiff::Timestamp::now());
-                table(self.kind, vec![r], json!({"resourceVersion": rv})).to_string()
+                let r = row(&self.printer, object, self.include, jiff::Timestamp::now());
+                table(&self.printer, vec![r], json!({"resourceVersion": rv})).to_string()
             }
         };
         format!("{{\"type\":\"{kind}\",\"object\":{encoded}}}\n")
@@ -134,7 +136,7 @@ impl Encoder {
 
     /// The event a store change is for this watcher, if any.
     fn change(&self, params: &Params, change: &Change) -> Option<String> {
-        let parse = |s: &Stored| object(s).ok();
+        let parse = |s: &Stored| served_object(&self.target, s).ok();
         match change {
             Change::Put { object: now, previous } => {
                 let new = parse(now)?;

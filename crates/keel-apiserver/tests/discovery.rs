@@ -51,6 +51,7 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
             "certificates.k8s.io",
             "scheduling.k8s.io",
             "policy",
+            "apiextensions.k8s.io",
             "authentication.k8s.io",
             "authorization.k8s.io"
         ]

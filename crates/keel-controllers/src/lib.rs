@@ -10,6 +10,7 @@
 pub mod budget;
 pub mod budgets;
 pub mod clusterrole_aggregation;
+pub mod crd_cleanup;
 pub mod cronjob;
 pub mod cronjobs;
 pub mod daemonset;
@@ -129,6 +130,7 @@ pub async fn run(identities: Identities, mut leading: watch::Receiver<Option<i64
         loops.spawn(clusterrole_aggregation::run(client.clone()));
         loops.spawn(token_cleaner::run(client.clone()));
         loops.spawn(budget::run(client.clone()));
+        loops.spawn(crd_cleanup::run(client.clone()));
         let timing = node_lifecycle::Timing {
             grace: settings.node_monitor_grace_period,
             period: settings.node_monitor_period,

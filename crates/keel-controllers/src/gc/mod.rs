@@ -31,7 +31,10 @@ struct Update {
 struct Collector {
     client: Client,
     discovery: Discovery,
+    /// Every resource watched so far (an index is a resource for good; one no longer served has its watch
+    /// stopped).
     resources: Vec<(ApiResource, ApiCapabilities)>,
+    watches: Vec<Option<tokio::task::JoinHandle<()>>>,
     graph: Graph,
     /// Per resource: listed at least once; the uids seen during a relist in progress.
     synced: Vec<bool>,
@@ -40,65 +43,111 @@ struct Collector {
     queued: HashSet<String>,
 }
 
+/// How often discovery is run again, so that resources served since (custom resources) are watched too,
+/// as kube's garbage collector resyncs its monitors.
+const REDISCOVER_EVERY: Duration = Duration::from_secs(10);
+
 pub async fn run(client: Client) -> Result<(), Error> {
-    let discovery = Discovery::new(client.clone()).run().await?;
-    let mut resources = Vec::new();
-    for group in discovery.groups() {
-        for (ar, caps) in group.recommended_resources() {
-            let watchable = caps.supports_operation(verbs::LIST) && caps.supports_operation(verbs::WATCH);
-            if watchable && caps.supports_operation(verbs::DELETE) && ar.kind != "Event" {
-                resources.push((ar, caps));
-            }
-        }
-    }
     let (tx, mut rx) = mpsc::channel::<Update>(4096);
-    let mut watches = tokio::task::JoinSet::new();
-    for (i, (ar, _)) in resources.iter().enumerate() {
-        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), ar);
-        let tx = tx.clone();
-        watches.spawn(async move {
-            let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
-            while let Some(e) = events.next().await {
-                match e {
-                    Ok(event) => {
-                        if tx.send(Update { resource: i, event }).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "garbage collector watch failed; it retries");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        });
-    }
-    drop(tx);
-    let n = resources.len();
     let mut gc = Collector {
+        discovery: Discovery::new(client.clone()),
         client,
-        discovery,
-        resources,
+        resources: Vec::new(),
+        watches: Vec::new(),
         graph: Graph::default(),
-        synced: vec![false; n],
-        relisting: vec![None; n],
+        synced: Vec::new(),
+        relisting: Vec::new(),
         queue: VecDeque::new(),
         queued: HashSet::new(),
     };
-    tracing::info!(resources = n, "garbage collector watching");
-    while let Some(update) = rx.recv().await {
-        gc.observe(update);
-        while let Ok(more) = rx.try_recv() {
-            gc.observe(more);
-        }
-        if gc.synced.iter().all(|s| *s) {
-            gc.drain().await;
+    gc.rediscover(&tx).await?;
+    tracing::info!(resources = gc.resources.len(), "garbage collector watching");
+    let mut rediscover = tokio::time::interval(REDISCOVER_EVERY);
+    rediscover.tick().await;
+    loop {
+        tokio::select! {
+            update = rx.recv() => {
+                let Some(update) = update else { return Ok(()) };
+                gc.observe(update);
+                while let Ok(more) = rx.try_recv() {
+                    gc.observe(more);
+                }
+                if gc.synced.iter().all(|s| *s) {
+                    gc.drain().await;
+                }
+            }
+            _ = rediscover.tick() => {
+                if let Err(e) = gc.rediscover(&tx).await {
+                    tracing::debug!(error = %e, "garbage collector discovery failed; it retries");
+                }
+            }
         }
     }
-    Ok(())
+}
+
+/// Watches `ar`'s objects' metadata, sending every event as resource `i`.
+fn watch(client: &Client, i: usize, ar: &ApiResource, tx: &mpsc::Sender<Update>) -> tokio::task::JoinHandle<()> {
+    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), ar);
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+        while let Some(e) = events.next().await {
+            match e {
+                Ok(event) => {
+                    if tx.send(Update { resource: i, event }).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "garbage collector watch failed; it retries");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
 }
 
 impl Collector {
+    /// Runs discovery: resources served since the last run are watched, those no longer served are not.
+    async fn rediscover(&mut self, tx: &mpsc::Sender<Update>) -> Result<(), Error> {
+        let discovery = Discovery::new(self.client.clone()).run().await?;
+        let mut served = Vec::new();
+        for group in discovery.groups() {
+            for (ar, caps) in group.recommended_resources() {
+                let watchable = caps.supports_operation(verbs::LIST) && caps.supports_operation(verbs::WATCH);
+                if watchable && caps.supports_operation(verbs::DELETE) && ar.kind != "Event" {
+                    served.push((ar, caps));
+                }
+            }
+        }
+        let same = |a: &ApiResource, b: &ApiResource| a.api_version == b.api_version && a.plural == b.plural;
+        for (i, (ar, _)) in self.resources.iter().enumerate() {
+            if self.watches[i].is_some() && !served.iter().any(|(s, _)| same(s, ar)) {
+                tracing::info!(resource = %ar.plural, group = %ar.group, "garbage collector stops watching");
+                if let Some(w) = self.watches[i].take() {
+                    w.abort();
+                }
+                self.synced[i] = true;
+            }
+        }
+        let first = self.watches.is_empty();
+        for (ar, caps) in served {
+            let known = self.resources.iter().enumerate().any(|(i, (r, _))| same(r, &ar) && self.watches[i].is_some());
+            if !known {
+                let i = self.resources.len();
+                if !first {
+                    tracing::info!(resource = %ar.plural, group = %ar.group, "garbage collector starts watching");
+                }
+                self.watches.push(Some(watch(&self.client, i, &ar, tx)));
+                self.resources.push((ar, caps));
+                self.synced.push(false);
+                self.relisting.push(None);
+            }
+        }
+        self.discovery = discovery;
+        Ok(())
+    }
+
     fn mark(&mut self, uids: Vec<String>) {
         for uid in uids {
             if self.queued.insert(uid.clone()) {
