@@ -5,6 +5,7 @@
 
 pub mod admit;
 pub mod agent_api;
+pub mod apply;
 pub mod custom;
 pub mod kinds;
 pub mod meta;

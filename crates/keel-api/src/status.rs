@@ -18,6 +18,10 @@ pub enum ApiError {
     /// An update or delete whose resourceVersion (or precondition) no longer matches.
     #[error("Operation cannot be fulfilled on {resource} {name:?}: {detail}")]
     Conflict { resource: GroupResource, name: String, detail: String },
+    /// A server-side apply that would change fields other managers manage: the causes are (reason,
+    /// message, field) triples.
+    #[error("{}", .0.message)]
+    ApplyConflict(Box<FieldConflicts>),
     #[error("{}", invalid_message(kind, resource, name, causes))]
     Invalid { kind: String, resource: GroupResource, name: String, causes: Vec<Cause> },
     #[error("{0}")]
@@ -61,6 +65,16 @@ pub enum ApiError {
     /// (`responsewriters.ErrorToAPIStatus` on an error that is not a Status).
     #[error("{0}")]
     StoreRefused(String),
+}
+
+/// What an [`ApiError::ApplyConflict`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldConflicts {
+    pub resource: GroupResource,
+    pub name: String,
+    pub message: String,
+    /// (reason, message, field) of each conflicting field.
+    pub causes: Vec<(String, String, String)>,
 }
 
 /// `pods`, or `deployments.apps`: how Kubernetes names a resource in messages.
@@ -109,7 +123,7 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::UnknownPath => 404,
             ApiError::MethodNotAllowed | ApiError::NotAllowed(_) => 405,
             ApiError::NotAcceptable(_) => 406,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => 409,
             ApiError::Gone { .. } => 410,
             ApiError::TooLarge => 413,
             ApiError::UnsupportedMediaType(_) => 415,
@@ -131,7 +145,7 @@ impl ApiError {
             ApiError::MethodNotAllowed | ApiError::NotAllowed(_) => "MethodNotAllowed",
             ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => "Conflict",
             ApiError::Gone { .. } => "Expired",
             ApiError::TooLarge => "RequestEntityTooLarge",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
@@ -166,6 +180,22 @@ impl ApiError {
                             field: Some(c.field.clone()),
                             message: Some(c.message.clone()),
                             reason: Some(c.kind.reason().to_string()),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ApiError::ApplyConflict(c) => Some(StatusDetails {
+                name: Some(c.name.clone()),
+                group: Some(c.resource.group.clone()).filter(|g| !g.is_empty()),
+                kind: Some(c.resource.resource.clone()),
+                causes: Some(
+                    c.causes
+                        .iter()
+                        .map(|(reason, message, field)| StatusCause {
+                            field: Some(field.clone()),
+                            message: Some(message.clone()),
+                            reason: Some(reason.clone()),
                         })
                         .collect(),
                 ),

@@ -47,6 +47,20 @@ pub struct Params {
     pub grace_period: Option<i64>,
     pub propagation: Option<Propagation>,
     pub include_object: IncludeObject,
+    /// `fieldManager`: who the write's fields are recorded for (required for server-side apply).
+    pub field_manager: Option<String>,
+    /// `force`: a server-side apply takes over fields other managers have.
+    pub force: bool,
+    /// The manager of writes without `fieldManager`: the client's User-Agent up to its first `/`, as
+    /// kube-apiserver names it (`kubectl`, `kube-rs`, `OpenAPI-Generator`).
+    pub user_agent: String,
+}
+
+/// The field manager of a write that names none: the User-Agent up to its first `/` (kube-apiserver's
+/// `prefixFromUserAgent`), at most 128 characters.
+pub fn user_agent_manager(headers: &HeaderMap) -> String {
+    let agent = headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    agent.split('/').next().unwrap_or("").chars().take(128).collect()
 }
 
 /// A boolean query parameter, spelled as Go's `strconv.ParseBool` reads it (the Python client sends
@@ -95,6 +109,15 @@ impl Params {
                 "watch" => p.watch = boolean("watch", &v)?,
                 "allowWatchBookmarks" => p.bookmarks = boolean("allowWatchBookmarks", &v)?,
                 "timeoutSeconds" => p.timeout = Some(Duration::from_secs(integer("timeoutSeconds", &v)?.max(0) as u64)),
+                "fieldManager" if !v.is_empty() => {
+                    if v.chars().count() > 128 || v.chars().any(|c| c.is_control()) {
+                        return Err(bad(format!(
+                            "fieldManager: Invalid value: {v:?}: must be at most 128 printable characters"
+                        )));
+                    }
+                    p.field_manager = Some(v.into_owned());
+                }
+                "force" => p.force = boolean("force", &v)?,
                 "dryRun" if !v.is_empty() => {
                     if v != "All" {
                         return Err(bad(format!("dryRun: Unsupported value: {v:?}: supported values: \"All\"")));

@@ -12,6 +12,7 @@ use base64::Engine;
 use std::sync::Arc;
 
 use keel_api::admit::{self, Admitted};
+use keel_api::apply::{self, fields::Shape, Writer};
 use keel_api::custom::Served;
 use keel_api::kinds::{self, Hook};
 use keel_api::meta::{self, Deletion, Fresh};
@@ -86,7 +87,8 @@ async fn serve(
         }
         other => other?,
     };
-    let params = Params::parse(query.as_deref(), &target)?;
+    let mut params = Params::parse(query.as_deref(), &target)?;
+    params.user_agent = request::user_agent_manager(&headers);
     let mut state = state;
     if let Some(fence) = request::fence(&headers)? {
         state.storage = state.storage.fenced(fence);
@@ -419,6 +421,11 @@ impl Call {
     }
 
     async fn create(&self, object: Value) -> Result<Response, ApiError> {
+        self.create_managed(object, false).await
+    }
+
+    /// A create; `applied`: the object is a server-side apply's, its managed fields already set.
+    async fn create_managed(&self, object: Value, applied: bool) -> Result<Response, ApiError> {
         let resource = self.resource();
         let kind = kinds::of(resource);
         let fresh = Fresh {
@@ -438,6 +445,10 @@ impl Call {
             definitions: self.definitions(kind).await?,
         };
         let Admitted { mut object, warnings } = admit::create(&self.admission(), object, &fresh, &facts)?;
+        if !applied {
+            let now = meta::timestamp(fresh.now);
+            apply::record_update(None, &mut object, &self.writer(&self.manager(), &now));
+        }
         if kind.has(Hook::SignCertificates) {
             crate::certificates::set_requester(&mut object, self.user.as_ref());
             crate::certificates::auto_approve(&mut object);
@@ -569,6 +580,31 @@ impl Call {
         }
     }
 
+    /// Who this call's write is recorded for.
+    fn manager(&self) -> String {
+        match (&self.params.field_manager, self.params.user_agent.as_str(), &self.user) {
+            (Some(m), ..) => m.clone(),
+            (None, "", Some(user)) => user.name.clone(),
+            (None, agent, _) => agent.to_string(),
+        }
+    }
+
+    /// This call's writer, for managed fields.
+    fn writer<'a>(&'a self, manager: &'a str, now: &'a str) -> Writer<'a> {
+        let shape = match &self.target.custom {
+            Some(c) => Shape::Custom(Some(&c.schema)),
+            None => Shape::Builtin(self.resource().kind),
+        };
+        Writer {
+            manager,
+            api_version: self.resource().api_version(),
+            subresource: self.target.subresource.as_deref().unwrap_or(""),
+            now,
+            shape,
+            status_subresource: self.resource().subresources.contains(&"status"),
+        }
+    }
+
     /// The admission request of this call.
     fn admission(&self) -> admit::Request<'_> {
         admit::Request {
@@ -636,7 +672,7 @@ impl Call {
             .filter(|rv| !rv.is_empty())
             .map(request::parse_revision)
             .transpose()?;
-        self.write(precondition, |call, old| match call.target.subresource.as_deref() {
+        self.write(precondition, false, |call, old| match call.target.subresource.as_deref() {
             Some("scale") => {
                 meta::check_type(call.resource(), &body, "Scale")?;
                 call.scaled(old, &body)
@@ -658,11 +694,7 @@ impl Call {
             "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
                 request::parse_json(body)?
             }
-            "application/apply-patch+yaml" => {
-                return Err(ApiError::UnsupportedMediaType(
-                    "server-side apply is not supported yet; use client-side `kubectl apply`".into(),
-                ))
-            }
+            "application/apply-patch+yaml" => return self.server_side_apply(body).await,
             other => {
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "the body of the request was in an unknown format - accepted media types include: \
@@ -680,7 +712,7 @@ impl Call {
         }
         let kind = if scale { "Scale" } else { self.resource().kind };
         let media = media.to_string();
-        self.write(None, |call, old| {
+        self.write(None, false, |call, old| {
             let base = if scale { call.scale_of(old) } else { old.clone() };
             let patched = apply_patch(&media, &base, &patch, kind)?;
             let before = base.pointer("/metadata/resourceVersion");
@@ -696,12 +728,64 @@ impl Call {
         .await
     }
 
+    /// PATCH with `application/apply-patch+yaml`: the configuration merged into the object (created if
+    /// there is none) under the request's field manager, conflicts refused unless `force`.
+    async fn server_side_apply(&self, body: &[u8]) -> Result<Response, ApiError> {
+        let Some(manager) = self.params.field_manager.clone() else {
+            return Err(ApiError::Invalid {
+                kind: "PatchOptions".into(),
+                resource: keel_api::status::GroupResource { group: "meta.k8s.io".into(), resource: "".into() },
+                name: String::new(),
+                causes: vec![Cause {
+                    kind: keel_api::validation::CauseType::Required,
+                    field: "fieldManager".into(),
+                    message: "Required value: is required for apply patch".into(),
+                }],
+            });
+        };
+        if self.target.subresource.as_deref().is_some_and(|s| s != "status") {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        let mut config = apply::parse_config(body)?;
+        meta::check_type(self.resource(), &config, self.resource().kind)?;
+        match meta::str_at(&config, &["metadata", "name"]) {
+            Some(n) if !n.is_empty() && n != self.name() => {
+                return Err(ApiError::BadRequest(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({})",
+                    self.name()
+                )))
+            }
+            _ => config["metadata"]["name"] = json!(self.name()),
+        }
+        let now = meta::timestamp(jiff::Timestamp::now());
+        let force = self.params.force;
+        let exists = match self.state.storage.get(&self.key()).await {
+            Ok(_) => true,
+            Err(StorageError::NotFound) => false,
+            Err(e) => return Err(self.store_error(e)),
+        };
+        if !exists && self.target.subresource.is_none() {
+            let object = apply::new_object(&config, &self.writer(&manager, &now));
+            match self.create_managed(object, true).await {
+                Err(ApiError::AlreadyExists { .. }) => {} // created meanwhile: apply to it
+                other => return other,
+            }
+        }
+        self.write(None, true, |call, old| {
+            let writer = call.writer(&manager, &now);
+            apply::apply(Some(old), &config, &writer, force)
+                .map_err(|conflicts| apply::conflict_error(call.resource(), call.name(), &conflicts))
+        })
+        .await
+    }
+
     /// The read-modify-write cycle of updates and patches: `change` turns the current object (with its
     /// resourceVersion) into the requested one; the result is checked and stored if the object is still at
     /// the revision read, else read again (unless the request named a resourceVersion: then 409).
     async fn write(
         &self,
         precondition: Option<i64>,
+        applied: bool,
         mut change: impl FnMut(&Call, &Value) -> Result<Value, ApiError>,
     ) -> Result<Response, ApiError> {
         let resource = self.resource();
@@ -729,6 +813,10 @@ impl Call {
                 admit::update(&self.admission(), sub, &old, requested, &facts, now)?;
             if new == old {
                 return Ok(self.updated(&current, &warnings));
+            }
+            if !applied {
+                let now = meta::timestamp(now);
+                apply::record_update(Some(&old), &mut new, &self.writer(&self.manager(), &now));
             }
             let namespace = self.target.namespace.as_deref();
             crate::rbac::admit(self.user.as_ref(), self.state.rbac.as_ref(), resource, namespace, &new, Some(&old))?;

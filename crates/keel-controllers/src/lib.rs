@@ -101,8 +101,8 @@ pub async fn run(identities: Identities, mut leading: watch::Receiver<Option<i64
             Ok(f) => f.expect("waited for Some"),
             Err(_) => return,
         };
-        let clients = fenced_client(&identities.controllers, fence)
-            .and_then(|c| Ok((c, fenced_client(&identities.scheduler, fence)?)));
+        let clients = fenced_client(&identities.controllers, fence, "kube-controller-manager")
+            .and_then(|c| Ok((c, fenced_client(&identities.scheduler, fence, "kube-scheduler")?)));
         let (client, scheduler) = match clients {
             Ok(c) => c,
             Err(e) => {
@@ -162,8 +162,12 @@ pub async fn run(identities: Identities, mut leading: watch::Receiver<Option<i64
 }
 
 /// A client whose every request carries `fence`.
-pub fn fenced_client(base: &kube::Config, fence: i64) -> Result<kube::Client, Error> {
+pub fn fenced_client(base: &kube::Config, fence: i64, agent: &str) -> Result<kube::Client, Error> {
     let mut config = base.clone();
     config.headers.push((HeaderName::from_static(FENCE_HEADER), HeaderValue::from(fence)));
+    // The API server names the managers of fields by the User-Agent, as Kubernetes' components send it.
+    if let Ok(agent) = HeaderValue::from_str(&format!("{agent}/v1.33.0 (keel)")) {
+        config.headers.push((http::header::USER_AGENT, agent));
+    }
     Ok(kube::Client::try_from(config)?)
 }
