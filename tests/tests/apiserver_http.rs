@@ -175,8 +175,10 @@ async fn bad_input_is_refused_with_a_status_and_stores_nothing() {
         call(&r, Method::POST, &format!("{CMS}/unknown"), "application/json", "{}").await.code,
         StatusCode::METHOD_NOT_ALLOWED
     );
+    // A server-side apply must name its field manager.
     let ssa = call(&r, Method::PATCH, &format!("{CMS}/unknown"), "application/apply-patch+yaml", "{}").await;
-    assert_eq!(ssa.code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(ssa.code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(ssa.body["message"].as_str().unwrap_or_default().contains("fieldManager"), "{}", ssa.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,6 +16,7 @@ pub mod logs;
 pub mod names;
 pub mod node;
 pub mod pod_network;
+pub mod portforward;
 pub mod probe;
 pub mod prober;
 pub mod resolv;
@@ -148,7 +149,13 @@ pub async fn run(client: Client, config: Config) -> Result<(), AgentError> {
     let shared =
         Arc::new(worker::Shared::new(client.clone(), Arc::new(runtime.clone()), Arc::new(network), config.clone()));
     let runner = exec::Runner::new(runtime.clone(), config.data_dir.join("exec"));
-    let app = server::app(shared.clone(), Some(runner), config.log_dir.clone(), config.node_name.clone());
+    let app = server::app(
+        shared.clone(),
+        Some(runner),
+        Some(config.data_dir.clone()),
+        config.log_dir.clone(),
+        config.node_name.clone(),
+    );
     tokio::select! {
         () = node::heartbeat(client, config, version, endpoint) => Ok(()),
         () = watch_pods(shared.clone()) => Ok(()),

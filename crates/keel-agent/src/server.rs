@@ -69,15 +69,24 @@ struct AppState {
     node: String,
     /// None: this endpoint runs no execs (unit tests).
     exec: Option<Runner>,
+    /// Where the pods' network namespaces are (`None`: no port-forwards, as in unit tests).
+    data_dir: Option<PathBuf>,
 }
 
 /// The endpoint's routes.
-pub fn app(pods: Arc<dyn Pods>, exec: Option<Runner>, log_dir: PathBuf, node: String) -> Router {
+pub fn app(
+    pods: Arc<dyn Pods>,
+    exec: Option<Runner>,
+    data_dir: Option<PathBuf>,
+    log_dir: PathBuf,
+    node: String,
+) -> Router {
     Router::new()
         .route(agent_api::CONTAINER_LOGS_ROUTE, get(container_logs))
         .route(agent_api::EXEC_ROUTE, get(exec_in_container))
+        .route(agent_api::PORT_FORWARD_ROUTE, get(port_forward).post(port_forward))
         .fallback(|| async { text(StatusCode::NOT_FOUND, "not found".into()) })
-        .with_state(AppState { pods, log_dir, node, exec })
+        .with_state(AppState { pods, log_dir, node, exec, data_dir })
 }
 
 /// An error as the kubelet answers one: its message as plain text.
@@ -175,6 +184,82 @@ async fn exec_in_container(
     };
     let id = names::container_id(pod.metadata.uid.as_deref().unwrap_or_default(), &container, attempt);
     upgrade.on_upgrade(move |socket| async move { runner.serve(id, options, socket).await })
+}
+
+/// `pods/portforward`: a SPDY/3.1 session, tunnelled in a WebSocket (`SPDY/3.1+portforward.k8s.io`) or
+/// over the legacy `Upgrade: SPDY/3.1`, whose streams reach the pod's ports ([`crate::portforward`]).
+async fn port_forward(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    let pod = match pod_on_node(&state, &namespace, &name) {
+        Ok(p) => p,
+        Err(message) => return text(StatusCode::NOT_FOUND, message),
+    };
+    let Some(data_dir) = state.data_dir.clone() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "this endpoint forwards no ports".into());
+    };
+    let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+    let netns = crate::pod_network::paths(&data_dir, pod.metadata.uid.as_deref().unwrap_or_default()).net;
+    let dial: crate::portforward::Dial = Arc::new(move |port| {
+        let netns = netns.clone();
+        Box::pin(async move {
+            match host_network {
+                true => TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await,
+                false => crate::portforward::dial_in(netns, port).await,
+            }
+        })
+    });
+    let who = format!("{namespace}/{name}");
+    let (mut parts, _) = request.into_parts();
+    let upgrade = parts.headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    if upgrade == "websocket" {
+        use axum::extract::FromRequestParts;
+        let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(ws) => ws.protocols([agent_api::PORT_FORWARD_WEBSOCKET_PROTOCOL]),
+            Err(rejection) => return text(StatusCode::BAD_REQUEST, format!("Upgrade request required: {rejection}")),
+        };
+        if ws.selected_protocol().is_none() {
+            let wanted = agent_api::PORT_FORWARD_WEBSOCKET_PROTOCOL;
+            return text(StatusCode::BAD_REQUEST, format!("the client must offer the WebSocket subprotocol {wanted}"));
+        }
+        return ws.on_upgrade(move |socket| crate::portforward::over_websocket(socket, dial, who));
+    }
+    let version = parts.headers.get("x-stream-protocol-version").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !upgrade.starts_with("spdy/3.1") {
+        return text(StatusCode::BAD_REQUEST, "Upgrade request required".into());
+    }
+    if !version.split(',').any(|v| v.trim() == agent_api::PORT_FORWARD_PROTOCOL) {
+        let mut refused = text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {version:?}, server supports {:?}",
+                agent_api::PORT_FORWARD_PROTOCOL
+            ),
+        );
+        refused.headers_mut().insert(
+            "x-accepted-stream-protocol-versions",
+            header::HeaderValue::from_static(agent_api::PORT_FORWARD_PROTOCOL),
+        );
+        return refused;
+    }
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return text(StatusCode::BAD_REQUEST, "this connection cannot be upgraded".into());
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => crate::portforward::over_spdy(hyper_util::rt::TokioIo::new(upgraded), dial, who).await,
+            Err(e) => tracing::debug!(error = %e, "a port-forward connection was not upgraded"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header("x-stream-protocol-version", agent_api::PORT_FORWARD_PROTOCOL)
+        .body(Body::empty())
+        .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// The agent's serving key and self-signed certificate, and the certificate's fingerprint.
@@ -367,7 +452,7 @@ mod tests {
                 "containerID": format!("containerd://{}", container_id("u1", "app", 0))}}))
             .unwrap();
         pods.0.lock().unwrap().insert(("default".into(), "web".into()), p);
-        let app = app(Arc::new(pods), None, dir.path().to_path_buf(), "n1".into());
+        let app = app(Arc::new(pods), None, None, dir.path().to_path_buf(), "n1".into());
         (dir, app)
     }
 

@@ -61,8 +61,26 @@ pub fn container_logs_path(namespace: &str, pod: &str, container: &str) -> Strin
 
 /// The path of an exec in a container (each segment percent-encoded), without the query.
 pub fn exec_path(namespace: &str, pod: &str, container: &str) -> String {
-    let segment = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20");
     format!("/exec/{}/{}/{}", segment(namespace), segment(pod), segment(container))
+}
+
+fn segment(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+/// The agent's port-forward endpoint (the kubelet's path), upgraded to SPDY/3.1 or to a WebSocket that
+/// tunnels it.
+pub const PORT_FORWARD_ROUTE: &str = "/portForward/{namespace}/{pod}";
+
+/// The WebSocket subprotocol of port-forward's SPDY tunnelled in a WebSocket (KEP-4006), kubectl's default.
+pub const PORT_FORWARD_WEBSOCKET_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// The `X-Stream-Protocol-Version` of port-forward over the legacy SPDY/3.1 upgrade.
+pub const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
+
+/// The path of a pod's port-forward endpoint on its agent.
+pub fn port_forward_path(namespace: &str, pod: &str) -> String {
+    format!("/portForward/{}/{}", segment(namespace), segment(pod))
 }
 
 /// What an exec asks for (Kubernetes' `PodExecOptions` without the container).

@@ -113,7 +113,7 @@ pub const RESOURCES: &[Resource] = &[
         singular: "pod",
         short_names: &["po"],
         categories: ALL,
-        subresources: &["status", "binding", "eviction", "log", "exec"],
+        subresources: &["status", "binding", "eviction", "log", "exec", "portforward"],
         fields: &[
             "spec.nodeName",
             "spec.restartPolicy",

@@ -156,6 +156,7 @@ fn entries(r: &Resource) -> Vec<APIResource> {
             "binding" => ("Binding", &["create"]),
             "log" => ("Pod", &["get"]),
             "exec" => ("PodExecOptions", &["create", "get"]),
+            "portforward" => ("PodPortForwardOptions", &["create", "get"]),
             "finalize" => (r.kind, &["update"]),
             "token" => ("TokenRequest", &["create"]),
             "eviction" => ("Eviction", &["create"]),

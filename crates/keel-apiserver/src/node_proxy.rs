@@ -477,26 +477,86 @@ async fn serve_exec(
         _ => return Err(ApiError::BadRequest("Upgrade request required".into()).into()),
     };
     let path = format!("{}?{}", agent_api::exec_path(namespace, name, &container), options.to_agent_query());
-    let mut request =
-        hyper::Request::get(path).header(header::UPGRADE, "websocket").header(header::CONNECTION, "Upgrade");
-    for name in CLIENT_HANDSHAKE {
-        for value in headers.get_all(&name) {
-            request = request.header(&name, value);
+    let request = hyper::Request::get(path).header(header::UPGRADE, "websocket");
+    upgrade_through(client, &agent, request, headers, &CLIENT_HANDSHAKE, &AGENT_HANDSHAKE, upgrade).await
+}
+
+/// Sends the client's upgrade `request` (with the `forwarded` headers of `headers`) to the agent and, once
+/// the agent switches protocols, answers the client with the agent's `returned` headers and joins the two
+/// upgraded connections.
+async fn upgrade_through(
+    client: &NodeClient,
+    agent: &Agent,
+    request: hyper::http::request::Builder,
+    headers: &HeaderMap,
+    forwarded: &[header::HeaderName],
+    returned: &[header::HeaderName],
+    upgrade: OnUpgrade,
+) -> Result<Response, ProxyError> {
+    let mut request = request.header(header::CONNECTION, "Upgrade");
+    for name in forwarded {
+        for value in headers.get_all(name) {
+            request = request.header(name, value);
         }
     }
-    let mut response = client.send(&agent, request).await?;
+    let mut response = client.send(agent, request).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(agent_error(response).await);
     }
     let mut switched = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
-    for name in AGENT_HANDSHAKE {
-        for value in response.headers().get_all(&name) {
-            switched = switched.header(&name, value);
+    for name in returned {
+        for value in response.headers().get_all(name) {
+            switched = switched.header(name, value);
         }
     }
     let agent_side = hyper::upgrade::on(&mut response);
     tokio::spawn(relay(upgrade, agent_side, agent.node.clone()));
     switched.body(Body::empty()).map_err(|e| ProxyError::Api(ApiError::Internal(e.to_string())))
+}
+
+/// `…/pods/{name}/portforward`: kubectl's SPDY/3.1 session — tunnelled in a WebSocket (its default) or over
+/// the legacy SPDY upgrade — joined to the agent of the pod's node, which reaches the pod's ports.
+pub(crate) async fn pod_port_forward(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+    upgrade: Option<OnUpgrade>,
+) -> Response {
+    serve_port_forward(state, namespace, name, headers, upgrade).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The header of the legacy SPDY upgrade that names the protocol spoken over it.
+const STREAM_PROTOCOL_VERSION: &str = "x-stream-protocol-version";
+
+async fn serve_port_forward(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+    upgrade: Option<OnUpgrade>,
+) -> Result<Response, ProxyError> {
+    let pod = read_object(state, "pods", namespace, name).await?;
+    node_of(&pod)?;
+    if pod["status"]["phase"] != "Running" {
+        return Err(ApiError::BadRequest(format!("pod {name} is not running")).into());
+    }
+    let (agent, client) = agent_for(state, &pod).await?;
+    let path = agent_api::port_forward_path(namespace, name);
+    match (upgrade_protocol(headers).map(str::to_ascii_lowercase), upgrade) {
+        (Some(p), Some(upgrade)) if p == "websocket" => {
+            let request = hyper::Request::get(path).header(header::UPGRADE, "websocket");
+            upgrade_through(client, &agent, request, headers, &CLIENT_HANDSHAKE, &AGENT_HANDSHAKE, upgrade).await
+        }
+        (Some(p), Some(upgrade)) if p.starts_with("spdy/") => {
+            let version = header::HeaderName::from_static(STREAM_PROTOCOL_VERSION);
+            let forwarded = [header::UPGRADE, version.clone()];
+            let returned = [header::UPGRADE, header::CONNECTION, version];
+            let request = hyper::Request::post(path);
+            upgrade_through(client, &agent, request, headers, &forwarded, &returned, upgrade).await
+        }
+        _ => Err(ApiError::BadRequest("Upgrade request required".into()).into()),
+    }
 }
 
 /// The container must be running (as the pod's status says) for an exec.

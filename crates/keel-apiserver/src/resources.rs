@@ -123,6 +123,10 @@ async fn serve(
             let namespace = call.target.namespace.as_deref().unwrap_or("default");
             crate::node_proxy::pod_log(&call.state, namespace, call.name(), query.as_deref()).await
         }
+        (Method::GET | Method::POST, true, Some("portforward")) => {
+            let namespace = call.target.namespace.as_deref().unwrap_or("default");
+            crate::node_proxy::pod_port_forward(&call.state, namespace, call.name(), &headers, upgrade).await
+        }
         (Method::GET | Method::POST, true, Some("exec")) => {
             let namespace = call.target.namespace.as_deref().unwrap_or("default");
             crate::node_proxy::pod_exec(&call.state, namespace, call.name(), query.as_deref(), &headers, upgrade).await
