@@ -132,6 +132,19 @@ pub fn update(
     Ok(Admitted { object, warnings })
 }
 
+/// An object admission let through and a mutating webhook changed since: unknown fields dropped, defaults
+/// filled in and everything checked again (`old`: the stored object, on updates).
+pub fn revalidate(req: &Request, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    known_fields(&Request { field_validation: FieldValidation::Ignore, ..*req }, object)?;
+    default(req, object);
+    let mut causes = meta::validate_metadata(req.resource, object);
+    causes.extend(validate(req, object, old));
+    if let Some(old) = old {
+        causes.extend(meta::validate_deleting_update(old, object));
+    }
+    refuse(req, object, causes)
+}
+
 /// Drops the fields the kind's type does not know, as `fieldValidation` says: the warnings to send, or a 400
 /// (the object does not decode, or `Strict` found unknown fields).
 fn known_fields(req: &Request, object: &mut Value) -> Result<Vec<String>, ApiError> {

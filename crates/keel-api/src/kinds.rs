@@ -25,8 +25,8 @@ mod service;
 mod workloads;
 
 use k8s_openapi::api::{
-    apps, autoscaling, batch, certificates as certs, coordination, core, discovery, networking as net, policy as pdb,
-    rbac as authz, scheduling as prio,
+    admissionregistration, apps, autoscaling, batch, certificates as certs, coordination, core, discovery,
+    networking as net, policy as pdb, rbac as authz, scheduling as prio,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as crds;
 use serde_json::Value;
@@ -418,6 +418,22 @@ pub static KINDS: &[Kind] = &[
         printer: table::DEFAULT_PRINTER,
         hooks: &[Hook::AcceptNames, Hook::CleanUpCustomObjects],
         ..UNKNOWN
+    },
+    Kind {
+        name: "MutatingWebhookConfiguration",
+        decode: |o| decode_as::<admissionregistration::v1::MutatingWebhookConfiguration>(o),
+        default: |o| crate::webhooks::default(o, true),
+        validate: crate::webhooks::validate,
+        generation: true,
+        ..KEPT
+    },
+    Kind {
+        name: "ValidatingWebhookConfiguration",
+        decode: |o| decode_as::<admissionregistration::v1::ValidatingWebhookConfiguration>(o),
+        default: |o| crate::webhooks::default(o, false),
+        validate: crate::webhooks::validate,
+        generation: true,
+        ..KEPT
     },
 ];
 

@@ -19,3 +19,4 @@ pub mod status;
 pub mod strategic_merge;
 pub mod table;
 pub mod validation;
+pub mod webhooks;

@@ -94,6 +94,7 @@ const RBAC: Resource = group("rbac.authorization.k8s.io", "v1");
 const POLICY: Resource = group("policy", "v1");
 const SCHEDULING: Resource = group("scheduling.k8s.io", "v1");
 const APIEXTENSIONS: Resource = group("apiextensions.k8s.io", "v1");
+const ADMISSIONREGISTRATION: Resource = group("admissionregistration.k8s.io", "v1");
 
 /// Every resource served, in discovery order.
 pub const RESOURCES: &[Resource] = &[
@@ -313,6 +314,22 @@ pub const RESOURCES: &[Resource] = &[
         subresources: STATUS,
         ..APIEXTENSIONS
     },
+    Resource {
+        kind: "MutatingWebhookConfiguration",
+        plural: "mutatingwebhookconfigurations",
+        singular: "mutatingwebhookconfiguration",
+        namespaced: false,
+        categories: &["api-extensions"],
+        ..ADMISSIONREGISTRATION
+    },
+    Resource {
+        kind: "ValidatingWebhookConfiguration",
+        plural: "validatingwebhookconfigurations",
+        singular: "validatingwebhookconfiguration",
+        namespaced: false,
+        categories: &["api-extensions"],
+        ..ADMISSIONREGISTRATION
+    },
 ];
 
 const AUTHORIZATION: Resource = group("authorization.k8s.io", "v1");
@@ -433,6 +450,6 @@ mod tests {
         assert!(g.contains(&("rbac.authorization.k8s.io", "v1")));
         assert!(g.contains(&("certificates.k8s.io", "v1")));
         assert!(g.contains(&("policy", "v1")) && g.contains(&("scheduling.k8s.io", "v1")));
-        assert_eq!(g.len(), 12);
+        assert_eq!(g.len(), 13);
     }
 }

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// message, field) triples.
     #[error("{}", .0.message)]
     ApplyConflict(Box<FieldConflicts>),
+    /// An admission webhook's refusal (its code, at least 400, and reason), or its failure to answer.
+    #[error("{message}")]
+    Webhook { code: u16, reason: String, message: String },
     #[error("{}", invalid_message(kind, resource, name, causes))]
     Invalid { kind: String, resource: GroupResource, name: String, causes: Vec<Cause> },
     #[error("{0}")]
@@ -132,6 +135,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => 429,
             ApiError::Unavailable => 503,
             ApiError::Timeout => 504,
+            ApiError::Webhook { code, .. } => *code,
         }
     }
 
@@ -155,6 +159,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::Unavailable => "ServiceUnavailable",
             ApiError::Timeout => "Timeout",
+            ApiError::Webhook { .. } => "",
         }
     }
 
@@ -216,10 +221,14 @@ impl ApiError {
             }),
             _ => None,
         };
+        let reason = match self {
+            ApiError::Webhook { reason, .. } => reason.clone(),
+            other => other.reason().to_string(),
+        };
         Status {
             status: Some("Failure".to_string()),
             message: Some(self.to_string()),
-            reason: Some(self.reason().to_string()).filter(|r| !r.is_empty()),
+            reason: Some(reason).filter(|r| !r.is_empty()),
             code: Some(i32::from(self.code())),
             details,
             metadata: ListMeta::default(),

@@ -61,6 +61,7 @@ pub fn field(ty: &str, name: &str) -> (&'static str, Strategy) {
         ("Node", "spec") => ("NodeSpec", Replace),
         ("Node", "status") => ("NodeStatus", Replace),
         ("NodeStatus", "addresses") | ("NodeStatus", "conditions") => ("", MergeByKey("type")),
+        ("MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration", "webhooks") => ("", MergeByKey("name")),
         _ => ("", Replace),
     }
 }

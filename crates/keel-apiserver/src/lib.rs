@@ -28,6 +28,7 @@ pub mod service_accounts;
 pub mod storage;
 pub mod tls;
 mod watch;
+pub mod webhooks;
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub signing_duration: std::time::Duration,
     /// The custom resources served, from the CustomResourceDefinitions.
     pub custom: crds::CustomResources,
+    /// The admission webhooks, from the webhook configurations.
+    pub webhooks: webhooks::Webhooks,
 }
 
 /// This master's name and its part in running the control loops.
@@ -101,6 +104,7 @@ impl AppState {
             authority: None,
             signing_duration: certificates::DEFAULT_SIGNING_DURATION,
             custom: crds::CustomResources::none(),
+            webhooks: webhooks::Webhooks::none(),
         }
     }
 }

@@ -453,6 +453,8 @@ impl Call {
             let now = meta::timestamp(fresh.now);
             apply::record_update(None, &mut object, &self.writer(&self.manager(), &now));
         }
+        let mut warnings = warnings;
+        warnings.extend(self.call_webhooks("CREATE", Some(&mut object), None).await?);
         if kind.has(Hook::SignCertificates) {
             crate::certificates::set_requester(&mut object, self.user.as_ref());
             crate::certificates::auto_approve(&mut object);
@@ -490,6 +492,60 @@ impl Call {
         Ok(json_response(StatusCode::CREATED, &object, &warnings))
     }
 
+    /// The admission webhooks that match this request (none for the webhook configurations themselves, as
+    /// in Kubernetes): mutating ones change `object` — which is then checked again — validating ones may
+    /// refuse it. The warnings they gave.
+    async fn call_webhooks(
+        &self,
+        operation: &str,
+        object: Option<&mut Value>,
+        old: Option<&Value>,
+    ) -> Result<Vec<String>, ApiError> {
+        let hooks = self.state.webhooks.all();
+        if hooks.is_empty() || self.resource().group == "admissionregistration.k8s.io" {
+            return Ok(vec![]);
+        }
+        let namespace_labels = match (self.resource().kind, self.target.namespace.as_deref()) {
+            ("Namespace", _) => object.as_deref().or(old).map(meta::labels),
+            (_, Some(ns)) => {
+                let key = format!("/registry/namespaces/{ns}");
+                match self.read_own_first(&key).await {
+                    Ok(stored) => Some(meta::labels(&self::object(&stored)?)),
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let (user, groups) = match &self.user {
+            Some(u) => (u.name.clone(), u.groups.clone()),
+            None => ("system:apiserver".to_string(), vec!["system:masters".to_string()]),
+        };
+        let name = object.as_deref().or(old).map(meta::name).unwrap_or_default().to_string();
+        let attributes = keel_api::webhooks::Attributes {
+            operation,
+            resource: self.resource(),
+            subresource: self.target.subresource.as_deref(),
+            namespace: self.target.namespace.as_deref(),
+            name: &name,
+            object: None,
+            old_object: old,
+            namespace_labels,
+            dry_run: self.params.dry_run,
+            user: &user,
+            groups: &groups,
+        };
+        let before = object.as_deref().cloned();
+        let mut changed = before.clone();
+        let warnings = crate::webhooks::admit(&hooks, &self.state.storage, &attributes, &mut changed).await?;
+        if let (Some(object), Some(mut changed)) = (object, changed) {
+            if Some(&changed) != before.as_ref() {
+                admit::revalidate(&self.admission(), &mut changed, old)?;
+                *object = changed;
+            }
+        }
+        Ok(warnings)
+    }
+
     /// For [`Hook::AcceptNames`]: every CustomResourceDefinition, to check a definition's names against.
     async fn definitions(&self, kind: &kinds::Kind) -> Result<Vec<Value>, ApiError> {
         if !kind.has(Hook::AcceptNames) {
@@ -499,12 +555,18 @@ impl Call {
         page.map_err(|e| self.store_error(e))?.items.iter().map(object).collect()
     }
 
-    /// After a write of a CustomResourceDefinition: this master serves what it now says before it answers.
+    /// After a write of a CustomResourceDefinition or a webhook configuration: this master serves (or
+    /// calls) what it now says before it answers.
     async fn refresh_custom(&self, kind: &kinds::Kind) {
-        if kind.has(Hook::AcceptNames) {
-            if let Err(e) = self.state.custom.refresh(&self.state.storage).await {
-                tracing::warn!(error = %e, "cannot read the custom resource definitions again");
-            }
+        let refreshed = if kind.has(Hook::AcceptNames) {
+            self.state.custom.refresh(&self.state.storage).await
+        } else if self.resource().group == "admissionregistration.k8s.io" {
+            self.state.webhooks.refresh(&self.state.storage).await
+        } else {
+            return;
+        };
+        if let Err(e) = refreshed {
+            tracing::warn!(error = %e, resource = self.resource().plural, "cannot read the definitions again");
         }
     }
 
@@ -813,7 +875,7 @@ impl Call {
             let kind = kinds::of(resource);
             let facts = admit::Facts { definitions: self.definitions(kind).await?, ..Default::default() };
             let now = jiff::Timestamp::now();
-            let Admitted { object: mut new, warnings } =
+            let Admitted { object: mut new, mut warnings } =
                 admit::update(&self.admission(), sub, &old, requested, &facts, now)?;
             if new == old {
                 return Ok(self.updated(&current, &warnings));
@@ -822,6 +884,7 @@ impl Call {
                 let now = meta::timestamp(now);
                 apply::record_update(Some(&old), &mut new, &self.writer(&self.manager(), &now));
             }
+            warnings.extend(self.call_webhooks("UPDATE", Some(&mut new), Some(&old)).await?);
             let namespace = self.target.namespace.as_deref();
             crate::rbac::admit(self.user.as_ref(), self.state.rbac.as_ref(), resource, namespace, &new, Some(&old))?;
             if kind.has(Hook::SignCertificates) {
@@ -882,6 +945,9 @@ impl Call {
                         stored.mod_revision
                     )));
                 }
+            }
+            if current.pointer("/metadata/deletionTimestamp").is_none() {
+                self.call_webhooks("DELETE", None, Some(&current)).await?;
             }
             let now = jiff::Timestamp::now();
             let kind = kinds::of(resource);

@@ -248,6 +248,7 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
         authority: Some(Arc::new(secrets.authority)),
         signing_duration: config.cluster_signing_duration,
         custom: crate::crds::CustomResources::follow(storage.clone(), stop_rx.clone()),
+        webhooks: crate::webhooks::Webhooks::follow(storage.clone(), stop_rx.clone()),
         ..AppState::new(config.advertise.clone(), storage.clone())
     };
     // Clients learn every master from the `kubernetes` Endpoints.

@@ -52,6 +52,7 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
             "scheduling.k8s.io",
             "policy",
             "apiextensions.k8s.io",
+            "admissionregistration.k8s.io",
             "authentication.k8s.io",
             "authorization.k8s.io"
         ]

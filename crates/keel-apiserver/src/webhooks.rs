@@ -1,0 +1,254 @@
+//! Dynamic admission: the webhooks of the Mutating- and ValidatingWebhookConfigurations in the store (kept
+//! current by a watch, and refreshed by every write of a configuration through this master), called for
+//! every create, update and delete they match — mutating ones first, in order, their JSON patches applied;
+//! then the validating ones — over HTTPS with the configuration's `caBundle`, at a URL or at a Service's
+//! endpoint, within the webhook's timeout, its failure policy deciding when it cannot be called. The rules
+//! are keel-api's `webhooks`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use keel_api::status::ApiError;
+use keel_api::webhooks::{self, Attributes, Endpoint, Verdict, Webhook};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::storage::{Read, Storage, StorageError, Watched};
+
+const MUTATING: &str = "/registry/mutatingwebhookconfigurations/";
+const VALIDATING: &str = "/registry/validatingwebhookconfigurations/";
+
+/// The most an answer may be.
+const ANSWER_LIMIT: usize = 3 * 1024 * 1024;
+
+/// A master's webhooks (cheap to clone: all clones share one list).
+#[derive(Clone)]
+pub struct Webhooks {
+    current: Arc<watch::Sender<Arc<Vec<Webhook>>>>,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks::none()
+    }
+}
+
+impl Webhooks {
+    /// No webhooks until [`Webhooks::refresh`] (routers without a watch, in tests).
+    pub fn none() -> Webhooks {
+        Webhooks { current: Arc::new(watch::channel(Arc::new(Vec::new())).0) }
+    }
+
+    /// Follows the configurations in the store until `stop`.
+    pub fn follow(storage: Storage, stop: watch::Receiver<bool>) -> Webhooks {
+        let this = Webhooks::none();
+        let shared = this.clone();
+        crate::storage::keep_following(
+            "webhook configurations",
+            storage,
+            (*this.current).clone(),
+            stop,
+            move |s, _| {
+                let shared = shared.clone();
+                async move { shared.sync(&s).await }
+            },
+        );
+        this
+    }
+
+    pub fn all(&self) -> Arc<Vec<Webhook>> {
+        self.current.borrow().clone()
+    }
+
+    /// Reads the configurations again (linearizably).
+    pub async fn refresh(&self, storage: &Storage) -> Result<(), StorageError> {
+        let list = |prefix: &'static str| async move {
+            let page = storage.list_read(prefix, None, 0, 0, Read::Linearizable).await?;
+            Ok::<Vec<Value>, StorageError>(
+                page.items.iter().filter_map(|s| serde_json::from_slice(&s.value).ok()).collect(),
+            )
+        };
+        let (mutating, validating) = (list(MUTATING).await?, list(VALIDATING).await?);
+        self.current.send_replace(Arc::new(webhooks::webhooks(&mutating, &validating)));
+        Ok(())
+    }
+
+    async fn sync(&self, storage: &Storage) -> Result<(), StorageError> {
+        self.refresh(storage).await?;
+        let revision = storage.list(MUTATING, None, 1, 0).await?.revision;
+        let mut mutating = storage.watch(MUTATING, revision + 1).await?;
+        let mut validating = storage.watch(VALIDATING, revision + 1).await?;
+        loop {
+            let event = tokio::select! {
+                e = mutating.next() => e,
+                e = validating.next() => e,
+            };
+            match event {
+                Some(Ok(Watched::Changes(_))) => self.refresh(storage).await?,
+                Some(Ok(Watched::Progress { .. })) => {}
+                Some(Ok(Watched::Compacted { compacted })) => {
+                    return Err(StorageError::Unavailable(format!("the webhook watch fell behind ({compacted})")))
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Err(StorageError::Unavailable("the webhook watch ended".into())),
+            }
+        }
+    }
+}
+
+/// Runs the matching webhooks on a request: the mutating ones change `object` (when there is one), the
+/// validating ones then see it; the warnings they gave, or the refusal.
+pub(crate) async fn admit(
+    hooks: &[Webhook],
+    storage: &Storage,
+    attributes: &Attributes<'_>,
+    object: &mut Option<Value>,
+) -> Result<Vec<String>, ApiError> {
+    let mut warnings = Vec::new();
+    for mutating in [true, false] {
+        for hook in hooks.iter().filter(|h| h.mutating == mutating) {
+            let current = Attributes { object: object.as_ref(), ..attributes.clone() };
+            if !hook.matches(&current) {
+                continue;
+            }
+            if let Some(refused) = hook.refuses_dry_run(&current) {
+                return Err(refused);
+            }
+            let uid = uuid::Uuid::new_v4().to_string();
+            let review = webhooks::review(&current, &uid);
+            let answer = match call(hook, storage, &review).await {
+                Ok(a) => webhooks::verdict(hook, &a, &uid),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(Verdict::Allowed { patch, warnings: w }) => {
+                    warnings.extend(w);
+                    if let (Some(patch), Some(o)) = (patch, object.as_mut()) {
+                        let ops: json_patch::Patch = serde_json::from_value(patch)
+                            .map_err(|e| webhooks::call_failed(hook, &format!("the patch is not a JSON patch: {e}")))?;
+                        json_patch::patch(o, &ops).map_err(|e| {
+                            webhooks::call_failed(hook, &format!("the patch could not be applied: {e}"))
+                        })?;
+                    }
+                }
+                Ok(Verdict::Denied(e)) => return Err(e),
+                Err(why) if hook.ignore_failures => {
+                    tracing::info!(webhook = hook.name, why, "a webhook failed; its failure policy ignores that");
+                }
+                Err(why) => return Err(webhooks::call_failed(hook, &why)),
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// POSTs `review` to the webhook and reads its answer.
+async fn call(hook: &Webhook, storage: &Storage, review: &Value) -> Result<Value, String> {
+    let (host, port, path, server_name) = match &hook.endpoint {
+        Endpoint::Url(u) => {
+            let url = url::Url::parse(u).map_err(|e| format!("the URL {u:?} does not parse: {e}"))?;
+            let host = url.host_str().ok_or("the URL has no host")?.trim_matches(['[', ']']).to_string();
+            let path = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            };
+            (host.clone(), url.port().unwrap_or(443), path, host)
+        }
+        Endpoint::Service { namespace, name, path, port } => {
+            let (ip, target) = service_endpoint(storage, namespace, name, *port).await?;
+            (ip, target, path.clone(), format!("{name}.{namespace}.svc"))
+        }
+    };
+    let tls = tls_config(&hook.ca_bundle)?;
+    let server_name = ServerName::try_from(server_name).map_err(|e| e.to_string())?;
+    let body = review.to_string();
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("dial {host}:{port}: {e}"))?;
+        let tls =
+            tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = hyper::Request::post(&path)
+            .header(hyper::header::HOST, &host)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "application/json")
+            .body(Full::new(bytes_of(body)))
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), ANSWER_LIMIT)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("the webhook answered {status}: {}", String::from_utf8_lossy(&bytes)));
+        }
+        serde_json::from_slice::<Value>(&bytes).map_err(|e| format!("the answer is not JSON: {e}"))
+    };
+    let timeout = Duration::from_secs(hook.timeout_seconds);
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("the webhook did not answer within {}s", hook.timeout_seconds))?
+}
+
+fn bytes_of(s: String) -> axum::body::Bytes {
+    axum::body::Bytes::from(s)
+}
+
+/// The TLS configuration trusting `ca_bundle` (PEM).
+fn tls_config(ca_bundle: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_bundle) {
+        let cert = cert.map_err(|e| format!("the caBundle does not read: {e}"))?;
+        roots.add(cert).map_err(|e| format!("the caBundle holds an unusable certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the webhook has no caBundle to verify it with".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A ready endpoint of the Service's port `port`: its address and target port (the masters reach pods
+/// directly; the node proxies are for pods).
+async fn service_endpoint(storage: &Storage, namespace: &str, name: &str, port: u16) -> Result<(String, u16), String> {
+    let read = |key: String| async move {
+        let stored = storage.get(&key).await.map_err(|e| format!("{key}: {e}"))?;
+        serde_json::from_slice::<Value>(&stored.value).map_err(|e| e.to_string())
+    };
+    let service = read(format!("/registry/services/{namespace}/{name}")).await?;
+    let ports = service.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    let service_port = ports
+        .iter()
+        .find(|p| p.get("port").and_then(Value::as_u64) == Some(u64::from(port)))
+        .ok_or(format!("service {namespace}/{name} has no port {port}"))?;
+    let port_name = service_port.get("name").and_then(Value::as_str).unwrap_or("");
+    let endpoints = read(format!("/registry/endpoints/{namespace}/{name}")).await?;
+    for subset in endpoints.get("subsets").and_then(Value::as_array).into_iter().flatten() {
+        let target = subset
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name);
+        let address = subset.pointer("/addresses/0/ip").and_then(Value::as_str);
+        if let (Some(t), Some(ip)) = (target.and_then(|t| t.get("port").and_then(Value::as_u64)), address) {
+            return Ok((ip.to_string(), t as u16));
+        }
+    }
+    Err(format!("service {namespace}/{name} has no ready endpoint"))
+}
