@@ -100,6 +100,12 @@ impl FieldSet {
         }
     }
 
+    /// Whether the set has members below `path` (a keyed item with fields, an object with fields).
+    pub fn has_below(&self, path: &[Element]) -> bool {
+        let Some((first, rest)) = path.split_first() else { return !self.is_empty() };
+        self.children.get(first).is_some_and(|n| n.below.has_below(rest))
+    }
+
     /// Every member path.
     pub fn paths(&self) -> Vec<Path> {
         let mut out = Vec::new();

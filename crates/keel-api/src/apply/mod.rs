@@ -128,7 +128,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, writer: &Writer) {
         let value_changed = match (old.and_then(|o| fields::get(o, &p)), fields::get(new, &p)) {
             (None, _) => true,
             // A keyed item with members below is owned through them; its own node only when it is new.
-            (Some(_), _) if has_members_below(&after, &p) => false,
+            (Some(_), _) if after.has_below(&p) => false,
             (Some(a), Some(b)) => a != b,
             (Some(_), None) => true,
         };
@@ -158,10 +158,6 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, writer: &Writer) {
         }
     }
     set_managed(new, &entries);
-}
-
-fn has_members_below(set: &FieldSet, path: &Path) -> bool {
-    set.paths().iter().any(|p| p.len() > path.len() && p.starts_with(path))
 }
 
 /// Fields another manager set to another value than an apply asks for.
@@ -227,7 +223,7 @@ pub fn apply(live: Option<&Value>, config: &Value, writer: &Writer, force: bool)
     let mut conflicts = Vec::new();
     if let Some(live) = live {
         for p in applied.paths() {
-            if has_members_below(&applied, &p) {
+            if applied.has_below(&p) {
                 continue;
             }
             let differs = match (fields::get(live, &p), fields::get(config, &p)) {
