@@ -8,6 +8,7 @@
 //! for what may not change.
 
 pub mod apiextensions;
+pub mod apiregistration;
 pub mod certificates;
 mod cluster;
 mod config;
@@ -29,6 +30,7 @@ use k8s_openapi::api::{
     networking as net, policy as pdb, rbac as authz, scheduling as prio,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as crds;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as aggregation;
 use serde_json::Value;
 
 use crate::table::{self, Printer};
@@ -426,6 +428,14 @@ pub static KINDS: &[Kind] = &[
         validate: crate::webhooks::validate,
         generation: true,
         ..KEPT
+    },
+    Kind {
+        name: "APIService",
+        decode: |o| decode_as::<aggregation::APIService>(o),
+        validate: apiregistration::validate,
+        initial: apiregistration::initial,
+        printer: table::API_SERVICES,
+        ..UNKNOWN
     },
     Kind {
         name: "ValidatingWebhookConfiguration",

@@ -95,6 +95,7 @@ const POLICY: Resource = group("policy", "v1");
 const SCHEDULING: Resource = group("scheduling.k8s.io", "v1");
 const APIEXTENSIONS: Resource = group("apiextensions.k8s.io", "v1");
 const ADMISSIONREGISTRATION: Resource = group("admissionregistration.k8s.io", "v1");
+const APIREGISTRATION: Resource = group("apiregistration.k8s.io", "v1");
 
 /// Every resource served, in discovery order.
 pub const RESOURCES: &[Resource] = &[
@@ -330,6 +331,15 @@ pub const RESOURCES: &[Resource] = &[
         categories: &["api-extensions"],
         ..ADMISSIONREGISTRATION
     },
+    Resource {
+        kind: "APIService",
+        plural: "apiservices",
+        singular: "apiservice",
+        namespaced: false,
+        categories: &["api-extensions"],
+        subresources: STATUS,
+        ..APIREGISTRATION
+    },
 ];
 
 const AUTHORIZATION: Resource = group("authorization.k8s.io", "v1");
@@ -450,6 +460,6 @@ mod tests {
         assert!(g.contains(&("rbac.authorization.k8s.io", "v1")));
         assert!(g.contains(&("certificates.k8s.io", "v1")));
         assert!(g.contains(&("policy", "v1")) && g.contains(&("scheduling.k8s.io", "v1")));
-        assert_eq!(g.len(), 13);
+        assert_eq!(g.len(), 14);
     }
 }

@@ -82,6 +82,7 @@ pub const POD_DISRUPTION_BUDGETS: Printer = Printer::of(PDB, pdb_cells);
 pub const REPLICATION_CONTROLLERS: Printer = Printer::of(REPLICA_SET, replication_controller_cells);
 pub const POD_TEMPLATES: Printer = Printer::of(POD_TEMPLATE, pod_template_cells);
 pub const PRIORITY_CLASSES: Printer = Printer::of(PRIORITY_CLASS, priority_class_cells);
+pub const API_SERVICES: Printer = Printer::of(API_SERVICE, api_service_cells);
 
 /// The columns of `kind`'s table, in order.
 pub fn columns(kind: &str) -> &'static [Column] {
@@ -195,6 +196,27 @@ fn endpoint_slice_cells(o: &Value, now: Timestamp) -> Vec<Value> {
         format_slice_endpoints(list(o, "/endpoints")).into(),
         age(),
     ]
+}
+
+/// The aggregator's columns: where the group version is served, and whether it is available ("False
+/// (Reason)" when not).
+fn api_service_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let service = match o.pointer("/spec/service") {
+        Some(s) if s.is_object() => format!("{}/{}", text(s, "/namespace"), text(s, "/name")),
+        _ => "Local".to_string(),
+    };
+    let available = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Available"))
+        .map(|c| match (text(c, "/status"), text(c, "/reason")) {
+            ("True", _) => "True".to_string(),
+            (status, "") => status.to_string(),
+            (status, reason) => format!("{status} ({reason})"),
+        })
+        .unwrap_or_else(|| "Unknown".to_string());
+    vec![name(), service.into(), available.into(), age()]
 }
 
 fn csr_cells(o: &Value, now: Timestamp) -> Vec<Value> {
@@ -613,6 +635,13 @@ const HPA: &[Column] = &[
     col("MinPods", "string", "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down.  It defaults to 1 pod.  minReplicas is allowed to be 0 if the alpha feature gate HPAScaleToZero is enabled and at least one Object or External metric is configured.  Scaling is active as long as at least one metric value is available."),
     col("MaxPods", "string", "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up. It cannot be less that minReplicas."),
     col("Replicas", "string", "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler."),
+    AGE,
+];
+
+const API_SERVICE: &[Column] = &[
+    NAME,
+    col("Service", "string", "The service that serves the group version, or Local."),
+    col("Available", "string", "Whether the group version is available."),
     AGE,
 ];
 

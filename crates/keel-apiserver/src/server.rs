@@ -184,6 +184,8 @@ pub async fn start(config: ServerConfig, storage: Storage) -> Result<Master, Ser
     let wait = Duration::from_secs(60);
     let secrets = patiently(wait, || cluster_secrets(&storage)).await?;
     patiently(wait, || async { namespaces::ensure_system(&storage).await.map_err(ServerError::from) }).await?;
+    patiently(wait, || async { namespaces::ensure_local_api_services(&storage).await.map_err(ServerError::from) })
+        .await?;
     let server_url = format!("https://{}", config.advertise);
     let ca_pem = secrets.authority.cert_pem();
     patiently(wait, || async {
