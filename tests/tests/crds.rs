@@ -152,7 +152,10 @@ async fn a_custom_resource_is_served_validated_scaled_and_goes_with_its_definiti
     // The APIServices list every group version served, built-in ones as Local; one for an aggregated API
     // server is kept and shown not available (keel does not proxy them).
     let services = first.ok(&["get", "apiservices"], None).unwrap();
-    assert!(services.lines().any(|l| l.starts_with("v1.apps ") && l.contains("Local") && l.contains("True")), "{services}");
+    assert!(
+        services.lines().any(|l| l.starts_with("v1.apps ") && l.contains("Local") && l.contains("True")),
+        "{services}"
+    );
     let aggregated = "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1beta1.metrics.k8s.io}\nspec: {group: metrics.k8s.io, version: v1beta1, groupPriorityMinimum: 100, versionPriority: 100, service: {namespace: kube-system, name: metrics-server}}\n";
     first.ok(&["apply", "-f", "-"], Some(aggregated)).unwrap();
     let shown = first.ok(&["get", "apiservice", "v1beta1.metrics.k8s.io"], None).unwrap();

@@ -1,6 +1,7 @@
 //! PriorityClasses and PodTemplates with stock kubectl (issue 25, item 5): the system classes exist, a
 //! pod's class (or the default class) gives it its priority, a class that does not exist refuses the pod,
-//! user classes are bounded as in Kubernetes; PodTemplates are stored and printed.
+//! user classes are bounded as in Kubernetes; PodTemplates are stored and printed; events.k8s.io/v1 Events
+//! are the core Events in another version.
 
 use std::time::Duration;
 
@@ -58,4 +59,19 @@ async fn pods_take_their_priority_from_their_class() {
     assert!(table.contains("tpl") && table.contains("httpd") && table.contains("app=web"), "{table}");
     let stored = json(&api, &["get", "podtemplate", "tpl"]);
     assert_eq!(stored["template"]["spec"]["restartPolicy"], "Always", "defaulted as a template");
+
+    // events.k8s.io/v1 Events are the core Events in another version: written in one, read in both.
+    let event = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: pulled.1}\nregarding: {kind: Pod, name: urgent, namespace: default}\nnote: image pulled\nreason: Pulled\ntype: Normal\naction: Pull\nreportingController: keel.test/agent\nreportingInstance: n1\neventTime: \"2026-12-07T12:00:00.000000Z\"\n";
+    api.ok(&["create", "-f", "-"], Some(event)).unwrap();
+    let core = json(&api, &["get", "events.v1.", "pulled.1"]);
+    assert_eq!(
+        (core["message"].as_str(), core["involvedObject"]["name"].as_str()),
+        (Some("image pulled"), Some("urgent"))
+    );
+    let v1 = json(&api, &["get", "events.v1.events.k8s.io", "pulled.1"]);
+    assert_eq!((v1["apiVersion"].as_str(), v1["note"].as_str()), (Some("events.k8s.io/v1"), Some("image pulled")));
+    api.ok(&["patch", "events.v1.events.k8s.io", "pulled.1", "--type=merge", "-p", r#"{"note":"pulled again"}"#], None)
+        .unwrap();
+    assert_eq!(json(&api, &["get", "events.v1.", "pulled.1"])["message"], "pulled again");
+    api.ok(&["delete", "events.v1.events.k8s.io", "pulled.1"], None).unwrap();
 }

@@ -22,6 +22,9 @@ pub struct Resource {
     /// Served for a CustomResourceDefinition ([`crate::custom`]): its objects are checked against the
     /// definition's schema and stored under `/registry/<group>/<plural>/`.
     pub custom: bool,
+    /// Another version of a built-in resource, whose objects are stored (and admitted) as the resource
+    /// of this `apiVersion` with the same plural, converted both ways ([`crate::kinds::events`]).
+    pub stored_as: Option<&'static str>,
 }
 
 impl Resource {
@@ -80,6 +83,7 @@ const fn group(group: &'static str, version: &'static str) -> Resource {
         subresources: &[],
         fields: &[],
         custom: false,
+        stored_as: None,
     }
 }
 
@@ -96,6 +100,7 @@ const SCHEDULING: Resource = group("scheduling.k8s.io", "v1");
 const APIEXTENSIONS: Resource = group("apiextensions.k8s.io", "v1");
 const ADMISSIONREGISTRATION: Resource = group("admissionregistration.k8s.io", "v1");
 const APIREGISTRATION: Resource = group("apiregistration.k8s.io", "v1");
+const EVENTS: Resource = group("events.k8s.io", "v1");
 
 /// Every resource served, in discovery order.
 pub const RESOURCES: &[Resource] = &[
@@ -332,6 +337,14 @@ pub const RESOURCES: &[Resource] = &[
         ..ADMISSIONREGISTRATION
     },
     Resource {
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        short_names: &["ev"],
+        stored_as: Some("v1"),
+        ..EVENTS
+    },
+    Resource {
         kind: "APIService",
         plural: "apiservices",
         singular: "apiservice",
@@ -423,11 +436,17 @@ mod tests {
 
     #[test]
     fn names_are_unique_so_store_keys_are() {
-        let mut plurals: Vec<&str> = RESOURCES.iter().map(|r| r.plural).collect();
+        // Another version of a resource shares its plural (and store keys) on purpose.
+        let own: Vec<&Resource> = RESOURCES.iter().filter(|r| r.stored_as.is_none()).collect();
+        for r in RESOURCES.iter().filter(|r| r.stored_as.is_some()) {
+            let (group, version) = r.stored_as.unwrap().split_once('/').unwrap_or(("", r.stored_as.unwrap()));
+            assert!(find(group, version, r.plural).is_some(), "{} is stored as a resource that exists", r.plural);
+        }
+        let mut plurals: Vec<&str> = own.iter().map(|r| r.plural).collect();
         plurals.sort();
         plurals.dedup();
-        assert_eq!(plurals.len(), RESOURCES.len());
-        let mut shorts: Vec<&str> = RESOURCES.iter().flat_map(|r| r.short_names.iter().copied()).collect();
+        assert_eq!(plurals.len(), own.len());
+        let mut shorts: Vec<&str> = own.iter().flat_map(|r| r.short_names.iter().copied()).collect();
         let n = shorts.len();
         shorts.sort();
         shorts.dedup();
@@ -460,6 +479,6 @@ mod tests {
         assert!(g.contains(&("rbac.authorization.k8s.io", "v1")));
         assert!(g.contains(&("certificates.k8s.io", "v1")));
         assert!(g.contains(&("policy", "v1")) && g.contains(&("scheduling.k8s.io", "v1")));
-        assert_eq!(g.len(), 14);
+        assert_eq!(g.len(), 15);
     }
 }

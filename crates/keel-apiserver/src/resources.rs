@@ -94,6 +94,9 @@ async fn serve(
         state.storage = state.storage.fenced(fence);
     }
     let call = Call { state, target, params, user };
+    if call.target.resource.stored_as.is_some() && method != Method::GET {
+        return converted_write(call, method, &headers, body).await;
+    }
     let sub = call.target.subresource.as_deref();
     let response = match (method, call.target.name.is_some(), sub) {
         (Method::GET, false, None) if call.params.watch => {
@@ -136,6 +139,66 @@ async fn serve(
     Ok(response)
 }
 
+/// A write to a resource stored as another version of a built-in one (events.k8s.io/v1 Events): the body
+/// converted, written as that resource is (its admission, its store keys), the answer converted back.
+async fn converted_write(call: Call, method: Method, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
+    let shown = call.target.resource;
+    let (group, version) =
+        shown.stored_as.and_then(|v| v.split_once('/')).unwrap_or(("", shown.stored_as.unwrap_or("")));
+    let storage = resources::find(group, version, shown.plural).ok_or(ApiError::UnknownPath)?;
+    let stored = Call { target: Target { resource: storage, ..call.target.clone() }, ..call };
+    let response = match (method, stored.target.name.is_some(), stored.target.subresource.as_deref()) {
+        (Method::POST, false, None) => {
+            let object = request::object_body(headers, body).await?;
+            stored.create(kinds::to_storage(shown, &object)).await?
+        }
+        (Method::PUT, true, None) => {
+            let object = request::object_body(headers, body).await?;
+            stored.update(kinds::to_storage(shown, &object)).await?
+        }
+        (Method::PATCH, true, None) => {
+            let media = request::content_type(headers);
+            if !matches!(
+                media.as_str(),
+                "application/json-patch+json"
+                    | "application/merge-patch+json"
+                    | "application/strategic-merge-patch+json"
+            ) {
+                return Err(
+                    ApiError::UnsupportedMediaType(format!("{media} is not supported for {}", shown.plural)).into()
+                );
+            }
+            let patch = request::parse_json(request::read(body).await?.as_ref())?;
+            stored
+                .write(None, false, |_, old| {
+                    let patched = apply_patch(&media, &kinds::from_storage(shown, old), &patch, shown.kind)?;
+                    Ok(kinds::to_storage(shown, &patched))
+                })
+                .await?
+        }
+        (Method::DELETE, true, None) => stored.delete(request::read(body).await?.as_ref()).await?,
+        (Method::DELETE, false, None) => stored.delete_collection(request::read(body).await?.as_ref()).await?,
+        _ => return Err(ApiError::MethodNotAllowed.into()),
+    };
+    // The answer (an object, a list of them, or a Status) as the requested version shows it.
+    let (parts, answer) = response.into_parts();
+    let bytes = axum::body::to_bytes(answer, usize::MAX).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(Response::from_parts(parts, Body::from(bytes)));
+    };
+    match v.get("kind").and_then(Value::as_str) {
+        Some(k) if k == storage.kind => v = kinds::from_storage(shown, &v),
+        Some(k) if k == format!("{}List", storage.kind) => {
+            for item in v.get_mut("items").and_then(Value::as_array_mut).into_iter().flatten() {
+                *item = kinds::from_storage(shown, item);
+            }
+            v["apiVersion"] = json!(shown.api_version());
+        }
+        _ => {}
+    }
+    Ok(Response::from_parts(parts, Body::from(v.to_string())))
+}
+
 /// One resource request being served.
 pub(crate) struct Call {
     pub state: AppState,
@@ -157,6 +220,9 @@ pub(crate) fn object(stored: &Stored) -> Result<Value, ApiError> {
 /// version of its definition is shown as this one's (conversion `None`: only `apiVersion` differs).
 pub(crate) fn served_object(target: &Target, stored: &Stored) -> Result<Value, ApiError> {
     let mut v = object(stored)?;
+    if target.resource.stored_as.is_some() {
+        v = kinds::from_storage(target.resource, &v);
+    }
     if target.custom.is_some() {
         if let Some(m) = v.as_object_mut() {
             m.insert("apiVersion".into(), json!(target.resource.api_version()));
@@ -370,7 +436,7 @@ impl Call {
             revision = page.revision;
             let last = page.items.last().map(|s| format!("{}\0", s.key));
             for stored in &page.items {
-                let mut v = object(stored)?;
+                let mut v = served_object(&self.target, stored)?;
                 if selected(&self.params, &v) {
                     if let Some(m) = v.as_object_mut() {
                         m.remove("kind");

@@ -53,6 +53,7 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
             "policy",
             "apiextensions.k8s.io",
             "admissionregistration.k8s.io",
+            "events.k8s.io",
             "apiregistration.k8s.io",
             "authentication.k8s.io",
             "authorization.k8s.io"

@@ -330,6 +330,7 @@ fn intern(names: Owned) -> &'static Resource {
         subresources: l(&names.subresources),
         fields: &[],
         custom: true,
+        stored_as: None,
     }));
     seen.push((names, resource));
     resource
