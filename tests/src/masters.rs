@@ -27,6 +27,14 @@ impl Api {
         Api { kubeconfig: self.kubeconfig.clone(), port: other.port }
     }
 
+    /// A kube-rs client with the admin kubeconfig, as an operator connects.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("the admin kubeconfig reads");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("a client config");
+        kube::Client::try_from(config).expect("a kube client")
+    }
+
     /// Runs the installed kubectl against this master, with `stdin` if given.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
         use std::io::Write;

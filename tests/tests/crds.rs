@@ -217,9 +217,7 @@ mod operator {
         let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
         let api = c.api(0);
         api.wait_ready(Duration::from_secs(60)).await.unwrap();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-        let client = Client::try_from(config).unwrap();
+        let client = api.client().await;
 
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         crds.create(&PostParams::default(), &Echo::crd()).await.unwrap();

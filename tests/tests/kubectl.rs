@@ -298,9 +298,7 @@ async fn content_created_in_a_namespace_just_created_through_a_follower() {
         c.api(i).wait_ready(Duration::from_secs(60)).await.unwrap();
     }
     let leader = c.wait_leader(Duration::from_secs(20)).await.unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&c.api((leader + 1) % 3).kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    let client = c.api((leader + 1) % 3).client().await;
     let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
     for i in 0..40 {
         let name = format!("fresh-{i}");

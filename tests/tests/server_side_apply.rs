@@ -145,9 +145,7 @@ async fn kube_rs_patch_apply_creates_updates_and_forces() {
     let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
     let api = c.api(0);
     api.wait_ready(Duration::from_secs(60)).await.unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    let client = api.client().await;
     let cms: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), "default");
     let cm = |v: &str| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"mode": v}});
     let mine = PatchParams::apply("my-operator");

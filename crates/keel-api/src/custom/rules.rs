@@ -88,7 +88,7 @@ pub fn evaluate(rules: &[Rule], value: &Value, old: Option<&Value>, path: &str) 
             None => path.to_string(),
         };
         let message = match rule.reason {
-            CauseType::Invalid => format!("Invalid value: {:?}: {detail}", type_name(value)),
+            CauseType::Invalid => format!("Invalid value: {:?}: {detail}", super::schema::json_type(value)),
             CauseType::Forbidden => format!("Forbidden: {detail}"),
             CauseType::Required => format!("Required value: {detail}"),
             _ => format!("Duplicate value: {detail}"),
@@ -96,18 +96,6 @@ pub fn evaluate(rules: &[Rule], value: &Value, old: Option<&Value>, path: &str) 
         causes.push(Cause { kind: rule.reason, field, message });
     }
     causes
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 #[cfg(test)]

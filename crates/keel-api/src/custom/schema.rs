@@ -545,7 +545,8 @@ fn value_node(v: &Value, at: &str, causes: &mut Vec<Cause>) -> Schema {
     s
 }
 
-fn json_type(v: &Value) -> &'static str {
+/// The JSON type of a value, as OpenAPI names it (what `Invalid value: "string"` shows).
+pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
