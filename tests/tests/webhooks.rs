@@ -1,5 +1,6 @@
 //! Admission webhooks (issue 25, item 5) with stock kubectl: a validating webhook served by this test
-//! process over HTTPS refuses an object, a mutating one adds a label (its JSON patch applied, the result
+//! process over HTTPS, reached through a Service, refuses an object (on create, update and delete), a
+//! mutating one at a URL adds a label (its JSON patch applied, the result
 //! checked again), selectors limit what is sent, and a webhook that cannot be called fails the request or
 //! not, as its failure policy says.
 
@@ -31,7 +32,7 @@ fn answer(review: &Value, allowed: bool, message: &str, patch: Option<Value>) ->
 /// HTTPS; the CA that signed its certificate, as PEM, and its port.
 async fn webhook_server() -> (String, u16) {
     let ca = keel_apiserver::tls::Authority::generate("webhook-ca").unwrap();
-    let (cert, key) = ca.issue_serving(&["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = ca.issue_serving(&["127.0.0.1".to_string(), "webhook.default.svc".to_string()]).unwrap();
     let tls = keel_apiserver::tls::server_config(&cert, &key).unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
@@ -63,8 +64,14 @@ async fn webhook_server() -> (String, u16) {
     (ca.cert_pem().to_string(), port)
 }
 
+/// A configuration of one webhook at `https://127.0.0.1:<port>/<path>`, or (`port` 0) at `/<path>` of the
+/// Service `webhook` (port 443).
 fn configuration(kind: &str, path: &str, port: u16, ca: &str, policy: &str, resources: &str) -> String {
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
+    let client = match port {
+        0 => format!("{{service: {{namespace: default, name: webhook, path: /{path}}}, caBundle: {bundle}}}"),
+        _ => format!("{{url: \"https://127.0.0.1:{port}/{path}\", caBundle: {bundle}}}"),
+    };
     format!(
         r#"apiVersion: admissionregistration.k8s.io/v1
 kind: {kind}
@@ -75,7 +82,7 @@ webhooks:
   admissionReviewVersions: [v1]
   failurePolicy: {policy}
   timeoutSeconds: 5
-  clientConfig: {{url: "https://127.0.0.1:{port}/{path}", caBundle: {bundle}}}
+  clientConfig: {client}
   objectSelector: {{matchExpressions: [{{key: skip-webhooks, operator: DoesNotExist}}]}}
   rules: [{{operations: [CREATE, UPDATE, DELETE], apiGroups: [""], apiVersions: [v1], resources: [{resources}]}}]
 "#
@@ -92,7 +99,13 @@ async fn webhooks_refuse_mutate_and_follow_their_failure_policy() {
     let c = Cluster::start_with(1, Options { masters: true, ..Default::default() }).await.unwrap();
     let api = c.api(0);
     api.wait_ready(Duration::from_secs(60)).await.unwrap();
-    let validating = configuration("ValidatingWebhookConfiguration", "validate", port, &ca, "Fail", "configmaps");
+    // The validating webhook is reached through a Service (one without a selector: its Endpoints name this
+    // process), the mutating one at a URL.
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: webhook}}\nspec: {{ports: [{{name: https, port: 443, targetPort: {port}}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: webhook}}\nsubsets: [{{addresses: [{{ip: 127.0.0.1}}], ports: [{{name: https, port: {port}}}]}}]\n"
+    );
+    api.ok(&["apply", "-f", "-"], Some(&service)).unwrap();
+    let validating = configuration("ValidatingWebhookConfiguration", "validate", 0, &ca, "Fail", "configmaps");
     let mutating = configuration("MutatingWebhookConfiguration", "mutate", port, &ca, "Fail", "configmaps");
     api.ok(&["apply", "-f", "-"], Some(&validating)).unwrap();
     api.ok(&["apply", "-f", "-"], Some(&mutating)).unwrap();
