@@ -69,6 +69,21 @@ impl CustomResources {
         Ok(())
     }
 
+    /// Before a 404 for `group`, when the server does not serve it itself: the definitions read again (a CRD
+    /// just created through another master); whether they could be.
+    pub async fn refresh_before_not_found(&self, storage: &Storage, group: &str) -> bool {
+        if keel_api::resources::builtin_group(group) {
+            return true;
+        }
+        match self.refresh(storage).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the custom resource definitions");
+                false
+            }
+        }
+    }
+
     /// Replaces the catalog unless a newer one is in place already.
     fn publish(&self, revision: i64, definitions: &[Value]) {
         self.current.send_if_modified(|current| {

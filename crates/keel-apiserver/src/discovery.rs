@@ -90,7 +90,7 @@ pub async fn group(State(state): State<AppState>, Path(group): Path<String>) -> 
     match find(&state) {
         Some(g) => Ok(Json(g)),
         None => {
-            refresh_custom(&state, &group).await;
+            state.custom.refresh_before_not_found(&state.storage, &group).await;
             find(&state).map(Json).ok_or_else(|| ApiError::UnknownPath.into())
         }
     }
@@ -119,19 +119,8 @@ pub async fn group_resources(
     if let Some(list) = custom(&state) {
         return Ok(Json(list));
     }
-    refresh_custom(&state, &group).await;
+    state.custom.refresh_before_not_found(&state.storage, &group).await;
     custom(&state).map(Json).ok_or_else(|| ApiError::UnknownPath.into())
-}
-
-/// Before a 404 for a group the server does not serve itself: the custom resources read again (a CRD just
-/// created through another master).
-async fn refresh_custom(state: &AppState, group: &str) {
-    if keel_api::resources::builtin_group(group) {
-        return;
-    }
-    if let Err(e) = state.custom.refresh(&state.storage).await {
-        tracing::warn!(error = %e, "cannot read the custom resource definitions");
-    }
 }
 
 fn strings(v: &[&str]) -> Vec<String> {

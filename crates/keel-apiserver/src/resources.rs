@@ -79,10 +79,9 @@ async fn serve(
         // A custom resource this master does not serve yet may be one a CRD just created through another
         // master defines: read the definitions again before answering 404.
         Err(ApiError::UnknownPath) if !resources::builtin_group(group) => {
-            state.custom.refresh(&state.storage).await.map_err(|e| {
-                tracing::warn!(error = %e, "cannot read the custom resource definitions");
-                ApiError::Unavailable
-            })?;
+            if !state.custom.refresh_before_not_found(&state.storage, group).await {
+                return Err(ApiError::Unavailable.into());
+            }
             paths::parse(&state.custom.catalog(), group, version, rest)?
         }
         other => other?,

@@ -178,7 +178,7 @@ async fn call(hook: &Webhook, storage: &Storage, review: &Value) -> Result<Value
             .header(hyper::header::HOST, &host)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::ACCEPT, "application/json")
-            .body(Full::new(bytes_of(body)))
+            .body(Full::new(axum::body::Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
         let status = response.status();
@@ -196,10 +196,6 @@ async fn call(hook: &Webhook, storage: &Storage, review: &Value) -> Result<Value
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| format!("the webhook did not answer within {}s", hook.timeout_seconds))?
-}
-
-fn bytes_of(s: String) -> axum::body::Bytes {
-    axum::body::Bytes::from(s)
 }
 
 /// The TLS configuration trusting `ca_bundle` (PEM).
