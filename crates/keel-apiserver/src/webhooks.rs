@@ -76,8 +76,10 @@ impl Webhooks {
     }
 
     async fn sync(&self, storage: &Storage) -> Result<(), StorageError> {
-        self.refresh(storage).await?;
+        // The watches start from before the list, so no change falls between them (a change seen twice
+        // only reads the configurations once more).
         let revision = storage.list(MUTATING, None, 1, 0).await?.revision;
+        self.refresh(storage).await?;
         let mut mutating = storage.watch(MUTATING, revision + 1).await?;
         let mut validating = storage.watch(VALIDATING, revision + 1).await?;
         loop {
