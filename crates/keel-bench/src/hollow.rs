@@ -321,19 +321,31 @@ async fn run_pods(client: Client, names: Arc<HashSet<String>>) {
         let run_for = annotations.get(RUN_SECONDS).and_then(|s| s.parse().ok()).unwrap_or(1.0f64).max(0.0);
         let ended = exit.map(|code| ended_status(&pod, &status, code));
         tokio::spawn(async move {
-            let patch = json!({"status": status});
-            if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                tracing::debug!(pod = %name, error = %e, "cannot report a pod running");
-            }
+            report(&api, &name, json!({"status": status}), "running").await;
             drop(permit);
             if let Some(ended) = ended {
                 tokio::time::sleep(Duration::from_secs_f64(run_for)).await;
-                let patch = json!({"status": ended});
-                if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                    tracing::debug!(pod = %name, error = %e, "cannot report a pod ended");
-                }
+                report(&api, &name, json!({"status": ended}), "ended").await;
             }
         });
+    }
+}
+
+/// Patches a pod's status, trying again (for a while) when the API refuses or fails it for now (a write
+/// that raced others to the end of its retries, a master failing over), as a kubelet's status sync does:
+/// a pod reported once and lost would never become ready.
+async fn report(api: &Api<Pod>, name: &str, patch: serde_json::Value, what: &str) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=10 {
+        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(e) => {
+                tracing::debug!(pod = %name, attempt, error = %e, "cannot report a pod {what}; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }
 
