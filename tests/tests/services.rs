@@ -1,9 +1,11 @@
 //! Services that route, on two nodes of their own (as root: `deploy/hosts.sh` hosts, a containerd and an
 //! agent each, the agents' Service proxy in each host): a cluster IP spreads a client's requests over ready
 //! backends on both nodes, a pod reaches itself through its Service, a backend that stops being ready
-//! leaves the rotation, a node port answers on each node's address, a Service without endpoints refuses at
-//! once, and the rules outlive their agent; pods find Services by name through their node's DNS server
-//! (A, headless, SRV, NXDOMAIN). Traffic goes only to addresses inside the test's hosts.
+//! leaves the rotation, a node port answers on each node's address (only with local backends, which see the
+//! client's address, under `externalTrafficPolicy: Local`), a Service without endpoints refuses at once,
+//! and the rules outlive their agent, an established connection through a cluster IP included; pods find
+//! Services by name through their node's DNS server (A, headless, a pod's name under its subdomain, SRV,
+//! NXDOMAIN). Traffic goes only to addresses inside the test's hosts.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -12,7 +14,9 @@ use keel_tests::agent::{pod_ready, sleeping_pod, TwoNodes, BUSYBOX};
 use keel_tests::masters::{json, Api};
 use keel_tests::wait_for;
 
-/// A web server pod on `node` that answers with its name while /www/ready exists (its readiness probe).
+/// A web server pod on `node` that answers with its name while /www/ready exists (its readiness probe),
+/// and the client's address at /cgi-bin/ip; an echo server on port 9000. Its hostname is under the
+/// headless Service `db` (`<name>.db.default.svc.cluster.local`), as a StatefulSet's pods are.
 fn backend(name: &str, node: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -22,15 +26,18 @@ metadata:
   labels: {{app: web}}
 spec:
   nodeName: {node}
+  hostname: {name}
+  subdomain: db
   terminationGracePeriodSeconds: 1
   containers:
   - name: web
     image: {BUSYBOX}
-    command: ["sh", "-c", "mkdir /www; echo {name} > /www/index.html; touch /www/ready; exec httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "mkdir -p /www/cgi-bin; echo {name} > /www/index.html; printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip; chmod +x /www/cgi-bin/ip; touch /www/ready; nc -ll -p 9000 -e cat & exec httpd -f -p 8080 -h /www"]
     ports: [{{name: http, containerPort: 8080}}]
     readinessProbe:
       exec: {{command: ["test", "-f", "/www/ready"]}}
       periodSeconds: 1
+      failureThreshold: 1
 "#
     )
 }
@@ -61,6 +68,24 @@ spec:
   clusterIP: None
   selector: {app: web}
   ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: local
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  selector: {app: web}
+  ports: [{port: 9000}]
 ---
 apiVersion: v1
 kind: Service
@@ -145,6 +170,10 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
         .collect();
     let headless = lookup(&["db.default.svc.cluster.local"]);
     assert!(web_ips.iter().all(|ip| headless.contains(&format!("Address: {ip}"))), "{headless}");
+    // A pod whose subdomain is a headless Service has a name under it, as a StatefulSet's pods do.
+    let own_name = lookup(&["web-1.db.default.svc.cluster.local"]);
+    assert!(own_name.contains(&format!("Address: {}", web_ips[0])), "{own_name}");
+    assert!(!own_name.contains(&web_ips[1]), "{own_name}");
     let srv = lookup(&["-type=SRV", "_http._tcp.web.default.svc.cluster.local"]);
     assert!(srv.contains("0 100 80 web.default.svc.cluster.local"), "{srv}");
     let missing = lookup(&["nope.default.svc.cluster.local"]);
@@ -157,8 +186,8 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
     assert_eq!(from_web1, both, "web-1 through its own Service");
 
     // The node port answers on each node's address, from the other node's host.
-    let node_port_answers = |from: &str, to: &str| -> BTreeSet<String> {
-        let url = format!("http://{}:{node_port}/", nodes.hosts.ip(to));
+    let through_node = |from: &str, to: &str, port: i64, path: &str| -> BTreeSet<String> {
+        let url = format!("http://{}:{port}{path}", nodes.hosts.ip(to));
         (0..12)
             .map(|_| {
                 let out = nodes.hosts.exec(from, &["curl", "-s", "-m", "2", &url]);
@@ -166,8 +195,22 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
             })
             .collect()
     };
+    let node_port_answers = |from: &str, to: &str| through_node(from, to, node_port, "/");
     assert_eq!(node_port_answers("2", "1"), both, "node port {node_port} on node 1");
     assert_eq!(node_port_answers("1", "2"), both, "node port {node_port} on node 2");
+
+    // Under externalTrafficPolicy Local a node port reaches only its own node's backends, which see the
+    // client's own address.
+    let local = json(&api, &["get", "service", "local"])["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    for (from, to, backend) in [("2", "1", "web-1"), ("1", "2", "web-2")] {
+        assert_eq!(through_node(from, to, local, "/"), [backend.to_string()].into(), "Local node port on node {to}");
+        // (httpd listens on IPv6 too and writes the address v4-mapped: `[::ffff:10.200.0.12]`.)
+        let seen: BTreeSet<String> = through_node(from, to, local, "/cgi-bin/ip")
+            .iter()
+            .map(|a| a.trim_start_matches("[::ffff:").trim_end_matches(']').to_string())
+            .collect();
+        assert_eq!(seen, [nodes.hosts.ip(from).to_string()].into(), "the client's address kept");
+    }
 
     // A Service without endpoints refuses at once.
     let empty = json(&api, &["get", "service", "empty"]);
@@ -177,13 +220,16 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
     assert_eq!(refused, ["-"], "{refused:?}");
     assert!(started.elapsed() < Duration::from_millis(1500), "refusing took {:?}", started.elapsed());
 
-    // web-2 stops being ready: it leaves the rotation within a few probe periods.
+    // web-2 stops being ready: it leaves the rotation within a few probe periods (failureThreshold 1,
+    // periodSeconds 1; the time is printed, not asserted).
     api.ok(&["exec", "web-2", "--", "rm", "/www/ready"], None).unwrap();
+    let unready = Instant::now();
     wait_for("web-2 out of the rotation", Duration::from_secs(15), || {
-        let got = answers(&fetch(&api, "client", &url, 12));
+        let got = answers(&fetch(&api, "client", &url, 4));
         (got == ["web-1".to_string()].into(), got)
     })
     .await;
+    eprintln!("web-2 left the rotation {:?} after its readiness file went", unready.elapsed());
     api.ok(&["exec", "web-2", "--", "touch", "/www/ready"], None).unwrap();
     wait_for("web-2 back in the rotation", Duration::from_secs(15), || {
         let got = answers(&fetch(&api, "client", &url, 12));
@@ -193,6 +239,28 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
 
     // An Ingress routes two hosts to two Services on every node's port 80, one of them over TLS (443).
     ingress_routes_hosts_to_services(&api, &nodes.hosts, &both).await;
+
+    // A long-lived connection from node 1 through a cluster IP: an echo client that counts its connections
+    // (it reconnects only if one breaks) and the lines echoed back.
+    let echo_ip = json(&api, &["get", "service", "echo"])["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let flow = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: flow}}\nspec:\n  nodeName: agent-1\n  \
+         terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {BUSYBOX}\n    command: [sh, -c, \
+         'i=0; while true; do i=$((i+1)); echo $i > /tmp/conns; (while sleep 0.2; do echo ping; done) | nc {echo_ip} \
+         9000 >> /tmp/echo; sleep 1; done']\n"
+    );
+    api.ok(&["apply", "-f", "-"], Some(&flow)).unwrap();
+    let flow_state = || {
+        let out = api.kubectl(&["exec", "flow", "--", "sh", "-c", "cat /tmp/conns; wc -l < /tmp/echo"], None).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut n = text.split_whitespace().map(|w| w.parse::<u64>().unwrap_or(0));
+        (n.next().unwrap_or(0), n.next().unwrap_or(0))
+    };
+    let (conns, echoed) = wait_for("the echo flow running", Duration::from_secs(60), || {
+        let state = flow_state();
+        (state.1 > 5, state)
+    })
+    .await;
 
     // The rules are the kernel's: with agent-1 gone node 1 still routes (its node port, reached from node
     // 2), and its successor replaces them without losing a beat.
@@ -207,6 +275,13 @@ async fn cluster_ips_and_node_ports_reach_ready_backends_on_both_nodes() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(answers(&fetch(&api, "client", &url, 12)), both, "after agent-1's restart");
     assert_eq!(node_port_answers("2", "1"), both, "node 1's node port after agent-1's restart");
+    // The established flow outlived the agent and its rules' replacement: the same connection still echoes.
+    let (conns_after, echoed_after) = wait_for("the flow echoing after the restart", Duration::from_secs(10), || {
+        let state = flow_state();
+        (state.1 > echoed + 10, state)
+    })
+    .await;
+    assert_eq!(conns_after, conns, "the connection broke across the agent's restart ({echoed} then {echoed_after})");
     let outside = wait_for("a name outside the cluster, forwarded", Duration::from_secs(20), || {
         let out = api.kubectl(&["exec", "client", "--", "nslookup", "example.org"], None).unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();

@@ -20,6 +20,15 @@ pub struct PodRef {
     pub uid: String,
 }
 
+/// A pod's hostname, as the kubelet sets it: `spec.hostname` when given, else the pod's name cut to 63
+/// characters (a DNS label).
+pub fn pod_hostname(pod: &k8s_openapi::api::core::v1::Pod) -> String {
+    let given = pod.spec.as_ref().and_then(|s| s.hostname.clone()).filter(|h| !h.is_empty());
+    let mut name = given.unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+    name.truncate(63);
+    name.trim_end_matches(['-', '.']).to_string()
+}
+
 /// The containerd id of attempt `attempt` of container `container` of the pod with `uid`:
 /// `k<16 hex>-<attempt>`. runc keeps its state per id under one directory for every containerd on the
 /// machine, so ids are unique machine-wide (a hash of the pod uid), and within containerd's id grammar.
@@ -89,6 +98,20 @@ mod tests {
         assert_eq!(attempt_of(&format!("containerd://{}", container_id("u", "app", 0))), Some(0));
         assert_eq!(attempt_of("containerd://"), None);
         assert_eq!(attempt_of("k123-x"), None);
+    }
+
+    #[test]
+    fn a_pods_hostname_is_its_spec_hostname_or_its_name_as_a_label() {
+        let pod = |name: &str, hostname: Option<&str>| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name}, "spec": {"containers": [], "hostname": hostname},
+            }))
+            .unwrap()
+        };
+        assert_eq!(pod_hostname(&pod("web-0", None)), "web-0");
+        assert_eq!(pod_hostname(&pod("web-0", Some("db-0"))), "db-0");
+        let long = format!("{}-x", "a".repeat(62));
+        assert_eq!(pod_hostname(&pod(&long, None)), "a".repeat(62), "cut to 63, no trailing dash");
     }
 
     #[test]

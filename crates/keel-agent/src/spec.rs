@@ -172,7 +172,7 @@ pub fn container_spec(
         .inheritable(HashSet::new())
         .ambient(HashSet::new())
         .build()?;
-    let hostname = pod.metadata.name.clone().unwrap_or_default();
+    let hostname = crate::names::pod_hostname(pod);
     let working_dir = container
         .working_dir
         .clone()

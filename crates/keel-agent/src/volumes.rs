@@ -152,12 +152,20 @@ pub fn prepare(
 ) -> Result<(), String> {
     let io = |what: &str, e: io::Error| format!("{what}: {e}");
     std::fs::create_dir_all(pod_dir).map_err(|e| io("pod directory", e))?;
-    let hostname = pod.metadata.name.clone().unwrap_or_default();
+    let hostname = crate::names::pod_hostname(pod);
     let mut hosts = String::from(
         "# Kubernetes-managed hosts file (keel).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
     );
     if let Some(ip) = pod_ip {
-        hosts.push_str(&format!("{ip}\t{hostname}\n"));
+        // A pod with a subdomain also has its name under it (`<hostname>.<subdomain>.<ns>.svc.<domain>`).
+        let subdomain = pod.spec.as_ref().and_then(|s| s.subdomain.as_deref()).filter(|s| !s.is_empty());
+        match (subdomain, dns) {
+            (Some(sub), Some(dns)) => {
+                let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                hosts.push_str(&format!("{ip}\t{hostname}.{sub}.{ns}.svc.{}\t{hostname}\n", dns.domain));
+            }
+            _ => hosts.push_str(&format!("{ip}\t{hostname}\n")),
+        }
     }
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv = crate::resolv::resolv_conf(pod, dns, &host_resolv);
@@ -433,6 +441,20 @@ mod tests {
             ]
         );
         assert_eq!(referenced(&p), (vec!["site".to_string()], vec!["creds".to_string()]));
+    }
+
+    #[test]
+    fn a_pod_with_a_subdomain_has_its_full_name_in_etc_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pod();
+        p.spec.as_mut().unwrap().volumes = None;
+        (p.spec.as_mut().unwrap().hostname, p.spec.as_mut().unwrap().subdomain) =
+            (Some("db-0".into()), Some("db".into()));
+        let dns = crate::resolv::ClusterDns { server: "10.96.0.10".into(), domain: "cluster.local".into() };
+        prepare(&p, dir.path(), &Sources::default(), Some("10.244.1.5"), Some(&dns)).unwrap();
+        let hosts = std::fs::read_to_string(dir.path().join("etc-hosts")).unwrap();
+        assert!(hosts.ends_with("10.244.1.5\tdb-0.db.default.svc.cluster.local\tdb-0\n"), "{hosts}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("etc-hostname")).unwrap(), "db-0\n");
     }
 
     #[test]

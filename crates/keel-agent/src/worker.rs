@@ -359,7 +359,7 @@ async fn act(
     let name = pod_name(pod);
     match action {
         Action::EnsureSandbox => {
-            shared.network.ensure(&uid, pod.metadata.name.as_deref().unwrap_or_default()).await?;
+            shared.network.ensure(&uid, &crate::names::pod_hostname(pod)).await?;
             tracing::debug!(pod = %name, "sandbox made");
         }
         Action::Start { container, attempt } => match start(shared, pod, images, &container, attempt).await {

@@ -90,6 +90,16 @@ fn target_ref(pod: &Pod) -> ObjectReference {
     }
 }
 
+/// The DNS hostname `pod` gets under `service` (`<hostname>.<service>.<ns>.svc`): its `spec.hostname` when
+/// its `spec.subdomain` names this Service, as for a StatefulSet's pods and their governing Service.
+fn hostname(service: &Service, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let same = spec.subdomain.is_some()
+        && spec.subdomain == service.metadata.name
+        && pod.metadata.namespace == service.metadata.namespace;
+    spec.hostname.clone().filter(|h| same && !h.is_empty())
+}
+
 /// Whether `service` gets Endpoints from this controller: it has a selector (a Service without one has its
 /// Endpoints written by hand).
 pub fn managed(service: &Service) -> bool {
@@ -113,7 +123,7 @@ pub fn endpoints(service: &Service, pods: &[Pod]) -> Endpoints {
             ip: c.ip.clone(),
             node_name: c.pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             target_ref: Some(target_ref(c.pod)),
-            hostname: None,
+            hostname: hostname(service, c.pod),
         };
         let list = if c.ready { &mut subset.addresses } else { &mut subset.not_ready_addresses };
         list.get_or_insert_with(Vec::new).push(address);
@@ -163,7 +173,7 @@ pub fn slices(service: &Service, pods: &[Pod]) -> Vec<EndpointSlice> {
             node_name: c.pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             target_ref: Some(target_ref(c.pod)),
             zone: None,
-            hostname: None,
+            hostname: hostname(service, c.pod),
             deprecated_topology: None,
             hints: None,
         });
@@ -286,6 +296,26 @@ mod tests {
         assert_eq!(all[1].address_type, "IPv6");
         let empty = slices(&service(json!(80)), &[]);
         assert_eq!((empty.len(), empty[0].endpoints.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_pod_whose_subdomain_names_the_service_gets_its_hostname() {
+        let named = |hostname: &str, subdomain: &str| {
+            let mut p = pod(hostname, Some("10.0.0.1"), true, None);
+            let spec = p.spec.as_mut().unwrap();
+            (spec.hostname, spec.subdomain) = (Some(hostname.into()), Some(subdomain.into()));
+            p
+        };
+        let web = service(json!(80));
+        let slice = |p: Pod| slices(&web, &[p])[0].endpoints[0].hostname.clone();
+        assert_eq!(slice(named("web-0", "web")), Some("web-0".into()));
+        assert_eq!(slice(named("web-0", "other")), None, "another Service's pod");
+        assert_eq!(slice(pod("a", Some("10.0.0.1"), true, None)), None, "no hostname");
+        let mut elsewhere = named("web-0", "web");
+        elsewhere.metadata.namespace = Some("other".into());
+        assert_eq!(slice(elsewhere), None, "a pod of another namespace");
+        let ep = endpoints(&web, &[named("web-0", "web")]);
+        assert_eq!(ep.subsets.unwrap()[0].addresses.as_ref().unwrap()[0].hostname.as_deref(), Some("web-0"));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! class, while `keel` is the default class), their Services' ports and the ready endpoints of their
 //! EndpointSlices → a [`Routes`] table.
 //!
-//! A request's host picks the rules: an exact host first, then a wildcard (`*.example.com` matches one
-//! label), then the rules without a host. Among their paths the longest match wins, `Exact` before `Prefix`
+//! A request's host picks one set of rules: an exact host's if there are any, else a wildcard's
+//! (`*.example.com` matches one label), else the rules without a host; a host's rules do not fall through
+//! to the less specific ones (as in ingress-nginx, where each host is a server). Among their paths the longest match wins, `Exact` before `Prefix`
 //! at the same length; `Prefix` matches whole path elements (`/foo` matches `/foo` and `/foo/bar`, not
 //! `/foobar`); `ImplementationSpecific` is `Prefix`. With no match, an Ingress's `defaultBackend`, else 404.
 
@@ -172,16 +173,13 @@ impl Routes {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let wildcard = host.split_once('.').map(|(_, rest)| format!("*.{rest}"));
         let candidates = [Some(host.clone()), wildcard, Some(String::new())];
-        for rules in candidates.iter().flatten().filter_map(|h| self.hosts.get(h)) {
-            let best = rules
-                .iter()
-                .filter(|r| if r.exact { r.path == path } else { prefix_matches(&r.path, path) })
-                .max_by_key(|r| (r.path.trim_end_matches('/').len(), r.exact));
-            if let Some(rule) = best {
-                return Some(&rule.backend);
-            }
-        }
-        self.default.as_ref()
+        let rules = candidates.iter().flatten().find_map(|h| self.hosts.get(h));
+        let best = rules
+            .into_iter()
+            .flatten()
+            .filter(|r| if r.exact { r.path == path } else { prefix_matches(&r.path, path) })
+            .max_by_key(|r| (r.path.trim_end_matches('/').len(), r.exact));
+        best.map(|rule| &rule.backend).or(self.default.as_ref())
     }
 }
 
@@ -261,6 +259,14 @@ mod tests {
         i[0].spec.as_mut().unwrap().default_backend = None;
         let r = Routes::build(&i, &s, &e);
         assert_eq!(r.route("nowhere.test", "/"), None);
+        // A host with rules but no matching path gets the default backend, not the rules without a host.
+        let hostless = json!({"http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}});
+        i[0].spec.as_mut().unwrap().rules.as_mut().unwrap().push(serde_json::from_value(hostless).unwrap());
+        i[0].spec.as_mut().unwrap().rules.as_mut().unwrap()[0].http.as_mut().unwrap().paths.remove(0);
+        let r = Routes::build(&i, &s, &e);
+        assert_eq!(r.route("shop.example", "/index.html"), None, "shop.example has no / rule");
+        assert!(r.route("nowhere.test", "/").is_some(), "the rules without a host serve other hosts");
         assert!(prefix_matches("/", "/anything") && prefix_matches("/a/", "/a/b") && !prefix_matches("/a", "/ab"));
     }
 }
