@@ -47,6 +47,8 @@ pub struct ProxyRulesReport {
     pub keel_changes: Vec<Duration>,
     /// Of each change, the part spent in `nft -f`.
     pub keel_nft: Vec<Duration>,
+    /// The periodic resync (every chain and map refilled, `Mode::Refresh`), a few times.
+    pub keel_resyncs: Vec<Duration>,
     /// Lines in the iptables-mode ruleset.
     pub iptables_lines: usize,
     pub iptables_full: Duration,
@@ -184,6 +186,15 @@ pub fn run(services: usize, endpoints: usize, changes: usize) -> Result<ProxyRul
         keel_changes.push(started.elapsed());
         applied = desired;
     }
+    // The periodic resync: the same table computed again and every chain and map refilled.
+    let mut keel_resyncs = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let desired = rules::ruleset(&ports, &net);
+        nft.apply(&rules::script(&desired, &applied, Mode::Refresh))?;
+        keel_resyncs.push(started.elapsed());
+        applied = desired;
+    }
 
     // The anchor: kube-proxy's iptables layout, in the same namespace.
     let mut ports = model(services, endpoints);
@@ -209,6 +220,7 @@ pub fn run(services: usize, endpoints: usize, changes: usize) -> Result<ProxyRul
         keel_full,
         keel_changes,
         keel_nft,
+        keel_resyncs,
         iptables_lines,
         iptables_full: iptables_full_time,
         iptables_changes,
@@ -246,6 +258,7 @@ impl std::fmt::Display for ProxyRulesReport {
         )?;
         line(f, &format!("keel (nft, {} rules+elements)", self.keel_size), self.keel_full, &self.keel_changes)?;
         line(f, "  of which nft -f", Duration::ZERO, &self.keel_nft)?;
+        line(f, "  periodic resync (every chain)", Duration::ZERO, &self.keel_resyncs)?;
         line(f, &format!("iptables layout ({} lines)", self.iptables_lines), self.iptables_full, &self.iptables_changes)
     }
 }
