@@ -421,6 +421,8 @@ async fn ingress_routes_hosts_to_services(api: &Api, hosts: &keel_tests::agent::
         let unknown = curl_on(hosts, "1", &["-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: nowhere.test", &web]);
         assert_eq!(unknown, "404");
     }
+    let ingress = json(api, &["get", "ingress", "two-hosts"]);
+    assert_eq!(ingress["spec"]["ingressClassName"], "keel", "the default class given at create: {ingress}");
     let listed = api.ok(&["get", "ingress", "two-hosts"], None).unwrap();
     assert!(listed.contains("web.test,secure.test") && listed.contains("80, 443"), "{listed}");
 }

@@ -43,6 +43,8 @@ pub struct Facts {
     /// [`Hook::ResolvePriorityClass`]: the class the pod names, or the default one (`None`: it names none
     /// and none is the default; `Err(name)`: the class it names does not exist).
     pub priority_class: Option<Result<kinds::scheduling::PodClass, String>>,
+    /// [`Hook::DefaultIngressClass`]: the cluster's default IngressClass, if it has one.
+    pub default_ingress_class: Option<String>,
     /// [`Hook::AcceptNames`]: every CustomResourceDefinition in the store.
     pub definitions: Vec<Value>,
 }
@@ -66,6 +68,9 @@ pub fn create(req: &Request, mut object: Value, fresh: &Fresh, facts: &Facts) ->
     let warnings = known_fields(req, &mut object)?;
     if kind.has(Hook::ResolvePriorityClass) {
         kinds::scheduling::admit_pod(&mut object, facts.priority_class.clone())?;
+    }
+    if kind.has(Hook::DefaultIngressClass) {
+        kinds::networking::admit_ingress(&mut object, facts.default_ingress_class.as_deref());
     }
     default(req, &mut object);
     if kind.has(Hook::MountServiceAccountToken) {

@@ -16,7 +16,7 @@ mod cron;
 mod decode;
 pub mod events;
 mod fields;
-mod networking;
+pub mod networking;
 mod pod;
 pub mod policy;
 pub use pod::{mount_service_account_token, SERVICE_ACCOUNT_DIR};
@@ -69,6 +69,9 @@ pub enum Hook {
     /// A CustomResourceDefinition's names are accepted (or found in conflict with another's) and it is
     /// established, at every write of its spec; the other definitions are looked up first.
     AcceptNames,
+    /// A new Ingress that names no class (neither `ingressClassName` nor the old annotation) gets the
+    /// cluster's default IngressClass (kube-apiserver's DefaultIngressClass admission).
+    DefaultIngressClass,
     /// A CustomResourceDefinition's delete marks it Terminating, with a finalizer kept until its custom
     /// objects are gone (the cleanup controller removes them, then the finalizer).
     CleanUpCustomObjects,
@@ -319,6 +322,7 @@ pub static KINDS: &[Kind] = &[
         validate: |o| networking::validate("Ingress", o),
         initial: initial::load_balancer_status,
         printer: table::INGRESSES,
+        hooks: &[Hook::DefaultIngressClass],
         ..UNKNOWN
     },
     Kind {

@@ -39,7 +39,7 @@ pub fn ingress_class() -> Value {
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "IngressClass",
-        "metadata": {"name": "keel", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "metadata": {"name": "keel", "annotations": {keel_api::kinds::networking::DEFAULT_CLASS_ANNOTATION: "true"}},
         "spec": {"controller": "keel.dev/ingress"},
     })
 }

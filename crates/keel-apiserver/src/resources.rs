@@ -511,6 +511,10 @@ impl Call {
                 true => self.priority_class(&object).await?,
                 false => None,
             },
+            default_ingress_class: match kind.has(Hook::DefaultIngressClass) {
+                true => self.default_ingress_class().await?,
+                false => None,
+            },
             definitions: self.definitions(kind).await?,
         };
         let Admitted { mut object, warnings } = admit::create(&self.admission(), object, &fresh, &facts)?;
@@ -709,6 +713,15 @@ impl Call {
                 Ok(None)
             }
         }
+    }
+
+    /// For the DefaultIngressClass admission of a new Ingress: the cluster's default IngressClass.
+    async fn default_ingress_class(&self) -> Result<Option<String>, ApiError> {
+        let classes = resources::find("networking.k8s.io", "v1", "ingressclasses").ok_or(ApiError::UnknownPath)?;
+        let page = self.state.storage.list_read(&classes.prefix(None), None, 0, 0, Read::Serializable).await;
+        let listed = page.map_err(|e| store_error(classes, "", e))?.items;
+        let listed = listed.iter().map(object).collect::<Result<Vec<_>, _>>()?;
+        Ok(kinds::networking::default_class(&listed))
     }
 
     /// Who this call's write is recorded for.

@@ -16,6 +16,35 @@ pub fn validate(kind: &str, object: &Value) -> Vec<Cause> {
     }
 }
 
+/// The annotation that marks the cluster's default IngressClass.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+/// The annotation that named an Ingress's class before `spec.ingressClassName`.
+const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+/// The default IngressClass among `classes`: the one annotated as the default, the newest if several are
+/// (by creation time, then name), as kube-apiserver's DefaultIngressClass admission picks it.
+pub fn default_class(classes: &[Value]) -> Option<String> {
+    let created =
+        |c: &Value| c.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = |c: &Value| c.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    classes
+        .iter()
+        .filter(|c| {
+            c.pointer("/metadata/annotations").and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)) == Some(&json!("true"))
+        })
+        .min_by(|a, b| created(b).cmp(&created(a)).then_with(|| name(a).cmp(&name(b))))
+        .map(name)
+}
+
+/// A new Ingress that names no class, by field or annotation, gets `default` (if the cluster has one).
+pub fn admit_ingress(ingress: &mut Value, default: Option<&str>) {
+    let named = ingress.pointer("/spec/ingressClassName").is_some_and(|c| !c.is_null())
+        || ingress.pointer("/metadata/annotations").and_then(|a| a.get(CLASS_ANNOTATION)).is_some();
+    if let (false, Some(class), Some(spec)) = (named, default, ingress.get_mut("spec").and_then(Value::as_object_mut)) {
+        spec.insert("ingressClassName".into(), json!(class));
+    }
+}
+
 /// A host: a DNS subdomain, or `*.` and one.
 fn host(field: &str, h: &str, c: &mut Vec<Cause>) {
     let name = h.strip_prefix("*.").unwrap_or(h);
@@ -177,5 +206,32 @@ mod tests {
         let old = json!({"spec": {"controller": "keel.dev/ingress"}});
         let new = json!({"spec": {"controller": "other.dev/x"}});
         assert_eq!(validate_update("IngressClass", &old, &new).len(), 1);
+    }
+
+    #[test]
+    fn an_ingress_without_a_class_gets_the_newest_default_one() {
+        let class = |name: &str, created: &str, default: bool| {
+            let annotations = if default { json!({DEFAULT_CLASS_ANNOTATION: "true"}) } else { json!({}) };
+            json!({"metadata": {"name": name, "creationTimestamp": created, "annotations": annotations}})
+        };
+        let classes = [
+            class("old", "2026-01-01T00:00:00Z", true),
+            class("new", "2026-02-01T00:00:00Z", true),
+            class("newest-but-not-default", "2026-03-01T00:00:00Z", false),
+        ];
+        assert_eq!(default_class(&classes).as_deref(), Some("new"));
+        assert_eq!(default_class(&classes[2..]), None);
+        let mut plain = json!({"spec": {}});
+        admit_ingress(&mut plain, Some("new"));
+        assert_eq!(plain["spec"]["ingressClassName"], "new");
+        let mut named = json!({"spec": {"ingressClassName": "nginx"}});
+        admit_ingress(&mut named, Some("new"));
+        assert_eq!(named["spec"]["ingressClassName"], "nginx");
+        let mut annotated = json!({"metadata": {"annotations": {CLASS_ANNOTATION: "nginx"}}, "spec": {}});
+        admit_ingress(&mut annotated, Some("new"));
+        assert_eq!(annotated["spec"].get("ingressClassName"), None, "the old annotation names a class");
+        let mut none = json!({"spec": {}});
+        admit_ingress(&mut none, None);
+        assert_eq!(none["spec"].get("ingressClassName"), None);
     }
 }
