@@ -38,7 +38,6 @@ fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-/// The machine's memory in bytes, from /proc/meminfo.
 /// The address this machine reaches others from: the source address of its default route (a UDP socket
 /// "connected" to a documentation address sends nothing, it only picks the route), else its first
 /// non-loopback IPv4 address, else 127.0.0.1. What a node reports as its InternalIP unless told.
@@ -75,6 +74,7 @@ fn local_addresses(trie: &str) -> Vec<std::net::Ipv4Addr> {
     found
 }
 
+/// The machine's memory in bytes, from /proc/meminfo.
 pub fn machine_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = info.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;

@@ -69,3 +69,43 @@ impl ResolvesServerCert for Certificates {
         self.find(hello.server_name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    /// A `kubernetes.io/tls` Secret `ns/name` with a fresh self-signed certificate for `host`.
+    fn secret(name: &str, host: &str) -> ((String, String), Secret) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap().self_signed(&key).unwrap();
+        let data = BTreeMap::from([
+            ("tls.crt".to_string(), ByteString(cert.pem().into_bytes())),
+            ("tls.key".to_string(), ByteString(key.serialize_pem().into_bytes())),
+        ]);
+        (("ns".into(), name.into()), Secret { data: Some(data), ..Default::default() })
+    }
+
+    #[test]
+    fn the_server_name_picks_the_certificate() {
+        let secrets: BTreeMap<_, _> = [secret("a", "a.test"), secret("b", "b.test"), secret("w", "*.w.test")].into();
+        let tls =
+            |name: &str, host: &str| Tls { namespace: "ns".into(), secret: name.into(), hosts: vec![host.into()] };
+        let missing = Tls { namespace: "ns".into(), secret: "gone".into(), hosts: vec!["gone.test".into()] };
+        let certs = Certificates::default();
+        certs.update(&[missing, tls("a", "a.test"), tls("b", "b.test"), tls("w", "*.w.test")], &secrets);
+        let cert_of = |name: Option<&str>| certs.find(name).map(|k| k.cert[0].clone());
+        let own =
+            |secret: &str| certified_key(&secrets[&("ns".to_string(), secret.to_string())]).unwrap().cert[0].clone();
+        assert_eq!(cert_of(Some("b.test")), Some(own("b")));
+        assert_eq!(cert_of(Some("A.TEST")), Some(own("a")), "names are case-insensitive");
+        assert_eq!(cert_of(Some("x.w.test")), Some(own("w")), "a wildcard covers one label");
+        assert_eq!(cert_of(Some("y.x.w.test")), Some(own("a")), "not two: the first usable certificate");
+        assert_eq!(cert_of(None), Some(own("a")), "no name: the first usable certificate");
+        let bad = Secret {
+            data: Some(BTreeMap::from([("tls.crt".into(), ByteString(b"junk".to_vec()))])),
+            ..Default::default()
+        };
+        assert!(certified_key(&bad).is_none());
+    }
+}

@@ -157,6 +157,16 @@ impl ServiceState {
     }
 }
 
+/// Removes the table a proxy left in `netns` (an agent started with the proxy off: a table left behind would
+/// keep routing to endpoints nothing updates any more). Nothing to do without nft.
+pub fn remove(netns: Option<std::path::PathBuf>) -> Result<(), ProxyError> {
+    let nft = nft::Nft { netns };
+    if nft.check().is_err() {
+        return Ok(());
+    }
+    nft::Nftables::apply(&nft, &rules::removal())
+}
+
 /// Runs the proxy until the process ends, keeping the node's table equal to what `state` says. Fails at
 /// once only if nft cannot run.
 pub async fn run(mut state: ServiceState, config: Config) -> Result<(), ProxyError> {

@@ -215,6 +215,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
+    if pods.is_some() && args.no_proxy {
+        keel_proxy::remove(config.cni_netns.clone()).context("cannot remove the Service proxy's table")?;
+    }
     // The node's DNS answers on its pod network's gateway (the bridge's address), port 53.
     let dns = match (pods, args.no_dns) {
         (Some(pods), false) => Some(keel_dns::Config {
