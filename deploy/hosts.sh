@@ -11,7 +11,7 @@
 #
 # Node host I is the namespace ${PREFIX}I (default kh1, kh2, ...) at 10.200.0.(10+I)/24 on the hub's bridge;
 # its pods get 10.244.I.0/24 (the agent's --pod-cidr), and every other node's pod CIDR is routed through that
-# node's address. Master host I is ${PREFIX}mI at 10.200.0.(100+I), store host I ${PREFIX}sI at
+# node's address (in every master host too). Master host I is ${PREFIX}mI at 10.200.0.(100+I), store host I ${PREFIX}sI at
 # 10.200.0.(150+I). The hub's bridge has 10.200.0.1, so that a program on the machine can reach the hosts by
 # making its sockets inside the hub (`keel lb --netns /run/netns/${PREFIX}hub`). Nothing is added to the
 # machine's own network namespace. Run a program in a host with `nsenter --net=/run/netns/NAME` (not
@@ -45,6 +45,20 @@ add_host() {
   ip -n "$ns" link set eth0 up
 }
 
+# The node hosts' numbers, from the namespaces that exist.
+node_numbers() { ip netns list | awk '{print $1}' | sed -n "s/^${PREFIX}\([0-9][0-9]*\)\$/\1/p" | sort -n; }
+
+# Routes in host $1 (I or mI) to every other node host's pod CIDR, through that node's address. Masters get
+# them too: they call admission webhooks at the pod addresses of the webhooks' Services, as kube-apiserver
+# does.
+route_pods() {
+  local from=$1 j
+  for j in $(node_numbers); do
+    [[ $from == "$j" ]] && continue
+    ip -n "${PREFIX}${from}" route replace "10.244.${j}.0/24" via "$(host_ip "$j")"
+  done
+}
+
 up() {
   local n=$1 masters=0 stores=0
   shift
@@ -69,12 +83,8 @@ up() {
   done
   for i in $(seq 1 "$masters"); do add_host "m$i" "hm${i}"; done
   for i in $(seq 1 "$stores"); do add_host "s$i" "hs${i}"; done
-  for i in $(seq 1 "$n"); do
-    for j in $(seq 1 "$n"); do
-      [[ $i == "$j" ]] && continue
-      ip -n "${PREFIX}${i}" route add "10.244.${j}.0/24" via "$(host_ip "$j")"
-    done
-  done
+  for i in $(seq 1 "$n"); do route_pods "$i"; done
+  for i in $(seq 1 "$masters"); do route_pods "m$i"; done
   echo "hosts.sh: ${n} node hosts (${PREFIX}1..${PREFIX}${n}), ${masters} master hosts, ${stores} store hosts up (hub ${HUB})"
 }
 
@@ -100,7 +110,10 @@ case "${1:-}" in
   add)
     [[ ${2:-} =~ ^[ms][0-9]+$ ]] || { echo "hosts.sh: add takes mI or sI" >&2; exit 2; }
     ip netns list | grep -q "^${HUB}\b" || { echo "hosts.sh: the hosts are not up" >&2; exit 1; }
-    ip netns list | grep -q "^${PREFIX}$2\b" || add_host "$2" "h$2" # there already: nothing to do
+    if ! ip netns list | grep -q "^${PREFIX}$2\b"; then # there already: nothing to do
+      add_host "$2" "h$2"
+      [[ $2 == m* ]] && route_pods "$2"
+    fi
     ;;
   env) env_for "${2:?host number}" ;;
   ip) host_ip "${2:?host: I, mI or sI}" ;;

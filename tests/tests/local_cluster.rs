@@ -1,6 +1,7 @@
 //! The README's first command, `deploy/local-cluster.sh`, as root (CI): 3 masters and 2 agents on containerd,
 //! each machine in a host (network namespace) of its own, and the sample app rolled out; `kubectl exec`
-//! serves the sample's page through `keel lb`; kill -9 of the master every agent uses first leaves every
+//! serves the sample's page through `keel lb`; the masters call an admission webhook served by a pod;
+//! kill -9 of the master every agent uses first leaves every
 //! node Ready and every pod untouched past the node grace period; `deploy/local-cluster.sh add-master`
 //! replaces it (a join token, the CA pinned); and `deploy/local-cluster.sh stop` leaves
 //! no process, namespace or mount behind. The only port the script takes on the machine itself is `keel lb`'s
@@ -38,6 +39,24 @@ impl Script {
 
     fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("admin.kubeconfig")
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    fn apply(&self, yaml: &str) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child.stdin.take().expect("stdin").write_all(yaml.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("kubectl runs")
     }
 }
 
@@ -88,18 +107,7 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     let lb =
         "apiVersion: v1\nkind: Service\nmetadata: {name: web-lb, namespace: sample}\nspec:\n  type: LoadBalancer\n  \
               selector: {app: web}\n  ports: [{port: 8081, targetPort: http}]\n";
-    let applied = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(script.kubeconfig())
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write as _;
-            c.stdin.take().unwrap().write_all(lb.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let applied = script.apply(lb);
     assert!(applied.status.success(), "{}", text(&applied));
     let mut addresses = String::new();
     for _ in 0..50 {
@@ -158,20 +166,7 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
         let out = script.kubectl(&args);
         assert!(out.status.success(), "{args:?}: {}", text(&out));
     }
-    let applied = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(script.kubeconfig())
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            child.stdin.take().expect("stdin").write_all(in_cluster_client().as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
+    let applied = script.apply(&in_cluster_client());
     assert!(applied.status.success(), "{}", text(&applied));
     let mut phase = String::new();
     for _ in 0..60 {
@@ -184,6 +179,10 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     let logs = text(&script.kubectl(&["-n", "incluster", "logs", "client"]));
     assert_eq!(phase, "Succeeded", "{logs}");
     assert!(logs.contains("pods 1") && logs.contains("secrets 403"), "{logs}");
+
+    // An admission webhook served by a pod behind a Service: the masters, on hosts of their own, call it
+    // at the pod's address (routed to its node) over TLS checked against the configuration's caBundle.
+    admission_webhook_in_a_pod(&script);
 
     // Every agent's load balancer starts with m1: kill it. Nothing on the nodes may notice, past the node
     // grace period (20 s) and then some.
@@ -232,9 +231,10 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
     assert!(left.is_empty(), "processes left: {left:?}");
 }
 
-/// A pod running the machine's Python with the official client in-cluster: its interpreter, libraries
-/// and packages mounted read-only from the machine (as the probe tests mount binaries).
-fn in_cluster_client() -> String {
+/// A pod `namespace/name` running the machine's Python on `script`: its interpreter, libraries and packages
+/// (the official client's included) mounted read-only from the machine (as the probe tests mount
+/// binaries), with `more` appended to its spec.
+fn python_pod(namespace: &str, name: &str, script: &str, restart: &str, more: &str) -> String {
     let out = Command::new("python3")
         .args([
             "-c",
@@ -263,6 +263,18 @@ fn in_cluster_client() -> String {
         .enumerate()
         .map(|(i, (_, at))| format!("    - {{name: m{i}, mountPath: {at}, readOnly: true}}"))
         .collect();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}\nspec:\n\
+         \x20 restartPolicy: {restart}\n  volumes:\n{}\n  containers:\n  - name: {name}\n    image: keel.test/busybox:1\n\
+         \x20   command: [{python:?}, \"-c\", {script:?}]\n    volumeMounts:\n{}\n{more}",
+        volumes.join("\n"),
+        volume_mounts.join("\n")
+    )
+}
+
+/// The official Python client in-cluster: it lists its namespace's pods and is refused kube-system's
+/// Secrets.
+fn in_cluster_client() -> String {
     let script = "import kubernetes as k\n\
         k.config.load_incluster_config()\n\
         v = k.client.CoreV1Api()\n\
@@ -270,11 +282,85 @@ fn in_cluster_client() -> String {
         print('pods', len(v.list_namespaced_pod(ns).items))\n\
         try:\n  v.list_namespaced_secret('kube-system')\n\
         except k.client.ApiException as e:\n  print('secrets', e.status)\n";
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: incluster}}\nspec:\n  restartPolicy: Never\n\
-         \x20 volumes:\n{}\n  containers:\n  - name: client\n    image: keel.test/busybox:1\n\
-         \x20   command: [{python:?}, \"-c\", {script:?}]\n    volumeMounts:\n{}\n",
-        volumes.join("\n"),
-        volume_mounts.join("\n")
-    )
+    python_pod("incluster", "client", script, "Never", "")
+}
+
+/// A validating webhook in a pod (the machine's Python serving HTTPS with a certificate for
+/// `hook.sample.svc` from a TLS Secret) that refuses ConfigMaps labelled `deny: "yes"`; only ConfigMaps with
+/// a `deny` label are sent to it.
+fn admission_webhook_in_a_pod(script: &Script) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=hook.sample.svc", "-addext", "subjectAltName=DNS:hook.sample.svc", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let secret =
+        script.kubectl(&["-n", "sample", "create", "secret", "tls", "hook-tls", "--cert", &cert_s, "--key", &key_s]);
+    assert!(secret.status.success(), "{}", text(&secret));
+    let server = "import http.server, json, ssl\n\
+        class Hook(http.server.BaseHTTPRequestHandler):\n\
+        \x20   def do_POST(self):\n\
+        \x20       request = json.loads(self.rfile.read(int(self.headers['Content-Length'])))['request']\n\
+        \x20       labels = request['object']['metadata'].get('labels') or {}\n\
+        \x20       answer = {'uid': request['uid'], 'allowed': labels.get('deny') != 'yes',\n\
+        \x20                 'status': {'code': 403, 'message': 'refused by the hook pod'}}\n\
+        \x20       body = json.dumps({'apiVersion': 'admission.k8s.io/v1', 'kind': 'AdmissionReview',\n\
+        \x20                          'response': answer}).encode()\n\
+        \x20       self.send_response(200)\n\
+        \x20       self.send_header('Content-Type', 'application/json')\n\
+        \x20       self.send_header('Content-Length', str(len(body)))\n\
+        \x20       self.end_headers()\n\
+        \x20       self.wfile.write(body)\n\
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        tls.load_cert_chain('/tls/tls.crt', '/tls/tls.key')\n\
+        server = http.server.HTTPServer(('0.0.0.0', 8443), Hook)\n\
+        server.socket = tls.wrap_socket(server.socket, server_side=True)\n\
+        server.serve_forever()\n";
+    let more = "    - {name: tls, mountPath: /tls, readOnly: true}\n    ports: [{containerPort: 8443}]\n    \
+                readinessProbe: {tcpSocket: {port: 8443}, periodSeconds: 1}\n";
+    let pod = python_pod("sample", "hook", server, "Always", more)
+        .replace("  volumes:\n", "  volumes:\n  - {name: tls, secret: {secretName: hook-tls}}\n");
+    let ca = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&cert).unwrap())
+    };
+    let objects = format!(
+        "{pod}---\napiVersion: v1\nkind: Service\nmetadata: {{name: hook, namespace: sample}}\nspec:\n  \
+         selector: {{app: hook}}\n  ports: [{{port: 443, targetPort: 8443}}]\n---\n\
+         apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: hook}}\n\
+         webhooks:\n- name: hook.sample.svc\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  \
+         failurePolicy: Fail\n  clientConfig:\n    caBundle: {ca}\n    service: {{name: hook, namespace: sample}}\n  \
+         objectSelector: {{matchExpressions: [{{key: deny, operator: Exists}}]}}\n  rules:\n  - {{apiGroups: [\"\"], \
+         apiVersions: [v1], operations: [CREATE], resources: [configmaps]}}\n"
+    );
+    let applied = script.apply(&objects);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let ready = script.kubectl(&["-n", "sample", "wait", "pod/hook", "--for=condition=Ready", "--timeout=60s"]);
+    assert!(ready.status.success(), "{}", text(&ready));
+    // The Service's endpoint may take a moment to reach the masters' reads: until then the call fails, and
+    // failurePolicy Fail refuses with another message.
+    let out = script.kubectl(&["-n", "sample", "create", "configmap", "unlabelled", "--from-literal=a=b"]);
+    assert!(out.status.success(), "a ConfigMap without the label is not sent: {}", text(&out));
+    let mut refused = String::new();
+    for _ in 0..30 {
+        let create =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: denied, namespace: sample, labels: {deny: \"yes\"}}\n";
+        refused = text(&script.apply(create));
+        if refused.contains("refused by the hook pod") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(refused.contains("admission webhook \"hook.sample.svc\" denied the request"), "{refused}");
+    let allowed =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: allowed, namespace: sample, labels: {deny: \"no\"}}\n";
+    let out = script.apply(allowed);
+    assert!(out.status.success(), "the hook allows it: {}", text(&out));
 }

@@ -202,23 +202,98 @@ async fn call(hook: &Webhook, storage: &Storage, review: &Value) -> Result<Value
 
 /// The TLS configuration trusting `ca_bundle` (PEM).
 fn tls_config(ca_bundle: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_bundle) {
-        let cert = cert.map_err(|e| format!("the caBundle does not read: {e}"))?;
-        roots.add(cert).map_err(|e| format!("the caBundle holds an unusable certificate: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err("the webhook has no caBundle to verify it with".into());
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(BundleVerifier::new(ca_bundle, provider)?))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A webhook's server certificate checked against its caBundle as kube-apiserver (Go's crypto/x509) checks
+/// it: a chain to one of the bundle's certificates, or the very certificate the bundle holds. The second is
+/// how a self-signed serving certificate (`openssl req -x509`, a CA certificate) is commonly its own
+/// caBundle, which webpki alone refuses ("CA used as end entity"); it must still name the server and be
+/// within its validity period.
+#[derive(Debug)]
+struct BundleVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    bundle: Vec<CertificateDer<'static>>,
+}
+
+impl BundleVerifier {
+    fn new(ca_bundle: &[u8], provider: Arc<rustls::crypto::CryptoProvider>) -> Result<BundleVerifier, String> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let mut bundle = Vec::new();
+        for cert in CertificateDer::pem_slice_iter(ca_bundle) {
+            let cert = cert.map_err(|e| format!("the caBundle does not read: {e}"))?;
+            roots.add(cert.clone()).map_err(|e| format!("the caBundle holds an unusable certificate: {e}"))?;
+            bundle.push(cert);
+        }
+        if roots.is_empty() {
+            return Err("the webhook has no caBundle to verify it with".into());
+        }
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(BundleVerifier { webpki, bundle })
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for BundleVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verdict = self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        match verdict {
+            Err(e) if self.bundle.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| e.clone())?;
+                let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+                let validity = cert.validity();
+                if now < validity.not_before.timestamp() {
+                    return Err(rustls::CertificateError::NotValidYet.into());
+                }
+                if now > validity.not_after.timestamp() {
+                    return Err(rustls::CertificateError::Expired.into());
+                }
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            verdict => verdict,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// A ready endpoint of the Service's port `port`: its address and target port (the masters reach pods
@@ -249,4 +324,47 @@ async fn service_endpoint(storage: &Storage, namespace: &str, name: &str, port: 
         }
     }
     Err(format!("service {namespace}/{name} has no ready endpoint"))
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::client::danger::ServerCertVerifier as _;
+    use rustls::pki_types::{ServerName, UnixTime};
+
+    use super::*;
+
+    /// A self-signed certificate for `host` (a CA one if `ca`, as `openssl req -x509` makes) valid from
+    /// `from` to `to` (years), its DER and PEM.
+    fn self_signed(host: &str, ca: bool, (from, to): (i32, i32)) -> (CertificateDer<'static>, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+        if ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        params.not_before = rcgen::date_time_ymd(from, 1, 1);
+        params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.der().clone(), cert.pem())
+    }
+
+    fn verify(bundle: &str, cert: &CertificateDer<'_>, host: &str) -> Result<(), rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = BundleVerifier::new(bundle.as_bytes(), provider).unwrap();
+        let name = ServerName::try_from(host.to_string()).unwrap();
+        verifier.verify_server_cert(cert, &[], &name, &[], UnixTime::now()).map(|_| ())
+    }
+
+    #[test]
+    fn a_self_signed_serving_certificate_may_be_its_own_ca_bundle() {
+        let valid = (2020, 2100);
+        let (cert, pem) = self_signed("hook.ns.svc", true, valid);
+        verify(&pem, &cert, "hook.ns.svc").expect("the very certificate of the bundle");
+        let wrong_name = verify(&pem, &cert, "other.ns.svc").unwrap_err();
+        assert!(matches!(wrong_name, rustls::Error::InvalidCertificate(_)), "{wrong_name:?}");
+        let (stranger, _) = self_signed("hook.ns.svc", true, valid);
+        assert!(verify(&pem, &stranger, "hook.ns.svc").is_err(), "a certificate the bundle does not hold");
+        let (old, old_pem) = self_signed("hook.ns.svc", true, (2020, 2021));
+        let expired = verify(&old_pem, &old, "hook.ns.svc").unwrap_err();
+        assert_eq!(expired, rustls::Error::InvalidCertificate(rustls::CertificateError::Expired));
+    }
 }

@@ -22,6 +22,17 @@ pub struct PathFigures {
 }
 
 impl PathFigures {
+    fn empty(target: SocketAddr) -> PathFigures {
+        PathFigures {
+            target,
+            requests: 0,
+            failures: 0,
+            elapsed: Duration::ZERO,
+            latencies: vec![],
+            round_rates: vec![],
+        }
+    }
+
     pub fn per_second(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -82,14 +93,7 @@ fn round(netns: &Option<PathBuf>, target: SocketAddr, requests: usize, clients: 
             Ok((latencies, failures))
         }));
     }
-    let mut figures = PathFigures {
-        target,
-        requests: 0,
-        failures: 0,
-        elapsed: Duration::ZERO,
-        latencies: vec![],
-        round_rates: vec![],
-    };
+    let mut figures = PathFigures::empty(target);
     for t in threads {
         let (latencies, failures) = t.join().map_err(|_| std::io::Error::other("a client thread panicked"))??;
         figures.requests += latencies.len();
@@ -118,18 +122,10 @@ pub fn run(
     clients: usize,
     rounds: usize,
 ) -> std::io::Result<(PathFigures, PathFigures)> {
-    let empty = |target| PathFigures {
-        target,
-        requests: 0,
-        failures: 0,
-        elapsed: Duration::ZERO,
-        latencies: vec![],
-        round_rates: vec![],
-    };
-    let (mut via, mut straight) = (empty(service), empty(direct));
-    round(&netns, direct, requests.min(200), clients)?; // warm-up (ARP, caches)
-                                                        // Turns alternate which target goes first (ABBA), so that a drift of the machine within a run (conntrack
-                                                        // entries and TIME_WAIT sockets piling up) weighs on both alike.
+    let (mut via, mut straight) = (PathFigures::empty(service), PathFigures::empty(direct));
+    // A warm-up (ARP, caches); then turns alternate which target goes first (ABBA), so that a drift of the
+    // machine within a run weighs on both alike.
+    round(&netns, direct, requests.min(200), clients)?;
     for r in 0..rounds.max(1) {
         if r % 2 == 0 {
             merge(&mut via, round(&netns, service, requests, clients)?);
