@@ -71,6 +71,36 @@ async fn appliers_conflict_force_and_drop_fields_with_kubectl() {
     let d = json(&api, &show);
     assert!(d["metadata"]["labels"].get("tier").is_none(), "{}", d["metadata"]["labels"]);
     assert_eq!(d["metadata"]["labels"]["app"], "web");
+
+    // Ports are told apart by number and protocol (DNS serves 53 over UDP and TCP): applied again, with
+    // another target on one of them, both stay, each its own item.
+    let dns = |target: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: dns}}\nspec:\n  selector: {{app: dns}}\n  ports:\n  \
+             - {{name: dns, port: 53, protocol: UDP, targetPort: 53}}\n  - {{name: dns-tcp, port: 53, protocol: TCP, \
+             targetPort: {target}}}\n"
+        )
+    };
+    api.ok(&["apply", "--server-side", "-f", "-"], Some(&dns(53))).unwrap();
+    api.ok(&["apply", "--server-side", "-f", "-"], Some(&dns(5353))).unwrap();
+    let svc = json(&api, &["get", "service", "dns", "--show-managed-fields"]);
+    let ports: Vec<(String, String, i64)> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["protocol"].as_str().unwrap().into(),
+                p["targetPort"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ports, [("dns".into(), "UDP".into(), 53), ("dns-tcp".into(), "TCP".into(), 5353)], "{svc}");
+    let applied =
+        svc["metadata"]["managedFields"].as_array().unwrap().iter().find(|e| e["operation"] == "Apply").unwrap();
+    let keys: Vec<&String> = applied["fieldsV1"]["f:spec"]["f:ports"].as_object().unwrap().keys().collect();
+    assert!(keys.contains(&&"k:{\"port\":53,\"protocol\":\"UDP\"}".to_string()), "{keys:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -175,7 +175,31 @@ pub enum ListType {
     /// Items are values; each is owned on its own.
     Set,
     /// Items are objects told apart by these fields.
-    Map(Vec<String>),
+    Map(Vec<MapKey>),
+}
+
+/// One field that tells a map-list's items apart, with the value it has when an item leaves it out (its
+/// schema's default: `protocol` is "TCP" in a port that names none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapKey {
+    pub name: String,
+    pub default: Option<Value>,
+}
+
+impl MapKey {
+    fn named(name: &str) -> MapKey {
+        MapKey { name: name.to_string(), default: None }
+    }
+}
+
+/// The keys of a built-in map-list as Kubernetes' OpenAPI gives them (`x-kubernetes-list-map-keys`), where
+/// they are more than the strategic-merge key: ports are told apart by number and protocol.
+fn builtin_keys(ty: &str, name: &str, merge_key: &str) -> Vec<MapKey> {
+    let protocol = MapKey { name: "protocol".into(), default: Some(Value::String("TCP".into())) };
+    match (ty, name) {
+        ("Container", "ports") | ("ServiceSpec", "ports") => vec![MapKey::named(merge_key), protocol],
+        _ => vec![MapKey::named(merge_key)],
+    }
 }
 
 /// What is known of the type at a point of an object.
@@ -196,7 +220,7 @@ impl<'a> Shape<'a> {
                 let list = match strategy {
                     Strategy::Replace => ListType::Atomic,
                     Strategy::MergePrimitives => ListType::Set,
-                    Strategy::MergeByKey(k) => ListType::Map(vec![k.to_string()]),
+                    Strategy::MergeByKey(k) => ListType::Map(builtin_keys(ty, name, k)),
                 };
                 (Shape::Builtin(child), list)
             }
@@ -204,7 +228,12 @@ impl<'a> Shape<'a> {
                 let child = schema.and_then(|s| s.field(name));
                 let list = match child.map(|c| c.list_type.as_str()) {
                     Some("set") => ListType::Set,
-                    Some("map") => ListType::Map(child.map(|c| c.list_map_keys.clone()).unwrap_or_default()),
+                    Some("map") => {
+                        let item = child.and_then(|c| c.items.as_deref());
+                        let keys = child.map(|c| c.list_map_keys.as_slice()).unwrap_or_default();
+                        let default = |k: &str| item.and_then(|i| i.field(k)).and_then(|f| f.default.clone());
+                        ListType::Map(keys.iter().map(|k| MapKey { name: k.clone(), default: default(k) }).collect())
+                    }
                     _ => ListType::Atomic,
                 };
                 (Shape::Custom(child), list)
@@ -224,9 +253,10 @@ impl<'a> Shape<'a> {
 /// The metadata fields that are managed (the rest are the server's).
 const MANAGED_METADATA: [&str; 4] = ["labels", "annotations", "finalizers", "ownerReferences"];
 
-/// The key element of a keyed list's item.
-pub fn key_of(item: &Value, keys: &[String]) -> Element {
-    let m: Map<String, Value> = keys.iter().map(|k| (k.clone(), item.get(k).cloned().unwrap_or(Value::Null))).collect();
+/// The key element of a keyed list's item (a key it leaves out has its default).
+pub fn key_of(item: &Value, keys: &[MapKey]) -> Element {
+    let value = |k: &MapKey| item.get(&k.name).cloned().or_else(|| k.default.clone()).unwrap_or(Value::Null);
+    let m: Map<String, Value> = keys.iter().map(|k| (k.name.clone(), value(k))).collect();
     Element::Key(Value::Object(m).to_string())
 }
 
@@ -410,5 +440,34 @@ mod tests {
         let b = of_object(&json!({"spec": {"b": 3, "c": 4}}), Shape::Builtin(""), true);
         assert_eq!(a.union(&b).paths().len(), 3);
         assert_eq!(show(&a.difference(&b).paths()[0]), ".spec.a");
+    }
+
+    #[test]
+    fn a_map_key_an_item_leaves_out_has_its_default() {
+        let (_, list) = Shape::Builtin("ServiceSpec").field("ports");
+        assert_eq!(
+            key_of(&json!({"port": 53}), &keys(&list)),
+            key_of(&json!({"port": 53, "protocol": "TCP"}), &keys(&list))
+        );
+        assert_ne!(
+            key_of(&json!({"port": 53}), &keys(&list)),
+            key_of(&json!({"port": 53, "protocol": "UDP"}), &keys(&list))
+        );
+        let schema = crate::custom::schema::Schema::parse(
+            &json!({"type": "object", "properties": {"rules": {"type": "array", "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name", "zone"], "items": {"type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string"}, "zone": {"type": "string", "default": "a"}}}}}}),
+            "",
+        )
+        .unwrap();
+        let (_, list) = Shape::Custom(Some(&schema)).field("rules");
+        assert_eq!(key_of(&json!({"name": "x"}), &keys(&list)), Element::Key(r#"{"name":"x","zone":"a"}"#.into()));
+    }
+
+    fn keys(list: &ListType) -> Vec<MapKey> {
+        match list {
+            ListType::Map(keys) => keys.clone(),
+            other => panic!("not a map-list: {other:?}"),
+        }
     }
 }

@@ -445,6 +445,28 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_told_apart_by_number_and_protocol() {
+        let ports = |ports: Value| {
+            let mut c = config(2, "dns");
+            c["spec"]["template"]["spec"]["containers"][0]["ports"] = ports;
+            c
+        };
+        let live = new_object(&ports(json!([{"containerPort": 53, "protocol": "UDP"}])), &writer("alice"));
+        // Port 53 without a protocol is 53/TCP (the default): another item, not alice's 53/UDP.
+        let both = apply(Some(&live), &ports(json!([{"containerPort": 53, "name": "dns-tcp"}])), &writer("bob"), false)
+            .unwrap();
+        let listed = &both["spec"]["template"]["spec"]["containers"][0]["ports"];
+        assert_eq!(
+            listed,
+            &json!([{"containerPort": 53, "protocol": "UDP"}, {"containerPort": 53, "name": "dns-tcp"}])
+        );
+        let bob = managed(&both).into_iter().find(|e| e.manager == "bob").unwrap();
+        let ports =
+            &bob.fields.to_json()["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"]["f:ports"];
+        assert!(ports.get("k:{\"containerPort\":53,\"protocol\":\"TCP\"}").is_some(), "{ports}");
+    }
+
+    #[test]
     fn updates_take_the_fields_they_change() {
         let live = new_object(&config(2, "httpd"), &writer("alice"));
         let mut scaled = live.clone();
