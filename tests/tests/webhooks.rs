@@ -50,6 +50,29 @@ async fn webhook_server() -> (String, u16) {
             }),
         )
         .route(
+            // Notes whether the object carries the label `/b-label` adds (a webhook called before it).
+            "/a-stamp",
+            post(|Json(review): Json<Value>| async move {
+                let meta = &review["request"]["object"]["metadata"];
+                let saw = if meta["labels"].get("labelled").is_some() { "yes" } else { "no" };
+                let patch = match meta.get("annotations") {
+                    Some(_) => json!([{"op": "add", "path": "/metadata/annotations/saw-labelled", "value": saw}]),
+                    None => json!([{"op": "add", "path": "/metadata/annotations", "value": {"saw-labelled": saw}}]),
+                };
+                answer(&review, true, "", Some(patch))
+            }),
+        )
+        .route(
+            "/b-label",
+            post(|Json(review): Json<Value>| async move {
+                let patch = match review["request"]["object"]["metadata"].get("labels") {
+                    Some(_) => json!([{"op": "add", "path": "/metadata/labels/labelled", "value": "yes"}]),
+                    None => json!([{"op": "add", "path": "/metadata/labels", "value": {"labelled": "yes"}}]),
+                };
+                answer(&review, true, "", Some(patch))
+            }),
+        )
+        .route(
             "/mutate",
             post(|Json(review): Json<Value>| async move {
                 let patch = match review["request"]["object"]["metadata"].get("labels") {
@@ -151,6 +174,18 @@ async fn webhooks_refuse_mutate_and_follow_their_failure_policy() {
     let ignoring = configuration("ValidatingWebhookConfiguration", "broken", closed, &ca, "Ignore", "secrets");
     api.ok(&["apply", "-f", "-"], Some(&ignoring)).unwrap();
     api.ok(&["create", "secret", "generic", "s1", "--from-literal=a=b"], None).unwrap();
+
+    // reinvocationPolicy IfNeeded: the first webhook (configurations in name order) is called again after
+    // the second changed the object, and so sees its label.
+    let stamp = configuration("MutatingWebhookConfiguration", "a-stamp", port, &ca, "Fail", "podtemplates")
+        .replace("sideEffects: None", "sideEffects: None\n  reinvocationPolicy: IfNeeded");
+    let label = configuration("MutatingWebhookConfiguration", "b-label", port, &ca, "Fail", "podtemplates");
+    api.ok(&["apply", "-f", "-"], Some(&format!("{stamp}---\n{label}"))).unwrap();
+    let template = "apiVersion: v1\nkind: PodTemplate\nmetadata: {name: t}\ntemplate: {spec: {containers: [{name: c, image: x}]}}\n";
+    api.ok(&["apply", "-f", "-"], Some(template)).unwrap();
+    let t = json(&api, &["get", "podtemplate", "t"]);
+    assert_eq!(t["metadata"]["labels"]["labelled"], "yes", "{t}");
+    assert_eq!(t["metadata"]["annotations"]["saw-labelled"], "yes", "reinvoked after the label: {t}");
 
     // Bad configurations are refused.
     let bad = validating.replace("sideEffects: None", "sideEffects: Some").replace("test-validate", "bad");

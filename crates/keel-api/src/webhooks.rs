@@ -37,6 +37,9 @@ pub struct Webhook {
     pub object_selector: Option<LabelSelector>,
     pub side_effects: String,
     pub timeout_seconds: u64,
+    /// A mutating webhook's `reinvocationPolicy: IfNeeded`: called once more when a later webhook changed
+    /// the object after it.
+    pub reinvoke: bool,
 }
 
 /// What a request is, as webhooks are matched against it and told of it.
@@ -68,7 +71,8 @@ pub fn webhooks(mutating: &[Value], validating: &[Value]) -> Vec<Webhook> {
             let configuration = crate::meta::name(c).to_string();
             for w in c.get("webhooks").and_then(Value::as_array).into_iter().flatten() {
                 let Ok(hook) = serde_json::from_value::<reg::ValidatingWebhook>(w.clone()) else { continue };
-                if let Some(webhook) = read(configuration.clone(), is_mutating, hook) {
+                if let Some(mut webhook) = read(configuration.clone(), is_mutating, hook) {
+                    webhook.reinvoke = is_mutating && w.get("reinvocationPolicy") == Some(&json!("IfNeeded"));
                     out.push(webhook);
                 }
             }
@@ -104,6 +108,7 @@ fn read(configuration: String, mutating: bool, w: reg::ValidatingWebhook) -> Opt
         object_selector: selector(&w.object_selector),
         side_effects: w.side_effects,
         timeout_seconds: w.timeout_seconds.unwrap_or(10).clamp(1, 30) as u64,
+        reinvoke: false,
     })
 }
 

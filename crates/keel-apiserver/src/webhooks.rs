@@ -100,8 +100,9 @@ impl Webhooks {
     }
 }
 
-/// Runs the matching webhooks on a request: the mutating ones change `object` (when there is one), the
-/// validating ones then see it; the warnings they gave, or the refusal.
+/// Runs the matching webhooks on a request: the mutating ones change `object` (when there is one), those
+/// with `reinvocationPolicy: IfNeeded` once more if a later one changed the object after them (as
+/// kube-apiserver reinvokes them), then the validating ones see it; the warnings they gave, or the refusal.
 pub(crate) async fn admit(
     hooks: &[Webhook],
     storage: &Storage,
@@ -109,41 +110,64 @@ pub(crate) async fn admit(
     object: &mut Option<Value>,
 ) -> Result<Vec<String>, ApiError> {
     let mut warnings = Vec::new();
-    for mutating in [true, false] {
-        for hook in hooks.iter().filter(|h| h.mutating == mutating) {
-            let current = Attributes { object: object.as_ref(), ..attributes.clone() };
-            if !hook.matches(&current) {
-                continue;
-            }
-            if let Some(refused) = hook.refuses_dry_run(&current) {
-                return Err(refused);
-            }
-            let uid = uuid::Uuid::new_v4().to_string();
-            let review = webhooks::review(&current, &uid);
-            let answer = match call(hook, storage, &review).await {
-                Ok(a) => webhooks::verdict(hook, &a, &uid),
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok(Verdict::Allowed { patch, warnings: w }) => {
-                    warnings.extend(w);
-                    if let (Some(patch), Some(o)) = (patch, object.as_mut()) {
-                        let ops: json_patch::Patch = serde_json::from_value(patch)
-                            .map_err(|e| webhooks::call_failed(hook, &format!("the patch is not a JSON patch: {e}")))?;
-                        json_patch::patch(o, &ops).map_err(|e| {
-                            webhooks::call_failed(hook, &format!("the patch could not be applied: {e}"))
-                        })?;
-                    }
-                }
-                Ok(Verdict::Denied(e)) => return Err(e),
-                Err(why) if hook.ignore_failures => {
-                    tracing::info!(webhook = hook.name, why, "a webhook failed; its failure policy ignores that");
-                }
-                Err(why) => return Err(webhooks::call_failed(hook, &why)),
-            }
+    let mutating: Vec<&Webhook> = hooks.iter().filter(|h| h.mutating).collect();
+    // The object as each reinvocable webhook left it.
+    let mut left: Vec<Option<Option<Value>>> = vec![None; mutating.len()];
+    for (i, hook) in mutating.iter().enumerate() {
+        if run(hook, storage, attributes, object, &mut warnings).await? && hook.reinvoke {
+            left[i] = Some(object.clone());
         }
     }
+    for (i, hook) in mutating.iter().enumerate() {
+        if left[i].as_ref().is_some_and(|then| then != object) {
+            run(hook, storage, attributes, object, &mut warnings).await?;
+        }
+    }
+    for hook in hooks.iter().filter(|h| !h.mutating) {
+        run(hook, storage, attributes, object, &mut warnings).await?;
+    }
     Ok(warnings)
+}
+
+/// Calls `hook` if the request matches it, applying its patch to `object`; whether it was called.
+async fn run(
+    hook: &Webhook,
+    storage: &Storage,
+    attributes: &Attributes<'_>,
+    object: &mut Option<Value>,
+    warnings: &mut Vec<String>,
+) -> Result<bool, ApiError> {
+    let current = Attributes { object: object.as_ref(), ..attributes.clone() };
+    if !hook.matches(&current) {
+        return Ok(false);
+    }
+    if let Some(refused) = hook.refuses_dry_run(&current) {
+        return Err(refused);
+    }
+    let uid = uuid::Uuid::new_v4().to_string();
+    let review = webhooks::review(&current, &uid);
+    let answer = match call(hook, storage, &review).await {
+        Ok(a) => webhooks::verdict(hook, &a, &uid),
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(Verdict::Allowed { patch, warnings: w }) => {
+            warnings.extend(w);
+            if let (Some(patch), Some(o)) = (patch, object.as_mut()) {
+                let ops: json_patch::Patch = serde_json::from_value(patch)
+                    .map_err(|e| webhooks::call_failed(hook, &format!("the patch is not a JSON patch: {e}")))?;
+                json_patch::patch(o, &ops)
+                    .map_err(|e| webhooks::call_failed(hook, &format!("the patch could not be applied: {e}")))?;
+            }
+            Ok(true)
+        }
+        Ok(Verdict::Denied(e)) => Err(e),
+        Err(why) if hook.ignore_failures => {
+            tracing::info!(webhook = hook.name, why, "a webhook failed; its failure policy ignores that");
+            Ok(true)
+        }
+        Err(why) => Err(webhooks::call_failed(hook, &why)),
+    }
 }
 
 /// POSTs `review` to the webhook and reads its answer.
