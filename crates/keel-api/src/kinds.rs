@@ -101,6 +101,15 @@ pub struct Kind {
     pub hooks: &'static [Hook],
 }
 
+/// Kinds are told apart by name (their rules are functions, which have no reliable equality).
+impl PartialEq for Kind {
+    fn eq(&self, other: &Kind) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Kind {}
+
 impl Kind {
     pub fn has(&self, hook: Hook) -> bool {
         self.hooks.contains(&hook)
@@ -119,7 +128,7 @@ fn unregistered(_: &Value) -> Result<Vec<String>, String> {
 }
 
 /// The rules of a kind keel does not know: nothing to check, Kubernetes' default table.
-const UNKNOWN: Kind = Kind {
+pub const UNKNOWN: Kind = Kind {
     name: "",
     decode: unregistered,
     default: no_default,
@@ -141,320 +150,353 @@ const KEPT: Kind = Kind { initial: initial::keep, ..UNKNOWN };
 
 /// The rules of every custom resource: its schema ([`crate::custom::Served`]) does the rest; a status
 /// subresource's status is cleared at create ([`crate::meta::prepare_create`]).
-const CUSTOM: Kind = Kind { generation: true, ..KEPT };
+pub const CUSTOM: Kind = Kind { generation: true, ..KEPT };
 
-/// Every kind keel serves, with its rules.
-pub static KINDS: &[Kind] = &[
-    Kind {
-        name: "Namespace",
-        decode: |o| decode_as::<core::v1::Namespace>(o),
-        default: |o| cluster::default("Namespace", o),
-        validate: |o| cluster::validate("Namespace", o),
-        names: NameRule::Label,
-        initial: initial::namespace,
-        printer: table::NAMESPACES,
-        hooks: &[Hook::FinalizeNamespace],
-        ..UNKNOWN
+// Every built-in kind keel serves, with its rules; each served resource ([`crate::resources::RESOURCES`])
+// names its kind's entry.
+
+pub const NAMESPACE: Kind = Kind {
+    name: "Namespace",
+    decode: |o| decode_as::<core::v1::Namespace>(o),
+    default: |o| cluster::default("Namespace", o),
+    validate: |o| cluster::validate("Namespace", o),
+    names: NameRule::Label,
+    initial: initial::namespace,
+    printer: table::NAMESPACES,
+    hooks: &[Hook::FinalizeNamespace],
+    ..UNKNOWN
+};
+
+pub const POD: Kind = Kind {
+    name: "Pod",
+    decode: |o| decode_as::<core::v1::Pod>(o),
+    default: pod::default_pod,
+    validate: pod::validate_pod,
+    validate_update: pod::validate_pod_update,
+    initial: initial::pod,
+    printer: table::PODS,
+    hooks: &[Hook::ResolvePriorityClass, Hook::MountServiceAccountToken, Hook::GracefulDelete],
+    ..UNKNOWN
+};
+
+pub const SERVICE: Kind = Kind {
+    name: "Service",
+    decode: |o| decode_as::<core::v1::Service>(o),
+    default: |o| service::default("Service", o),
+    validate: |o| service::validate("Service", o),
+    validate_update: |old, new| service::validate_update("Service", old, new),
+    names: NameRule::Label,
+    initial: initial::load_balancer_status,
+    printer: table::SERVICES,
+    hooks: &[Hook::AllocateServiceAddresses],
+    ..UNKNOWN
+};
+
+pub const ENDPOINTS: Kind = Kind {
+    name: "Endpoints",
+    decode: |o| decode_as::<core::v1::Endpoints>(o),
+    default: |o| service::default("Endpoints", o),
+    validate: |o| service::validate("Endpoints", o),
+    printer: table::ENDPOINTS_PRINTER,
+    ..KEPT
+};
+
+pub const CONFIG_MAP: Kind = Kind {
+    name: "ConfigMap",
+    decode: |o| decode_as::<core::v1::ConfigMap>(o),
+    validate: |o| config::validate("ConfigMap", o),
+    validate_update: |old, new| config::validate_update("ConfigMap", old, new),
+    printer: table::CONFIG_MAPS,
+    ..KEPT
+};
+
+pub const SECRET: Kind = Kind {
+    name: "Secret",
+    decode: |o| decode_as::<core::v1::Secret>(o),
+    default: config::default_secret,
+    validate: |o| config::validate("Secret", o),
+    validate_update: |old, new| config::validate_update("Secret", old, new),
+    printer: table::SECRETS,
+    ..KEPT
+};
+
+pub const NODE: Kind = Kind {
+    name: "Node",
+    decode: |o| decode_as::<core::v1::Node>(o),
+    default: |o| cluster::default("Node", o),
+    validate: |o| cluster::validate("Node", o),
+    validate_update: |old, new| cluster::validate_update("Node", old, new),
+    printer: table::NODES,
+    ..KEPT
+};
+
+pub const EVENT: Kind = Kind {
+    name: "Event",
+    decode: |o| decode_as::<core::v1::Event>(o),
+    validate: |o| cluster::validate("Event", o),
+    printer: table::EVENTS,
+    ..KEPT
+};
+
+pub const SERVICE_ACCOUNT: Kind = Kind {
+    name: "ServiceAccount",
+    decode: |o| decode_as::<core::v1::ServiceAccount>(o),
+    validate: |o| config::validate("ServiceAccount", o),
+    printer: table::SERVICE_ACCOUNTS,
+    ..KEPT
+};
+
+pub const DEPLOYMENT: Kind = Kind {
+    name: "Deployment",
+    decode: |o| decode_as::<apps::v1::Deployment>(o),
+    default: |o| workloads::default("Deployment", o),
+    validate: |o| workloads::validate("Deployment", o),
+    validate_update: |old, new| workloads::validate_update("Deployment", old, new),
+    printer: table::DEPLOYMENTS,
+    ..WORKLOAD
+};
+
+pub const REPLICA_SET: Kind = Kind {
+    name: "ReplicaSet",
+    decode: |o| decode_as::<apps::v1::ReplicaSet>(o),
+    default: |o| workloads::default("ReplicaSet", o),
+    validate: |o| workloads::validate("ReplicaSet", o),
+    validate_update: |old, new| workloads::validate_update("ReplicaSet", old, new),
+    required_status: &["replicas"],
+    printer: table::REPLICA_SETS,
+    ..WORKLOAD
+};
+
+pub const STATEFUL_SET: Kind = Kind {
+    name: "StatefulSet",
+    decode: |o| decode_as::<apps::v1::StatefulSet>(o),
+    default: |o| workloads::default("StatefulSet", o),
+    validate: |o| workloads::validate("StatefulSet", o),
+    validate_update: |old, new| workloads::validate_update("StatefulSet", old, new),
+    required_status: &["replicas"],
+    printer: table::STATEFUL_SETS,
+    ..WORKLOAD
+};
+
+pub const DAEMON_SET: Kind = Kind {
+    name: "DaemonSet",
+    decode: |o| decode_as::<apps::v1::DaemonSet>(o),
+    default: |o| workloads::default("DaemonSet", o),
+    validate: |o| workloads::validate("DaemonSet", o),
+    validate_update: |old, new| workloads::validate_update("DaemonSet", old, new),
+    required_status: &["currentNumberScheduled", "desiredNumberScheduled", "numberMisscheduled", "numberReady"],
+    printer: table::DAEMON_SETS,
+    ..WORKLOAD
+};
+
+pub const CONTROLLER_REVISION: Kind = Kind {
+    name: "ControllerRevision",
+    decode: |o| decode_as::<apps::v1::ControllerRevision>(o),
+    validate: |o| workloads::validate("ControllerRevision", o),
+    validate_update: |old, new| workloads::validate_update("ControllerRevision", old, new),
+    printer: table::CONTROLLER_REVISIONS,
+    ..KEPT
+};
+
+pub const JOB: Kind = Kind {
+    name: "Job",
+    decode: |o| decode_as::<batch::v1::Job>(o),
+    default: |o| workloads::default("Job", o),
+    validate: |o| workloads::validate("Job", o),
+    validate_update: |old, new| workloads::validate_update("Job", old, new),
+    printer: table::JOBS,
+    ..WORKLOAD
+};
+
+pub const CRON_JOB: Kind = Kind {
+    name: "CronJob",
+    decode: |o| decode_as::<batch::v1::CronJob>(o),
+    default: |o| workloads::default("CronJob", o),
+    validate: |o| workloads::validate("CronJob", o),
+    printer: table::CRON_JOBS,
+    ..WORKLOAD
+};
+
+pub const LEASE: Kind = Kind {
+    name: "Lease",
+    decode: |o| decode_as::<coordination::v1::Lease>(o),
+    validate: |o| cluster::validate("Lease", o),
+    printer: table::LEASES,
+    ..KEPT
+};
+
+pub const HORIZONTAL_POD_AUTOSCALER: Kind = Kind {
+    name: "HorizontalPodAutoscaler",
+    decode: |o| decode_as::<autoscaling::v2::HorizontalPodAutoscaler>(o),
+    default: |o| workloads::default("HorizontalPodAutoscaler", o),
+    validate: |o| workloads::validate("HorizontalPodAutoscaler", o),
+    required_status: &["desiredReplicas"],
+    printer: table::HPAS,
+    ..WORKLOAD
+};
+
+pub const ENDPOINT_SLICE: Kind = Kind {
+    name: "EndpointSlice",
+    decode: |o| decode_as::<discovery::v1::EndpointSlice>(o),
+    default: |o| service::default("EndpointSlice", o),
+    validate: |o| service::validate("EndpointSlice", o),
+    validate_update: |old, new| service::validate_update("EndpointSlice", old, new),
+    printer: table::ENDPOINT_SLICES,
+    ..KEPT
+};
+
+pub const INGRESS: Kind = Kind {
+    name: "Ingress",
+    decode: |o| decode_as::<net::v1::Ingress>(o),
+    validate: |o| networking::validate("Ingress", o),
+    initial: initial::load_balancer_status,
+    printer: table::INGRESSES,
+    hooks: &[Hook::DefaultIngressClass],
+    ..UNKNOWN
+};
+
+pub const INGRESS_CLASS: Kind = Kind {
+    name: "IngressClass",
+    decode: |o| decode_as::<net::v1::IngressClass>(o),
+    validate: |o| networking::validate("IngressClass", o),
+    validate_update: |old, new| networking::validate_update("IngressClass", old, new),
+    printer: table::INGRESS_CLASSES,
+    ..KEPT
+};
+
+pub const ROLE: Kind = Kind {
+    name: "Role",
+    decode: |o| decode_as::<authz::v1::Role>(o),
+    validate: |o| rbac::validate("Role", o),
+    names: NameRule::PathSegment,
+    ..KEPT
+};
+
+pub const CLUSTER_ROLE: Kind = Kind {
+    name: "ClusterRole",
+    decode: |o| decode_as::<authz::v1::ClusterRole>(o),
+    validate: |o| rbac::validate("ClusterRole", o),
+    names: NameRule::PathSegment,
+    ..KEPT
+};
+
+pub const ROLE_BINDING: Kind = Kind {
+    name: "RoleBinding",
+    decode: |o| decode_as::<authz::v1::RoleBinding>(o),
+    default: |o| rbac::default("RoleBinding", o),
+    validate: |o| rbac::validate("RoleBinding", o),
+    validate_update: |old, new| rbac::validate_update("RoleBinding", old, new),
+    names: NameRule::PathSegment,
+    printer: table::ROLE_BINDINGS,
+    ..KEPT
+};
+
+pub const CLUSTER_ROLE_BINDING: Kind = Kind {
+    name: "ClusterRoleBinding",
+    decode: |o| decode_as::<authz::v1::ClusterRoleBinding>(o),
+    default: |o| rbac::default("ClusterRoleBinding", o),
+    validate: |o| rbac::validate("ClusterRoleBinding", o),
+    validate_update: |old, new| rbac::validate_update("ClusterRoleBinding", old, new),
+    names: NameRule::PathSegment,
+    printer: table::ROLE_BINDINGS,
+    ..KEPT
+};
+
+pub const CERTIFICATE_SIGNING_REQUEST: Kind = Kind {
+    name: "CertificateSigningRequest",
+    decode: |o| decode_as::<certs::v1::CertificateSigningRequest>(o),
+    validate: certificates::validate,
+    validate_update: certificates::validate_update,
+    printer: table::CSRS,
+    hooks: &[Hook::SignCertificates],
+    ..UNKNOWN
+};
+
+pub const REPLICATION_CONTROLLER: Kind = Kind {
+    name: "ReplicationController",
+    decode: |o| decode_as::<core::v1::ReplicationController>(o),
+    default: |o| workloads::default("ReplicationController", o),
+    validate: |o| workloads::validate("ReplicationController", o),
+    validate_update: |old, new| workloads::validate_update("ReplicationController", old, new),
+    required_status: &["replicas"],
+    printer: table::REPLICATION_CONTROLLERS,
+    ..WORKLOAD
+};
+
+pub const POD_TEMPLATE: Kind = Kind {
+    name: "PodTemplate",
+    decode: |o| decode_as::<core::v1::PodTemplate>(o),
+    default: |o| {
+        if let Some(template) = o.get_mut("template") {
+            pod::default_template(template)
+        }
     },
-    Kind {
-        name: "Pod",
-        decode: |o| decode_as::<core::v1::Pod>(o),
-        default: pod::default_pod,
-        validate: pod::validate_pod,
-        validate_update: pod::validate_pod_update,
-        initial: initial::pod,
-        printer: table::PODS,
-        hooks: &[Hook::ResolvePriorityClass, Hook::MountServiceAccountToken, Hook::GracefulDelete],
-        ..UNKNOWN
-    },
-    Kind {
-        name: "Service",
-        decode: |o| decode_as::<core::v1::Service>(o),
-        default: |o| service::default("Service", o),
-        validate: |o| service::validate("Service", o),
-        validate_update: |old, new| service::validate_update("Service", old, new),
-        names: NameRule::Label,
-        initial: initial::load_balancer_status,
-        printer: table::SERVICES,
-        hooks: &[Hook::AllocateServiceAddresses],
-        ..UNKNOWN
-    },
-    Kind {
-        name: "Endpoints",
-        decode: |o| decode_as::<core::v1::Endpoints>(o),
-        default: |o| service::default("Endpoints", o),
-        validate: |o| service::validate("Endpoints", o),
-        printer: table::ENDPOINTS_PRINTER,
-        ..KEPT
-    },
-    Kind {
-        name: "ConfigMap",
-        decode: |o| decode_as::<core::v1::ConfigMap>(o),
-        validate: |o| config::validate("ConfigMap", o),
-        validate_update: |old, new| config::validate_update("ConfigMap", old, new),
-        printer: table::CONFIG_MAPS,
-        ..KEPT
-    },
-    Kind {
-        name: "Secret",
-        decode: |o| decode_as::<core::v1::Secret>(o),
-        default: config::default_secret,
-        validate: |o| config::validate("Secret", o),
-        validate_update: |old, new| config::validate_update("Secret", old, new),
-        printer: table::SECRETS,
-        ..KEPT
-    },
-    Kind {
-        name: "Node",
-        decode: |o| decode_as::<core::v1::Node>(o),
-        default: |o| cluster::default("Node", o),
-        validate: |o| cluster::validate("Node", o),
-        validate_update: |old, new| cluster::validate_update("Node", old, new),
-        printer: table::NODES,
-        ..KEPT
-    },
-    Kind {
-        name: "Event",
-        decode: |o| decode_as::<core::v1::Event>(o),
-        validate: |o| cluster::validate("Event", o),
-        printer: table::EVENTS,
-        ..KEPT
-    },
-    Kind {
-        name: "ServiceAccount",
-        decode: |o| decode_as::<core::v1::ServiceAccount>(o),
-        validate: |o| config::validate("ServiceAccount", o),
-        printer: table::SERVICE_ACCOUNTS,
-        ..KEPT
-    },
-    Kind {
-        name: "Deployment",
-        decode: |o| decode_as::<apps::v1::Deployment>(o),
-        default: |o| workloads::default("Deployment", o),
-        validate: |o| workloads::validate("Deployment", o),
-        validate_update: |old, new| workloads::validate_update("Deployment", old, new),
-        printer: table::DEPLOYMENTS,
-        ..WORKLOAD
-    },
-    Kind {
-        name: "ReplicaSet",
-        decode: |o| decode_as::<apps::v1::ReplicaSet>(o),
-        default: |o| workloads::default("ReplicaSet", o),
-        validate: |o| workloads::validate("ReplicaSet", o),
-        validate_update: |old, new| workloads::validate_update("ReplicaSet", old, new),
-        required_status: &["replicas"],
-        printer: table::REPLICA_SETS,
-        ..WORKLOAD
-    },
-    Kind {
-        name: "StatefulSet",
-        decode: |o| decode_as::<apps::v1::StatefulSet>(o),
-        default: |o| workloads::default("StatefulSet", o),
-        validate: |o| workloads::validate("StatefulSet", o),
-        validate_update: |old, new| workloads::validate_update("StatefulSet", old, new),
-        required_status: &["replicas"],
-        printer: table::STATEFUL_SETS,
-        ..WORKLOAD
-    },
-    Kind {
-        name: "DaemonSet",
-        decode: |o| decode_as::<apps::v1::DaemonSet>(o),
-        default: |o| workloads::default("DaemonSet", o),
-        validate: |o| workloads::validate("DaemonSet", o),
-        validate_update: |old, new| workloads::validate_update("DaemonSet", old, new),
-        required_status: &["currentNumberScheduled", "desiredNumberScheduled", "numberMisscheduled", "numberReady"],
-        printer: table::DAEMON_SETS,
-        ..WORKLOAD
-    },
-    Kind {
-        name: "ControllerRevision",
-        decode: |o| decode_as::<apps::v1::ControllerRevision>(o),
-        validate: |o| workloads::validate("ControllerRevision", o),
-        validate_update: |old, new| workloads::validate_update("ControllerRevision", old, new),
-        printer: table::CONTROLLER_REVISIONS,
-        ..KEPT
-    },
-    Kind {
-        name: "Job",
-        decode: |o| decode_as::<batch::v1::Job>(o),
-        default: |o| workloads::default("Job", o),
-        validate: |o| workloads::validate("Job", o),
-        validate_update: |old, new| workloads::validate_update("Job", old, new),
-        printer: table::JOBS,
-        ..WORKLOAD
-    },
-    Kind {
-        name: "CronJob",
-        decode: |o| decode_as::<batch::v1::CronJob>(o),
-        default: |o| workloads::default("CronJob", o),
-        validate: |o| workloads::validate("CronJob", o),
-        printer: table::CRON_JOBS,
-        ..WORKLOAD
-    },
-    Kind {
-        name: "Lease",
-        decode: |o| decode_as::<coordination::v1::Lease>(o),
-        validate: |o| cluster::validate("Lease", o),
-        printer: table::LEASES,
-        ..KEPT
-    },
-    Kind {
-        name: "HorizontalPodAutoscaler",
-        decode: |o| decode_as::<autoscaling::v2::HorizontalPodAutoscaler>(o),
-        default: |o| workloads::default("HorizontalPodAutoscaler", o),
-        validate: |o| workloads::validate("HorizontalPodAutoscaler", o),
-        required_status: &["desiredReplicas"],
-        printer: table::HPAS,
-        ..WORKLOAD
-    },
-    Kind {
-        name: "EndpointSlice",
-        decode: |o| decode_as::<discovery::v1::EndpointSlice>(o),
-        default: |o| service::default("EndpointSlice", o),
-        validate: |o| service::validate("EndpointSlice", o),
-        validate_update: |old, new| service::validate_update("EndpointSlice", old, new),
-        printer: table::ENDPOINT_SLICES,
-        ..KEPT
-    },
-    Kind {
-        name: "Ingress",
-        decode: |o| decode_as::<net::v1::Ingress>(o),
-        validate: |o| networking::validate("Ingress", o),
-        initial: initial::load_balancer_status,
-        printer: table::INGRESSES,
-        hooks: &[Hook::DefaultIngressClass],
-        ..UNKNOWN
-    },
-    Kind {
-        name: "IngressClass",
-        decode: |o| decode_as::<net::v1::IngressClass>(o),
-        validate: |o| networking::validate("IngressClass", o),
-        validate_update: |old, new| networking::validate_update("IngressClass", old, new),
-        printer: table::INGRESS_CLASSES,
-        ..KEPT
-    },
-    Kind {
-        name: "Role",
-        decode: |o| decode_as::<authz::v1::Role>(o),
-        validate: |o| rbac::validate("Role", o),
-        names: NameRule::PathSegment,
-        ..KEPT
-    },
-    Kind {
-        name: "ClusterRole",
-        decode: |o| decode_as::<authz::v1::ClusterRole>(o),
-        validate: |o| rbac::validate("ClusterRole", o),
-        names: NameRule::PathSegment,
-        ..KEPT
-    },
-    Kind {
-        name: "RoleBinding",
-        decode: |o| decode_as::<authz::v1::RoleBinding>(o),
-        default: |o| rbac::default("RoleBinding", o),
-        validate: |o| rbac::validate("RoleBinding", o),
-        validate_update: |old, new| rbac::validate_update("RoleBinding", old, new),
-        names: NameRule::PathSegment,
-        printer: table::ROLE_BINDINGS,
-        ..KEPT
-    },
-    Kind {
-        name: "ClusterRoleBinding",
-        decode: |o| decode_as::<authz::v1::ClusterRoleBinding>(o),
-        default: |o| rbac::default("ClusterRoleBinding", o),
-        validate: |o| rbac::validate("ClusterRoleBinding", o),
-        validate_update: |old, new| rbac::validate_update("ClusterRoleBinding", old, new),
-        names: NameRule::PathSegment,
-        printer: table::ROLE_BINDINGS,
-        ..KEPT
-    },
-    Kind {
-        name: "CertificateSigningRequest",
-        decode: |o| decode_as::<certs::v1::CertificateSigningRequest>(o),
-        validate: certificates::validate,
-        validate_update: certificates::validate_update,
-        printer: table::CSRS,
-        hooks: &[Hook::SignCertificates],
-        ..UNKNOWN
-    },
-    Kind {
-        name: "ReplicationController",
-        decode: |o| decode_as::<core::v1::ReplicationController>(o),
-        default: |o| workloads::default("ReplicationController", o),
-        validate: |o| workloads::validate("ReplicationController", o),
-        validate_update: |old, new| workloads::validate_update("ReplicationController", old, new),
-        required_status: &["replicas"],
-        printer: table::REPLICATION_CONTROLLERS,
-        ..WORKLOAD
-    },
-    Kind {
-        name: "PodTemplate",
-        decode: |o| decode_as::<core::v1::PodTemplate>(o),
-        default: |o| {
-            if let Some(template) = o.get_mut("template") {
-                pod::default_template(template)
-            }
-        },
-        validate: |o| pod::validate_template(o.get("template").unwrap_or(&Value::Null), "template"),
-        printer: table::POD_TEMPLATES,
-        ..KEPT
-    },
-    Kind {
-        name: "PriorityClass",
-        decode: |o| decode_as::<prio::v1::PriorityClass>(o),
-        default: scheduling::default,
-        validate: scheduling::validate,
-        validate_update: scheduling::validate_update,
-        printer: table::PRIORITY_CLASSES,
-        ..KEPT
-    },
-    Kind {
-        name: "PodDisruptionBudget",
-        decode: |o| decode_as::<pdb::v1::PodDisruptionBudget>(o),
-        validate: policy::validate,
-        required_status: &["currentHealthy", "desiredHealthy", "disruptionsAllowed", "expectedPods"],
-        printer: table::POD_DISRUPTION_BUDGETS,
-        ..WORKLOAD
-    },
-    Kind {
-        name: "CustomResourceDefinition",
-        decode: |o| decode_as::<crds::CustomResourceDefinition>(o),
-        default: apiextensions::default,
-        validate: apiextensions::validate,
-        validate_update: apiextensions::validate_update,
-        generation: true,
-        printer: table::DEFAULT_PRINTER,
-        hooks: &[Hook::AcceptNames, Hook::CleanUpCustomObjects],
-        ..UNKNOWN
-    },
-    Kind {
-        name: "MutatingWebhookConfiguration",
-        decode: |o| decode_as::<admissionregistration::v1::MutatingWebhookConfiguration>(o),
-        default: |o| crate::webhooks::default(o, true),
-        validate: crate::webhooks::validate,
-        generation: true,
-        ..KEPT
-    },
-    Kind {
-        name: "APIService",
-        decode: |o| decode_as::<aggregation::APIService>(o),
-        validate: apiregistration::validate,
-        initial: apiregistration::initial,
-        printer: table::API_SERVICES,
-        ..UNKNOWN
-    },
-    Kind {
-        name: "ValidatingWebhookConfiguration",
-        decode: |o| decode_as::<admissionregistration::v1::ValidatingWebhookConfiguration>(o),
-        default: |o| crate::webhooks::default(o, false),
-        validate: crate::webhooks::validate,
-        generation: true,
-        ..KEPT
-    },
-];
+    validate: |o| pod::validate_template(o.get("template").unwrap_or(&Value::Null), "template"),
+    printer: table::POD_TEMPLATES,
+    ..KEPT
+};
+
+pub const PRIORITY_CLASS: Kind = Kind {
+    name: "PriorityClass",
+    decode: |o| decode_as::<prio::v1::PriorityClass>(o),
+    default: scheduling::default,
+    validate: scheduling::validate,
+    validate_update: scheduling::validate_update,
+    printer: table::PRIORITY_CLASSES,
+    ..KEPT
+};
+
+pub const POD_DISRUPTION_BUDGET: Kind = Kind {
+    name: "PodDisruptionBudget",
+    decode: |o| decode_as::<pdb::v1::PodDisruptionBudget>(o),
+    validate: policy::validate,
+    required_status: &["currentHealthy", "desiredHealthy", "disruptionsAllowed", "expectedPods"],
+    printer: table::POD_DISRUPTION_BUDGETS,
+    ..WORKLOAD
+};
+
+pub const CUSTOM_RESOURCE_DEFINITION: Kind = Kind {
+    name: "CustomResourceDefinition",
+    decode: |o| decode_as::<crds::CustomResourceDefinition>(o),
+    default: apiextensions::default,
+    validate: apiextensions::validate,
+    validate_update: apiextensions::validate_update,
+    generation: true,
+    printer: table::DEFAULT_PRINTER,
+    hooks: &[Hook::AcceptNames, Hook::CleanUpCustomObjects],
+    ..UNKNOWN
+};
+
+pub const MUTATING_WEBHOOK_CONFIGURATION: Kind = Kind {
+    name: "MutatingWebhookConfiguration",
+    decode: |o| decode_as::<admissionregistration::v1::MutatingWebhookConfiguration>(o),
+    default: |o| crate::webhooks::default(o, true),
+    validate: crate::webhooks::validate,
+    generation: true,
+    ..KEPT
+};
+
+pub const A_P_I_SERVICE: Kind = Kind {
+    name: "APIService",
+    decode: |o| decode_as::<aggregation::APIService>(o),
+    validate: apiregistration::validate,
+    initial: apiregistration::initial,
+    printer: table::API_SERVICES,
+    ..UNKNOWN
+};
+
+pub const VALIDATING_WEBHOOK_CONFIGURATION: Kind = Kind {
+    name: "ValidatingWebhookConfiguration",
+    decode: |o| decode_as::<admissionregistration::v1::ValidatingWebhookConfiguration>(o),
+    default: |o| crate::webhooks::default(o, false),
+    validate: crate::webhooks::validate,
+    generation: true,
+    ..KEPT
+};
 
 /// The entry of `kind`, if keel serves it.
 pub fn find(kind: &str) -> Option<&'static Kind> {
-    KINDS.iter().find(|k| k.name == kind)
+    crate::resources::RESOURCES.iter().map(|r| r.rules).find(|k| k.name == kind && !k.name.is_empty())
 }
 
 /// The rules of `kind`: its entry, or those of a kind keel does not know.
@@ -481,10 +523,7 @@ pub fn to_storage(resource: &crate::resources::Resource, object: &Value) -> Valu
 
 /// The rules of a served resource's objects (a custom resource's kind may share a built-in kind's name).
 pub fn of(resource: &crate::resources::Resource) -> &'static Kind {
-    match resource.custom {
-        true => &CUSTOM,
-        false => rules(resource.kind),
-    }
+    resource.rules
 }
 
 /// What the server sets on a new object besides metadata, per kind ([`Kind::initial`]).
@@ -563,11 +602,11 @@ mod tests {
     }
 
     #[test]
-    fn every_served_kind_has_one_entry() {
-        for r in admitted() {
-            assert_eq!(KINDS.iter().filter(|k| k.name == r.kind).count(), 1, "{}", r.kind);
+    fn every_served_resource_names_its_own_kinds_rules() {
+        for r in crate::resources::RESOURCES {
+            let reviews = r.kind.ends_with("Review");
+            assert!(r.rules.name == r.kind || (reviews && r.rules.name.is_empty()), "{}: {}", r.kind, r.rules.name);
         }
-        assert_eq!(KINDS.len(), admitted().count());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 /// Every verb a served resource supports.
 pub const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
+use crate::kinds::{self, Kind};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resource {
     /// "" for the core group.
@@ -25,6 +27,9 @@ pub struct Resource {
     /// Another version of a built-in resource, whose objects are stored (and admitted) as the resource
     /// of this `apiVersion` with the same plural, converted both ways ([`crate::kinds::events`]).
     pub stored_as: Option<&'static str>,
+    /// Its kind's rules: decoding, defaults, validation, printer columns, the server's hooks
+    /// ([`crate::kinds::CUSTOM`] for custom resources, whose schema does the rest).
+    pub rules: &'static Kind,
 }
 
 impl Resource {
@@ -84,6 +89,7 @@ const fn group(group: &'static str, version: &'static str) -> Resource {
         fields: &[],
         custom: false,
         stored_as: None,
+        rules: &kinds::UNKNOWN,
     }
 }
 
@@ -106,6 +112,7 @@ const EVENTS: Resource = group("events.k8s.io", "v1");
 pub const RESOURCES: &[Resource] = &[
     Resource {
         kind: "Namespace",
+        rules: &kinds::NAMESPACE,
         plural: "namespaces",
         singular: "namespace",
         namespaced: false,
@@ -116,6 +123,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "Pod",
+        rules: &kinds::POD,
         plural: "pods",
         singular: "pod",
         short_names: &["po"],
@@ -135,6 +143,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "Service",
+        rules: &kinds::SERVICE,
         plural: "services",
         singular: "service",
         short_names: &["svc"],
@@ -142,11 +151,33 @@ pub const RESOURCES: &[Resource] = &[
         subresources: STATUS,
         ..CORE
     },
-    Resource { kind: "Endpoints", plural: "endpoints", singular: "endpoints", short_names: &["ep"], ..CORE },
-    Resource { kind: "ConfigMap", plural: "configmaps", singular: "configmap", short_names: &["cm"], ..CORE },
-    Resource { kind: "Secret", plural: "secrets", singular: "secret", fields: &["type"], ..CORE },
+    Resource {
+        kind: "Endpoints",
+        rules: &kinds::ENDPOINTS,
+        plural: "endpoints",
+        singular: "endpoints",
+        short_names: &["ep"],
+        ..CORE
+    },
+    Resource {
+        kind: "ConfigMap",
+        rules: &kinds::CONFIG_MAP,
+        plural: "configmaps",
+        singular: "configmap",
+        short_names: &["cm"],
+        ..CORE
+    },
+    Resource {
+        kind: "Secret",
+        rules: &kinds::SECRET,
+        plural: "secrets",
+        singular: "secret",
+        fields: &["type"],
+        ..CORE
+    },
     Resource {
         kind: "Node",
+        rules: &kinds::NODE,
         plural: "nodes",
         singular: "node",
         namespaced: false,
@@ -157,6 +188,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "Event",
+        rules: &kinds::EVENT,
         plural: "events",
         singular: "event",
         short_names: &["ev"],
@@ -177,6 +209,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "ServiceAccount",
+        rules: &kinds::SERVICE_ACCOUNT,
         plural: "serviceaccounts",
         singular: "serviceaccount",
         short_names: &["sa"],
@@ -185,6 +218,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "Deployment",
+        rules: &kinds::DEPLOYMENT,
         plural: "deployments",
         singular: "deployment",
         short_names: &["deploy"],
@@ -194,6 +228,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "ReplicaSet",
+        rules: &kinds::REPLICA_SET,
         plural: "replicasets",
         singular: "replicaset",
         short_names: &["rs"],
@@ -204,6 +239,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "StatefulSet",
+        rules: &kinds::STATEFUL_SET,
         plural: "statefulsets",
         singular: "statefulset",
         short_names: &["sts"],
@@ -213,6 +249,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "DaemonSet",
+        rules: &kinds::DAEMON_SET,
         plural: "daemonsets",
         singular: "daemonset",
         short_names: &["ds"],
@@ -220,9 +257,16 @@ pub const RESOURCES: &[Resource] = &[
         subresources: STATUS,
         ..APPS
     },
-    Resource { kind: "ControllerRevision", plural: "controllerrevisions", singular: "controllerrevision", ..APPS },
+    Resource {
+        kind: "ControllerRevision",
+        rules: &kinds::CONTROLLER_REVISION,
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        ..APPS
+    },
     Resource {
         kind: "Job",
+        rules: &kinds::JOB,
         plural: "jobs",
         singular: "job",
         categories: ALL,
@@ -232,6 +276,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "CronJob",
+        rules: &kinds::CRON_JOB,
         plural: "cronjobs",
         singular: "cronjob",
         short_names: &["cj"],
@@ -239,9 +284,10 @@ pub const RESOURCES: &[Resource] = &[
         subresources: STATUS,
         ..BATCH
     },
-    Resource { kind: "Lease", plural: "leases", singular: "lease", ..COORDINATION },
+    Resource { kind: "Lease", rules: &kinds::LEASE, plural: "leases", singular: "lease", ..COORDINATION },
     Resource {
         kind: "HorizontalPodAutoscaler",
+        rules: &kinds::HORIZONTAL_POD_AUTOSCALER,
         plural: "horizontalpodautoscalers",
         singular: "horizontalpodautoscaler",
         short_names: &["hpa"],
@@ -249,9 +295,16 @@ pub const RESOURCES: &[Resource] = &[
         subresources: STATUS,
         ..AUTOSCALING
     },
-    Resource { kind: "EndpointSlice", plural: "endpointslices", singular: "endpointslice", ..DISCOVERY },
+    Resource {
+        kind: "EndpointSlice",
+        rules: &kinds::ENDPOINT_SLICE,
+        plural: "endpointslices",
+        singular: "endpointslice",
+        ..DISCOVERY
+    },
     Resource {
         kind: "IngressClass",
+        rules: &kinds::INGRESS_CLASS,
         plural: "ingressclasses",
         singular: "ingressclass",
         namespaced: false,
@@ -259,24 +312,40 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "Ingress",
+        rules: &kinds::INGRESS,
         plural: "ingresses",
         singular: "ingress",
         short_names: &["ing"],
         subresources: STATUS,
         ..NETWORKING
     },
-    Resource { kind: "ClusterRole", plural: "clusterroles", singular: "clusterrole", namespaced: false, ..RBAC },
+    Resource {
+        kind: "ClusterRole",
+        rules: &kinds::CLUSTER_ROLE,
+        plural: "clusterroles",
+        singular: "clusterrole",
+        namespaced: false,
+        ..RBAC
+    },
     Resource {
         kind: "ClusterRoleBinding",
+        rules: &kinds::CLUSTER_ROLE_BINDING,
         plural: "clusterrolebindings",
         singular: "clusterrolebinding",
         namespaced: false,
         ..RBAC
     },
-    Resource { kind: "Role", plural: "roles", singular: "role", ..RBAC },
-    Resource { kind: "RoleBinding", plural: "rolebindings", singular: "rolebinding", ..RBAC },
+    Resource { kind: "Role", rules: &kinds::ROLE, plural: "roles", singular: "role", ..RBAC },
+    Resource {
+        kind: "RoleBinding",
+        rules: &kinds::ROLE_BINDING,
+        plural: "rolebindings",
+        singular: "rolebinding",
+        ..RBAC
+    },
     Resource {
         kind: "CertificateSigningRequest",
+        rules: &kinds::CERTIFICATE_SIGNING_REQUEST,
         plural: "certificatesigningrequests",
         singular: "certificatesigningrequest",
         namespaced: false,
@@ -284,9 +353,16 @@ pub const RESOURCES: &[Resource] = &[
         subresources: &["status", "approval"],
         ..CERTIFICATES
     },
-    Resource { kind: "PodTemplate", plural: "podtemplates", singular: "podtemplate", ..CORE },
+    Resource {
+        kind: "PodTemplate",
+        rules: &kinds::POD_TEMPLATE,
+        plural: "podtemplates",
+        singular: "podtemplate",
+        ..CORE
+    },
     Resource {
         kind: "ReplicationController",
+        rules: &kinds::REPLICATION_CONTROLLER,
         plural: "replicationcontrollers",
         singular: "replicationcontroller",
         short_names: &["rc"],
@@ -296,6 +372,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "PriorityClass",
+        rules: &kinds::PRIORITY_CLASS,
         plural: "priorityclasses",
         singular: "priorityclass",
         namespaced: false,
@@ -304,6 +381,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "PodDisruptionBudget",
+        rules: &kinds::POD_DISRUPTION_BUDGET,
         plural: "poddisruptionbudgets",
         singular: "poddisruptionbudget",
         short_names: &["pdb"],
@@ -312,6 +390,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "CustomResourceDefinition",
+        rules: &kinds::CUSTOM_RESOURCE_DEFINITION,
         plural: "customresourcedefinitions",
         singular: "customresourcedefinition",
         namespaced: false,
@@ -322,6 +401,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "MutatingWebhookConfiguration",
+        rules: &kinds::MUTATING_WEBHOOK_CONFIGURATION,
         plural: "mutatingwebhookconfigurations",
         singular: "mutatingwebhookconfiguration",
         namespaced: false,
@@ -330,6 +410,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "ValidatingWebhookConfiguration",
+        rules: &kinds::VALIDATING_WEBHOOK_CONFIGURATION,
         plural: "validatingwebhookconfigurations",
         singular: "validatingwebhookconfiguration",
         namespaced: false,
@@ -338,6 +419,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "Event",
+        rules: &kinds::EVENT,
         plural: "events",
         singular: "event",
         short_names: &["ev"],
@@ -346,6 +428,7 @@ pub const RESOURCES: &[Resource] = &[
     },
     Resource {
         kind: "APIService",
+        rules: &kinds::A_P_I_SERVICE,
         plural: "apiservices",
         singular: "apiservice",
         namespaced: false,

@@ -331,6 +331,7 @@ fn intern(names: Owned) -> &'static Resource {
         fields: &[],
         custom: true,
         stored_as: None,
+        rules: &crate::kinds::CUSTOM,
     }));
     seen.push((names, resource));
     resource
