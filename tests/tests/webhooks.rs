@@ -10,7 +10,7 @@ use axum::routing::post;
 use axum::Json;
 use base64::Engine;
 use keel_tests::masters::json;
-use keel_tests::{Cluster, Options};
+use keel_tests::{wait_for, Cluster, Options};
 use serde_json::{json, Value};
 
 /// The answer to a review: allowed (with a patch) or not.
@@ -59,6 +59,17 @@ async fn webhook_server() -> (String, u16) {
                     Some(_) => json!([{"op": "add", "path": "/metadata/annotations/saw-labelled", "value": saw}]),
                     None => json!([{"op": "add", "path": "/metadata/annotations", "value": {"saw-labelled": saw}}]),
                 };
+                answer(&review, true, "", Some(patch))
+            }),
+        )
+        .route(
+            // Labels a gadget with the version it was shown as and the version it was asked through.
+            "/gadget",
+            post(|Json(review): Json<Value>| async move {
+                let request = &review["request"];
+                let shown = request["object"]["apiVersion"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("");
+                let labels = json!({"shown-as": shown, "asked-as": request["requestKind"]["version"]});
+                let patch = json!([{"op": "add", "path": "/metadata/labels", "value": labels}]);
                 answer(&review, true, "", Some(patch))
             }),
         )
@@ -186,6 +197,33 @@ async fn webhooks_refuse_mutate_and_follow_their_failure_policy() {
     let t = json(&api, &["get", "podtemplate", "t"]);
     assert_eq!(t["metadata"]["labels"]["labelled"], "yes", "{t}");
     assert_eq!(t["metadata"]["annotations"]["saw-labelled"], "yes", "reinvoked after the label: {t}");
+
+    // matchPolicy Equivalent (the default): a webhook for v1 of a custom resource also gets requests made
+    // through its v1beta1, shown as v1; the object stored and answered is v1beta1's again.
+    let crd = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+  - {name: v1beta1, served: true, storage: false, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+"#;
+    api.ok(&["apply", "-f", "-"], Some(crd)).unwrap();
+    let gadgets = configuration("MutatingWebhookConfiguration", "gadget", port, &ca, "Fail", "gadgets")
+        .replace("apiGroups: [\"\"], apiVersions: [v1]", "apiGroups: [example.com], apiVersions: [v1]");
+    api.ok(&["apply", "-f", "-"], Some(&gadgets)).unwrap();
+    let gadget = "apiVersion: example.com/v1beta1\nkind: Gadget\nmetadata: {name: g}\nspec: {size: 1}\n";
+    let created = wait_for("the gadget created through v1beta1", Duration::from_secs(10), || {
+        let out = api.kubectl(&["create", "-o", "json", "-f", "-"], Some(gadget)).unwrap();
+        let created: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.success(), created)
+    })
+    .await;
+    assert_eq!(created["apiVersion"], "example.com/v1beta1", "{created}");
+    assert_eq!(created["metadata"]["labels"], json!({"shown-as": "v1", "asked-as": "v1beta1"}), "{created}");
 
     // Bad configurations are refused.
     let bad = validating.replace("sideEffects: None", "sideEffects: Some").replace("test-validate", "bad");

@@ -37,6 +37,9 @@ pub struct Webhook {
     pub object_selector: Option<LabelSelector>,
     pub side_effects: String,
     pub timeout_seconds: u64,
+    /// `matchPolicy: Exact`: only the versions its rules name (by default, `Equivalent`, a request through
+    /// another version of the same resource matches too, converted to the version the rules name).
+    pub exact: bool,
     /// A mutating webhook's `reinvocationPolicy: IfNeeded`: called once more when a later webhook changed
     /// the object after it.
     pub reinvoke: bool,
@@ -58,6 +61,9 @@ pub struct Attributes<'a> {
     pub dry_run: bool,
     pub user: &'a str,
     pub groups: &'a [String],
+    /// The other versions the same resource is served at (a custom resource's other served versions),
+    /// whose objects are the same but for `apiVersion`.
+    pub equivalent_versions: &'a [&'static str],
 }
 
 /// Every webhook of the configurations (objects as stored), mutating ones first, each kind in the order of
@@ -108,6 +114,7 @@ fn read(configuration: String, mutating: bool, w: reg::ValidatingWebhook) -> Opt
         object_selector: selector(&w.object_selector),
         side_effects: w.side_effects,
         timeout_seconds: w.timeout_seconds.unwrap_or(10).clamp(1, 30) as u64,
+        exact: w.match_policy.as_deref() == Some("Exact"),
         reinvoke: false,
     })
 }
@@ -119,7 +126,21 @@ fn listed(list: &Option<Vec<String>>, value: &str) -> bool {
 impl Webhook {
     /// Whether the request goes to this webhook.
     pub fn matches(&self, a: &Attributes) -> bool {
-        let ruled = self.rules.iter().any(|r| {
+        self.matched_version(a).is_some()
+    }
+
+    /// The version the request goes to this webhook as: its own when the rules name it, else (under
+    /// `matchPolicy: Equivalent`) the first equivalent version they name; `None` if it does not go.
+    pub fn matched_version<'v>(&self, a: &Attributes<'v>) -> Option<&'v str> {
+        let own = std::iter::once(a.resource.version);
+        let others = a.equivalent_versions.iter().copied().filter(|_| !self.exact);
+        let version = own.chain(others).find(|v| self.ruled(a, v))?;
+        self.selected(a).then_some(version)
+    }
+
+    /// Whether a rule takes the request, as if made through `version`.
+    fn ruled(&self, a: &Attributes, version: &str) -> bool {
+        self.rules.iter().any(|r| {
             let scope = r.scope.as_deref().unwrap_or("*");
             let in_scope = match scope {
                 "Cluster" => !a.resource.namespaced,
@@ -135,13 +156,14 @@ impl Webhook {
             });
             listed(&r.operations, a.operation)
                 && listed(&r.api_groups, a.resource.group)
-                && listed(&r.api_versions, a.resource.version)
+                && listed(&r.api_versions, version)
                 && resources
                 && in_scope
-        });
-        if !ruled {
-            return false;
-        }
+        })
+    }
+
+    /// Whether the webhook's object and namespace selectors take the request.
+    fn selected(&self, a: &Attributes) -> bool {
         let labels = |o: Option<&Value>| o.map(crate::meta::labels);
         if let Some(selector) = &self.object_selector {
             let either = [labels(a.object), labels(a.old_object)];
@@ -165,13 +187,17 @@ impl Webhook {
     }
 }
 
-/// The `AdmissionReview` a webhook is sent.
-pub fn review(a: &Attributes, uid: &str) -> Value {
-    let gvk = json!({"group": a.resource.group, "version": a.resource.version, "kind": a.resource.kind});
-    let gvr = json!({"group": a.resource.group, "version": a.resource.version, "resource": a.resource.plural});
+/// The `AdmissionReview` a webhook is sent, of a request made through `a.resource` and shown as `version`
+/// of it (its objects converted to that version already).
+pub fn review(a: &Attributes, version: &str, uid: &str) -> Value {
+    let r = a.resource;
+    let gvk = json!({"group": r.group, "version": version, "kind": r.kind});
+    let gvr = json!({"group": r.group, "version": version, "resource": r.plural});
+    let asked_gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+    let asked_gvr = json!({"group": r.group, "version": r.version, "resource": r.plural});
     let mut request = json!({
         "uid": uid,
-        "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+        "kind": gvk, "resource": gvr, "requestKind": asked_gvk, "requestResource": asked_gvr,
         "name": a.name,
         "operation": a.operation,
         "userInfo": {"username": a.user, "groups": a.groups},
@@ -366,6 +392,7 @@ mod tests {
             dry_run: false,
             user: "admin",
             groups: &[],
+            equivalent_versions: &[],
         }
     }
 
@@ -395,6 +422,23 @@ mod tests {
         assert!(any[0].matches(&update));
         let status = Attributes { subresource: Some("status"), ..attributes(cms, &plain) };
         assert!(!any[0].matches(&status), "\"*\" is every resource, not its subresources");
+    }
+
+    #[test]
+    fn a_request_through_an_equivalent_version_matches_unless_the_policy_is_exact() {
+        let rules =
+            json!([{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v2"], "resources": ["configmaps"]}]);
+        let mut exact = configuration(rules.clone(), json!({}));
+        exact["webhooks"][0]["matchPolicy"] = json!("Exact");
+        let hooks = webhooks(&[], &[configuration(rules, json!({})), exact]);
+        let cms = crate::resources::find("", "v1", "configmaps").unwrap();
+        let object = json!({"metadata": {}});
+        let through_v1 = Attributes { equivalent_versions: &["v2"], ..attributes(cms, &object) };
+        assert_eq!(hooks[0].matched_version(&through_v1), Some("v2"), "Equivalent, the default");
+        assert_eq!(hooks[1].matched_version(&through_v1), None, "Exact");
+        let review = review(&through_v1, "v2", "u");
+        assert_eq!(review["request"]["kind"]["version"], "v2");
+        assert_eq!(review["request"]["requestKind"]["version"], "v1");
     }
 
     #[test]

@@ -590,6 +590,14 @@ impl Call {
             None => ("system:apiserver".to_string(), vec!["system:masters".to_string()]),
         };
         let name = object.as_deref().or(old).map(meta::name).unwrap_or_default().to_string();
+        let resource = self.resource();
+        let equivalent_versions: Vec<&'static str> = match self.target.custom {
+            Some(_) => (self.state.custom.catalog().resources())
+                .filter(|r| r.group == resource.group && r.plural == resource.plural && r.version != resource.version)
+                .map(|r| r.version)
+                .collect(),
+            None => vec![],
+        };
         let attributes = keel_api::webhooks::Attributes {
             operation,
             resource: self.resource(),
@@ -602,6 +610,7 @@ impl Call {
             dry_run: self.params.dry_run,
             user: &user,
             groups: &groups,
+            equivalent_versions: &equivalent_versions,
         };
         let before = object.as_deref().cloned();
         let mut changed = before.clone();

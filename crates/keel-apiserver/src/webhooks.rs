@@ -138,14 +138,28 @@ async fn run(
     warnings: &mut Vec<String>,
 ) -> Result<bool, ApiError> {
     let current = Attributes { object: object.as_ref(), ..attributes.clone() };
-    if !hook.matches(&current) {
+    let Some(version) = hook.matched_version(&current) else {
         return Ok(false);
-    }
+    };
     if let Some(refused) = hook.refuses_dry_run(&current) {
         return Err(refused);
     }
+    // Through an equivalent version (a custom resource's, conversion None): the objects as that version
+    // shows them, the patch applied there, the result shown as the request's version again.
+    let resource = attributes.resource;
+    let as_version = |o: &Value, v: &str| {
+        let mut o = o.clone();
+        if let Some(m) = o.as_object_mut().filter(|m| m.contains_key("apiVersion")) {
+            let api_version = if resource.group.is_empty() { v.to_string() } else { format!("{}/{v}", resource.group) };
+            m.insert("apiVersion".into(), Value::String(api_version));
+        }
+        o
+    };
+    let mut shown = object.as_ref().map(|o| as_version(o, version));
+    let old_shown = attributes.old_object.map(|o| as_version(o, version));
+    let sent = Attributes { object: shown.as_ref(), old_object: old_shown.as_ref(), ..attributes.clone() };
     let uid = uuid::Uuid::new_v4().to_string();
-    let review = webhooks::review(&current, &uid);
+    let review = webhooks::review(&sent, version, &uid);
     let answer = match call(hook, storage, &review).await {
         Ok(a) => webhooks::verdict(hook, &a, &uid),
         Err(e) => Err(e),
@@ -153,11 +167,12 @@ async fn run(
     match answer {
         Ok(Verdict::Allowed { patch, warnings: w }) => {
             warnings.extend(w);
-            if let (Some(patch), Some(o)) = (patch, object.as_mut()) {
+            if let (Some(patch), Some(o)) = (patch, shown.as_mut()) {
                 let ops: json_patch::Patch = serde_json::from_value(patch)
                     .map_err(|e| webhooks::call_failed(hook, &format!("the patch is not a JSON patch: {e}")))?;
                 json_patch::patch(o, &ops)
                     .map_err(|e| webhooks::call_failed(hook, &format!("the patch could not be applied: {e}")))?;
+                *object = Some(as_version(o, resource.version));
             }
             Ok(true)
         }
