@@ -42,6 +42,7 @@ pub fn field(ty: &str, name: &str) -> (&'static str, Strategy) {
         ("PodSpec", "volumes") => ("Volume", MergeByKey("name")),
         ("PodSpec", "imagePullSecrets") => ("", MergeByKey("name")),
         ("PodSpec", "hostAliases") => ("", MergeByKey("ip")),
+        ("PodSpec", "topologySpreadConstraints") => ("", MergeByKey("topologyKey")),
         ("Container", "ports") => ("", MergeByKey("containerPort")),
         ("Container", "env") => ("", MergeByKey("name")),
         ("Container", "volumeMounts") => ("", MergeByKey("mountPath")),

@@ -198,6 +198,7 @@ fn builtin_keys(ty: &str, name: &str, merge_key: &str) -> Vec<MapKey> {
     let protocol = MapKey { name: "protocol".into(), default: Some(Value::String("TCP".into())) };
     match (ty, name) {
         ("Container", "ports") | ("ServiceSpec", "ports") => vec![MapKey::named(merge_key), protocol],
+        ("PodSpec", "topologySpreadConstraints") => vec![MapKey::named(merge_key), MapKey::named("whenUnsatisfiable")],
         _ => vec![MapKey::named(merge_key)],
     }
 }
@@ -453,6 +454,9 @@ mod tests {
             key_of(&json!({"port": 53}), &keys(&list)),
             key_of(&json!({"port": 53, "protocol": "UDP"}), &keys(&list))
         );
+        let (_, spread) = Shape::Builtin("PodSpec").field("topologySpreadConstraints");
+        let names: Vec<String> = keys(&spread).into_iter().map(|k| k.name).collect();
+        assert_eq!(names, ["topologyKey", "whenUnsatisfiable"]);
         let schema = crate::custom::schema::Schema::parse(
             &json!({"type": "object", "properties": {"rules": {"type": "array", "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["name", "zone"], "items": {"type": "object", "required": ["name"],
