@@ -233,8 +233,8 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
 
 /// A pod `namespace/name` running the machine's Python on `script`: its interpreter, libraries and packages
 /// (the official client's included) mounted read-only from the machine (as the probe tests mount
-/// binaries), with `more` appended to its spec.
-fn python_pod(namespace: &str, name: &str, script: &str, restart: &str, more: &str) -> String {
+/// binaries), with `volumes` (YAML list items) beside those and `more` appended to its container.
+fn python_pod(namespace: &str, name: &str, script: &str, restart: &str, volumes: &[&str], more: &str) -> String {
     let out = Command::new("python3")
         .args([
             "-c",
@@ -257,6 +257,7 @@ fn python_pod(namespace: &str, name: &str, script: &str, restart: &str, more: &s
         .iter()
         .enumerate()
         .map(|(i, (host, _))| format!("  - {{name: m{i}, hostPath: {{path: {host}}}}}"))
+        .chain(volumes.iter().map(|v| format!("  - {v}")))
         .collect();
     let volume_mounts: Vec<String> = mounts
         .iter()
@@ -282,7 +283,7 @@ fn in_cluster_client() -> String {
         print('pods', len(v.list_namespaced_pod(ns).items))\n\
         try:\n  v.list_namespaced_secret('kube-system')\n\
         except k.client.ApiException as e:\n  print('secrets', e.status)\n";
-    python_pod("incluster", "client", script, "Never", "")
+    python_pod("incluster", "client", script, "Never", &[], "")
 }
 
 /// A validating webhook in a pod (the machine's Python serving HTTPS with a certificate for
@@ -325,8 +326,7 @@ fn admission_webhook_in_a_pod(script: &Script) {
         server.serve_forever()\n";
     let more = "    - {name: tls, mountPath: /tls, readOnly: true}\n    ports: [{containerPort: 8443}]\n    \
                 readinessProbe: {tcpSocket: {port: 8443}, periodSeconds: 1}\n";
-    let pod = python_pod("sample", "hook", server, "Always", more)
-        .replace("  volumes:\n", "  volumes:\n  - {name: tls, secret: {secretName: hook-tls}}\n");
+    let pod = python_pod("sample", "hook", server, "Always", &["{name: tls, secret: {secretName: hook-tls}}"], more);
     let ca = {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(std::fs::read(&cert).unwrap())

@@ -35,10 +35,15 @@ pub struct Resource {
 impl Resource {
     /// `v1`, `apps/v1`: the `apiVersion` of its objects.
     pub fn api_version(&self) -> String {
+        self.api_version_at(self.version)
+    }
+
+    /// The `apiVersion` of its objects as `version` of the same group shows them.
+    pub fn api_version_at(&self, version: &str) -> String {
         if self.group.is_empty() {
-            self.version.to_string()
+            version.to_string()
         } else {
-            format!("{}/{}", self.group, self.version)
+            format!("{}/{version}", self.group)
         }
     }
 

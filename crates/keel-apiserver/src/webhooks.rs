@@ -110,16 +110,15 @@ pub(crate) async fn admit(
     object: &mut Option<Value>,
 ) -> Result<Vec<String>, ApiError> {
     let mut warnings = Vec::new();
-    let mutating: Vec<&Webhook> = hooks.iter().filter(|h| h.mutating).collect();
-    // The object as each reinvocable webhook left it.
-    let mut left: Vec<Option<Option<Value>>> = vec![None; mutating.len()];
-    for (i, hook) in mutating.iter().enumerate() {
+    // Each reinvocable webhook that was called, with the object as it left it.
+    let mut called = Vec::new();
+    for hook in hooks.iter().filter(|h| h.mutating) {
         if run(hook, storage, attributes, object, &mut warnings).await? && hook.reinvoke {
-            left[i] = Some(object.clone());
+            called.push((hook, object.clone()));
         }
     }
-    for (i, hook) in mutating.iter().enumerate() {
-        if left[i].as_ref().is_some_and(|then| then != object) {
+    for (hook, left) in called {
+        if left != *object {
             run(hook, storage, attributes, object, &mut warnings).await?;
         }
     }
@@ -150,8 +149,7 @@ async fn run(
     let as_version = |o: &Value, v: &str| {
         let mut o = o.clone();
         if let Some(m) = o.as_object_mut().filter(|m| m.contains_key("apiVersion")) {
-            let api_version = if resource.group.is_empty() { v.to_string() } else { format!("{}/{v}", resource.group) };
-            m.insert("apiVersion".into(), Value::String(api_version));
+            m.insert("apiVersion".into(), Value::String(resource.api_version_at(v)));
         }
         o
     };
