@@ -127,12 +127,22 @@ fn the_local_cluster_runs_the_sample_app_on_two_agents_and_stops_clean() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(addresses.trim(), "10.200.0.11 10.200.0.12");
+    // The status comes from the masters; each node's proxy programs the port from its own watch, a
+    // moment later (as kube-proxy does after a cloud controller writes the status): ask for a while.
     for ip in addresses.split_whitespace() {
-        let out = Command::new("nsenter")
-            .args(["--net=/run/netns/khhub", "curl", "-s", "-m", "5", &format!("http://{ip}:8081/")])
-            .output()
-            .unwrap();
-        assert!(text(&out).contains("hello from keel"), "the LoadBalancer on {ip}: {}", text(&out));
+        let mut answer = String::new();
+        for _ in 0..40 {
+            let out = Command::new("nsenter")
+                .args(["--net=/run/netns/khhub", "curl", "-s", "-m", "5", &format!("http://{ip}:8081/")])
+                .output()
+                .unwrap();
+            answer = text(&out);
+            if answer.contains("hello from keel") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        assert!(answer.contains("hello from keel"), "the LoadBalancer on {ip}: {answer}");
     }
     let ingress = script.kubectl(&[
         "-n",
