@@ -45,6 +45,8 @@ pub struct Facts {
     pub priority_class: Option<Result<kinds::scheduling::PodClass, String>>,
     /// [`Hook::DefaultIngressClass`]: the cluster's default IngressClass, if it has one.
     pub default_ingress_class: Option<String>,
+    /// [`Hook::LimitRanger`]: the namespace's LimitRanges.
+    pub limit_ranges: Vec<Value>,
     /// [`Hook::AcceptNames`]: every CustomResourceDefinition in the store.
     pub definitions: Vec<Value>,
 }
@@ -73,6 +75,14 @@ pub fn create(req: &Request, mut object: Value, fresh: &Fresh, facts: &Facts) ->
         kinds::networking::admit_ingress(&mut object, facts.default_ingress_class.as_deref());
     }
     default(req, &mut object);
+    if kind.has(Hook::LimitRanger) && !facts.limit_ranges.is_empty() {
+        kinds::limits::limit_pod(&mut object, &facts.limit_ranges).map_err(|e| forbidden(req, &object, &e))?;
+        // Its defaults may have changed the pod's QoS class.
+        let qos = meta::qos_class(object.get("spec").unwrap_or(&Value::Null));
+        if let Some(status) = object.get_mut("status").and_then(Value::as_object_mut) {
+            status.insert("qosClass".into(), qos.into());
+        }
+    }
     if kind.has(Hook::MountServiceAccountToken) {
         if let Some(automounts) = facts.service_account_automounts {
             kinds::mount_service_account_token(&mut object, &token_volume_suffix(fresh.random), automounts);
@@ -85,6 +95,12 @@ pub fn create(req: &Request, mut object: Value, fresh: &Fresh, facts: &Facts) ->
     causes.extend(validate(req, &object, None));
     refuse(req, &object, causes)?;
     Ok(Admitted { object, warnings })
+}
+
+/// An admission plugin's refusal: `pods "name" is forbidden: <why>` (kube's `admission.NewForbidden`).
+pub fn forbidden(req: &Request, object: &Value, why: &str) -> ApiError {
+    let resource = crate::status::GroupResource::from(req.resource);
+    ApiError::Forbidden(format!("{resource} {:?} is forbidden: {why}", meta::name(object)))
 }
 
 /// The kind's defaults, or the custom resource's schema's.

@@ -15,7 +15,8 @@ mod config;
 mod cron;
 mod decode;
 pub mod events;
-mod fields;
+pub(crate) mod fields;
+pub mod limits;
 pub mod networking;
 mod pod;
 pub mod policy;
@@ -72,6 +73,9 @@ pub enum Hook {
     /// A new Ingress that names no class (neither `ingressClassName` nor the old annotation) gets the
     /// cluster's default IngressClass (kube-apiserver's DefaultIngressClass admission).
     DefaultIngressClass,
+    /// The namespace's LimitRanges fill in a new pod's default requests and limits and hold it (or a
+    /// claim) to their min, max and ratios (kube's LimitRanger admission).
+    LimitRanger,
     /// A CustomResourceDefinition's delete marks it Terminating, with a finalizer kept until its custom
     /// objects are gone (the cleanup controller removes them, then the finalizer).
     CleanUpCustomObjects,
@@ -175,7 +179,7 @@ pub const POD: Kind = Kind {
     validate_update: pod::validate_pod_update,
     initial: initial::pod,
     printer: table::PODS,
-    hooks: &[Hook::ResolvePriorityClass, Hook::MountServiceAccountToken, Hook::GracefulDelete],
+    hooks: &[Hook::ResolvePriorityClass, Hook::LimitRanger, Hook::MountServiceAccountToken, Hook::GracefulDelete],
     ..UNKNOWN
 };
 
@@ -208,6 +212,23 @@ pub const CONFIG_MAP: Kind = Kind {
     validate_update: |old, new| config::validate_update("ConfigMap", old, new),
     printer: table::CONFIG_MAPS,
     ..KEPT
+};
+
+pub const LIMIT_RANGE: Kind = Kind {
+    name: "LimitRange",
+    decode: |o| decode_as::<core::v1::LimitRange>(o),
+    default: limits::default_limit_range,
+    validate: limits::validate_limit_range,
+    ..KEPT
+};
+
+pub const RESOURCE_QUOTA: Kind = Kind {
+    name: "ResourceQuota",
+    decode: |o| decode_as::<core::v1::ResourceQuota>(o),
+    validate: limits::validate_quota,
+    initial: limits::initial_quota,
+    printer: table::RESOURCE_QUOTAS,
+    ..UNKNOWN
 };
 
 pub const SECRET: Kind = Kind {

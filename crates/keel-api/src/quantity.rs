@@ -114,6 +114,71 @@ impl Quantity {
     }
 }
 
+/// How Kubernetes writes a quantity back: with decimal suffixes (`500m`, `2k`) or, for one first written
+/// with a binary suffix, with binary ones (`128Mi`) where the value allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Format {
+    #[default]
+    Decimal,
+    Binary,
+}
+
+impl Format {
+    /// The format of a quantity as written (`1Gi`: binary; anything else decimal).
+    pub fn of(text: &str) -> Format {
+        if text.trim().ends_with('i') {
+            Format::Binary
+        } else {
+            Format::Decimal
+        }
+    }
+}
+
+impl Quantity {
+    /// `n` whole units.
+    pub fn from_units(n: i64) -> Quantity {
+        Quantity { nanos: i128::from(n) * NANO }
+    }
+
+    /// `n` thousandths.
+    pub fn from_millis(n: i64) -> Quantity {
+        Quantity { nanos: i128::from(n) * 1_000_000 }
+    }
+
+    /// The quantity written canonically, as Kubernetes' `Quantity.String()` writes it: the largest suffix
+    /// that keeps the number whole (`1500m`, `2k`, `1536Mi`); binary only for whole values of at least 1Ki.
+    pub fn to_text(&self, format: Format) -> String {
+        let (sign, magnitude) = if self.nanos < 0 { ("-", -self.nanos) } else { ("", self.nanos) };
+        if format == Format::Binary && magnitude % NANO == 0 && magnitude / NANO >= 1024 {
+            let mut units = magnitude / NANO;
+            let mut suffix = 0;
+            while suffix < 6 && units % 1024 == 0 {
+                units /= 1024;
+                suffix += 1;
+            }
+            return format!("{sign}{units}{}", ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][suffix]);
+        }
+        if magnitude == 0 {
+            return "0".to_string();
+        }
+        // In nanos, the number is magnitude × 10^-9: raise the exponent by threes while it stays whole.
+        let mut number = magnitude;
+        let mut suffix = 0;
+        while suffix < 9 && number % 1000 == 0 {
+            number /= 1000;
+            suffix += 1;
+        }
+        format!("{sign}{number}{}", ["n", "u", "m", "", "k", "M", "G", "T", "P", "E"][suffix])
+    }
+}
+
+impl std::ops::Sub for Quantity {
+    type Output = Quantity;
+    fn sub(self, o: Quantity) -> Quantity {
+        Quantity { nanos: self.nanos.saturating_sub(o.nanos) }
+    }
+}
+
 fn ceil_div(n: i128, d: i128) -> i64 {
     let q = n.div_euclid(d) + i128::from(n.rem_euclid(d) != 0);
     q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
@@ -180,6 +245,28 @@ mod tests {
         assert_eq!(Quantity::parse("100000000000000000000").unwrap_err(), QuantityError::TooLarge);
         assert_eq!(Quantity::parse("1e999").unwrap_err(), QuantityError::TooLarge);
         assert_eq!(Quantity::parse("8Ei").unwrap_err(), QuantityError::TooLarge, "2^63 units");
+    }
+
+    #[test]
+    fn quantities_are_written_back_as_kubernetes_writes_them() {
+        let text = |s: &str| q(s).to_text(Format::of(s));
+        assert_eq!(text("1000m"), "1");
+        assert_eq!(text("1500m"), "1500m");
+        assert_eq!(text("0.5"), "500m");
+        assert_eq!(text("2000"), "2k");
+        assert_eq!(text("1500"), "1500");
+        assert_eq!(text("0"), "0");
+        assert_eq!(text("1n"), "1n");
+        assert_eq!(text("128Mi"), "128Mi");
+        assert_eq!(text("1.5Gi"), "1536Mi");
+        assert_eq!(text("1Gi"), "1Gi");
+        assert_eq!(text("512Ki"), "512Ki");
+        assert_eq!(text("0.5Ki"), "512", "below 1Ki: decimal");
+        assert_eq!(text("-2k"), "-2k");
+        assert_eq!((q("128Mi") + q("128Mi")).to_text(Format::Binary), "256Mi");
+        assert_eq!((q("250m") + q("750m")).to_text(Format::Decimal), "1");
+        assert_eq!(Quantity::from_units(3).to_text(Format::Decimal), "3");
+        assert_eq!(Quantity::from_millis(2500).to_text(Format::Decimal), "2500m");
     }
 
     #[test]

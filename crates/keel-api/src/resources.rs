@@ -173,6 +173,23 @@ pub const RESOURCES: &[Resource] = &[
         ..CORE
     },
     Resource {
+        kind: "LimitRange",
+        rules: &kinds::LIMIT_RANGE,
+        plural: "limitranges",
+        singular: "limitrange",
+        short_names: &["limits"],
+        ..CORE
+    },
+    Resource {
+        kind: "ResourceQuota",
+        rules: &kinds::RESOURCE_QUOTA,
+        plural: "resourcequotas",
+        singular: "resourcequota",
+        short_names: &["quota"],
+        subresources: STATUS,
+        ..CORE
+    },
+    Resource {
         kind: "Secret",
         rules: &kinds::SECRET,
         plural: "secrets",

@@ -83,6 +83,7 @@ pub const REPLICATION_CONTROLLERS: Printer = Printer::of(REPLICA_SET, replicatio
 pub const POD_TEMPLATES: Printer = Printer::of(POD_TEMPLATE, pod_template_cells);
 pub const PRIORITY_CLASSES: Printer = Printer::of(PRIORITY_CLASS, priority_class_cells);
 pub const API_SERVICES: Printer = Printer::of(API_SERVICE, api_service_cells);
+pub const RESOURCE_QUOTAS: Printer = Printer::of(RESOURCE_QUOTA, resource_quota_cells);
 
 /// The columns of `kind`'s table, in order.
 pub fn columns(kind: &str) -> &'static [Column] {
@@ -288,6 +289,28 @@ fn priority_class_cells(o: &Value, now: Timestamp) -> Vec<Value> {
         age(),
         or(text(o, "/preemptionPolicy"), "PreemptLowerPriority").into(),
     ]
+}
+
+/// kube's ResourceQuota printer: `used/hard` of each limited resource, limits.* in their own column.
+fn resource_quota_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let mut names: Vec<&String> =
+        o.pointer("/spec/hard").and_then(Value::as_object).into_iter().flat_map(|h| h.keys()).collect();
+    names.sort();
+    let (mut requests, mut limits) = (vec![], vec![]);
+    for n in names {
+        let amount = |list: &str| match o.pointer(&format!("/status/{list}")).and_then(|l| l.get(n.as_str())) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => "0".to_string(),
+        };
+        let cell = format!("{n}: {}/{}", amount("used"), amount("hard"));
+        match n.split_once('.') {
+            Some(("limits", _)) => limits.push(cell),
+            _ => requests.push(cell),
+        }
+    }
+    vec![name(), age(), requests.join(", ").into(), limits.join(", ").into()]
 }
 
 fn pdb_cells(o: &Value, now: Timestamp) -> Vec<Value> {
@@ -676,6 +699,17 @@ const PRIORITY_CLASS: &[Column] = &[
     col("Global-Default", "boolean", "Whether this class is the default for pods that name none."),
     AGE,
     col("PreemptionPolicy", "string", "Whether pods of this class may preempt pods of lower priority."),
+];
+
+const RESOURCE_QUOTA: &[Column] = &[
+    NAME,
+    AGE,
+    col("Request", "string", "Request represents a minimum amount of cpu/memory that a container may consume."),
+    col(
+        "Limit",
+        "string",
+        "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+    ),
 ];
 
 const PDB: &[Column] = &[

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod namespaces;
 mod node_authz;
 mod node_proxy;
+mod quota;
 pub mod rbac;
 mod request;
 mod resources;

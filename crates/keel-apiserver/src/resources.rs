@@ -236,7 +236,7 @@ pub(crate) fn set_resource_version(v: &mut Value, revision: i64) {
     }
 }
 
-fn encode(v: &Value) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn encode(v: &Value) -> Result<Vec<u8>, ApiError> {
     let mut v = v.clone();
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
@@ -515,6 +515,10 @@ impl Call {
                 true => self.default_ingress_class().await?,
                 false => None,
             },
+            limit_ranges: match kind.has(Hook::LimitRanger) {
+                true => self.limit_ranges().await?,
+                false => vec![],
+            },
             definitions: self.definitions(kind).await?,
         };
         let Admitted { mut object, warnings } = admit::create(&self.admission(), object, &fresh, &facts)?;
@@ -540,6 +544,9 @@ impl Call {
             self.check_namespace(ns).await?;
         }
         if self.params.dry_run {
+            if let Some(ns) = namespace {
+                crate::quota::charges(&self.state.storage, resource, ns, &object, None, false).await?;
+            }
             return Ok(json_response(StatusCode::CREATED, &object, &warnings));
         }
         let key = resource.key(self.target.namespace.as_deref().unwrap_or(""), &name);
@@ -549,16 +556,38 @@ impl Call {
         } else {
             vec![]
         };
-        let revision = match self.state.storage.create(&key, encode(&object)?).await {
+        let revision = match self.store_new(&key, &object).await {
             Ok(r) => r,
             Err(e) => {
                 allocator::release(&self.state.storage, &reserved).await;
-                return Err(store_error(resource, &name, e));
+                return Err(e);
             }
         };
         set_resource_version(&mut object, revision);
         self.refresh_custom(kind).await;
         Ok(json_response(StatusCode::CREATED, &object, &warnings))
+    }
+
+    /// Stores a new object with what it charges the namespace's quotas, in one transaction; decided again
+    /// when a quota changed meanwhile.
+    async fn store_new(&self, key: &str, object: &Value) -> Result<i64, ApiError> {
+        let resource = self.resource();
+        let name = meta::name(object);
+        for attempt in 0..WRITE_ATTEMPTS {
+            let charges = match self.target.namespace.as_deref() {
+                Some(ns) => crate::quota::charges(&self.state.storage, resource, ns, object, None, attempt > 0).await?,
+                None => vec![],
+            };
+            let stored = match charges.is_empty() {
+                true => self.state.storage.create(key, encode(object)?).await,
+                false => self.state.storage.create_with(key, encode(object)?, charges).await,
+            };
+            match stored {
+                Err(StorageError::Conflict { .. }) => continue,
+                other => return other.map_err(|e| store_error(resource, name, e)),
+            }
+        }
+        Err(self.conflict())
     }
 
     /// The admission webhooks that match this request (none for the webhook configurations themselves, as
@@ -722,6 +751,14 @@ impl Call {
                 Ok(None)
             }
         }
+    }
+
+    /// For the LimitRanger admission: the namespace's LimitRanges, as this master's own member has them.
+    async fn limit_ranges(&self) -> Result<Vec<Value>, ApiError> {
+        let Some(ns) = self.target.namespace.as_deref() else { return Ok(vec![]) };
+        let ranges = resources::find("", "v1", "limitranges").ok_or(ApiError::UnknownPath)?;
+        let page = self.state.storage.list_read(&ranges.prefix(Some(ns)), None, 0, 0, Read::Serializable).await;
+        page.map_err(|e| store_error(ranges, "", e))?.items.iter().map(object).collect()
     }
 
     /// For the DefaultIngressClass admission of a new Ingress: the cluster's default IngressClass.
@@ -948,7 +985,7 @@ impl Call {
             Some("approval") => Some("approval"),
             _ => None,
         };
-        for _ in 0..WRITE_ATTEMPTS {
+        for attempt in 0..WRITE_ATTEMPTS {
             let stored = self.state.storage.get(&key).await.map_err(|e| self.store_error(e))?;
             if precondition.is_some_and(|rv| rv != stored.mod_revision) {
                 return Err(self.conflict());
@@ -985,10 +1022,18 @@ impl Call {
                 set_resource_version(&mut new, stored.mod_revision);
                 return Ok(self.updated(&new, &warnings));
             }
+            let charges = match self.target.namespace.as_deref() {
+                Some(ns) if sub.is_none() && !meta::deletion_complete(&new) => {
+                    crate::quota::charges(&self.state.storage, resource, ns, &new, Some(&old), attempt > 0).await?
+                }
+                _ => vec![],
+            };
             let result = if meta::deletion_complete(&new) {
                 self.state.storage.delete(&key, Some(stored.mod_revision)).await.map(|(_, rev)| rev)
-            } else {
+            } else if charges.is_empty() {
                 self.state.storage.update(&key, encode(&new)?, stored.mod_revision).await
+            } else {
+                self.state.storage.update_with(&key, encode(&new)?, stored.mod_revision, charges).await
             };
             match result {
                 Ok(revision) => {
@@ -996,6 +1041,8 @@ impl Call {
                     self.refresh_custom(kind).await;
                     return Ok(self.updated(&new, &warnings));
                 }
+                // Only a quota changed: decide again, whatever the request's precondition.
+                Err(StorageError::Conflict { current }) if current == stored.mod_revision => continue,
                 Err(StorageError::Conflict { .. }) if precondition.is_none() => continue,
                 Err(StorageError::Conflict { .. }) => return Err(self.conflict()),
                 Err(e) => return Err(self.store_error(e)),

@@ -134,6 +134,14 @@ impl FencedWrites {
     }
 }
 
+/// Another key written with an object in one transaction, if it is still at `expected` (its mod revision).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub expected: i64,
+}
+
 /// How a write transaction ended.
 enum Written {
     Done(TxnResponse),
@@ -581,6 +589,45 @@ impl Storage {
         match self.write(key, vec![absent], vec![put_op(key, value)]).await? {
             Written::Done(resp) => Ok(revision(&resp)),
             Written::Refused(_) => Err(StorageError::AlreadyExists),
+        }
+    }
+
+    /// Stores a new object and, in the same transaction, `also`: other keys' new values, each written only
+    /// if that key is still at the mod revision given (the quotas a create charges). Refuses if the key
+    /// exists (`AlreadyExists`) or one of `also` changed (`Conflict`).
+    pub async fn create_with(&self, key: &str, value: Vec<u8>, also: Vec<Charge>) -> Result<i64, StorageError> {
+        let mut conditions = vec![compare(key, CompareTarget::Create, TargetUnion::CreateRevision(0))];
+        let mut ops = vec![put_op(key, value)];
+        for c in also {
+            conditions.push(compare(&c.key, CompareTarget::Mod, TargetUnion::ModRevision(c.expected)));
+            ops.push(put_op(&c.key, c.value));
+        }
+        match self.write(key, conditions, ops).await? {
+            Written::Done(resp) => Ok(revision(&resp)),
+            Written::Refused(Some(_)) => Err(StorageError::AlreadyExists),
+            Written::Refused(None) => Err(StorageError::Conflict { current: 0 }),
+        }
+    }
+
+    /// [`Storage::update`] with `also` written in the same transaction, as [`Storage::create_with`] does. A
+    /// `Conflict` names the object's current revision: `expected` itself when only one of `also` changed.
+    pub async fn update_with(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: i64,
+        also: Vec<Charge>,
+    ) -> Result<i64, StorageError> {
+        let mut conditions = vec![compare(key, CompareTarget::Mod, TargetUnion::ModRevision(expected))];
+        let mut ops = vec![put_op(key, value)];
+        for c in also {
+            conditions.push(compare(&c.key, CompareTarget::Mod, TargetUnion::ModRevision(c.expected)));
+            ops.push(put_op(&c.key, c.value));
+        }
+        match self.write(key, conditions, ops).await? {
+            Written::Done(resp) => Ok(revision(&resp)),
+            Written::Refused(Some(now)) => Err(StorageError::Conflict { current: now.mod_revision }),
+            Written::Refused(None) => Err(StorageError::NotFound),
         }
     }
 

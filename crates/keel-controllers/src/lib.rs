@@ -34,6 +34,7 @@ mod reconciling;
 pub mod replicas;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod resource_quota;
 pub mod rollout;
 pub mod scheduling;
 pub mod service_accounts;
@@ -131,6 +132,7 @@ pub async fn run(identities: Identities, mut leading: watch::Receiver<Option<i64
         loops.spawn(token_cleaner::run(client.clone()));
         loops.spawn(budget::run(client.clone()));
         loops.spawn(crd_cleanup::run(client.clone()));
+        loops.spawn(resource_quota::run(client.clone()));
         let timing = node_lifecycle::Timing {
             grace: settings.node_monitor_grace_period,
             period: settings.node_monitor_period,
