@@ -17,6 +17,8 @@ pub struct Sources {
     pub services: Vec<Service>,
     /// Service-account tokens of projected volumes, by `<volume>/<path>`.
     pub tokens: HashMap<String, Vec<u8>>,
+    /// Where the volume of each claim the pod mounts is on this node, or why it cannot be mounted yet.
+    pub claims: HashMap<String, Result<std::path::PathBuf, String>>,
 }
 
 /// The Services a pod's containers get variables for, as the kubelet chooses them: the `kubernetes`

@@ -26,7 +26,10 @@ pub fn volume_dir(pod_dir: &Path, volume: &Volume) -> PathBuf {
     if let Some(h) = &volume.host_path {
         return PathBuf::from(&h.path);
     }
-    let kind = if volume.config_map.is_some() {
+    let kind = if volume.persistent_volume_claim.is_some() {
+        // A link to the claim's volume, wherever it lives on the node.
+        "pvc"
+    } else if volume.config_map.is_some() {
         "configmap"
     } else if volume.secret.is_some() {
         "secret"
@@ -64,9 +67,10 @@ pub fn container_mounts(pod: &Pod, container: &Container, pod_dir: &Path) -> Res
             && volume.config_map.is_none()
             && volume.secret.is_none()
             && volume.projected.is_none()
+            && volume.persistent_volume_claim.is_none()
         {
             return Err(format!(
-                "volume {:?}: only emptyDir, hostPath, configMap, secret and projected volumes are supported",
+                "volume {:?}: only emptyDir, hostPath, configMap, secret, projected and persistentVolumeClaim volumes are supported",
                 m.name
             ));
         }
@@ -141,6 +145,55 @@ pub fn projected_files(
     Ok(files)
 }
 
+/// `at` as a symlink to `target` (replaced if it pointed elsewhere); mounts follow it.
+fn link(at: &Path, target: &Path) -> io::Result<()> {
+    if std::fs::read_link(at).is_ok_and(|t| t == target) {
+        return Ok(());
+    }
+    if let Some(parent) = at.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let _ = std::fs::remove_file(at);
+    std::os::unix::fs::symlink(target, at)
+}
+
+/// The claims the pod's volumes name.
+pub fn referenced_claims(pod: &Pod) -> Vec<String> {
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    volumes.filter_map(|v| v.persistent_volume_claim.as_ref()).map(|c| c.claim_name.clone()).collect()
+}
+
+/// Where a PersistentVolume's data is on this node, and whether the agent makes that directory: a
+/// hostPath or local volume's path, or, for keel's local provisioner, `<data dir>/volumes/<handle>`.
+pub fn persistent_volume_path(
+    pv: &k8s_openapi::api::core::v1::PersistentVolume,
+    data_dir: &Path,
+) -> Result<(PathBuf, bool), String> {
+    let name = pv.metadata.name.clone().unwrap_or_default();
+    let spec = pv.spec.clone().unwrap_or_default();
+    if let Some(h) = &spec.host_path {
+        return Ok((PathBuf::from(&h.path), h.type_.as_deref() == Some("DirectoryOrCreate")));
+    }
+    if let Some(l) = &spec.local {
+        return Ok((PathBuf::from(&l.path), false));
+    }
+    match &spec.csi {
+        Some(c) if c.driver == keel_api::kinds::storage::LOCAL_PROVISIONER => {
+            if !relative(&c.volume_handle) {
+                return Err(format!(
+                    "persistentvolume {name:?}: volumeHandle {:?} is not a plain name",
+                    c.volume_handle
+                ));
+            }
+            Ok((data_dir.join("volumes").join(&c.volume_handle), true))
+        }
+        _ => Err(format!(
+            "persistentvolume {name:?}: only hostPath, local and {} volumes are supported",
+            keel_api::kinds::storage::LOCAL_PROVISIONER
+        )),
+    }
+}
+
 /// Makes the pod's volumes and /etc files ready (idempotent; configMap and secret files are rewritten when
 /// their content changed). The error is the message for the pod's status.
 pub fn prepare(
@@ -199,6 +252,13 @@ pub fn prepare(
                 "File" if !dir.is_file() => return Err(format!("{what}: hostPath {} is not a file", h.path)),
                 _ => {}
             }
+        } else if let Some(c) = &v.persistent_volume_claim {
+            let target = match sources.claims.get(&c.claim_name) {
+                Some(Ok(path)) => path,
+                Some(Err(why)) => return Err(format!("{what}: {why}")),
+                None => return Err(format!("{what}: persistentvolumeclaim {:?} not found", c.claim_name)),
+            };
+            link(&dir, target).map_err(|e| io(&what, e))?;
         } else if let Some(c) = &v.config_map {
             let data = source_data(&sources.config_maps, "configmap", &c.name, c.optional)?;
             let files = projected_files(&data, c.items.as_ref(), c.default_mode, &what)?;

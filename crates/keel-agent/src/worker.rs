@@ -614,6 +614,10 @@ async fn fetch_sources(shared: &Shared, pod: &Pod, container: &Container) -> Res
         sources.services = env::visible_services(pod, &(list.0)());
     }
     sources.tokens = service_account_tokens(shared, pod).await?;
+    for claim in volumes::referenced_claims(pod) {
+        let path = claim_volume(shared, namespace, &claim).await?;
+        sources.claims.insert(claim, path);
+    }
     let api: Api<ConfigMap> = Api::namespaced(shared.client.clone(), namespace);
     for name in config_maps {
         if let Some(cm) = api.get_opt(&name).await? {
@@ -633,6 +637,35 @@ async fn fetch_sources(shared: &Shared, pod: &Pod, container: &Container) -> Res
         }
     }
     Ok(sources)
+}
+
+/// Where a claim's volume is on this node (its directory made when the agent keeps it), or why the pod
+/// cannot mount it yet (the claim missing or not bound, the volume not one this agent mounts).
+async fn claim_volume(
+    shared: &Shared,
+    namespace: &str,
+    claim: &str,
+) -> Result<Result<std::path::PathBuf, String>, kube::Error> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(shared.client.clone(), namespace);
+    let Some(found) = claims.get_opt(claim).await? else {
+        return Ok(Err(format!("persistentvolumeclaim {claim:?} not found")));
+    };
+    let volume = found.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty());
+    let bound = found.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let (Some(volume), true) = (volume, bound) else {
+        return Ok(Err(format!("persistentvolumeclaim {claim:?} is not bound yet")));
+    };
+    let volumes: Api<PersistentVolume> = Api::all(shared.client.clone());
+    let Some(pv) = volumes.get_opt(&volume).await? else {
+        return Ok(Err(format!("persistentvolume {volume:?} not found")));
+    };
+    Ok(volumes::persistent_volume_path(&pv, &shared.config.data_dir).and_then(|(path, make)| {
+        if make {
+            std::fs::create_dir_all(&path).map_err(|e| format!("volume directory {}: {e}", path.display()))?;
+        }
+        Ok(path)
+    }))
 }
 
 /// The tokens of the pod's projected volumes, by `<volume>/<path>`: each asked for (bound to the pod) when

@@ -45,6 +45,8 @@ pub struct Facts {
     pub priority_class: Option<Result<kinds::scheduling::PodClass, String>>,
     /// [`Hook::DefaultIngressClass`]: the cluster's default IngressClass, if it has one.
     pub default_ingress_class: Option<String>,
+    /// [`Hook::DefaultStorageClass`]: the cluster's default StorageClass, if it has one.
+    pub default_storage_class: Option<String>,
     /// [`Hook::LimitRanger`]: the namespace's LimitRanges.
     pub limit_ranges: Vec<Value>,
     /// [`Hook::AcceptNames`]: every CustomResourceDefinition in the store.
@@ -75,7 +77,12 @@ pub fn create(req: &Request, mut object: Value, fresh: &Fresh, facts: &Facts) ->
         kinds::networking::admit_ingress(&mut object, facts.default_ingress_class.as_deref());
     }
     default(req, &mut object);
-    if kind.has(Hook::LimitRanger) && !facts.limit_ranges.is_empty() {
+    if kind.has(Hook::DefaultStorageClass) {
+        kinds::storage::admit_claim(&mut object, facts.default_storage_class.as_deref());
+    }
+    if kind == &kinds::PERSISTENT_VOLUME_CLAIM && !facts.limit_ranges.is_empty() {
+        kinds::limits::limit_claim(&object, &facts.limit_ranges).map_err(|e| forbidden(req, &object, &e))?;
+    } else if kind.has(Hook::LimitRanger) && !facts.limit_ranges.is_empty() {
         kinds::limits::limit_pod(&mut object, &facts.limit_ranges).map_err(|e| forbidden(req, &object, &e))?;
         // Its defaults may have changed the pod's QoS class.
         let qos = meta::qos_class(object.get("spec").unwrap_or(&Value::Null));

@@ -25,6 +25,7 @@ pub use service::carry_over_addresses;
 pub mod rbac;
 pub mod scheduling;
 mod service;
+pub mod storage;
 mod workloads;
 
 use k8s_openapi::api::{
@@ -73,6 +74,9 @@ pub enum Hook {
     /// A new Ingress that names no class (neither `ingressClassName` nor the old annotation) gets the
     /// cluster's default IngressClass (kube-apiserver's DefaultIngressClass admission).
     DefaultIngressClass,
+    /// A new PersistentVolumeClaim that names no class gets the cluster's default StorageClass (kube's
+    /// DefaultStorageClass admission).
+    DefaultStorageClass,
     /// The namespace's LimitRanges fill in a new pod's default requests and limits and hold it (or a
     /// claim) to their min, max and ratios (kube's LimitRanger admission).
     LimitRanger,
@@ -229,6 +233,39 @@ pub const RESOURCE_QUOTA: Kind = Kind {
     initial: limits::initial_quota,
     printer: table::RESOURCE_QUOTAS,
     ..UNKNOWN
+};
+
+pub const PERSISTENT_VOLUME: Kind = Kind {
+    name: "PersistentVolume",
+    decode: |o| decode_as::<core::v1::PersistentVolume>(o),
+    default: storage::default_volume,
+    validate: storage::validate_volume,
+    validate_update: storage::validate_volume_update,
+    initial: storage::initial_volume,
+    printer: table::PERSISTENT_VOLUMES,
+    ..UNKNOWN
+};
+
+pub const PERSISTENT_VOLUME_CLAIM: Kind = Kind {
+    name: "PersistentVolumeClaim",
+    decode: |o| decode_as::<core::v1::PersistentVolumeClaim>(o),
+    default: storage::default_claim,
+    validate: storage::validate_claim,
+    validate_update: storage::validate_claim_update,
+    initial: storage::initial_claim,
+    printer: table::PERSISTENT_VOLUME_CLAIMS,
+    hooks: &[Hook::DefaultStorageClass, Hook::LimitRanger],
+    ..UNKNOWN
+};
+
+pub const STORAGE_CLASS: Kind = Kind {
+    name: "StorageClass",
+    decode: |o| decode_as::<k8s_openapi::api::storage::v1::StorageClass>(o),
+    default: storage::default_class_fields,
+    validate: storage::validate_class,
+    validate_update: storage::validate_class_update,
+    printer: table::STORAGE_CLASSES,
+    ..KEPT
 };
 
 pub const SECRET: Kind = Kind {

@@ -108,6 +108,7 @@ const NETWORKING: Resource = group("networking.k8s.io", "v1");
 const RBAC: Resource = group("rbac.authorization.k8s.io", "v1");
 const POLICY: Resource = group("policy", "v1");
 const SCHEDULING: Resource = group("scheduling.k8s.io", "v1");
+const STORAGE: Resource = group("storage.k8s.io", "v1");
 const APIEXTENSIONS: Resource = group("apiextensions.k8s.io", "v1");
 const ADMISSIONREGISTRATION: Resource = group("admissionregistration.k8s.io", "v1");
 const APIREGISTRATION: Resource = group("apiregistration.k8s.io", "v1");
@@ -186,6 +187,25 @@ pub const RESOURCES: &[Resource] = &[
         plural: "resourcequotas",
         singular: "resourcequota",
         short_names: &["quota"],
+        subresources: STATUS,
+        ..CORE
+    },
+    Resource {
+        kind: "PersistentVolume",
+        rules: &kinds::PERSISTENT_VOLUME,
+        plural: "persistentvolumes",
+        singular: "persistentvolume",
+        namespaced: false,
+        short_names: &["pv"],
+        subresources: STATUS,
+        ..CORE
+    },
+    Resource {
+        kind: "PersistentVolumeClaim",
+        rules: &kinds::PERSISTENT_VOLUME_CLAIM,
+        plural: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        short_names: &["pvc"],
         subresources: STATUS,
         ..CORE
     },
@@ -400,6 +420,15 @@ pub const RESOURCES: &[Resource] = &[
         namespaced: false,
         short_names: &["pc"],
         ..SCHEDULING
+    },
+    Resource {
+        kind: "StorageClass",
+        rules: &kinds::STORAGE_CLASS,
+        plural: "storageclasses",
+        singular: "storageclass",
+        namespaced: false,
+        short_names: &["sc"],
+        ..STORAGE
     },
     Resource {
         kind: "PodDisruptionBudget",

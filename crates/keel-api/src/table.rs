@@ -84,6 +84,9 @@ pub const POD_TEMPLATES: Printer = Printer::of(POD_TEMPLATE, pod_template_cells)
 pub const PRIORITY_CLASSES: Printer = Printer::of(PRIORITY_CLASS, priority_class_cells);
 pub const API_SERVICES: Printer = Printer::of(API_SERVICE, api_service_cells);
 pub const RESOURCE_QUOTAS: Printer = Printer::of(RESOURCE_QUOTA, resource_quota_cells);
+pub const PERSISTENT_VOLUMES: Printer = Printer::of(PERSISTENT_VOLUME, persistent_volume_cells);
+pub const PERSISTENT_VOLUME_CLAIMS: Printer = Printer::of(PERSISTENT_VOLUME_CLAIM, persistent_volume_claim_cells);
+pub const STORAGE_CLASSES: Printer = Printer::of(STORAGE_CLASS, storage_class_cells);
 
 /// The columns of `kind`'s table, in order.
 pub fn columns(kind: &str) -> &'static [Column] {
@@ -288,6 +291,70 @@ fn priority_class_cells(o: &Value, now: Timestamp) -> Vec<Value> {
         flag(o, "/globalDefault").into(),
         age(),
         or(text(o, "/preemptionPolicy"), "PreemptLowerPriority").into(),
+    ]
+}
+
+fn persistent_volume_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let claim = match (text(o, "/spec/claimRef/namespace"), text(o, "/spec/claimRef/name")) {
+        (_, "") => String::new(),
+        (ns, n) => format!("{ns}/{n}"),
+    };
+    vec![
+        name(),
+        text(o, "/spec/capacity/storage").into(),
+        crate::kinds::storage::access_modes_text(o.pointer("/spec/accessModes")).into(),
+        text(o, "/spec/persistentVolumeReclaimPolicy").into(),
+        text(o, "/status/phase").into(),
+        claim.into(),
+        text(o, "/spec/storageClassName").into(),
+        or(text(o, "/spec/volumeAttributesClassName"), "<unset>").into(),
+        text(o, "/status/reason").into(),
+        age(),
+        or(text(o, "/spec/volumeMode"), "<unset>").into(),
+    ]
+}
+
+fn persistent_volume_claim_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (name, age) = name_and_age(o, now);
+    let bound = !text(o, "/spec/volumeName").is_empty();
+    let (capacity, modes) = match bound {
+        true => (
+            text(o, "/status/capacity/storage").to_string(),
+            crate::kinds::storage::access_modes_text(o.pointer("/status/accessModes")),
+        ),
+        false => (String::new(), String::new()),
+    };
+    let phase =
+        if o.pointer("/metadata/deletionTimestamp").is_some() { "Terminating" } else { text(o, "/status/phase") };
+    vec![
+        name(),
+        phase.into(),
+        text(o, "/spec/volumeName").into(),
+        capacity.into(),
+        modes.into(),
+        text(o, "/spec/storageClassName").into(),
+        or(text(o, "/spec/volumeAttributesClassName"), "<unset>").into(),
+        age(),
+        or(text(o, "/spec/volumeMode"), "<unset>").into(),
+    ]
+}
+
+fn storage_class_cells(o: &Value, now: Timestamp) -> Vec<Value> {
+    let (_, age) = name_and_age(o, now);
+    let default =
+        o.pointer("/metadata/annotations").and_then(|a| a.get(crate::kinds::storage::DEFAULT_CLASS_ANNOTATION));
+    let mut name = text(o, "/metadata/name").to_string();
+    if default == Some(&Value::from("true")) {
+        name.push_str(" (default)");
+    }
+    vec![
+        name.into(),
+        text(o, "/provisioner").into(),
+        or(text(o, "/reclaimPolicy"), "Delete").into(),
+        or(text(o, "/volumeBindingMode"), "Immediate").into(),
+        flag(o, "/allowVolumeExpansion").into(),
+        age(),
     ]
 }
 
@@ -699,6 +766,53 @@ const PRIORITY_CLASS: &[Column] = &[
     col("Global-Default", "boolean", "Whether this class is the default for pods that name none."),
     AGE,
     col("PreemptionPolicy", "string", "Whether pods of this class may preempt pods of lower priority."),
+];
+
+const PERSISTENT_VOLUME: &[Column] = &[
+    NAME,
+    col("Capacity", "string", "capacity is the description of the persistent volume's resources and capacity."),
+    col("Access Modes", "string", "accessModes contains all ways the volume can be mounted."),
+    col("Reclaim Policy", "string", "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim."),
+    col("Status", "string", "phase indicates if a volume is available, bound to a claim, or released by a claim."),
+    col("Claim", "string", "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim."),
+    col("StorageClass", "string", "storageClassName is the name of StorageClass to which this persistent volume belongs."),
+    col("VolumeAttributesClass", "string", "Name of VolumeAttributesClass to which this persistent volume belongs."),
+    col("Reason", "string", "reason is a brief CamelCase string that describes any failure."),
+    AGE,
+    wide("VolumeMode", "string", "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state."),
+];
+
+const PERSISTENT_VOLUME_CLAIM: &[Column] = &[
+    NAME,
+    col("Status", "string", "phase represents the current phase of PersistentVolumeClaim."),
+    col("Volume", "string", "volumeName is the binding reference to the PersistentVolume backing this claim."),
+    col("Capacity", "string", "capacity represents the actual resources of the underlying volume."),
+    col("Access Modes", "string", "accessModes contains the actual access modes the volume backing the PVC has."),
+    col("StorageClass", "string", "storageClassName is the name of the StorageClass required by the claim."),
+    col(
+        "VolumeAttributesClass",
+        "string",
+        "volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.",
+    ),
+    AGE,
+    wide("VolumeMode", "string", "volumeMode defines what type of volume is required by the claim."),
+];
+
+const STORAGE_CLASS: &[Column] = &[
+    NAME,
+    col("Provisioner", "string", "provisioner indicates the type of the provisioner."),
+    col(
+        "ReclaimPolicy",
+        "string",
+        "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class.",
+    ),
+    col(
+        "VolumeBindingMode",
+        "string",
+        "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.",
+    ),
+    col("AllowVolumeExpansion", "string", "allowVolumeExpansion shows whether the storage class allow volume expand."),
+    AGE,
 ];
 
 const RESOURCE_QUOTA: &[Column] = &[

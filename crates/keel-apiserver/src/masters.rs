@@ -32,6 +32,7 @@ const SERVICE: &str = "/api/v1/namespaces/default/services/kubernetes";
 const ENDPOINTS: &str = "/api/v1/namespaces/default/endpoints/kubernetes";
 const DNS_SERVICE: &str = "/api/v1/namespaces/kube-system/services/kube-dns";
 const INGRESS_CLASS: &str = "/apis/networking.k8s.io/v1/ingressclasses/keel";
+const STORAGE_CLASS: &str = "/apis/storage.k8s.io/v1/storageclasses/local";
 const PRIORITY_CLASSES: &str = "/apis/scheduling.k8s.io/v1/priorityclasses";
 
 /// The IngressClass every node's ingress proxy serves, the cluster's default.
@@ -211,6 +212,7 @@ async fn reconcile_once(
         (SERVICE.to_string(), service(cluster_ip, target_port)),
         (DNS_SERVICE.to_string(), dns_service(dns_ip)),
         (INGRESS_CLASS.to_string(), ingress_class()),
+        (STORAGE_CLASS.to_string(), keel_api::kinds::storage::local_class()),
     ];
     // The system PriorityClasses (`system-node-critical`, `system-cluster-critical`).
     for class in keel_api::kinds::scheduling::system_classes() {

@@ -154,6 +154,10 @@ pub fn decide(user: &User, a: &Attributes, query: Option<&str>, graph: &Graph) -
             allow_if(graph.used_by_node(node, &r.resource, ns, name))
         }
         ("", "secrets" | "configmaps" | "persistentvolumeclaims", None, _) => Decision::Deny,
+        // A claim's volume, to mount it (kube follows claim → volume in its graph; keel's graph holds pods
+        // only, and a volume holds no secret: any volume may be read).
+        ("", "persistentvolumes", None, "get") => Decision::Allow,
+        ("", "persistentvolumes", ..) => Decision::Deny,
         ("", "serviceaccounts", Some("token"), "create") => {
             allow_if(graph.used_by_node(node, "serviceaccounts", ns, name))
         }

@@ -515,6 +515,10 @@ impl Call {
                 true => self.default_ingress_class().await?,
                 false => None,
             },
+            default_storage_class: match kind.has(Hook::DefaultStorageClass) {
+                true => self.default_storage_class().await?,
+                false => None,
+            },
             limit_ranges: match kind.has(Hook::LimitRanger) {
                 true => self.limit_ranges().await?,
                 false => vec![],
@@ -759,6 +763,15 @@ impl Call {
         let ranges = resources::find("", "v1", "limitranges").ok_or(ApiError::UnknownPath)?;
         let page = self.state.storage.list_read(&ranges.prefix(Some(ns)), None, 0, 0, Read::Serializable).await;
         page.map_err(|e| store_error(ranges, "", e))?.items.iter().map(object).collect()
+    }
+
+    /// For the DefaultStorageClass admission of a new claim: the cluster's default StorageClass.
+    async fn default_storage_class(&self) -> Result<Option<String>, ApiError> {
+        let classes = resources::find("storage.k8s.io", "v1", "storageclasses").ok_or(ApiError::UnknownPath)?;
+        let page = self.state.storage.list_read(&classes.prefix(None), None, 0, 0, Read::Serializable).await;
+        let listed = page.map_err(|e| store_error(classes, "", e))?.items;
+        let listed = listed.iter().map(object).collect::<Result<Vec<_>, _>>()?;
+        Ok(kinds::storage::default_class(&listed))
     }
 
     /// For the DefaultIngressClass admission of a new Ingress: the cluster's default IngressClass.

@@ -42,6 +42,8 @@ pub mod service_endpoints;
 pub mod statefulset;
 pub mod statefulsets;
 pub mod token_cleaner;
+pub mod volume_binder;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +135,7 @@ pub async fn run(identities: Identities, mut leading: watch::Receiver<Option<i64
         loops.spawn(budget::run(client.clone()));
         loops.spawn(crd_cleanup::run(client.clone()));
         loops.spawn(resource_quota::run(client.clone()));
+        loops.spawn(volume_binder::run(client.clone()));
         let timing = node_lifecycle::Timing {
             grace: settings.node_monitor_grace_period,
             period: settings.node_monitor_period,

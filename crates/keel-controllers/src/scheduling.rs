@@ -9,9 +9,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use keel_scheduler::{Config, Snapshot};
+use keel_scheduler::{ClaimState, Config, Snapshot};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
@@ -25,6 +28,8 @@ use crate::{events, Error};
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 /// The longest an unschedulable pod waits before it is tried again anyway.
 pub const PARK: Duration = Duration::from_secs(30);
+/// The annotation by which the scheduler gives a claim its first consumer's node.
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 /// Bindings in flight at once.
 const MAX_BINDING: usize = 256;
 
@@ -32,6 +37,9 @@ enum Update {
     Node(Box<Event<Node>>),
     Pod(Box<Event<Pod>>),
     Namespace(Box<Event<Namespace>>),
+    Claim(Box<Event<PersistentVolumeClaim>>),
+    Volume(Box<Event<PersistentVolume>>),
+    Class(Box<Event<StorageClass>>),
     /// Try a pod again after a failed binding.
     Retry(String),
 }
@@ -49,6 +57,10 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     watches.spawn(forward(Api::<Node>::all(client.clone()), tx.clone(), |e| Update::Node(Box::new(e))));
     watches.spawn(forward(Api::<Pod>::all(client.clone()), tx.clone(), |e| Update::Pod(Box::new(e))));
     watches.spawn(forward(Api::<Namespace>::all(client.clone()), tx.clone(), |e| Update::Namespace(Box::new(e))));
+    watches
+        .spawn(forward(Api::<PersistentVolumeClaim>::all(client.clone()), tx.clone(), |e| Update::Claim(Box::new(e))));
+    watches.spawn(forward(Api::<PersistentVolume>::all(client.clone()), tx.clone(), |e| Update::Volume(Box::new(e))));
+    watches.spawn(forward(Api::<StorageClass>::all(client.clone()), tx.clone(), |e| Update::Class(Box::new(e))));
     let mut loop_state = Scheduler::new(client, config, tx);
     let mut binds: JoinSet<Bound> = JoinSet::new();
     let mut park = tokio::time::interval(PARK);
@@ -135,10 +147,35 @@ struct Scheduler {
     assumed: HashMap<String, String>,
     /// The last unschedulable message recorded for a pod (recorded again only when it changes).
     reported: HashMap<String, String>,
+    /// What the VolumeBinding filter reads: claims by key, volumes and classes by name.
+    storage: Storage,
+}
+
+/// The claims, volumes and classes the scheduler has seen (kept whole: relists replace them).
+#[derive(Default)]
+struct Storage {
+    claims: HashMap<String, PersistentVolumeClaim>,
+    volumes: HashMap<String, PersistentVolume>,
+    /// Classes whose `volumeBindingMode` is `WaitForFirstConsumer`.
+    waiting_classes: HashSet<String>,
+}
+
+impl Storage {
+    fn state(&self, claim: &PersistentVolumeClaim) -> ClaimState {
+        let spec = claim.spec.as_ref();
+        let volume = spec.and_then(|s| s.volume_name.as_deref()).and_then(|v| self.volumes.get(v));
+        let affinity = volume.and_then(|v| v.spec.as_ref()?.node_affinity.as_ref()?.required.as_ref());
+        let class = spec.and_then(|s| s.storage_class_name.as_deref()).unwrap_or("");
+        ClaimState::of(claim, affinity, self.waiting_classes.contains(class))
+    }
 }
 
 fn key_of(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+fn key_of_claim(claim: &PersistentVolumeClaim) -> String {
+    format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any())
 }
 
 fn node_of(pod: &Pod) -> &str {
@@ -172,6 +209,7 @@ impl Scheduler {
             parked: HashSet::new(),
             assumed: HashMap::new(),
             reported: HashMap::new(),
+            storage: Storage::default(),
         }
     }
 
@@ -190,8 +228,63 @@ impl Scheduler {
                     self.namespaces.done();
                 }
             },
+            Update::Claim(e) => {
+                match *e {
+                    Event::Init | Event::InitDone => {}
+                    Event::InitApply(c) | Event::Apply(c) => {
+                        self.storage.claims.insert(key_of_claim(&c), c);
+                    }
+                    Event::Delete(c) => {
+                        self.storage.claims.remove(&key_of_claim(&c));
+                    }
+                }
+                self.refresh_claims();
+            }
+            Update::Volume(e) => {
+                match *e {
+                    Event::Init | Event::InitDone => {}
+                    Event::InitApply(v) | Event::Apply(v) => {
+                        self.storage.volumes.insert(v.name_any(), v);
+                    }
+                    Event::Delete(v) => {
+                        self.storage.volumes.remove(&v.name_any());
+                    }
+                }
+                self.refresh_claims();
+            }
+            Update::Class(e) => {
+                match *e {
+                    Event::Init | Event::InitDone => {}
+                    Event::InitApply(c) | Event::Apply(c) => {
+                        if c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") {
+                            self.storage.waiting_classes.insert(c.name_any());
+                        } else {
+                            self.storage.waiting_classes.remove(&c.name_any());
+                        }
+                    }
+                    Event::Delete(c) => {
+                        self.storage.waiting_classes.remove(&c.name_any());
+                    }
+                }
+                self.refresh_claims();
+            }
             Update::Retry(key) => self.enqueue(&key),
         }
+    }
+
+    /// The snapshot's claims from what the watches say now; parked pods are tried again.
+    fn refresh_claims(&mut self) {
+        for (key, claim) in &self.storage.claims {
+            let (ns, name) = key.split_once('/').unwrap_or(("", key));
+            self.snapshot.set_claim(ns, name, Some(self.storage.state(claim)));
+        }
+        let gone: Vec<String> =
+            self.snapshot.claim_keys().filter(|k| !self.storage.claims.contains_key(*k)).cloned().collect();
+        for key in gone {
+            let (ns, name) = key.split_once('/').unwrap_or(("", &key));
+            self.snapshot.set_claim(ns, name, None);
+        }
+        self.unpark();
     }
 
     fn observe_node(&mut self, e: Event<Node>) {
@@ -307,7 +400,14 @@ impl Scheduler {
                     self.snapshot.assume(pod, &node);
                     self.assumed.insert(key.clone(), node.clone());
                     self.reported.remove(&key);
-                    binds.spawn(bind(self.client.clone(), pod.clone(), key, node));
+                    // Claims that wait for their first consumer are given its node, for their volume.
+                    let ns = pod.namespace().unwrap_or_default();
+                    let waiting: Vec<String> = keel_scheduler::PodContext::new(pod)
+                        .claims()
+                        .into_iter()
+                        .filter(|c| self.snapshot.claim(&ns, c) == Some(&ClaimState::WaitForFirstConsumer))
+                        .collect();
+                    binds.spawn(bind(self.client.clone(), pod.clone(), key, node, waiting));
                 }
                 Err(why) => {
                     let message = why.to_string();
@@ -343,9 +443,17 @@ impl Scheduler {
     }
 }
 
-async fn bind(client: Client, pod: Pod, key: String, node: String) -> Bound {
+async fn bind(client: Client, pod: Pod, key: String, node: String, waiting_claims: Vec<String>) -> Bound {
     let namespace = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
+    // kube-scheduler's volume binding: the claim names the chosen node; its volume is provisioned there.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+    for claim in &waiting_claims {
+        let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
+        if let Err(e) = claims.patch(claim, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            return Bound { key, node, result: Err(e) };
+        }
+    }
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let binding = Binding {
         metadata: ObjectMeta {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
@@ -71,6 +71,29 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
             let (api, client, set, name) = (pod_api.clone(), client.clone(), set.clone(), name.clone());
             async move {
                 let member = pod.name_any();
+                // Its claims first (kept from an earlier pod if they exist).
+                let ordinal = member.rsplit('-').next().and_then(|o| o.parse().ok()).unwrap_or(0);
+                let claims: Api<PersistentVolumeClaim> =
+                    Api::namespaced(client.clone(), &set.namespace().unwrap_or_default());
+                for claim in statefulsets::member_claims(&set, ordinal) {
+                    match claims.create(&PostParams::default(), &claim).await {
+                        Ok(_) => {
+                            let message =
+                                format!("create Claim {} Pod {member} in StatefulSet {name} success", claim.name_any());
+                            events::record(
+                                &client,
+                                COMPONENT,
+                                set.as_ref(),
+                                events::NORMAL,
+                                "SuccessfulCreate",
+                                &message,
+                            )
+                            .await;
+                        }
+                        Err(kube::Error::Api(s)) if s.code == 409 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
                 match api.create(&PostParams::default(), &pod).await {
                     Ok(_) => {
                         let message = format!("create Pod {member} in StatefulSet {name} successful");

@@ -4,8 +4,8 @@
 //! - Identity: pod `<set>-<ordinal>` for each ordinal in `start..start+replicas` (`spec.ordinals.start`), with
 //!   hostname = its name, subdomain = `spec.serviceName`, labels `statefulset.kubernetes.io/pod-name`,
 //!   `apps.kubernetes.io/pod-index` and `controller-revision-hash` = the revision's name, and for each
-//!   volumeClaimTemplate a volume of that name on claim `<template>-<set>-<ordinal>` (keel does not serve
-//!   PersistentVolumeClaims yet, so the claims themselves are not created). A member whose pod-name label is
+//!   volumeClaimTemplate a volume of that name on claim `<template>-<set>-<ordinal>` ([`member_claims`]: made
+//!   before the pod if missing, and kept when pods and the set go, as `Retain` keeps them). A member whose pod-name label is
 //!   wrong is relabelled; pods of the set named otherwise are ignored, as Kubernetes ignores them.
 //! - Members in range, lowest ordinal first: a missing one is created; a failed or succeeded one deleted (and
 //!   created again once gone); under `OrderedReady` the pass stops at the first pod it created or deleted, or
@@ -265,6 +265,32 @@ pub fn ordinal_of(set: &str, pod: &Pod) -> Option<i32> {
 /// `<set>-<ordinal>`.
 pub fn pod_name(set: &str, ordinal: i32) -> String {
     format!("{set}-{ordinal}")
+}
+
+/// The claims a member's pod mounts, from the set's volumeClaimTemplates: `<template>-<set>-<ordinal>`,
+/// labelled with the template's labels and the set's selector's, as Kubernetes makes them.
+pub fn member_claims(set: &StatefulSet, ordinal: i32) -> Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim> {
+    let spec = set.spec.clone().unwrap_or_default();
+    let set_name = set.metadata.name.clone().unwrap_or_default();
+    let selector = spec.selector.match_labels.clone().unwrap_or_default();
+    let templates = spec.volume_claim_templates.unwrap_or_default();
+    templates
+        .into_iter()
+        .map(|mut claim| {
+            let template = claim.metadata.name.clone().unwrap_or_default();
+            let mut labels = claim.metadata.labels.clone().unwrap_or_default();
+            labels.extend(selector.clone());
+            claim.metadata = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(claim_name(&template, &set_name, ordinal)),
+                namespace: set.metadata.namespace.clone(),
+                labels: Some(labels),
+                annotations: claim.metadata.annotations.clone(),
+                ..Default::default()
+            };
+            claim.status = None;
+            claim
+        })
+        .collect()
 }
 
 /// `<template>-<set>-<ordinal>`, the claim a member's volume of that template names.

@@ -46,6 +46,12 @@ impl<'a> PodContext<'a> {
         }
     }
 
+    /// The PersistentVolumeClaims the pod mounts, by name.
+    pub fn claims(&self) -> Vec<String> {
+        let volumes = self.pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default();
+        volumes.iter().filter_map(|v| v.persistent_volume_claim.as_ref()).map(|c| c.claim_name.clone()).collect()
+    }
+
     /// `nodeSelector` and required node affinity both hold on the node.
     pub fn matches_node_affinity(&self, node: &NodeInfo) -> bool {
         self.node_selector.is_none_or(|sel| sel.iter().all(|(k, v)| node.labels.get(k) == Some(v)))

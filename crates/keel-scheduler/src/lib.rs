@@ -23,6 +23,7 @@ mod scores;
 mod selectors;
 mod topology_spread;
 mod unschedulable;
+mod volume_binding;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -31,9 +32,11 @@ pub use node_info::{AffinityTerm, NodeInfo, PodInfo, Snapshot};
 pub use resources::{pod_resources, PodResources, Resources};
 pub use scores::Scoring;
 pub use unschedulable::{Reason, Unschedulable};
+pub use volume_binding::ClaimState;
 
 use inter_pod_affinity::InterPodFilter;
 use topology_spread::SpreadFilter;
+use volume_binding::VolumeFilter;
 
 /// Score weights, kube-scheduler's defaults.
 const WEIGHT_RESOURCES: i64 = 1;
@@ -68,20 +71,28 @@ pub fn filter_node(snapshot: &Snapshot, pod: &Pod, node: &str) -> Option<Vec<Rea
     let node = snapshot.node(node)?;
     let spread = SpreadFilter::new(&ctx, snapshot);
     let inter = InterPodFilter::new(&ctx, snapshot);
+    let volumes = VolumeFilter::new(&ctx, snapshot);
     let mut reasons = Vec::new();
-    filter(&ctx, node, spread.as_ref(), inter.as_ref(), &mut reasons);
+    filter(
+        &ctx,
+        node,
+        &Extra { spread: spread.as_ref(), inter: inter.as_ref(), volumes: volumes.as_ref() },
+        &mut reasons,
+    );
     Some(reasons)
 }
 
 fn feasible_nodes(snapshot: &Snapshot, ctx: &PodContext) -> Result<Vec<usize>, Unschedulable> {
     let spread = SpreadFilter::new(ctx, snapshot);
     let inter = InterPodFilter::new(ctx, snapshot);
+    let volumes = VolumeFilter::new(ctx, snapshot);
+    let extra = Extra { spread: spread.as_ref(), inter: inter.as_ref(), volumes: volumes.as_ref() };
     let mut feasible = Vec::new();
     let mut failure = Unschedulable::new(snapshot.nodes().len(), ctx.never_preempts);
     let mut reasons = Vec::new();
     for (i, node) in snapshot.nodes().iter().enumerate() {
         reasons.clear();
-        filter(ctx, node, spread.as_ref(), inter.as_ref(), &mut reasons);
+        filter(ctx, node, &extra, &mut reasons);
         if reasons.is_empty() {
             feasible.push(i);
         } else {
@@ -94,13 +105,14 @@ fn feasible_nodes(snapshot: &Snapshot, ctx: &PodContext) -> Result<Vec<usize>, U
     Ok(feasible)
 }
 
-fn filter(
-    ctx: &PodContext,
-    node: &NodeInfo,
-    spread: Option<&SpreadFilter>,
-    inter: Option<&InterPodFilter>,
-    reasons: &mut Vec<Reason>,
-) {
+/// The filters that look beyond the pod and the node, prepared once per decision.
+struct Extra<'a> {
+    spread: Option<&'a SpreadFilter>,
+    inter: Option<&'a InterPodFilter<'a>>,
+    volumes: Option<&'a VolumeFilter<'a>>,
+}
+
+fn filter(ctx: &PodContext, node: &NodeInfo, extra: &Extra, reasons: &mut Vec<Reason>) {
     let first = filters::node_unschedulable(ctx, node)
         .or_else(|| filters::node_name(ctx, node))
         .or_else(|| filters::taint_toleration(ctx, node))
@@ -113,7 +125,9 @@ fn filter(
     if !reasons.is_empty() {
         return;
     }
-    if let Some(r) = spread.and_then(|s| s.check(node)).or_else(|| inter.and_then(|f| f.check(node))) {
+    let later = extra.volumes.and_then(|v| v.check(node));
+    let later = later.or_else(|| extra.spread.and_then(|s| s.check(node)));
+    if let Some(r) = later.or_else(|| extra.inter.and_then(|f| f.check(node))) {
         reasons.push(r);
     }
 }

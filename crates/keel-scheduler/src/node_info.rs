@@ -225,6 +225,8 @@ pub struct Snapshot {
     /// Pods placed on nodes the snapshot has not seen (yet), by node name.
     orphans: HashMap<String, Vec<Arc<PodInfo>>>,
     namespace_labels: HashMap<String, BTreeMap<String, String>>,
+    /// PersistentVolumeClaims by `namespace/name`, as the VolumeBinding filter needs them.
+    claims: HashMap<String, crate::ClaimState>,
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -249,6 +251,25 @@ impl Snapshot {
 
     pub fn namespace_labels(&self, namespace: &str) -> &BTreeMap<String, String> {
         self.namespace_labels.get(namespace).unwrap_or(&NO_LABELS)
+    }
+
+    /// A claim's state, as last recorded.
+    pub fn claim(&self, namespace: &str, name: &str) -> Option<&crate::ClaimState> {
+        self.claims.get(&format!("{namespace}/{name}"))
+    }
+
+    /// The keys (`namespace/name`) of the claims recorded.
+    pub fn claim_keys(&self) -> impl Iterator<Item = &String> {
+        self.claims.keys()
+    }
+
+    /// Records a claim's state (`None`: it is gone).
+    pub fn set_claim(&mut self, namespace: &str, name: &str, state: Option<crate::ClaimState>) {
+        let key = format!("{namespace}/{name}");
+        match state {
+            Some(s) => self.claims.insert(key, s),
+            None => self.claims.remove(&key),
+        };
     }
 
     /// Records a namespace's labels (read by affinity terms' `namespaceSelector`).

@@ -31,6 +31,14 @@ pub enum Reason {
     PodAntiAffinity,
     /// InterPodAffinity: a pod in the node's domain must avoid this pod.
     ExistingPodsAntiAffinity,
+    /// VolumeBinding: a claim the pod mounts does not exist.
+    ClaimNotFound(String),
+    /// VolumeBinding: a claim the pod mounts is being deleted.
+    ClaimDeleting(String),
+    /// VolumeBinding: a claim of an `Immediate` class is not bound yet.
+    UnboundImmediateClaims,
+    /// VolumeBinding: a bound claim's volume does not allow the node.
+    VolumeNodeAffinityConflict,
 }
 
 impl Reason {
@@ -63,6 +71,10 @@ impl fmt::Display for Reason {
             Reason::PodAffinity => f.write_str("node(s) didn't match pod affinity rules"),
             Reason::PodAntiAffinity => f.write_str("node(s) didn't match pod anti-affinity rules"),
             Reason::ExistingPodsAntiAffinity => f.write_str("node(s) didn't satisfy existing pods anti-affinity rules"),
+            Reason::ClaimNotFound(name) => write!(f, "persistentvolumeclaim {name:?} not found"),
+            Reason::ClaimDeleting(name) => write!(f, "persistentvolumeclaim {name:?} is being deleted"),
+            Reason::UnboundImmediateClaims => f.write_str("pod has unbound immediate PersistentVolumeClaims"),
+            Reason::VolumeNodeAffinityConflict => f.write_str("node(s) had volume node affinity conflict"),
         }
     }
 }

@@ -255,7 +255,25 @@ fn selector_and_template(spec: &Value, what: &str, c: &mut Vec<Cause>) {
             }
         }
     }
-    c.extend(pod::validate_template(template, "spec.template"));
+    // A StatefulSet's claim templates are volumes of its pods (kube validates them so).
+    let claims: Vec<&str> =
+        arr_of(spec, "volumeClaimTemplates").iter().filter_map(|t| t.pointer("/metadata/name")?.as_str()).collect();
+    if claims.is_empty() {
+        c.extend(pod::validate_template(template, "spec.template"));
+        return;
+    }
+    let mut with_claims = template.clone();
+    if let Some(tspec) = with_claims.get_mut("spec").and_then(Value::as_object_mut) {
+        let volumes = tspec.entry("volumes").or_insert_with(|| serde_json::json!([]));
+        if let Some(list) = volumes.as_array_mut() {
+            for name in claims {
+                if !list.iter().any(|v| v.get("name").and_then(Value::as_str) == Some(name)) {
+                    list.push(serde_json::json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
+                }
+            }
+        }
+    }
+    c.extend(pod::validate_template(&with_claims, "spec.template"));
 }
 
 /// Templates of long-running workloads restart always, and have no deadline.

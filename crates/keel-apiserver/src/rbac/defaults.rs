@@ -144,7 +144,7 @@ pub fn cluster_roles() -> Vec<Value> {
             vec![
                 // The garbage collector and the namespace controller act on objects of every kind.
                 r("*", "*", "delete,deletecollection,get,list,patch,update,watch"),
-                r("core", "configmaps,endpoints,events,pods,serviceaccounts", "create"),
+                r("core", "configmaps,endpoints,events,persistentvolumeclaims,persistentvolumes,pods,serviceaccounts", "create"),
                 r("core", "pods/eviction,serviceaccounts/token", "create"),
                 r("apps", "controllerrevisions,replicasets", "create"),
                 r("batch", "jobs", "create"),
@@ -186,6 +186,15 @@ pub fn cluster_roles() -> Vec<Value> {
                 r("core", "namespaces", READ),
                 r("storage.k8s.io", "csidrivers", READ),
                 r("storage.k8s.io", "csistoragecapacities", READ),
+            ],
+        ),
+        role(
+            "system:volume-scheduler",
+            none.clone(),
+            vec![
+                r("core", "persistentvolumes", "get,list,patch,update,watch"),
+                r("storage.k8s.io", "storageclasses", READ),
+                r("core", "persistentvolumeclaims", "get,list,patch,update,watch"),
             ],
         ),
         role(
@@ -250,6 +259,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         named_binding("keel:node-proxiers", "system:node-proxier", "system:nodes"),
         named_binding("keel:node", "keel:node", "system:nodes"),
         user_binding("keel:controller-manager", "keel:controller-manager", "system:kube-controller-manager"),
+        user_binding("system:volume-scheduler", "system:volume-scheduler", "system:kube-scheduler"),
     ])
     .collect()
 }
