@@ -12,6 +12,7 @@ pub mod meta;
 pub mod openapi;
 pub mod paths;
 pub mod quantity;
+pub mod resource_metrics;
 pub mod resources;
 pub mod selector;
 pub mod services;
