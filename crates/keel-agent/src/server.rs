@@ -530,6 +530,19 @@ mod tests {
         assert!(body.starts_with("Upgrade request required"), "{body}");
     }
 
+    #[tokio::test]
+    async fn the_resource_figures_as_json_and_prometheus_text() {
+        let stats = Arc::new(crate::sampler::Stats::default());
+        let app = stats_routes(stats);
+        let (code, body) = get(&app, "/stats/summary").await;
+        assert_eq!(code, StatusCode::OK);
+        let summary: keel_api::resource_metrics::Summary = serde_json::from_str(&body).unwrap();
+        assert_eq!(summary, Default::default());
+        let (code, body) = get(&app, "/metrics/resource").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(body.contains("# TYPE node_cpu_usage_seconds counter") && body.contains("scrape_error 0"), "{body}");
+    }
+
     #[test]
     fn the_identity_is_self_signed_for_its_hosts_and_needs_a_ca() {
         let id = Identity::generate("n1", &["127.0.0.1".into(), "n1".into(), "not a name!".into()]).unwrap();
