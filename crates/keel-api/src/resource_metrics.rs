@@ -129,16 +129,22 @@ pub struct MemoryStats {
 /// CPU in nanocores as a canonical Kubernetes quantity, as metrics-server writes it
 /// (`resource.NewScaledQuantity(n, -9)`): `0`, `1500u`, `250m`, `2`, `123456789n`.
 pub fn cpu_quantity(nanocores: u64) -> String {
-    if nanocores == 0 {
+    decimal_quantity(i128::from(nanocores), -9)
+}
+
+/// `mantissa × 10^exponent` as a canonical decimal-SI Kubernetes quantity (`resource.NewScaledQuantity`):
+/// the largest exponent that is a multiple of three and keeps the number whole, with its suffix (`n`,
+/// `u`, `m`, none, `k`, `M`, `G`, `T`, `P`, `E`): `NewMilliQuantity(250)` is `250m`, of 2000000 is `2k`.
+pub fn decimal_quantity(mantissa: i128, exponent: i32) -> String {
+    if mantissa == 0 {
         return "0".into();
     }
-    let (mut mantissa, mut exponent) = (nanocores, -9i32);
-    while mantissa % 10 == 0 {
+    let (mut mantissa, mut exponent) = (mantissa, exponent);
+    while mantissa % 10 == 0 && exponent < 18 {
         mantissa /= 10;
         exponent += 1;
     }
-    // Back down to a multiple of three, at most 0 (larger values keep whole units).
-    while exponent.rem_euclid(3) != 0 || exponent > 0 {
+    while exponent.rem_euclid(3) != 0 || exponent < -9 {
         mantissa *= 10;
         exponent -= 1;
     }
@@ -146,6 +152,12 @@ pub fn cpu_quantity(nanocores: u64) -> String {
         -9 => "n",
         -6 => "u",
         -3 => "m",
+        3 => "k",
+        6 => "M",
+        9 => "G",
+        12 => "T",
+        15 => "P",
+        18 => "E",
         _ => "",
     };
     format!("{mantissa}{suffix}")
@@ -279,6 +291,10 @@ mod tests {
         assert_eq!(cpu_quantity(20_000_000_000), "20");
         assert_eq!(cpu_quantity(1_000), "1u");
         assert_eq!(cpu_quantity(10), "10n");
+        assert_eq!(decimal_quantity(250, -3), "250m");
+        assert_eq!(decimal_quantity(2_000_000, -3), "2k");
+        assert_eq!(decimal_quantity(1_048_576_000, -3), "1048576");
+        assert_eq!(decimal_quantity(-1500, -3), "-1500m");
         for n in [1u64, 999, 1_234_000, 987_654_321_000, 7_000_000] {
             let parsed = crate::quantity::Quantity::parse(&cpu_quantity(n)).unwrap();
             assert_eq!(parsed, crate::quantity::Quantity::parse(&format!("{n}n")).unwrap(), "{n}");

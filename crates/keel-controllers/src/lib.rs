@@ -7,6 +7,7 @@
 //! Each controller splits into a pure decision (what must change, given the objects: [`replicas`],
 //! [`rollout`]) and a thin loop that reads and writes through the API.
 
+pub mod autoscaling;
 pub mod budget;
 pub mod budgets;
 pub mod clusterrole_aggregation;
