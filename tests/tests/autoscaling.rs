@@ -97,7 +97,10 @@ async fn an_autoscaler_scales_a_busy_deployment_up_and_back_down() {
     );
     let hpa = wait_for("the status shows the utilization", Duration::from_secs(60), || {
         let hpa = json(&api, &["get", "hpa", "burner"]);
-        (hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"].as_i64().unwrap_or(0) > 50, hpa)
+        (
+            hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"].as_i64().unwrap_or(0) > 50,
+            hpa,
+        )
     })
     .await;
     assert_eq!(hpa["status"]["desiredReplicas"], 3, "{hpa}");

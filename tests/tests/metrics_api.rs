@@ -86,7 +86,10 @@ async fn kubectl_top_shows_pods_and_nodes() {
     // The objects as metrics-server shapes them.
     let raw = api.ok(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/busy"], None).unwrap();
     let metrics: Value = serde_json::from_str(&raw).unwrap();
-    assert_eq!((metrics["kind"].as_str(), metrics["apiVersion"].as_str()), (Some("PodMetrics"), Some("metrics.k8s.io/v1beta1")));
+    assert_eq!(
+        (metrics["kind"].as_str(), metrics["apiVersion"].as_str()),
+        (Some("PodMetrics"), Some("metrics.k8s.io/v1beta1"))
+    );
     assert_eq!(metrics["metadata"]["labels"]["app"], "burn");
     assert!(metrics["timestamp"].as_str().unwrap().parse::<jiff::Timestamp>().is_ok(), "{metrics}");
     let window = metrics["window"].as_str().unwrap();

@@ -168,10 +168,7 @@ mod tests {
         assert_eq!(h.cpu, Some(Hierarchy::V2("/sys/fs/cgroup".into())));
         assert_eq!(h.memory, Some(Hierarchy::V2("/sys/fs/cgroup".into())));
         assert_eq!(Hierarchies::from_mountinfo(""), Hierarchies::default());
-        assert_eq!(
-            dir(h.cpu.as_ref().unwrap(), "/keel/n1/k0123-0"),
-            PathBuf::from("/sys/fs/cgroup/keel/n1/k0123-0")
-        );
+        assert_eq!(dir(h.cpu.as_ref().unwrap(), "/keel/n1/k0123-0"), PathBuf::from("/sys/fs/cgroup/keel/n1/k0123-0"));
     }
 
     #[test]
@@ -209,10 +206,7 @@ mod tests {
         assert_eq!(node_cpu_usage("intr 1\n"), None);
         let meminfo = "MemTotal:        8000000 kB\nMemFree:         2000000 kB\nMemAvailable:    5000000 kB\n\
                        Active(file):     500000 kB\nInactive(file):  1000000 kB\n";
-        assert_eq!(
-            node_memory(meminfo),
-            Some(Memory { usage: 6_000_000 * 1024, working_set: 5_000_000 * 1024 })
-        );
+        assert_eq!(node_memory(meminfo), Some(Memory { usage: 6_000_000 * 1024, working_set: 5_000_000 * 1024 }));
         assert_eq!(node_memory("MemFree: 1 kB\n"), None);
     }
 }

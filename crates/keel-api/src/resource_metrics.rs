@@ -175,7 +175,7 @@ pub fn memory_quantity(bytes: u64) -> String {
     }
     let mut value = bytes;
     let mut power = 0;
-    while value % 1024 == 0 && power < 6 {
+    while value.is_multiple_of(1024) && power < 6 {
         value /= 1024;
         power += 1;
     }
@@ -333,13 +333,18 @@ mod tests {
     }
 
     fn memory(working_set: u64) -> MemoryStats {
-        MemoryStats { time: "2026-01-01T00:00:10Z".into(), usage_bytes: working_set * 2, working_set_bytes: working_set }
+        MemoryStats {
+            time: "2026-01-01T00:00:10Z".into(),
+            usage_bytes: working_set * 2,
+            working_set_bytes: working_set,
+        }
     }
 
     #[test]
     fn node_metrics_as_metrics_server_serves_them() {
         let node = json!({"metadata": {"name": "n1", "labels": {"zone": "a"}}});
-        let stats = NodeStats { node_name: "n1".into(), cpu: Some(cpu(Some(250_000_000))), memory: Some(memory(1 << 30)) };
+        let stats =
+            NodeStats { node_name: "n1".into(), cpu: Some(cpu(Some(250_000_000))), memory: Some(memory(1 << 30)) };
         let m = node_metrics(&node, &stats, "2026-01-01T00:00:11Z").unwrap();
         assert_eq!(
             m,
@@ -372,7 +377,10 @@ mod tests {
             json!([{"name": "app", "usage": {"cpu": "1m", "memory": "8Mi"}},
                    {"name": "side", "usage": {"cpu": "0", "memory": "8Mi"}}])
         );
-        let partial = PodStats { pod_ref: reference.clone(), containers: vec![container("app", Some(1)), container("new", None)] };
+        let partial = PodStats {
+            pod_ref: reference.clone(),
+            containers: vec![container("app", Some(1)), container("new", None)],
+        };
         assert_eq!(pod_metrics(&pod, &partial, "now"), None);
         assert_eq!(pod_metrics(&pod, &PodStats { pod_ref: reference, containers: vec![] }, "now"), None);
     }

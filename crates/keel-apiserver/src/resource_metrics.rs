@@ -65,7 +65,8 @@ fn selectors(query: Option<&str>) -> Result<(Option<LabelSelector>, Option<Field
             }
             "fieldSelector" => {
                 fields = Some(
-                    FieldSelector::parse(&v).map_err(|e| ApiError::BadRequest(format!("invalid field selector: {e}")))?,
+                    FieldSelector::parse(&v)
+                        .map_err(|e| ApiError::BadRequest(format!("invalid field selector: {e}")))?,
                 )
             }
             _ => {}
@@ -112,7 +113,9 @@ async fn answer(state: &AppState, rest: &str, query: Option<&str>) -> Result<Res
                 .filter_map(|(node, n)| metrics::node_metrics(node, &summaries.get(n)?.node, &now))
                 .collect();
             match name {
-                Some(n) => items.into_iter().next().map(|m| Json(m).into_response()).ok_or_else(|| not_found("Node", n)),
+                Some(n) => {
+                    items.into_iter().next().map(|m| Json(m).into_response()).ok_or_else(|| not_found("Node", n))
+                }
                 None => Ok(Json(metrics::list("NodeMetrics", items)).into_response()),
             }
         }

@@ -71,7 +71,9 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["name"].as_str().unwrap(), r["kind"].as_str().unwrap(), r["namespaced"] == true, r["verbs"].clone()))
+        .map(|r| {
+            (r["name"].as_str().unwrap(), r["kind"].as_str().unwrap(), r["namespaced"] == true, r["verbs"].clone())
+        })
         .collect();
     let read = serde_json::json!(["get", "list"]);
     assert_eq!(listed, [("nodes", "NodeMetrics", false, read.clone()), ("pods", "PodMetrics", true, read)]);

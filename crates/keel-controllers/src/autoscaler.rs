@@ -66,7 +66,12 @@ fn message(e: kube::Error) -> String {
     }
 }
 
-async fn reconcile(client: &Client, hpa: &HorizontalPodAutoscaler, memory: &mut Memory, t: &Tunables) -> Result<(), Error> {
+async fn reconcile(
+    client: &Client,
+    hpa: &HorizontalPodAutoscaler,
+    memory: &mut Memory,
+    t: &Tunables,
+) -> Result<(), Error> {
     let namespace = hpa.namespace().unwrap_or_default();
     let spec = hpa.spec.clone().unwrap_or_default();
     let reference = &spec.scale_target_ref;
@@ -108,7 +113,8 @@ async fn reconcile(client: &Client, hpa: &HorizontalPodAutoscaler, memory: &mut 
     let mut rescaled = false;
     if decision.rescale() {
         scale.spec.get_or_insert_with(Default::default).replicas = Some(decision.desired);
-        let failure = target_api.replace_scale(&reference.name, &PostParams::default(), &scale).await.err().map(message);
+        let failure =
+            target_api.replace_scale(&reference.name, &PostParams::default(), &scale).await.err().map(message);
         let (condition, note) = autoscaling::rescaled(decision.desired, &decision.reason, failure.as_deref());
         conditions.push(condition);
         notes.push(note);
@@ -122,17 +128,27 @@ async fn reconcile(client: &Client, hpa: &HorizontalPodAutoscaler, memory: &mut 
     }
     let desired = if rescaled || !decision.rescale() { decision.desired } else { decision.current };
     notify(client, hpa, &notes).await;
-    let status =
-        autoscaling::status(hpa.status.as_ref(), decision.current, desired, decision.metrics, &conditions, rescaled, now);
+    let status = autoscaling::status(
+        hpa.status.as_ref(),
+        decision.current,
+        desired,
+        decision.metrics,
+        &conditions,
+        rescaled,
+        now,
+    );
     write_status(client, hpa, status).await
 }
 
 /// The pods' metrics, from the masters' resource metrics API.
 async fn pod_metrics(client: &Client, namespace: &str, selector: &str) -> Result<Value, String> {
-    let query: String = selector.bytes().map(|b| match b {
-        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-        b => format!("%{b:02X}"),
-    }).collect();
+    let query: String = selector
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
     let query = format!("labelSelector={query}");
     let path = format!("/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods?{query}");
     let request = http::Request::get(path).body(Vec::new()).map_err(|e| e.to_string())?;

@@ -390,7 +390,8 @@ pub fn metric_proposal(
                 (&r.name, Some(r.container.as_str()), &r.target, "FailedGetContainerResourceMetric")
             }
             (other, _, _) => {
-                let error = format!("keel serves no metrics API for {other} metrics (only Resource and ContainerResource)");
+                let error =
+                    format!("keel serves no metrics API for {other} metrics (only Resource and ContainerResource)");
                 return Err(MetricFailure {
                     reason: format!("FailedGet{other}Metric"),
                     message: format!("the HPA was unable to compute the replica count: {error}"),
@@ -420,10 +421,13 @@ pub fn metric_proposal(
         (replicas, format!("{resource} {what}"), source(json!({"averageValue": decimal_quantity(usage.into(), -3)})))
     } else {
         let Some(target_utilization) = target.average_utilization else {
-            return Err(fail("invalid resource metric source: neither a utilization target nor a value target was set".into()));
+            return Err(fail(
+                "invalid resource metric source: neither a utilization target nor a value target was set".into(),
+            ));
         };
         let (replicas, utilization, raw) =
-            resource_replicas(current, target_utilization, resource, container, pods, &metrics, now, t).map_err(fail)?;
+            resource_replicas(current, target_utilization, resource, container, pods, &metrics, now, t)
+                .map_err(fail)?;
         let current = json!({"averageValue": decimal_quantity(raw.into(), -3), "averageUtilization": utilization});
         (replicas, format!("{resource} {what} utilization (percentage of request)"), source(current))
     };
@@ -548,7 +552,15 @@ fn record(recommendations: &mut Vec<Recommendation>, replicas: i32, now: Timesta
 
 /// kube's `normalizeDesiredReplicas` (no `behavior`): the highest recommendation of the stabilization window,
 /// then min, max and the scale-up limit max(2 × current, 4).
-pub fn normalize(memory: &mut Memory, current: i32, desired: i32, min: i32, max: i32, now: Timestamp, t: &Tunables) -> Normalized {
+pub fn normalize(
+    memory: &mut Memory,
+    current: i32,
+    desired: i32,
+    min: i32,
+    max: i32,
+    now: Timestamp,
+    t: &Tunables,
+) -> Normalized {
     let cutoff = now - t.downscale_stabilization;
     let mut stabilized = desired;
     let mut old = None;
@@ -621,11 +633,8 @@ fn scale_down_limit(current: i32, memory: &Memory, rules: &Rules, now: Timestamp
     for p in &rules.policies {
         let start = current - change_in_period(p.period_seconds, &memory.up_events, now)
             + change_in_period(p.period_seconds, &memory.down_events, now);
-        let proposed = if p.percent {
-            (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32
-        } else {
-            start - p.value
-        };
+        let proposed =
+            if p.percent { (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32 } else { start - p.value };
         result = pick(result, proposed);
     }
     result
@@ -813,7 +822,12 @@ pub fn decide(
     }
     if target.selector.is_empty() {
         notes.push(Note::warning("SelectorRequired", "selector is required"));
-        conditions.push(condition("ScalingActive", false, "InvalidSelector", "the HPA target's scale is missing a selector"));
+        conditions.push(condition(
+            "ScalingActive",
+            false,
+            "InvalidSelector",
+            "the HPA target's scale is missing a selector",
+        ));
         let statuses = hpa.status.as_ref().and_then(|s| s.current_metrics.clone()).unwrap_or_default();
         return decision(current, String::new(), statuses, conditions, notes);
     }
@@ -845,7 +859,8 @@ pub fn decide(
     }
     if let Some(f) = invalid.as_ref().filter(|_| invalid_count >= specs.len() || replicas < current) {
         conditions.push(condition("ScalingActive", false, &f.reason, &f.message));
-        let error = format!("invalid metrics ({invalid_count} invalid out of {}), first error is: {}", specs.len(), f.error);
+        let error =
+            format!("invalid metrics ({invalid_count} invalid out of {}), first error is: {}", specs.len(), f.error);
         notes.push(Note::warning("FailedComputeMetricsReplicas", error));
         return decision(current, String::new(), statuses, conditions, notes);
     }

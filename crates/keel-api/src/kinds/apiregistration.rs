@@ -7,17 +7,12 @@ use serde_json::{json, Value};
 
 use crate::validation::Cause;
 
-/// The local APIServices of the built-in group versions (and of `metrics.k8s.io`, which the masters serve
-/// themselves), with kube-apiserver's group priorities.
+/// The local APIServices of the built-in group versions, with kube-apiserver's group priorities.
 pub fn local() -> Vec<Value> {
-    let metrics = (crate::resource_metrics::GROUP, crate::resource_metrics::VERSION);
     crate::resources::group_versions()
         .into_iter()
-        .chain([metrics])
         .map(|(group, version)| {
             let priority = match group {
-                // metrics-server's APIService's priorities.
-                crate::resource_metrics::GROUP => 100,
                 "" => 18000,
                 "apps" => 17800,
                 "events.k8s.io" | "authentication.k8s.io" | "authorization.k8s.io" => 17750,
@@ -37,8 +32,7 @@ pub fn local() -> Vec<Value> {
             };
             json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
                 "metadata": {"name": format!("{version}.{group}"), "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
-                "spec": {"group": group, "version": version, "groupPriorityMinimum": priority,
-                    "versionPriority": if group == metrics.0 { 100 } else { 15 }}})
+                "spec": {"group": group, "version": version, "groupPriorityMinimum": priority, "versionPriority": 15}})
         })
         .collect()
 }

@@ -48,7 +48,9 @@ fn a_pod_that_was_ready_once_counts_after_the_initialization_period() {
 fn metrics(values: &[(&str, i64)]) -> PodMetrics {
     values
         .iter()
-        .map(|(n, v)| (n.to_string(), PodMetric { value: *v, timestamp: ago(10), window: SignedDuration::from_secs(30) }))
+        .map(|(n, v)| {
+            (n.to_string(), PodMetric { value: *v, timestamp: ago(10), window: SignedDuration::from_secs(30) })
+        })
         .collect()
 }
 
@@ -110,9 +112,15 @@ fn missing_metrics_count_as_the_request_on_a_scale_down_and_nothing_on_a_scale_u
     // 40% of a 100% target: b counted at 100% → 70% → ceil(0.7 × 2) = 2: no change.
     assert_eq!(resource_replicas(2, 100, "cpu", None, &pods, &metrics(&[("a", 400)]), now(), &t()), Ok((2, 40, 400)));
     // 200% of a 100% target: b counted at 0 → 100%: within tolerance, no change.
-    assert_eq!(resource_replicas(2, 100, "cpu", None, &pods, &metrics(&[("a", 2000)]), now(), &t()), Ok((2, 200, 2000)));
+    assert_eq!(
+        resource_replicas(2, 100, "cpu", None, &pods, &metrics(&[("a", 2000)]), now(), &t()),
+        Ok((2, 200, 2000))
+    );
     // 300%: b at 0 → 150% → 3.
-    assert_eq!(resource_replicas(2, 100, "cpu", None, &pods, &metrics(&[("a", 3000)]), now(), &t()), Ok((3, 300, 3000)));
+    assert_eq!(
+        resource_replicas(2, 100, "cpu", None, &pods, &metrics(&[("a", 3000)]), now(), &t()),
+        Ok((3, 300, 3000))
+    );
 }
 
 #[test]
@@ -292,8 +300,10 @@ fn cpu_hpa(min: i32, max: i32) -> HorizontalPodAutoscaler {
 fn metrics_list(values: &[(&str, &str)]) -> Value {
     let items: Vec<Value> = values
         .iter()
-        .map(|(n, cpu)| json!({"metadata": {"name": n}, "timestamp": ago(10).to_string(), "window": "15s",
-            "containers": [{"name": "app", "usage": {"cpu": cpu, "memory": "1Mi"}}]}))
+        .map(|(n, cpu)| {
+            json!({"metadata": {"name": n}, "timestamp": ago(10).to_string(), "window": "15s",
+            "containers": [{"name": "app", "usage": {"cpu": cpu, "memory": "1Mi"}}]})
+        })
         .collect();
     json!({"items": items})
 }
@@ -356,30 +366,75 @@ fn limits_zero_replicas_and_metric_failures() {
     let pods = [pod("a", Some(200))];
     let list = metrics_list(&[("a", "100m")]);
     // Outside min/max: straight there, without metrics.
-    let d = decide(&cpu_hpa(2, 5), &Target { replicas: 1, selector: "a=b".into() }, &pods, Ok(&list), &mut Memory::default(), now(), &t());
+    let d = decide(
+        &cpu_hpa(2, 5),
+        &Target { replicas: 1, selector: "a=b".into() },
+        &pods,
+        Ok(&list),
+        &mut Memory::default(),
+        now(),
+        &t(),
+    );
     assert_eq!((d.desired, d.reason.as_str()), (2, "Current number of replicas below Spec.MinReplicas"));
-    let d = decide(&cpu_hpa(1, 5), &Target { replicas: 7, selector: "a=b".into() }, &pods, Ok(&list), &mut Memory::default(), now(), &t());
+    let d = decide(
+        &cpu_hpa(1, 5),
+        &Target { replicas: 7, selector: "a=b".into() },
+        &pods,
+        Ok(&list),
+        &mut Memory::default(),
+        now(),
+        &t(),
+    );
     assert_eq!((d.desired, d.reason.as_str()), (5, "Current number of replicas above Spec.MaxReplicas"));
     // Scaled to zero by hand: the autoscaler stands aside.
-    let d = decide(&cpu_hpa(1, 5), &Target { replicas: 0, selector: "a=b".into() }, &pods, Ok(&list), &mut Memory::default(), now(), &t());
+    let d = decide(
+        &cpu_hpa(1, 5),
+        &Target { replicas: 0, selector: "a=b".into() },
+        &pods,
+        Ok(&list),
+        &mut Memory::default(),
+        now(),
+        &t(),
+    );
     assert_eq!(d.desired, 0);
     assert!(!d.rescale());
     assert_eq!(d.conditions[1].reason, "ScalingDisabled");
     // No metrics: ScalingActive False, kube's messages, no change.
     let target = Target { replicas: 1, selector: "a=b".into() };
-    let d = decide(&cpu_hpa(1, 5), &target, &pods, Err("the server is currently unable to handle the request".into()), &mut Memory::default(), now(), &t());
+    let d = decide(
+        &cpu_hpa(1, 5),
+        &target,
+        &pods,
+        Err("the server is currently unable to handle the request".into()),
+        &mut Memory::default(),
+        now(),
+        &t(),
+    );
     assert!(!d.rescale());
     let active = &d.conditions[1];
-    assert_eq!((active.type_, active.status, active.reason.as_str()), ("ScalingActive", false, "FailedGetResourceMetric"));
+    assert_eq!(
+        (active.type_, active.status, active.reason.as_str()),
+        ("ScalingActive", false, "FailedGetResourceMetric")
+    );
     assert_eq!(
         active.message,
         "the HPA was unable to compute the replica count: unable to get metrics for resource cpu: the server is currently unable to handle the request"
     );
     let reasons: Vec<&str> = d.notes.iter().map(|n| n.reason.as_str()).collect();
     assert_eq!(reasons, ["FailedGetResourceMetric", "FailedComputeMetricsReplicas"]);
-    assert!(d.notes[1].message.starts_with("invalid metrics (1 invalid out of 1), first error is: unable to get metrics"));
+    assert!(d.notes[1]
+        .message
+        .starts_with("invalid metrics (1 invalid out of 1), first error is: unable to get metrics"));
     // A missing selector.
-    let d = decide(&cpu_hpa(1, 5), &Target { replicas: 1, selector: String::new() }, &pods, Ok(&list), &mut Memory::default(), now(), &t());
+    let d = decide(
+        &cpu_hpa(1, 5),
+        &Target { replicas: 1, selector: String::new() },
+        &pods,
+        Ok(&list),
+        &mut Memory::default(),
+        now(),
+        &t(),
+    );
     assert_eq!(d.conditions[1].reason, "InvalidSelector");
     assert_eq!(d.notes[0].reason, "SelectorRequired");
 }
@@ -394,6 +449,9 @@ fn transition_times_move_only_with_the_status() {
     set_conditions(&mut conditions, &[condition("ScalingActive", false, "FailedGetResourceMetric", "x")], now());
     assert_eq!(conditions[0].last_transition_time, Some(Time(now())));
     let (c, note) = failed_get_scale("deployments.apps \"web\" not found");
-    assert_eq!(c.message, "the HPA controller was unable to get the target's current scale: deployments.apps \"web\" not found");
+    assert_eq!(
+        c.message,
+        "the HPA controller was unable to get the target's current scale: deployments.apps \"web\" not found"
+    );
     assert_eq!(note.reason, "FailedGetScale");
 }
