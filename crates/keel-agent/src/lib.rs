@@ -1,11 +1,13 @@
 //! keel-agent: the node agent (keel's kubelet). It registers its Node, renews the node's Lease, watches the
 //! pods bound to it and runs them on containerd.
 //!
-//! Pure decision logic ([`sync`], [`spec`], [`image`], [`names`], [`logs::cri`], [`logs::select`]) is
-//! unit-tested without IO; [`runtime`] (containerd), [`sandbox`] (the pods' namespaces), [`node`],
-//! [`worker`], [`logs`] (the containers' logger and log reader) and [`server`] (the HTTPS endpoint) do the IO. See
+//! Pure decision logic ([`sync`], [`spec`], [`image`], [`names`], [`logs::cri`], [`logs::select`],
+//! [`cgroups`], [`stats`]) is unit-tested without IO; [`runtime`] (containerd), [`sandbox`] (the pods'
+//! namespaces), [`node`], [`worker`], [`logs`] (the containers' logger and log reader), [`sampler`] (CPU
+//! and memory figures) and [`server`] (the HTTPS endpoint) do the IO. See
 //! docs/adr/003-node-agent.md for the design and what comes next.
 
+pub mod cgroups;
 pub mod cni;
 pub mod env;
 pub mod events;
@@ -21,9 +23,11 @@ pub mod probe;
 pub mod prober;
 pub mod resolv;
 pub mod runtime;
+pub mod sampler;
 pub mod sandbox;
 pub mod server;
 pub mod spec;
+pub mod stats;
 pub mod sync;
 pub mod volumes;
 pub mod worker;
@@ -88,6 +92,8 @@ pub struct Config {
     pub settings: sync::Settings,
     /// How often every pod is looked at even when nothing is heard.
     pub resync: Duration,
+    /// How often the node's and the containers' CPU and memory are sampled ([`sampler`]).
+    pub housekeeping_interval: Duration,
     /// Where the agent's HTTPS endpoint (logs) listens; its port is published on the Node.
     pub listen: SocketAddr,
     /// The cluster CA's certificates (DER): the endpoint's clients (the API server) must present a
@@ -149,14 +155,17 @@ pub async fn run(client: Client, config: Config) -> Result<(), AgentError> {
     let shared =
         Arc::new(worker::Shared::new(client.clone(), Arc::new(runtime.clone()), Arc::new(network), config.clone()));
     let runner = exec::Runner::new(runtime.clone(), config.data_dir.join("exec"));
+    let stats = Arc::new(sampler::Stats::default());
     let app = server::app(
         shared.clone(),
         Some(runner),
         Some(config.data_dir.clone()),
         config.log_dir.clone(),
         config.node_name.clone(),
-    );
+    )
+    .merge(server::stats_routes(stats.clone()));
     tokio::select! {
+        () = sampler::run(shared.clone(), stats, config.housekeeping_interval) => Ok(()),
         () = node::heartbeat(client, config, version, endpoint) => Ok(()),
         () = watch_pods(shared.clone()) => Ok(()),
         () = watch_exits(shared, runtime) => Ok(()),

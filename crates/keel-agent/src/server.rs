@@ -1,7 +1,9 @@
 //! The agent's HTTPS endpoint (the kubelet's port, 10250 by default), which the API server calls for
 //! `pods/log` and `pods/exec`: `GET /containerLogs/{namespace}/{pod}/{container}?<PodLogOptions>` streams the
 //! container's log as text; `GET /exec/{namespace}/{pod}/{container}?command=…&input&output&error&tty`
-//! upgraded to a WebSocket (`v5.channel.k8s.io`) runs a command in the running container ([`crate::exec`]).
+//! upgraded to a WebSocket (`v5.channel.k8s.io`) runs a command in the running container ([`crate::exec`]);
+//! `GET /stats/summary` and `/metrics/resource` give the node's and its containers' CPU and memory
+//! ([`stats_routes`]).
 //! [`keel_api::agent_api`] has the contract.
 //!
 //! TLS both ways: the agent makes its own key and self-signed certificate at every start ([`Identity`]) and
@@ -22,6 +24,7 @@ use axum::routing::get;
 use axum::Router;
 use k8s_openapi::api::core::v1::Pod;
 use keel_api::agent_api::{self, ExecOptions, LogOptions};
+use keel_api::resource_metrics;
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -87,6 +90,22 @@ pub fn app(
         .route(agent_api::PORT_FORWARD_ROUTE, get(port_forward).post(port_forward))
         .fallback(|| async { text(StatusCode::NOT_FOUND, "not found".into()) })
         .with_state(AppState { pods, log_dir, node, exec, data_dir })
+}
+
+/// The resource figures ([`crate::sampler`]): `GET /stats/summary` (JSON, what the masters' metrics API
+/// reads) and `GET /metrics/resource` (the kubelet's Prometheus names), from the last sample at once.
+pub fn stats_routes(stats: Arc<crate::sampler::Stats>) -> Router {
+    let summary = {
+        let stats = stats.clone();
+        move || async move { axum::Json(stats.summary()).into_response() }
+    };
+    let exposition = move || async move {
+        let text = crate::stats::exposition(&stats.summary());
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    };
+    Router::new()
+        .route(resource_metrics::SUMMARY_PATH, get(summary))
+        .route(resource_metrics::RESOURCE_METRICS_PATH, get(exposition))
 }
 
 /// An error as the kubelet answers one: its message as plain text.
@@ -509,6 +528,19 @@ mod tests {
         let (code, body) = get(&app, "/exec/default/web/app?command=ls&output=1").await;
         assert_eq!(code, StatusCode::BAD_REQUEST);
         assert!(body.starts_with("Upgrade request required"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_resource_figures_as_json_and_prometheus_text() {
+        let stats = Arc::new(crate::sampler::Stats::default());
+        let app = stats_routes(stats);
+        let (code, body) = get(&app, "/stats/summary").await;
+        assert_eq!(code, StatusCode::OK);
+        let summary: keel_api::resource_metrics::Summary = serde_json::from_str(&body).unwrap();
+        assert_eq!(summary, Default::default());
+        let (code, body) = get(&app, "/metrics/resource").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(body.contains("# TYPE node_cpu_usage_seconds counter") && body.contains("scrape_error 0"), "{body}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod paths;
 pub mod quantity;
 pub mod quota;
+pub mod resource_metrics;
 pub mod resources;
 pub mod selector;
 pub mod services;

@@ -11,10 +11,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::apimachinery::pkg::version::Info;
 use keel_api::resources::{Resource, RESOURCES, REVIEWS, VERBS};
 
-/// The group versions discovery lists: those of stored resources, then the reviews' groups.
+/// The group versions discovery lists: those of stored resources, then the reviews' groups and the
+/// resource metrics API's.
 fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out = keel_api::resources::group_versions();
-    for r in REVIEWS {
+    for r in REVIEWS.iter().chain(keel_api::resource_metrics::RESOURCES) {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -178,6 +179,12 @@ fn resource_list(group: &str, version: &str) -> APIResourceList {
             .iter()
             .filter(|r| r.group == group && r.version == version)
             .map(|r| APIResource { verbs: strings(&["create"]), ..entries(r).remove(0) }),
+    );
+    resources.extend(
+        keel_api::resource_metrics::RESOURCES
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+            .map(|r| APIResource { verbs: strings(keel_api::resource_metrics::VERBS), ..entries(r).remove(0) }),
     );
     let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     APIResourceList { group_version, resources }

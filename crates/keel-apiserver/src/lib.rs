@@ -22,6 +22,7 @@ mod node_proxy;
 mod quota;
 pub mod rbac;
 mod request;
+mod resource_metrics;
 mod resources;
 mod reviews;
 pub mod server;
@@ -143,6 +144,7 @@ pub fn app(state: AppState) -> Router {
         .route(&format!("{}/tokenreviews", reviews::AUTHENTICATION), post(reviews::token_review))
         .route("/.well-known/openid-configuration", get(reviews::openid_configuration))
         .route("/openid/v1/jwks", get(reviews::jwks))
+        .route("/apis/metrics.k8s.io/v1beta1/{*rest}", get(resource_metrics::serve))
         .route("/api/v1/{*rest}", any(resources::core))
         .route("/apis/{group}/{version}/{*rest}", any(resources::grouped))
         .route("/openapi/v3", get(openapi_index))

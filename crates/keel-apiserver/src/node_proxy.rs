@@ -75,7 +75,7 @@ impl NodeClient {
     }
 
     /// `GET path_and_query` on `agent`, up to the response's head (its body streams after).
-    async fn get(
+    pub(crate) async fn get(
         &self,
         agent: &Agent,
         path_and_query: &str,

@@ -56,7 +56,8 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
             "events.k8s.io",
             "apiregistration.k8s.io",
             "authentication.k8s.io",
-            "authorization.k8s.io"
+            "authorization.k8s.io",
+            "metrics.k8s.io"
         ]
     );
     // The reviews are created, never listed.
@@ -64,6 +65,18 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
     let ssar = authorization["resources"].as_array().unwrap().iter().find(|r| r["name"] == "selfsubjectaccessreviews");
     assert_eq!(ssar.map(|r| r["verbs"].clone()), Some(serde_json::json!(["create"])), "{authorization}");
     assert_eq!(groups["groups"][3]["preferredVersion"]["groupVersion"], "autoscaling/v2");
+    // The resource metrics API (`kubectl top`) is read only.
+    let (_, metrics) = get("/apis/metrics.k8s.io/v1beta1").await;
+    let listed: Vec<(&str, &str, bool, Value)> = metrics["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (r["name"].as_str().unwrap(), r["kind"].as_str().unwrap(), r["namespaced"] == true, r["verbs"].clone())
+        })
+        .collect();
+    let read = serde_json::json!(["get", "list"]);
+    assert_eq!(listed, [("nodes", "NodeMetrics", false, read.clone()), ("pods", "PodMetrics", true, read)]);
 
     let (_, core) = get("/api/v1").await;
     assert_eq!(core["kind"], "APIResourceList");

@@ -7,6 +7,8 @@
 //! Each controller splits into a pure decision (what must change, given the objects: [`replicas`],
 //! [`rollout`]) and a thin loop that reads and writes through the API.
 
+pub mod autoscaler;
+pub mod autoscaling;
 pub mod budget;
 pub mod budgets;
 pub mod clusterrole_aggregation;
@@ -70,6 +72,8 @@ pub struct Settings {
     /// Where the node lifecycle controller publishes what the zones are in (for `/readyz?verbose`); it says
     /// [`NOT_LEADING`] while this master does not run the loops.
     pub node_lifecycle_status: Option<Arc<watch::Sender<String>>>,
+    /// How often every HorizontalPodAutoscaler is looked at (`--horizontal-pod-autoscaler-sync-period`).
+    pub horizontal_pod_autoscaler_sync_period: Duration,
 }
 
 /// The node lifecycle status of a master that does not run the control loops.
@@ -83,6 +87,7 @@ impl Default for Settings {
             node_monitor_period: Duration::from_secs(1),
             disruption: Default::default(),
             node_lifecycle_status: None,
+            horizontal_pod_autoscaler_sync_period: Duration::from_secs(15),
         }
     }
 }
@@ -136,6 +141,7 @@ pub async fn run(identities: Identities, mut leading: watch::Receiver<Option<i64
         loops.spawn(crd_cleanup::run(client.clone()));
         loops.spawn(resource_quota::run(client.clone()));
         loops.spawn(volume_binder::run(client.clone()));
+        loops.spawn(autoscaler::run(client.clone(), settings.horizontal_pod_autoscaler_sync_period));
         let timing = node_lifecycle::Timing {
             grace: settings.node_monitor_grace_period,
             period: settings.node_monitor_period,

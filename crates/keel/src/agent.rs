@@ -124,6 +124,10 @@ pub struct AgentArgs {
     /// How often each pod is looked at when nothing is heard about it.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     resync: Duration,
+    /// How often the node's and its containers' CPU and memory are sampled (cAdvisor's housekeeping
+    /// interval): CPU rates are over this window.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    housekeeping_interval: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -200,6 +204,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         labels: args.labels.into_iter().collect(),
         settings: Settings { backoff_base: args.backoff_base, backoff_max: args.backoff_max },
         resync: args.resync,
+        housekeeping_interval: args.housekeeping_interval,
         listen: args.listen,
         client_ca: Vec::new(),
         dns: None,

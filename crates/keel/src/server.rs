@@ -56,6 +56,10 @@ pub struct ServerArgs {
     /// (its pods are evicted after their tolerationSeconds, 30 s unless they say otherwise).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     node_monitor_grace_period: Duration,
+    /// How often the HorizontalPodAutoscaler controller looks at every autoscaler (kube-controller-manager's
+    /// flag).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    horizontal_pod_autoscaler_sync_period: Duration,
     /// The longest client certificate the cluster CA signs for a CertificateSigningRequest (nodes renew
     /// theirs at 70–90% of their life).
     #[arg(long, default_value = "8760h", value_parser = humantime::parse_duration)]
@@ -194,6 +198,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         };
         let settings = keel_controllers::Settings {
             node_monitor_grace_period: args.node_monitor_grace_period,
+            horizontal_pod_autoscaler_sync_period: args.horizontal_pod_autoscaler_sync_period,
             disruption,
             node_lifecycle_status: Some(std::sync::Arc::new(lifecycle_tx)),
             ..Default::default()

@@ -196,6 +196,7 @@ fn config(dir: &Path) -> Config {
         labels: BTreeMap::new(),
         settings: sync::Settings::default(),
         resync: Duration::from_secs(10),
+        housekeeping_interval: Duration::from_secs(10),
         listen: "127.0.0.1:0".parse().unwrap(),
         client_ca: vec![],
         dns: None,

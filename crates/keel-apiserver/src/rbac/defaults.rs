@@ -111,6 +111,14 @@ pub fn cluster_roles() -> Vec<Value> {
                 r("networking.k8s.io", "ingresses,ingresses/status,networkpolicies", READ),
             ],
         ),
+        // What metrics-server's manifest adds: reading the resource metrics API.
+        role(
+            "system:aggregated-metrics-reader",
+            json!({"rbac.authorization.k8s.io/aggregate-to-admin": "true",
+                   "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+                   "rbac.authorization.k8s.io/aggregate-to-view": "true"}),
+            vec![r("metrics.k8s.io", "nodes,pods", READ)],
+        ),
         role(
             "system:basic-user",
             none.clone(),
