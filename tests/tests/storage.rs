@@ -83,6 +83,10 @@ async fn claims_get_local_volumes_that_outlive_their_pods() {
     assert_eq!(kept["metadata"]["finalizers"], serde_json::json!(["kubernetes.io/pvc-protection"]));
     assert!(api.ok(&["get", "pvc", "data-web-1"], None).unwrap().contains("Terminating"));
     let volume1 = kept["spec"]["volumeName"].as_str().unwrap().to_string();
+    let node1 = json(api, &["get", "pod", "web-1"])["spec"]["nodeName"].as_str().unwrap().to_string();
+    let agent = if node1 == nodes.agent1.node { &nodes.agent1 } else { &nodes.agent2 };
+    let dir1 = agent.data_dir.join("volumes").join(&volume1);
+    assert!(dir1.join("log").exists(), "the volume's data on its node: {}", dir1.display());
     api.ok(&["scale", "statefulset", "web", "--replicas=1"], None).unwrap();
     wait_for("the claim gone with its pod", Duration::from_secs(60), || {
         let out = api.kubectl(&["get", "pvc", "data-web-1"], None).unwrap();
@@ -92,6 +96,10 @@ async fn claims_get_local_volumes_that_outlive_their_pods() {
     wait_for("its volume deleted", Duration::from_secs(60), || {
         let out = api.kubectl(&["get", "pv", &volume1], None).unwrap();
         (!out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    })
+    .await;
+    wait_for("its directory removed from its node", Duration::from_secs(30), || {
+        (!dir1.exists(), dir1.display().to_string())
     })
     .await;
 

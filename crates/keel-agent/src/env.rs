@@ -277,6 +277,7 @@ mod tests {
             secrets: HashMap::from([("creds".into(), BTreeMap::from([("password".into(), "s3cret".into())]))]),
             services: vec![],
             tokens: HashMap::new(),
+            claims: HashMap::new(),
         }
     }
 

@@ -168,6 +168,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), AgentError> {
         () = sampler::run(shared.clone(), stats, config.housekeeping_interval) => Ok(()),
         () = node::heartbeat(client, config, version, endpoint) => Ok(()),
         () = watch_pods(shared.clone()) => Ok(()),
+        () = reclaim_volumes(shared.clone()) => Ok(()),
         () = watch_exits(shared, runtime) => Ok(()),
         r = server::serve(tcp, tls, app) => r.map_err(AgentError::Serve),
     }
@@ -214,6 +215,29 @@ async fn watch_pods(shared: Arc<worker::Shared>) {
             Err(e) => {
                 tracing::warn!(error = %e, "pod watch failed; it retries");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Removes the directories of keel's local volumes (`<data dir>/volumes/<name>`) whose PersistentVolume
+/// is gone: a released volume deleted per its reclaim policy takes its data with it (a kept one, `Retain`,
+/// keeps it). Looked at every 10 s.
+async fn reclaim_volumes(shared: Arc<worker::Shared>) {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    let root = shared.config.data_dir.join("volumes");
+    let api: Api<PersistentVolume> = Api::all(shared.client.clone());
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match api.get_opt(&name).await {
+                Ok(None) => match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => tracing::info!(volume = %name, "volume deleted: its directory removed"),
+                    Err(e) => tracing::warn!(volume = %name, error = %e, "cannot remove a deleted volume's directory"),
+                },
+                Ok(Some(_)) => {}
+                Err(e) => tracing::debug!(volume = %name, error = %e, "cannot look up a volume; its directory stays"),
             }
         }
     }

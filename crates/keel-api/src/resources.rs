@@ -613,6 +613,7 @@ mod tests {
         assert!(g.contains(&("rbac.authorization.k8s.io", "v1")));
         assert!(g.contains(&("certificates.k8s.io", "v1")));
         assert!(g.contains(&("policy", "v1")) && g.contains(&("scheduling.k8s.io", "v1")));
-        assert_eq!(g.len(), 15);
+        assert!(g.contains(&("storage.k8s.io", "v1")));
+        assert_eq!(g.len(), 16);
     }
 }

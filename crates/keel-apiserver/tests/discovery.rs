@@ -50,6 +50,7 @@ async fn discovery_lists_groups_resources_short_names_and_subresources() {
             "rbac.authorization.k8s.io",
             "certificates.k8s.io",
             "scheduling.k8s.io",
+            "storage.k8s.io",
             "policy",
             "apiextensions.k8s.io",
             "admissionregistration.k8s.io",

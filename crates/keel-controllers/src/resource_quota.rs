@@ -3,14 +3,14 @@
 //! written with the resourceVersion it was read at, after the objects were listed, so a charge the API
 //! server made meanwhile fails the write and the quota is counted again. The API server charges creates
 //! as they happen; this loop gives back what deletions and finished pods free, and takes in a changed
-//! spec. A quota is counted again when one of the pods, Services, ConfigMaps or Secrets of its
+//! spec. A quota is counted again when one of the pods, Services, ConfigMaps, Secrets or claims of its
 //! namespace changes, and every 30 s for the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, ResourceQuota, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service};
 use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -90,12 +90,13 @@ pub async fn run(client: Client) -> Result<(), Error> {
     let controller = Controller::new(Api::<ResourceQuota>::all(client.clone()), watcher::Config::default());
     let store = controller.store();
     let wc = watcher::Config::default;
-    let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store);
+    let (s1, s2, s3, s4, s5) = (store.clone(), store.clone(), store.clone(), store.clone(), store);
     controller
         .watches(Api::<Pod>::all(client.clone()), wc(), move |o| quotas_of(&s1, &o))
         .watches(Api::<Service>::all(client.clone()), wc(), move |o| quotas_of(&s2, &o))
         .watches(Api::<ConfigMap>::all(client.clone()), wc(), move |o| quotas_of(&s3, &o))
-        .watches(Api::<Secret>::all(client), wc(), move |o| quotas_of(&s4, &o))
+        .watches(Api::<Secret>::all(client.clone()), wc(), move |o| quotas_of(&s4, &o))
+        .watches(Api::<PersistentVolumeClaim>::all(client), wc(), move |o| quotas_of(&s5, &o))
         .run(reconcile, retry, ctx)
         .for_each(reconciled)
         .await;
