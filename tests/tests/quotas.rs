@@ -89,6 +89,18 @@ async fn quotas_and_limit_ranges_hold_a_namespace_to_its_limits() {
     })
     .await;
     api.ok(&["-n", "team", "apply", "-f", "-"], Some(&pod("fits", "{}"))).unwrap();
+    // A ReplicaSet's refused create is kube's FailedCreate: an event and the ReplicaFailure condition.
+    api.ok(&["-n", "team", "create", "deployment", "more", "--image=busybox"], None).unwrap();
+    wait_for("the ReplicaSet's FailedCreate", Duration::from_secs(30), || {
+        let rs = json(&api, &["-n", "team", "get", "rs", "-l", "app=more"]);
+        let condition = rs["items"][0]["status"]["conditions"][0].clone();
+        let events = api.ok(&["-n", "team", "get", "events", "--field-selector", "reason=FailedCreate"], None);
+        let seen = condition["type"] == "ReplicaFailure"
+            && condition["message"].as_str().is_some_and(|m| m.contains("exceeded quota: small"))
+            && events.as_deref().is_ok_and(|e| e.contains("Error creating: pods"));
+        (seen, format!("{condition} {events:?}"))
+    })
+    .await;
 
     // A compute quota needs every container to name what it limits.
     api.ok(&["create", "namespace", "compute"], None).unwrap();

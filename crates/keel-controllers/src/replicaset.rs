@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
@@ -16,7 +16,10 @@ use serde_json::json;
 
 use crate::error::ignore_gone;
 use crate::reconciling::{reconciled, retry};
-use crate::{pods, replicas, Error};
+use crate::{events, pods, replicas, Error};
+
+/// The component whose events a ReplicaSet (or ReplicationController) gets.
+const COMPONENT: &str = "replicaset-controller";
 
 struct Context {
     client: Client,
@@ -67,6 +70,7 @@ where
         let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
         ignore_gone(pod_api.patch(orphan, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop))?;
     }
+    let mut failed: Option<String> = None;
     if plan.create > 0 {
         let template = spec.template.clone().unwrap_or_default();
         let pod = pods::pod_from_template(&template, &namespace, &format!("{name}-"), owner.clone());
@@ -76,16 +80,51 @@ where
             .buffer_unordered(16)
             .collect()
             .await;
+        // A refused create (a quota, a limit range, a webhook) is kube's FailedCreate: an event, the
+        // ReplicaFailure condition, and another try later; anything else fails the pass.
         for r in results {
-            r?;
+            match r {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 409 => {
+                    failed.get_or_insert_with(|| format!("Error creating: {}", e.message));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(message) = &failed {
+            let involved = events::reference(&owner.api_version, &owner.kind, &rs.metadata);
+            events::note(client, COMPONENT, &involved, &events::Note::warning("FailedCreate", message.clone())).await;
         }
     }
     for victim in &plan.delete {
         ignore_gone(pod_api.delete(victim, &DeleteParams::default()).await.map(drop))?;
     }
-    if let Some(wanted) = &plan.status {
+    let had_failure = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "ReplicaFailure"));
+    let wanted = match (&plan.status, &failed, had_failure) {
+        (Some(w), None, false) => Some(json!(w)),
+        (w, failure, _) => {
+            let mut w = w.as_ref().map(|w| json!(w)).unwrap_or_else(|| json!({}));
+            let others = rs.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+            let mut conditions: Vec<serde_json::Value> =
+                others.iter().filter(|c| c.type_ != "ReplicaFailure").map(|c| json!(c)).collect();
+            if let Some(message) = failure {
+                conditions.push(json!({"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                    "message": message, "lastTransitionTime": Time(jiff::Timestamp::now())}));
+            }
+            w["conditions"] = json!(conditions);
+            Some(w)
+        }
+    };
+    if let Some(wanted) = wanted {
         let patch = json!({"status": wanted});
         ignore_gone(status.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop))?;
+    }
+    if failed.is_some() {
+        return Ok(Action::requeue(std::time::Duration::from_secs(5)));
     }
     Ok(match plan.requeue_after {
         Some(after) => Action::requeue(after),
