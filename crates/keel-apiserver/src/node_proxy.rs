@@ -337,7 +337,13 @@ fn parse_query(query: &str, pod_name: &str) -> Result<(Option<String>, LogOption
     Ok((container, options))
 }
 
-async fn read_object(state: &AppState, plural: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
+/// One core object of `plural`, read linearizably.
+pub(crate) async fn read_object(
+    state: &AppState,
+    plural: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Value, ApiError> {
     let resource =
         resources::find("", "v1", plural).ok_or_else(|| ApiError::Internal(format!("no resource {plural}")))?;
     let stored = state

@@ -23,7 +23,6 @@ use keel_api::status::{ApiError, GroupResource};
 use serde_json::Value;
 
 use crate::node_proxy::{agent_of, NodeClient};
-use crate::storage::Read;
 use crate::{AppState, Failure};
 
 /// How long one agent may take to give its summary.
@@ -101,7 +100,9 @@ async fn answer(state: &AppState, rest: &str, query: Option<&str>) -> Result<Res
     match request {
         Request::Nodes(name) => {
             let nodes = match name {
-                Some(n) => vec![read(state, "nodes", "", n).await.map_err(|_| not_found("Node", n))?],
+                Some(n) => vec![crate::node_proxy::read_object(state, "nodes", "", n)
+                    .await
+                    .map_err(|_| not_found("Node", n))?],
                 None => list(state, "nodes", None).await?,
             };
             let nodes: Vec<Value> = nodes.into_iter().filter(|n| selected(n, &labels, &fields)).collect();
@@ -121,7 +122,9 @@ async fn answer(state: &AppState, rest: &str, query: Option<&str>) -> Result<Res
         }
         Request::Pods(namespace, name) => {
             let pods = match (namespace, name) {
-                (Some(ns), Some(n)) => vec![read(state, "pods", ns, n).await.map_err(|_| not_found("Pod", n))?],
+                (Some(ns), Some(n)) => {
+                    vec![crate::node_proxy::read_object(state, "pods", ns, n).await.map_err(|_| not_found("Pod", n))?]
+                }
                 (ns, _) => list(state, "pods", ns).await?,
             };
             let pods: Vec<Value> = pods.into_iter().filter(|p| selected(p, &labels, &fields)).collect();
@@ -130,7 +133,7 @@ async fn answer(state: &AppState, rest: &str, query: Option<&str>) -> Result<Res
             node_names.dedup();
             let mut nodes = Vec::new();
             for n in node_names {
-                if let Ok(node) = read(state, "nodes", "", n).await {
+                if let Ok(node) = crate::node_proxy::read_object(state, "nodes", "", n).await {
                     nodes.push(node);
                 }
             }
@@ -154,17 +157,6 @@ async fn answer(state: &AppState, rest: &str, query: Option<&str>) -> Result<Res
 
 fn name_of(object: &Value) -> String {
     object["metadata"]["name"].as_str().unwrap_or_default().to_string()
-}
-
-async fn read(state: &AppState, plural: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
-    let resource =
-        resources::find("", "v1", plural).ok_or_else(|| ApiError::Internal(format!("no resource {plural}")))?;
-    let stored = state
-        .storage
-        .read(&resource.key(namespace, name), Read::Linearizable)
-        .await
-        .map_err(|e| crate::resources::store_error(resource, name, e))?;
-    crate::resources::object(&stored)
 }
 
 async fn list(state: &AppState, plural: &str, namespace: Option<&str>) -> Result<Vec<Value>, ApiError> {

@@ -142,6 +142,17 @@ pub struct Charge {
     pub expected: i64,
 }
 
+/// A write's own condition and put, with each charge's compare and put added.
+fn with_charges(condition: Compare, put: RequestOp, also: Vec<Charge>) -> (Vec<Compare>, Vec<RequestOp>) {
+    let mut conditions = vec![condition];
+    let mut ops = vec![put];
+    for c in also {
+        conditions.push(compare(&c.key, CompareTarget::Mod, TargetUnion::ModRevision(c.expected)));
+        ops.push(put_op(&c.key, c.value));
+    }
+    (conditions, ops)
+}
+
 /// How a write transaction ended.
 enum Written {
     Done(TxnResponse),
@@ -596,12 +607,8 @@ impl Storage {
     /// if that key is still at the mod revision given (the quotas a create charges). Refuses if the key
     /// exists (`AlreadyExists`) or one of `also` changed (`Conflict`).
     pub async fn create_with(&self, key: &str, value: Vec<u8>, also: Vec<Charge>) -> Result<i64, StorageError> {
-        let mut conditions = vec![compare(key, CompareTarget::Create, TargetUnion::CreateRevision(0))];
-        let mut ops = vec![put_op(key, value)];
-        for c in also {
-            conditions.push(compare(&c.key, CompareTarget::Mod, TargetUnion::ModRevision(c.expected)));
-            ops.push(put_op(&c.key, c.value));
-        }
+        let absent = compare(key, CompareTarget::Create, TargetUnion::CreateRevision(0));
+        let (conditions, ops) = with_charges(absent, put_op(key, value), also);
         match self.write(key, conditions, ops).await? {
             Written::Done(resp) => Ok(revision(&resp)),
             Written::Refused(Some(_)) => Err(StorageError::AlreadyExists),
@@ -618,12 +625,8 @@ impl Storage {
         expected: i64,
         also: Vec<Charge>,
     ) -> Result<i64, StorageError> {
-        let mut conditions = vec![compare(key, CompareTarget::Mod, TargetUnion::ModRevision(expected))];
-        let mut ops = vec![put_op(key, value)];
-        for c in also {
-            conditions.push(compare(&c.key, CompareTarget::Mod, TargetUnion::ModRevision(c.expected)));
-            ops.push(put_op(&c.key, c.value));
-        }
+        let unchanged = compare(key, CompareTarget::Mod, TargetUnion::ModRevision(expected));
+        let (conditions, ops) = with_charges(unchanged, put_op(key, value), also);
         match self.write(key, conditions, ops).await? {
             Written::Done(resp) => Ok(revision(&resp)),
             Written::Refused(Some(now)) => Err(StorageError::Conflict { current: now.mod_revision }),

@@ -107,6 +107,19 @@ pub fn render(v: &Value) -> String {
     }
 }
 
+/// The name of the newest object (by creation time, then name) whose `annotation` is `"true"`: the default
+/// class among IngressClasses or StorageClasses, as kube's admission picks it.
+pub fn newest_annotated(objects: &[Value], annotation: &str) -> Option<String> {
+    let created =
+        |c: &Value| c.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = |c: &Value| c.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    objects
+        .iter()
+        .filter(|c| c.pointer("/metadata/annotations").and_then(|a| a.get(annotation)) == Some(&Value::from("true")))
+        .min_by(|a, b| created(b).cmp(&created(a)).then_with(|| name(a).cmp(&name(b))))
+        .map(name)
+}
+
 /// `Invalid value: <v>: detail`, with `v` printed as Go prints it.
 pub fn invalid(field: impl Into<String>, v: &Value, detail: &str) -> Cause {
     Cause { kind: CauseType::Invalid, field: field.into(), message: format!("Invalid value: {}: {detail}", render(v)) }

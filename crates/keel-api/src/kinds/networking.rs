@@ -24,16 +24,7 @@ const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// The default IngressClass among `classes`: the one annotated as the default, the newest if several are
 /// (by creation time, then name), as kube-apiserver's DefaultIngressClass admission picks it.
 pub fn default_class(classes: &[Value]) -> Option<String> {
-    let created =
-        |c: &Value| c.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string();
-    let name = |c: &Value| c.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    classes
-        .iter()
-        .filter(|c| {
-            c.pointer("/metadata/annotations").and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)) == Some(&json!("true"))
-        })
-        .min_by(|a, b| created(b).cmp(&created(a)).then_with(|| name(a).cmp(&name(b))))
-        .map(name)
+    newest_annotated(classes, DEFAULT_CLASS_ANNOTATION)
 }
 
 /// A new Ingress that names no class, by field or annotation, gets `default` (if the cluster has one).

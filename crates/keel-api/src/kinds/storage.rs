@@ -34,16 +34,7 @@ pub fn local_class() -> Value {
 /// The default StorageClass among `classes`: the newest of those annotated as the default (kube's
 /// DefaultStorageClass admission), by creation time, then name.
 pub fn default_class(classes: &[Value]) -> Option<String> {
-    let created =
-        |c: &Value| c.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string();
-    let name = |c: &Value| c.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    classes
-        .iter()
-        .filter(|c| {
-            c.pointer("/metadata/annotations").and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)) == Some(&json!("true"))
-        })
-        .min_by(|a, b| created(b).cmp(&created(a)).then_with(|| name(a).cmp(&name(b))))
-        .map(name)
+    newest_annotated(classes, DEFAULT_CLASS_ANNOTATION)
 }
 
 /// A new claim that names no class (the field absent, not `""`) gets the default one, if any.
