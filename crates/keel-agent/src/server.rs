@@ -93,7 +93,8 @@ pub fn app(
 }
 
 /// The resource figures ([`crate::sampler`]): `GET /stats/summary` (JSON, what the masters' metrics API
-/// reads) and `GET /metrics/resource` (the kubelet's Prometheus names), from the last sample at once.
+/// reads) and `GET /metrics/resource` (the kubelet's Prometheus names; also at `/metrics`, the agent's
+/// Prometheus endpoint), from the last sample at once.
 pub fn stats_routes(stats: Arc<crate::sampler::Stats>) -> Router {
     let summary = {
         let stats = stats.clone();
@@ -105,7 +106,8 @@ pub fn stats_routes(stats: Arc<crate::sampler::Stats>) -> Router {
     };
     Router::new()
         .route(resource_metrics::SUMMARY_PATH, get(summary))
-        .route(resource_metrics::RESOURCE_METRICS_PATH, get(exposition))
+        .route(resource_metrics::RESOURCE_METRICS_PATH, get(exposition.clone()))
+        .route("/metrics", get(exposition))
 }
 
 /// An error as the kubelet answers one: its message as plain text.
@@ -538,9 +540,14 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         let summary: keel_api::resource_metrics::Summary = serde_json::from_str(&body).unwrap();
         assert_eq!(summary, Default::default());
-        let (code, body) = get(&app, "/metrics/resource").await;
-        assert_eq!(code, StatusCode::OK);
-        assert!(body.contains("# TYPE node_cpu_usage_seconds counter") && body.contains("scrape_error 0"), "{body}");
+        for path in ["/metrics/resource", "/metrics"] {
+            let (code, body) = get(&app, path).await;
+            assert_eq!(code, StatusCode::OK, "{path}");
+            assert!(
+                body.contains("# TYPE node_cpu_usage_seconds counter") && body.contains("scrape_error 0"),
+                "{body}"
+            );
+        }
     }
 
     #[test]
