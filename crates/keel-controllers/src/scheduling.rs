@@ -151,6 +151,9 @@ struct Scheduler {
     storage: Storage,
 }
 
+/// Which claims (by key) a change concerns.
+type ClaimFilter<'a> = dyn Fn(&str, &PersistentVolumeClaim) -> bool + 'a;
+
 /// The claims, volumes and classes the scheduler has seen (kept whole: relists replace them).
 #[derive(Default)]
 struct Storage {
@@ -158,6 +161,9 @@ struct Storage {
     volumes: HashMap<String, PersistentVolume>,
     /// Classes whose `volumeBindingMode` is `WaitForFirstConsumer`.
     waiting_classes: HashSet<String>,
+    /// What a relist of claims or volumes found so far (it replaces the maps when it is done).
+    relisted_claims: Option<HashMap<String, PersistentVolumeClaim>>,
+    relisted_volumes: Option<HashMap<String, PersistentVolume>>,
 }
 
 impl Storage {
@@ -228,30 +234,48 @@ impl Scheduler {
                     self.namespaces.done();
                 }
             },
-            Update::Claim(e) => {
-                match *e {
-                    Event::Init | Event::InitDone => {}
-                    Event::InitApply(c) | Event::Apply(c) => {
-                        self.storage.claims.insert(key_of_claim(&c), c);
-                    }
-                    Event::Delete(c) => {
-                        self.storage.claims.remove(&key_of_claim(&c));
-                    }
+            Update::Claim(e) => match *e {
+                Event::Init => self.storage.relisted_claims = Some(HashMap::new()),
+                Event::InitApply(c) => {
+                    let relisted = self.storage.relisted_claims.get_or_insert_with(HashMap::new);
+                    relisted.insert(key_of_claim(&c), c);
                 }
-                self.refresh_claims();
-            }
-            Update::Volume(e) => {
-                match *e {
-                    Event::Init | Event::InitDone => {}
-                    Event::InitApply(v) | Event::Apply(v) => {
-                        self.storage.volumes.insert(v.name_any(), v);
-                    }
-                    Event::Delete(v) => {
-                        self.storage.volumes.remove(&v.name_any());
-                    }
+                Event::InitDone => {
+                    self.storage.claims = self.storage.relisted_claims.take().unwrap_or_default();
+                    self.refresh_claims(None);
                 }
-                self.refresh_claims();
-            }
+                Event::Apply(c) => {
+                    let key = key_of_claim(&c);
+                    self.storage.claims.insert(key.clone(), c);
+                    self.refresh_claims(Some(&|k: &str, _: &PersistentVolumeClaim| k == key));
+                }
+                Event::Delete(c) => {
+                    let key = key_of_claim(&c);
+                    self.storage.claims.remove(&key);
+                    self.refresh_claims(Some(&|k: &str, _: &PersistentVolumeClaim| k == key));
+                }
+            },
+            Update::Volume(e) => match *e {
+                Event::Init => self.storage.relisted_volumes = Some(HashMap::new()),
+                Event::InitApply(v) => {
+                    let relisted = self.storage.relisted_volumes.get_or_insert_with(HashMap::new);
+                    relisted.insert(v.name_any(), v);
+                }
+                Event::InitDone => {
+                    self.storage.volumes = self.storage.relisted_volumes.take().unwrap_or_default();
+                    self.refresh_claims(None);
+                }
+                Event::Apply(v) => {
+                    let name = v.name_any();
+                    self.storage.volumes.insert(name.clone(), v);
+                    self.refresh_claims_of_volume(&name);
+                }
+                Event::Delete(v) => {
+                    let name = v.name_any();
+                    self.storage.volumes.remove(&name);
+                    self.refresh_claims_of_volume(&name);
+                }
+            },
             Update::Class(e) => {
                 match *e {
                     Event::Init | Event::InitDone => {}
@@ -266,17 +290,27 @@ impl Scheduler {
                         self.storage.waiting_classes.remove(&c.name_any());
                     }
                 }
-                self.refresh_claims();
+                self.refresh_claims(None);
             }
             Update::Retry(key) => self.enqueue(&key),
         }
     }
 
-    /// The snapshot's claims from what the watches say now; parked pods are tried again.
-    fn refresh_claims(&mut self) {
+    /// The claims bound to volume `name`, after a change of it.
+    fn refresh_claims_of_volume(&mut self, name: &str) {
+        let names_it =
+            |_: &str, c: &PersistentVolumeClaim| c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(name);
+        self.refresh_claims(Some(&names_it));
+    }
+
+    /// The snapshot's claims from what the watches say now (only those `which` picks, when given); parked
+    /// pods are tried again.
+    fn refresh_claims(&mut self, which: Option<&ClaimFilter>) {
         for (key, claim) in &self.storage.claims {
-            let (ns, name) = key.split_once('/').unwrap_or(("", key));
-            self.snapshot.set_claim(ns, name, Some(self.storage.state(claim)));
+            if which.is_none_or(|w| w(key, claim)) {
+                let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                self.snapshot.set_claim(ns, name, Some(self.storage.state(claim)));
+            }
         }
         let gone: Vec<String> =
             self.snapshot.claim_keys().filter(|k| !self.storage.claims.contains_key(*k)).cloned().collect();

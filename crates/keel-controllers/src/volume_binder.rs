@@ -55,6 +55,8 @@ impl Binder {
         let claims: Vec<PersistentVolumeClaim> = self.claims.state().iter().map(|c| (**c).clone()).collect();
         let volumes: Vec<PersistentVolume> = self.volumes.state().iter().map(|v| (**v).clone()).collect();
         let classes: Vec<StorageClass> = self.classes.state().iter().map(|c| (**c).clone()).collect();
+        let live: std::collections::HashSet<&str> = claims.iter().filter_map(|c| c.metadata.uid.as_deref()).collect();
+        self.told.retain(|uid, _| live.contains(uid.as_str()));
         for claim in &claims {
             let step = claim_step(claim, &volumes, &classes);
             if let Err(e) = self.act_on_claim(claim, &volumes, step).await {
