@@ -152,27 +152,23 @@ pub fn charged_on_update(group: &str, plural: &str) -> bool {
     group.is_empty() && matches!(plural, "services" | "persistentvolumeclaims")
 }
 
-fn quantity_map(v: Option<&Value>) -> Usage {
-    usage_of(v)
-}
-
 /// A pod's requests or limits (`which`): the larger of its containers' sum and each init container's,
 /// plus its overhead (kube's `PodRequests`/`PodLimits`).
 pub(crate) fn pod_resources(pod: &Value, which: &str) -> Usage {
     let containers = |name: &str| pod.pointer(&format!("/spec/{name}")).and_then(Value::as_array).cloned();
     let mut sum = Usage::new();
     for c in containers("containers").unwrap_or_default() {
-        sum = add(&sum, &quantity_map(c.pointer(&format!("/resources/{which}"))));
+        sum = add(&sum, &usage_of(c.pointer(&format!("/resources/{which}"))));
     }
     for c in containers("initContainers").unwrap_or_default() {
-        for (k, v) in quantity_map(c.pointer(&format!("/resources/{which}"))) {
+        for (k, v) in usage_of(c.pointer(&format!("/resources/{which}"))) {
             if sum.get(&k).is_none_or(|s| s.quantity < v.quantity) {
                 sum.insert(k, v);
             }
         }
     }
     if !sum.is_empty() || which == "requests" {
-        sum = add(&sum, &quantity_map(pod.pointer("/spec/overhead")));
+        sum = add(&sum, &usage_of(pod.pointer("/spec/overhead")));
     }
     sum
 }
@@ -309,7 +305,7 @@ fn best_effort(pod: &Value) -> bool {
         .flat_map(|k| pod.pointer(&format!("/spec/{k}")).and_then(Value::as_array).cloned().unwrap_or_default());
     !containers.into_iter().any(|c| {
         ["requests", "limits"].iter().any(|w| {
-            let list = quantity_map(c.pointer(&format!("/resources/{w}")));
+            let list = usage_of(c.pointer(&format!("/resources/{w}")));
             list.contains_key("cpu") || list.contains_key("memory")
         })
     })
@@ -373,10 +369,8 @@ fn pod_constraints(required: &BTreeSet<String>, pod: &Value) -> Result<(), Strin
     let mut missing: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for k in ["containers", "initContainers"] {
         for c in pod.pointer(&format!("/spec/{k}")).and_then(Value::as_array).into_iter().flatten() {
-            let has = compute_usage(
-                &quantity_map(c.pointer("/resources/requests")),
-                &quantity_map(c.pointer("/resources/limits")),
-            );
+            let has =
+                compute_usage(&usage_of(c.pointer("/resources/requests")), &usage_of(c.pointer("/resources/limits")));
             for r in &required {
                 if !has.contains_key(*r) {
                     let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();

@@ -22,37 +22,12 @@ pub const API_VERSION: &str = "metrics.k8s.io/v1beta1";
 
 /// The two resources of `metrics.k8s.io/v1beta1`: read only (get, list), never stored.
 pub const RESOURCES: &[Resource] = &[
-    Resource {
-        group: GROUP,
-        version: VERSION,
-        kind: "NodeMetrics",
-        plural: "nodes",
-        singular: "",
-        namespaced: false,
-        short_names: &[],
-        categories: &[],
-        subresources: &[],
-        fields: &[],
-        custom: false,
-        stored_as: None,
-        rules: &crate::kinds::UNKNOWN,
-    },
-    Resource {
-        group: GROUP,
-        version: VERSION,
-        kind: "PodMetrics",
-        plural: "pods",
-        singular: "",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        subresources: &[],
-        fields: &[],
-        custom: false,
-        stored_as: None,
-        rules: &crate::kinds::UNKNOWN,
-    },
+    Resource { kind: "NodeMetrics", plural: "nodes", namespaced: false, ..METRICS },
+    Resource { kind: "PodMetrics", plural: "pods", ..METRICS },
 ];
+
+/// What both resources share.
+const METRICS: Resource = crate::resources::group(GROUP, VERSION);
 
 /// The verbs the metrics resources allow.
 pub const VERBS: &[&str] = &["get", "list"];

@@ -80,7 +80,7 @@ const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
 
 /// The fields every resource of a group version shares; each entry below names what differs.
-const fn group(group: &'static str, version: &'static str) -> Resource {
+pub(crate) const fn group(group: &'static str, version: &'static str) -> Resource {
     Resource {
         group,
         version,
